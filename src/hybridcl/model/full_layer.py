@@ -1,0 +1,168 @@
+"""The full layer: one extra transformer block of the base's own block class.
+
+It is appended to the encoder stack of a seq2seq model and to the decoder stack of a causal model,
+as a :class:`FullLayerSlot` that holds one block per task (or one shared block) and routes the
+forward pass through the active one. With no active block the slot passes its input through, so
+the model is exactly the base model.
+
+With ``init="zero"`` the block's output projections (attention output and MLP output) are zero, so
+each residual branch adds exactly 0: the model's outputs are bit-identical to the base's until the
+block is trained.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hybridcl.errors import ModelError
+
+SLOT_ATTR = "full_layers"  # the ModuleDict inside the slot; PEFT's exclude pattern matches it
+
+
+@dataclass(frozen=True)
+class Family:
+    """How hybridcl finds the block stack of one model family and builds a block for it."""
+
+    name: str
+    stack: Callable[[nn.Module], nn.ModuleList]
+    new_block: Callable[[nn.Module, int], nn.Module]
+    output_projections: tuple[str, ...]  # module names whose weights are zeroed by init="zero"
+    lora_targets: tuple[str, ...]  # default LoRA target modules
+    layer_count_attr: str | None  # config attribute that a causal stack slices its layers by
+
+
+def _t5_block(model: nn.Module, index: int) -> nn.Module:
+    from transformers.models.t5.modeling_t5 import T5Block
+
+    encoder = model.get_encoder()
+    # Only the first block carries the relative position bias; later blocks reuse it.
+    return T5Block(encoder.config, has_relative_attention_bias=False, layer_idx=index)
+
+
+def _same_class_block(model: nn.Module, index: int) -> nn.Module:
+    last = family_of(model).stack(model)[index - 1]
+    if isinstance(last, FullLayerSlot):
+        raise ModelError("the model already has a full-layer slot")
+    return type(last)(model.config, layer_idx=index)
+
+
+FAMILIES = {
+    "t5": Family("t5", lambda m: m.get_encoder().block, _t5_block, ("o", "wo"), ("q", "v"), None),
+    "llama": Family("llama", lambda m: m.model.layers, _same_class_block, ("o_proj", "down_proj"),
+                    ("q_proj", "v_proj"), "num_hidden_layers"),
+    "gpt2": Family("gpt2", lambda m: m.transformer.h, _same_class_block, ("c_proj",), ("c_attn",), "n_layer"),
+}
+# Llama-shaped decoders share the "llama" recipe.
+_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite", "olmo", "smollm3"}
+
+
+def family_of(model: nn.Module) -> Family:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in ("t5", "mt5", "codet5"):
+        return FAMILIES["t5"]
+    if model_type in _LLAMA_LIKE:
+        return FAMILIES["llama"]
+    if model_type == "gpt2":
+        return FAMILIES["gpt2"]
+    raise ModelError(
+        f"hybridcl has no full-layer recipe for model_type {model_type!r}: supported are t5 (CodeT5), "
+        f"gpt2 and Llama-shaped decoders ({', '.join(sorted(_LLAMA_LIKE))}); LoRA-only strategies still work"
+    )
+
+
+class FullLayerSlot(nn.Module):
+    """A place in the block stack that holds named blocks and routes through the active one."""
+
+    def __init__(self, block_factory: Callable[[], nn.Module], passthrough: Callable[..., object]):
+        super().__init__()
+        self.full_layers = nn.ModuleDict()
+        self.active: str | None = None
+        self._factory = block_factory
+        self._passthrough = passthrough
+
+    def add(self, key: str, init: str, template: nn.Module | None, zero_names: tuple[str, ...]) -> nn.Module:
+        """Create the block ``key`` (``init`` = "zero" or "copy_last" from ``template``)."""
+        if key in self.full_layers:
+            raise ModelError(f"full layer {key!r} exists already")
+        block = self._factory()
+        if init == "copy_last":
+            if template is None:
+                raise ModelError("full_layer.init=copy_last needs a last block to copy")
+            # strict=False: the first T5 block's relative-position table has no twin in later blocks.
+            missing, _ = block.load_state_dict(copy.deepcopy(template.state_dict()), strict=False)
+            if missing:
+                raise ModelError(f"full_layer.init=copy_last: the last block lacks {missing[:3]}")
+        else:
+            zeroed = 0
+            for name, module in block.named_modules():
+                if name.split(".")[-1] in zero_names:
+                    for p in module.parameters(recurse=False):
+                        nn.init.zeros_(p)
+                    zeroed += 1
+            if zeroed == 0:
+                raise ModelError(f"no output projection named {zero_names} found in {type(block).__name__}")
+        ref = next(iter(template.parameters())) if template is not None else None
+        if ref is not None:
+            block.to(device=ref.device, dtype=ref.dtype)
+        self.full_layers[key] = block
+        return block
+
+    def forward(self, *args, **kwargs):
+        if self.active is None:
+            return self._passthrough(*args, **kwargs)
+        return self.full_layers[self.active](*args, **kwargs)
+
+
+def attach_slot(model: nn.Module) -> FullLayerSlot:
+    """Append an empty :class:`FullLayerSlot` to the model's block stack (once) and return it."""
+    family = family_of(model)
+    stack = family.stack(model)
+    if isinstance(stack[-1], FullLayerSlot):
+        return stack[-1]
+    index = len(stack)
+    template = stack[-1]
+    signature = inspect.signature(template.forward)
+    passthrough = _t5_passthrough(signature) if family.name == "t5" else _hidden_passthrough(signature)
+    slot = FullLayerSlot(lambda: family.new_block(model, index), passthrough)
+    stack.append(slot)
+    if family.layer_count_attr:
+        # Causal stacks iterate `layers[: config.num_hidden_layers]` and size their KV cache by it.
+        setattr(model.config, family.layer_count_attr, index + 1)
+        layer_types = getattr(model.config, "layer_types", None)
+        if isinstance(layer_types, list) and len(layer_types) == index:
+            layer_types.append(layer_types[-1])
+    return slot
+
+
+def find_slot(model: nn.Module) -> FullLayerSlot | None:
+    for module in model.modules():
+        if isinstance(module, FullLayerSlot):
+            return module
+    return None
+
+
+def _t5_passthrough(signature: inspect.Signature):
+    # A T5 block returns (hidden_states, self-attention position bias, cross-attention position bias).
+    def passthrough(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        get = bound.arguments.get
+        return get("hidden_states"), get("position_bias"), get("encoder_decoder_position_bias")
+
+    return passthrough
+
+
+def _hidden_passthrough(signature: inspect.Signature):
+    def passthrough(*args, **kwargs):
+        return signature.bind(*args, **kwargs).arguments["hidden_states"]
+
+    return passthrough
+
+
+def block_parameters(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters())
+
