@@ -65,14 +65,14 @@ class ComponentSet:
         """Create ``task``'s new parts, freeze all other parts and route through ``task``'s parts."""
         if task not in self.tasks:
             self.tasks.append(task)
-        if self.strategy.lora != "none":
-            name = self._key(self.strategy.lora, task)
-            if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
-                self._add_adapter(name)
         if self.slot is not None:
             key = self._key(self.strategy.full_layer, task)
             if key not in self.slot.full_layers:
                 self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections)
+        if self.strategy.lora != "none":
+            name = self._key(self.strategy.lora, task)
+            if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
+                self._add_adapter(name)
         self.route(task)
         self._set_trainable(task)
 
@@ -108,12 +108,13 @@ class ComponentSet:
 
     def _add_adapter(self, name: str) -> None:
         lora = self.cfg.lora
-        family_targets = family_of(self.base).lora_targets if _has_family(self.base) else None
-        targets = lora.target_modules or list(family_targets or ["q_proj", "v_proj"])
+        family = _family_or_none(self.base)
+        targets = lora.target_modules or list(family.lora_targets if family else ("q_proj", "v_proj"))
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
             # LoRA adapts the base only: the extra blocks are trained whole.
-            exclude_modules=rf".*\.{SLOT_ATTR}\..*",
+            exclude_modules=rf".*\.{SLOT_ATTR}\..*" if self.slot is not None else None,
+            fan_in_fan_out=family is not None and family.name == "gpt2",  # GPT-2 stores Conv1D weights transposed
             task_type="SEQ_2_SEQ_LM" if self.kind == "seq2seq" else "CAUSAL_LM",
         )
         try:
@@ -177,9 +178,8 @@ class ComponentSet:
         )
 
 
-def _has_family(model: nn.Module) -> bool:
+def _family_or_none(model: nn.Module):
     try:
-        family_of(model)
-        return True
+        return family_of(model)
     except ModelError:
-        return False
+        return None

@@ -18,7 +18,7 @@ class Strategy:
     lora: Scope
     full_layer: Scope
     train_base: bool = False  # unfreeze the whole base model (naive fine-tuning baselines)
-    rule: str | None = None  # replay | ewc | o_lora | joint
+    rule: str | None = None  # replay | ewc | joint
     description: str = ""
 
 
@@ -41,8 +41,6 @@ STRATEGIES: dict[str, Strategy] = {
                  description="shared LoRA + shared block, earlier tasks' examples mixed into later tasks"),
         Strategy("ewc", lora="shared", full_layer="shared", rule="ewc",
                  description="shared LoRA + shared block with an EWC penalty on their weights"),
-        Strategy("o_lora", lora="shared", full_layer="none", rule="o_lora",
-                 description="shared LoRA whose new directions stay orthogonal to earlier tasks'"),
     )
 }
 

@@ -1,0 +1,92 @@
+"""The architecture and parameter table (``hybridcl params``).
+
+Counts come from building the model and its components for real, on PyTorch's meta device (shapes
+without memory or weights), so they need only the architecture config.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from hybridcl.config import ExperimentConfig
+from hybridcl.model.components import ComponentSet
+from hybridcl.model.full_layer import SLOT_ATTR, family_of
+from hybridcl.model.loading import _model_class, base_config
+from hybridcl.strategies import SEED_STRATEGIES, get_strategy
+
+T5_TARGET_OPTIONS = (("q", "v"), ("q", "k", "v", "o"), ("q", "k", "v", "o", "wi"), ("q", "k", "v", "o", "wi", "wo"))
+LLAMA_TARGET_OPTIONS = (("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj"),
+                        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+
+
+def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> ComponentSet:
+    """The model and ``strategy``'s components after ``n_tasks`` tasks, on the meta device."""
+    arch = base_config(config.model)
+    with torch.device("meta"):
+        model = _model_class(arch).from_config(arch)
+        model.requires_grad_(False)
+        components = ComponentSet(model, "seq2seq" if arch.is_encoder_decoder else "causal", get_strategy(strategy),
+                                  config.components)
+        for task in config.tasks[:n_tasks]:
+            components.activate(task)
+    return components
+
+
+def lora_count(model: nn.Module, targets: tuple[str, ...], r: int, include_full_layer: bool = False) -> int:
+    """LoRA parameters r*(in+out) over the linear layers named in ``targets``."""
+    total = 0
+    for name, module in model.named_modules():
+        if name.split(".")[-1] not in targets or (f".{SLOT_ATTR}." in name and not include_full_layer):
+            continue
+        if "lora_" in name or not hasattr(module, "weight") or module.weight.dim() != 2:
+            continue
+        total += r * sum(module.weight.shape)
+    return total
+
+
+def params_table(config: ExperimentConfig) -> str:
+    r = config.components.lora.r
+    T = len(config.tasks)
+    reference = build_components(config, "hybrid_task_specific", 1)
+    counts = reference.counts()
+    family = family_of(reference.base)
+    base = counts.base
+    targets = tuple(config.components.lora.target_modules or family.lora_targets)
+
+    def pct(n: int) -> str:
+        return f"{100 * n / base:.2f}%"
+
+    lora_label = f"LoRA adapter r={r} on {','.join(targets)}"
+    block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
+    lines = [
+        f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: {', '.join(config.tasks)}",
+        "",
+        f"{'component':<60}{'params':>14}{'% of base':>11}",
+        f"{'base model (frozen)':<60}{base:>14,}{'':>11}",
+        f"{lora_label:<60}{counts.lora_per_adapter:>14,}{pct(counts.lora_per_adapter):>11}",
+        f"{block_label:<60}{counts.full_layer_per_block:>14,}{pct(counts.full_layer_per_block):>11}",
+        "",
+        f"LoRA r={r} by target modules:",
+    ]
+    options = T5_TARGET_OPTIONS if family.name == "t5" else LLAMA_TARGET_OPTIONS if family.name == "llama" else (targets,)
+    for option in options:
+        lines.append(f"  {','.join(option):<58}{lora_count(reference.model, option, r):>14,}")
+        if family.name == "t5" and option == ("q", "k", "v", "o", "wi"):
+            n = lora_count(reference.model, option, r, include_full_layer=True)
+            lines.append(f"  {','.join(option) + ' + the extra block':<58}{n:>14,}")
+    if family.name == "t5":
+        lines.append("  (the seed reports 1.78M: q,k,v,o,wi, or wo, on the base plus the extra block gives it, so the\n"
+                     "   seed's LoRA likely also adapted its extra layer; hybridcl adapts the base only)")
+    lines += ["", f"{'strategy':<24}{'trainable per task':>20}{'% of base':>11}{f'stored after {T} tasks':>24}"]
+    for name in (*SEED_STRATEGIES, config.strategy):
+        if name in SEED_STRATEGIES and name == config.strategy and lines[-1].startswith(name):
+            continue
+        if name not in SEED_STRATEGIES and (name == "all" or get_strategy(name).train_base):
+            continue
+        components = build_components(replace(config, strategy=name), name, T)
+        c = components.counts()
+        marker = "  <- config" if name == config.strategy else ""
+        lines.append(f"{name:<24}{c.trainable:>20,}{pct(c.trainable):>11}{c.stored_total:>24,}{marker}")
+    return "\n".join(lines)

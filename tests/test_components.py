@@ -1,0 +1,153 @@
+"""The component guarantees, on tiny models built in-process: identity at init, isolation under
+per-task scopes, interference under a shared scope, and a base model that never changes."""
+import pytest
+import torch
+
+from hybridcl.config import ComponentsConfig, FullLayerSpec, LoraSpec, ModelConfig
+from hybridcl.model.components import ComponentSet
+from hybridcl.model.full_layer import find_slot
+from hybridcl.model.loading import load_base
+from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES
+
+ARCHS = ["tiny:t5", "tiny:llama", "tiny:gpt2"]
+CFG = ComponentsConfig(lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+
+
+def batch(kind, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(3, 380, (4, 10), generator=g)
+    y = torch.randint(3, 380, (4, 7), generator=g)
+    return {"input_ids": x, "labels": y} if kind == "seq2seq" else {"input_ids": x, "labels": x}
+
+
+def logits(components, kind):
+    components.model.eval()
+    with torch.no_grad():
+        return components.model(**batch(kind)).logits
+
+
+def train_steps(components, kind, seed, steps=3):
+    params = components.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    components.model.train()
+    for step in range(steps):
+        loss = components.model(**batch(kind, seed=100 * seed + step)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def setup(arch, strategy, cfg=CFG):
+    base = load_base(ModelConfig(name=arch))
+    with torch.no_grad():
+        reference = base.model(**batch(base.kind)).logits
+    return base, ComponentSet(base.model, base.kind, STRATEGIES[strategy], cfg), reference
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("strategy", SEED_STRATEGIES)
+def test_fresh_components_leave_outputs_unchanged(arch, strategy):
+    base, components, reference = setup(arch, strategy)
+    components.activate("python")
+    assert torch.equal(logits(components, base.kind), reference)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_base_only_gives_base_outputs_after_training(arch):
+    base, components, reference = setup(arch, "hybrid_task_specific")
+    components.activate("python")
+    train_steps(components, base.kind, seed=1)
+    assert not torch.equal(logits(components, base.kind), reference)
+    with components.base_only():
+        assert torch.equal(logits(components, base.kind), reference)
+    assert not torch.equal(logits(components, base.kind), reference)  # routing is restored
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("strategy", ["lora_only", "full_layer_only", "hybrid_task_specific"])
+def test_per_task_scopes_isolate_earlier_tasks(arch, strategy):
+    base, components, _ = setup(arch, strategy)
+    components.activate("python")
+    train_steps(components, base.kind, seed=1)
+    after_python = logits(components, base.kind)
+    components.activate("javascript")
+    train_steps(components, base.kind, seed=2)
+    assert not torch.equal(logits(components, base.kind), after_python)  # javascript's parts differ
+    components.route("python")
+    assert torch.equal(logits(components, base.kind), after_python)  # bit-identical
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("strategy", ["hybrid_shared_layer", "replay", "ewc"])
+def test_shared_scope_lets_later_tasks_change_earlier_outputs(arch, strategy):
+    base, components, _ = setup(arch, strategy)
+    components.activate("python")
+    train_steps(components, base.kind, seed=1)
+    after_python = logits(components, base.kind)
+    components.activate("javascript")
+    train_steps(components, base.kind, seed=2)
+    components.route("python")
+    assert not torch.equal(logits(components, base.kind), after_python)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if not STRATEGIES[s].train_base])
+def test_base_weights_never_change(arch, strategy):
+    base, components, _ = setup(arch, strategy)
+    before = {k: v.clone() for k, v in base.model.state_dict().items() if "lora_" not in k and ".full_layers." not in k}
+    for i, task in enumerate(["python", "javascript"]):
+        components.activate(task)
+        train_steps(components, base.kind, seed=i)
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in components.model.state_dict().items() if "lora_" not in k and ".full_layers." not in k}
+    assert set(before) == set(after)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_full_finetune_trains_the_base():
+    base, components, _ = setup("tiny:t5", "full_finetune")
+    components.activate("python")
+    assert components.counts().trainable == sum(p.numel() for p in base.model.parameters())
+
+
+def test_trainable_parameters_are_only_the_active_tasks_parts():
+    base, components, _ = setup("tiny:t5", "hybrid_task_specific")
+    components.activate("python")
+    components.activate("javascript")
+    names = {n for n, p in components.model.named_parameters() if p.requires_grad}
+    assert names and all(".javascript." in n for n in names)
+    c = components.counts()
+    assert (c.n_adapters, c.n_blocks) == (2, 2)
+    assert c.trainable == c.lora_per_adapter + c.full_layer_per_block
+    assert c.stored_total == 2 * (c.lora_per_adapter + c.full_layer_per_block)
+
+
+def test_copy_last_init_copies_the_last_block():
+    base, components, _ = setup("tiny:llama", "full_layer_only", ComponentsConfig(full_layer=FullLayerSpec(init="copy_last")))
+    components.activate("python")
+    last = base.model.model.layers[-2].state_dict()
+    new = find_slot(base.model).full_layers["python"].state_dict()
+    assert set(last) == set(new) and all(torch.equal(last[k], new[k]) for k in last)
+    assert base.model.config.num_hidden_layers == 3
+
+
+def test_component_state_round_trip():
+    base, components, _ = setup("tiny:t5", "hybrid_task_specific")
+    for i, task in enumerate(["python", "javascript"]):
+        components.activate(task)
+        train_steps(components, base.kind, seed=i)
+    state = components.component_state()
+    expected = logits(components, base.kind)
+    _, fresh, _ = setup("tiny:t5", "hybrid_task_specific")
+    for task in ["python", "javascript"]:
+        fresh.activate(task)
+    fresh.load_component_state(state)
+    assert torch.equal(logits(fresh, base.kind), expected)
+
+
+def test_generation_runs_through_the_components():
+    base, components, _ = setup("tiny:llama", "hybrid_task_specific")
+    components.activate("python")
+    out = components.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False,
+                                    min_new_tokens=4)
+    assert out.shape == (1, 7)

@@ -1,0 +1,65 @@
+import pytest
+
+from hybridcl.config import load_config, preset_names
+from hybridcl.errors import ConfigError
+
+
+def test_presets_load_and_validate():
+    assert {"default", "seed", "smoke"} <= set(preset_names())
+    seed = load_config("seed")
+    assert seed.model.name == "Salesforce/codet5-small"
+    assert (seed.components.lora.r, seed.components.lora.alpha, seed.components.lora.dropout) == (16, 32, 0.1)
+    assert (seed.train.epochs, seed.train.batch_size, seed.train.lr, seed.train.grad_clip) == (2, 8, 5e-4, 1.0)
+    assert (seed.data.max_train, seed.data.max_val, seed.data.max_source_len) == (8000, 2000, 512)
+    assert load_config("default").model.name == "embedded:smollm2-135m-instruct"
+    assert load_config("smoke").model.name == "tiny:t5"
+
+
+def test_overrides_are_typed():
+    c = load_config(overrides=["preset=seed", "train.epochs=1", "strategy=lora_only", "tasks=[python]",
+                               "components.lora.target_modules=[q,v]", "data.max_train=null"])
+    assert c.preset == "seed" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
+    assert c.strategy == "lora_only" and c.tasks == ["python"]
+    assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=1", "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    ("trian.epochs=1", "unknown config key 'trian' (did you mean train?)"),
+    ("train.epochs=abc", "train.epochs = 'abc' must be a number"),
+    ("train.batch_size=2.5", "train.batch_size = 2.5 must be an integer"),
+    ("train.lr=-1", "train.lr = -1.0: must be greater than 0"),
+    ("train.precision=fp16", "train.precision = 'fp16' is not allowed: choose one of auto, fp32, bf16"),
+    ("strategy=lora", "unknown strategy 'lora'"),
+    ("tasks=[python,cobol]", "unknown tasks 'cobol'"),
+    ("tasks=[python,python]", "each language may appear once"),
+    ("components.lora.dropout=1.5", "components.lora.dropout = 1.5: must be in [0, 1)"),
+    ("run.seeds=[]", "run.seeds is empty"),
+    ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),
+    ("preset=sed", "unknown preset 'sed' (did you mean seed?)"),
+    ("noequals", "is not of the form key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override] if override.startswith(("preset", "data.source")) else ["preset=smoke", override])
+    assert message in str(info.value)
+
+
+def test_yaml_file_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 1\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+, column \d+ is not valid YAML"):
+        load_config(file=bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_config(file=scalar)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(file=tmp_path / "missing.yaml")
+
+
+def test_yaml_file_extends_a_preset(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("extends: seed\ntrain:\n  epochs: 3\n")
+    c = load_config(file=f)
+    assert c.train.epochs == 3 and c.train.lr == 5e-4 and c.model.name == "Salesforce/codet5-small"

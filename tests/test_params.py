@@ -1,0 +1,35 @@
+"""The seed's architecture numbers on the codet5-small architecture (built from its published
+config on the meta device: no download, no weights)."""
+from hybridcl.config import load_config
+from hybridcl.params import build_components, lora_count, params_table
+
+
+def test_codet5_small_counts_are_exact():
+    config = load_config("seed")
+    components = build_components(config, "hybrid_task_specific", 1)
+    c = components.counts()
+    assert c.base == 60_492_288
+    assert c.full_layer_per_block == 3_146_752
+    assert c.lora_per_adapter == 1_671_168  # q,k,v,o,wi at r=16
+    model = components.model
+    assert lora_count(model, ("q", "v"), 16) == 589_824
+    assert lora_count(model, ("q", "k", "v", "o"), 16) == 1_179_648
+    assert lora_count(model, ("q", "k", "v", "o", "wi", "wo"), 16) == 2_162_688
+    assert lora_count(model, ("q", "k", "v", "o", "wi"), 16, include_full_layer=True) == 1_777_664
+
+
+def test_strategy_counts_after_two_tasks():
+    config = load_config("seed")
+    lora, block = 1_671_168, 3_146_752
+    expected = {"lora_only": (lora, 2 * lora), "full_layer_only": (block, 2 * block),
+                "hybrid_task_specific": (lora + block, 2 * (lora + block)),
+                "hybrid_shared_layer": (lora + block, 2 * lora + block)}
+    for name, (trainable, stored) in expected.items():
+        c = build_components(config, name, 2).counts()
+        assert (c.trainable, c.stored_total) == (trainable, stored), name
+
+
+def test_params_table_shows_the_seed_numbers():
+    table = params_table(load_config("seed"))
+    for text in ("60,492,288", "3,146,752", "1,671,168", "1,777,664", "hybrid_shared_layer", "7.96%"):
+        assert text in table
