@@ -1,0 +1,243 @@
+"""Text metrics for generated code and docstrings. All scores are on a 0-100 scale.
+
+- ``bleu_codexglue``: CodeXGLUE's smoothed sentence BLEU-4 averaged over examples (the number
+  code-to-text papers report). Ported from microsoft/CodeXGLUE
+  ``Code-Text/code-to-text/code/bleu.py`` (MIT licence, Copyright (c) Microsoft Corporation), itself
+  adapted from the Moses ``bleu.py`` by hieuhoang1972. Port: same normalisation, tokenisation,
+  n-gram counting, smoothing (+1 for n >= 2), brevity penalty and averaging; only the file I/O of
+  ``computeMaps`` is replaced by lists. Unlike CodeXGLUE's ``run.py`` the result is not rounded.
+- ``bleu_sacre``: sacrebleu's corpus BLEU (13a tokenisation, no smoothing beyond sacrebleu's default).
+- ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
+  leading/trailing whitespace ignored; case-sensitive).
+- ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+import xml.sax.saxutils
+from typing import Sequence
+
+# ---- CodeXGLUE smoothed BLEU (port of Code-Text/code-to-text/code/bleu.py) -------------------------
+# Module-level settings of the original: nonorm = 0, preserve_case = False, eff_ref_len = "shortest".
+
+_NORMALIZE1 = [
+    (re.compile(p), r)
+    for p, r in [
+        ("<skipped>", ""),  # strip "skipped" tags
+        (r"-\n", ""),  # strip end-of-line hyphenation and join lines
+        (r"\n", " "),  # join lines
+    ]
+]
+_NORMALIZE2 = [
+    (re.compile(p), r)
+    for p, r in [
+        (r"([\{-\~\[-\` -\&\(-\+\:-\@\/])", r" \1 "),  # tokenize punctuation. apostrophe is missing
+        (r"([^0-9])([\.,])", r"\1 \2 "),  # tokenize period and comma unless preceded by a digit
+        (r"([\.,])([^0-9])", r" \1 \2"),  # tokenize period and comma unless followed by a digit
+        (r"([0-9])(-)", r"\1 \2 "),  # tokenize dash when preceded by a digit
+    ]
+]
+
+
+def _normalize(s) -> list[str]:
+    """NIST mteval-v11a normalisation and tokenisation (the original's ``normalize``)."""
+    if type(s) is not str:
+        s = " ".join(s)
+    for pattern, replace in _NORMALIZE1:
+        s = re.sub(pattern, replace, s)
+    s = xml.sax.saxutils.unescape(s, {"&quot;": '"'})
+    s = " %s " % s
+    s = s.lower()
+    for pattern, replace in _NORMALIZE2:
+        s = re.sub(pattern, replace, s)
+    return s.split()
+
+
+def _count_ngrams(words: list[str], n: int = 4) -> dict[tuple, int]:
+    counts: dict[tuple, int] = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            ngram = tuple(words[i : i + k])
+            counts[ngram] = counts.get(ngram, 0) + 1
+    return counts
+
+
+def _cook_refs(refs: list[str], n: int = 4):
+    refs_tok = [_normalize(ref) for ref in refs]
+    maxcounts: dict[tuple, int] = {}
+    for ref in refs_tok:
+        for ngram, count in _count_ngrams(ref, n).items():
+            maxcounts[ngram] = max(maxcounts.get(ngram, 0), count)
+    return [len(ref) for ref in refs_tok], maxcounts
+
+
+def _cook_test(test: str, item, n: int = 4) -> dict:
+    reflens, refmaxcounts = item
+    test_tok = _normalize(test)
+    result = {"testlen": len(test_tok), "reflen": min(reflens)}  # eff_ref_len == "shortest"
+    result["guess"] = [max(len(test_tok) - k + 1, 0) for k in range(1, n + 1)]
+    result["correct"] = [0] * n
+    for ngram, count in _count_ngrams(test_tok, n).items():
+        result["correct"][len(ngram) - 1] += min(refmaxcounts.get(ngram, 0), count)
+    return result
+
+
+def _score_cooked(allcomps: list[dict], n: int = 4, smooth: int = 1) -> list[float]:
+    totalcomps = {"testlen": 0, "reflen": 0, "guess": [0] * n, "correct": [0] * n}
+    for comps in allcomps:
+        for key in ("testlen", "reflen"):
+            totalcomps[key] += comps[key]
+        for key in ("guess", "correct"):
+            for k in range(n):
+                totalcomps[key][k] += comps[key][k]
+    logbleu = 0.0
+    all_bleus: list[float] = []
+    tiny = sys.float_info.min  # the original adds it to avoid log(0)
+    for k in range(n):
+        correct = totalcomps["correct"][k]
+        guess = totalcomps["guess"][k]
+        addsmooth = 1 if smooth == 1 and k > 0 else 0
+        logbleu += math.log(correct + addsmooth + tiny) - math.log(guess + addsmooth + tiny)
+        if guess == 0:
+            all_bleus.append(-10000000)
+        else:
+            all_bleus.append(math.log(correct + tiny) - math.log(guess))
+    logbleu /= float(n)
+    all_bleus.insert(0, logbleu)
+    brev_penalty = min(0, 1 - float(totalcomps["reflen"] + 1) / (totalcomps["testlen"] + 1))
+    for i in range(len(all_bleus)):
+        if i == 0:
+            all_bleus[i] += brev_penalty
+        all_bleus[i] = math.exp(all_bleus[i])
+    return all_bleus
+
+
+def _sentence_bleu(refs: list[str], candidate: str) -> list[float]:
+    """The original's ``bleu(refs, candidate)``: [BLEU, p1..p4] as fractions."""
+    return _score_cooked([_cook_test(candidate, _cook_refs(refs))], smooth=1)
+
+
+def _split_puncts(line: str) -> str:
+    return " ".join(re.findall(r"[\w]+|[^\s\w]", line))
+
+
+def bleu_codexglue(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """CodeXGLUE smoothed BLEU-4, 0-100: mean over examples of the smoothed sentence BLEU.
+
+    Each text is stripped, lower-cased and split into words and punctuation (``splitPuncts``)
+    before scoring, as ``computeMaps`` does; one reference per prediction.
+    """
+    _check_pair(predictions, references)
+    total = [0.0] * 5
+    for pred, ref in zip(predictions, references):
+        # computeMaps: predictionMap[id] = [splitPuncts(pred.strip().lower())], same for gold
+        bl = _sentence_bleu([_split_puncts(ref.strip().lower())], _split_puncts(pred.strip().lower()))
+        total = [total[i] + bl[i] for i in range(len(bl))]
+    return total[0] * 100.0 / len(predictions)  # bleuFromMaps(...)[0]
+
+
+# ---- other metrics --------------------------------------------------------------------------------
+
+
+def _check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("no predictions to score")
+
+
+def bleu_sacre(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu corpus BLEU, 0-100 (default 13a tokeniser, one reference per prediction)."""
+    import sacrebleu
+
+    _check_pair(predictions, references)
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+
+
+def _ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Percent of predictions equal to their reference after whitespace normalisation (0-100)."""
+    _check_pair(predictions, references)
+    hits = sum(_ws(p) == _ws(r) for p, r in zip(predictions, references))
+    return 100.0 * hits / len(predictions)
+
+
+_CODEBLEU_LANG = {"js": "javascript", "py": "python", "csharp": "c_sharp", "c#": "c_sharp", "c++": "cpp"}
+_codebleu_warned: set[str] = set()
+
+
+def codebleu(predictions: Sequence[str], references: Sequence[str], language: str) -> float | None:
+    """CodeBLEU (Ren et al. 2020), 0-100, via the ``codebleu`` package (0.25 each of n-gram,
+    weighted n-gram, syntax and data-flow match); None when it cannot be computed.
+
+    Optional: ``codebleu`` 0.7.0 (the newest on PyPI) pins ``tree-sitter<0.23`` while hybridcl uses
+    tree-sitter 0.26, so it is not a dependency: pip would downgrade tree-sitter. Installed with
+    ``pip install --no-deps codebleu`` it works with tree-sitter 0.26 and the grammars hybridcl
+    already installs. Returns None (with one warning per reason) when the package is missing, the
+    language is unsupported by it, or its grammar (``tree_sitter_<lang>``) is not installed.
+    """
+    _check_pair(predictions, references)
+    lang = _CODEBLEU_LANG.get(language.lower(), language.lower())
+    try:
+        from codebleu import calc_codebleu
+        from codebleu.utils import AVAILABLE_LANGS, get_tree_sitter_language
+    except ImportError:
+        _warn_once("codebleu is not installed (pip install --no-deps codebleu); CodeBLEU is None")
+        return None
+    if lang not in AVAILABLE_LANGS:
+        _warn_once(f"codebleu does not support language {language!r}; CodeBLEU is None")
+        return None
+    try:
+        get_tree_sitter_language(lang)
+    except ImportError:
+        _warn_once(f"no tree-sitter grammar for {lang!r} (pip install tree-sitter-{lang}); CodeBLEU is None")
+        return None
+    result = calc_codebleu([[r] for r in references], list(predictions), lang=lang)
+    return 100.0 * float(result["codebleu"])
+
+
+def _warn_once(message: str) -> None:
+    if message not in _codebleu_warned:
+        _codebleu_warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+DIRECTIONS = ("text-to-code", "code-to-text")
+
+
+def score(
+    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str
+) -> dict[str, float | None]:
+    """All text metrics for one task's predictions (0-100 each, None where undefined).
+
+    Keys: ``bleu_codexglue``, ``bleu_sacre``, ``exact_match``, ``codebleu`` (None for code-to-text:
+    the outputs are docstrings, not code). For text-to-code also ``syntax_pass`` (tree-sitter; None
+    when no grammar is installed for ``language``) and, for Python, ``syntax_pass_ast`` (``ast``)
+    and ``syntax_agreement`` (percent of outputs on which the two parsers agree).
+    """
+    from hybridcl.evaluate import syntax
+
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r}: expected one of {DIRECTIONS}")
+    out: dict[str, float | None] = {
+        "bleu_codexglue": bleu_codexglue(predictions, references),
+        "bleu_sacre": bleu_sacre(predictions, references),
+        "exact_match": exact_match(predictions, references),
+        "codebleu": codebleu(predictions, references, language) if direction == "text-to-code" else None,
+    }
+    if direction == "text-to-code":
+        lang = syntax.canonical_language(language)
+        out["syntax_pass"] = (
+            syntax.syntax_pass_rate(predictions, lang) if lang in syntax.supported_languages() else None
+        )
+        if lang == "python":
+            out["syntax_pass_ast"] = syntax.syntax_pass_rate_ast(predictions)
+            out["syntax_agreement"] = syntax.ast_agreement(predictions)
+    return out

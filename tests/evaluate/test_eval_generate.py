@@ -1,0 +1,140 @@
+import pytest
+import torch
+import transformers as tf
+
+from hybridcl.evaluate.generate import generate
+
+PROMPTS = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "",
+           "a longer prompt " * 4, "sort a list"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tf.ByT5Tokenizer()
+
+
+def _no_early_eos(model):
+    with torch.no_grad():  # zero pad/EOS/unk rows of the output head: outputs run to max_new_tokens
+        model.get_output_embeddings().weight[:3].zero_()
+    return model
+
+
+def _constant_head(model, token_id):
+    """Replace the output head so that ``token_id`` is always the argmax."""
+    head = model.get_output_embeddings()
+    new = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.bias.zero_()
+        new.bias[token_id] = 10.0
+    model.set_output_embeddings(new)
+    return model
+
+
+@pytest.fixture(scope="module")
+def t5():
+    torch.manual_seed(0)
+    cfg = tf.T5Config(vocab_size=384, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+                      d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                      tie_word_embeddings=False)
+    return _no_early_eos(tf.T5ForConditionalGeneration(cfg).eval())
+
+
+@pytest.fixture(scope="module")
+def llama():
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1)
+    return _no_early_eos(tf.LlamaForCausalLM(cfg).eval())
+
+
+class Spy:
+    """Wraps model.generate to record input and output shapes."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+        self.orig = model.generate
+
+    def __enter__(self):
+        def gen(**kw):
+            out = self.orig(**kw)
+            self.calls.append((kw["input_ids"].clone(), kw["attention_mask"].clone(), out.shape))
+            return out
+        self.model.generate = gen
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.generate
+
+
+@pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
+def test_batched_equals_one_at_a_time(which, kind, tok, request):
+    model = request.getfixturevalue(which)
+    batched = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    single = [generate(model, tok, [p], kind=kind, max_new_tokens=8, batch_size=1, progress=False)[0]
+              for p in PROMPTS]
+    assert batched == single
+    assert len(set(batched)) > 1  # outputs differ by prompt, so order restoration is tested
+    reversed_out = generate(model, tok, PROMPTS[::-1], kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    assert reversed_out == batched[::-1]
+
+
+@pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
+def test_max_new_tokens_and_padding(which, kind, tok, request):
+    model = request.getfixturevalue(which)
+    with Spy(model) as spy:
+        out = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=6, batch_size=4, progress=False)
+    assert len(out) == len(PROMPTS)
+    for ids, mask, shape in spy.calls:
+        new = shape[1] - (ids.shape[1] if kind == "causal" else 1)
+        assert new == 6  # EOS is suppressed in these models, so every output has exactly 6 new tokens
+        lengths = mask.sum(1).tolist()
+        assert lengths == sorted(lengths, reverse=True)  # longest first
+        if kind == "causal":
+            assert mask[:, -1].all()  # left padding: every prompt ends at the last column
+        else:
+            assert mask[:, 0].all()
+    assert all(len(o.encode()) <= 6 for o in out)  # ByT5: one byte per token at most
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_only_new_text_and_stop_at_eos(kind, tok):
+    torch.manual_seed(2)
+    if kind == "causal":
+        cfg = tf.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
+                             eos_token_id=1, tie_word_embeddings=False)
+        make = lambda: tf.LlamaForCausalLM(cfg).eval()
+    else:
+        cfg = tf.T5Config(vocab_size=384, d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
+                          d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                          tie_word_embeddings=False)
+        make = lambda: tf.T5ForConditionalGeneration(cfg).eval()
+    z = tok.convert_tokens_to_ids("z")
+    out = generate(_constant_head(make(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
+    assert out == ["zzzzz", "zzzzz"]  # exactly the new tokens: no prompt text, max_new_tokens respected
+    model = _constant_head(make(), tok.eos_token_id)
+    with Spy(model) as spy:
+        out = generate(model, tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
+    assert out == ["", ""]
+    ids, _, shape = spy.calls[0]
+    assert shape[1] - (ids.shape[1] if kind == "causal" else 1) == 1  # stopped right after EOS
+
+
+def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
+    for model, kind in ((t5, "seq2seq"), (llama, "causal")):
+        beams = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, num_beams=3,
+                         num_return_sequences=2, progress=False)
+        assert len(beams) == 3 and all(isinstance(b, list) and len(b) == 2 for b in beams)
+        a = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, do_sample=True, top_p=0.9,
+                     temperature=0.7, seed=3, progress=False)
+        b = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, do_sample=True, top_p=0.9,
+                     temperature=0.7, seed=3, progress=False)
+        assert a == b  # seeded
+    state = torch.random.get_rng_state()
+    generate(llama, tok, ["x"], kind="causal", max_new_tokens=2, do_sample=True, progress=False)
+    assert torch.equal(state, torch.random.get_rng_state())  # caller's RNG untouched
+    assert generate(llama, tok, [], kind="causal") == []
+    with pytest.raises(ValueError):
+        generate(llama, tok, ["x"], kind="encoder")
