@@ -1,0 +1,113 @@
+"""Training rules of the baseline strategies: small hooks on the one training loop.
+
+- ``replay``: a share of each later task's training examples is drawn from earlier tasks' buffers.
+- ``joint``: one stage trained on every task's examples (the continual loop asks for all tasks).
+- ``ewc``: Elastic Weight Consolidation (Kirkpatrick et al. 2017): after each task the diagonal
+  empirical Fisher information of the trainable weights is estimated; later tasks pay
+  ``lambda/2 * sum F * (theta - theta*)^2``.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from hybridcl.config import ExperimentConfig
+from hybridcl.data.batching import Encoded, batch_indices, collate
+from hybridcl.data.tasks import Example, TaskData
+from hybridcl.strategies import Strategy
+
+
+class Rule:
+    """The plain rule: train on the stage's own examples, no penalty."""
+
+    def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
+        self.config = config
+        self.data = data
+
+    def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
+        return [ex for t in stage_tasks for ex in self.data[t].train]
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        return None
+
+    def after_task(self, components, stage_tasks: list[str], encoded: Encoded, base) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class Replay(Rule):
+    """Mix earlier tasks' examples into later tasks: ``replay_ratio`` of each stage's examples."""
+
+    def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
+        own = super().training_examples(stage_tasks, seed)
+        order = self.config.tasks
+        earlier = order[: order.index(stage_tasks[0])]
+        if not earlier:
+            return own
+        rng = random.Random(seed)
+        opts = self.config.baselines
+        buffer = [ex for t in earlier for ex in rng.sample(self.data[t].train, min(opts.replay_buffer, len(self.data[t].train)))]
+        n_replay = min(len(buffer), round(len(own) * opts.replay_ratio / (1 - opts.replay_ratio)))
+        return own + rng.sample(buffer, n_replay)
+
+
+class EWC(Rule):
+    def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
+        super().__init__(config, data)
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if not self.fisher:
+            return None
+        total = None
+        for name, p in model.named_parameters():
+            if name in self.fisher:
+                if self.fisher[name].device != p.device:  # loaded on the CPU by a resumed run
+                    self.fisher[name], self.anchor[name] = self.fisher[name].to(p.device), self.anchor[name].to(p.device)
+                term = (self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
+                total = term if total is None else total + term
+        return None if total is None else self.config.baselines.ewc_lambda / 2 * total
+
+    def after_task(self, components, stage_tasks, encoded: Encoded, base) -> None:
+        model = components.model
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        n = min(self.config.baselines.ewc_samples, len(encoded.input_ids))
+        features = [{"input_ids": encoded.input_ids[i], "labels": encoded.labels[i]} for i in range(n)]
+        lengths = [len(f["input_ids"]) for f in features]
+        fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+        device = next(model.parameters()).device
+        batches = batch_indices(lengths, self.config.train.batch_size, shuffle=False, seed=0, group_by_length=False)
+        model.eval()
+        for idx in batches:
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], base.tokenizer.pad_token_id, base.kind).items()}
+            model.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    fisher[name] += p.grad.detach() ** 2 * len(idx) / n
+        model.zero_grad(set_to_none=True)
+        for name, f in fisher.items():
+            self.fisher[name] = self.fisher.get(name, torch.zeros_like(f)) + f
+            self.anchor[name] = params[name].detach().clone()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"fisher/{k}": v.cpu() for k, v in self.fisher.items()} | {f"anchor/{k}": v.cpu() for k, v in self.anchor.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            (self.fisher if kind == "fisher" else self.anchor)[name] = value
+
+
+RULES = {None: Rule, "joint": Rule, "replay": Replay, "ewc": EWC}
+
+
+def make_rule(strategy: Strategy, config: ExperimentConfig, data: dict[str, TaskData]) -> Rule:
+    return RULES[strategy.rule](config, data)

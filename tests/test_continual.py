@@ -1,0 +1,120 @@
+"""End-to-end runs of the task sequence on a tiny T5 and the bundled corpus (seconds each)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hybridcl.config import load_config
+from hybridcl.continual import run_experiment
+from hybridcl.strategies.rules import EWC, Replay
+
+SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8", "train.log_every=2"]
+
+
+def config(*overrides):
+    return load_config(overrides=[*SMALL, *overrides])
+
+
+def read(run_dir, name="results.json"):
+    return json.loads((run_dir / name).read_text())
+
+
+def test_a_run_fills_the_whole_matrix(tmp_path):
+    run_dir = run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "run", progress=False)
+    results = read(run_dir)
+    assert results["rows"] == ["base", "python", "javascript"]
+    for metric in ("bleu_codexglue", "bleu_sacre", "exact_match", "syntax_pass"):
+        matrix = results["matrix"][metric]
+        assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
+        assert all(cell["mean"] is not None for row in matrix for cell in row)
+    assert set(results["cl_metrics"]["bleu_codexglue"]) >= {"average_final", "forgetting_relative", "bwt", "fwt"}
+    assert [t["task"] for t in results["train"]] == ["python", "javascript"]
+    seed_dir = run_dir / "seed-0"
+    assert (run_dir / "config.yaml").is_file()
+    for i, task in enumerate(["python", "javascript"], start=1):
+        state = load_file(seed_dir / "tasks" / f"{i}-{task}" / "components.safetensors")
+        assert any(".python." in k for k in state)
+    log = [json.loads(line) for line in (seed_dir / "train_log.jsonl").read_text().splitlines()]
+    assert {e["task"] for e in log} == {"python", "javascript"} and all(e["loss"] > 0 for e in log)
+    # Per-task parts with a task id: training javascript leaves python's predictions identical.
+    preds = lambda row: (seed_dir / "predictions" / f"row{row}-python.jsonl").read_text()
+    assert preds(1) == preds(2)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "a", progress=False)
+    b = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "b", progress=False)
+    losses = lambda d: [(e["step"], e["loss"]) for e in map(json.loads, (d / "seed-0" / "train_log.jsonl").read_text().splitlines())]
+    assert losses(a) == losses(b)
+    ta = load_file(a / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    tb = load_file(b / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert read(a)["matrix"] == read(b)["matrix"]
+
+
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
+    uninterrupted = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "full", progress=False)
+
+    import hybridcl.continual as continual
+
+    real_train = continual.train_task
+
+    def crash_on_javascript(*args, task, **kwargs):
+        if task == "javascript":
+            raise KeyboardInterrupt
+        return real_train(*args, task=task, **kwargs)
+
+    monkeypatch.setattr(continual, "train_task", crash_on_javascript)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "cut", progress=False)
+    state = read(tmp_path / "cut" / "seed-0", "state.json")
+    assert [t["task"] for t in state["train"]] == ["python"] and not state["finished"]
+    monkeypatch.setattr(continual, "train_task", real_train)
+    resumed = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "cut", progress=False)
+    assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
+    a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    b = load_file(resumed / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_several_seeds_give_mean_and_std(tmp_path):
+    results = read(run_experiment(config("strategy=lora_only", "run.seeds=[0,1]"), tmp_path / "run", progress=False))
+    assert results["seeds"] == 2 and len(results["per_seed"]) == 2
+    loss = results["train"][0]["final_loss"]
+    seed_losses = [r["train"][0]["final_loss"] for r in results["per_seed"]]
+    assert loss["mean"] == pytest.approx(sum(seed_losses) / 2) and loss["std"] > 0
+
+
+def test_joint_trains_one_stage_on_every_task(tmp_path):
+    results = read(run_experiment(config("strategy=joint"), tmp_path / "run", progress=False))
+    assert results["rows"] == ["base", "joint"]
+    assert results["per_seed"][0]["train"][0]["n_examples"] == 32  # 16 python + 16 javascript
+    assert set(results["cl_metrics"]["bleu_codexglue"]) == {"average_final"}
+
+
+def test_replay_mixes_earlier_examples_in():
+    cfg = config("strategy=replay", "baselines.replay_ratio=0.2")
+    from hybridcl.data.tasks import load_task_data
+
+    data = {t: load_task_data(cfg.data, t) for t in cfg.tasks}
+    rule = Replay(cfg, data)
+    assert rule.training_examples(["python"], seed=0) == data["python"].train
+    mixed = rule.training_examples(["javascript"], seed=0)
+    languages = [ex.language for ex in mixed]
+    assert languages.count("javascript") == 16 and languages.count("python") == 4  # 4 / 20 = 0.2
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
+    cfg = config("strategy=ewc", "baselines.ewc_lambda=2.0")
+    rule = EWC(cfg, {})
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    rule.fisher = {"weight": torch.tensor([[3.0, 0.5]])}
+    rule.anchor = {"weight": torch.tensor([[1.0, 2.0]])}
+    assert rule.penalty(model).item() == 0.0
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[2.0, 0.0]]))
+    # lambda/2 * (3 * 1^2 + 0.5 * 2^2) = 1 * 5
+    assert rule.penalty(model).item() == pytest.approx(5.0)
