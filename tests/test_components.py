@@ -151,3 +151,19 @@ def test_generation_runs_through_the_components():
     out = components.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False,
                                     min_new_tokens=4)
     assert out.shape == (1, 7)
+
+
+@pytest.mark.parametrize("arch", ["tiny:t5", "tiny:llama"])
+def test_stacked_lora_keeps_every_adapter_active_and_trains_only_the_newest(arch):
+    base, components, reference = setup(arch, "o_lora")
+    components.activate("python")
+    train_steps(components, base.kind, seed=1)
+    after_python = logits(components, base.kind)
+    components.activate("javascript")
+    names = {n for n, p in components.model.named_parameters() if p.requires_grad}
+    assert names and all(".javascript." in n for n in names)
+    assert torch.equal(logits(components, base.kind), after_python)  # the new adapter starts at zero
+    train_steps(components, base.kind, seed=2)
+    components.route("python")
+    assert sorted(components.model.base_model.active_adapters) == ["javascript", "python"]
+    assert not torch.equal(logits(components, base.kind), after_python)

@@ -118,3 +118,28 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
         model.weight.copy_(torch.tensor([[2.0, 0.0]]))
     # lambda/2 * (3 * 1^2 + 0.5 * 2^2) = 1 * 5
     assert rule.penalty(model).item() == pytest.approx(5.0)
+
+
+def test_o_lora_penalty_is_the_overlap_of_the_lora_subspaces():
+    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig
+    from hybridcl.model.components import ComponentSet
+    from hybridcl.model.loading import load_base
+    from hybridcl.strategies import STRATEGIES
+    from hybridcl.strategies.rules import OLoRA
+
+    cfg = config("strategy=o_lora", "baselines.o_lora_lambda=0.5")
+    base = load_base(ModelConfig(name="tiny:t5"))
+    components = ComponentSet(base.model, base.kind, STRATEGIES["o_lora"], ComponentsConfig(lora=LoraSpec(r=2, alpha=4)))
+    rule = OLoRA(cfg, {"python": None, "javascript": None})
+    rule.current = "python"
+    components.activate("python")
+    assert rule.penalty(components.model) is None  # nothing earlier to stay orthogonal to
+    components.activate("javascript")
+    rule.current = "javascript"
+    expected = 0.0
+    for module in components.model.modules():
+        if isinstance(getattr(module, "lora_A", None), torch.nn.ModuleDict) and "javascript" in module.lora_A:
+            old, new = module.lora_A["python"].weight, module.lora_A["javascript"].weight
+            expected += sum(abs(float(old[i].detach() @ new[j].detach())) for i in range(2) for j in range(2))
+    penalty = rule.penalty(components.model)
+    assert penalty.item() == pytest.approx(0.5 * expected, rel=1e-5) and penalty.requires_grad

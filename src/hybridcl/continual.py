@@ -30,15 +30,16 @@ from hybridcl.errors import RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import generate
 from hybridcl.evaluate.metrics import score
+from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json, write_text
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
-from hybridcl.strategies import SEED_STRATEGIES, get_strategy
+from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES, get_strategy
 from hybridcl.strategies.rules import make_rule
 from hybridcl.train import make_accelerator, train_task
 
 STATE_FORMAT = 1
-ALL_STRATEGIES = (*SEED_STRATEGIES, "full_finetune", "replay", "ewc", "joint")
+ALL_STRATEGIES = (*SEED_STRATEGIES, *(s for s in STRATEGIES if s not in SEED_STRATEGIES))
 
 
 def new_run_dir(config: ExperimentConfig) -> Path:
@@ -63,13 +64,13 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     for seed in config.run.seeds:
         run_seed(config, seed, run_dir / f"seed-{seed}", progress=progress)
     results = aggregate([read_json(run_dir / f"seed-{s}" / "results.json") for s in config.run.seeds])
+    from hybridcl.routing import aggregate_routing
+
+    results["routing"] = aggregate_routing(results["per_seed"])
     write_json(run_dir / "results.json", results)
-    try:
-        from hybridcl.report.markdown import write_report
-    except ImportError:  # the report module lands with the reports issue
-        pass
-    else:
-        write_report(run_dir)
+    from hybridcl.report.markdown import write_report
+
+    write_report(run_dir)
     return run_dir
 
 
@@ -155,6 +156,9 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
             state["rows"].append(evaluate.row(i))
             _save_state(seed_dir, state)
     results = _seed_results(config, state, components, data)
+    from hybridcl.routing import evaluate_routing  # task-agnostic: the last row again, without the task id
+
+    results["routing"] = evaluate_routing(config, base, components, data, seed_dir, progress=progress)
     write_json(seed_dir / "results.json", results)
     state["finished"] = True
     _save_state(seed_dir, state)
@@ -187,6 +191,8 @@ class _Evaluator:
                     max_source_len=self.config.data.max_source_len, progress=self.progress,
                     desc=f"eval row {i} {task}",
                 )
+            if self.config.data.direction == "text-to-code":
+                predictions = [extract_code(p) for p in predictions]
             scores = score(predictions, [ex.target for ex in examples], language=task, direction=self.config.data.direction)
             row[task] = {**scores, "eval_seconds": meter.seconds, "n": len(examples)}
             _write_predictions(self.seed_dir / "predictions" / f"row{i}-{task}.jsonl", examples, predictions)

@@ -6,6 +6,9 @@ named adapters: one per task, or one called ``shared``) and full layers (blocks 
 freezes everything else and routes the forward pass through the task's parts; ``route(task)`` only
 routes (for evaluation).
 
+Under the ``stacked`` LoRA scope (O-LoRA) every adapter created so far is active whatever the
+task: one model serves every task, and later adapters can interfere with earlier tasks.
+
 Routing a task that has no per-task parts yet (a task not trained so far, evaluated for forward
 transfer) uses the parts of the most recently trained task: what a user would get by running the
 model as it stands on a new language.
@@ -82,7 +85,10 @@ class ComponentSet:
             raise ModelError("no task has been activated yet: call activate(task) first")
         known = task if task in self.tasks else self.tasks[-1]
         if isinstance(self.model, PeftModel):
-            self.model.set_adapter(self._key(self.strategy.lora, known))
+            if self.strategy.lora == "stacked":  # every adapter so far, summed: the task id is not used
+                self.model.base_model.set_adapter(list(self.tasks))
+            else:
+                self.model.set_adapter(self._key(self.strategy.lora, known))
         if self.slot is not None:
             self.slot.active = self._key(self.strategy.full_layer, known)
         self.active = task

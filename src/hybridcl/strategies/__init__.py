@@ -1,7 +1,8 @@
 """Strategies: which components a run trains, with which scope, plus an optional training rule.
 
 A strategy is data. ``lora`` and ``full_layer`` are scopes: ``per_task`` (a fresh copy per task,
-frozen once its task ends), ``shared`` (one copy trained on every task in turn) or ``none``.
+frozen once its task ends), ``shared`` (one copy trained on every task in turn), ``stacked`` (LoRA
+only: a fresh copy per task, all copies so far active together, as in O-LoRA) or ``none``.
 ``rule`` names the baseline's hook on the training loop (see ``hybridcl.strategies.rules``).
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scope = Literal["per_task", "shared", "none"]
+Scope = Literal["per_task", "shared", "stacked", "none"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Strategy:
     lora: Scope
     full_layer: Scope
     train_base: bool = False  # unfreeze the whole base model (naive fine-tuning baselines)
-    rule: str | None = None  # replay | ewc | joint
+    rule: str | None = None  # replay | ewc | o_lora | joint
     description: str = ""
 
 
@@ -41,6 +42,8 @@ STRATEGIES: dict[str, Strategy] = {
                  description="shared LoRA + shared block, earlier tasks' examples mixed into later tasks"),
         Strategy("ewc", lora="shared", full_layer="shared", rule="ewc",
                  description="shared LoRA + shared block with an EWC penalty on their weights"),
+        Strategy("o_lora", lora="stacked", full_layer="none", rule="o_lora",
+                 description="a new LoRA per task, all active together, kept orthogonal to earlier tasks'"),
     )
 }
 

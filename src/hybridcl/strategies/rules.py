@@ -5,6 +5,7 @@
 - ``ewc``: Elastic Weight Consolidation (Kirkpatrick et al. 2017): after each task the diagonal
   empirical Fisher information of the trainable weights is estimated; later tasks pay
   ``lambda/2 * sum F * (theta - theta*)^2``.
+- ``o_lora``: orthogonal subspaces for each task's LoRA (see :class:`OLoRA`).
 """
 from __future__ import annotations
 
@@ -106,7 +107,39 @@ class EWC(Rule):
             (self.fisher if kind == "fisher" else self.anchor)[name] = value
 
 
-RULES = {None: Rule, "joint": Rule, "replay": Replay, "ewc": EWC}
+class OLoRA(Rule):
+    """O-LoRA (Wang et al. 2023): each task's LoRA subspace is kept orthogonal to earlier tasks'.
+
+    The penalty is ``o_lora_lambda * sum over adapted layers and earlier tasks of
+    |A_earlier A_new^T|`` (sum of absolute entries), where the rows of ``A`` (LoRA's down
+    projection, r x d_in) span the adapter's input subspace. Earlier adapters are frozen.
+    """
+
+    def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
+        super().__init__(config, data)
+        self.current: str | None = None
+
+    def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
+        self.current = stage_tasks[0]
+        return super().training_examples(stage_tasks, seed)
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        earlier = self.config.tasks[: self.config.tasks.index(self.current)]
+        if not earlier:
+            return None
+        total = None
+        for module in model.modules():
+            lora_a = getattr(module, "lora_A", None)
+            if not isinstance(lora_a, torch.nn.ModuleDict) or self.current not in lora_a:
+                continue
+            new = lora_a[self.current].weight
+            for task in earlier:
+                term = (lora_a[task].weight.detach() @ new.T).abs().sum()
+                total = term if total is None else total + term
+        return None if total is None else self.config.baselines.o_lora_lambda * total
+
+
+RULES = {None: Rule, "joint": Rule, "replay": Replay, "ewc": EWC, "o_lora": OLoRA}
 
 
 def make_rule(strategy: Strategy, config: ExperimentConfig, data: dict[str, TaskData]) -> Rule:
