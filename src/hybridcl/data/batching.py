@@ -1,0 +1,262 @@
+"""Tokenise once (cached on disk), group by length, pad per batch.
+
+The cache is a ``.npz`` of int32 arrays (read with ``allow_pickle=False``) named by a hash of the
+tokenizer's identity, the model kind, the length limits and the examples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hybridcl.data.tasks import KINDS, Example, _template
+from hybridcl.errors import DataError
+
+IGNORE_INDEX = -100
+_CACHE_FORMAT = 1
+_CHUNK = 256  # texts per tokenizer call
+
+
+@dataclass
+class Encoded:
+    """Token ids of a list of examples, in the same order.
+
+    ``n_truncated_source`` / ``n_truncated_target``: examples whose prompt / target was cut at
+    ``max_source_len`` / ``max_target_len`` tokens.
+    """
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    n_truncated_source: int
+    n_truncated_target: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def feature(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+    @property
+    def lengths(self) -> list[int]:
+        """Per example: the longer of input and labels (tokens), for length grouping."""
+        return [max(len(a), len(b)) for a, b in zip(self.input_ids, self.labels)]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what decides the token ids: class, name, vocabulary, special tokens, a probe."""
+    try:
+        vocab = sorted(tokenizer.get_vocab().items())
+    except (NotImplementedError, AttributeError):
+        vocab = []
+    probe = "def f(x):\n    return x  # héllo\tfunction g() { return 1; }"
+    parts = {
+        "class": type(tokenizer).__name__,
+        "name": getattr(tokenizer, "name_or_path", ""),
+        "vocab": hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest(),
+        "special": {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())},
+        "eos": tokenizer.eos_token_id,
+        "bos": getattr(tokenizer, "bos_token_id", None),
+        "probe": tokenizer(probe, add_special_tokens=True)["input_ids"],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _cache_key(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len]).encode("utf-8"))
+    for e in examples:
+        h.update(json.dumps([e.id, e.language, e.direction, e.source, e.target], ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+def _tokenize(tokenizer: Any, texts: list[str], add_special_tokens: bool, desc: str, progress: bool) -> list[list[int]]:
+    out: list[list[int]] = []
+    bar = tqdm(total=len(texts), desc=desc, unit="ex", disable=not progress or len(texts) < 1000)
+    for start in range(0, len(texts), _CHUNK):
+        chunk = texts[start:start + _CHUNK]
+        out.extend(list(ids) for ids in tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"])
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _cut_keep_eos(ids: list[int], limit: int, eos: int | None) -> list[int]:
+    if len(ids) <= limit:
+        return ids
+    if eos is not None and ids and ids[-1] == eos:
+        return ids[:limit - 1] + [eos]
+    return ids[:limit]
+
+
+def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int,
+           cache_dir: str | Path | None = None, progress: bool = True) -> Encoded:
+    """Token ids and labels for ``examples``.
+
+    seq2seq: ``input_ids`` = the tokenised prompt (the source), ``labels`` = the tokenised target,
+    each cut to its limit keeping the tokenizer's final eos. causal: ``input_ids`` = prompt +
+    target + eos, ``labels`` = -100 on every prompt position, then target + eos; the prompt is cut
+    to ``max_source_len`` (inside the template, so the ``Code:`` / ``Description:`` cue stays) and
+    target + eos to ``max_target_len``.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if max_source_len < 2 or max_target_len < 2:
+        raise DataError(f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens")
+    eos = tokenizer.eos_token_id
+    if kind == "causal" and eos is None:
+        raise DataError(f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a causal model needs one to end targets")
+    cache_file = None
+    if cache_dir is not None:
+        key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len)
+        cache_file = Path(cache_dir) / f"encoded-{kind}-{key}.npz"
+        if cache_file.is_file():
+            cached = _load_cache(cache_file)
+            if cached is not None and len(cached) == len(examples):
+                return cached
+    encoded = _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress)
+    if cache_file is not None:
+        _save_cache(cache_file, encoded)
+    return encoded
+
+
+def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress) -> Encoded:
+    if not examples:
+        return Encoded([], [], 0, 0)
+    prompts = []
+    for e in examples:
+        prefix, suffix = _template(e.language, e.direction, kind)
+        prompts.append(f"{prefix}{e.source}{suffix}")
+    targets = [e.target for e in examples]
+    n_src = n_tgt = 0
+    input_ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    if kind == "seq2seq":
+        for src, tgt in zip(_tokenize(tokenizer, prompts, True, "tokenise sources", progress),
+                            _tokenize(tokenizer, targets, True, "tokenise targets", progress)):
+            n_src += len(src) > max_source_len
+            n_tgt += len(tgt) > max_target_len
+            input_ids.append(_cut_keep_eos(src, max_source_len, eos))
+            labels.append(_cut_keep_eos(tgt, max_target_len, eos))
+        return Encoded(input_ids, labels, n_src, n_tgt)
+    prompt_ids = _tokenize(tokenizer, prompts, True, "tokenise prompts", progress)
+    target_ids = _tokenize(tokenizer, targets, False, "tokenise targets", progress)
+    for i, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+        if eos is not None and p and p[-1] == eos:  # tokenizers that end every text with eos (T5, ByT5)
+            p = p[:-1]
+        if len(p) > max_source_len:
+            n_src += 1
+            p = _cut_prompt(tokenizer, examples[i], p, max_source_len, eos)
+        if len(t) + 1 > max_target_len:
+            n_tgt += 1
+            t = t[:max_target_len - 1]
+        input_ids.append(p + t + [eos])
+        labels.append([IGNORE_INDEX] * len(p) + t + [eos])
+    return Encoded(input_ids, labels, n_src, n_tgt)
+
+
+def _cut_prompt(tokenizer: Any, example: Example, full: list[int], limit: int, eos: int | None) -> list[int]:
+    """Shorten the source inside the template so the prompt keeps its start and its cue."""
+    prefix, suffix = _template(example.language, example.direction, "causal")
+    head = list(tokenizer(prefix, add_special_tokens=True)["input_ids"])
+    if eos is not None and head and head[-1] == eos:
+        head = head[:-1]
+    tail = list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+    body = list(tokenizer(example.source, add_special_tokens=False)["input_ids"])
+    room = limit - len(head) - len(tail)
+    if room <= 0:  # the limit is shorter than the template itself: keep the end, where the cue is
+        return full[-limit:]
+    return head + body[:room] + tail
+
+
+def _save_cache(file: Path, encoded: Encoded) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+
+    def flat(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        values = np.fromiter((v for r in rows for v in r), dtype=np.int32, count=int(offsets[-1]))
+        return values, offsets
+
+    ids, ids_off = flat(encoded.input_ids)
+    lab, lab_off = flat(encoded.labels)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, input_ids=ids, input_offsets=ids_off, labels=lab, label_offsets=lab_off,
+                     truncated=np.array([encoded.n_truncated_source, encoded.n_truncated_target], dtype=np.int64))
+        os.replace(tmp, file)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_cache(file: Path) -> Encoded | None:
+    """The cached encoding, or None if the file is unreadable (it is then rebuilt)."""
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            ids, ids_off, lab, lab_off, trunc = (z[k] for k in ("input_ids", "input_offsets", "labels", "label_offsets", "truncated"))
+    except (OSError, ValueError, KeyError):
+        return None
+    rows = lambda values, offsets: [values[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]  # noqa: E731
+    return Encoded(rows(ids, ids_off), rows(lab, lab_off), int(trunc[0]), int(trunc[1]))
+
+
+def batch_indices(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group_by_length: bool) -> list[list[int]]:
+    """Batches of example indices; every index appears exactly once.
+
+    ``group_by_length`` with ``shuffle``: like Hugging Face's ``LengthGroupedSampler``: a random
+    permutation cut into megabatches of ``50 * batch_size``, each sorted by length (longest
+    first) and cut into batches; the batch holding the longest example comes first so that
+    memory errors show at once. Without ``shuffle``: sorted by length, longest first (for
+    evaluation). Deterministic given ``seed``.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size = {batch_size}: must be at least 1")
+    n = len(lengths)
+    order = np.random.default_rng(seed).permutation(n).tolist() if shuffle else list(range(n))
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if not shuffle:
+        order = sorted(order, key=lambda i: -lengths[i])
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    mega = 50 * batch_size
+    batches = []
+    for start in range(0, n, mega):
+        group = sorted(order[start:start + mega], key=lambda i: -lengths[i])
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    if batches:
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def collate(features: list[dict], pad_token_id: int, kind: str) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member (right padding; labels padded with -100).
+
+    seq2seq: ``input_ids``, ``attention_mask`` (source length), ``labels`` (target length).
+    causal: ``input_ids``, ``attention_mask``, ``labels``, all the same length.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if not features:
+        raise DataError("collate got an empty batch: batches must hold at least one example")
+
+    def pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
+        return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    ids = [f["input_ids"] for f in features]
+    labels = [f["labels"] for f in features]
+    width = max(len(r) for r in ids)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids], dtype=torch.long)
+    label_width = max(len(r) for r in labels) if kind == "seq2seq" else width
+    return {"input_ids": pad(ids, pad_token_id, width), "attention_mask": mask, "labels": pad(labels, IGNORE_INDEX, label_width)}

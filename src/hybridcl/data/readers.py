@@ -1,0 +1,148 @@
+"""Readers: the bundled corpus, record jsonl files, the official CodeSearchNet release, the HF dataset.
+
+Every reader returns :class:`Record` lists for one language and one split (``train``, ``valid`` or
+``test``) and raises :class:`DataError` naming the file and line of anything it cannot use.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hybridcl.data.records import Record, iter_json_lines, read_records, record_from_dict
+from hybridcl.errors import DataError
+
+SOURCES = ("bundled", "codesearchnet", "jsonl", "hf")
+CSN_LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
+_HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+# Hugging Face ``code_search_net`` column -> record field
+HF_FIELDS = {
+    "repository_name": "repo",
+    "func_path_in_repository": "path",
+    "func_name": "func_name",
+    "language": "language",
+    "func_code_string": "code",
+    "func_documentation_string": "docstring",
+    "func_code_url": "url",
+}
+
+
+def bundled_dir() -> Path:
+    """The folder of the corpus shipped in the package."""
+    return Path(str(resources.files("hybridcl") / "data" / "corpus"))
+
+
+def bundled_languages() -> list[str]:
+    manifest = bundled_dir() / "manifest.json"
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: the bundled corpus manifest is missing; reinstall hybridcl or run `hybridcl data build`")
+    return sorted(json.loads(manifest.read_text(encoding="utf-8"))["languages"])
+
+
+def read_split(source: str, path: str | None, language: str, split: str) -> tuple[list[Record], list[str]]:
+    """Records of one language and split from ``source``; also returns the files read."""
+    if split not in _HF_SPLITS:
+        raise DataError(f"unknown split {split!r}: choose train, valid or test")
+    if source == "bundled":
+        languages = bundled_languages()
+        if language not in languages:
+            raise DataError(f"unsupported language {language!r} for data.source=bundled: the bundled corpus has {', '.join(languages)}; "
+                            "use data.source=codesearchnet or data.source=jsonl for other languages")
+        return read_jsonl_split(bundled_dir(), language, split)
+    if source == "jsonl":
+        return read_jsonl_split(_need_path(path, source), language, split)
+    if source == "codesearchnet":
+        return read_codesearchnet(_need_path(path, source), language, split)
+    if source == "hf":
+        return read_hf(language, split, path)
+    raise DataError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
+
+
+def _need_path(path: str | None, source: str) -> Path:
+    if not path:
+        raise DataError(f"data.path is required when data.source = {source}: set data.path=/folder/with/data")
+    return Path(path)
+
+
+def read_jsonl_split(root: str | Path, language: str, split: str) -> tuple[list[Record], list[str]]:
+    """``root/<language>.<split>.jsonl.gz`` (or ``.jsonl``), as written by ``hybridcl data extract``."""
+    root = Path(root)
+    for name in (f"{language}.{split}.jsonl.gz", f"{language}.{split}.jsonl"):
+        file = root / name
+        if file.is_file():
+            records = read_records(file)
+            _check_language(records, language, file)
+            return records, [str(file)]
+    raise DataError(f"{root}: no {language}.{split}.jsonl.gz or {language}.{split}.jsonl; "
+                    f"create it with `hybridcl data extract --language {language} --from SRC --out {root}/{language}.jsonl.gz`")
+
+
+def _check_language(records: list[Record], language: str, file: Path) -> None:
+    for i, record in enumerate(records):
+        if record.language != language:
+            raise DataError(f"{file}: record {i + 1} has language {record.language!r}, expected {language!r}; "
+                            "the file name must match the language of its records")
+
+
+def read_codesearchnet(root: str | Path, language: str, split: str) -> tuple[list[Record], list[str]]:
+    """The official release: ``root/<language>/final/jsonl/<split>/*.jsonl.gz``."""
+    if language not in CSN_LANGUAGES:
+        raise DataError(f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}")
+    folder = Path(root) / language / "final" / "jsonl" / split
+    files = sorted(folder.glob("*.jsonl.gz")) + sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise DataError(f"{folder}: no .jsonl.gz files; unzip the CodeSearchNet release {language}.zip into {root} "
+                        f"so that {language}/final/jsonl/{split}/ exists")
+    records = []
+    for file in files:
+        records.extend(read_records(file))  # the release's rows carry the record fields by the same names
+    return records, [str(f) for f in files]
+
+
+def hf_row_to_record(row: Any, where: str) -> Record:
+    """One row of the HF ``code_search_net`` dataset as a :class:`Record`."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object with the code_search_net columns, got {type(row).__name__}")
+    missing = [column for column in HF_FIELDS if column not in row and column != "func_code_url"]
+    if missing:
+        raise DataError(f"{where}: missing field {missing[0]!r}; a code_search_net row needs {', '.join(HF_FIELDS)}")
+    return record_from_dict({field: row.get(column) for column, field in HF_FIELDS.items()}, where)
+
+
+def read_hf(language: str, split: str, path: str | None = None) -> tuple[list[Record], list[str]]:
+    """The Hugging Face ``code_search_net`` dataset.
+
+    ``path`` None or a hub id (default ``code_search_net``): downloaded with ``datasets`` (needs
+    network the first time, then the HF cache). ``path`` an existing folder: files in the dataset's
+    format, ``path/<language>/<hf split>*.jsonl[.gz]`` (split names ``train``, ``validation``,
+    ``test``), read without ``datasets``.
+    """
+    if language not in CSN_LANGUAGES:
+        raise DataError(f"unsupported language {language!r} for data.source=hf: code_search_net has {', '.join(CSN_LANGUAGES)}")
+    hf_split = _HF_SPLITS[split]
+    if path and Path(path).exists():
+        folder = Path(path) / language
+        files = sorted(folder.glob(f"{hf_split}*.jsonl.gz")) + sorted(folder.glob(f"{hf_split}*.jsonl"))
+        if not files:
+            raise DataError(f"{folder}: no {hf_split}*.jsonl[.gz] files in the code_search_net format; "
+                            "save the dataset with Dataset.to_json or point data.path at a hub id")
+        records = []
+        for file in files:
+            for lineno, row in iter_json_lines(file):
+                if row is not None:
+                    records.append(hf_row_to_record(row, f"{file}:{lineno}"))
+        return records, [str(f) for f in files]
+    try:
+        import datasets  # optional: pip install 'hybridcl[eval]'
+    except ImportError:
+        raise DataError("data.source=hf needs the `datasets` package: pip install datasets (or hybridcl[eval]); "
+                        "or use data.source=codesearchnet with the official release") from None
+    name = path or "code_search_net"
+    try:
+        dataset = datasets.load_dataset(name, language, split=hf_split)
+    except Exception as exc:  # network, hub and script errors all end here; the user needs one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"hf dataset {name} ({language}, {hf_split}): cannot load ({first}); check the network or the HF cache, "
+                        "or use data.source=codesearchnet with a local copy") from None
+    return [hf_row_to_record(dict(row), f"{name}/{language}/{hf_split}:row {i + 1}") for i, row in enumerate(dataset)], [f"hf:{name}/{language}/{hf_split}"]

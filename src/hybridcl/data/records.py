@@ -1,0 +1,145 @@
+"""Function records (CodeSearchNet's fields) and their jsonl / jsonl.gz files.
+
+A record file holds one JSON object per line with the fields of :class:`Record`. Reading is
+strict: a corrupt gzip stream, a line that is not UTF-8, malformed JSON, a missing field or a
+field of the wrong type raises :class:`DataError` naming the file and line. Blank lines are not
+records and are passed over.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridcl.errors import DataError
+
+FIELDS = ("repo", "path", "func_name", "language", "code", "docstring")  # required, strings
+OPTIONAL_FIELDS = ("url",)  # string or null
+
+
+@dataclass
+class Record:
+    """One function with its documentation, as in CodeSearchNet.
+
+    ``code`` is the function's source. For Python it includes the docstring (as in
+    CodeSearchNet); for JavaScript the JSDoc comment stands before the function and is not part
+    of ``code``. ``docstring`` is the cleaned documentation text.
+    """
+
+    repo: str
+    path: str
+    func_name: str
+    language: str
+    code: str
+    docstring: str
+    url: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def record_from_dict(obj: Any, where: str) -> Record:
+    """Check one parsed JSON line and build a :class:`Record`; ``where`` is ``file:line``."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each line must be one record object")
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        if name not in obj:
+            raise DataError(f"{where}: missing field {name!r}; each record needs {', '.join(FIELDS)} (url optional)")
+        values[name] = _text(obj[name], name, where)
+    url = obj.get("url")
+    values["url"] = None if url is None else _text(url, "url", where)
+    return Record(**values)
+
+
+def _text(value: Any, name: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {name!r} must be a string, got {type(value).__name__}; fix or remove this record")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid Unicode text; fix or remove this record") from None
+    return value
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, parsed_object)`` for each non-blank line of a jsonl(.gz) file.
+
+    Raises :class:`DataError` for a missing file, corrupt gzip data, non-UTF-8 text or
+    malformed JSON, naming the file and the (1-based) line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; check the path (record files are .jsonl or .jsonl.gz)")
+    gz = path.name.endswith(".gz")
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+            for lineno, raw in enumerate(handle, 1):
+                yield lineno, _parse_line(raw, f"{path}:{lineno}")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}:{lineno + 1}: corrupt gzip data ({exc or type(exc).__name__}); re-download or re-create the file") from None
+    except OSError as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise DataError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
+        raise DataError(f"{path}:{lineno + 1}: corrupt gzip data ({exc}); re-download or re-create the file") from None
+
+
+def _parse_line(raw: bytes, where: str) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8") from None
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object") from None
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read a record file (``.jsonl`` or ``.jsonl.gz``); strict, see the module docstring."""
+    records = []
+    for lineno, obj in iter_json_lines(path):
+        if obj is None:
+            continue
+        records.append(record_from_dict(obj, f"{path}:{lineno}"))
+    return records
+
+
+def write_records(records: Iterable[Record], path: str | Path) -> None:
+    """Write records atomically (temp file + ``os.replace``).
+
+    A ``.gz`` name is gzip-compressed with mtime 0 and no file name in the header, so the same
+    records give the same bytes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            if path.name.endswith(".gz"):
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
+                    _write_lines(records, out)
+            else:
+                _write_lines(records, raw)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; record files are ordinary data
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_lines(records: Iterable[Record], out: Any) -> None:
+    for record in records:
+        out.write(record.to_json().encode("utf-8") + b"\n")

@@ -1,0 +1,169 @@
+"""Examples for one task: records turned into (source, target) pairs for a direction.
+
+``text-to-code``: source = the docstring's summary (first paragraph), target = the function
+without its docstring. ``code-to-text``: source = the function without its docstring, target =
+the summary. The docstring is removed from the code in both directions so that code-to-text
+cannot copy it.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hybridcl.data.extract import docstring_summary
+from hybridcl.data.readers import read_split
+from hybridcl.data.records import Record
+from hybridcl.errors import DataError
+
+if TYPE_CHECKING:
+    from hybridcl.config import DataConfig
+
+DIRECTIONS = ("text-to-code", "code-to-text")
+KINDS = ("seq2seq", "causal")
+LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript", "java": "Java", "go": "Go", "php": "PHP", "ruby": "Ruby"}
+
+
+@dataclass
+class Example:
+    id: str
+    language: str
+    direction: str
+    source: str
+    target: str
+
+
+@dataclass
+class TaskData:
+    """One task's examples; ``report`` holds the counts (records read, skipped, subsampled...)."""
+
+    language: str
+    train: list[Example]
+    val: list[Example]
+    report: dict = field(default_factory=dict)
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise DataError(f"unknown direction {direction!r}: choose one of {', '.join(DIRECTIONS)}")
+
+
+def example_id(record: Record) -> str:
+    digest = hashlib.sha256("\n".join((record.repo, record.path, record.func_name, record.code)).encode("utf-8")).hexdigest()[:10]
+    return f"{record.language}/{record.repo}/{record.path}::{record.func_name}#{digest}"
+
+
+def make_examples(records: list[Record], direction: str) -> list[Example]:
+    """One example per record; records whose summary or code-without-docstring is empty are left out.
+
+    (:func:`load_task_data` reports how many were left out.)
+    """
+    _check_direction(direction)
+    out = []
+    for record in records:
+        summary = docstring_summary(record.docstring)
+        code = strip_docstring(record.code, record.language)
+        if not summary or not code.strip():
+            continue
+        source, target = (summary, code) if direction == "text-to-code" else (code, summary)
+        out.append(Example(example_id(record), record.language, direction, source, target))
+    return out
+
+
+_JSDOC_HEAD = re.compile(r"\A\s*/\*\*.*?\*/\s*", re.S)
+_PY_DOCSTRING = re.compile(r"(:[^\n]*\n)([ \t]*)(?:[rRuUbB]{0,2})(\"\"\"|''')(.*?)\3[ \t]*\n", re.S)
+
+
+def strip_docstring(code: str, language: str) -> str:
+    """The function's code without its docstring (Python) or leading JSDoc comment (JavaScript)."""
+    if language == "python":
+        return _strip_python_docstring(code)
+    if language == "javascript":
+        return _JSDOC_HEAD.sub("", code, count=1)
+    return code
+
+
+def _strip_python_docstring(code: str) -> str:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # e.g. Python 2 code in CodeSearchNet: fall back to the first triple-quoted string
+        return _PY_DOCSTRING.sub(r"\1", code, count=1)
+    fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))), None)
+    if fn is None or not fn.body:
+        return code
+    first = fn.body[0]
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+        return code
+    lines = code.split("\n")
+    start, end = first.lineno - 1, first.end_lineno  # 0-based [start, end)
+    before = lines[start][:_char_col(lines[start], first.col_offset)]
+    rest = lines[end - 1][_char_col(lines[end - 1], first.end_col_offset):].strip().lstrip(";").strip()
+    filler = rest or ("pass" if len(fn.body) == 1 else "")  # a body that was only the docstring stays valid
+    if before.strip():  # `def f(): "doc"` on one line
+        lines[start:end] = [f"{before.rstrip()} {filler}"]
+    elif filler:
+        lines[start:end] = [before + filler]
+    else:
+        del lines[start:end]
+    return "\n".join(lines)
+
+
+def _char_col(line: str, byte_col: int) -> int:
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+
+
+def _template(language: str, direction: str, kind: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` put around the source text to make the prompt."""
+    _check_direction(direction)
+    if kind not in KINDS:
+        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if kind == "seq2seq":
+        return "", ""
+    name = LANGUAGE_NAMES.get(language, language.capitalize())
+    if direction == "text-to-code":
+        return f"{name} function.\nDescription: ", "\nCode:\n"
+    return f"{name} code:\n", "\nDescription:\n"
+
+
+def format_prompt(example_or_source: str | Example, language: str, direction: str, kind: str) -> str:
+    """The model input for a source text.
+
+    seq2seq: the source as is. causal: ``"Python function.\\nDescription: {doc}\\nCode:\\n"``
+    (text-to-code) or ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text).
+    """
+    source = example_or_source.source if isinstance(example_or_source, Example) else example_or_source
+    prefix, suffix = _template(language, direction, kind)
+    return f"{prefix}{source}{suffix}"
+
+
+def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or len(examples) <= n:
+        return examples
+    rank = sorted(range(len(examples)), key=lambda i: hashlib.sha256(f"{seed}\n{examples[i].id}".encode("utf-8")).digest())
+    chosen = set(rank[:n])
+    return [e for i, e in enumerate(examples) if i in chosen]
+
+
+def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0) -> TaskData:
+    """Read the train and valid records of ``language`` from ``data_cfg.source`` and make examples.
+
+    ``max_train`` / ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each
+    example id; the kept examples stay in file order). Raises :class:`DataError` if a split is
+    empty.
+    """
+    report: dict = {"language": language, "source": data_cfg.source, "direction": data_cfg.direction}
+    splits = {}
+    for split, cap in (("train", data_cfg.max_train), ("valid", data_cfg.max_val)):
+        records, files = read_split(data_cfg.source, data_cfg.path, language, split)
+        examples = make_examples(records, data_cfg.direction)
+        kept = _subsample(examples, cap, seed)
+        report[split] = {"files": files, "records": len(records), "skipped_empty": len(records) - len(examples),
+                         "examples": len(examples), "kept": len(kept)}
+        if not kept:
+            where = files[0] if files else data_cfg.source
+            raise DataError(f"{where}: no {split} examples for {language} ({len(records)} records, "
+                            f"{len(records) - len(examples)} with an empty docstring summary or code); use a source with documented functions")
+        splits[split] = kept
+    return TaskData(language, splits["train"], splits["valid"], report)

@@ -1,0 +1,177 @@
+"""Small source trees with known contents, shared by the data tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+UTIL_PY = '''\
+def add(a, b):
+    """Add two numbers together and return the sum."""
+    result = a + b
+    return result
+
+
+def undocumented(x):
+    y = x
+    return y
+
+
+def short_doc(x):
+    """Short doc."""
+    y = x + 1
+    return y
+
+
+def test_add():
+    """Check that add works correctly here."""
+    assert add(1, 2) == 3
+    return None
+
+
+class Box:
+    """A box."""
+
+    def __init__(self, value):
+        """Create a box holding the value."""
+        self.value = value
+        self.other = None
+
+    def get(self):
+        """Return the value held in the box.
+
+        The value is not copied.
+        """
+        value = self.value
+        return value
+
+    def outer(self):
+        """Return a function that gives the value."""
+        def inner():
+            """Give back the value of the box now."""
+            return self.value
+        return inner
+'''
+
+COPY_PY = '''\
+def add(a, b):
+    """Add two numbers together and return the sum."""
+    result = a  +  b
+    return result
+'''
+
+MORE_PY = '''\
+def add(a, b):
+    """Add two numbers together and return the sum."""
+    total = a + b
+    return total
+
+
+def placeholder():
+    """Placeholder that does nothing at all.
+
+    Kept for compatibility.
+    """
+
+
+def two_lines(x):
+    """Return x plus one as a number."""; return x + 1
+
+
+def long_function(x):
+    """A very long function that is too long to keep."""
+''' + "".join(f"    x = x + {i}\n" for i in range(120)) + "    return x\n"
+
+JS = '''\
+/**
+ * Adds two numbers together and returns the result.
+ *
+ * More text here.
+ * @param {number} a first
+ * @returns {number} sum
+ */
+function add(a, b) {
+  const s = a + b;
+  return s;
+}
+
+// Not JSDoc.
+function noDoc(a) {
+  const b = a;
+  return b;
+}
+
+/**
+ * Multiplies the two values given as input.
+ * @param {number} a
+ */
+const mul = (a, b) => {
+  const p = a * b;
+  return p;
+};
+
+/** Divides the first value by the second one. */
+export const div = function (a, b) {
+  const q = a / b;
+  return q;
+};
+
+class Stack {
+  /**
+   * Creates the stack instance for storage.
+   */
+  constructor() {
+    this.items = [];
+    this.size = 0;
+  }
+
+  /**
+   * Pushes an item onto the top of the stack.
+   * @param {*} item the item
+   */
+  push(item) {
+    this.items.push(item);
+    this.size += 1;
+  }
+}
+
+/**
+ * @name subtract
+ * @summary Subtract one number from another number.
+ * @description
+ * Subtract the second number from the first number.
+ */
+export default function subtract(a, b) {
+  const d = a - b;
+  return d;
+}
+'''
+
+
+def python_tree(root: Path) -> Path:
+    (root / "pkg").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pkg" / "util.py").write_text(UTIL_PY)
+    (root / "pkg" / "copy.py").write_text(COPY_PY)
+    (root / "pkg" / "more.py").write_text(MORE_PY)
+    (root / "pkg" / "bad.py").write_text('def broken(:\n    """Never parses at all."""\n')
+    (root / "pkg" / "latin.py").write_bytes(b'def f():\n    """Caf\xe9 au lait please now."""\n    return 1\n')
+    (root / "tests" / "test_util.py").write_text(UTIL_PY)
+    return root
+
+
+def js_tree(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "lib.js").write_text(JS)
+    (root / "lib.min.js").write_text("function a(){return 1}")
+    return root
+
+
+def many_files_tree(root: Path, n_files: int = 40) -> Path:
+    """``n_files`` modules with three distinct documented functions each."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        body = "".join(
+            f'def func_{i}_{j}(value_{i}_{j}):\n    """Compute result number {i} {j} for the given input."""\n'
+            f"    out_{i}_{j} = value_{i}_{j} * {i * 10 + j}\n    return out_{i}_{j}\n\n\n"
+            for j in range(3))
+        (root / f"mod_{i}.py").write_text(body)
+    return root

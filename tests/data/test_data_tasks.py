@@ -1,0 +1,144 @@
+import json
+import sys
+import types
+
+import pytest
+
+from hybridcl.config import DataConfig
+from hybridcl.data.readers import bundled_dir, read_split
+from hybridcl.data.records import Record, write_records
+from hybridcl.data.tasks import format_prompt, load_task_data, make_examples, strip_docstring
+from hybridcl.errors import DataError
+
+PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double the value.\n\n    Details here.\n    """\n    return 2 * x', "Double the value.\n\nDetails here.")
+JS = Record("r", "a.js", "g", "javascript", "function g(x) {\n  return x;\n}", "Return the input unchanged.")
+
+
+def test_make_examples_both_directions():
+    (t2c,) = make_examples([PY], "text-to-code")
+    assert (t2c.source, t2c.target) == ("Double the value.", "def f(x):\n    return 2 * x")
+    (c2t,) = make_examples([PY], "code-to-text")
+    assert (c2t.source, c2t.target) == ("def f(x):\n    return 2 * x", "Double the value.")
+    assert c2t.id == t2c.id and t2c.id.startswith("python/r/a.py::f#")
+    (js,) = make_examples([JS], "code-to-text")
+    assert js.source == JS.code and js.target == "Return the input unchanged."
+    assert make_examples([Record("r", "b.py", "h", "python", "def h(): pass", "  ")], "text-to-code") == []
+    with pytest.raises(DataError, match="unknown direction"):
+        make_examples([PY], "sideways")
+
+
+def test_strip_docstring_variants():
+    assert strip_docstring('def f():\n    """Only doc."""', "python") == "def f():\n    pass"
+    assert strip_docstring('def f(): "Doc."; return 1', "python") == "def f(): return 1"
+    assert strip_docstring('def f():\n    """Doc."""\n    print "py2"', "python") == 'def f():\n    print "py2"'
+    assert strip_docstring("/** Doc. */\nfunction f() {}", "javascript") == "function f() {}"
+
+
+def test_format_prompt():
+    assert format_prompt("Add numbers.", "python", "text-to-code", "seq2seq") == "Add numbers."
+    assert format_prompt("Add numbers.", "python", "text-to-code", "causal") == "Python function.\nDescription: Add numbers.\nCode:\n"
+    assert format_prompt("f()", "javascript", "code-to-text", "causal") == "JavaScript code:\nf()\nDescription:\n"
+    (ex,) = make_examples([JS], "code-to-text")
+    assert format_prompt(ex, "javascript", "code-to-text", "causal").startswith("JavaScript code:\nfunction g(x)")
+
+
+def _jsonl_dir(tmp_path, n_train=30, n_valid=5):
+    recs = lambda split, n: [Record("r", f"{split}{i}.py", f"f{i}", "python", f"def f{i}():\n    return {i}", f"Return the number {i} here.") for i in range(n)]
+    write_records(recs("t", n_train), tmp_path / "python.train.jsonl.gz")
+    write_records(recs("v", n_valid), tmp_path / "python.valid.jsonl")
+    return tmp_path
+
+
+def test_load_task_data_jsonl_subsample(tmp_path):
+    cfg = DataConfig(source="jsonl", path=str(_jsonl_dir(tmp_path)), max_train=10, direction="code-to-text")
+    a = load_task_data(cfg, "python", seed=0)
+    assert len(a.train) == 10 and len(a.val) == 5
+    assert a.report["train"] == {"files": [str(tmp_path / "python.train.jsonl.gz")], "records": 30, "skipped_empty": 0, "examples": 30, "kept": 10}
+    assert [e.id for e in load_task_data(cfg, "python", seed=0).train] == [e.id for e in a.train]
+    assert [e.id for e in load_task_data(cfg, "python", seed=1).train] != [e.id for e in a.train]
+    assert a.train[0].direction == "code-to-text"
+
+
+def test_load_task_data_errors(tmp_path):
+    with pytest.raises(DataError, match="unsupported language 'go' for data.source=bundled"):
+        load_task_data(DataConfig(), "go")
+    with pytest.raises(DataError, match="no python.train.jsonl.gz"):
+        load_task_data(DataConfig(source="jsonl", path=str(tmp_path)), "python")
+    write_records([], tmp_path / "python.train.jsonl.gz")
+    write_records([], tmp_path / "python.valid.jsonl.gz")
+    with pytest.raises(DataError, match=f"{tmp_path}/python.train.jsonl.gz: no train examples for python"):
+        load_task_data(DataConfig(source="jsonl", path=str(tmp_path)), "python")
+
+
+def test_language_mismatch_in_jsonl(tmp_path):
+    write_records([JS], tmp_path / "python.train.jsonl")
+    with pytest.raises(DataError, match="record 1 has language 'javascript', expected 'python'"):
+        read_split("jsonl", str(tmp_path), "python", "train")
+
+
+def test_bundled_corpus_matches_manifest():
+    manifest = json.loads((bundled_dir() / "manifest.json").read_text())
+    total = sum(p.stat().st_size for p in bundled_dir().iterdir() if p.is_file())
+    assert total <= 10 * 2**20
+    for language in ("python", "javascript"):
+        counts = manifest["languages"][language]["counts"]
+        assert counts["train"] >= 2000 and counts["valid"] >= 500
+        data = load_task_data(DataConfig(), language)
+        assert (len(data.train), len(data.val)) == (counts["train"], counts["valid"])
+        train_files = {e.id.split("::")[0] for e in data.train}
+        assert not train_files & {e.id.split("::")[0] for e in data.val}
+        for source in manifest["languages"][language]["sources"]:
+            assert (bundled_dir() / source["license_file"]).is_file() and source["license"] in ("PSF-2.0", "MIT")
+
+
+CSN_ROW = {"repo": "o/r", "path": "m.py", "func_name": "f", "original_string": "x", "language": "python",
+           "code": 'def f():\n    """Return one always here."""\n    return 1', "code_tokens": [], "docstring": "Return one always here.",
+           "docstring_tokens": [], "sha": "0", "partition": "train", "url": "https://github.com/o/r/blob/0/m.py#L1-L3"}
+
+
+def test_codesearchnet_release_layout(tmp_path):
+    folder = tmp_path / "python" / "final" / "jsonl" / "train"
+    folder.mkdir(parents=True)
+    write_records([], folder / "python_train_1.jsonl.gz")
+    import gzip
+    (folder / "python_train_0.jsonl.gz").write_bytes(gzip.compress((json.dumps(CSN_ROW) + "\n").encode()))
+    records, files = read_split("codesearchnet", str(tmp_path), "python", "train")
+    assert len(records) == 1 and records[0].url == CSN_ROW["url"] and len(files) == 2
+    with pytest.raises(DataError, match="no .jsonl.gz files"):
+        read_split("codesearchnet", str(tmp_path), "python", "valid")
+    with pytest.raises(DataError, match="unsupported language 'rust'"):
+        read_split("codesearchnet", str(tmp_path), "rust", "train")
+
+
+HF_ROW = {"repository_name": "o/r", "func_path_in_repository": "m.js", "func_name": "g", "whole_func_string": "x", "language": "javascript",
+          "func_code_string": "function g() {\n  return 1;\n}", "func_code_tokens": [], "func_documentation_string": "Return one for the caller.",
+          "func_documentation_tokens": [], "split_name": "train", "func_code_url": "https://github.com/o/r/blob/0/m.js#L1-L3"}
+
+
+def test_hf_local_files_in_dataset_format(tmp_path):
+    folder = tmp_path / "javascript"
+    folder.mkdir()
+    (folder / "validation-0.jsonl").write_text(json.dumps(HF_ROW) + "\n" + json.dumps({**HF_ROW, "func_name": None}) + "\n")
+    with pytest.raises(DataError, match=f"{folder}/validation-0.jsonl:2: field 'func_name' must be a string"):
+        read_split("hf", str(tmp_path), "javascript", "valid")
+    (folder / "validation-0.jsonl").write_text(json.dumps(HF_ROW) + "\n")
+    (records, _) = read_split("hf", str(tmp_path), "javascript", "valid")
+    assert records == [Record("o/r", "m.js", "g", "javascript", HF_ROW["func_code_string"], "Return one for the caller.", HF_ROW["func_code_url"])]
+
+
+def test_hf_hub_through_datasets(monkeypatch):
+    calls = []
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config, split: calls.append((name, config, split)) or [HF_ROW]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    records, files = read_split("hf", None, "javascript", "valid")
+    assert calls == [("code_search_net", "javascript", "validation")] and records[0].func_name == "g"
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network\nmore")
+    fake.load_dataset = offline
+    with pytest.raises(DataError, match=r"cannot load \(no network\)"):
+        read_split("hf", None, "javascript", "train")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DataError, match="needs the `datasets` package"):
+        read_split("hf", None, "javascript", "train")
