@@ -2,18 +2,24 @@
 
 The loop reads top to bottom. A strategy's rule can add a ``penalty(model) -> tensor`` to the loss
 (EWC, O-LoRA); data-level rules (replay, joint) change the examples before they get here.
+
+``train.batch_size`` is the global batch: with several processes (``accelerate launch``) each
+batch is split between them, and the loss is the sum over the global batch's target tokens
+divided by their number, so N processes compute the same step as one process (up to float
+summation order).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -48,7 +54,25 @@ def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
         precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
     else:
         precision = "bf16" if cfg.precision == "bf16" else "no"
-    return Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
+    return Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, shift_labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the cross-entropy over target tokens, and their number.
+
+    The model gets no labels, so it computes no loss of its own: seq2seq decoder inputs come from
+    ``shift_labels`` (the base model's ``prepare_decoder_input_ids_from_labels``).
+    """
+    labels = batch["labels"]
+    if kind == "seq2seq":
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=shift_labels(labels)).logits
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = labels[:, 1:]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    return loss, (labels != -100).sum()
 
 
 def train_task(
@@ -75,7 +99,8 @@ def train_task(
     lengths = [len(i) + (len(l) if kind == "seq2seq" else 0) for i, l in zip(encoded.input_ids, encoded.labels)]
 
     def epoch_loader(epoch: int) -> DataLoader:
-        batches = batch_indices(lengths, cfg.batch_size, shuffle=True, seed=seed + epoch, group_by_length=cfg.group_by_length)
+        batches = _Batches(batch_indices(lengths, cfg.batch_size, shuffle=True, seed=seed + epoch,
+                                         group_by_length=cfg.group_by_length), cfg.batch_size)
         loader = DataLoader(features, batch_sampler=batches, collate_fn=lambda f: collate(f, pad_token_id, kind))
         return accelerator.prepare_data_loader(loader)
 
@@ -85,7 +110,10 @@ def train_task(
 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    shift_labels = getattr(base, "prepare_decoder_input_ids_from_labels", None)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
     model.train()
 
     result = TrainResult(0, 0, 0, 0.0, 0.0, 0.0, float("nan"))
@@ -97,12 +125,14 @@ def train_task(
         for epoch in range(n_epochs):
             for batch in epoch_loader(epoch):
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss_sum, n_tokens = token_loss(model, batch, kind, shift_labels)
+                    # Gradients are averaged over processes: scale so that the step is the global-batch mean.
+                    loss = loss_sum * accelerator.num_processes / accelerator.reduce(n_tokens, "sum").clamp(min=1)
                     if penalty is not None:
-                        extra = penalty(model)
+                        extra = penalty(unwrapped)
                         if extra is not None:
                             loss = loss + extra
-                    value = loss.item()
+                    value = accelerator.reduce(loss.detach(), "mean").item()
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"task {task}: the loss became {value} at step {result.steps + 1} (epoch {epoch + 1}); "
@@ -114,9 +144,9 @@ def train_task(
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                n = batch["input_ids"].shape[0]
+                n = batch["input_ids"].shape[0] * accelerator.num_processes
                 result.samples += n
-                result.tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum()) * (kind == "seq2seq")
+                result.tokens += (int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum()) * (kind == "seq2seq")) * accelerator.num_processes
                 window_loss += value
                 window_batches += 1
                 if not accelerator.sync_gradients:
@@ -154,5 +184,9 @@ def train_task(
     return result
 
 
-def result_dict(result: TrainResult) -> dict:
-    return asdict(result)
+class _Batches(list):
+    """Index batches with the ``batch_size`` Accelerate needs to split them between processes."""
+
+    def __init__(self, batches: list[list[int]], batch_size: int):
+        super().__init__(batches)
+        self.batch_size = batch_size
