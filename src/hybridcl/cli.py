@@ -5,12 +5,17 @@
     hybridcl params [preset=NAME] [key=value ...]   the architecture and parameter table
     hybridcl data extract|build|stats ...           build record files and the bundled corpus
     hybridcl setup                                  put the embedded model in place (offline)
+    hybridcl report RUN_DIR                         (re)write report.md and its plots
+    hybridcl compare RUN_DIR... [--out DIR]         cross-strategy table and bar charts
+    hybridcl generate --run RUN_DIR --task T|auto PROMPT...
+    hybridcl export --run RUN_DIR --task T --merged OUT | --peft OUT
 
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -39,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybridcl.data.cli import add_commands
 
     add_commands(sub)
+    _add_report_commands(sub)
 
     args = parser.parse_args(argv)
     try:
@@ -47,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"hybridcl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full outside hybridcl.io (logs, caches, plots): still one line
+        if args.debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"hybridcl: error: disk full{where}: free space and resume with `hybridcl run --resume RUN_DIR`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume RUN_DIR`", file=sys.stderr)
@@ -86,6 +98,73 @@ def _setup(args) -> int:
 
     for key in EMBEDDED:
         print(f"embedded:{key} -> {embedded_folder(key)}")
+    return 0
+
+
+def _add_report_commands(sub) -> None:
+    report = sub.add_parser("report", help="(re)write a run's report.md and plots")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.set_defaults(func=_report)
+
+    compare = sub.add_parser("compare", help="compare finished runs: table, best per column, bar charts")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (a strategy=all folder expands)")
+    compare.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent folder)")
+    compare.set_defaults(func=_compare)
+
+    gen = sub.add_parser("generate", help="generate with a run's components for one task (or --task auto)")
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="docstrings (text-to-code) or code (code-to-text)")
+    gen.add_argument("--run", required=True, metavar="RUN_DIR")
+    gen.add_argument("--task", required=True, help="a task of the run, or auto (chosen per prompt by routing)")
+    gen.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
+    gen.add_argument("--max-new-tokens", type=int, help="default: the run's eval.max_new_tokens")
+    gen.add_argument("--num-beams", type=int, help="default: the run's eval.num_beams")
+    gen.set_defaults(func=_generate)
+
+    export = sub.add_parser("export", help="export one task's model: merged transformers folder or PEFT adapter")
+    export.add_argument("--run", required=True, metavar="RUN_DIR")
+    export.add_argument("--task", required=True)
+    export.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
+    form = export.add_mutually_exclusive_group(required=True)
+    form.add_argument("--merged", metavar="OUT", help="a plain Hugging Face model folder (LoRA merged, full layer as a real layer)")
+    form.add_argument("--peft", metavar="OUT", help="the task's LoRA adapter in PEFT's format (LoRA-only strategies)")
+    export.set_defaults(func=_export)
+
+
+def _report(args) -> int:
+    from hybridcl.report.markdown import write_report
+
+    print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def _compare(args) -> int:
+    from hybridcl.report.compare import compare_runs
+
+    out = Path(args.out) if args.out else Path(os.path.commonpath([str(Path(d).resolve()) for d in args.run_dirs]))
+    print(compare_runs([Path(d) for d in args.run_dirs], out))
+    return 0
+
+
+def _generate(args) -> int:
+    from hybridcl.inference import load_run
+
+    run = load_run(args.run, seed=args.seed)
+    kwargs = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None}
+    texts, tasks = run.generate(args.task, args.prompts, return_tasks=True, **kwargs)
+    for prompt, task, text in zip(args.prompts, tasks, texts):
+        if args.task == "auto" or len(args.prompts) > 1:
+            print(f"### task: {task}" + ("" if len(args.prompts) == 1 else f" (prompt: {prompt[:60]!r})"))
+        print(text)
+    return 0
+
+
+def _export(args) -> int:
+    from hybridcl.export import export_merged, export_peft
+
+    if args.merged:
+        print(export_merged(args.run, args.task, Path(args.merged), seed=args.seed))
+    else:
+        print(export_peft(args.run, args.task, Path(args.peft), seed=args.seed))
     return 0
 
 

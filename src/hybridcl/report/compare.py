@@ -1,11 +1,20 @@
-"""Cross-strategy comparison: the table the seed ends with, from finished runs' ``results.json``."""
+"""Cross-strategy comparison: the table the seed ends with, from finished runs' ``results.json``.
+
+``comparison.md`` (table, best strategy per column, bar charts), ``comparison.json`` (the rows)
+and ``comparison.png``. Columns: final BLEU per task, average, relative forgetting, trainable
+parameters, training time (the seed's table), then pass rates (syntax, and HumanEval pass@k where
+a run has it), BWT, FWT, routing accuracy and the forgetting under routing.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from hybridcl.errors import RunError
 from hybridcl.io import read_json, write_json, write_text
+from hybridcl.report import plots
 
 HEADLINE = "bleu_codexglue"
+LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds"}
 
 
 def _mean(value):
@@ -18,6 +27,49 @@ def _fmt(value, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _avg(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _language(task: str) -> str:
+    from hybridcl.data.tasks import LANGUAGE_NAMES
+
+    return LANGUAGE_NAMES.get(task, task)
+
+
+def _forgetting_routed(results: dict) -> float | None:
+    """The seed's relative forgetting with the last row evaluated under routing (percent)."""
+    routing = results.get("routing")
+    if not routing:
+        return None
+    routed = [_mean(v) for v in routing["matrix_last_row"].get(HEADLINE, [])]
+    matrix = [[_mean(c) for c in row] for row in results["matrix"][HEADLINE]]
+    rows = results["rows"]
+    values = []
+    for j, task in enumerate(results["tasks"][:-1]):
+        if task not in rows:
+            continue
+        own = matrix[rows.index(task)][j]
+        if own and j < len(routed) and routed[j] is not None:
+            values.append(100.0 * (own - routed[j]) / own)
+    return _avg(values)
+
+
+def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
+    """Run folders, with a ``strategy=all`` folder replaced by the runs inside it."""
+    out = []
+    for run_dir in map(Path, run_dirs):
+        if (run_dir / "results.json").is_file() and "matrix" in read_json(run_dir / "results.json"):
+            out.append(run_dir)
+            continue
+        inner = sorted(p.parent for p in run_dir.glob("*/results.json"))
+        if not inner:
+            raise RunError(f"{run_dir} has no results.json: pass finished run folders (made by `hybridcl run`)")
+        out += inner
+    return out
+
+
 def comparison_rows(run_dirs: list[Path]) -> list[dict]:
     rows = []
     for run_dir in run_dirs:
@@ -26,43 +78,105 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
         final = [_mean(v) for v in results["matrix"][HEADLINE][-1]]
         metrics = results["cl_metrics"][HEADLINE]
         syntax = results["matrix"].get("syntax_pass")
+        passes = {m: _avg(_mean(v) for v in matrix[-1]) for m, matrix in results["matrix"].items() if m.startswith("pass@")}
+        routing = results.get("routing") or {}
         rows.append({
             "strategy": results["strategy"],
+            "run": str(run_dir),
             **{f"{t}_bleu": final[i] for i, t in enumerate(tasks)},
             "average_bleu": _mean(metrics.get("average_final")),
             "forgetting_relative": _mean(metrics.get("forgetting_relative")),
             "bwt": _mean(metrics.get("bwt")),
             "fwt": _mean(metrics.get("fwt")),
-            "syntax_pass_final": (sum(_mean(v) for v in syntax[-1]) / len(syntax[-1])) if syntax else None,
+            **{f"{t}_syntax_pass": (_mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
+            "syntax_pass_final": _avg(_mean(v) for v in syntax[-1]) if syntax else None,
+            **passes,
+            "routing_accuracy": _mean(routing.get("accuracy")),
+            "forgetting_routed": _forgetting_routed(results),
             "trainable_params": _mean(results["train"][-1]["trainable_params"]),
             "train_seconds": sum(_mean(t["seconds"]) for t in results["train"]),
+            "seeds": results.get("seeds", 1),
             "tasks": tasks,
         })
     return rows
 
 
+def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
+    labels = {f"{t}_bleu": f"{_language(t)} BLEU" for t in tasks}
+    labels.update({"average_bleu": "average BLEU", "forgetting_relative": "forgetting (%)",
+                   "trainable_params": "trainable params", "train_seconds": "training time (s)"})
+    labels.update({f"{t}_syntax_pass": f"{_language(t)} syntax pass (%)" for t in tasks})
+    labels.update({m: f"{m} (%)" for m in extra})
+    labels.update({"bwt": "BWT", "fwt": "FWT", "routing_accuracy": "routing accuracy (%)",
+                   "forgetting_routed": "forgetting, routed (%)"})
+    return labels
+
+
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Write ``comparison.md`` and ``comparison.json`` for ``run_dirs`` into ``out_dir``."""
+    """Write ``comparison.md``, ``comparison.json`` and ``comparison.png`` for ``run_dirs`` into ``out_dir``."""
+    run_dirs = expand_run_dirs(run_dirs)
     rows = comparison_rows(run_dirs)
+    names = [row["strategy"] for row in rows]
+    for row in rows:  # two runs of one strategy (other data, model or seeds): name them by folder too
+        if names.count(row["strategy"]) > 1:
+            row["strategy"] = f"{row['strategy']} ({Path(row['run']).name})"
+    out_dir = Path(out_dir)
     tasks = rows[0]["tasks"]
-    columns = [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "bwt", "fwt", "syntax_pass_final",
-                                              "trainable_params", "train_seconds"]
-    lower_is_better = {"forgetting_relative", "trainable_params", "train_seconds"}
-    lines = ["# Strategy comparison", "",
-             f"BLEU is the CodeXGLUE smoothed BLEU-4 (0-100) after the last task; forgetting is the seed's relative "
-             f"forgetting in percent; BWT/FWT as in GEM; syntax pass in percent.", "",
-             "| strategy | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    extra = sorted({k for row in rows for k in row if k.startswith("pass@")})
     for row in rows:
-        lines.append(f"| {row['strategy']} | " + " | ".join(
-            _fmt(row[c], 0) if c == "trainable_params" else _fmt(row[c]) for c in columns) + " |")
+        for k in extra:
+            row.setdefault(k, None)
+    seed_columns = [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "trainable_params",
+                                                   "train_seconds"]
+    more_columns = [f"{t}_syntax_pass" for t in tasks] + extra + ["bwt", "fwt", "routing_accuracy",
+                                                                    "forgetting_routed"]
+    labels = _labels(tasks, extra)
+    lines = ["# Strategy comparison", "",
+             "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100) after the last task; forgetting is the seed's relative "
+             "forgetting in percent (with the task id); trainable parameters while training the last task; training "
+             "time in seconds summed over tasks. Runs with several seeds show means.", ""]
+    for title, columns in (("The seed's table", seed_columns),
+                           ("Pass rates, transfer and routing", more_columns)):
+        lines += [f"## {title}", "", "| strategy | " + " | ".join(labels[c] for c in columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for row in rows:
+            lines.append(f"| {row['strategy']} | " + " | ".join(
+                _fmt(row[c], 0) if c == "trainable_params" else _fmt(row[c]) for c in columns) + " |")
+        lines.append("")
     best = []
-    for c in columns:
+    for c in seed_columns + more_columns:
         values = [(row[c], row["strategy"]) for row in rows if row[c] is not None]
-        if values:
-            pick = min(values) if c in lower_is_better else max(values)
-            best.append(f"- {c}: **{pick[1]}** ({_fmt(pick[0])})")
-    lines += ["", "Best per column:", *best, ""]
+        if values and len({v for v, _ in values}) == 1 and len(values) > 1:
+            best.append(f"- {labels[c]}: tie ({_fmt(values[0][0], 0 if c == 'trainable_params' else 2)} for all)")
+        elif values:
+            pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
+            best.append(f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
+                        f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better)")
+    lines += ["## Best strategy per column", "", *best, "",
+              "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
+              "(see a run's report.md); per-task components forget only through misrouting.", "",
+              "![comparison](comparison.png)", ""]
     out_dir.mkdir(parents=True, exist_ok=True)
+    _chart(rows, tasks, labels, out_dir / "comparison.png")
     write_json(out_dir / "comparison.json", rows)
     write_text(out_dir / "comparison.md", "\n".join(lines))
     return out_dir / "comparison.md"
+
+
+def _chart(rows, tasks, labels, path: Path) -> Path:
+    groups = [row["strategy"] for row in rows]
+    col = lambda c: [row.get(c) for row in rows]  # noqa: E731
+    panels = [
+        {"title": "BLEU after the last task", "ylabel": "BLEU (0-100)",
+         "series": {**{_language(t): col(f"{t}_bleu") for t in tasks}, "average": col("average_bleu")}},
+        {"title": "forgetting (relative)", "ylabel": "% of own score lost",
+         "series": {"task id": col("forgetting_relative"), "routed": col("forgetting_routed")}},
+        {"title": "backward and forward transfer (BLEU)", "ylabel": "BLEU points",
+         "series": {"BWT": col("bwt"), "FWT": col("fwt")}},
+        {"title": "syntax pass rate after the last task", "ylabel": "% of outputs",
+         "series": {_language(t): col(f"{t}_syntax_pass") for t in tasks}},
+        {"title": "trainable parameters (last task)", "ylabel": "parameters",
+         "series": {"trainable": col("trainable_params")}},
+        {"title": "training time, all tasks", "ylabel": "seconds", "series": {"time": col("train_seconds")}},
+    ]
+    return plots.bar_panels(groups, panels, path)

@@ -1,0 +1,137 @@
+"""Export one task's model from a run, for use without hybridcl.
+
+- :func:`export_merged` writes a plain Hugging Face model folder (config, safetensors weights,
+  tokenizer) that ``transformers`` loads on its own: the task's LoRA adapter merged into the base
+  weights (PEFT ``merge_and_unload``) and the task's full layer turned into a real extra layer of
+  the architecture (seq2seq/T5: the encoder gets ``num_layers + 1`` blocks while the decoder keeps
+  its ``num_decoder_layers``, written explicitly; causal: ``num_hidden_layers + 1`` decoder layers,
+  the block's weights stored under the new layer's index).
+- :func:`export_peft` writes the task's LoRA adapter in PEFT's own format
+  (``PeftModel.from_pretrained(base, folder)``), for LoRA-only strategies.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from hybridcl.errors import RunError
+
+
+def _empty_target(out: Path) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"{out} exists and is not an empty folder: choose another output folder or delete it")
+    return out
+
+
+def _task_key(run, task: str, scope: str) -> str:
+    from hybridcl.model.components import SHARED
+
+    if scope == "shared":
+        return SHARED
+    return task if task in run.components.tasks else run.components.tasks[-1]
+
+
+def _check_task(run, task: str) -> str:
+    if task == "auto":
+        raise RunError("export needs one task's components: pass --task with one of " + ", ".join(run.config.tasks))
+    return run.check_task(task)
+
+
+def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int | None = None) -> Path:
+    """Write ``task``'s model of ``run_dir`` as a plain transformers folder at ``out``; return ``out``."""
+    from peft import PeftModel
+
+    from hybridcl.inference import load_run
+    from hybridcl.model.full_layer import FullLayerSlot, family_of
+
+    out = _empty_target(out)
+    run = load_run(run_dir, seed=seed)
+    task = _check_task(run, task)
+    components = run.components
+    strategy = components.strategy
+    components.route(task)
+    model = components.model
+    if isinstance(model, PeftModel):
+        dtype = next(model.parameters()).dtype
+        # Merge in float64 and round once: W + scale * B @ A lands on the nearest representable weight.
+        model.to(torch.float64)
+        model = model.merge_and_unload(adapter_names=[_task_key(run, task, strategy.lora)])
+        model.to(dtype)
+    if components.slot is not None:
+        family = family_of(model)
+        stack = family.stack(model)
+        if not isinstance(stack[-1], FullLayerSlot):
+            raise RunError(f"run {run.run_dir}: the full-layer slot is not the last block; this run cannot be exported")
+        block = stack[-1].full_layers[_task_key(run, task, strategy.full_layer)]
+        stack[-1] = block  # the module now sits at the real index: its weights are saved under it
+        if family.name == "t5":
+            model.config.num_decoder_layers = len(model.get_decoder().block)
+            model.config.num_layers = len(stack)
+            model.get_encoder().config.num_layers = len(stack)
+        # causal stacks: attach_slot already counted the slot in num_hidden_layers / n_layer.
+    model.config.use_cache = True
+    with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        run.tokenizer.save_pretrained(tmp)
+        _write_provenance(Path(tmp), run, task, "merged")
+        _move_into(Path(tmp), out)
+    return out
+
+
+def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | None = None) -> Path:
+    """Write ``task``'s LoRA adapter of ``run_dir`` in PEFT's format at ``out``; return ``out``.
+
+    Only for strategies whose components are LoRA adapters alone: a full layer or trained base
+    weights have no place in a PEFT adapter (export those with :func:`export_merged`).
+    """
+    from peft import PeftModel
+
+    from hybridcl.inference import load_run
+
+    out = _empty_target(out)
+    run = load_run(run_dir, seed=seed)
+    task = _check_task(run, task)
+    strategy = run.components.strategy
+    if strategy.lora == "none" or not isinstance(run.model, PeftModel):
+        raise RunError(f"run {run.run_dir} ({strategy.name}) has no LoRA adapter: export it with --merged")
+    if strategy.full_layer != "none" or strategy.train_base:
+        raise RunError(f"run {run.run_dir} ({strategy.name}) has a full layer or trained base weights, which a PEFT "
+                       "adapter cannot hold: export it with --merged")
+    key = _task_key(run, task, strategy.lora)
+    name = run.config.model.name
+    with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
+        run.model.save_pretrained(tmp, selected_adapters=[key], safe_serialization=True)
+        folder = Path(tmp) if key == "default" else Path(tmp) / key  # PEFT puts named adapters in a subfolder
+        config_file = folder / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        if ":" not in name:  # a hub id or folder a user can load the base from
+            config["base_model_name_or_path"] = name
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        _write_provenance(folder, run, task, "peft")
+        _move_into(folder, out)
+    return out
+
+
+def _parent(out: Path) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return str(out.parent)
+
+
+def _move_into(src: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        shutil.move(str(item), str(out / item.name))
+
+
+def _write_provenance(folder: Path, run, task: str, form: str) -> None:
+    from hybridcl import __version__
+
+    info = {"hybridcl": __version__, "run": str(run.run_dir), "seed": run.seed, "task": task, "form": form,
+            "strategy": run.config.strategy, "base_model": run.config.model.name,
+            "components": str(run.stage_dir / "components.safetensors"), "direction": run.config.data.direction}
+    (folder / "hybridcl_export.json").write_text(json.dumps(info, indent=2) + "\n")

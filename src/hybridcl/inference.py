@@ -1,0 +1,149 @@
+"""Inference from a finished (or interrupted) run: ``hybridcl.load_run(path).generate(task, prompts)``.
+
+:func:`load_run` rebuilds the base model and its :class:`~hybridcl.model.components.ComponentSet`
+from the run's ``config.yaml``, activates the tasks in the order they were trained and loads the
+components saved after the last finished task of one seed. ``task="auto"`` chooses each prompt's
+task by :mod:`hybridcl.routing` (the task whose components give the prompt the lowest loss).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hybridcl.errors import RunError
+
+AUTO = "auto"
+
+
+class LoadedRun:
+    """A run's model with all its components, routed per call to one task's parts."""
+
+    def __init__(self, run_dir: Path, config, base, components, seed: int, stage_dir: Path):
+        self.run_dir, self.config, self.base, self.components = run_dir, config, base, components
+        self.seed, self.stage_dir = seed, stage_dir
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    @property
+    def model(self):
+        """The model with every component (a PEFT model once LoRA is used); route it with :meth:`route`."""
+        return self.components.model
+
+    @property
+    def tasks(self) -> list[str]:
+        """The run's tasks (in training order)."""
+        return list(self.config.tasks)
+
+    @property
+    def trained_tasks(self) -> list[str]:
+        """The stages trained so far (``["joint"]`` for the joint baseline)."""
+        return list(self.components.tasks)
+
+    def check_task(self, task: str) -> str:
+        if task == AUTO or task in self.config.tasks:
+            return task
+        raise RunError(f"task {task!r} is not a task of run {self.run_dir}: choose one of "
+                       f"{', '.join([*self.config.tasks, AUTO])}")
+
+    def route(self, task: str) -> None:
+        """Send the forward pass through ``task``'s components."""
+        self.components.route(self.check_task(task))
+
+    def choose_tasks(self, sources: Sequence[str]) -> list[str]:
+        """The task :mod:`hybridcl.routing` picks for each source text (docstring or code)."""
+        from hybridcl.routing import route, routable_tasks
+
+        tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
+        if len(tasks) < 2:  # shared or no per-task parts: every task uses the same weights
+            return [self.config.tasks[-1] if not tasks else tasks[0]] * len(sources)
+        return route(self.components, self.tokenizer, self.kind, sources, tasks=tasks,
+                     max_source_len=self.config.data.max_source_len, batch_size=self.config.eval.batch_size)
+
+    def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
+        """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text).
+
+        ``task`` is one of the run's tasks or ``"auto"``. Prompts are formatted with
+        :func:`hybridcl.data.tasks.format_prompt` for the (chosen) task's language. Generation
+        settings default to the run's ``eval`` config; ``kwargs`` override them (``max_new_tokens``,
+        ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
+        (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
+        """
+        from hybridcl.data.tasks import format_prompt
+        from hybridcl.evaluate.generate import generate
+
+        single = isinstance(prompts, str)
+        sources = [prompts] if single else list(prompts)
+        task = self.check_task(task)
+        chosen = self.choose_tasks(sources) if task == AUTO else [task] * len(sources)
+        cfg = self.config.eval
+        settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
+                        do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_source_len=self.config.data.max_source_len, progress=False)
+        settings.update(kwargs)
+        texts: list = [None] * len(sources)
+        for t in dict.fromkeys(chosen):
+            idx = [k for k, c in enumerate(chosen) if c == t]
+            self.components.route(t)
+            formatted = [format_prompt(sources[k], t, self.config.data.direction, self.kind) for k in idx]
+            for k, text in zip(idx, generate(self.model, self.tokenizer, formatted, kind=self.kind, **settings)):
+                texts[k] = text
+        out = texts[0] if single else texts
+        if return_tasks:
+            return out, (chosen[0] if single else chosen)
+        return out
+
+
+def finished_stages(seed_dir: Path) -> list[str]:
+    """The stages (tasks) a seed finished, in order, from its ``state.json``."""
+    from hybridcl.io import read_json
+
+    state_file = seed_dir / "state.json"
+    if not state_file.is_file():
+        raise RunError(f"{seed_dir} has no state.json: the seed never started; run it with `hybridcl run`")
+    return [t["task"] for t in read_json(state_file)["train"]]
+
+
+def load_run(path: str | Path, *, seed: int | None = None, device: str | None = None) -> LoadedRun:
+    """Rebuild a run's model with the components saved after its last finished task.
+
+    ``seed``: which seed's components (default: the run's first seed). ``device``: ``"cpu"``,
+    ``"cuda"``... (default: the base model's loading device, CPU). Raises :class:`RunError` if the
+    folder is not a run or the seed finished no task.
+    """
+    from hybridcl.continual import load_run_config
+    from hybridcl.io import load_tensors
+    from hybridcl.model.components import ComponentSet
+    from hybridcl.model.loading import load_base
+    from hybridcl.strategies import get_strategy
+
+    run_dir = Path(path)
+    config = load_run_config(run_dir)
+    if config.strategy == "all":
+        raise RunError(f"{run_dir} holds one run per strategy: load one of them, e.g. {run_dir / 'lora_only'}")
+    seed = config.run.seeds[0] if seed is None else seed
+    if seed not in config.run.seeds:
+        raise RunError(f"run {run_dir} has no seed {seed}: choose one of {config.run.seeds}")
+    seed_dir = run_dir / f"seed-{seed}"
+    stages = finished_stages(seed_dir)
+    if not stages:
+        raise RunError(f"{seed_dir} finished no task yet: resume it with `hybridcl run --resume {run_dir}`")
+    base = load_base(config.model)
+    components = ComponentSet(base.model, base.kind, get_strategy(config.strategy), config.components)
+    with torch.random.fork_rng(devices=[]):
+        for stage in stages:
+            components.activate(stage)
+    stage_dir = seed_dir / "tasks" / f"{len(stages)}-{stages[-1]}"
+    components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
+    components.model.requires_grad_(False)
+    components.model.eval()
+    if device is not None:
+        components.model.to(device)
+    return LoadedRun(run_dir, config, base, components, seed, stage_dir)

@@ -1,0 +1,324 @@
+"""The run report: ``report.md`` with PNG plots beside it, from a run folder's files alone.
+
+Sections: the architecture and parameter table, the per-task results, the matrix of every metric
+(table and heatmap), the continual-learning metrics, task-agnostic inference (routing), the
+training loss curves and the efficiency table. With several seeds every number is the mean ± the
+sample standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from hybridcl.io import read_json, write_text
+from hybridcl.report import plots
+
+HEADLINE = "bleu_codexglue"
+METRICS = {  # name -> (what it is, unit for axes)
+    "bleu_codexglue": ("BLEU-4, CodeXGLUE smoothed (the seed's BLEU)", "BLEU (0-100)"),
+    "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
+    "codebleu": ("CodeBLEU", "CodeBLEU (0-100)"),
+    "exact_match": ("exact match after whitespace normalisation", "% of examples"),
+    "syntax_pass": ("outputs that parse (tree-sitter)", "% of outputs"),
+    "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
+    "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
+}
+CL_COLUMNS = (("average_final", "average after last task"), ("forgetting_relative", "forgetting (relative, %)"),
+              ("forgetting_absolute", "forgetting (absolute)"), ("bwt", "BWT"), ("fwt", "FWT"))
+
+
+def mean(value):
+    """A number, or the mean of an aggregated ``{"mean", "std"}`` value."""
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def std(value):
+    return value.get("std") if isinstance(value, dict) else None
+
+
+def fmt(value, digits: int = 2, with_std: bool = True) -> str:
+    """``12.34 ± 0.56`` (aggregated, std shown when non-zero or several seeds), ``12.34`` or ``n/a``."""
+    m, s = mean(value), std(value)
+    if m is None:
+        return "n/a"
+    text = f"{m:,.{digits}f}"
+    if with_std and s is not None:
+        text += f" ± {s:,.{digits}f}"
+    return text
+
+
+def _mean_std(values):
+    nums = [v for v in values if v is not None]
+    if not nums:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(nums), "std": statistics.stdev(nums) if len(nums) > 1 else 0.0}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _row_labels(results: dict) -> list[str]:
+    return ["base" if r == "base" else f"after {r}" for r in results["rows"]]
+
+
+def read_train_logs(run_dir: Path) -> dict[int, list[dict]]:
+    """seed -> entries of ``seed-<n>/train_log.jsonl`` (empty dict when there are none)."""
+    logs = {}
+    for path in sorted(run_dir.glob("seed-*/train_log.jsonl")):
+        try:
+            seed = int(path.parent.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        logs[seed] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return logs
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md`` and its PNG plots into ``run_dir`` (a finished run); return the report's path."""
+    run_dir = Path(run_dir)
+    results = read_json(run_dir / "results.json")
+    if "matrix" not in results:  # `strategy=all`: the folder holds one run per strategy
+        from hybridcl.errors import RunError
+
+        raise RunError(f"{run_dir} holds no single run's results: report one of its strategy folders, "
+                       f"or use `hybridcl compare {run_dir}/*`")
+    config = _config(run_dir)
+    seeds = results.get("seeds", 1)
+    show_std = seeds > 1
+    f = lambda v, d=2: fmt(v, d, with_std=show_std)  # noqa: E731
+    tasks = results["tasks"]
+    lines = [f"# Run report: {run_dir.name}", ""]
+    lines += _summary(results, config, seeds)
+    lines += _architecture(results, config, f)
+    lines += _per_task(results, f)
+    lines += _matrices(run_dir, results, f, show_std)
+    lines += _cl_table(results, f)
+    lines += _routing(results, f)
+    lines += _losses(run_dir, tasks)
+    lines += _efficiency(run_dir, results, f)
+    path = run_dir / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _config(run_dir: Path):
+    try:
+        from hybridcl.continual import load_run_config
+
+        return load_run_config(run_dir)
+    except Exception:  # a report of copied results without a valid config still renders
+        return None
+
+
+def _summary(results, config, seeds) -> list[str]:
+    lines = [f"- strategy: `{results['strategy']}`", f"- tasks, in training order: {', '.join(results['tasks'])}",
+             f"- seeds: {seeds}" + (" (numbers are mean ± standard deviation over seeds)" if seeds > 1 else "")]
+    if config is not None:
+        lines += [f"- base model: `{config.model.name}`", f"- direction: {config.data.direction}; data: "
+                  f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
+                  f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
+                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"]
+    per_seed = results.get("per_seed") or []
+    data = per_seed[0].get("data") if per_seed else None
+    if data:
+        counts = []
+        for t in results["tasks"]:
+            rep = data.get(t) or {}
+            n_train, n_val = (rep.get(split, {}).get("kept") if isinstance(rep.get(split), dict) else None
+                              for split in ("train", "valid"))
+            if n_train is not None or n_val is not None:
+                counts.append(f"{t} {n_train}/{n_val}")
+        if counts:
+            lines.append("- examples (train/validation): " + ", ".join(counts))
+    return lines + [""]
+
+
+def _architecture(results, config, f) -> list[str]:
+    p = results["params"]
+    base = p["base"] or 1
+    pct = lambda n: f"{100 * n / base:.2f}%"  # noqa: E731
+    lines = ["## Architecture and parameters", ""]
+    if config is not None:
+        lines += _arch_lines(config)
+    rows = [["base model (frozen)" if results["strategy"] not in ("full_finetune", "joint") else "base model (trained)",
+             f"{p['base']:,}", ""],
+            ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
+            ["full layer (each block)", f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
+            [f"stored components after the last task ({p['adapters']} adapters, {p['blocks']} blocks)",
+             f"{p['stored_total']:,}", pct(p["stored_total"])],
+            ["trainable while training the last task", f"{p['trainable_last_task']:,}", pct(p["trainable_last_task"])]]
+    lines += _table(["component", "parameters", "% of base"], rows) + [""]
+    return lines
+
+
+def _arch_lines(config) -> list[str]:
+    try:
+        from hybridcl.model.loading import base_config
+
+        arch = base_config(config.model)
+    except Exception:
+        return []
+    get = lambda *names: next((getattr(arch, n) for n in names if getattr(arch, n, None) is not None), None)  # noqa: E731
+    kind = "seq2seq" if arch.is_encoder_decoder else "causal"
+    layers = get("num_layers", "num_hidden_layers", "n_layer")
+    where = "encoder" if kind == "seq2seq" else "decoder"
+    text = (f"`{config.model.name}`: {arch.model_type} ({kind}), {layers} {where} layers, hidden size "
+            f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA r={config.components.lora.r}, "
+            f"alpha={config.components.lora.alpha} on {', '.join(config.components.lora.target_modules or ['the default targets'])}; "
+            f"the full layer is one extra {where} block.")
+    return [text, ""]
+
+
+def _per_task(results, f) -> list[str]:
+    tasks, matrix = results["tasks"], results["matrix"]
+    bleu = matrix.get(HEADLINE)
+    cl = results["cl_metrics"].get(HEADLINE, {})
+    train = {t["task"]: t for t in results["train"]}
+    stage_of = {r: i for i, r in enumerate(results["rows"])}
+    forgetting = cl.get("forgetting_relative_per_task") or []
+    header = ["task", "BLEU after its own training", "BLEU after the last task", "forgetting (relative, %)",
+              "syntax pass after last (%)", "exact match after last (%)", "final train loss", "train time (s)"]
+    rows = []
+    for j, task in enumerate(tasks):
+        i = stage_of.get(task)
+        after_own = bleu[i][j] if bleu and i is not None else None
+        syntax = matrix.get("syntax_pass")
+        em = matrix.get("exact_match")
+        t = train.get(task, {})
+        rows.append([task, f(after_own), f(bleu[-1][j]) if bleu else "n/a",
+                     f(forgetting[j]) if j < len(forgetting) else "-", f(syntax[-1][j]) if syntax else "n/a",
+                     f(em[-1][j]) if em else "n/a", f(t.get("final_loss"), 3), f(t.get("seconds"))])
+    lines = ["## Results per task", "", "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100); forgetting is the seed's "
+             "relative forgetting, 100 * (R[j][j] - R[T][j]) / R[j][j] (the last task has none).", ""]
+    return lines + _table(header, rows) + [""]
+
+
+def _matrices(run_dir, results, f, show_std) -> list[str]:
+    tasks, labels = results["tasks"], _row_labels(results)
+    lines = ["## Matrices", "", "`R[i][j]`: the metric on task j's validation set (columns) after training the "
+             "task of row i (row `base` = the frozen base before any training).", ""]
+    for metric, matrix in results["matrix"].items():
+        values = [[mean(c) for c in row] for row in matrix]
+        what, unit = METRICS.get(metric, (metric, metric))
+        lines += [f"### {metric}: {what}", ""]
+        if all(v is None for row in values for v in row):
+            lines += ["Not computed in this run (n/a in every cell).", ""]
+            continue
+        rows = [[labels[i]] + [f(c) for c in row] for i, row in enumerate(matrix)]
+        lines += _table(["after training \\ evaluated on", *tasks], rows) + [""]
+        name = f"matrix-{metric}.png"
+        plots.heatmap(values, labels, tasks, title=f"{metric} ({results['strategy']})", colorbar_label=unit,
+                      path=run_dir / name, std=[[std(c) for c in row] for row in matrix] if show_std else None)
+        lines += [f"![{metric} matrix]({name})", ""]
+    return lines
+
+
+def _cl_table(results, f) -> list[str]:
+    rows = []
+    for metric, values in results["cl_metrics"].items():
+        if all(mean(values.get(k)) is None for k, _ in CL_COLUMNS):
+            continue
+        rows.append([metric] + [f(values.get(k)) for k, _ in CL_COLUMNS])
+    lines = ["## Continual-learning metrics", "",
+             "Forgetting (relative) is the seed's: percent of a task's score lost by the end; forgetting (absolute) is "
+             "Chaudhry et al.'s, in the metric's units; BWT and FWT are GEM's (negative BWT = forgetting; FWT against "
+             "the frozen base).", ""]
+    return lines + _table(["metric", *(label for _, label in CL_COLUMNS)], rows) + [""]
+
+
+def _routing(results, f) -> list[str]:
+    lines = ["## Task-agnostic inference (routing)", "",
+             "The matrices above use the task id: each task is evaluated with its own components. With a task id, "
+             "per-task components cannot forget: training a later task never changes an earlier task's parts, so the "
+             "row after the last task repeats each task's own row exactly. Forgetting reported for a per-task "
+             "strategy (the seed reports 4.38% for the task-specific hybrid) must therefore come from something else, "
+             "for instance choosing the components without the task id. Here each validation prompt is routed to the "
+             "task whose components give its source text the lowest loss (causal: the LM loss of the source tokens, "
+             "without the template that names the language; seq2seq: the loss of reconstructing the source), and the "
+             "last row is evaluated again under that choice.", ""]
+    routing = results.get("routing")
+    if not routing:
+        return lines + ["Not applicable to this run: its strategy has fewer than two tasks with per-task components, "
+                        "so every prompt uses the same weights with or without a task id.", ""]
+    tasks = routing["tasks"]
+    lines += [f"Routing accuracy: **{f(routing['accuracy'])}%** of {routing['n']} validation prompts "
+              f"(method `{routing['method']}`).", ""]
+    confusion_rows = [[t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
+                      for t in routing["confusion"]]
+    lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [""]
+    last = results["matrix"]
+    rows = []
+    for metric, routed in routing["matrix_last_row"].items():
+        if metric not in last or all(mean(v) is None for v in routed):
+            continue
+        with_id = last[metric][-1]
+        rows.append([metric, "task id"] + [f(v) for v in with_id])
+        rows.append([metric, "routed"] + [f(v) for v in routed])
+    lines += ["The last matrix row with the task id and under routing:", ""]
+    lines += _table(["metric", "components chosen by", *results["tasks"]], rows) + [""]
+    return lines
+
+
+def _losses(run_dir, tasks) -> list[str]:
+    logs = read_train_logs(run_dir)
+    lines = ["## Training loss", ""]
+    if not any(logs.values()):
+        return lines + ["No training log (`seed-*/train_log.jsonl`) in this run.", ""]
+    plots.loss_curves(logs, tasks, run_dir / "loss.png")
+    return lines + ["Loss per logged optimizer step (training loss in nats per target token), tasks in training "
+                    "order; dotted grey lines mark where a new task starts; with several seeds, one line style per seed.", "", "![training loss](loss.png)", ""]
+
+
+def _efficiency(run_dir, results, f) -> list[str]:
+    per_seed = results.get("per_seed") or []
+    tasks = results["tasks"]
+    header = ["stage", "train time (s)", "samples/s", "tokens/s", "peak memory (GB)", "trainable params",
+              "eval time of its row (s)"]
+    rows = []
+    eval_rows = []
+    for i, t in enumerate(results["train"], start=1):
+        eval_s = _mean_std([_row_sum(r.get("eval_seconds"), i) for r in per_seed]) if per_seed else None
+        eval_rows.append(eval_s)
+        rows.append([t["task"], f(t.get("seconds")), f(t.get("samples_per_s"), 1), f(t.get("tokens_per_s"), 0),
+                     f(t.get("peak_memory_gb"), 3), f(t.get("trainable_params"), 0), f(eval_s)])
+    base_eval = _mean_std([_row_sum(r.get("eval_seconds"), 0) for r in per_seed]) if per_seed else None
+    total = _mean_std([sum(t["seconds"] for t in r["train"]) for r in per_seed]) if per_seed else None
+    rows.append(["**total**", f(total), "", "", "", "", f(_mean_std([_total_eval(r) for r in per_seed]))])
+    lines = ["## Efficiency", "", "Training time is wall-clock seconds of the training loop; peak memory is the peak "
+             "GPU memory on a GPU and the peak resident memory of the process on a CPU (GB); evaluation time is the "
+             f"generation and scoring of one matrix row (the base row took {f(base_eval)} s).", ""]
+    lines += _table(header, rows) + [""]
+    groups = [t["task"] for t in results["train"]]
+    if groups:
+        panels = [
+            {"title": "training time per task", "ylabel": "seconds",
+             "series": {"train": [mean(t.get("seconds")) for t in results["train"]]},
+             "errors": {"train": [std(t.get("seconds")) for t in results["train"]]}},
+            {"title": "training throughput", "ylabel": "samples per second",
+             "series": {"throughput": [mean(t.get("samples_per_s")) for t in results["train"]]},
+             "errors": {"throughput": [std(t.get("samples_per_s")) for t in results["train"]]}},
+            {"title": "peak memory while training", "ylabel": "GB",
+             "series": {"memory": [mean(t.get("peak_memory_gb")) for t in results["train"]]}},
+            {"title": "evaluation time of the row after each task", "ylabel": "seconds",
+             "series": {"eval": [mean(e) for e in eval_rows]}, "errors": {"eval": [std(e) for e in eval_rows]}},
+        ]
+        plots.bar_panels(groups, panels, run_dir / "efficiency.png")
+        lines += ["![efficiency](efficiency.png)", ""]
+    del tasks
+    return lines
+
+
+def _row_sum(eval_seconds, i):
+    if not eval_seconds or i >= len(eval_seconds):
+        return None
+    cells = [v for v in eval_seconds[i] if v is not None]
+    return sum(cells) if cells else None
+
+
+def _total_eval(seed_results):
+    rows = seed_results.get("eval_seconds") or []
+    sums = [_row_sum(rows, i) for i in range(len(rows))]
+    sums = [s for s in sums if s is not None]
+    return sum(sums) if sums else None

@@ -1,0 +1,106 @@
+"""`hybridcl export`: a merged plain-transformers folder and a PEFT adapter give hybridcl's logits."""
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+import hybridcl
+from hybridcl.cli import main
+from hybridcl.config import load_config
+from hybridcl.continual import run_experiment
+from hybridcl.errors import RunError
+from hybridcl.export import export_merged, export_peft
+from hybridcl.model.loading import load_base
+
+SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
+TEXTS = ["def add(a, b):\n    return a + b", "Sort the list in place and return it."]
+
+
+def make_run(tmp_path_factory, model, strategy):
+    config = load_config(overrides=[*SMALL, f"model.name={model}", f"strategy={strategy}"])
+    return run_experiment(config, tmp_path_factory.mktemp(strategy) / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {
+        ("tiny:t5", "hybrid_task_specific"): make_run(tmp_path_factory, "tiny:t5", "hybrid_task_specific"),
+        ("tiny:llama", "hybrid_shared_layer"): make_run(tmp_path_factory, "tiny:llama", "hybrid_shared_layer"),
+        ("tiny:t5", "lora_only"): make_run(tmp_path_factory, "tiny:t5", "lora_only"),
+    }
+
+
+def inputs(tokenizer, kind):
+    batch = dict(tokenizer(TEXTS, return_tensors="pt", padding=True))
+    if kind == "seq2seq":
+        batch["decoder_input_ids"] = torch.tensor([[0, 104, 105, 50, 7], [0, 120, 33, 9, 1]])
+    return batch
+
+
+def hybridcl_logits(run_dir, task):
+    run = hybridcl.load_run(run_dir)
+    run.route(task)
+    with torch.no_grad():
+        return run.model(**inputs(run.tokenizer, run.kind)).logits, run
+
+
+@pytest.mark.parametrize("key", [("tiny:t5", "hybrid_task_specific"), ("tiny:llama", "hybrid_shared_layer")])
+@pytest.mark.parametrize("task", ["python", "javascript"])
+def test_merged_export_loads_in_plain_transformers_with_the_same_logits(runs, key, task, tmp_path):
+    out = export_merged(runs[key], task, tmp_path / "merged")
+    files = sorted(p.name for p in out.iterdir())
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+    config = json.loads((out / "config.json").read_text())
+    expected, run = hybridcl_logits(runs[key], task)
+    if run.kind == "seq2seq":  # the encoder gets the extra block; the decoder keeps its count, written explicitly
+        assert (config["num_layers"], config["num_decoder_layers"]) == (3, 2)
+        model = AutoModelForSeq2SeqLM.from_pretrained(out)
+        assert len(model.encoder.block) == 3 and len(model.decoder.block) == 2
+    else:
+        assert config["num_hidden_layers"] == 3
+        model = AutoModelForCausalLM.from_pretrained(out)
+        assert len(model.model.layers) == 3
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        got = model.eval()(**inputs(tokenizer, run.kind)).logits
+    # Merging W + s*B@A rounds differently from W x + s*B(A x) (a few float32 ulps, compounded over the
+    # layers): equal to within 1e-6 of the logits' scale.
+    scale = max(1.0, expected.abs().max().item())
+    assert (got - expected).abs().max().item() <= 1e-6 * scale
+    assert not torch.equal(got, load_logits_of_base(run, tokenizer))  # the components did change the model
+
+
+def load_logits_of_base(run, tokenizer):
+    base = load_base(run.config.model)
+    with torch.no_grad():
+        return base.model(**inputs(tokenizer, run.kind)).logits
+
+
+def test_peft_export_loads_with_peft_on_a_fresh_base(runs, tmp_path):
+    run_dir = runs[("tiny:t5", "lora_only")]
+    for task in ("python", "javascript"):
+        out = export_peft(run_dir, task, tmp_path / task)
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
+        expected, run = hybridcl_logits(run_dir, task)
+        fresh = load_base(run.config.model)
+        model = PeftModel.from_pretrained(fresh.model, out).eval()
+        with torch.no_grad():
+            got = model(**inputs(fresh.tokenizer, run.kind)).logits
+        assert torch.equal(got, expected)
+
+
+def test_export_errors_and_command(runs, tmp_path, capsys):
+    with pytest.raises(RunError, match="cannot hold"):
+        export_peft(runs[("tiny:t5", "hybrid_task_specific")], "python", tmp_path / "p")
+    with pytest.raises(RunError, match="one task's components"):
+        export_merged(runs[("tiny:t5", "lora_only")], "auto", tmp_path / "a")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["export", "--run", str(runs[("tiny:t5", "lora_only")]), "--task", "python",
+                 "--merged", str(tmp_path / "full")]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert main(["export", "--run", str(runs[("tiny:t5", "lora_only")]), "--task", "python",
+                 "--merged", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "config.json").is_file()

@@ -1,0 +1,53 @@
+"""hybridcl.load_run(path).generate(task, prompts), task-agnostic routing and `hybridcl generate`."""
+import json
+
+import pytest
+
+import hybridcl
+from hybridcl.cli import main
+from hybridcl.config import load_config
+from hybridcl.continual import run_experiment
+from hybridcl.data.tasks import load_task_data
+
+SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory):
+    config = load_config(overrides=[*SMALL, "model.name=tiny:llama", "strategy=hybrid_task_specific"])
+    return run_experiment(config, tmp_path_factory.mktemp("inference") / "run", progress=False)
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_load_run_reproduces_the_runs_predictions(llama_run):
+    run = hybridcl.load_run(llama_run)
+    assert run.trained_tasks == ["python", "javascript"] and run.kind == "causal"
+    for task in ("python", "javascript"):
+        val = load_task_data(run.config.data, task, seed=0).val
+        saved = lines(llama_run / "seed-0" / "predictions" / f"row2-{task}.jsonl")
+        assert run.generate(task, [ex.source for ex in val]) == [p["prediction"] for p in saved]
+    assert isinstance(run.generate("python", val[0].source), str)
+
+
+def test_auto_routing_matches_the_runs_routing(llama_run):
+    run = hybridcl.load_run(llama_run)
+    for task in ("python", "javascript"):
+        val = load_task_data(run.config.data, task, seed=0).val
+        routed = lines(llama_run / "seed-0" / "predictions" / f"routed-{task}.jsonl")
+        texts, chosen = run.generate("auto", [ex.source for ex in val], return_tasks=True)
+        assert chosen == [r["routed_to"] for r in routed]
+        assert texts == [r["prediction"] for r in routed]
+
+
+def test_generate_command_and_its_errors(llama_run, capsys):
+    assert main(["generate", "--run", str(llama_run), "--task", "python", "Add two numbers."]) == 0
+    expected = hybridcl.load_run(llama_run).generate("python", "Add two numbers.")
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["generate", "--run", str(llama_run), "--task", "ruby", "x"]) == 2
+    assert "task 'ruby' is not a task of run" in capsys.readouterr().err
+    assert main(["generate", "--run", str(llama_run / "nope"), "--task", "python", "x"]) == 2
+    assert main(["generate", "--run", str(llama_run), "--seed", "3", "--task", "python", "x"]) == 2
+    assert "has no seed 3" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Run reports (report.md + PNG plots), the cross-run comparison and routing accuracy."""
+import json
+import struct
+
+import pytest
+
+from hybridcl.config import load_config
+from hybridcl.continual import run_experiment
+from hybridcl.report.compare import compare_runs
+from hybridcl.routing import choose, routing_accuracy
+
+SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
+
+
+def png_size(path):
+    """(width, height) of a PNG, after checking its signature and IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def two_seed_run(tmp_path_factory):
+    config = load_config(overrides=[*SMALL, "strategy=hybrid_task_specific", "run.seeds=[0,1]"])
+    return run_experiment(config, tmp_path_factory.mktemp("report") / "run", progress=False)
+
+
+def test_report_has_every_section_and_readable_plots(two_seed_run):
+    report = (two_seed_run / "report.md").read_text()
+    results = json.loads((two_seed_run / "results.json").read_text())
+    for heading in ("## Architecture and parameters", "## Results per task", "## Matrices", "### bleu_codexglue",
+                    "## Continual-learning metrics", "## Task-agnostic inference (routing)", "## Training loss",
+                    "## Efficiency"):
+        assert heading in report
+    p = results["params"]
+    assert f"| LoRA adapter (each) | {p['lora_per_adapter']:,} |" in report
+    assert f"({p['adapters']} adapters, {p['blocks']} blocks) | {p['stored_total']:,} |" in report
+    assert "- seeds: 2 (numbers are mean ± standard deviation over seeds)" in report
+    # the BLEU matrix table: one line per row, mean ± std in every cell
+    cell = results["matrix"]["bleu_codexglue"][2][1]
+    assert f"| after javascript | " in report and f"{cell['mean']:,.2f} ± {cell['std']:,.2f} |" in report
+    t = results["train"][0]
+    assert f"| python | {t['seconds']['mean']:,.2f} ± {t['seconds']['std']:,.2f} |" in report
+    assert "4.38%" in report  # the explanation of where per-task forgetting must come from
+    for name in ("matrix-bleu_codexglue.png", "matrix-syntax_pass.png", "loss.png", "efficiency.png"):
+        assert f"]({name})" in report
+        width, height = png_size(two_seed_run / name)
+        assert 300 <= width <= 2000 and 200 <= height <= 2000, (name, width, height)
+
+
+def test_routing_results_are_stored_and_consistent(two_seed_run):
+    results = json.loads((two_seed_run / "results.json").read_text())
+    for seed, per_seed in enumerate(results["per_seed"]):
+        routing = per_seed["routing"]
+        routed = [json.loads(line) for task in ("python", "javascript")
+                  for line in (two_seed_run / f"seed-{seed}" / "predictions" / f"routed-{task}.jsonl").read_text().splitlines()]
+        truth = [r["id"].split("/")[0] for r in routed]  # example ids start with the language
+        correct = sum(t == r["routed_to"] for t, r in zip(truth, routed))
+        assert routing["n"] == len(routed) == 8
+        assert 0 <= routing["accuracy"] <= 100 and routing["accuracy"] == pytest.approx(100 * correct / 8)
+        assert sum(routing["confusion"][t][t] for t in ("python", "javascript")) == correct
+        assert set(routing["matrix_last_row"]) >= {"bleu_codexglue", "syntax_pass"}
+        assert len(routing["matrix_last_row"]["bleu_codexglue"]) == 2
+    accuracies = [r["routing"]["accuracy"] for r in results["per_seed"]]
+    assert results["routing"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+
+
+def test_routing_picks_the_lowest_loss_and_counts_by_hand():
+    tasks = ["python", "javascript"]
+    losses = [[1.0, 2.0], [3.0, 0.5], [0.7, 0.7], [2.0, 1.9], [0.1, 4.0]]  # a tie goes to the earlier task
+    chosen = choose(losses, tasks)
+    assert chosen == ["python", "javascript", "python", "javascript", "python"]
+    truth = ["python", "python", "javascript", "javascript", "python"]
+    assert routing_accuracy(truth, chosen) == 60.0  # prompts 0, 3 and 4 are right: 3 of 5
+    assert routing_accuracy([], []) is None
+
+
+def _fake_run(path, strategy, python, javascript, forgetting, params, seconds, syntax):
+    path.mkdir(parents=True)
+    m = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
+    results = {
+        "strategy": strategy, "tasks": ["python", "javascript"], "rows": ["base", "python", "javascript"], "seeds": 1,
+        "matrix": {"bleu_codexglue": [[m(1.0), m(1.0)], [m(python + 1), m(2.0)], [m(python), m(javascript)]],
+                   "syntax_pass": [[m(0.0), m(0.0)], [m(syntax), m(0.0)], [m(syntax), m(syntax / 2)]]},
+        "cl_metrics": {"bleu_codexglue": {"average_final": m((python + javascript) / 2), "forgetting_relative": m(forgetting),
+                                          "bwt": m(-1.0), "fwt": m(1.0)}},
+        "train": [{"task": "python", "seconds": m(seconds / 2), "trainable_params": m(params)},
+                  {"task": "javascript", "seconds": m(seconds / 2), "trainable_params": m(params)}],
+        "routing": None,
+    }
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def test_compare_writes_the_seed_table_and_names_the_best(tmp_path):
+    a = _fake_run(tmp_path / "a", "lora_only", 20.0, 10.0, 0.0, 1000, 30.0, 50.0)
+    b = _fake_run(tmp_path / "b", "hybrid_shared_layer", 25.0, 12.0, 4.0, 5000, 60.0, 80.0)
+    md = compare_runs([a, b], tmp_path / "out").read_text()
+    assert "| strategy | Python BLEU | JavaScript BLEU | average BLEU | forgetting (%) | trainable params | training time (s) |" in md
+    assert "| lora_only | 20.00 | 10.00 | 15.00 | 0.00 | 1,000 | 30.00 |" in md
+    assert "| hybrid_shared_layer | 25.00 | 12.00 | 18.50 | 4.00 | 5,000 | 60.00 |" in md
+    assert "- Python BLEU: **hybrid_shared_layer** (25.00, higher is better)" in md
+    assert "- forgetting (%): **lora_only** (0.00, lower is better)" in md
+    assert "- trainable params: **lora_only** (1,000, lower is better)" in md
+    assert "- Python syntax pass (%): **hybrid_shared_layer** (80.00, higher is better)" in md
+    assert "- BWT: tie (-1.00 for all)" in md
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [r["javascript_syntax_pass"] for r in rows] == [25.0, 40.0]
+    width, height = png_size(tmp_path / "out" / "comparison.png")
+    assert width >= 800 and height >= 600
