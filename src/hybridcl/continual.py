@@ -20,13 +20,14 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from hybridcl import __version__
 from hybridcl.cl_metrics import cl_metrics
 from hybridcl.config import ExperimentConfig, dump_yaml, from_dict, validate
 from hybridcl.data.batching import encode
 from hybridcl.data.tasks import Example, TaskData, format_prompt, load_task_data
-from hybridcl.errors import RunError
+from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import generate
 from hybridcl.evaluate.metrics import score
@@ -63,6 +64,8 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     _check_config(run_dir, config)
     for seed in config.run.seeds:
         run_seed(config, seed, run_dir / f"seed-{seed}", progress=progress)
+    if not PartialState().is_main_process:
+        return run_dir
     results = aggregate([read_json(run_dir / f"seed-{s}" / "results.json") for s in config.run.seeds])
     from hybridcl.routing import aggregate_routing
 
@@ -76,13 +79,17 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
 
 def load_run_config(run_dir: Path) -> ExperimentConfig:
     """The resolved config a run was started with."""
-    import yaml
+    from hybridcl.config import _parse_yaml
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise RunError(f"{run_dir} is not a hybridcl run folder: it has no config.yaml")
-    config = from_dict(ExperimentConfig, yaml.safe_load(path.read_text()))
-    validate(config)
+    raw = _parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
+    try:
+        config = from_dict(ExperimentConfig, raw)
+        validate(config)
+    except ConfigError as exc:  # written by another hybridcl version, or edited by hand
+        raise RunError(f"{path}: {exc}; this hybridcl ({__version__}) cannot resume it: start a new run") from None
     return config
 
 
@@ -113,13 +120,14 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
     base = load_base(config.model)
     components = ComponentSet(base.model, base.kind, strategy, config.components)
     accelerator = make_accelerator(config.train, config.run.device)
+    main = accelerator.is_main_process  # with several processes, only the first evaluates and writes
     components.model.to(accelerator.device)
     data = {t: load_task_data(config.data, t, seed=seed) for t in tasks}
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else seed_dir.parent / "cache"
     rule = make_rule(strategy, config, data)
     evaluate = _Evaluator(config, base, components, data, seed_dir, progress)
-    with _tensorboard(seed_dir) as tb:
-        if not state["rows"]:
+    with _tensorboard(seed_dir, main) as tb:
+        if not state["rows"] and main:
             with components.base_only():
                 state["rows"].append(evaluate.row(0))
             _save_state(seed_dir, state)
@@ -136,7 +144,7 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
                 continue
             examples = rule.training_examples(stage_tasks, seed=seed + i)
             encoded = encode(examples, base.tokenizer, base.kind, config.data.max_source_len, config.data.max_target_len,
-                             cache_dir=cache_dir)
+                             cache_dir=cache_dir, progress=progress and main)
             with Meter(accelerator.device) as meter:
                 result = train_task(
                     components.model, encoded, config.train, accelerator=accelerator, kind=base.kind,
@@ -144,10 +152,13 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
                     log_path=seed_dir / "train_log.jsonl", tensorboard=tb, penalty=rule.penalty, progress=progress,
                 )
             rule.after_task(components, stage_tasks, encoded, base)
+            counts = components.counts()
+            if not main:
+                accelerator.wait_for_everyone()
+                continue
             meta = {"task": stage, "hybridcl": __version__}
             save_tensors(stage_dir / "rule.safetensors", rule.state_dict(), metadata=meta)
             save_tensors(stage_dir / "components.safetensors", components.component_state(), metadata=meta)
-            counts = components.counts()
             state["train"].append({
                 "task": stage, **result.__dict__, "peak_memory_gb": meter.peak_memory_gb,
                 "n_truncated_source": encoded.n_truncated_source, "n_truncated_target": encoded.n_truncated_target,
@@ -155,6 +166,9 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
             })
             state["rows"].append(evaluate.row(i))
             _save_state(seed_dir, state)
+            accelerator.wait_for_everyone()
+    if not main:
+        return {}
     results = _seed_results(config, state, components, data)
     from hybridcl.routing import evaluate_routing  # task-agnostic: the last row again, without the task id
 
@@ -281,6 +295,8 @@ def _load_state(seed_dir: Path) -> dict:
     if not path.exists():
         return {"format": STATE_FORMAT, "hybridcl": __version__, "rows": [], "train": [], "finished": False}
     state = read_json(path)
+    if not isinstance(state, dict):
+        raise RunError(f"{path} is not a hybridcl state file (a JSON object): delete {seed_dir} and resume to redo that seed")
     if state.get("format") != STATE_FORMAT:
         raise RunError(f"{path} was written by hybridcl {state.get('hybridcl', '?')} in format {state.get('format')}; "
                        f"this hybridcl ({__version__}) reads format {STATE_FORMAT}: start a new run")
@@ -297,15 +313,19 @@ def _set_seed(seed: int) -> None:
 
 
 class _tensorboard:
-    def __init__(self, seed_dir: Path):
+    def __init__(self, seed_dir: Path, main: bool):
         self.path = seed_dir / "tensorboard"
+        self.writer = None
+        self.main = main
 
     def __enter__(self):
-        from torch.utils.tensorboard import SummaryWriter
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.path))
+            self.writer = SummaryWriter(str(self.path))
         return self.writer
 
     def __exit__(self, *exc):
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
