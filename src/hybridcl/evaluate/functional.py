@@ -1,0 +1,33 @@
+"""Functional correctness of a trained model: HumanEval pass@k, run in the sandbox.
+
+The model is asked the way it was trained (text-to-code: the problem's signature and docstring as
+the description) and answers with a whole function. The program that is run is HumanEval's
+``prompt + completion + test``: the generated function follows the prompt's stub and replaces it,
+so the tests call the generated code.
+"""
+from __future__ import annotations
+
+from hybridcl.config import EvalConfig
+from hybridcl.data.tasks import format_prompt
+from hybridcl.evaluate.generate import generate
+from hybridcl.evaluate.humaneval import evaluate_completions, load_problems
+from hybridcl.evaluate.postprocess import extract_code
+
+
+def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, *, max_source_len: int = 512, progress: bool = True) -> dict:
+    """pass@k (0-100) for k in 1, 10, 100 up to ``cfg.humaneval_samples``, with per-problem statuses."""
+    problems = load_problems(cfg.humaneval_problems)
+    n = cfg.humaneval_samples
+    prompts = [format_prompt(p["prompt"], "python", "text-to-code", kind) for p in problems]
+    outputs = generate(
+        model, tokenizer, prompts, kind=kind, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+        num_beams=1, do_sample=n > 1, temperature=cfg.temperature if n > 1 else 1.0, top_p=cfg.top_p,
+        num_return_sequences=n, max_source_len=max_source_len, progress=progress, desc="humaneval",
+    )
+    samples = [out if isinstance(out, list) else [out] for out in outputs]
+    completions = [["\n" + extract_code(text) for text in group] for group in samples]
+    ks = [k for k in (1, 10, 100) if k <= n]
+    result = evaluate_completions(problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s)
+    result["samples"] = n
+    result["problems"] = len(problems)
+    return result

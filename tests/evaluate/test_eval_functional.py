@@ -1,0 +1,24 @@
+"""HumanEval through a model: the generated function replaces the prompt's stub and is run in the sandbox."""
+from hybridcl.config import EvalConfig
+from hybridcl.evaluate import functional
+from hybridcl.evaluate.humaneval import load_problems
+
+
+def test_generated_functions_are_run_against_the_tests(monkeypatch):
+    problems = load_problems(2)
+    answers = {  # problem 0 solved (inside a Markdown fence), problem 1 wrong
+        0: "```python\ndef has_close_elements(numbers, threshold):\n"
+           "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```",
+        1: "def separate_paren_groups(paren_string):\n    return []",
+    }
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen.extend(prompts)
+        return [answers[i] for i in range(len(prompts))]
+
+    monkeypatch.setattr(functional, "generate", fake_generate)
+    result = functional.humaneval(None, None, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20))
+    assert result["pass@1"] == 50.0 and result["problems"] == 2 and result["samples"] == 1
+    assert [p["correct"] for p in result["per_problem"]] == [1, 0]
+    assert "def has_close_elements" in seen[0] and seen[0].startswith("Python function.")
