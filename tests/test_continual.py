@@ -143,3 +143,28 @@ def test_o_lora_penalty_is_the_overlap_of_the_lora_subspaces():
             expected += sum(abs(float(old[i].detach() @ new[j].detach())) for i in range(2) for j in range(2))
     penalty = rule.penalty(components.model)
     assert penalty.item() == pytest.approx(0.5 * expected, rel=1e-5) and penalty.requires_grad
+
+
+def test_humaneval_runs_on_the_base_and_the_final_model(tmp_path):
+    cfg = config("strategy=lora_only", "eval.humaneval=true", "eval.humaneval_problems=2", "eval.humaneval_samples=1")
+    results = read(run_experiment(cfg, tmp_path / "run", progress=False) / "seed-0")
+    for when in ("base", "final"):
+        he = results["humaneval"][when]
+        assert he["problems"] == 2 and he["pass@1"] == 0.0  # a random tiny model solves nothing
+        assert [p["task_id"] for p in he["per_problem"]] == ["HumanEval/0", "HumanEval/1"]
+        assert all(len(p["statuses"]) == 1 for p in he["per_problem"])
+
+
+def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
+    from hybridcl.continual import evaluate_run
+    from hybridcl.errors import ConfigError
+
+    run_dir = run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "run", progress=False)
+    before = read(run_dir)
+    assert read(evaluate_run(run_dir, progress=False))["matrix"] == before["matrix"]  # same checkpoints, same numbers
+    after = read(evaluate_run(run_dir, ["eval.max_examples=2"], progress=False))
+    assert after["per_seed"][0]["matrix"]["bleu_codexglue"] and all(
+        cell["n"] == 2 for row in read(run_dir / "seed-0", "state.json")["rows"] for cell in row.values())
+    assert "max_examples: 2" in (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="eval.\\* settings only"):
+        evaluate_run(run_dir, ["train.lr=1"], progress=False)

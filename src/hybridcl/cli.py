@@ -2,6 +2,7 @@
 
     hybridcl run [preset=NAME] [key=value ...]      train and evaluate a task sequence
     hybridcl run --resume RUN_DIR                   continue an interrupted run
+    hybridcl eval RUN_DIR [eval.key=value ...]      re-evaluate a finished run's checkpoints
     hybridcl params [preset=NAME] [key=value ...]   the architecture and parameter table
     hybridcl data extract|build|stats ...           build record files and the bundled corpus
     hybridcl setup                                  put the embedded model in place (offline)
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=_run)
+
+    evaluate = sub.add_parser("eval", help="re-evaluate a finished run's checkpoints",
+                              description="Recomputes the matrices, CL metrics and report; eval.* overrides change decoding.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.num_beams=4 eval.max_examples=200")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.set_defaults(func=_eval)
 
     params = sub.add_parser("params", help="print the architecture and parameter table")
     params.add_argument("overrides", nargs="*", help="preset=NAME or key=value")
@@ -82,6 +90,13 @@ def _run(args) -> int:
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
     run_dir = run_experiment(config, run_dir, progress=not args.no_progress)
     print(run_dir)
+    return 0
+
+
+def _eval(args) -> int:
+    from hybridcl.continual import evaluate_run
+
+    print(evaluate_run(Path(args.run_dir), args.overrides, progress=not args.no_progress))
     return 0
 
 

@@ -24,7 +24,7 @@ from accelerate import PartialState
 
 from hybridcl import __version__
 from hybridcl.cl_metrics import cl_metrics
-from hybridcl.config import ExperimentConfig, dump_yaml, from_dict, validate
+from hybridcl.config import ExperimentConfig, _apply_override, dump_yaml, from_dict, validate
 from hybridcl.data.batching import encode
 from hybridcl.data.tasks import Example, TaskData, format_prompt, load_task_data
 from hybridcl.errors import ConfigError, RunError
@@ -64,17 +64,75 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     _check_config(run_dir, config)
     for seed in config.run.seeds:
         run_seed(config, seed, run_dir / f"seed-{seed}", progress=progress)
-    if not PartialState().is_main_process:
-        return run_dir
-    results = aggregate([read_json(run_dir / f"seed-{s}" / "results.json") for s in config.run.seeds])
+    if PartialState().is_main_process:
+        _write_run_results(run_dir, config)
+    return run_dir
+
+
+def _write_run_results(run_dir: Path, config: ExperimentConfig) -> None:
+    from hybridcl.report.markdown import write_report
     from hybridcl.routing import aggregate_routing
 
+    results = aggregate([read_json(run_dir / f"seed-{s}" / "results.json") for s in config.run.seeds])
     results["routing"] = aggregate_routing(results["per_seed"])
     write_json(run_dir / "results.json", results)
-    from hybridcl.report.markdown import write_report
-
     write_report(run_dir)
+
+
+def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, progress: bool = True) -> Path:
+    """Re-evaluate every saved checkpoint of a run, optionally with other ``eval.*`` settings.
+
+    The matrices, CL metrics, routing and report are recomputed; the run's ``config.yaml`` records
+    the evaluation settings used. Training results are kept.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if config.strategy == "all":
+        for name in ALL_STRATEGIES:
+            evaluate_run(run_dir / name, overrides, progress=progress)
+        from hybridcl.report.compare import compare_runs
+
+        compare_runs([run_dir / name for name in ALL_STRATEGIES], run_dir)
+        return run_dir
+    bad = [o for o in overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"hybridcl eval takes eval.* settings only, not {bad[0]!r}: training is not repeated")
+    raw = config.to_dict()
+    for item in overrides:
+        _apply_override(raw, item)
+    config = from_dict(ExperimentConfig, raw)
+    validate(config)
+    for seed in config.run.seeds:
+        seed_dir = run_dir / f"seed-{seed}"
+        state = _load_state(seed_dir)
+        if not state.get("finished"):
+            raise RunError(f"{seed_dir} is not finished: complete it with `hybridcl run --resume {run_dir}` first")
+        base = load_base(config.model)
+        strategy = get_strategy(config.strategy)
+        components = ComponentSet(base.model, base.kind, strategy, config.components)
+        components.model.to(make_accelerator(config.train, config.run.device).device)
+        data = {t: load_task_data(config.data, t) for t in config.tasks}
+        evaluate = _Evaluator(config, base, components, data, seed_dir, progress)
+        with components.base_only():
+            rows = [evaluate.row(0)]
+        for i, (stage, _) in enumerate(_stages(config, strategy)[: len(state["train"])], start=1):
+            torch.manual_seed(seed * 1000 + i)
+            components.activate(stage)
+            components.load_component_state(load_tensors(seed_dir / "tasks" / f"{i}-{stage}" / "components.safetensors"))
+            rows.append(evaluate.row(i))
+        state["rows"] = rows
+        _save_state(seed_dir, state)
+        _finish_seed(config, state, base, components, data, seed_dir, progress)
+    write_text(run_dir / "config.yaml", dump_yaml(config))
+    _write_run_results(run_dir, config)
     return run_dir
+
+
+def _stages(config: ExperimentConfig, strategy) -> list[tuple[str, list[str]]]:
+    """The training stages: one per task, or one ``joint`` stage over every task."""
+    if strategy.rule == "joint":
+        return [("joint", list(config.tasks))]
+    return [(t, [t]) for t in config.tasks]
 
 
 def load_run_config(run_dir: Path) -> ExperimentConfig:
@@ -122,7 +180,7 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
     accelerator = make_accelerator(config.train, config.run.device)
     main = accelerator.is_main_process  # with several processes, only the first evaluates and writes
     components.model.to(accelerator.device)
-    data = {t: load_task_data(config.data, t, seed=seed) for t in tasks}
+    data = {t: load_task_data(config.data, t) for t in tasks}  # the same examples for every seed
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else seed_dir.parent / "cache"
     rule = make_rule(strategy, config, data)
     evaluate = _Evaluator(config, base, components, data, seed_dir, progress)
@@ -131,7 +189,7 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
             with components.base_only():
                 state["rows"].append(evaluate.row(0))
             _save_state(seed_dir, state)
-        stages = [("joint", tasks)] if strategy.rule == "joint" else [(t, [t]) for t in tasks]
+        stages = _stages(config, strategy)
         done = len(state["train"])
         for i, (stage, stage_tasks) in enumerate(stages, start=1):
             stage_dir = seed_dir / "tasks" / f"{i}-{stage}"
@@ -169,14 +227,33 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
             accelerator.wait_for_everyone()
     if not main:
         return {}
-    results = _seed_results(config, state, components, data)
+    return _finish_seed(config, state, base, components, data, seed_dir, progress)
+
+
+def _finish_seed(config, state: dict, base, components: ComponentSet, data, seed_dir: Path, progress: bool) -> dict:
+    """Results of a seed whose tasks are all trained and evaluated: CL metrics, routing, HumanEval."""
     from hybridcl.routing import evaluate_routing  # task-agnostic: the last row again, without the task id
 
+    results = _seed_results(config, state, components, data)
     results["routing"] = evaluate_routing(config, base, components, data, seed_dir, progress=progress)
+    if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
+        results["humaneval"] = _humaneval(config, base, components, progress)
     write_json(seed_dir / "results.json", results)
     state["finished"] = True
     _save_state(seed_dir, state)
     return results
+
+
+def _humaneval(config: ExperimentConfig, base, components: ComponentSet, progress: bool) -> dict:
+    """HumanEval pass@k of the base model and of the final model routed to the python task."""
+    from hybridcl.evaluate.functional import humaneval
+
+    run = lambda: humaneval(components.model, base.tokenizer, base.kind, config.eval,
+                            max_source_len=config.data.max_source_len, progress=progress)
+    with components.base_only():
+        before = run()
+    components.route("python")
+    return {"base": before, "final": run()}
 
 
 class _Evaluator:
