@@ -334,7 +334,7 @@ def _final_only(matrix):
 def aggregate(seed_results: list[dict]) -> dict:
     """Mean and standard deviation over seeds of every matrix cell and CL metric."""
     first = seed_results[0]
-    out = {"seeds": len(seed_results), "strategy": first["strategy"], "tasks": first["tasks"], "rows": first["rows"],
+    out = {"format": STATE_FORMAT, "hybridcl": __version__, "seeds": len(seed_results), "strategy": first["strategy"], "tasks": first["tasks"], "rows": first["rows"],
            "params": first["params"], "per_seed": seed_results}
     out["matrix"] = {m: _mean_std_nested([r["matrix"][m] for r in seed_results]) for m in first["matrix"]}
     out["cl_metrics"] = {m: _mean_std_nested([r["cl_metrics"][m] for r in seed_results]) for m in first["cl_metrics"]}
