@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -244,10 +245,10 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     """
     rest = []
     for item in overrides:
-        key, _, value = item.partition("=")
-        if key == "preset":
+        key, sep, value = item.partition("=")
+        if key == "preset" and sep:  # a bare `preset` is a mistake, not the default preset
             preset = value
-        elif key == "config":
+        elif key == "config" and sep:
             file = value
         else:
             rest.append(item)
@@ -298,7 +299,11 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    raw = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: byte {exc.start + 1} is not UTF-8 text: save the file as UTF-8") from None
+    raw = _parse_yaml(text, str(path))
     parent = raw.pop("extends", None)
     return _merge(_load_preset(parent), raw) if parent else raw
 
@@ -311,6 +316,8 @@ def _parse_yaml(text: str, where: str) -> dict[str, Any]:
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}:{at} is not valid YAML: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # PyYAML: a date like 2001-13-01; nesting too deep
+        raise ConfigError(f"{where}: is not valid YAML: {str(exc) or type(exc).__name__}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -334,7 +341,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=1)")
     try:
         value = yaml.safe_load(text) if text != "" else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on a date like 2001-13-01
         value = text
     parts = key.split(".")
     node = raw
@@ -396,8 +403,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r} must be an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} = {value!r} must be a number")
+        if not math.isfinite(value if isinstance(value, float) or abs(value) < 2**1000 else math.inf):
+            raise ConfigError(f"{key} = {value!r} must be a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

@@ -141,7 +141,15 @@ def train_task(
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.grad_clip is not None:
                         accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
+                    try:
+                        optimizer.step()
+                    except RuntimeError as exc:  # torch: an update too large for the parameters' dtype
+                        if "overflow" not in str(exc):
+                            raise
+                        raise TrainingDiverged(
+                            f"task {task}: the optimizer update overflowed at step {result.steps + 1} (epoch {epoch + 1}); "
+                            "the last good checkpoint is kept. Lower train.lr"
+                        ) from None
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 n = batch["input_ids"].shape[0] * accelerator.num_processes
