@@ -168,3 +168,12 @@ def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
     assert "max_examples: 2" in (run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match="eval.\\* settings only"):
         evaluate_run(run_dir, ["train.lr=1"], progress=False)
+
+
+def test_resume_drops_the_log_of_the_interrupted_task(tmp_path):
+    from hybridcl.continual import _drop_unfinished_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"task": "python", "step": 1}\n{"task": "javascript", "step": 1}\n')
+    _drop_unfinished_log(log, ["python"])
+    assert log.read_text() == '{"task": "python", "step": 1}\n'

@@ -7,6 +7,7 @@ overrides ``key.sub=value``. Unknown keys, wrong types and impossible values rai
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import types
@@ -414,6 +415,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r} must be a finite number")
         return float(value)
     if tp is str:
+        if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads run.name=2024-05-01 as a date
+            return str(value)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} = {value!r} must be a string")
         return str(value)

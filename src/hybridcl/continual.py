@@ -179,6 +179,8 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
     components = ComponentSet(base.model, base.kind, strategy, config.components)
     accelerator = make_accelerator(config.train, config.run.device)
     main = accelerator.is_main_process  # with several processes, only the first evaluates and writes
+    if main:
+        _drop_unfinished_log(seed_dir / "train_log.jsonl", [t["task"] for t in state["train"]])
     components.model.to(accelerator.device)
     data = {t: load_task_data(config.data, t) for t in tasks}  # the same examples for every seed
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else seed_dir.parent / "cache"
@@ -254,6 +256,16 @@ def _humaneval(config: ExperimentConfig, base, components: ComponentSet, progres
         before = run()
     components.route("python")
     return {"base": before, "final": run()}
+
+
+def _drop_unfinished_log(path: Path, finished: list[str]) -> None:
+    """On resume, forget the log lines of a task whose training was interrupted: it starts over."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("task") in finished]
+    if len(kept) != len(lines):
+        write_text(path, "".join(line + "\n" for line in kept))
 
 
 class _Evaluator:

@@ -136,7 +136,7 @@ def train_task(
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"task {task}: the loss became {value} at step {result.steps + 1} (epoch {epoch + 1}); "
-                            "the last good checkpoint is kept. Lower train.lr or set train.grad_clip"
+                            "finished tasks keep their checkpoints; start a new run with a lower train.lr or a train.grad_clip"
                         )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.grad_clip is not None:
@@ -148,7 +148,7 @@ def train_task(
                             raise
                         raise TrainingDiverged(
                             f"task {task}: the optimizer update overflowed at step {result.steps + 1} (epoch {epoch + 1}); "
-                            "the last good checkpoint is kept. Lower train.lr"
+                            "finished tasks keep their checkpoints; start a new run with a lower train.lr"
                         ) from None
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,7 @@ def _load_cache(file: Path) -> Encoded | None:
     try:
         with np.load(file, allow_pickle=False) as z:
             ids, ids_off, lab, lab_off, trunc = (z[k] for k in ("input_ids", "input_offsets", "labels", "label_offsets", "truncated"))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a truncated or foreign file
         return None
     rows = lambda values, offsets: [values[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]  # noqa: E731
     return Encoded(rows(ids, ids_off), rows(lab, lab_off), int(trunc[0]), int(trunc[1]))
