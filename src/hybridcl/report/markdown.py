@@ -146,7 +146,7 @@ def _architecture(results, config, f) -> list[str]:
              f"{p['base']:,}", ""],
             ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
             ["full layer (each block)", f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
-            [f"stored components after the last task ({p['adapters']} adapters, {p['blocks']} blocks)",
+            [f"stored components after the last task ({_count(p['adapters'], 'adapter')}, {_count(p['blocks'], 'block')})",
              f"{p['stored_total']:,}", pct(p["stored_total"])],
             ["trainable while training the last task", f"{p['trainable_last_task']:,}", pct(p["trainable_last_task"])]]
     lines += _table(["component", "parameters", "% of base"], rows) + [""]
@@ -322,3 +322,7 @@ def _total_eval(seed_results):
     sums = [_row_sum(rows, i) for i in range(len(rows))]
     sums = [s for s in sums if s is not None]
     return sum(sums) if sums else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -27,7 +27,7 @@ def _new(width: float, height: float, rows: int = 1, cols: int = 1):
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
+    fig.savefig(path, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.1)
     return path
 
 
