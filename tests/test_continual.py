@@ -177,3 +177,20 @@ def test_resume_drops_the_log_of_the_interrupted_task(tmp_path):
     log.write_text('{"task": "python", "step": 1}\n{"task": "javascript", "step": 1}\n')
     _drop_unfinished_log(log, ["python"])
     assert log.read_text() == '{"task": "python", "step": 1}\n'
+
+
+def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path):
+    from hybridcl.continual import ALL_STRATEGIES
+    from hybridcl.strategies import STRATEGIES
+
+    run_dir = run_experiment(config("strategy=all", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4"),
+                             tmp_path / "all", progress=False)
+    assert set(ALL_STRATEGIES) == set(STRATEGIES)
+    rows = json.loads((run_dir / "comparison.json").read_text())
+    assert [r["strategy"] for r in rows] == list(ALL_STRATEGIES)
+    for name in ALL_STRATEGIES:
+        sub = read(run_dir / name)
+        assert sub["strategy"] == name
+        assert sub["per_seed"][0]["data"] == read(run_dir / "lora_only")["per_seed"][0]["data"]  # same examples
+    table = (run_dir / "comparison.md").read_text()
+    assert all(f"| {name} |" in table for name in ALL_STRATEGIES) and "## Best strategy per column" in table

@@ -44,3 +44,18 @@ def test_a_short_run_on_the_embedded_model(tmp_path):
     losses = [r["final_loss"]["mean"] for r in results["train"]]
     assert all(0 < loss < 10 for loss in losses)
     assert all(cell["mean"] is not None for row in results["matrix"]["bleu_codexglue"] for cell in row)
+
+
+def test_a_gguf_file_loads_through_transformers(smollm2):
+    import importlib.util
+    from pathlib import Path
+
+    from hybridcl.model.loading import EMBEDDED
+
+    package, file = EMBEDDED["smollm2-135m-instruct"]
+    gguf = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))) / file
+    direct = load_base(ModelConfig(name=str(gguf)))
+    assert direct.kind == "causal" and direct.model.config.quantization_config is None
+    x = torch.tensor([[1, 504, 3131, 30]])
+    with torch.no_grad():  # the converted folder holds the same de-quantised weights
+        assert torch.equal(direct.model(input_ids=x).logits, smollm2.model(input_ids=x).logits)
