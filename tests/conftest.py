@@ -6,5 +6,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# One thread: runs that share the 2 cores with a subprocess (the SIGKILL and multi-process tests)
+# otherwise spin-wait in OpenMP and slow down 10-100x.
+torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from hybridcl.cli import main
 from hybridcl.config import load_config
@@ -21,13 +20,6 @@ from hybridcl.errors import ConfigError
 TINY = ["preset=smoke", "tasks=[python]", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread: with 2 threads on 2 busy cores, OpenMP spin-waits make them 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_cli(capsys, *argv):

@@ -26,13 +26,6 @@ from hybridcl.train import TrainingDiverged, make_accelerator, train_task
 SRC = Path(continual.__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread: with 2 threads on 2 busy cores, OpenMP spin-waits make them 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 # One thread per process: two runs side by side on 2 cores with 2 OpenMP threads each are 100x slower.
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",

@@ -38,7 +38,7 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
     assert "- seeds: 2 (numbers are mean ± standard deviation over seeds)" in report
     # the BLEU matrix table: one line per row, mean ± std in every cell
     cell = results["matrix"]["bleu_codexglue"][2][1]
-    assert f"| after javascript | " in report and f"{cell['mean']:,.2f} ± {cell['std']:,.2f} |" in report
+    assert "| after javascript | " in report and f"{cell['mean']:,.2f} ± {cell['std']:,.2f} |" in report
     t = results["train"][0]
     assert f"| python | {t['seconds']['mean']:,.2f} ± {t['seconds']['std']:,.2f} |" in report
     assert "4.38%" in report  # the explanation of where per-task forgetting must come from

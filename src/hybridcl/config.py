@@ -36,7 +36,6 @@ class ModelConfig:
 
     name: str = "embedded:smollm2-135m-instruct"
     kind: Literal["auto", "seq2seq", "causal"] = "auto"
-    gguf_file: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
     # Only safetensors weights are read unless this is set: a pickle checkpoint can run code.

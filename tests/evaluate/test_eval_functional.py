@@ -1,11 +1,9 @@
 """HumanEval through a model: the generated function replaces the prompt's stub and is run in the sandbox."""
 from hybridcl.config import EvalConfig
 from hybridcl.evaluate import functional
-from hybridcl.evaluate.humaneval import load_problems
 
 
 def test_generated_functions_are_run_against_the_tests(monkeypatch):
-    problems = load_problems(2)
     answers = {  # problem 0 solved (inside a Markdown fence), problem 1 wrong
         0: "```python\ndef has_close_elements(numbers, threshold):\n"
            "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```",

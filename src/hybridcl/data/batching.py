@@ -43,9 +43,6 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def feature(self, i: int) -> dict[str, list[int]]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
-
     @property
     def lengths(self) -> list[int]:
         """Per example: the longer of input and labels (tokens), for length grouping."""

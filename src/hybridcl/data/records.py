@@ -20,7 +20,6 @@ from typing import Any
 from hybridcl.errors import DataError
 
 FIELDS = ("repo", "path", "func_name", "language", "code", "docstring")  # required, strings
-OPTIONAL_FIELDS = ("url",)  # string or null
 
 
 @dataclass

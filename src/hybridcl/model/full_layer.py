@@ -16,7 +16,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
 
 from hybridcl.errors import ModelError
@@ -161,8 +160,4 @@ def _hidden_passthrough(signature: inspect.Signature):
         return signature.bind(*args, **kwargs).arguments["hidden_states"]
 
     return passthrough
-
-
-def block_parameters(block: nn.Module) -> int:
-    return sum(p.numel() for p in block.parameters())
 

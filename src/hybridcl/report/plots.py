@@ -113,7 +113,7 @@ def loss_curves(logs: dict[int, list[dict]], tasks: Sequence[str], path: Path, *
             lo, hi = boundaries.get(task, (xs[0], xs[-1]))
             boundaries[task] = (min(lo, xs[0]), max(hi, xs[-1]))
             offset += max(s for s, _ in points)
-    for task, (lo, hi) in list(boundaries.items())[1:]:
+    for lo, _ in list(boundaries.values())[1:]:
         ax.axvline(lo - 0.5, color="grey", linestyle=(0, (1, 3)), linewidth=1)
     ax.set_xlabel("optimizer step (tasks in training order)")
     ax.set_ylabel("training loss (nats per token)")
@@ -124,15 +124,7 @@ def loss_curves(logs: dict[int, list[dict]], tasks: Sequence[str], path: Path, *
     return _save(fig, path)
 
 
-def bars(groups: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str, ylabel: str, path: Path,
-         errors: dict[str, Sequence[float | None]] | None = None, ax_grid: tuple[int, int] | None = None) -> Path:
-    """A grouped bar chart: one group per entry of ``groups``, one bar per series, values annotated."""
-    fig, axes = _new(max(5.0, 1.2 + 0.9 * len(groups) * max(1, len(series)) * 0.6), 4.0)
-    _bars_on(axes[0][0], groups, series, title=title, ylabel=ylabel, errors=errors)
-    return _save(fig, path)
-
-
-def _bars_on(ax, groups, series, *, title, ylabel, errors=None, highlight: str | None = None):
+def _bars_on(ax, groups, series, *, title, ylabel, errors=None):
     n = max(1, len(series))
     width = 0.8 / n
     for k, (name, values) in enumerate(series.items()):
