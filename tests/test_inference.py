@@ -36,7 +36,7 @@ def test_auto_routing_matches_the_runs_routing(llama_run):
     run = hybridcl.load_run(llama_run)
     for task in ("python", "javascript"):
         val = load_task_data(run.config.data, task, seed=0).val
-        routed = lines(llama_run / "seed-0" / "predictions" / f"routed-{task}.jsonl")
+        routed = lines(llama_run / "seed-0" / "predictions" / f"routed-row2-{task}.jsonl")
         texts, chosen = run.generate("auto", [ex.source for ex in val], return_tasks=True)
         assert chosen == [r["routed_to"] for r in routed]
         assert texts == [r["prediction"] for r in routed]

@@ -53,7 +53,7 @@ def test_routing_results_are_stored_and_consistent(two_seed_run):
     for seed, per_seed in enumerate(results["per_seed"]):
         routing = per_seed["routing"]
         routed = [json.loads(line) for task in ("python", "javascript")
-                  for line in (two_seed_run / f"seed-{seed}" / "predictions" / f"routed-{task}.jsonl").read_text().splitlines()]
+                  for line in (two_seed_run / f"seed-{seed}" / "predictions" / f"routed-row2-{task}.jsonl").read_text().splitlines()]
         truth = [r["id"].split("/")[0] for r in routed]  # example ids start with the language
         correct = sum(t == r["routed_to"] for t, r in zip(truth, routed))
         assert routing["n"] == len(routed) == 8
@@ -108,3 +108,29 @@ def test_compare_writes_the_seed_table_and_names_the_best(tmp_path):
     assert [r["javascript_syntax_pass"] for r in rows] == [25.0, 40.0]
     width, height = png_size(tmp_path / "out" / "comparison.png")
     assert width >= 800 and height >= 600
+
+
+def test_three_tasks_give_a_whole_matrix_under_routing(tmp_path):
+    from dataclasses import replace
+
+    from hybridcl.data.readers import bundled_dir
+    from hybridcl.data.records import read_records, write_records
+
+    data = tmp_path / "data"
+    for split in ("train", "valid"):
+        for language in ("python", "javascript"):
+            write_records(read_records(bundled_dir() / f"{language}.{split}.jsonl.gz")[:40], data / f"{language}.{split}.jsonl.gz")
+        go = [replace(r, language="go") for r in read_records(bundled_dir() / f"python.{split}.jsonl.gz")[40:80]]
+        write_records(go, data / f"go.{split}.jsonl.gz")
+    cfg = load_config(overrides=["preset=smoke", "strategy=hybrid_task_specific", "tasks=[python,javascript,go]",
+                                 "data.source=jsonl", f"data.path={data}", "data.max_train=8", "data.max_val=4",
+                                 "eval.max_new_tokens=4"])
+    results = json.loads((run_experiment(cfg, tmp_path / "run", progress=False) / "results.json").read_text())
+    routing, with_id = results["routing"], results["matrix"]["bleu_codexglue"]
+    routed = routing["matrix"]["bleu_codexglue"]
+    assert len(routed) == 4 and routed[:2] == with_id[:2]  # base and one task's parts: nothing to choose
+    assert set(routing["accuracy_per_row"]) == {"2", "3"} and routing["tasks"] == ["python", "javascript", "go"]
+    assert routing["matrix_last_row"]["bleu_codexglue"] == routed[-1]
+    assert set(routing["cl_metrics"]["bleu_codexglue"]) >= {"forgetting_relative", "bwt", "fwt"}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "The bleu_codexglue matrix under routing:" in report and "Under routing: average after last task" in report

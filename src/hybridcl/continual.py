@@ -115,11 +115,13 @@ def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, 
         evaluate = _Evaluator(config, base, components, data, seed_dir, progress)
         with components.base_only():
             rows = [evaluate.row(0)]
+        state["routed"] = {}
         for i, (stage, _) in enumerate(_stages(config, strategy)[: len(state["train"])], start=1):
             torch.manual_seed(seed * 1000 + i)
             components.activate(stage)
             components.load_component_state(load_tensors(seed_dir / "tasks" / f"{i}-{stage}" / "components.safetensors"))
             rows.append(evaluate.row(i))
+            evaluate.routed(i, state)
         state["rows"] = rows
         _save_state(seed_dir, state)
         _finish_seed(config, state, base, components, data, seed_dir, progress)
@@ -225,6 +227,7 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
                 "n_examples": len(examples), "trainable_params": counts.trainable,
             })
             state["rows"].append(evaluate.row(i))
+            evaluate.routed(i, state)
             _save_state(seed_dir, state)
             accelerator.wait_for_everyone()
     if not main:
@@ -234,10 +237,10 @@ def run_seed(config: ExperimentConfig, seed: int, seed_dir: Path, *, progress: b
 
 def _finish_seed(config, state: dict, base, components: ComponentSet, data, seed_dir: Path, progress: bool) -> dict:
     """Results of a seed whose tasks are all trained and evaluated: CL metrics, routing, HumanEval."""
-    from hybridcl.routing import evaluate_routing  # task-agnostic: the last row again, without the task id
+    from hybridcl.routing import routed_results
 
     results = _seed_results(config, state, components, data)
-    results["routing"] = evaluate_routing(config, base, components, data, seed_dir, progress=progress)
+    results["routing"] = routed_results(results["matrix"], {int(i): r for i, r in state.get("routed", {}).items()})
     if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
         results["humaneval"] = _humaneval(config, base, components, progress)
     write_json(seed_dir / "results.json", results)
@@ -274,6 +277,15 @@ class _Evaluator:
     def __init__(self, config, base, components, data: dict[str, TaskData], seed_dir: Path, progress: bool):
         self.config, self.base, self.components, self.data = config, base, components, data
         self.seed_dir, self.progress = seed_dir, progress
+
+    def routed(self, i: int, state: dict) -> None:
+        """Row ``i`` again without the task id (task-agnostic routing), kept in ``state["routed"]``."""
+        from hybridcl.routing import evaluate_routing
+
+        result = evaluate_routing(self.config, self.base, self.components, self.data, self.seed_dir, row=i,
+                                  progress=self.progress)
+        if result is not None:
+            state.setdefault("routed", {})[str(i)] = result
 
     def row(self, i: int) -> dict:
         cfg = self.config.eval

@@ -18,7 +18,7 @@ fraction of evaluating it. Ties go to the earlier task.
 Why it matters: with a task id, per-task components cannot forget (training a later task never
 touches an earlier task's parts), so any forgetting a per-task strategy shows must come from
 somewhere else; routing without a task id is the usual suspect, and :func:`evaluate_routing`
-measures it (routing accuracy and the last matrix row under routing).
+measures it (routing accuracy and the matrix under routing, row by row).
 """
 from __future__ import annotations
 
@@ -116,29 +116,33 @@ def routing_accuracy(true_tasks: Sequence[str], chosen: Sequence[str]) -> float 
     return 100.0 * sum(t == c for t, c in zip(true_tasks, chosen)) / len(true_tasks)
 
 
-def evaluate_routing(config, base, components, data, seed_dir: Path, *, progress: bool = False) -> dict | None:
-    """Route every task's validation prompts without the task id and score the last matrix row.
+def evaluate_routing(config, base, components, data, seed_dir: Path, *, row: int, progress: bool = False) -> dict | None:
+    """Route every task's validation prompts without the task id and score matrix row ``row``.
 
-    Returns ``None`` when the strategy has fewer than two tasks with per-task parts (nothing to
-    choose). Otherwise ``{"method", "accuracy" (percent), "per_task_accuracy", "confusion"
-    ({true: {chosen: count}}), "n", "matrix_last_row" ({metric: [score per task]})}``.
+    Call it right after row ``row`` was evaluated with the task id, with the components as they
+    are then. Returns ``None`` when fewer than two tasks have per-task parts (nothing to choose:
+    the row is the same as with the task id). Otherwise ``{"method", "tasks", "accuracy"
+    (percent), "per_task_accuracy", "confusion" ({true: {chosen: count}}), "n", "row" ({metric:
+    [score per task]})}``.
 
     Only prompts routed to another task are generated again (with that task's parts and its
     language's prompt template); correctly routed prompts keep the prediction already made with
-    the task id (``predictions/row{T}-{task}.jsonl``), so the extra cost is one forward pass per
+    the task id (``predictions/row{row}-{task}.jsonl``), so the extra cost is one forward pass per
     prompt and task plus the misrouted prompts' generation.
     """
     from hybridcl.data.tasks import format_prompt
     from hybridcl.evaluate.generate import generate
     from hybridcl.evaluate.metrics import score
+    from hybridcl.evaluate.postprocess import extract_code
+    from hybridcl.io import write_text
 
     tasks = [t for t in routable_tasks(components) if t in config.tasks]
     if len(tasks) < 2:
         return None
     cfg = config.eval
-    last_row = len(components.tasks)
+    text_to_code = config.data.direction == "text-to-code"
     active = components.active
-    per_task_acc, confusion, matrix_row = {}, {}, {}
+    per_task_acc, confusion, scores_row = {}, {}, {}
     all_true, all_chosen = [], []
     try:
         for task in config.tasks:
@@ -149,7 +153,7 @@ def evaluate_routing(config, base, components, data, seed_dir: Path, *, progress
             all_chosen += chosen
             per_task_acc[task] = routing_accuracy([task] * len(examples), chosen)
             confusion[task] = {t: sum(c == t for c in chosen) for t in tasks}
-            task_id_file = seed_dir / "predictions" / f"row{last_row}-{task}.jsonl"
+            task_id_file = seed_dir / "predictions" / f"row{row}-{task}.jsonl"
             predictions = [json.loads(line)["prediction"] for line in task_id_file.read_text().splitlines() if line]
             for other in tasks:
                 idx = [k for k, c in enumerate(chosen) if c == other and other != task]
@@ -161,16 +165,14 @@ def evaluate_routing(config, base, components, data, seed_dir: Path, *, progress
                                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                  num_beams=cfg.num_beams, do_sample=cfg.do_sample, temperature=cfg.temperature,
                                  top_p=cfg.top_p, max_source_len=config.data.max_source_len, progress=progress,
-                                 desc=f"routed {task} -> {other}")
+                                 desc=f"row {row} routed {task} -> {other}")
                 for k, text in zip(idx, texts):
-                    predictions[k] = text
-            scores = score(predictions, [ex.target for ex in examples], language=task, direction=config.data.direction)
-            matrix_row[task] = scores
+                    predictions[k] = extract_code(text) if text_to_code else text
+            scores_row[task] = score(predictions, [ex.target for ex in examples], language=task,
+                                     direction=config.data.direction)
             lines = [json.dumps({"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target})
                      for ex, c, p in zip(examples, chosen, predictions)]
-            from hybridcl.io import write_text
-
-            write_text(seed_dir / "predictions" / f"routed-{task}.jsonl", "\n".join(lines) + "\n")
+            write_text(seed_dir / "predictions" / f"routed-row{row}-{task}.jsonl", "\n".join(lines) + "\n")
     finally:
         if active is not None:
             components.route(active)
@@ -182,8 +184,32 @@ def evaluate_routing(config, base, components, data, seed_dir: Path, *, progress
         "confusion": confusion,
         "n": len(all_true),
         # the same layout as a row of results["matrix"]: metric -> one score per task (None where undefined)
-        "matrix_last_row": {m: [matrix_row[t].get(m) for t in config.tasks]
-                            for m in dict.fromkeys(m for scores in matrix_row.values() for m in scores)},
+        "row": {m: [scores_row[t].get(m) for t in config.tasks]
+                for m in dict.fromkeys(m for scores in scores_row.values() for m in scores)},
+    }
+
+
+def routed_results(task_id_matrix: dict[str, list[list]], routed_rows: dict[int, dict]) -> dict | None:
+    """A seed's ``routing`` results: the last routed row's accuracy and confusion, and the whole
+    matrix under routing with its CL metrics.
+
+    Rows that were not routed (the base row, and rows with a single task's parts, where there is
+    nothing to choose) are the same as with the task id.
+    """
+    from hybridcl.cl_metrics import cl_metrics
+
+    if not routed_rows:
+        return None
+    last = routed_rows[max(routed_rows)]
+    n_rows = len(next(iter(task_id_matrix.values())))
+    matrix = {m: [routed_rows[i]["row"].get(m, rows[i]) if i in routed_rows else rows[i] for i in range(n_rows)]
+              for m, rows in task_id_matrix.items()}
+    return {
+        **{k: last[k] for k in ("method", "tasks", "accuracy", "per_task_accuracy", "confusion", "n")},
+        "accuracy_per_row": {str(i): routed_rows[i]["accuracy"] for i in sorted(routed_rows)},
+        "matrix": matrix,
+        "matrix_last_row": {m: rows[-1] for m, rows in matrix.items()},
+        "cl_metrics": {m: cl_metrics(rows) for m, rows in matrix.items()},
     }
 
 
@@ -202,5 +228,8 @@ def aggregate_routing(seed_results: list[dict]) -> dict | None:
         "accuracy": _mean_std([r["accuracy"] for r in runs]),
         "per_task_accuracy": _mean_std_nested([r["per_task_accuracy"] for r in runs]),
         "confusion": _mean_std_nested([r["confusion"] for r in runs]),
+        "accuracy_per_row": _mean_std_nested([r["accuracy_per_row"] for r in runs]),
+        "matrix": _mean_std_nested([r["matrix"] for r in runs]),
         "matrix_last_row": _mean_std_nested([r["matrix_last_row"] for r in runs]),
+        "cl_metrics": _mean_std_nested([r["cl_metrics"] for r in runs]),
     }

@@ -236,8 +236,9 @@ def _routing(results, f) -> list[str]:
              "strategy (the seed reports 4.38% for the task-specific hybrid) must therefore come from something else, "
              "for instance choosing the components without the task id. Here each validation prompt is routed to the "
              "task whose components give its source text the lowest loss (causal: the LM loss of the source tokens, "
-             "without the template that names the language; seq2seq: the loss of reconstructing the source), and the "
-             "last row is evaluated again under that choice.", ""]
+             "without the template that names the language; seq2seq: the loss of reconstructing the source), and every "
+             "row from the first one with two tasks' parts on is evaluated again under that choice (earlier rows have "
+             "nothing to choose and are the same).", ""]
     routing = results.get("routing")
     if not routing:
         return lines + ["Not applicable to this run: its strategy has fewer than two tasks with per-task components, "
@@ -258,6 +259,14 @@ def _routing(results, f) -> list[str]:
         rows.append([metric, "routed"] + [f(v) for v in routed])
     lines += ["The last matrix row with the task id and under routing:", ""]
     lines += _table(["metric", "components chosen by", *results["tasks"]], rows) + [""]
+    headline = "bleu_codexglue"
+    if headline in routing.get("matrix", {}):
+        labels = ["base" if r == "base" else f"after {r}" for r in results["rows"]]
+        lines += [f"The {headline} matrix under routing:", ""]
+        lines += _table(["after training \\ evaluated on", *results["tasks"]],
+                        [[label, *(f(v) for v in row)] for label, row in zip(labels, routing["matrix"][headline])]) + [""]
+        cl = routing["cl_metrics"][headline]
+        lines += [f"Under routing: {', '.join(f'{label} {f(cl.get(key))}' for key, label in CL_COLUMNS)}.", ""]
     return lines
 
 
