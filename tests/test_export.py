@@ -29,6 +29,7 @@ def runs(tmp_path_factory):
         ("tiny:t5", "hybrid_task_specific"): make_run(tmp_path_factory, "tiny:t5", "hybrid_task_specific"),
         ("tiny:llama", "hybrid_shared_layer"): make_run(tmp_path_factory, "tiny:llama", "hybrid_shared_layer"),
         ("tiny:t5", "lora_only"): make_run(tmp_path_factory, "tiny:t5", "lora_only"),
+        ("tiny:llama", "o_lora"): make_run(tmp_path_factory, "tiny:llama", "o_lora"),
     }
 
 
@@ -104,3 +105,15 @@ def test_export_errors_and_command(runs, tmp_path, capsys):
     assert main(["export", "--run", str(runs[("tiny:t5", "lora_only")]), "--task", "python",
                  "--merged", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "config.json").is_file()
+
+
+def test_stacked_adapters_are_all_merged_and_refused_as_one_peft_adapter(runs, tmp_path):
+    out = export_merged(runs[("tiny:llama", "o_lora")], "python", tmp_path / "merged")
+    expected, run = hybridcl_logits(runs[("tiny:llama", "o_lora")], "python")
+    assert sorted(run.model.base_model.active_adapters) == ["javascript", "python"]
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        got = model(**inputs(AutoTokenizer.from_pretrained(out), "causal")).logits
+    assert (got - expected).abs().max().item() <= 1e-6 * max(1.0, expected.abs().max().item())
+    with pytest.raises(RunError, match="uses all its adapters together"):
+        export_peft(runs[("tiny:llama", "o_lora")], "python", tmp_path / "peft")

@@ -60,7 +60,9 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
         dtype = next(model.parameters()).dtype
         # Merge in float64 and round once: W + scale * B @ A lands on the nearest representable weight.
         model.to(torch.float64)
-        model = model.merge_and_unload(adapter_names=[_task_key(run, task, strategy.lora)])
+        # stacked (O-LoRA): every adapter trained so far is active for every task, so all are merged
+        names = list(components.tasks) if strategy.lora == "stacked" else [_task_key(run, task, strategy.lora)]
+        model = model.merge_and_unload(adapter_names=names)
         model.to(dtype)
     if components.slot is not None:
         family = family_of(model)
@@ -102,6 +104,9 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
     if strategy.full_layer != "none" or strategy.train_base:
         raise RunError(f"run {run.run_dir} ({strategy.name}) has a full layer or trained base weights, which a PEFT "
                        "adapter cannot hold: export it with --merged")
+    if strategy.lora == "stacked":
+        raise RunError(f"run {run.run_dir} ({strategy.name}) uses all its adapters together, which one PEFT adapter "
+                       "cannot hold: export it with --merged")
     key = _task_key(run, task, strategy.lora)
     name = run.config.model.name
     with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
