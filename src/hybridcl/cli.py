@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_report_commands(sub)
 
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         result = args.func(args)
     except HybridclError as exc:
@@ -72,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         print("hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume RUN_DIR`", file=sys.stderr)
         return 130
     return result or 0
+
+
+def _quiet_libraries() -> None:
+    """hybridcl shows its own progress bars; the libraries' load bars and deprecation notes are noise here."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _run(args) -> int:

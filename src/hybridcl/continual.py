@@ -149,7 +149,7 @@ def load_run_config(run_dir: Path) -> ExperimentConfig:
         config = from_dict(ExperimentConfig, raw)
         validate(config)
     except ConfigError as exc:  # written by another hybridcl version, or edited by hand
-        raise RunError(f"{path}: {exc}; this hybridcl ({__version__}) cannot resume it: start a new run") from None
+        raise RunError(f"{path}: {exc}; this hybridcl ({__version__}) cannot use this run: start a new one") from None
     return config
 
 
