@@ -134,3 +134,24 @@ def test_three_tasks_give_a_whole_matrix_under_routing(tmp_path):
     assert set(routing["cl_metrics"]["bleu_codexglue"]) >= {"forgetting_relative", "bwt", "fwt"}
     report = (tmp_path / "run" / "report.md").read_text()
     assert "The bleu_codexglue matrix under routing:" in report and "Under routing: average after last task" in report
+
+
+def test_run_summary_prints_the_headline_numbers(tmp_path):
+    from hybridcl.report.summary import run_summary
+
+    cell = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
+    results = {
+        "tasks": ["python", "javascript"], "rows": ["base", "python", "javascript"],
+        "matrix": {"bleu_codexglue": [[cell(1.0), cell(2.0)], [cell(10.0), cell(3.0)], [cell(8.0), cell(12.5)]],
+                   "syntax_pass": [[cell(0.0), cell(0.0)], [cell(50.0), cell(0.0)], [cell(40.0), cell(75.0)]]},
+        "cl_metrics": {"bleu_codexglue": {"average_final": cell(10.25), "forgetting_relative": cell(20.0),
+                                          "bwt": cell(-2.0), "fwt": cell(1.0)}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert run_summary(tmp_path).splitlines() == [
+        "task         BLEU after its task  BLEU at the end  syntax pass at the end (%)",
+        "python                     10.00             8.00                       40.00",
+        "javascript                 12.50            12.50                       75.00",
+        "average BLEU at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
+        f"report: {tmp_path / 'report.md'}",
+    ]

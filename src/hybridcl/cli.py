@@ -101,7 +101,13 @@ def _run(args) -> int:
         run_dir = new_run_dir(config)
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
     run_dir = run_experiment(config, run_dir, progress=not args.no_progress)
-    print(run_dir)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        from hybridcl.report.summary import run_summary
+
+        print(run_summary(run_dir), file=sys.stderr)
+        print(run_dir)
     return 0
 
 

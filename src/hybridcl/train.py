@@ -161,19 +161,21 @@ def train_task(
                     continue
                 result.steps += 1
                 elapsed = time.perf_counter() - start
+                mean = window_loss / window_batches
+                lr = scheduler.get_last_lr()[0]
                 if result.steps % cfg.log_every == 0 or result.steps == total_steps:
-                    mean = window_loss / window_batches
                     result.losses.append((result.steps, mean))
-                    entry = {"task": task, "step": result.steps, "epoch": epoch + 1, "loss": mean,
-                             "lr": scheduler.get_last_lr()[0], "samples_per_s": result.samples / elapsed}
+                    entry = {"task": task, "step": result.steps, "epoch": epoch + 1, "loss": mean, "lr": lr,
+                             "samples_per_s": result.samples / elapsed}
                     if log is not None:
                         log.write(json.dumps(entry) + "\n")
                         log.flush()
                     if tensorboard is not None:
                         tensorboard.add_scalar(f"{task}/loss", mean, result.steps)
-                        tensorboard.add_scalar(f"{task}/lr", entry["lr"], result.steps)
+                        tensorboard.add_scalar(f"{task}/lr", lr, result.steps)
                     window_loss, window_batches = 0.0, 0
-                    bar.set_postfix(loss=f"{mean:.3f}", lr=f"{entry['lr']:.2e}", samples_s=f"{entry['samples_per_s']:.1f}")
+                # the bar shows the mean loss since the last log line, updated every step
+                bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", samples_s=f"{result.samples / elapsed:.1f}", refresh=False)
                 bar.update(1)
                 if result.steps >= total_steps:
                     break
