@@ -12,9 +12,7 @@ interrupted run and ends with the same results as an uninterrupted one (CPU, sam
 from __future__ import annotations
 
 import json
-import math
 import random
-import statistics
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json, write_text
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.stats import mean_std, mean_std_nested
 from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES, get_strategy
 from hybridcl.strategies.rules import make_rule
 from hybridcl.train import make_accelerator, train_task
@@ -360,31 +359,15 @@ def aggregate(seed_results: list[dict]) -> dict:
     first = seed_results[0]
     out = {"format": STATE_FORMAT, "hybridcl": __version__, "seeds": len(seed_results), "strategy": first["strategy"], "tasks": first["tasks"], "rows": first["rows"],
            "params": first["params"], "per_seed": seed_results}
-    out["matrix"] = {m: _mean_std_nested([r["matrix"][m] for r in seed_results]) for m in first["matrix"]}
-    out["cl_metrics"] = {m: _mean_std_nested([r["cl_metrics"][m] for r in seed_results]) for m in first["cl_metrics"]}
+    out["matrix"] = {m: mean_std_nested([r["matrix"][m] for r in seed_results]) for m in first["matrix"]}
+    out["cl_metrics"] = {m: mean_std_nested([r["cl_metrics"][m] for r in seed_results]) for m in first["cl_metrics"]}
     out["train"] = [
-        {k: _mean_std([r["train"][i][k] for r in seed_results]) for k in ("seconds", "samples_per_s", "tokens_per_s",
+        {k: mean_std([r["train"][i][k] for r in seed_results]) for k in ("seconds", "samples_per_s", "tokens_per_s",
                                                                              "peak_memory_gb", "final_loss", "trainable_params")}
         | {"task": first["train"][i]["task"]}
         for i in range(len(first["train"]))
     ]
     return out
-
-
-def _mean_std_nested(values: list):
-    head = values[0]
-    if isinstance(head, dict):
-        return {k: _mean_std_nested([v[k] for v in values]) for k in head}
-    if isinstance(head, list):
-        return [_mean_std_nested([v[i] for v in values]) for i in range(len(head))]
-    return _mean_std(values)
-
-
-def _mean_std(values: list):
-    nums = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
-    if not nums:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(nums), "std": statistics.stdev(nums) if len(nums) > 1 else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def routed_results(task_id_matrix: dict[str, list[list]], routed_rows: dict[int,
 
 def aggregate_routing(seed_results: list[dict]) -> dict | None:
     """Mean and standard deviation over seeds of the routing results (None if no seed has any)."""
-    from hybridcl.continual import _mean_std, _mean_std_nested
+    from hybridcl.stats import mean_std, mean_std_nested
 
     runs = [r.get("routing") for r in seed_results]
     if not runs or any(r is None for r in runs):
@@ -225,11 +225,11 @@ def aggregate_routing(seed_results: list[dict]) -> dict | None:
         "method": first["method"],
         "tasks": first["tasks"],
         "n": first["n"],
-        "accuracy": _mean_std([r["accuracy"] for r in runs]),
-        "per_task_accuracy": _mean_std_nested([r["per_task_accuracy"] for r in runs]),
-        "confusion": _mean_std_nested([r["confusion"] for r in runs]),
-        "accuracy_per_row": _mean_std_nested([r["accuracy_per_row"] for r in runs]),
-        "matrix": _mean_std_nested([r["matrix"] for r in runs]),
-        "matrix_last_row": _mean_std_nested([r["matrix_last_row"] for r in runs]),
-        "cl_metrics": _mean_std_nested([r["cl_metrics"] for r in runs]),
+        "accuracy": mean_std([r["accuracy"] for r in runs]),
+        "per_task_accuracy": mean_std_nested([r["per_task_accuracy"] for r in runs]),
+        "confusion": mean_std_nested([r["confusion"] for r in runs]),
+        "accuracy_per_row": mean_std_nested([r["accuracy_per_row"] for r in runs]),
+        "matrix": mean_std_nested([r["matrix"] for r in runs]),
+        "matrix_last_row": mean_std_nested([r["matrix_last_row"] for r in runs]),
+        "cl_metrics": mean_std_nested([r["cl_metrics"] for r in runs]),
     }

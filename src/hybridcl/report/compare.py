@@ -12,18 +12,14 @@ from pathlib import Path
 from hybridcl.errors import RunError
 from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
+from hybridcl.stats import mean
 
 HEADLINE = "bleu_codexglue"
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds"}
 
 
-def _mean(value):
-    """A number, or the mean of an aggregated ``{"mean", "std"}`` value."""
-    return value.get("mean") if isinstance(value, dict) else value
-
-
 def _fmt(value, digits: int = 2) -> str:
-    value = _mean(value)
+    value = mean(value)
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
@@ -43,8 +39,8 @@ def _forgetting_routed(results: dict) -> float | None:
     routing = results.get("routing")
     if not routing:
         return None
-    routed = [_mean(v) for v in routing["matrix_last_row"].get(HEADLINE, [])]
-    matrix = [[_mean(c) for c in row] for row in results["matrix"][HEADLINE]]
+    routed = [mean(v) for v in routing["matrix_last_row"].get(HEADLINE, [])]
+    matrix = [[mean(c) for c in row] for row in results["matrix"][HEADLINE]]
     rows = results["rows"]
     values = []
     for j, task in enumerate(results["tasks"][:-1]):
@@ -75,26 +71,26 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
     for run_dir in run_dirs:
         results = read_json(Path(run_dir) / "results.json")
         tasks = results["tasks"]
-        final = [_mean(v) for v in results["matrix"][HEADLINE][-1]]
+        final = [mean(v) for v in results["matrix"][HEADLINE][-1]]
         metrics = results["cl_metrics"][HEADLINE]
         syntax = results["matrix"].get("syntax_pass")
-        passes = {m: _avg(_mean(v) for v in matrix[-1]) for m, matrix in results["matrix"].items() if m.startswith("pass@")}
+        passes = {m: _avg(mean(v) for v in matrix[-1]) for m, matrix in results["matrix"].items() if m.startswith("pass@")}
         routing = results.get("routing") or {}
         rows.append({
             "strategy": results["strategy"],
             "run": str(run_dir),
             **{f"{t}_bleu": final[i] for i, t in enumerate(tasks)},
-            "average_bleu": _mean(metrics.get("average_final")),
-            "forgetting_relative": _mean(metrics.get("forgetting_relative")),
-            "bwt": _mean(metrics.get("bwt")),
-            "fwt": _mean(metrics.get("fwt")),
-            **{f"{t}_syntax_pass": (_mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
-            "syntax_pass_final": _avg(_mean(v) for v in syntax[-1]) if syntax else None,
+            "average_bleu": mean(metrics.get("average_final")),
+            "forgetting_relative": mean(metrics.get("forgetting_relative")),
+            "bwt": mean(metrics.get("bwt")),
+            "fwt": mean(metrics.get("fwt")),
+            **{f"{t}_syntax_pass": (mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
+            "syntax_pass_final": _avg(mean(v) for v in syntax[-1]) if syntax else None,
             **passes,
-            "routing_accuracy": _mean(routing.get("accuracy")),
+            "routing_accuracy": mean(routing.get("accuracy")),
             "forgetting_routed": _forgetting_routed(results),
-            "trainable_params": _mean(results["train"][-1]["trainable_params"]),
-            "train_seconds": sum(_mean(t["seconds"]) for t in results["train"]),
+            "trainable_params": mean(results["train"][-1]["trainable_params"]),
+            "train_seconds": sum(mean(t["seconds"]) for t in results["train"]),
             "seeds": results.get("seeds", 1),
             "tasks": tasks,
         })

@@ -8,11 +8,11 @@ sample standard deviation over seeds.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from hybridcl.io import read_json, write_text
 from hybridcl.report import plots
+from hybridcl.stats import mean, mean_std
 
 HEADLINE = "bleu_codexglue"
 METRICS = {  # name -> (what it is, unit for axes)
@@ -28,11 +28,6 @@ CL_COLUMNS = (("average_final", "average after last task"), ("forgetting_relativ
               ("forgetting_absolute", "forgetting (absolute)"), ("bwt", "BWT"), ("fwt", "FWT"))
 
 
-def mean(value):
-    """A number, or the mean of an aggregated ``{"mean", "std"}`` value."""
-    return value.get("mean") if isinstance(value, dict) else value
-
-
 def std(value):
     return value.get("std") if isinstance(value, dict) else None
 
@@ -46,13 +41,6 @@ def fmt(value, digits: int = 2, with_std: bool = True) -> str:
     if with_std and s is not None:
         text += f" ± {s:,.{digits}f}"
     return text
-
-
-def _mean_std(values):
-    nums = [v for v in values if v is not None]
-    if not nums:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(nums), "std": statistics.stdev(nums) if len(nums) > 1 else 0.0}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -288,13 +276,13 @@ def _efficiency(run_dir, results, f) -> list[str]:
     rows = []
     eval_rows = []
     for i, t in enumerate(results["train"], start=1):
-        eval_s = _mean_std([_row_sum(r.get("eval_seconds"), i) for r in per_seed]) if per_seed else None
+        eval_s = mean_std([_row_sum(r.get("eval_seconds"), i) for r in per_seed]) if per_seed else None
         eval_rows.append(eval_s)
         rows.append([t["task"], f(t.get("seconds")), f(t.get("samples_per_s"), 1), f(t.get("tokens_per_s"), 0),
                      f(t.get("peak_memory_gb"), 3), f(t.get("trainable_params"), 0), f(eval_s)])
-    base_eval = _mean_std([_row_sum(r.get("eval_seconds"), 0) for r in per_seed]) if per_seed else None
-    total = _mean_std([sum(t["seconds"] for t in r["train"]) for r in per_seed]) if per_seed else None
-    rows.append(["**total**", f(total), "", "", "", "", f(_mean_std([_total_eval(r) for r in per_seed]))])
+    base_eval = mean_std([_row_sum(r.get("eval_seconds"), 0) for r in per_seed]) if per_seed else None
+    total = mean_std([sum(t["seconds"] for t in r["train"]) for r in per_seed]) if per_seed else None
+    rows.append(["**total**", f(total), "", "", "", "", f(mean_std([_total_eval(r) for r in per_seed]))])
     lines = ["## Efficiency", "", "Training time is wall-clock seconds of the training loop; peak memory is the peak "
              "GPU memory on a GPU and the peak resident memory of the process on a CPU (GB); evaluation time is the "
              f"generation and scoring of one matrix row (the base row took {f(base_eval)} s).", ""]

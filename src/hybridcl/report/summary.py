@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybridcl.io import read_json
-from hybridcl.report.compare import _mean
+from hybridcl.stats import mean
 
 HEADLINE = "bleu_codexglue"
 
 
 def _fmt(value, signed: bool = False) -> str:
-    value = _mean(value)
+    value = mean(value)
     if value is None:
         return "n/a"
     return f"{value:+.2f}" if signed else f"{value:.2f}"
