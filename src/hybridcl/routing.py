@@ -40,12 +40,6 @@ def routable_tasks(components) -> list[str]:
     return list(components.tasks)
 
 
-def _encode_sources(tokenizer, sources: Sequence[str], kind: str, max_len: int) -> list[list[int]]:
-    from hybridcl.evaluate.generate import _encode
-
-    return _encode(tokenizer, sources, kind, max_len)
-
-
 @torch.no_grad()
 def _losses_one_task(model, tokenizer, kind: str, encoded: list[list[int]], batch_size: int) -> list[float]:
     from hybridcl.evaluate.generate import _batch_tensors, _pad_id
@@ -59,9 +53,10 @@ def _losses_one_task(model, tokenizer, kind: str, encoded: list[list[int]], batc
         if kind == "causal":
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             targets, weight = ids[:, 1:], mask[:, 1:]
-        else:
-            labels = ids.masked_fill(mask == 0, -100)
-            logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        else:  # decoder inputs from the labels, as training builds them; no labels: the model computes no loss
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            decoder_ids = base.prepare_decoder_input_ids_from_labels(ids.masked_fill(mask == 0, -100))
+            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
             targets, weight = ids, mask
         nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
         per_seq = (nll * weight).sum(1) / weight.sum(1).clamp(min=1)
@@ -75,7 +70,9 @@ def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], task
 
     Leaves the components routed as they were.
     """
-    encoded = _encode_sources(tokenizer, sources, kind, max_source_len)
+    from hybridcl.evaluate.generate import _encode
+
+    encoded = _encode(tokenizer, sources, kind, max_source_len)
     model = components.model
     was_training, active = model.training, components.active
     model.eval()
