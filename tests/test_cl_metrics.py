@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from hybridcl.cl_metrics import cl_metrics, cl_metrics_all
+from hybridcl.cl_metrics import cl_metrics
 
 # Row 0 = base model, rows 1..3 = after tasks 1..3; columns = tasks 1..3.
 R = [
@@ -67,8 +67,3 @@ def test_base_only_and_bad_shapes():
     with pytest.raises(ValueError):
         cl_metrics([[1.0], [1.0], [1.0]])  # row 2 needs a column for task 2
 
-
-def test_all_metrics():
-    out = cl_metrics_all({"bleu": R, "em": [[0, 0], [10, 0], [5, 20]]})
-    assert out["bleu"]["bwt"] == pytest.approx(-17.5)
-    assert out["em"]["forgetting_relative"] == pytest.approx(50.0)

@@ -5,7 +5,6 @@ import torch
 
 from hybridcl.config import ComponentsConfig, FullLayerSpec, LoraSpec, ModelConfig
 from hybridcl.model.components import ComponentSet
-from hybridcl.model.full_layer import find_slot
 from hybridcl.model.loading import load_base
 from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES
 
@@ -116,7 +115,7 @@ def test_copy_last_init_copies_the_last_block():
     base, components, _ = setup("tiny:llama", "full_layer_only", ComponentsConfig(full_layer=FullLayerSpec(init="copy_last")))
     components.activate("python")
     last = base.model.model.layers[-2].state_dict()
-    new = find_slot(base.model).full_layers["python"].state_dict()
+    new = components.slot.full_layers["python"].state_dict()
     assert set(last) == set(new) and all(torch.equal(last[k], new[k]) for k in last)
     assert base.model.config.num_hidden_layers == 3
 

@@ -146,8 +146,17 @@ def test_o_lora_penalty_is_the_overlap_of_the_lora_subspaces():
 
 
 def test_humaneval_runs_on_the_base_and_the_final_model(tmp_path):
+    from hybridcl.report.compare import compare_runs
+    from hybridcl.report.markdown import write_report
+
     cfg = config("strategy=lora_only", "eval.humaneval=true", "eval.humaneval_problems=2", "eval.humaneval_samples=1")
-    results = read(run_experiment(cfg, tmp_path / "run", progress=False) / "seed-0")
+    run_dir = run_experiment(cfg, tmp_path / "run", progress=False)
+    # carried into the run's results, its report and the comparison (mean and std over seeds)
+    assert read(run_dir)["humaneval"]["final"]["pass@1"] == {"mean": 0.0, "std": 0.0}
+    assert "## HumanEval" in write_report(run_dir).read_text()
+    compare_runs([run_dir], tmp_path / "cmp")
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())[0]["humaneval_pass@1"] == 0.0
+    results = read(run_dir / "seed-0")
     for when in ("base", "final"):
         he = results["humaneval"][when]
         assert he["problems"] == 2 and he["pass@1"] == 0.0  # a random tiny model solves nothing
@@ -171,20 +180,23 @@ def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
 
 
 def test_resume_drops_the_log_of_the_interrupted_task(tmp_path):
-    from hybridcl.continual import _drop_unfinished_log
+    from hybridcl.run_dir import SeedDir
 
-    log = tmp_path / "train_log.jsonl"
-    log.write_text('{"task": "python", "step": 1}\n{"task": "javascript", "step": 1}\n')
-    _drop_unfinished_log(log, ["python"])
-    assert log.read_text() == '{"task": "python", "step": 1}\n'
+    seed_dir = SeedDir(tmp_path, 0)
+    seed_dir.path.mkdir()
+    seed_dir.train_log.write_text('{"task": "python", "step": 1}\n{"task": "javascript", "step": 1}\n')
+    seed_dir.drop_unfinished_log(["python"])
+    assert seed_dir.train_log.read_text() == '{"task": "python", "step": 1}\n'
 
 
-def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path):
-    from hybridcl.continual import ALL_STRATEGIES
-    from hybridcl.strategies import STRATEGIES
+def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path, capsys):
+    from hybridcl.cli import main
+    from hybridcl.strategies import ALL_STRATEGIES, STRATEGIES
 
-    run_dir = run_experiment(config("strategy=all", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4"),
-                             tmp_path / "all", progress=False)
+    assert main(["run", "--no-progress", *SMALL, "strategy=all", "data.max_train=8", "data.max_val=2",
+                 "eval.max_new_tokens=4", f"run.output_dir={tmp_path}", "run.name=all"]) == 0
+    run_dir = tmp_path / "all"
+    assert capsys.readouterr().out.strip() == str(run_dir)
     assert set(ALL_STRATEGIES) == set(STRATEGIES)
     rows = json.loads((run_dir / "comparison.json").read_text())
     assert [r["strategy"] for r in rows] == list(ALL_STRATEGIES)

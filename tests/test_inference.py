@@ -24,7 +24,7 @@ def lines(path):
 
 def test_load_run_reproduces_the_runs_predictions(llama_run):
     run = hybridcl.load_run(llama_run)
-    assert run.trained_tasks == ["python", "javascript"] and run.kind == "causal"
+    assert run.components.tasks == ["python", "javascript"] and run.kind == "causal"
     for task in ("python", "javascript"):
         val = load_task_data(run.config.data, task, seed=0).val
         saved = lines(llama_run / "seed-0" / "predictions" / f"row2-{task}.jsonl")

@@ -21,6 +21,7 @@ from hybridcl.cli import main
 from hybridcl.config import ModelConfig, TrainConfig, load_config, preset_names
 from hybridcl.errors import ModelError, RunError
 from hybridcl.io import load_tensors, save_tensors, write_atomic, write_json
+from hybridcl.results import FORMAT
 from hybridcl.train import TrainingDiverged, make_accelerator, train_task
 
 SRC = Path(continual.__file__).parent
@@ -32,9 +33,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
        "OMP_NUM_THREADS": "1"}
 # The same CLI, but every matrix row's evaluation starts 1 s late (numbers unchanged): a wide window to kill in.
 SLOW_EVAL = ("import sys, time\n"
-             "import hybridcl.continual as c\n"
-             "row = c._Evaluator.row\n"
-             "c._Evaluator.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
+             "from hybridcl.evaluator import MatrixEvaluator as E\n"
+             "row = E.row\n"
+             "E.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
              "from hybridcl.cli import main\n"
              "sys.exit(main(sys.argv[1:]))\n")
 
@@ -126,10 +127,11 @@ def test_sigkill_mid_task_then_resume_gives_the_same_matrix(tmp_path):
 # Atomic files
 
 
-def test_every_write_in_continual_goes_through_hybridcl_io():
-    """continual.py writes files only with hybridcl.io (temp file + fsync + rename)."""
-    tree = ast.parse((SRC / "continual.py").read_text())
-    methods = {"open", "write_text", "write_bytes", "dump", "save", "save_file", "savez", "to_json", "to_csv", "savefig"}
+@pytest.mark.parametrize("module", ["continual.py", "run_dir.py", "sweep.py"])
+def test_every_write_of_a_run_goes_through_hybridcl_io(module):
+    """The recipe and the run folder write files only with hybridcl.io (temp file + fsync + rename)."""
+    tree = ast.parse((SRC / module).read_text())
+    methods = {"open", "write_text", "write_bytes", "dump", "save", "save_file", "savez", "to_csv", "savefig"}
     functions = {"open", "save_file", "save", "dump"}  # write_text / write_json / save_tensors are hybridcl.io's
     calls = []
     for node in ast.walk(tree):
@@ -139,10 +141,9 @@ def test_every_write_in_continual_goes_through_hybridcl_io():
             elif isinstance(node.func, ast.Name) and node.func.id in functions:
                 calls.append(f"line {node.lineno}: {node.func.id}()")
     assert calls == []
-    io_names = {"write_json", "write_text", "save_tensors"}
     imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "hybridcl.io"
                 for a in node.names}
-    assert io_names <= imported
+    assert imported & {"write_json", "write_text", "save_tensors"}
 
 
 def test_a_crash_while_writing_keeps_the_old_file(tmp_path):
@@ -288,7 +289,7 @@ def test_divergence_through_the_real_cli_exits_2(tmp_path):
     assert last.startswith("hybridcl: error: task python: the loss became nan at step ")
     assert "start a new run with a lower train.lr" in last
     state = state_of(tmp_path / "nan" / "seed-0")  # still valid JSON with the base row
-    assert state["format"] == continual.STATE_FORMAT and len(state["rows"]) == 1 and state["train"] == []
+    assert state["format"] == FORMAT and len(state["rows"]) == 1 and state["train"] == []
 
 
 # ---------------------------------------------------------------------------------------------

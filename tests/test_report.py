@@ -7,6 +7,7 @@ import pytest
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.report.compare import compare_runs
+from hybridcl.report.markdown import write_report
 from hybridcl.routing import choose, routing_accuracy
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
@@ -22,7 +23,9 @@ def png_size(path):
 @pytest.fixture(scope="module")
 def two_seed_run(tmp_path_factory):
     config = load_config(overrides=[*SMALL, "strategy=hybrid_task_specific", "run.seeds=[0,1]"])
-    return run_experiment(config, tmp_path_factory.mktemp("report") / "run", progress=False)
+    run_dir = run_experiment(config, tmp_path_factory.mktemp("report") / "run", progress=False)
+    write_report(run_dir)
+    return run_dir
 
 
 def test_report_has_every_section_and_readable_plots(two_seed_run):
@@ -96,10 +99,13 @@ def test_compare_writes_the_seed_table_and_names_the_best(tmp_path):
     a = _fake_run(tmp_path / "a", "lora_only", 20.0, 10.0, 0.0, 1000, 30.0, 50.0)
     b = _fake_run(tmp_path / "b", "hybrid_shared_layer", 25.0, 12.0, 4.0, 5000, 60.0, 80.0)
     md = compare_runs([a, b], tmp_path / "out").read_text()
-    assert "| strategy | Python BLEU | JavaScript BLEU | average BLEU | forgetting (%) | trainable params | training time (s) |" in md
-    assert "| lora_only | 20.00 | 10.00 | 15.00 | 0.00 | 1,000 | 30.00 |" in md
-    assert "| hybrid_shared_layer | 25.00 | 12.00 | 18.50 | 4.00 | 5,000 | 60.00 |" in md
-    assert "- Python BLEU: **hybrid_shared_layer** (25.00, higher is better)" in md
+    assert ("| strategy | Python BLEU after its training | JavaScript BLEU after its training | Python BLEU after the "
+            "last task | JavaScript BLEU after the last task | average BLEU | forgetting (%) | trainable params | "
+            "training time (s) |") in md
+    # the seed's column: python right after its own training (row 1), then after the last task (row 2)
+    assert "| lora_only | 21.00 | 10.00 | 20.00 | 10.00 | 15.00 | 0.00 | 1,000 | 30.00 |" in md
+    assert "| hybrid_shared_layer | 26.00 | 12.00 | 25.00 | 12.00 | 18.50 | 4.00 | 5,000 | 60.00 |" in md
+    assert "- Python BLEU after the last task: **hybrid_shared_layer** (25.00, higher is better)" in md
     assert "- forgetting (%): **lora_only** (0.00, lower is better)" in md
     assert "- trainable params: **lora_only** (1,000, lower is better)" in md
     assert "- Python syntax pass (%): **hybrid_shared_layer** (80.00, higher is better)" in md
@@ -125,7 +131,9 @@ def test_three_tasks_give_a_whole_matrix_under_routing(tmp_path):
     cfg = load_config(overrides=["preset=smoke", "strategy=hybrid_task_specific", "tasks=[python,javascript,go]",
                                  "data.source=jsonl", f"data.path={data}", "data.max_train=8", "data.max_val=4",
                                  "eval.max_new_tokens=4"])
-    results = json.loads((run_experiment(cfg, tmp_path / "run", progress=False) / "results.json").read_text())
+    run_dir = run_experiment(cfg, tmp_path / "run", progress=False)
+    write_report(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
     routing, with_id = results["routing"], results["matrix"]["bleu_codexglue"]
     routed = routing["matrix"]["bleu_codexglue"]
     assert len(routed) == 4 and routed[:2] == with_id[:2]  # base and one task's parts: nothing to choose

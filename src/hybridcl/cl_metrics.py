@@ -96,7 +96,3 @@ def cl_metrics(matrix: Matrix) -> dict:
         "fwt_per_task": fwt,
     }
 
-
-def cl_metrics_all(matrices: dict[str, Matrix]) -> dict[str, dict]:
-    """``cl_metrics`` for every metric's matrix, e.g. ``{"bleu_codexglue": R1, "exact_match": R2}``."""
-    return {name: cl_metrics(m) for name, m in matrices.items()}

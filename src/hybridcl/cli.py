@@ -1,7 +1,8 @@
 """The ``hybridcl`` command line.
 
     hybridcl run [preset=NAME] [key=value ...]      train and evaluate a task sequence
-    hybridcl run --resume RUN_DIR                   continue an interrupted run
+    hybridcl run ... --sweep KEY=V1,V2              one run per combination of values, then the comparison
+    hybridcl run --resume RUN_DIR                   continue an interrupted run or sweep
     hybridcl eval RUN_DIR [eval.key=value ...]      re-evaluate a finished run's checkpoints
     hybridcl params [preset=NAME] [key=value ...]   the architecture and parameter table
     hybridcl data extract|build|stats ...           build record files and the bundled corpus
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="train and evaluate a task sequence", description="Overrides: preset=NAME config=FILE key.sub=value ...")
     run.add_argument("overrides", nargs="*", help="preset=NAME, config=FILE.yaml, or key=value (e.g. train.epochs=1)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run (or sweep) in RUN_DIR with its saved config")
+    run.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                     help="run every combination of these values (repeatable), e.g. --sweep components.lora.r=4,8")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=_run)
 
@@ -54,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     _add_report_commands(sub)
 
+    argv, sweeps = _take_sweeps(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
+    if sweeps:
+        args.sweep = [*(args.sweep or []), *sweeps]
     _quiet_libraries()
     try:
         result = args.func(args)
@@ -75,6 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     return result or 0
 
 
+def _take_sweeps(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--sweep KEY=V1,V2`` out of ``run``'s arguments: argparse rejects an option between positionals."""
+    if "run" not in argv:
+        return argv, []
+    rest, sweeps = argv[: argv.index("run") + 1], []
+    items = iter(argv[len(rest):])
+    for item in items:
+        if item == "--sweep":
+            sweeps.append(next(items, ""))
+        elif item.startswith("--sweep="):
+            sweeps.append(item.removeprefix("--sweep="))
+        else:
+            rest.append(item)
+    return rest, sweeps
+
+
 def _quiet_libraries() -> None:
     """hybridcl shows its own progress bars; the libraries' load bars and deprecation notes are noise here."""
     import warnings
@@ -87,34 +109,86 @@ def _quiet_libraries() -> None:
 
 
 def _run(args) -> int:
-    from hybridcl.config import load_config
-    from hybridcl.continual import load_run_config, new_run_dir, run_experiment
+    from hybridcl.config import build_config, raw_config
+    from hybridcl.continual import run_experiment
     from hybridcl.errors import RunError
+    from hybridcl.run_dir import load_run_config, new_run_dir
+    from hybridcl.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
 
+    progress = not args.no_progress
     if args.resume:
-        if args.overrides:
+        if args.overrides or args.sweep:
             raise RunError("--resume takes no overrides: a resumed run keeps the config it was started with")
         run_dir = Path(args.resume)
+        if is_sweep(run_dir):
+            return _run_sweep(run_dir, load_sweep(run_dir), progress)
         config = load_run_config(run_dir)
     else:
-        config = load_config(overrides=args.overrides)
+        raw = raw_config(overrides=args.overrides)
+        axes = sweep_axes(raw, args.sweep)
+        if axes:
+            points = sweep_points(raw, axes)
+            run_dir = new_sweep_dir(raw, axes)
+            write_sweep(run_dir, axes, points)
+            return _run_sweep(run_dir, points, progress)
+        config = build_config(raw)
         run_dir = new_run_dir(config)
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
-    run_dir = run_experiment(config, run_dir, progress=not args.no_progress)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    run_experiment(config, run_dir, progress=progress)
+    if _main_process():
+        from hybridcl.report.markdown import write_report
         from hybridcl.report.summary import run_summary
 
+        write_report(run_dir)
         print(run_summary(run_dir), file=sys.stderr)
         print(run_dir)
     return 0
 
 
+def _run_sweep(sweep_dir: Path, points, progress: bool) -> int:
+    from hybridcl.continual import run_experiment
+
+    print(f"hybridcl: sweep folder {sweep_dir} ({len(points)} runs)", file=sys.stderr)
+    for point in points:
+        print(f"hybridcl: run {point.name}", file=sys.stderr)
+        run_experiment(point.config, sweep_dir / point.name, progress=progress)
+    if _main_process():
+        _write_sweep_reports(sweep_dir, [p.name for p in points])
+        print(f"hybridcl: comparison of {len(points)} runs: {sweep_dir / 'comparison.md'}", file=sys.stderr)
+        print(sweep_dir)
+    return 0
+
+
+def _write_sweep_reports(sweep_dir: Path, names: list[str]) -> None:
+    from hybridcl.report.compare import compare_runs
+    from hybridcl.report.markdown import write_report
+
+    for name in names:
+        write_report(sweep_dir / name)
+    compare_runs([sweep_dir / name for name in names], sweep_dir)
+
+
+def _main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _eval(args) -> int:
     from hybridcl.continual import evaluate_run
+    from hybridcl.report.markdown import write_report
+    from hybridcl.sweep import is_sweep, load_sweep
 
-    print(evaluate_run(Path(args.run_dir), args.overrides, progress=not args.no_progress))
+    run_dir = Path(args.run_dir)
+    if is_sweep(run_dir):
+        names = [p.name for p in load_sweep(run_dir)]
+        for name in names:
+            evaluate_run(run_dir / name, args.overrides, progress=not args.no_progress)
+        _write_sweep_reports(run_dir, names)
+    else:
+        evaluate_run(run_dir, args.overrides, progress=not args.no_progress)
+        write_report(run_dir)
+    print(run_dir)
     return 0
 
 
@@ -140,7 +214,7 @@ def _add_report_commands(sub) -> None:
     report.set_defaults(func=_report)
 
     compare = sub.add_parser("compare", help="compare finished runs: table, best per column, bar charts")
-    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (a strategy=all folder expands)")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (a sweep folder expands to its runs)")
     compare.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent folder)")
     compare.set_defaults(func=_compare)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import math
 import types
 import typing
@@ -19,10 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
-from hybridcl.errors import ConfigError
-
-LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
-DIRECTIONS = ("text-to-code", "code-to-text")
+from hybridcl.constants import LANGUAGES
+from hybridcl.errors import ConfigError, unknown_choice
+from hybridcl.strategies import STRATEGIES
 
 
 @dataclass
@@ -214,15 +212,13 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, key: str = "") -> None:
-        from hybridcl.strategies import STRATEGIES  # late: strategies import config
-
-        if self.strategy != "all" and self.strategy not in STRATEGIES:
-            raise ConfigError(_unknown("strategy", self.strategy, [*STRATEGIES, "all"]))
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(unknown_choice("strategy", self.strategy, STRATEGIES))
         if not self.tasks:
             raise ConfigError("tasks is empty: give at least one language, e.g. tasks=[python,javascript]")
         for language in self.tasks:
             if language not in LANGUAGES:
-                raise ConfigError(_unknown("tasks", language, LANGUAGES))
+                raise ConfigError(unknown_choice("tasks", language, LANGUAGES))
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks = {self.tasks}: each language may appear once")
 
@@ -243,6 +239,28 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
 
     An override ``preset=NAME`` or ``config=FILE`` among ``overrides`` picks the starting point.
     """
+    raw = raw_config(preset, overrides, file)
+    if "sweep" in raw:
+        raise ConfigError("this config has a `sweep:` section: run it with `hybridcl run`, which runs every point")
+    return build_config(raw)
+
+
+def build_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """A validated config from a mapping of keys to values."""
+    config = from_dict(ExperimentConfig, raw)
+    validate(config)
+    return config
+
+
+def load_config_file(path: str | Path) -> ExperimentConfig:
+    """A validated config from a YAML file that holds every key (e.g. a run's resolved ``config.yaml``)."""
+    path = Path(path)
+    return build_config(_parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path)))
+
+
+def raw_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+               file: str | Path | None = None) -> dict[str, Any]:
+    """The unvalidated mapping :func:`load_config` builds from (a sweep expands it into several configs)."""
     rest = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -258,10 +276,8 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
         raw = _load_preset(preset or "default")
     raw = dict(raw)
     for item in rest:
-        _apply_override(raw, item)
-    config = from_dict(ExperimentConfig, raw)
-    validate(config)
-    return config
+        apply_override(raw, item)
+    return raw
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -287,7 +303,7 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"preset {name!r} extends itself through {' -> '.join(seen)}")
     path = resources.files("hybridcl") / "presets" / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(_unknown("preset", name, preset_names()))
+        raise ConfigError(unknown_choice("preset", name, preset_names()))
     raw = _parse_yaml(path.read_text(), f"preset {name} ({path})")
     raw.setdefault("preset", name)
     parent = raw.pop("extends", None)
@@ -335,7 +351,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=1)")
@@ -364,7 +380,7 @@ def from_dict(cls: type, raw: Any, key: str = "") -> Any:
     for name, value in raw.items():
         full = f"{key}.{name}" if key else str(name)
         if name not in names:
-            raise ConfigError(_unknown("config key", full, [f"{key}.{n}" if key else n for n in names]))
+            raise ConfigError(unknown_choice("config key", full, [f"{key}.{n}" if key else n for n in names]))
         kwargs[name] = _coerce(hints[name], value, full)
     return cls(**kwargs)
 
@@ -420,13 +436,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r} must be a string")
         return str(value)
     raise TypeError(f"config field {key} has an unsupported type {tp}")  # a bug in hybridcl, not user input
-
-
-def _unknown(what: str, value: str, allowed: typing.Iterable[str]) -> str:
-    allowed = list(allowed)
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown {what} {value!r}{hint}: allowed are {', '.join(allowed)}"
 
 
 def _positive(value: float, key: str) -> None:

@@ -28,14 +28,6 @@ def _empty_target(out: Path) -> Path:
     return out
 
 
-def _task_key(run, task: str, scope: str) -> str:
-    from hybridcl.model.components import SHARED
-
-    if scope == "shared":
-        return SHARED
-    return task if task in run.components.tasks else run.components.tasks[-1]
-
-
 def _check_task(run, task: str) -> str:
     if task == "auto":
         raise RunError("export needs one task's components: pass --task with one of " + ", ".join(run.config.tasks))
@@ -53,7 +45,6 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
     run = load_run(run_dir, seed=seed)
     task = _check_task(run, task)
     components = run.components
-    strategy = components.strategy
     components.route(task)
     model = components.model
     if isinstance(model, PeftModel):
@@ -61,15 +52,14 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
         # Merge in float64 and round once: W + scale * B @ A lands on the nearest representable weight.
         model.to(torch.float64)
         # stacked (O-LoRA): every adapter trained so far is active for every task, so all are merged
-        names = list(components.tasks) if strategy.lora == "stacked" else [_task_key(run, task, strategy.lora)]
-        model = model.merge_and_unload(adapter_names=names)
+        model = model.merge_and_unload(adapter_names=components.adapter_keys(task))
         model.to(dtype)
     if components.slot is not None:
         family = family_of(model)
         stack = family.stack(model)
         if not isinstance(stack[-1], FullLayerSlot):
             raise RunError(f"run {run.run_dir}: the full-layer slot is not the last block; this run cannot be exported")
-        block = stack[-1].full_layers[_task_key(run, task, strategy.full_layer)]
+        block = stack[-1].full_layers[components.layer_key(task)]
         stack[-1] = block  # the module now sits at the real index: its weights are saved under it
         if family.name == "t5":
             model.config.num_decoder_layers = len(model.get_decoder().block)
@@ -99,15 +89,16 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
     run = load_run(run_dir, seed=seed)
     task = _check_task(run, task)
     strategy = run.components.strategy
-    if strategy.lora == "none" or not isinstance(run.model, PeftModel):
+    if not strategy.lora.used or not isinstance(run.model, PeftModel):
         raise RunError(f"run {run.run_dir} ({strategy.name}) has no LoRA adapter: export it with --merged")
-    if strategy.full_layer != "none" or strategy.train_base:
+    if strategy.full_layer.used or strategy.train_base:
         raise RunError(f"run {run.run_dir} ({strategy.name}) has a full layer or trained base weights, which a PEFT "
                        "adapter cannot hold: export it with --merged")
-    if strategy.lora == "stacked":
+    keys = run.components.adapter_keys(task)
+    if len(keys) > 1:
         raise RunError(f"run {run.run_dir} ({strategy.name}) uses all its adapters together, which one PEFT adapter "
                        "cannot hold: export it with --merged")
-    key = _task_key(run, task, strategy.lora)
+    (key,) = keys
     name = run.config.model.name
     with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
         run.model.save_pretrained(tmp, selected_adapters=[key], safe_serialization=True)

@@ -42,11 +42,6 @@ class LoadedRun:
         """The run's tasks (in training order)."""
         return list(self.config.tasks)
 
-    @property
-    def trained_tasks(self) -> list[str]:
-        """The stages trained so far (``["joint"]`` for the joint baseline)."""
-        return list(self.components.tasks)
-
     def check_task(self, task: str) -> str:
         if task == AUTO or task in self.config.tasks:
             return task
@@ -101,16 +96,6 @@ class LoadedRun:
         return out
 
 
-def finished_stages(seed_dir: Path) -> list[str]:
-    """The stages (tasks) a seed finished, in order, from its ``state.json``."""
-    from hybridcl.io import read_json
-
-    state_file = seed_dir / "state.json"
-    if not state_file.is_file():
-        raise RunError(f"{seed_dir} has no state.json: the seed never started; run it with `hybridcl run`")
-    return [t["task"] for t in read_json(state_file)["train"]]
-
-
 def load_run(path: str | Path, *, seed: int | None = None, device: str | None = None) -> LoadedRun:
     """Rebuild a run's model with the components saved after its last finished task.
 
@@ -118,29 +103,32 @@ def load_run(path: str | Path, *, seed: int | None = None, device: str | None = 
     ``"cuda"``... (default: the base model's loading device, CPU). Raises :class:`RunError` if the
     folder is not a run or the seed finished no task.
     """
-    from hybridcl.continual import load_run_config
     from hybridcl.io import load_tensors
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
+    from hybridcl.run_dir import SeedDir, load_run_config
     from hybridcl.strategies import get_strategy
+    from hybridcl.sweep import is_sweep, sweep_run_dirs
 
     run_dir = Path(path)
+    if is_sweep(run_dir):
+        raise RunError(f"{run_dir} is a sweep of several runs: load one of them, e.g. {sweep_run_dirs(run_dir)[0]}")
     config = load_run_config(run_dir)
-    if config.strategy == "all":
-        raise RunError(f"{run_dir} holds one run per strategy: load one of them, e.g. {run_dir / 'lora_only'}")
     seed = config.run.seeds[0] if seed is None else seed
     if seed not in config.run.seeds:
         raise RunError(f"run {run_dir} has no seed {seed}: choose one of {config.run.seeds}")
-    seed_dir = run_dir / f"seed-{seed}"
-    stages = finished_stages(seed_dir)
+    seed_dir = SeedDir(run_dir, seed)
+    if not seed_dir.state_file.is_file():
+        raise RunError(f"{seed_dir.path} has no state.json: the seed never started; run it with `hybridcl run`")
+    stages = seed_dir.load_state().stages_done
     if not stages:
-        raise RunError(f"{seed_dir} finished no task yet: resume it with `hybridcl run --resume {run_dir}`")
+        raise RunError(f"{seed_dir.path} finished no task yet: resume it with `hybridcl run --resume {run_dir}`")
     base = load_base(config.model)
     components = ComponentSet(base.model, base.kind, get_strategy(config.strategy), config.components)
     with torch.random.fork_rng(devices=[]):
         for stage in stages:
             components.activate(stage)
-    stage_dir = seed_dir / "tasks" / f"{len(stages)}-{stages[-1]}"
+    stage_dir = seed_dir.stage_dir(len(stages), stages[-1])
     components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
     components.model.requires_grad_(False)
     components.model.eval()

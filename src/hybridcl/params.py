@@ -13,7 +13,7 @@ from torch import nn
 from hybridcl.config import ExperimentConfig
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.full_layer import SLOT_ATTR, family_of
-from hybridcl.model.loading import _model_class, base_config
+from hybridcl.model.loading import base_config, model_class
 from hybridcl.strategies import SEED_STRATEGIES, get_strategy
 
 T5_TARGET_OPTIONS = (("q", "v"), ("q", "k", "v", "o"), ("q", "k", "v", "o", "wi"), ("q", "k", "v", "o", "wi", "wo"))
@@ -25,7 +25,7 @@ def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> C
     """The model and ``strategy``'s components after ``n_tasks`` tasks, on the meta device."""
     arch = base_config(config.model)
     with torch.device("meta"):
-        model = _model_class(arch).from_config(arch)
+        model = model_class(arch).from_config(arch)
         model.requires_grad_(False)
         components = ComponentSet(model, "seq2seq" if arch.is_encoder_decoder else "causal", get_strategy(strategy),
                                   config.components)

@@ -17,50 +17,38 @@ fraction of evaluating it. Ties go to the earlier task.
 
 Why it matters: with a task id, per-task components cannot forget (training a later task never
 touches an earlier task's parts), so any forgetting a per-task strategy shows must come from
-somewhere else; routing without a task id is the usual suspect, and :func:`evaluate_routing`
-measures it (routing accuracy and the matrix under routing, row by row).
+somewhere else; routing without a task id is the usual suspect, and and :class:`hybridcl.evaluator.MatrixEvaluator` measure it (routing accuracy and the matrix under
+routing, row by row).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from hybridcl.data.batching import collate
+from hybridcl.evaluate.generate import encode_prompts
+from hybridcl.loss import token_scores
+from hybridcl.results import Matrix
 
 METHOD = "min_prompt_loss"
 
 
 def routable_tasks(components) -> list[str]:
     """Tasks that own per-task parts (a routing choice exists only between these)."""
-    strategy = components.strategy
-    if "per_task" not in (strategy.lora, strategy.full_layer):
-        return []
-    return list(components.tasks)
+    return list(components.tasks) if components.strategy.routable else []
 
 
 @torch.no_grad()
-def _losses_one_task(model, tokenizer, kind: str, encoded: list[list[int]], batch_size: int) -> list[float]:
-    from hybridcl.evaluate.generate import _batch_tensors, _pad_id
-
+def _losses_one_task(model, pad_id: int, kind: str, encoded: list[list[int]], batch_size: int) -> list[float]:
     device = next(model.parameters()).device
-    pad = _pad_id(tokenizer)
     out: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        seqs = encoded[start:start + batch_size]
-        ids, mask = _batch_tensors(seqs, pad, left=False, device=device)
-        if kind == "causal":
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            targets, weight = ids[:, 1:], mask[:, 1:]
-        else:  # decoder inputs from the labels, as training builds them; no labels: the model computes no loss
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            decoder_ids = base.prepare_decoder_input_ids_from_labels(ids.masked_fill(mask == 0, -100))
-            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
-            targets, weight = ids, mask
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        per_seq = (nll * weight).sum(1) / weight.sum(1).clamp(min=1)
-        out.extend(per_seq.tolist())
+        # the source is its own target: causal, its LM loss; seq2seq, the loss of reconstructing it
+        features = [{"input_ids": seq, "labels": seq} for seq in encoded[start:start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(features, pad_id, kind).items()}
+        scores = token_scores(model, batch, kind)
+        out.extend((scores.nll.sum(1) / scores.mask.sum(1).clamp(min=1)).tolist())
     return out
 
 
@@ -70,9 +58,7 @@ def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], task
 
     Leaves the components routed as they were.
     """
-    from hybridcl.evaluate.generate import _encode
-
-    encoded = _encode(tokenizer, sources, kind, max_source_len)
+    encoded = encode_prompts(tokenizer, sources, kind, max_source_len)
     model = components.model
     was_training, active = model.training, components.active
     model.eval()
@@ -80,7 +66,7 @@ def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], task
         columns = []
         for task in tasks:
             components.route(task)
-            columns.append(_losses_one_task(model, tokenizer, kind, encoded, batch_size))
+            columns.append(_losses_one_task(model, tokenizer.pad_token_id, kind, encoded, batch_size))
     finally:
         model.train(was_training)
         if active is not None:
@@ -113,120 +99,21 @@ def routing_accuracy(true_tasks: Sequence[str], chosen: Sequence[str]) -> float 
     return 100.0 * sum(t == c for t, c in zip(true_tasks, chosen)) / len(true_tasks)
 
 
-def evaluate_routing(config, base, components, data, seed_dir: Path, *, row: int, progress: bool = False) -> dict | None:
-    """Route every task's validation prompts without the task id and score matrix row ``row``.
-
-    Call it right after row ``row`` was evaluated with the task id, with the components as they
-    are then. Returns ``None`` when fewer than two tasks have per-task parts (nothing to choose:
-    the row is the same as with the task id). Otherwise ``{"method", "tasks", "accuracy"
-    (percent), "per_task_accuracy", "confusion" ({true: {chosen: count}}), "n", "row" ({metric:
-    [score per task]})}``.
-
-    Only prompts routed to another task are generated again (with that task's parts and its
-    language's prompt template); correctly routed prompts keep the prediction already made with
-    the task id (``predictions/row{row}-{task}.jsonl``), so the extra cost is one forward pass per
-    prompt and task plus the misrouted prompts' generation.
-    """
-    from hybridcl.data.tasks import format_prompt
-    from hybridcl.evaluate.generate import generate
-    from hybridcl.evaluate.metrics import score
-    from hybridcl.evaluate.postprocess import extract_code
-    from hybridcl.io import write_text
-
-    tasks = [t for t in routable_tasks(components) if t in config.tasks]
-    if len(tasks) < 2:
-        return None
-    cfg = config.eval
-    text_to_code = config.data.direction == "text-to-code"
-    active = components.active
-    per_task_acc, confusion, scores_row = {}, {}, {}
-    all_true, all_chosen = [], []
-    try:
-        for task in config.tasks:
-            examples = data[task].val[: cfg.max_examples]
-            chosen = route(components, base.tokenizer, base.kind, [ex.source for ex in examples], tasks=tasks,
-                           max_source_len=config.data.max_source_len, batch_size=cfg.batch_size)
-            all_true += [task] * len(examples)
-            all_chosen += chosen
-            per_task_acc[task] = routing_accuracy([task] * len(examples), chosen)
-            confusion[task] = {t: sum(c == t for c in chosen) for t in tasks}
-            task_id_file = seed_dir / "predictions" / f"row{row}-{task}.jsonl"
-            predictions = [json.loads(line)["prediction"] for line in task_id_file.read_text().splitlines() if line]
-            for other in tasks:
-                idx = [k for k, c in enumerate(chosen) if c == other and other != task]
-                if not idx:
-                    continue
-                components.route(other)
-                prompts = [format_prompt(examples[k].source, other, config.data.direction, base.kind) for k in idx]
-                texts = generate(components.model, base.tokenizer, prompts, kind=base.kind,
-                                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                 num_beams=cfg.num_beams, do_sample=cfg.do_sample, temperature=cfg.temperature,
-                                 top_p=cfg.top_p, max_source_len=config.data.max_source_len, progress=progress,
-                                 desc=f"row {row} routed {task} -> {other}")
-                for k, text in zip(idx, texts):
-                    predictions[k] = extract_code(text) if text_to_code else text
-            scores_row[task] = score(predictions, [ex.target for ex in examples], language=task,
-                                     direction=config.data.direction)
-            lines = [json.dumps({"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target})
-                     for ex, c, p in zip(examples, chosen, predictions)]
-            write_text(seed_dir / "predictions" / f"routed-row{row}-{task}.jsonl", "\n".join(lines) + "\n")
-    finally:
-        if active is not None:
-            components.route(active)
-    return {
-        "method": METHOD,
-        "tasks": tasks,
-        "accuracy": routing_accuracy(all_true, all_chosen),
-        "per_task_accuracy": per_task_acc,
-        "confusion": confusion,
-        "n": len(all_true),
-        # the same layout as a row of results["matrix"]: metric -> one score per task (None where undefined)
-        "row": {m: [scores_row[t].get(m) for t in config.tasks]
-                for m in dict.fromkeys(m for scores in scores_row.values() for m in scores)},
-    }
-
-
-def routed_results(task_id_matrix: dict[str, list[list]], routed_rows: dict[int, dict]) -> dict | None:
+def routed_results(matrix: Matrix, routed_rows: dict[int, dict]) -> dict | None:
     """A seed's ``routing`` results: the last routed row's accuracy and confusion, and the whole
     matrix under routing with its CL metrics.
 
     Rows that were not routed (the base row, and rows with a single task's parts, where there is
     nothing to choose) are the same as with the task id.
     """
-    from hybridcl.cl_metrics import cl_metrics
-
     if not routed_rows:
         return None
     last = routed_rows[max(routed_rows)]
-    n_rows = len(next(iter(task_id_matrix.values())))
-    matrix = {m: [routed_rows[i]["row"].get(m, rows[i]) if i in routed_rows else rows[i] for i in range(n_rows)]
-              for m, rows in task_id_matrix.items()}
+    routed = matrix.with_rows({i: r["row"] for i, r in routed_rows.items()})
     return {
         **{k: last[k] for k in ("method", "tasks", "accuracy", "per_task_accuracy", "confusion", "n")},
         "accuracy_per_row": {str(i): routed_rows[i]["accuracy"] for i in sorted(routed_rows)},
-        "matrix": matrix,
-        "matrix_last_row": {m: rows[-1] for m, rows in matrix.items()},
-        "cl_metrics": {m: cl_metrics(rows) for m, rows in matrix.items()},
-    }
-
-
-def aggregate_routing(seed_results: list[dict]) -> dict | None:
-    """Mean and standard deviation over seeds of the routing results (None if no seed has any)."""
-    from hybridcl.stats import mean_std, mean_std_nested
-
-    runs = [r.get("routing") for r in seed_results]
-    if not runs or any(r is None for r in runs):
-        return None
-    first = runs[0]
-    return {
-        "method": first["method"],
-        "tasks": first["tasks"],
-        "n": first["n"],
-        "accuracy": mean_std([r["accuracy"] for r in runs]),
-        "per_task_accuracy": mean_std_nested([r["per_task_accuracy"] for r in runs]),
-        "confusion": mean_std_nested([r["confusion"] for r in runs]),
-        "accuracy_per_row": mean_std_nested([r["accuracy_per_row"] for r in runs]),
-        "matrix": mean_std_nested([r["matrix"] for r in runs]),
-        "matrix_last_row": mean_std_nested([r["matrix_last_row"] for r in runs]),
-        "cl_metrics": mean_std_nested([r["cl_metrics"] for r in runs]),
+        "matrix": routed.values,
+        "matrix_last_row": {m: rows[-1] for m, rows in routed.values.items()},
+        "cl_metrics": routed.cl_metrics(),
     }

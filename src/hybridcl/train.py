@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -27,6 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 from hybridcl.config import TrainConfig
 from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
+from hybridcl.loss import decoder_inputs_fn, token_scores
 
 
 class TrainingDiverged(HybridclError):
@@ -56,23 +56,6 @@ def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
         precision = "bf16" if cfg.precision == "bf16" else "no"
     return Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
-
-
-def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, shift_labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the cross-entropy over target tokens, and their number.
-
-    The model gets no labels, so it computes no loss of its own: seq2seq decoder inputs come from
-    ``shift_labels`` (the base model's ``prepare_decoder_input_ids_from_labels``).
-    """
-    labels = batch["labels"]
-    if kind == "seq2seq":
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=shift_labels(labels)).logits
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = labels[:, 1:]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return loss, (labels != -100).sum()
 
 
 def train_task(
@@ -110,8 +93,7 @@ def train_task(
 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    shift_labels = getattr(base, "prepare_decoder_input_ids_from_labels", None)
+    decoder_inputs = decoder_inputs_fn(model)  # before prepare(): a wrapped model hides it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     model.train()
@@ -125,7 +107,8 @@ def train_task(
         for epoch in range(n_epochs):
             for batch in epoch_loader(epoch):
                 with accelerator.accumulate(model):
-                    loss_sum, n_tokens = token_loss(model, batch, kind, shift_labels)
+                    scores = token_scores(model, batch, kind, decoder_inputs=decoder_inputs)
+                    loss_sum, n_tokens = scores.nll.sum(), scores.mask.sum()
                     # Gradients are averaged over processes: scale so that the step is the global-batch mean.
                     loss = loss_sum * accelerator.num_processes / accelerator.reduce(n_tokens, "sum").clamp(min=1)
                     if penalty is not None:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridcl.data.tasks import KINDS, Example, _template
+from hybridcl.constants import IGNORE_INDEX, KINDS
+from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError
 
-IGNORE_INDEX = -100
 _CACHE_FORMAT = 1
 _CHUNK = 256  # texts per tokenizer call
 
@@ -42,11 +42,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        """Per example: the longer of input and labels (tokens), for length grouping."""
-        return [max(len(a), len(b)) for a, b in zip(self.input_ids, self.labels)]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -131,7 +126,7 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
         return Encoded([], [], 0, 0)
     prompts = []
     for e in examples:
-        prefix, suffix = _template(e.language, e.direction, kind)
+        prefix, suffix = prompt_template(e.language, e.direction, kind)
         prompts.append(f"{prefix}{e.source}{suffix}")
     targets = [e.target for e in examples]
     n_src = n_tgt = 0
@@ -163,7 +158,7 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
 
 def _cut_prompt(tokenizer: Any, example: Example, full: list[int], limit: int, eos: int | None) -> list[int]:
     """Shorten the source inside the template so the prompt keeps its start and its cue."""
-    prefix, suffix = _template(example.language, example.direction, "causal")
+    prefix, suffix = prompt_template(example.language, example.direction, "causal")
     head = list(tokenizer(prefix, add_special_tokens=True)["input_ids"])
     if eos is not None and head and head[-1] == eos:
         head = head[:-1]

@@ -10,11 +10,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hybridcl.constants import LANGUAGES as CSN_LANGUAGES  # CodeSearchNet's six
 from hybridcl.data.records import Record, iter_json_lines, read_records, record_from_dict
 from hybridcl.errors import DataError
 
 SOURCES = ("bundled", "codesearchnet", "jsonl", "hf")
-CSN_LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
 _HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 # Hugging Face ``code_search_net`` column -> record field
 HF_FIELDS = {

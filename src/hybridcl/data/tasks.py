@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
 from hybridcl.data.readers import read_split
 from hybridcl.data.records import Record
@@ -20,10 +21,6 @@ from hybridcl.errors import DataError
 
 if TYPE_CHECKING:
     from hybridcl.config import DataConfig
-
-DIRECTIONS = ("text-to-code", "code-to-text")
-KINDS = ("seq2seq", "causal")
-LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript", "java": "Java", "go": "Go", "php": "PHP", "ruby": "Ruby"}
 
 
 @dataclass
@@ -114,7 +111,7 @@ def _char_col(line: str, byte_col: int) -> int:
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
 
-def _template(language: str, direction: str, kind: str) -> tuple[str, str]:
+def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]:
     """``(prefix, suffix)`` put around the source text to make the prompt."""
     _check_direction(direction)
     if kind not in KINDS:
@@ -134,7 +131,7 @@ def format_prompt(example_or_source: str | Example, language: str, direction: st
     (text-to-code) or ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text).
     """
     source = example_or_source.source if isinstance(example_or_source, Example) else example_or_source
-    prefix, suffix = _template(language, direction, kind)
+    prefix, suffix = prompt_template(language, direction, kind)
     return f"{prefix}{source}{suffix}"
 
 

@@ -11,12 +11,12 @@ should continue the prompt, not start after an end of text. Every output is cut 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-Kind = Literal["seq2seq", "causal"]
+from hybridcl.constants import Kind
 
 
 def _pad_id(tokenizer) -> int:
@@ -27,7 +27,8 @@ def _pad_id(tokenizer) -> int:
     raise ValueError("tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
-def _encode(tokenizer, prompts: Sequence[str], kind: Kind, max_source_len: int) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: Sequence[str], kind: Kind, max_source_len: int) -> list[list[int]]:
+    """Token ids of each prompt as the model reads it: causal prompts left-cut and without a closing EOS."""
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
     out = []
@@ -99,7 +100,7 @@ def generate(
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = _pad_id(tokenizer)
-    encoded = _encode(tokenizer, prompts, kind, max_source_len)
+    encoded = encode_prompts(tokenizer, prompts, kind, max_source_len)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
 
     gen_kwargs = dict(

@@ -21,6 +21,8 @@ import warnings
 import xml.sax.saxutils
 from typing import Sequence
 
+from hybridcl.constants import DIRECTIONS
+
 # ---- CodeXGLUE smoothed BLEU (port of Code-Text/code-to-text/code/bleu.py) -------------------------
 # Module-level settings of the original: nonorm = 0, preserve_case = False, eff_ref_len = "shortest".
 
@@ -207,9 +209,6 @@ def _warn_once(message: str) -> None:
     if message not in _codebleu_warned:
         _codebleu_warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-DIRECTIONS = ("text-to-code", "code-to-text")
 
 
 def score(

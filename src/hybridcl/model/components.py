@@ -23,12 +23,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from hybridcl.config import ComponentsConfig
+from hybridcl.constants import Kind
 from hybridcl.errors import ModelError
 from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of
-from hybridcl.model.loading import Kind
 from hybridcl.strategies import Strategy
-
-SHARED = "shared"
 
 
 @dataclass
@@ -56,9 +54,9 @@ class ComponentSet:
         self.strategy = strategy
         self.cfg = cfg
         self.model: nn.Module = model  # becomes a PeftModel once the first adapter exists
-        self.tasks: list[str] = []  # tasks activated so far, in order
+        self.tasks: list[str] = []  # stages activated so far, in order (a task, or `joint`)
         self.active: str | None = None
-        self.slot: FullLayerSlot | None = attach_slot(model) if strategy.full_layer != "none" else None
+        self.slot: FullLayerSlot | None = attach_slot(model) if strategy.full_layer.used else None
         if self.slot is not None:
             self._template = family_of(model).stack(model)[-2]
 
@@ -69,11 +67,11 @@ class ComponentSet:
         if task not in self.tasks:
             self.tasks.append(task)
         if self.slot is not None:
-            key = self._key(self.strategy.full_layer, task)
+            key = self.strategy.full_layer.key(task)
             if key not in self.slot.full_layers:
                 self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections)
-        if self.strategy.lora != "none":
-            name = self._key(self.strategy.lora, task)
+        if self.strategy.lora.used:
+            name = self.strategy.lora.key(task)
             if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
                 self._add_adapter(name)
         self.route(task)
@@ -83,15 +81,26 @@ class ComponentSet:
         """Send the forward pass through ``task``'s parts (or the latest task's, if it has none yet)."""
         if not self.tasks:
             raise ModelError("no task has been activated yet: call activate(task) first")
-        known = task if task in self.tasks else self.tasks[-1]
         if isinstance(self.model, PeftModel):
-            if self.strategy.lora == "stacked":  # every adapter so far, summed: the task id is not used
-                self.model.base_model.set_adapter(list(self.tasks))
-            else:
-                self.model.set_adapter(self._key(self.strategy.lora, known))
+            keys = self.adapter_keys(task)
+            if len(keys) == 1:
+                self.model.set_adapter(keys[0])
+            else:  # several adapters summed (stacked, O-LoRA): only the LoRA model takes a list
+                self.model.base_model.set_adapter(keys)
         if self.slot is not None:
-            self.slot.active = self._key(self.strategy.full_layer, known)
+            self.slot.active = self.layer_key(task)
         self.active = task
+
+    def _known(self, task: str) -> str:
+        return task if task in self.tasks else self.tasks[-1]
+
+    def adapter_keys(self, task: str) -> list[str]:
+        """The LoRA adapters that serve ``task`` (a task not trained yet: the latest task's)."""
+        return self.strategy.lora.active_keys(self._known(task), self.tasks)
+
+    def layer_key(self, task: str) -> str:
+        """The full layer that serves ``task`` (a task not trained yet: the latest task's)."""
+        return self.strategy.full_layer.key(self._known(task))
 
     @contextlib.contextmanager
     def base_only(self):
@@ -108,9 +117,6 @@ class ComponentSet:
         finally:
             if self.slot is not None:
                 self.slot.active = slot_active
-
-    def _key(self, scope: str, task: str) -> str:
-        return SHARED if scope == "shared" else task
 
     def _add_adapter(self, name: str) -> None:
         lora = self.cfg.lora
@@ -137,12 +143,12 @@ class ComponentSet:
         if self.strategy.train_base:
             self.base.requires_grad_(True)
         if isinstance(self.model, PeftModel):
-            name = self._key(self.strategy.lora, task)
+            name = self.strategy.lora.key(task)
             for pname, p in self.model.named_parameters():
                 if f".{name}." in pname and "lora_" in pname:
                     p.requires_grad_(True)
         if self.slot is not None:
-            self.slot.full_layers[self._key(self.strategy.full_layer, task)].requires_grad_(True)
+            self.slot.full_layers[self.strategy.full_layer.key(task)].requires_grad_(True)
 
     # -- parameters and state --------------------------------------------------------------
 

@@ -138,13 +138,6 @@ def attach_slot(model: nn.Module) -> FullLayerSlot:
     return slot
 
 
-def find_slot(model: nn.Module) -> FullLayerSlot | None:
-    for module in model.modules():
-        if isinstance(module, FullLayerSlot):
-            return module
-    return None
-
-
 def _t5_passthrough(signature: inspect.Signature):
     # A T5 block returns (hidden_states, self-attention position bias, cross-attention position bias).
     def passthrough(*args, **kwargs):

@@ -90,7 +90,7 @@ def load_base(cfg: ModelConfig) -> Base:
         config = base_config(cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
-            model = _model_class(config).from_config(config)
+            model = model_class(config).from_config(config)
         tokenizer = _offline_tokenizer(name.partition(":")[2], cfg) if name.startswith("random:") else ByT5Tokenizer()
     elif name.startswith("embedded:"):
         folder = embedded_folder(name.partition(":")[2])
@@ -140,14 +140,14 @@ def base_config(cfg: ModelConfig) -> PretrainedConfig:
         raise ModelError(f"model {name}: {str(exc).splitlines()[0]}") from exc
 
 
-def _model_class(config: PretrainedConfig):
+def model_class(config: PretrainedConfig):
     return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
 
 
 def _load_pretrained(cfg: ModelConfig):
     config = base_config(cfg)
     try:
-        model = _model_class(config).from_pretrained(
+        model = model_class(config).from_pretrained(
             cfg.name, use_safetensors=None if cfg.allow_pickle else True, **_hub_kwargs(cfg, cfg.name)
         )
     except OSError as exc:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hybridcl.constants import HEADLINE_METRIC as HEADLINE
+from hybridcl.constants import LANGUAGE_NAMES
 from hybridcl.errors import RunError
 from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
 from hybridcl.stats import mean
-
-HEADLINE = "bleu_codexglue"
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds"}
 
 
@@ -29,8 +29,6 @@ def _avg(values):
 
 
 def _language(task: str) -> str:
-    from hybridcl.data.tasks import LANGUAGE_NAMES
-
     return LANGUAGE_NAMES.get(task, task)
 
 
@@ -53,9 +51,14 @@ def _forgetting_routed(results: dict) -> float | None:
 
 
 def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
-    """Run folders, with a ``strategy=all`` folder replaced by the runs inside it."""
+    """Run folders, with a sweep folder replaced by the runs inside it."""
+    from hybridcl.sweep import is_sweep, sweep_run_dirs
+
     out = []
     for run_dir in map(Path, run_dirs):
+        if is_sweep(run_dir):
+            out += sweep_run_dirs(run_dir)
+            continue
         if (run_dir / "results.json").is_file() and "matrix" in read_json(run_dir / "results.json"):
             out.append(run_dir)
             continue
@@ -72,13 +75,18 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
         results = read_json(Path(run_dir) / "results.json")
         tasks = results["tasks"]
         final = [mean(v) for v in results["matrix"][HEADLINE][-1]]
+        # the seed reports each task's score right after its own training: row i of task i
+        own = [mean(results["matrix"][HEADLINE][results["rows"].index(t)][i]) if t in results["rows"] else None
+               for i, t in enumerate(tasks)]
         metrics = results["cl_metrics"][HEADLINE]
         syntax = results["matrix"].get("syntax_pass")
-        passes = {m: _avg(mean(v) for v in matrix[-1]) for m, matrix in results["matrix"].items() if m.startswith("pass@")}
+        final_humaneval = (results.get("humaneval") or {}).get("final") or {}
+        passes = {f"humaneval_{k}": mean(v) for k, v in final_humaneval.items() if k.startswith("pass@")}
         routing = results.get("routing") or {}
         rows.append({
             "strategy": results["strategy"],
             "run": str(run_dir),
+            **{f"{t}_bleu_own": own[i] for i, t in enumerate(tasks)},
             **{f"{t}_bleu": final[i] for i, t in enumerate(tasks)},
             "average_bleu": mean(metrics.get("average_final")),
             "forgetting_relative": mean(metrics.get("forgetting_relative")),
@@ -98,11 +106,12 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
 
 
 def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
-    labels = {f"{t}_bleu": f"{_language(t)} BLEU" for t in tasks}
+    labels = {f"{t}_bleu_own": f"{_language(t)} BLEU after its training" for t in tasks}
+    labels.update({f"{t}_bleu": f"{_language(t)} BLEU after the last task" for t in tasks})
     labels.update({"average_bleu": "average BLEU", "forgetting_relative": "forgetting (%)",
                    "trainable_params": "trainable params", "train_seconds": "training time (s)"})
     labels.update({f"{t}_syntax_pass": f"{_language(t)} syntax pass (%)" for t in tasks})
-    labels.update({m: f"{m} (%)" for m in extra})
+    labels.update({m: f"HumanEval {m.removeprefix('humaneval_')} (%)" for m in extra})
     labels.update({"bwt": "BWT", "fwt": "FWT", "routing_accuracy": "routing accuracy (%)",
                    "forgetting_routed": "forgetting, routed (%)"})
     return labels
@@ -118,17 +127,18 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
             row["strategy"] = f"{row['strategy']} ({Path(row['run']).name})"
     out_dir = Path(out_dir)
     tasks = rows[0]["tasks"]
-    extra = sorted({k for row in rows for k in row if k.startswith("pass@")})
+    extra = sorted({k for row in rows for k in row if k.startswith("humaneval_pass@")})
     for row in rows:
         for k in extra:
             row.setdefault(k, None)
-    seed_columns = [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "trainable_params",
+    seed_columns = [f"{t}_bleu_own" for t in tasks] + [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "trainable_params",
                                                    "train_seconds"]
     more_columns = [f"{t}_syntax_pass" for t in tasks] + extra + ["bwt", "fwt", "routing_accuracy",
                                                                     "forgetting_routed"]
     labels = _labels(tasks, extra)
     lines = ["# Strategy comparison", "",
-             "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100) after the last task; forgetting is the seed's relative "
+             "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100), right after each task's own training (the seed's "
+             "table) and after the last task; forgetting is the seed's relative "
              "forgetting in percent (with the task id); trainable parameters while training the last task; training "
              "time in seconds summed over tasks. Runs with several seeds show means.", ""]
     for title, columns in (("The seed's table", seed_columns),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hybridcl.constants import HEADLINE_METRIC as HEADLINE
+from hybridcl.errors import RunError
 from hybridcl.io import read_json, write_text
 from hybridcl.report import plots
 from hybridcl.stats import mean, mean_std
-
-HEADLINE = "bleu_codexglue"
+from hybridcl.strategies import STRATEGIES
 METRICS = {  # name -> (what it is, unit for axes)
     "bleu_codexglue": ("BLEU-4, CodeXGLUE smoothed (the seed's BLEU)", "BLEU (0-100)"),
     "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
@@ -67,11 +68,9 @@ def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and its PNG plots into ``run_dir`` (a finished run); return the report's path."""
     run_dir = Path(run_dir)
     results = read_json(run_dir / "results.json")
-    if "matrix" not in results:  # `strategy=all`: the folder holds one run per strategy
-        from hybridcl.errors import RunError
-
-        raise RunError(f"{run_dir} holds no single run's results: report one of its strategy folders, "
-                       f"or use `hybridcl compare {run_dir}/*`")
+    if "matrix" not in results:
+        raise RunError(f"{run_dir} holds no single run's results: report one of its run folders, "
+                       f"or use `hybridcl compare {run_dir}`")
     config = _config(run_dir)
     seeds = results.get("seeds", 1)
     show_std = seeds > 1
@@ -84,6 +83,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _matrices(run_dir, results, f, show_std)
     lines += _cl_table(results, f)
     lines += _routing(results, f)
+    lines += _humaneval(results, f)
     lines += _losses(run_dir, tasks)
     lines += _efficiency(run_dir, results, f)
     path = run_dir / "report.md"
@@ -92,11 +92,11 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def _config(run_dir: Path):
-    try:
-        from hybridcl.continual import load_run_config
+    from hybridcl.run_dir import load_run_config
 
+    try:
         return load_run_config(run_dir)
-    except Exception:  # a report of copied results without a valid config still renders
+    except RunError:  # a report of copied results without a valid config still renders
         return None
 
 
@@ -130,7 +130,8 @@ def _architecture(results, config, f) -> list[str]:
     lines = ["## Architecture and parameters", ""]
     if config is not None:
         lines += _arch_lines(config)
-    rows = [["base model (frozen)" if results["strategy"] not in ("full_finetune", "joint") else "base model (trained)",
+    strategy = STRATEGIES.get(results["strategy"])
+    rows = [["base model (trained)" if strategy and strategy.train_base else "base model (frozen)",
              f"{p['base']:,}", ""],
             ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
             ["full layer (each block)", f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
@@ -247,7 +248,7 @@ def _routing(results, f) -> list[str]:
         rows.append([metric, "routed"] + [f(v) for v in routed])
     lines += ["The last matrix row with the task id and under routing:", ""]
     lines += _table(["metric", "components chosen by", *results["tasks"]], rows) + [""]
-    headline = "bleu_codexglue"
+    headline = HEADLINE
     if headline in routing.get("matrix", {}):
         labels = ["base" if r == "base" else f"after {r}" for r in results["rows"]]
         lines += [f"The {headline} matrix under routing:", ""]
@@ -256,6 +257,22 @@ def _routing(results, f) -> list[str]:
         cl = routing["cl_metrics"][headline]
         lines += [f"Under routing: {', '.join(f'{label} {f(cl.get(key))}' for key, label in CL_COLUMNS)}.", ""]
     return lines
+
+
+def _humaneval(results, f) -> list[str]:
+    humaneval = results.get("humaneval")
+    if not humaneval:
+        return []
+    keys = [k for k in humaneval["final"] if k.startswith("pass@")]
+    rows = [[when, *(f(humaneval[when].get(k)) for k in keys)] for when in ("base", "final")]
+    final = humaneval["final"]
+    lines = ["## HumanEval", "", f"Functional correctness on {final.get('problems')} HumanEval problems, "
+             f"{final.get('samples')} samples each, run in the sandbox; `final` is the model after the last task "
+             "routed to the python task's components (pass@k in percent).", ""]
+    protections = final.get("protections")
+    if protections:
+        lines += [f"Sandbox protections in force: {', '.join(protections)}.", ""]
+    return lines + _table(["model", *keys], rows) + [""]
 
 
 def _losses(run_dir, tasks) -> list[str]:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.io import read_json
 from hybridcl.stats import mean
-
-HEADLINE = "bleu_codexglue"
 
 
 def _fmt(value, signed: bool = False) -> str:

@@ -1,7 +1,7 @@
 """Training rules of the baseline strategies: small hooks on the one training loop.
 
 - ``replay``: a share of each later task's training examples is drawn from earlier tasks' buffers.
-- ``joint``: one stage trained on every task's examples (the continual loop asks for all tasks).
+- ``joint``: one stage, trained on every task's examples.
 - ``ewc``: Elastic Weight Consolidation (Kirkpatrick et al. 2017): after each task the diagonal
   empirical Fisher information of the trainable weights is estimated; later tasks pay
   ``lambda/2 * sum F * (theta - theta*)^2``.
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
@@ -19,12 +20,23 @@ from hybridcl.data.tasks import Example, TaskData
 from hybridcl.strategies import Strategy
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: its name (a row label of the matrix, a checkpoint's name) and the tasks it trains on."""
+
+    name: str
+    tasks: list[str]
+
+
 class Rule:
-    """The plain rule: train on the stage's own examples, no penalty."""
+    """The plain rule: one stage per task, trained on the stage's own examples, no penalty."""
 
     def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
         self.config = config
         self.data = data
+
+    def stages(self, tasks: list[str]) -> list[Stage]:
+        return [Stage(t, [t]) for t in tasks]
 
     def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
         return [ex for t in stage_tasks for ex in self.data[t].train]
@@ -40,6 +52,13 @@ class Rule:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
+
+
+class Joint(Rule):
+    """Multi-task training: one stage, ``joint``, over every task's examples."""
+
+    def stages(self, tasks: list[str]) -> list[Stage]:
+        return [Stage("joint", list(tasks))]
 
 
 class Replay(Rule):
@@ -139,7 +158,7 @@ class OLoRA(Rule):
         return None if total is None else self.config.baselines.o_lora_lambda * total
 
 
-RULES = {None: Rule, "joint": Rule, "replay": Replay, "ewc": EWC, "o_lora": OLoRA}
+RULES = {None: Rule, "joint": Joint, "replay": Replay, "ewc": EWC, "o_lora": OLoRA}
 
 
 def make_rule(strategy: Strategy, config: ExperimentConfig, data: dict[str, TaskData]) -> Rule:

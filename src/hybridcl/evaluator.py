@@ -1,0 +1,139 @@
+"""The matrix evaluator: scores every task with the components as they stand, one matrix row per call.
+
+- :meth:`MatrixEvaluator.row` uses the task id: each task is scored with its own components.
+- :meth:`MatrixEvaluator.routed_row` scores the same row without it: :mod:`hybridcl.routing` picks
+  each prompt's components, and only misrouted prompts are generated again.
+- :meth:`MatrixEvaluator.humaneval` measures HumanEval pass@k through the python task's components.
+
+Predictions are returned, not written: the recipe keeps them and decides where they go.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybridcl.config import ExperimentConfig
+from hybridcl.data.tasks import Example, TaskData, format_prompt
+from hybridcl.evaluate.efficiency import Meter
+from hybridcl.evaluate.generate import generate
+from hybridcl.evaluate.metrics import score
+from hybridcl.evaluate.postprocess import extract_code
+from hybridcl.model.components import ComponentSet
+from hybridcl.model.loading import Base
+from hybridcl.routing import METHOD, route, routable_tasks, routing_accuracy
+
+
+@dataclass
+class Row:
+    """One matrix row: a cell per task (``None``: not evaluated) and each task's predictions."""
+
+    cells: dict[str, dict | None]
+    predictions: dict[str, list[str]]
+
+
+@dataclass
+class RoutedRow:
+    """A row scored without the task id (see :func:`hybridcl.routing.routed_results` for the fields)."""
+
+    result: dict
+    chosen: dict[str, list[str]]  # task -> the task chosen for each of its prompts
+    predictions: dict[str, list[str]]
+
+
+class MatrixEvaluator:
+    """Generates on every task's evaluation examples and scores them."""
+
+    def __init__(self, config: ExperimentConfig, base: Base, components: ComponentSet, data: dict[str, TaskData],
+                 *, progress: bool = True):
+        self.config, self.base, self.components, self.data, self.progress = config, base, components, data, progress
+
+    def examples(self, task: str) -> list[Example]:
+        """The examples task ``task`` is scored on (``eval.max_examples`` of its validation split)."""
+        return self.data[task].val[: self.config.eval.max_examples]
+
+    def predict(self, language: str, sources: list[str], desc: str) -> list[str]:
+        """Generate from ``sources`` with ``language``'s prompt, through the components as routed now."""
+        cfg = self.config.eval
+        prompts = [format_prompt(s, language, self.config.data.direction, self.base.kind) for s in sources]
+        texts = generate(self.components.model, self.base.tokenizer, prompts, kind=self.base.kind,
+                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
+                         do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                         max_source_len=self.config.data.max_source_len, progress=self.progress, desc=desc)
+        return [extract_code(t) for t in texts] if self.config.data.direction == "text-to-code" else texts
+
+    def score(self, task: str, predictions: list[str]) -> dict:
+        examples = self.examples(task)
+        return score(predictions, [ex.target for ex in examples], language=task, direction=self.config.data.direction)
+
+    def row(self, i: int) -> Row:
+        """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
+        cells, predictions = {}, {}
+        for j, task in enumerate(self.config.tasks):
+            if i > 0 and not self.config.eval.forward_transfer and j >= i:
+                cells[task] = None
+                continue
+            if i > 0:
+                self.components.route(task)
+            examples = self.examples(task)
+            with Meter(next(self.components.model.parameters()).device) as meter:
+                predictions[task] = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
+                scores = self.score(task, predictions[task])
+            cells[task] = {**scores, "eval_seconds": meter.seconds, "n": len(examples)}
+        return Row(cells, predictions)
+
+    def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
+        """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.
+
+        Correctly routed prompts keep their prediction from ``with_task_id``; misrouted ones are
+        generated again with the chosen task's parts and that task's language in the prompt.
+        """
+        tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
+        if len(tasks) < 2:
+            return None
+        active = self.components.active
+        per_task_acc, confusion, cells, chosen_all, predictions_all = {}, {}, {}, {}, {}
+        all_true, all_chosen = [], []
+        try:
+            for task in self.config.tasks:
+                examples = self.examples(task)
+                chosen = route(self.components, self.base.tokenizer, self.base.kind, [ex.source for ex in examples],
+                               tasks=tasks, max_source_len=self.config.data.max_source_len,
+                               batch_size=self.config.eval.batch_size)
+                all_true += [task] * len(examples)
+                all_chosen += chosen
+                per_task_acc[task] = routing_accuracy([task] * len(examples), chosen)
+                confusion[task] = {t: sum(c == t for c in chosen) for t in tasks}
+                predictions = list(with_task_id.predictions[task])
+                for other in tasks:
+                    idx = [k for k, c in enumerate(chosen) if c == other and other != task]
+                    if not idx:
+                        continue
+                    self.components.route(other)
+                    texts = self.predict(other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}")
+                    for k, text in zip(idx, texts):
+                        predictions[k] = text
+                cells[task] = self.score(task, predictions)
+                chosen_all[task], predictions_all[task] = chosen, predictions
+        finally:
+            if active is not None:
+                self.components.route(active)
+        metrics = dict.fromkeys(m for cell in cells.values() for m in cell)
+        result = {
+            "method": METHOD, "tasks": tasks, "accuracy": routing_accuracy(all_true, all_chosen),
+            "per_task_accuracy": per_task_acc, "confusion": confusion, "n": len(all_true),
+            # the layout of a row of results["matrix"]: metric -> one score per task
+            "row": {m: [cells[t].get(m) for t in self.config.tasks] for m in metrics},
+        }
+        return RoutedRow(result, chosen_all, predictions_all)
+
+    def humaneval(self) -> dict:
+        """HumanEval pass@k of the base model and of the final model routed to the python task."""
+        from hybridcl.evaluate.functional import humaneval
+
+        def run():
+            return humaneval(self.components.model, self.base.tokenizer, self.base.kind, self.config.eval,
+                             max_source_len=self.config.data.max_source_len, progress=self.progress)
+
+        with self.components.base_only():
+            before = run()
+        self.components.route("python")
+        return {"base": before, "final": run()}

@@ -1,0 +1,174 @@
+"""Typed run records: a seed's saved progress, its matrix, its results, and the run's aggregate.
+
+Each record turns into the JSON documented in docs/results.md (``to_json``) and back
+(``from_json``), with a format version: a file of another format is refused with a message that
+says what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybridcl import __version__
+from hybridcl.cl_metrics import cl_metrics
+from hybridcl.errors import RunError
+from hybridcl.stats import mean_std, mean_std_nested
+
+FORMAT = 1
+# Keys of a matrix cell that describe the cell rather than score the model.
+CELL_INFO = ("n", "eval_seconds")
+TRAIN_AGGREGATED = ("seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "final_loss", "trainable_params")
+
+
+def _check_format(raw, what: str, where: Path | str, fix: str) -> None:
+    if not isinstance(raw, dict):
+        raise RunError(f"{where} is not a hybridcl {what} (a JSON object): {fix}")
+    if raw.get("format") != FORMAT:
+        raise RunError(f"{where} was written by hybridcl {raw.get('hybridcl', '?')} in format {raw.get('format')}; "
+                       f"this hybridcl ({__version__}) reads format {FORMAT}: start a new run")
+
+
+@dataclass
+class SeedState:
+    """A seed's progress, saved after every stage (``state.json``), enough to resume it."""
+
+    rows: list[dict[str, dict | None]] = field(default_factory=list)
+    """Matrix rows evaluated so far (row 0 = the base): task -> cell (metric -> value, ``n``,
+    ``eval_seconds``), ``None`` where the task was not evaluated."""
+    train: list[dict] = field(default_factory=list)
+    """One record per finished stage: ``task`` (the stage), steps, samples, seconds, losses... (docs/results.md)."""
+    routed: dict[int, dict] = field(default_factory=dict)
+    """Row index -> that row evaluated without the task id (:mod:`hybridcl.routing`)."""
+    finished: bool = False
+    """Every stage trained and evaluated, and ``results.json`` written."""
+
+    @property
+    def stages_done(self) -> list[str]:
+        return [t["task"] for t in self.train]
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "hybridcl": __version__, "rows": self.rows, "train": self.train,
+                "routed": {str(i): r for i, r in sorted(self.routed.items())}, "finished": self.finished}
+
+    @classmethod
+    def from_json(cls, raw, *, where: Path | str = "state.json", seed_dir: Path | str = "the seed folder") -> SeedState:
+        _check_format(raw, "state file", where, f"delete {seed_dir} and resume to redo that seed")
+        return cls(rows=raw["rows"], train=raw["train"], routed={int(i): r for i, r in raw.get("routed", {}).items()},
+                   finished=bool(raw.get("finished")))
+
+
+@dataclass
+class Matrix:
+    """Every metric's task-by-task matrix of one seed."""
+
+    tasks: list[str]
+    """Columns: the tasks, in training order."""
+    rows: list[str]
+    """Row labels: ``base``, then the stage trained before each row."""
+    values: dict[str, list[list[float | None]]]
+    """``values[metric][i][j]``: the metric on task j after row i; ``None`` where not evaluated or undefined."""
+
+    @classmethod
+    def from_cells(cls, tasks: list[str], rows: list[str], cells: list[dict[str, dict | None]]) -> Matrix:
+        names = sorted({m for row in cells for cell in row.values() if cell for m in cell if m not in CELL_INFO})
+        return cls(tasks, rows, {m: [[(row.get(t) or {}).get(m) for t in tasks] for row in cells] for m in names})
+
+    @property
+    def one_stage_per_task(self) -> bool:
+        """Row i was trained on task i alone, so forgetting and transfer are defined (not ``joint``)."""
+        return self.rows[1:] == self.tasks[: len(self.rows) - 1]
+
+    def cl_metrics(self) -> dict[str, dict]:
+        """:func:`hybridcl.cl_metrics.cl_metrics` of every metric; only the final average without one stage per task."""
+        if self.one_stage_per_task:
+            return {m: cl_metrics(rows) for m, rows in self.values.items()}
+        return {m: {"average_final": _mean_present(rows[-1])} for m, rows in self.values.items()}
+
+    def with_rows(self, replaced: dict[int, dict[str, list]]) -> Matrix:
+        """The same matrix with rows ``i`` replaced by ``replaced[i]`` (metric -> one value per task)."""
+        values = {m: [replaced[i].get(m, row) if i in replaced else row for i, row in enumerate(rows)]
+                  for m, rows in self.values.items()}
+        return Matrix(self.tasks, self.rows, values)
+
+
+def _mean_present(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+@dataclass
+class SeedResults:
+    """One seed's results (``seed-<s>/results.json``); the keys are documented in docs/results.md."""
+
+    strategy: str
+    tasks: list[str]
+    rows: list[str]
+    matrix: dict[str, list[list[float | None]]]
+    cl_metrics: dict[str, dict]
+    eval_seconds: list[list[float | None]]
+    """Wall seconds to generate and score cell (i, j)."""
+    train: list[dict]
+    params: dict[str, int]
+    data: dict[str, dict]
+    routing: dict | None = None
+    humaneval: dict | None = None
+
+    @classmethod
+    def build(cls, strategy: str, tasks: list[str], state: SeedState, params: dict, data: dict,
+              routing: dict | None, humaneval: dict | None) -> SeedResults:
+        rows = ["base", *state.stages_done]
+        matrix = Matrix.from_cells(tasks, rows, state.rows)
+        return cls(strategy=strategy, tasks=tasks, rows=rows, matrix=matrix.values, cl_metrics=matrix.cl_metrics(),
+                   eval_seconds=[[(row.get(t) or {}).get("eval_seconds") for t in tasks] for row in state.rows],
+                   train=state.train, params=params, data=data, routing=routing, humaneval=humaneval)
+
+    def to_json(self) -> dict:
+        out = {"format": FORMAT, "hybridcl": __version__, **self.__dict__}
+        if out["humaneval"] is None:
+            del out["humaneval"]
+        return out
+
+    @classmethod
+    def from_json(cls, raw, *, where: Path | str = "results.json") -> SeedResults:
+        _check_format(raw, "results file", where, "rewrite it with `hybridcl eval RUN_DIR`")
+        fields = {k: raw.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+def aggregate(seed_results: list[SeedResults]) -> dict:
+    """The run's ``results.json``: every number as ``{"mean", "std"}`` over seeds, plus every seed's results."""
+    first = seed_results[0]
+    out = {"format": FORMAT, "hybridcl": __version__, "seeds": len(seed_results), "strategy": first.strategy,
+           "tasks": first.tasks, "rows": first.rows, "params": first.params,
+           "per_seed": [r.to_json() for r in seed_results],
+           "matrix": {m: mean_std_nested([r.matrix[m] for r in seed_results]) for m in first.matrix},
+           "cl_metrics": {m: mean_std_nested([r.cl_metrics[m] for r in seed_results]) for m in first.cl_metrics},
+           "train": [{k: mean_std([r.train[i][k] for r in seed_results]) for k in TRAIN_AGGREGATED}
+                     | {"task": first.train[i]["task"]} for i in range(len(first.train))],
+           "routing": _aggregate_routing([r.routing for r in seed_results])}
+    humaneval = _aggregate_humaneval([r.humaneval for r in seed_results])
+    if humaneval is not None:
+        out["humaneval"] = humaneval
+    return out
+
+
+def _aggregate_routing(runs: list[dict | None]) -> dict | None:
+    if not runs or any(r is None for r in runs):
+        return None
+    first = runs[0]
+    return {"method": first["method"], "tasks": first["tasks"], "n": first["n"],
+            **{k: mean_std_nested([r[k] for r in runs])
+               for k in ("accuracy", "per_task_accuracy", "confusion", "accuracy_per_row", "matrix", "matrix_last_row",
+                         "cl_metrics")}}
+
+
+def _aggregate_humaneval(runs: list[dict | None]) -> dict | None:
+    """``{"base"|"final": {"pass@k": {"mean", "std"}, "problems", "samples"}}`` over seeds."""
+    if not runs or any(r is None for r in runs):
+        return None
+    out = {}
+    for when in runs[0]:
+        keys = [k for k in runs[0][when] if k.startswith("pass@")]
+        out[when] = {k: mean_std([r[when][k] for r in runs]) for k in keys}
+        out[when] |= {k: runs[0][when].get(k) for k in ("problems", "samples", "protections")}
+    return out

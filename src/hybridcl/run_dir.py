@@ -1,0 +1,120 @@
+"""A run folder: its layout, its resolved config, each seed's saved state, logs and TensorBoard.
+
+```
+runs/<name>/config.yaml, results.json, report.md, cache/
+runs/<name>/seed-<s>/state.json, results.json, train_log.jsonl, tensorboard/,
+                     tasks/<i>-<stage>/{components,rule}.safetensors, predictions/*.jsonl
+```
+Every file is written through :mod:`hybridcl.io` (atomically). The layout is documented in
+docs/results.md.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from hybridcl import __version__
+from hybridcl.config import ExperimentConfig, dump_yaml, load_config_file
+from hybridcl.errors import ConfigError, RunError
+from hybridcl.io import read_json, write_json, write_text
+from hybridcl.results import SeedState
+
+
+def new_run_dir(config: ExperimentConfig) -> Path:
+    """``run.output_dir/run.name``, or a dated name ``<preset>-<strategy>-<YYYYmmdd-HHMMSS>``."""
+    name = config.run.name or f"{config.preset}-{config.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.run.output_dir) / name
+
+
+def load_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run was started with (its ``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a hybridcl run folder: it has no config.yaml")
+    try:
+        return load_config_file(path)
+    except ConfigError as exc:  # written by another hybridcl version, or edited by hand
+        raise RunError(f"{path}: {exc}; this hybridcl ({__version__}) cannot use this run: start a new one") from None
+
+
+def write_run_config(run_dir: Path, config: ExperimentConfig, *, overwrite: bool = False) -> None:
+    """Write ``config.yaml``; a folder that already holds another config is refused unless ``overwrite``."""
+    path = Path(run_dir) / "config.yaml"
+    if path.exists() and not overwrite:
+        if load_run_config(run_dir).to_dict() != config.to_dict():
+            raise RunError(f"{run_dir} holds a run with another config: resume it with `hybridcl run --resume {run_dir}` "
+                           "or choose a new run.name")
+        return
+    write_text(path, dump_yaml(config))
+
+
+class SeedDir:
+    """The folder of one seed of a run, and the files in it."""
+
+    def __init__(self, run_dir: Path, seed: int):
+        self.seed = seed
+        self.path = Path(run_dir) / f"seed-{seed}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def stage_dir(self, i: int, stage: str) -> Path:
+        """Checkpoints after stage ``i`` (1-based): ``components.safetensors`` and ``rule.safetensors``."""
+        return self.path / "tasks" / f"{i}-{stage}"
+
+    def predictions_file(self, name: str) -> Path:
+        return self.path / "predictions" / f"{name}.jsonl"
+
+    def load_state(self) -> SeedState:
+        """The saved progress, or a new state if the seed has not started."""
+        if not self.state_file.exists():
+            return SeedState()
+        return SeedState.from_json(read_json(self.state_file), where=self.state_file, seed_dir=self.path)
+
+    def save_state(self, state: SeedState) -> None:
+        write_json(self.state_file, state.to_json())
+
+    def write_predictions(self, name: str, lines: list[dict]) -> None:
+        write_text(self.predictions_file(name), "".join(json.dumps(line) + "\n" for line in lines))
+
+    def drop_unfinished_log(self, finished: list[str]) -> None:
+        """On resume, forget the log lines of a stage whose training was interrupted: it starts over."""
+        path = self.train_log
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("task") in finished]
+        if len(kept) != len(lines):
+            write_text(path, "".join(line + "\n" for line in kept))
+
+
+class TensorBoard:
+    """A TensorBoard writer for the main process (``None`` inside the block on other processes)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled, self.writer = path, enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.path))
+        return self.writer
+
+    def __exit__(self, *exc):
+        if self.writer is not None:
+            self.writer.close()
