@@ -163,3 +163,24 @@ def test_run_summary_prints_the_headline_numbers(tmp_path):
         "average BLEU at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
         f"report: {tmp_path / 'report.md'}",
     ]
+
+
+def test_report_says_how_many_tasks_a_cl_mean_skipped(tmp_path):
+    from hybridcl.cl_metrics import cl_metrics
+    from hybridcl.report.markdown import write_report
+    from hybridcl.stats import mean_std_nested
+
+    # task 2 scored 0 after its own training (no relative forgetting); task 3 was not evaluated before it
+    matrix = [[1.0, 2.0, 3.0], [10.0, 4.0, None], [8.0, 0.0, None], [6.0, 1.0, 9.0]]
+    results = {
+        "strategy": "lora_only", "tasks": ["a", "b", "c"], "rows": ["base", "a", "b", "c"], "seeds": 1,
+        "params": {"base": 100, "lora_per_adapter": 1, "full_layer_per_block": 0, "adapters": 3, "blocks": 0,
+                   "stored_total": 3, "trainable_last_task": 1},
+        "matrix": {"bleu_sacre": mean_std_nested([matrix])},
+        "cl_metrics": {"bleu_sacre": mean_std_nested([cl_metrics(matrix)])}, "train": [], "routing": None,
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report = write_report(tmp_path).read_text()
+    assert "| bleu_sacre | 5.33 | 40.00 | 1.50 | -1.50 | 2.00 |" in report
+    assert ("tasks left out as undefined (zero denominator or a cell not evaluated): bleu_sacre forgetting "
+            "(relative, %): 1 of 2 tasks; bleu_sacre FWT: 1 of 2 tasks.") in report

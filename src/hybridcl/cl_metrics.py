@@ -12,13 +12,24 @@ Formulas (each per task and as a mean over the tasks where it is defined):
 - ``forgetting_relative`` (the seed's, percent) = 100 * (R[j][j] - R[T][j]) / R[j][j], j = 1..T-1;
   undefined (None) where R[j][j] == 0.
 - ``forgetting_absolute`` (Chaudhry et al. 2018, "Riemannian Walk")
-  = max_{l=1..T-1} R[l][j] - R[T][j], j = 1..T-1 (in the metric's own units).
+  = max_{l=j..T-1} R[l][j] - R[T][j], j = 1..T-1 (in the metric's own units): the best score the
+  task had from its own training on (row j, the stage that trained it) up to the row before the
+  last, minus its final score. Rows before j are not used: a task cannot forget what it has not
+  yet learnt, so a high score there (e.g. a strong base model) is not forgetting.
 - ``bwt`` (GEM, Lopez-Paz & Ranzato 2017) = mean_{j=1..T-1} R[T][j] - R[j][j]. Negative = forgetting.
 - ``fwt`` (GEM) = mean_{j=2..T} R[j-1][j] - b_j, where b_j = R[0][j], the frozen base model's score
   (GEM uses a randomly initialised model; here the reference is the base before any training).
 
+Direction: the formulas above are for a score where higher is better (BLEU, exact match). For a
+metric where lower is better (a loss), ``higher_is_better=False`` flips every difference so the
+signs keep their meaning: forgetting is a *rise* of the metric (relative: 100 * (R[T][j] - R[j][j])
+/ R[j][j]; absolute: R[T][j] - min_{l=j..T-1} R[l][j]), BWT = R[j][j] - R[T][j] (still negative =
+forgetting) and FWT = b_j - R[j-1][j] (still positive = the earlier tasks helped).
+
 Every metric is ``None`` where it is undefined (T = 1 for forgetting/BWT/FWT, zero denominators,
-missing entries) -- never NaN. Scores are whatever the matrix holds (e.g. BLEU 0-100).
+missing entries) -- never NaN. Means are over the tasks where the metric is defined; ``n`` and
+``n_skipped`` say, per mean, over how many tasks it was taken and how many undefined ones it left
+out. Scores are whatever the matrix holds (e.g. BLEU 0-100).
 """
 
 from __future__ import annotations
@@ -49,14 +60,22 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def cl_metrics(matrix: Matrix) -> dict:
-    """Continual-learning metrics of one score matrix (see the module docstring for formulas).
+MEANS = ("average_final", "forgetting_relative", "forgetting_absolute", "bwt", "fwt")
 
-    Returns a dict with ``T`` (tasks trained), ``average_final``, ``forgetting_relative`` (percent),
-    ``forgetting_absolute``, ``bwt``, ``fwt`` and per-task lists: ``final_per_task`` (length T),
-    ``forgetting_relative_per_task``, ``forgetting_absolute_per_task``, ``bwt_per_task`` (length T-1,
-    task j at index j-1) and ``fwt_per_task`` (length T-1, task j = 2..T at index j-2).
-    Means skip None entries and are None when nothing is defined.
+
+def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
+    """Continual-learning metrics of one metric's matrix (see the module docstring for formulas).
+
+    ``higher_is_better``: False for a metric where lower is better (a loss); forgetting is then a
+    rise of the metric and BWT/FWT keep their signs' meaning (negative BWT = forgetting).
+
+    Returns a dict with ``T`` (tasks trained), the means ``average_final``, ``forgetting_relative``
+    (percent), ``forgetting_absolute`` (the metric's units), ``bwt``, ``fwt``; per-task lists
+    ``final_per_task`` (length T), ``forgetting_relative_per_task``,
+    ``forgetting_absolute_per_task``, ``bwt_per_task`` (length T-1, task j at index j-1) and
+    ``fwt_per_task`` (length T-1, task j = 2..T at index j-2); and ``n`` / ``n_skipped``: for each
+    mean, the number of tasks it averages and the number of tasks left out as undefined (None).
+    A mean is None when no task defines it.
     """
     if len(matrix) == 0:
         raise ValueError("matrix has no rows: row 0 (the base model) is required")
@@ -64,6 +83,12 @@ def cl_metrics(matrix: Matrix) -> dict:
     for i, row in enumerate(matrix[1:], start=1):
         if len(row) < i:
             raise ValueError(f"matrix row {i} has {len(row)} columns; it needs at least {i} (tasks 1..{i})")
+    sign = 1.0 if higher_is_better else -1.0
+
+    def gain(a: float | None, b: float | None) -> float | None:
+        """How much better ``a`` is than ``b`` in the metric's direction."""
+        d = _diff(a, b)
+        return None if d is None else sign * d
 
     final = [_value(matrix, T, j) for j in range(1, T + 1)] if T >= 1 else []
     diag = [_value(matrix, j, j) for j in range(1, T)]
@@ -71,28 +96,30 @@ def cl_metrics(matrix: Matrix) -> dict:
 
     relative: list[float | None] = []
     for d, f in zip(diag, last_on_old):
-        relative.append(None if d is None or f is None or d == 0 else 100.0 * (d - f) / d)
+        lost = gain(d, f)
+        relative.append(None if lost is None or d == 0 else 100.0 * lost / d)
 
     absolute: list[float | None] = []
     for j in range(1, T):
-        earlier = [_value(matrix, l, j) for l in range(1, T)]
-        earlier = [v for v in earlier if v is not None]
-        absolute.append(_diff(max(earlier), final[j - 1]) if earlier else None)
+        # from the task's own row j (the stage that trained it) to the row before the last
+        since_trained = [v for v in (_value(matrix, l, j) for l in range(j, T)) if v is not None]
+        best = (max if higher_is_better else min)(since_trained) if since_trained else None
+        absolute.append(gain(best, final[j - 1]))
 
-    bwt = [_diff(f, d) for f, d in zip(last_on_old, diag)]
-    fwt = [_diff(_value(matrix, j - 1, j), _value(matrix, 0, j)) for j in range(2, T + 1)]
+    bwt = [gain(f, d) for f, d in zip(last_on_old, diag)]
+    fwt = [gain(_value(matrix, j - 1, j), _value(matrix, 0, j)) for j in range(2, T + 1)]
 
+    per_task = {"average_final": final, "forgetting_relative": relative, "forgetting_absolute": absolute,
+                "bwt": bwt, "fwt": fwt}
     return {
         "T": T,
-        "average_final": _mean(final),
-        "forgetting_relative": _mean(relative),
-        "forgetting_absolute": _mean(absolute),
-        "bwt": _mean(bwt),
-        "fwt": _mean(fwt),
+        **{name: _mean(values) for name, values in per_task.items()},
         "final_per_task": final,
         "forgetting_relative_per_task": relative,
         "forgetting_absolute_per_task": absolute,
         "bwt_per_task": bwt,
         "fwt_per_task": fwt,
+        "n": {name: sum(v is not None for v in values) for name, values in per_task.items()},
+        "n_skipped": {name: sum(v is None for v in values) for name, values in per_task.items()},
     }
 

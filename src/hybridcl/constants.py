@@ -16,6 +16,9 @@ DIRECTIONS = ("text-to-code", "code-to-text")
 Kind = Literal["seq2seq", "causal"]
 KINDS: tuple[str, ...] = ("seq2seq", "causal")
 
+# Metrics where a lower value is better (forgetting is then a rise); every other metric: higher is better.
+LOWER_IS_BETTER = frozenset({"loss"})
+
 # The metric the summary, the per-task table and the comparison lead with (0-100, higher is better).
 HEADLINE_METRIC = "bleu_codexglue"
 

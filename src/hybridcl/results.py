@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hybridcl import __version__
 from hybridcl.cl_metrics import cl_metrics
+from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
 from hybridcl.stats import mean_std, mean_std_nested
 
@@ -81,8 +82,8 @@ class Matrix:
     def cl_metrics(self) -> dict[str, dict]:
         """:func:`hybridcl.cl_metrics.cl_metrics` of every metric; only the final average without one stage per task."""
         if self.one_stage_per_task:
-            return {m: cl_metrics(rows) for m, rows in self.values.items()}
-        return {m: {"average_final": _mean_present(rows[-1])} for m, rows in self.values.items()}
+            return {m: cl_metrics(rows, higher_is_better=m not in LOWER_IS_BETTER) for m, rows in self.values.items()}
+        return {m: _final_only(rows[-1]) for m, rows in self.values.items()}
 
     def with_rows(self, replaced: dict[int, dict[str, list]]) -> Matrix:
         """The same matrix with rows ``i`` replaced by ``replaced[i]`` (metric -> one value per task)."""
@@ -91,9 +92,10 @@ class Matrix:
         return Matrix(self.tasks, self.rows, values)
 
 
-def _mean_present(values) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
+def _final_only(final: list[float | None]) -> dict:
+    present = [v for v in final if v is not None]
+    return {"average_final": sum(present) / len(present) if present else None,
+            "n": {"average_final": len(present)}, "n_skipped": {"average_final": len(final) - len(present)}}
 
 
 @dataclass

@@ -212,9 +212,17 @@ def _cl_table(results, f) -> list[str]:
         rows.append([metric] + [f(values.get(k)) for k, _ in CL_COLUMNS])
     lines = ["## Continual-learning metrics", "",
              "Forgetting (relative) is the seed's: percent of a task's score lost by the end; forgetting (absolute) is "
-             "Chaudhry et al.'s, in the metric's units; BWT and FWT are GEM's (negative BWT = forgetting; FWT against "
-             "the frozen base).", ""]
-    return lines + _table(["metric", *(label for _, label in CL_COLUMNS)], rows) + [""]
+             "Chaudhry et al.'s, in the metric's units (best score from the task's own training on, minus the final "
+             "one); BWT and FWT are GEM's (negative BWT = forgetting; FWT against the frozen base).", ""]
+    skipped = []
+    for metric, values in results["cl_metrics"].items():
+        for key, label in CL_COLUMNS:
+            n_skipped = mean(values.get("n_skipped", {}).get(key))
+            if n_skipped:  # a mean over seeds when aggregated
+                skipped.append(f"{metric} {label}: {n_skipped:g} of {n_skipped + (mean(values['n'].get(key)) or 0):g} tasks")
+    notes = [f"Means over the tasks where a metric is defined; tasks left out as undefined (zero denominator or "
+             f"a cell not evaluated): {'; '.join(skipped)}.", ""] if skipped else []
+    return lines + _table(["metric", *(label for _, label in CL_COLUMNS)], rows) + [""] + notes
 
 
 def _routing(results, f) -> list[str]:
