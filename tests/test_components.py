@@ -156,3 +156,48 @@ def test_stacked_lora_keeps_every_adapter_active_and_trains_only_the_newest(arch
     components.route("python")
     assert sorted(components.model.base_model.active_adapters) == ["javascript", "python"]
     assert not torch.equal(logits(components, base.kind), after_python)
+
+
+@pytest.mark.parametrize("strategy", ["o_lora", "hybrid_task_specific"])
+def test_routing_does_not_change_what_trains_or_its_count(strategy):
+    # o_lora routes through every adapter at once; PEFT's set_adapter marks each routed adapter
+    # trainable, which made trainable_last_task 2 x 6,144 on tiny:t5 where 6,144 train.
+    base, components, _ = setup("tiny:t5", strategy)
+    components.activate("python")
+    components.activate("javascript")
+    before = {n for n, p in components.model.named_parameters() if p.requires_grad}
+    expected = 6144 + (32896 if strategy == "hybrid_task_specific" else 0)  # LoRA r=4 on q, v; one T5 block
+    assert components.counts().trainable == expected
+    for task in ("python", "javascript", "go"):
+        components.route(task)
+        assert {n for n, p in components.model.named_parameters() if p.requires_grad} == before
+        assert components.counts().trainable == expected
+
+
+def test_new_block_gets_the_base_models_own_init():
+    # codet5-small's attention shape (d_model 512, d_kv 64, 8 heads), one layer, a small vocabulary.
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=64, d_model=512, d_kv=64, d_ff=2048, num_layers=1, num_decoder_layers=1, num_heads=8,
+                      feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    components = ComponentSet(model, "seq2seq", STRATEGIES["full_layer_only"], CFG)
+    components.activate("python")
+    block = components.slot.full_layers["python"]
+    attention, ff = block.layer[0].SelfAttention, block.layer[1].DenseReluDense
+    # T5's _init_weights: q ~ N(0, (d_model d_kv)^-1/2) = 0.00552; k, v, wi ~ N(0, d_model^-1/2) = 0.0442.
+    # PyTorch's default Linear init would give q and k std 1/sqrt(3 * 512) = 0.0255.
+    assert attention.q.weight.std().item() == pytest.approx((512 * 64) ** -0.5, rel=0.02)
+    assert attention.k.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
+    assert ff.wi.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
+    assert torch.all(attention.o.weight == 0) and torch.all(ff.wo.weight == 0)  # init="zero" still zeroes them
+
+
+def test_new_llama_block_gets_the_initializer_range():
+    base, components, _ = setup("tiny:llama", "full_layer_only")
+    components.activate("python")
+    block = components.slot.full_layers["python"]
+    # LlamaConfig.initializer_range = 0.02; PyTorch's default for a 64-wide Linear is 1/sqrt(3 * 64) = 0.072
+    assert block.self_attn.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.all(block.self_attn.o_proj.weight == 0) and torch.all(block.mlp.down_proj.weight == 0)

@@ -82,11 +82,17 @@ class ComponentSet:
         if not self.tasks:
             raise ModelError("no task has been activated yet: call activate(task) first")
         if isinstance(self.model, PeftModel):
+            # PEFT's set_adapter also marks the routed adapters trainable; routing must not change what
+            # trains (nor ParamCounts.trainable), so the flags set by activate() are put back.
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
             keys = self.adapter_keys(task)
             if len(keys) == 1:
                 self.model.set_adapter(keys[0])
             else:  # several adapters summed (stacked, O-LoRA): only the LoRA model takes a list
                 self.model.base_model.set_adapter(keys)
+            self.model.requires_grad_(False)
+            for p in trainable:
+                p.requires_grad_(True)
         if self.slot is not None:
             self.slot.active = self.layer_key(task)
         self.active = task

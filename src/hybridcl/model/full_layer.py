@@ -5,9 +5,10 @@ as a :class:`FullLayerSlot` that holds one block per task (or one shared block) 
 forward pass through the active one. With no active block the slot passes its input through, so
 the model is exactly the base model.
 
-With ``init="zero"`` the block's output projections (attention output and MLP output) are zero, so
-each residual branch adds exactly 0: the model's outputs are bit-identical to the base's until the
-block is trained.
+A new block is initialised with the base model's own ``_init_weights`` (the std T5 or Llama give
+their blocks). With ``init="zero"`` its output projections (attention output and MLP output) are
+then zeroed, so each residual branch adds exactly 0: the model's outputs are bit-identical to the
+base's until the block is trained. ``init="copy_last"`` copies the last block's weights instead.
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def attach_slot(model: nn.Module) -> FullLayerSlot:
     template = stack[-1]
     signature = inspect.signature(template.forward)
     passthrough = _t5_passthrough(signature) if family.name == "t5" else _hidden_passthrough(signature)
-    slot = FullLayerSlot(lambda: family.new_block(model, index), passthrough)
+    slot = FullLayerSlot(lambda: _init_like_base(model, family.new_block(model, index)), passthrough)
     stack.append(slot)
     if family.layer_count_attr:
         # Causal stacks iterate `layers[: config.num_hidden_layers]` and size their KV cache by it.
@@ -136,6 +137,20 @@ def attach_slot(model: nn.Module) -> FullLayerSlot:
         if isinstance(layer_types, list) and len(layer_types) == index:
             layer_types.append(layer_types[-1])
     return slot
+
+
+def _init_like_base(model: nn.Module, block: nn.Module) -> nn.Module:
+    """Initialise a new block the way the base model initialises its own blocks.
+
+    A block built from its class keeps PyTorch's default init (T5's ``q``: std 1/sqrt(3 d_model) =
+    0.0255 at d_model 512, where T5 uses (d_model d_kv)^-1/2 = 0.0055). transformers' per-family
+    ``_init_weights`` is the one definition of the base's init, so it is applied module by module
+    (children first, as ``nn.Module.apply`` does, so a block-level rule overrides a generic one).
+    """
+    init_weights = getattr(model, "_init_weights", None)
+    if init_weights is not None:
+        block.apply(init_weights)
+    return block
 
 
 def _t5_passthrough(signature: inspect.Signature):
