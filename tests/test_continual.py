@@ -206,3 +206,8 @@ def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path
         assert sub["per_seed"][0]["data"] == read(run_dir / "lora_only")["per_seed"][0]["data"]  # same examples
     table = (run_dir / "comparison.md").read_text()
     assert all(f"| {name} |" in table for name in ALL_STRATEGIES) and "## Best strategy per column" in table
+    replay = read(run_dir / "replay")["per_seed"][0]["train"]
+    assert (replay[0]["n_replayed"], replay[0]["replay_share"]) == (0, 0.0)
+    assert (replay[1]["n_examples"], replay[1]["n_replayed"], replay[1]["replay_share"]) == (10, 2, 0.2)  # 8 + 2
+    o_lora = read(run_dir / "o_lora")["params"]
+    assert o_lora["adapters"] == 2 and o_lora["trainable_last_task"] == o_lora["lora_per_adapter"]

@@ -79,8 +79,10 @@ class ComponentsConfig:
 class BaselinesConfig:
     """Knobs of the baseline strategies' training rules."""
 
-    replay_ratio: float = 0.2  # share of each later task's batches drawn from earlier tasks
-    replay_buffer: int = 1000  # examples kept per earlier task
+    replay_ratio: float = 0.2  # share of each later task's training examples drawn from earlier tasks
+    # examples kept per earlier task; None = as many as replay_ratio needs. A number too small to
+    # hold the share is an error before training starts (the share is never silently cut).
+    replay_buffer: int | None = None
     ewc_lambda: float = 100.0
     ewc_samples: int = 200  # examples used to estimate the Fisher information
     o_lora_lambda: float = 0.5  # weight of the orthogonality penalty
@@ -88,7 +90,8 @@ class BaselinesConfig:
     def validate(self, key: str) -> None:
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ConfigError(f"{key}.replay_ratio = {self.replay_ratio}: must be in [0, 1)")
-        _positive(self.replay_buffer, f"{key}.replay_buffer")
+        if self.replay_buffer is not None:
+            _positive(self.replay_buffer, f"{key}.replay_buffer")
         _non_negative(self.ewc_lambda, f"{key}.ewc_lambda")
         _positive(self.ewc_samples, f"{key}.ewc_samples")
         _non_negative(self.o_lora_lambda, f"{key}.o_lora_lambda")

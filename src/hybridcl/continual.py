@@ -105,6 +105,7 @@ class ContinualRecipe:
             "task": stage, **result.__dict__, "peak_memory_gb": meter.peak_memory_gb,
             "n_truncated_source": encoded.n_truncated_source, "n_truncated_target": encoded.n_truncated_target,
             "n_examples": len(examples), "trainable_params": self.components.counts().trainable,
+            **self.rule.train_record(),
         })
 
     def evaluate(self, i: int) -> None:

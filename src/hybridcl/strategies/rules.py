@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from hybridcl.config import ExperimentConfig
+from hybridcl.errors import ConfigError
 from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.strategies import Strategy
@@ -44,6 +45,10 @@ class Rule:
     def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
         return None
 
+    def train_record(self) -> dict:
+        """What the rule did for the last stage, for that stage's train record (empty by default)."""
+        return {}
+
     def after_task(self, components, stage_tasks: list[str], encoded: Encoded, base) -> None:
         pass
 
@@ -62,19 +67,68 @@ class Joint(Rule):
 
 
 class Replay(Rule):
-    """Mix earlier tasks' examples into later tasks: ``replay_ratio`` of each stage's examples."""
+    """Mix earlier tasks' examples into later tasks: ``replay_ratio`` of each stage's examples.
+
+    A later task with ``n`` own examples trains on ``n`` + ``round(n * ratio / (1 - ratio))``
+    examples, the added ones drawn without repetition from a buffer of ``replay_buffer`` random
+    training examples per earlier task (all of them when ``replay_buffer`` is None). A buffer that
+    cannot hold the share is a :class:`ConfigError` raised when the rule is made, before any
+    training: the configured share is replayed or the run does not start. ``last_stats`` holds what
+    the last call of :meth:`training_examples` replayed, for the task's train record.
+    """
+
+    def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
+        super().__init__(config, data)
+        self.last_stats: dict[str, float | int] = {}
+        order = [t for t in config.tasks if t in data]
+        for k, task in enumerate(order[1:], start=1):
+            self._check_buffer(task, order[:k])
+
+    def _n_replay(self, task: str) -> int:
+        ratio = self.config.baselines.replay_ratio
+        return round(len(self.data[task].train) * ratio / (1 - ratio))
+
+    def _buffer_size(self, task: str) -> int:
+        cap = self.config.baselines.replay_buffer
+        n = len(self.data[task].train)
+        return n if cap is None else min(cap, n)
+
+    def _check_buffer(self, task: str, earlier: list[str]) -> None:
+        need = self._n_replay(task)
+        held = sum(self._buffer_size(t) for t in earlier)
+        if need <= held:
+            return
+        opts = self.config.baselines
+        available = sum(len(self.data[t].train) for t in earlier)
+        asked = (f"baselines.replay_ratio = {opts.replay_ratio} asks task {task} ({len(self.data[task].train)} training "
+                 f"examples) to replay {need} examples from {', '.join(earlier)}")
+        if need > available:
+            raise ConfigError(f"{asked}, which have only {available} training examples: lower baselines.replay_ratio "
+                              f"or give the earlier tasks more data (data.max_train)")
+        cap = next(c for c in range(opts.replay_buffer, need + 1)
+                   if sum(min(c, len(self.data[t].train)) for t in earlier) >= need)
+        raise ConfigError(f"{asked}, but baselines.replay_buffer = {opts.replay_buffer} keeps only {held}: set "
+                          f"baselines.replay_buffer to at least {cap} (or null: as many as the share needs) or lower "
+                          f"baselines.replay_ratio")
 
     def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
         own = super().training_examples(stage_tasks, seed)
         order = self.config.tasks
         earlier = order[: order.index(stage_tasks[0])]
-        if not earlier:
-            return own
-        rng = random.Random(seed)
-        opts = self.config.baselines
-        buffer = [ex for t in earlier for ex in rng.sample(self.data[t].train, min(opts.replay_buffer, len(self.data[t].train)))]
-        n_replay = min(len(buffer), round(len(own) * opts.replay_ratio / (1 - opts.replay_ratio)))
-        return own + rng.sample(buffer, n_replay)
+        replayed: list[Example] = []
+        if earlier:
+            rng = random.Random(seed)
+            buffer = [ex for t in earlier for ex in rng.sample(self.data[t].train, self._buffer_size(t))]
+            n_replay = self._n_replay(stage_tasks[0])
+            if n_replay > len(buffer):  # the data changed since the rule was made
+                self._check_buffer(stage_tasks[0], earlier)
+            replayed = rng.sample(buffer, n_replay)
+        total = len(own) + len(replayed)
+        self.last_stats = {"n_replayed": len(replayed), "replay_share": len(replayed) / total if total else 0.0}
+        return own + replayed
+
+    def train_record(self) -> dict:
+        return dict(self.last_stats)
 
 
 class EWC(Rule):
