@@ -3,7 +3,8 @@
 - ``replay``: a share of each later task's training examples is drawn from earlier tasks' buffers.
 - ``joint``: one stage, trained on every task's examples.
 - ``ewc``: Elastic Weight Consolidation (Kirkpatrick et al. 2017): after each task the diagonal
-  empirical Fisher information of the trainable weights is estimated; later tasks pay
+  empirical Fisher information of the trainable weights is estimated from per-example gradients
+  of the training loss; later tasks pay
   ``lambda/2 * sum F * (theta - theta*)^2``.
 - ``o_lora``: orthogonal subspaces for each task's LoRA (see :class:`OLoRA`).
 """
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from hybridcl.config import ExperimentConfig
-from hybridcl.errors import ConfigError
-from hybridcl.data.batching import Encoded, batch_indices, collate
+from hybridcl.data.batching import Encoded, collate
 from hybridcl.data.tasks import Example, TaskData
+from hybridcl.errors import ConfigError
+from hybridcl.loss import token_scores
 from hybridcl.strategies import Strategy
 
 
@@ -150,22 +152,29 @@ class EWC(Rule):
         return None if total is None else self.config.baselines.ewc_lambda / 2 * total
 
     def after_task(self, components, stage_tasks, encoded: Encoded, base) -> None:
+        """Add this task's diagonal empirical Fisher to the running sum and anchor the weights here.
+
+        F = (1/n) * sum_i (d loss_i / d theta)^2 over the first ``ewc_samples`` training examples,
+        where loss_i is example i's training loss (:func:`hybridcl.loss.token_scores`, the mean
+        cross-entropy over its target tokens, in nats). Each example gets its own backward pass:
+        squaring a batch's mean gradient instead lets the examples' gradients cancel and
+        underestimates F up to batch-size times on noisy coordinates.
+        """
         model = components.model
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         n = min(self.config.baselines.ewc_samples, len(encoded.input_ids))
-        features = [{"input_ids": encoded.input_ids[i], "labels": encoded.labels[i]} for i in range(n)]
-        lengths = [len(f["input_ids"]) for f in features]
         fisher = {name: torch.zeros_like(p) for name, p in params.items()}
         device = next(model.parameters()).device
-        batches = batch_indices(lengths, self.config.train.batch_size, shuffle=False, seed=0, group_by_length=False)
         model.eval()
-        for idx in batches:
-            batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], base.tokenizer.pad_token_id, base.kind).items()}
+        for i in range(n):
+            features = [{"input_ids": encoded.input_ids[i], "labels": encoded.labels[i]}]
+            batch = {k: v.to(device) for k, v in collate(features, base.tokenizer.pad_token_id, base.kind).items()}
             model.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
+            scores = token_scores(model, batch, base.kind)
+            (scores.nll.sum() / scores.mask.sum().clamp(min=1)).backward()
             for name, p in params.items():
                 if p.grad is not None:
-                    fisher[name] += p.grad.detach() ** 2 * len(idx) / n
+                    fisher[name] += p.grad.detach() ** 2 / n
         model.zero_grad(set_to_none=True)
         for name, f in fisher.items():
             self.fisher[name] = self.fisher.get(name, torch.zeros_like(f)) + f
