@@ -24,11 +24,11 @@ def test_a_run_fills_the_whole_matrix(tmp_path):
     run_dir = run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "run", progress=False)
     results = read(run_dir)
     assert results["rows"] == ["base", "python", "javascript"]
-    for metric in ("bleu_codexglue", "bleu_sacre", "exact_match", "syntax_pass"):
+    for metric in ("bleu_codexglue_code_to_text", "bleu_sacre", "exact_match", "syntax_pass"):
         matrix = results["matrix"][metric]
         assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
         assert all(cell["mean"] is not None for row in matrix for cell in row)
-    assert set(results["cl_metrics"]["bleu_codexglue"]) >= {"average_final", "forgetting_relative", "bwt", "fwt"}
+    assert set(results["cl_metrics"]["bleu_codexglue_code_to_text"]) >= {"average_final", "forgetting_relative", "bwt", "fwt"}
     assert [t["task"] for t in results["train"]] == ["python", "javascript"]
     seed_dir = run_dir / "seed-0"
     assert (run_dir / "config.yaml").is_file()
@@ -90,7 +90,7 @@ def test_joint_trains_one_stage_on_every_task(tmp_path):
     results = read(run_experiment(config("strategy=joint"), tmp_path / "run", progress=False))
     assert results["rows"] == ["base", "joint"]
     assert results["per_seed"][0]["train"][0]["n_examples"] == 32  # 16 python + 16 javascript
-    assert set(results["cl_metrics"]["bleu_codexglue"]) == {"average_final", "n", "n_skipped"}
+    assert set(results["cl_metrics"]["bleu_codexglue_code_to_text"]) == {"average_final", "n", "n_skipped"}
 
 
 def test_replay_mixes_earlier_examples_in():
@@ -172,7 +172,7 @@ def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
     before = read(run_dir)
     assert read(evaluate_run(run_dir, progress=False))["matrix"] == before["matrix"]  # same checkpoints, same numbers
     after = read(evaluate_run(run_dir, ["eval.max_examples=2"], progress=False))
-    assert after["per_seed"][0]["matrix"]["bleu_codexglue"] and all(
+    assert after["per_seed"][0]["matrix"]["bleu_codexglue_code_to_text"] and all(
         cell["n"] == 2 for row in read(run_dir / "seed-0", "state.json")["rows"] for cell in row.values())
     assert "max_examples: 2" in (run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match="eval.\\* settings only"):

@@ -43,7 +43,7 @@ def test_a_short_run_on_the_embedded_model(tmp_path):
     assert results["rows"] == ["base", "python", "javascript"]
     losses = [r["final_loss"]["mean"] for r in results["train"]]
     assert all(0 < loss < 10 for loss in losses)
-    assert all(cell["mean"] is not None for row in results["matrix"]["bleu_codexglue"] for cell in row)
+    assert all(cell["mean"] is not None for row in results["matrix"]["bleu_codexglue_code_to_text"] for cell in row)
 
 
 def test_a_gguf_file_loads_through_transformers(smollm2):

@@ -31,7 +31,7 @@ def two_seed_run(tmp_path_factory):
 def test_report_has_every_section_and_readable_plots(two_seed_run):
     report = (two_seed_run / "report.md").read_text()
     results = json.loads((two_seed_run / "results.json").read_text())
-    for heading in ("## Architecture and parameters", "## Results per task", "## Matrices", "### bleu_codexglue",
+    for heading in ("## Architecture and parameters", "## Results per task", "## Matrices", "### bleu_codexglue_code_to_text",
                     "## Continual-learning metrics", "## Task-agnostic inference (routing)", "## Training loss",
                     "## Efficiency"):
         assert heading in report
@@ -40,12 +40,12 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
     assert f"({p['adapters']} adapters, {p['blocks']} blocks) | {p['stored_total']:,} |" in report
     assert "- seeds: 2 (numbers are mean ± standard deviation over seeds)" in report
     # the BLEU matrix table: one line per row, mean ± std in every cell
-    cell = results["matrix"]["bleu_codexglue"][2][1]
+    cell = results["matrix"]["bleu_codexglue_code_to_text"][2][1]
     assert "| after javascript | " in report and f"{cell['mean']:,.2f} ± {cell['std']:,.2f} |" in report
     t = results["train"][0]
     assert f"| python | {t['seconds']['mean']:,.2f} ± {t['seconds']['std']:,.2f} |" in report
     assert "4.38%" in report  # the explanation of where per-task forgetting must come from
-    for name in ("matrix-bleu_codexglue.png", "matrix-syntax_pass.png", "loss.png", "efficiency.png"):
+    for name in ("matrix-bleu_codexglue_code_to_text.png", "matrix-syntax_pass.png", "loss.png", "efficiency.png"):
         assert f"]({name})" in report
         width, height = png_size(two_seed_run / name)
         assert 300 <= width <= 2000 and 200 <= height <= 2000, (name, width, height)
@@ -62,8 +62,8 @@ def test_routing_results_are_stored_and_consistent(two_seed_run):
         assert routing["n"] == len(routed) == 8
         assert 0 <= routing["accuracy"] <= 100 and routing["accuracy"] == pytest.approx(100 * correct / 8)
         assert sum(routing["confusion"][t][t] for t in ("python", "javascript")) == correct
-        assert set(routing["matrix_last_row"]) >= {"bleu_codexglue", "syntax_pass"}
-        assert len(routing["matrix_last_row"]["bleu_codexglue"]) == 2
+        assert set(routing["matrix_last_row"]) >= {"bleu_codexglue_code_to_text", "syntax_pass"}
+        assert len(routing["matrix_last_row"]["bleu_codexglue_code_to_text"]) == 2
     accuracies = [r["routing"]["accuracy"] for r in results["per_seed"]]
     assert results["routing"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
 
@@ -83,9 +83,9 @@ def _fake_run(path, strategy, python, javascript, forgetting, params, seconds, s
     m = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
     results = {
         "strategy": strategy, "tasks": ["python", "javascript"], "rows": ["base", "python", "javascript"], "seeds": 1,
-        "matrix": {"bleu_codexglue": [[m(1.0), m(1.0)], [m(python + 1), m(2.0)], [m(python), m(javascript)]],
+        "matrix": {"bleu_codexglue_code_to_text": [[m(1.0), m(1.0)], [m(python + 1), m(2.0)], [m(python), m(javascript)]],
                    "syntax_pass": [[m(0.0), m(0.0)], [m(syntax), m(0.0)], [m(syntax), m(syntax / 2)]]},
-        "cl_metrics": {"bleu_codexglue": {"average_final": m((python + javascript) / 2), "forgetting_relative": m(forgetting),
+        "cl_metrics": {"bleu_codexglue_code_to_text": {"average_final": m((python + javascript) / 2), "forgetting_relative": m(forgetting),
                                           "bwt": m(-1.0), "fwt": m(1.0)}},
         "train": [{"task": "python", "seconds": m(seconds / 2), "trainable_params": m(params)},
                   {"task": "javascript", "seconds": m(seconds / 2), "trainable_params": m(params)}],
@@ -134,14 +134,14 @@ def test_three_tasks_give_a_whole_matrix_under_routing(tmp_path):
     run_dir = run_experiment(cfg, tmp_path / "run", progress=False)
     write_report(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    routing, with_id = results["routing"], results["matrix"]["bleu_codexglue"]
-    routed = routing["matrix"]["bleu_codexglue"]
+    routing, with_id = results["routing"], results["matrix"]["bleu_codexglue_code_to_text"]
+    routed = routing["matrix"]["bleu_codexglue_code_to_text"]
     assert len(routed) == 4 and routed[:2] == with_id[:2]  # base and one task's parts: nothing to choose
     assert set(routing["accuracy_per_row"]) == {"2", "3"} and routing["tasks"] == ["python", "javascript", "go"]
-    assert routing["matrix_last_row"]["bleu_codexglue"] == routed[-1]
-    assert set(routing["cl_metrics"]["bleu_codexglue"]) >= {"forgetting_relative", "bwt", "fwt"}
+    assert routing["matrix_last_row"]["bleu_codexglue_code_to_text"] == routed[-1]
+    assert set(routing["cl_metrics"]["bleu_codexglue_code_to_text"]) >= {"forgetting_relative", "bwt", "fwt"}
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "The bleu_codexglue matrix under routing:" in report and "Under routing: average after last task" in report
+    assert "The bleu_codexglue_code_to_text matrix under routing:" in report and "Under routing: average after last task" in report
 
 
 def test_run_summary_prints_the_headline_numbers(tmp_path):
@@ -150,9 +150,9 @@ def test_run_summary_prints_the_headline_numbers(tmp_path):
     cell = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
     results = {
         "tasks": ["python", "javascript"], "rows": ["base", "python", "javascript"],
-        "matrix": {"bleu_codexglue": [[cell(1.0), cell(2.0)], [cell(10.0), cell(3.0)], [cell(8.0), cell(12.5)]],
+        "matrix": {"bleu_codexglue_code_to_text": [[cell(1.0), cell(2.0)], [cell(10.0), cell(3.0)], [cell(8.0), cell(12.5)]],
                    "syntax_pass": [[cell(0.0), cell(0.0)], [cell(50.0), cell(0.0)], [cell(40.0), cell(75.0)]]},
-        "cl_metrics": {"bleu_codexglue": {"average_final": cell(10.25), "forgetting_relative": cell(20.0),
+        "cl_metrics": {"bleu_codexglue_code_to_text": {"average_final": cell(10.25), "forgetting_relative": cell(20.0),
                                           "bwt": cell(-2.0), "fwt": cell(1.0)}},
     }
     (tmp_path / "results.json").write_text(json.dumps(results))

@@ -20,7 +20,7 @@ KINDS: tuple[str, ...] = ("seq2seq", "causal")
 LOWER_IS_BETTER = frozenset({"loss"})
 
 # The metric the summary, the per-task table and the comparison lead with (0-100, higher is better).
-HEADLINE_METRIC = "bleu_codexglue"
+HEADLINE_METRIC = "bleu_codexglue_code_to_text"
 
 # Label value of a token that is not a target (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100

@@ -1,12 +1,20 @@
 """Text metrics for generated code and docstrings. All scores are on a 0-100 scale.
 
-- ``bleu_codexglue``: CodeXGLUE's smoothed sentence BLEU-4 averaged over examples (the number
-  code-to-text papers report). Ported from microsoft/CodeXGLUE
+CodeXGLUE scores its two directions with two different BLEUs; both are here, named by direction
+(whichever direction a run trains, both are computed, so runs stay comparable):
+
+- ``bleu_codexglue_code_to_text``: CodeXGLUE's **code-to-text** BLEU: smoothed *sentence* BLEU-4
+  averaged over examples, texts lower-cased and split into words and punctuation (the number
+  code-to-text papers report, and the seed's "BLEU"). Ported from microsoft/CodeXGLUE
   ``Code-Text/code-to-text/code/bleu.py`` (MIT licence, Copyright (c) Microsoft Corporation), itself
   adapted from the Moses ``bleu.py`` by hieuhoang1972. Port: same normalisation, tokenisation,
   n-gram counting, smoothing (+1 for n >= 2), brevity penalty and averaging; only the file I/O of
   ``computeMaps`` is replaced by lists. Unlike CodeXGLUE's ``run.py`` the result is not rounded.
-- ``bleu_sacre``: sacrebleu's corpus BLEU (13a tokenisation, no smoothing beyond sacrebleu's default).
+- ``bleu_codexglue_text_to_code``: CodeXGLUE's **text-to-code** BLEU
+  (``Text-Code/text-to-code/evaluator/bleu.py``, ``_bleu``): one *corpus* BLEU-4 over all examples,
+  tokens split on whitespace, case kept, every n-gram precision (unigrams too) add-one smoothed.
+- ``bleu_sacre``: sacrebleu's corpus BLEU with its defaults (13a tokenisation, case kept, ``exp``
+  smoothing, which only matters where an n-gram order has no match).
 - ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
   leading/trailing whitespace ignored; case-sensitive).
 - ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
@@ -19,6 +27,7 @@ import re
 import sys
 import warnings
 import xml.sax.saxutils
+from collections import Counter
 from typing import Sequence
 
 from hybridcl.constants import DIRECTIONS
@@ -127,8 +136,8 @@ def _split_puncts(line: str) -> str:
     return " ".join(re.findall(r"[\w]+|[^\s\w]", line))
 
 
-def bleu_codexglue(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """CodeXGLUE smoothed BLEU-4, 0-100: mean over examples of the smoothed sentence BLEU.
+def bleu_codexglue_code_to_text(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """CodeXGLUE's code-to-text BLEU-4, 0-100: mean over examples of the smoothed sentence BLEU.
 
     Each text is stripped, lower-cased and split into words and punctuation (``splitPuncts``)
     before scoring, as ``computeMaps`` does; one reference per prediction.
@@ -140,6 +149,49 @@ def bleu_codexglue(predictions: Sequence[str], references: Sequence[str]) -> flo
         bl = _sentence_bleu([_split_puncts(ref.strip().lower())], _split_puncts(pred.strip().lower()))
         total = [total[i] + bl[i] for i in range(len(bl))]
     return total[0] * 100.0 / len(predictions)  # bleuFromMaps(...)[0]
+
+
+# ---- CodeXGLUE text-to-code BLEU --------------------------------------------------------------------
+# Hand-written because no library computes it: the evaluator smooths every order's precision as
+# (matches + 1) / (candidates + 1), unigrams included, where sacrebleu's add-k and nltk's method2
+# leave the unigram precision unsmoothed, which gives a different number.
+
+
+def _ngram_counts(tokens: list[str], max_order: int) -> Counter:
+    return Counter(tuple(tokens[i : i + n]) for n in range(1, max_order + 1) for i in range(len(tokens) - n + 1))
+
+
+def bleu_codexglue_text_to_code(predictions: Sequence[str], references: Sequence[str], max_order: int = 4) -> float:
+    """CodeXGLUE's text-to-code BLEU-4, 0-100: one corpus-level BLEU over all examples.
+
+    As CodeXGLUE's ``Text-Code/text-to-code/evaluator/bleu.py`` ``_bleu`` computes it: each text is
+    split on whitespace (newlines included: the evaluator reads one example per line, so
+    multi-line code counts the same tokens), case is kept; n-gram matches (clipped by the
+    reference's counts) and candidate n-grams are summed over the corpus for n = 1..4; each
+    precision is (matches + 1) / (candidates + 1); BLEU = brevity penalty * geometric mean, the
+    brevity penalty exp(1 - reference tokens / predicted tokens) when the predictions are not
+    longer. Not rounded (the evaluator rounds to 2 decimals). The evaluator divides by zero when
+    the predictions or the references have no token at all; here no predicted token gives 0 and no
+    reference token a brevity penalty of 1.
+    """
+    _check_pair(predictions, references)
+    matches = [0] * max_order
+    candidates = [0] * max_order
+    pred_len = ref_len = 0
+    for pred, ref in zip(predictions, references):
+        pred_tokens, ref_tokens = pred.split(), ref.split()
+        pred_len += len(pred_tokens)
+        ref_len += len(ref_tokens)
+        overlap = _ngram_counts(pred_tokens, max_order) & _ngram_counts(ref_tokens, max_order)
+        for ngram, count in overlap.items():
+            matches[len(ngram) - 1] += count
+        for n in range(1, max_order + 1):
+            candidates[n - 1] += max(len(pred_tokens) - n + 1, 0)
+    if pred_len == 0:
+        return 0.0
+    log_precision = sum(math.log((m + 1) / (c + 1)) for m, c in zip(matches, candidates)) / max_order
+    brevity = 1.0 if pred_len > ref_len else math.exp(1 - ref_len / pred_len)
+    return 100.0 * brevity * math.exp(log_precision)
 
 
 # ---- other metrics --------------------------------------------------------------------------------
@@ -216,7 +268,8 @@ def score(
 ) -> dict[str, float | None]:
     """All text metrics for one task's predictions (0-100 each, None where undefined).
 
-    Keys: ``bleu_codexglue``, ``bleu_sacre``, ``exact_match``, ``codebleu`` (None for code-to-text:
+    Keys: ``bleu_codexglue_code_to_text``, ``bleu_codexglue_text_to_code``, ``bleu_sacre``,
+    ``exact_match``, ``codebleu`` (None for code-to-text:
     the outputs are docstrings, not code). For text-to-code also ``syntax_pass`` (tree-sitter; None
     when no grammar is installed for ``language``) and, for Python, ``syntax_pass_ast`` (``ast``)
     and ``syntax_agreement`` (percent of outputs on which the two parsers agree).
@@ -226,7 +279,8 @@ def score(
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}: expected one of {DIRECTIONS}")
     out: dict[str, float | None] = {
-        "bleu_codexglue": bleu_codexglue(predictions, references),
+        "bleu_codexglue_code_to_text": bleu_codexglue_code_to_text(predictions, references),
+        "bleu_codexglue_text_to_code": bleu_codexglue_text_to_code(predictions, references),
         "bleu_sacre": bleu_sacre(predictions, references),
         "exact_match": exact_match(predictions, references),
         "codebleu": codebleu(predictions, references, language) if direction == "text-to-code" else None,

@@ -137,8 +137,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
                                                                     "forgetting_routed"]
     labels = _labels(tasks, extra)
     lines = ["# Strategy comparison", "",
-             "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100), right after each task's own training (the seed's "
-             "table) and after the last task; forgetting is the seed's relative "
+             "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
+             "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
+             "and after the last task; forgetting is the seed's relative "
              "forgetting in percent (with the task id); trainable parameters while training the last task; training "
              "time in seconds summed over tasks. Runs with several seeds show means.", ""]
     for title, columns in (("The seed's table", seed_columns),

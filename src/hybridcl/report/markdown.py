@@ -17,7 +17,10 @@ from hybridcl.report import plots
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
 METRICS = {  # name -> (what it is, unit for axes)
-    "bleu_codexglue": ("BLEU-4, CodeXGLUE smoothed (the seed's BLEU)", "BLEU (0-100)"),
+    "bleu_codexglue_code_to_text": ("CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over "
+                                    "examples (the seed's BLEU)", "BLEU (0-100)"),
+    "bleu_codexglue_text_to_code": ("CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, "
+                                    "add-one smoothed", "BLEU (0-100)"),
     "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
     "codebleu": ("CodeBLEU", "CodeBLEU (0-100)"),
     "exact_match": ("exact match after whitespace normalisation", "% of examples"),
@@ -25,6 +28,8 @@ METRICS = {  # name -> (what it is, unit for axes)
     "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
     "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
 }
+BLEU_NAME = ("CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
+             "averaged over examples; 0-100)")
 CL_COLUMNS = (("average_final", "average after last task"), ("forgetting_relative", "forgetting (relative, %)"),
               ("forgetting_absolute", "forgetting (absolute)"), ("bwt", "BWT"), ("fwt", "FWT"))
 
@@ -179,7 +184,7 @@ def _per_task(results, f) -> list[str]:
         rows.append([task, f(after_own), f(bleu[-1][j]) if bleu else "n/a",
                      f(forgetting[j]) if j < len(forgetting) else "-", f(syntax[-1][j]) if syntax else "n/a",
                      f(em[-1][j]) if em else "n/a", f(t.get("final_loss"), 3), f(t.get("seconds"))])
-    lines = ["## Results per task", "", "BLEU is the CodeXGLUE smoothed BLEU-4 (0-100); forgetting is the seed's "
+    lines = ["## Results per task", "", f"BLEU is {BLEU_NAME}; forgetting is the seed's "
              "relative forgetting, 100 * (R[j][j] - R[T][j]) / R[j][j] (the last task has none).", ""]
     return lines + _table(header, rows) + [""]
 
