@@ -116,10 +116,9 @@ def register_corpus_bleu(
     """
 
     def aggregate(summed: np.ndarray) -> np.ndarray:
-        flat = np.asarray(summed, dtype=float).reshape(-1, 2 + 2 * max_order)
+        flat = np.rint(np.asarray(summed, dtype=float)).astype(np.int64).reshape(-1, 2 + 2 * max_order)
         out = np.empty(len(flat))
-        for b, row in enumerate(flat):
-            ints = [int(round(x)) for x in row]
+        for b, ints in enumerate(flat.tolist()):
             out[b] = score_from_stats(ints[2 : 2 + max_order], ints[2 + max_order :], ints[0], ints[1])
         return out.reshape(np.shape(summed)[:-1])
 
@@ -300,10 +299,12 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[floa
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1); got {level}")
     samples = np.asarray(samples, dtype=float)
-    if samples.size == 0 or np.isnan(samples).all():
+    samples = samples[~np.isnan(samples)]  # undefined resamples; np.percentile is 5x faster than nanpercentile
+    if samples.size == 0:
         return None
-    alpha = (1.0 - level) / 2.0
-    low, high = np.nanpercentile(samples, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    # rounded so that level=0.9 asks for the 5th percentile, not the 4.999999999999999th
+    tail = round(50.0 * (1.0 - level), 9)
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
@@ -322,7 +323,7 @@ class CLIntervals:
     ``cells[i][j]`` / ``cell_intervals[i][j]``: the value and ``(low, high)`` of R[i][j+1] (None where
     not evaluated). ``cl``: ``cl_metrics`` of the point matrix; ``intervals``: the same keys, each
     number replaced by ``(low, high)`` (None where undefined), per-task lists entry by entry.
-    ``cell_samples`` and ``samples`` hold the ``[B]`` resampled values, for :func:`compare_samples`.
+    ``cell_samples`` and ``samples`` hold the ``[B]`` resampled values, for :func:`describe_difference`.
     """
 
     metric: str
@@ -375,8 +376,10 @@ def _cl_kwargs(metric: str, cl_kwargs: dict) -> dict:
     return kwargs
 
 
-def _nan_to_none(v: float) -> float | None:
-    return None if v is None or math.isnan(v) else float(v)
+def _numeric(v) -> bool:
+    """A CL metric (a number or None) or a per-task list of them; not flags such as a bool."""
+    one = lambda x: x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))  # noqa: E731
+    return all(one(x) for x in v) if isinstance(v, list) else one(v)
 
 
 def cl_intervals(
@@ -428,23 +431,25 @@ def cl_intervals(
             cell_iv[i].append(percentile_interval(s, level))
 
     point = cl_metrics(cells, **kwargs)
+    # one list per cell, indexed by resample: Python floats, so the loop below does no numpy indexing
+    lists = [[None if s is None else s.tolist() for s in row] for row in cell_samples]
     per_resample = []
     for b in range(B):
-        rb = [[None if s is None else _nan_to_none(s[b]) for s in row] for row in cell_samples]
+        rb = [[None if s is None or s[b] != s[b] else s[b] for s in row] for row in lists]  # NaN -> None
         per_resample.append(cl_metrics(rb, **kwargs))
 
     samples: dict = {}
     intervals: dict = {}
     for key, v in point.items():
+        if key == "T" or not _numeric(v):
+            continue
         if isinstance(v, list):
             samples[key] = [
                 np.array([np.nan if r[key][t] is None else r[key][t] for r in per_resample], dtype=float)
                 for t in range(len(v))
             ]
             intervals[key] = [percentile_interval(s, level) if B else None for s in samples[key]]
-        elif isinstance(v, (int, float)) or v is None:
-            if key == "T":
-                continue
+        else:
             samples[key] = np.array([np.nan if r[key] is None else r[key] for r in per_resample], dtype=float)
             intervals[key] = percentile_interval(samples[key], level) if B else None
     return CLIntervals(metric, cells, cell_iv, point, intervals, level, B, cell_samples, samples)
@@ -489,7 +494,7 @@ def describe_interval(
     return f"{head}: within noise (the interval contains 0)"
 
 
-def compare_samples(
+def describe_difference(
     a_point: float,
     b_point: float,
     a_samples: np.ndarray,
