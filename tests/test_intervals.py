@@ -31,7 +31,7 @@ REFS = [
 
 def _flags(pattern: str) -> np.ndarray:
     """Per-example exact-match rows from a string of 0/1 (1 = correct = 100)."""
-    return np.column_stack([[100.0 if c == "1" else 0.0 for c in pattern], np.ones(len(pattern))])
+    return iv.mean_stats([100.0 if c == "1" else 0.0 for c in pattern])
 
 
 # ---- aggregates equal the metrics as hybridcl computes them ----------------------------------------
@@ -84,12 +84,15 @@ def test_corpus_bleu_rows_from_any_tokenisation_match_sacrebleu():
     # hand count for the first pair: 6 tokens; 1-grams def ( x ) : match (5), 2-grams "( x" "x )" ") :"
     # (3), 3-grams "( x )" "x ) :" (2), 4-grams "( x ) :" (1)
     assert rows[0].tolist() == [6, 6, 5, 3, 2, 1, 6, 5, 4, 3]
-    iv.register_corpus_bleu(
+    spec = iv.corpus_bleu_metric(
         "bleu_test_tokens",
         lambda c, t, h, r: sacrebleu.BLEU.compute_bleu(c, t, h, r, smooth_method="exp").score,
     )
     expected = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], [[" ".join(r) for r in refs]], tokenize="none")
-    assert iv.value("bleu_test_tokens", rows.sum(0)) == pytest.approx(expected.score, abs=1e-9)
+    assert iv.value(spec, rows.sum(0)) == pytest.approx(expected.score, abs=1e-9)
+    assert not iv.has_interval("bleu_test_tokens")  # a spec is used as is, not registered
+    res = iv.cl_intervals(spec, [[rows], [rows]], n_resamples=20)
+    assert res.metric == "bleu_test_tokens" and res.intervals["final_per_task"][0][0] <= expected.score
     with pytest.raises(ValueError, match="whitespace"):
         iv.corpus_bleu_example_stats(["a b"], ["a"])
 
@@ -101,6 +104,14 @@ def test_loss_and_token_accuracy_are_ratios_of_sums():
     assert iv.value("token_accuracy", acc.sum(0)) == 75.0
     assert iv.value("loss", [0.0, 0.0]) is None
     assert iv.metric_stats("loss").higher_is_better is False
+
+
+def test_mean_type_rows():
+    rows = iv.mean_stats([100.0, 0.0, 100.0, 100.0])  # e.g. the router right on 3 of 4 examples
+    assert rows.tolist() == [[100.0, 1.0], [0.0, 1.0], [100.0, 1.0], [100.0, 1.0]]
+    assert iv.value("routing_accuracy", rows.sum(0)) == 75.0
+    spec = iv.mean_metric("pass@1")
+    assert iv.value(spec, iv.mean_stats([20.0, 50.0]).sum(0)) == 35.0
 
 
 def test_codebleu_and_unknown_metrics():

@@ -10,11 +10,11 @@ computes it on the same examples):
 
 - mean type, ``[value, 1]``, aggregate ``sum / count``: ``bleu_codexglue`` (CodeXGLUE's smoothed
   sentence BLEU averaged over examples), ``exact_match``, ``syntax_pass``, ``syntax_pass_ast``,
-  ``syntax_agreement`` (0-100 each).
+  ``syntax_agreement``, ``routing_accuracy`` (0-100 each; rows from :func:`mean_stats`).
 - corpus BLEU, ``[hyp_len, ref_len, correct_1..N, total_1..N]``: ``bleu_sacre`` (sacrebleu's corpus
   BLEU, 13a, exp smoothing; the aggregate is sacrebleu's own ``BLEU.compute_bleu``, the route its
   paired bootstrap test takes). Any other corpus BLEU over any tokenisation registers with
-  :func:`register_corpus_bleu` and builds its rows with :func:`corpus_bleu_example_stats`.
+  :func:`corpus_bleu_metric` and builds its rows with :func:`corpus_bleu_example_stats`.
 - ratio type, ``[numerator, denominator]``: ``loss`` (sum of the negative log-likelihood over an
   example's target tokens in nats, number of target tokens; aggregate = mean NLL per token) and
   ``token_accuracy`` (correctly predicted target tokens, target tokens; aggregate in percent).
@@ -81,8 +81,11 @@ def register_metric(spec: MetricStats) -> None:
     _REGISTRY[spec.name] = spec
 
 
-def metric_stats(metric: str) -> MetricStats:
-    """The :class:`MetricStats` of ``metric``; ValueError naming the known metrics otherwise."""
+def metric_stats(metric: str | MetricStats) -> MetricStats:
+    """The :class:`MetricStats` of ``metric`` (a registered name, or a spec, returned as is);
+    ValueError naming the known metrics otherwise. Every function here takes either."""
+    if isinstance(metric, MetricStats):
+        return metric
     try:
         return _REGISTRY[metric]
     except KeyError:
@@ -97,18 +100,25 @@ def has_interval(metric: str) -> bool:
     return metric in _REGISTRY
 
 
-for _name in ("bleu_codexglue", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement"):
-    register_metric(MetricStats(_name, ("value", "count"), _mean_aggregate))
+def mean_metric(name: str, higher_is_better: bool = True) -> MetricStats:
+    """A metric that is the mean of one value per example (rows from :func:`mean_stats`), e.g. pass@k
+    over problems; pass it to :func:`register_metric` to use it by name."""
+    return MetricStats(name, ("value", "count"), _mean_aggregate, higher_is_better)
+
+
+for _name in ("bleu_codexglue", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy"):
+    register_metric(mean_metric(_name))
 register_metric(MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better=False))
 register_metric(MetricStats("token_accuracy", ("correct_tokens", "n_tokens"), _percent_aggregate))
 
 
-def register_corpus_bleu(
+def corpus_bleu_metric(
     name: str,
     score_from_stats: Callable[[list[int], list[int], int, int], float],
     max_order: int = 4,
-) -> None:
-    """Register a corpus BLEU ``name`` whose per-example rows come from :func:`corpus_bleu_example_stats`.
+) -> MetricStats:
+    """A corpus BLEU ``name`` whose per-example rows come from :func:`corpus_bleu_example_stats`;
+    pass it to :func:`register_metric` to use it by name.
 
     ``score_from_stats(correct, total, hyp_len, ref_len)`` returns the corpus score (0-100) from
     summed counts: ``correct`` and ``total`` are lists of ``max_order`` n-gram counts, lengths in
@@ -124,7 +134,7 @@ def register_corpus_bleu(
 
     columns = ("hyp_len", "ref_len") + tuple(f"correct_{n}" for n in range(1, max_order + 1))
     columns += tuple(f"total_{n}" for n in range(1, max_order + 1))
-    register_metric(MetricStats(name, columns, aggregate))
+    return MetricStats(name, columns, aggregate)
 
 
 def _sacrebleu_score(correct: list[int], total: list[int], hyp_len: int, ref_len: int) -> float:
@@ -134,7 +144,7 @@ def _sacrebleu_score(correct: list[int], total: list[int], hyp_len: int, ref_len
     return float(BLEU.compute_bleu(correct, total, hyp_len, ref_len, smooth_method="exp").score)
 
 
-register_corpus_bleu("bleu_sacre", _sacrebleu_score)
+register_metric(corpus_bleu_metric("bleu_sacre", _sacrebleu_score))
 
 
 def corpus_bleu_example_stats(
@@ -167,7 +177,9 @@ def _check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("no predictions to score")
 
 
-def _mean_rows(values: Sequence[float]) -> np.ndarray:
+def mean_stats(values: Sequence[float]) -> np.ndarray:
+    """Rows ``[value, 1]`` for a mean-type metric from one value per example (e.g. routing accuracy:
+    100 where the router chose the right task, else 0)."""
     return np.column_stack([np.asarray(values, dtype=float), np.ones(len(values))])
 
 
@@ -186,9 +198,9 @@ def example_stats(
         return None
     if metric == "bleu_codexglue":
         # the metric itself on one example is that example's sentence BLEU (0-100)
-        return _mean_rows([text_metrics.bleu_codexglue([p], [r]) for p, r in pairs])
+        return mean_stats([text_metrics.bleu_codexglue([p], [r]) for p, r in pairs])
     if metric == "exact_match":
-        return _mean_rows([text_metrics.exact_match([p], [r]) for p, r in pairs])
+        return mean_stats([text_metrics.exact_match([p], [r]) for p, r in pairs])
     if metric == "bleu_sacre":
         from sacrebleu.metrics.bleu import BLEU
 
@@ -213,9 +225,12 @@ def example_stats(
             if lang not in syntax.supported_languages():
                 return None
             flags = [syntax.parses(p, lang) for p in predictions]
-        return _mean_rows([100.0 if f else 0.0 for f in flags])
+        return mean_stats([100.0 if f else 0.0 for f in flags])
     metric_stats(metric)  # raises for unknown names
-    raise ValueError(f"metric {metric!r} is not computed from text; build its rows with ratio_stats")
+    raise ValueError(
+        f"metric {metric!r} has no text path here: build its rows with ratio_stats (loss, token_accuracy) "
+        "or corpus_bleu_example_stats (a corpus BLEU made by corpus_bleu_metric)"
+    )
 
 
 def score_stats(
@@ -246,13 +261,13 @@ def ratio_stats(numerators: Sequence[float], denominators: Sequence[float]) -> n
     return np.column_stack([num, den])
 
 
-def value(metric: str, summed_stats: Sequence[float] | np.ndarray) -> float | None:
+def value(metric: str | MetricStats, summed_stats: Sequence[float] | np.ndarray) -> float | None:
     """The metric (its own units: BLEU 0-100, loss in nats per token) from statistics summed over
     examples; None where undefined (no tokens)."""
     spec = metric_stats(metric)
     summed = np.asarray(summed_stats, dtype=float)
     if summed.shape != (len(spec.columns),):
-        raise ValueError(f"{metric}: summed statistics have shape {summed.shape}; expected ({len(spec.columns)},)")
+        raise ValueError(f"{spec.name}: summed statistics have shape {summed.shape}; expected ({len(spec.columns)},)")
     v = float(spec.aggregate(summed))
     return None if math.isnan(v) else v
 
@@ -275,22 +290,22 @@ def bootstrap_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int | Sequenc
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.int64)
 
 
-def _as_stats(metric: str, stats) -> np.ndarray:
+def _as_stats(metric: str | MetricStats, stats) -> np.ndarray:
     spec = metric_stats(metric)
     arr = np.asarray(stats, dtype=float)
     if arr.ndim != 2 or arr.shape[1] != len(spec.columns):
         raise ValueError(
-            f"{metric}: per-example statistics have shape {arr.shape}; expected (n_examples, {len(spec.columns)})"
+            f"{spec.name}: per-example statistics have shape {arr.shape}; expected (n_examples, {len(spec.columns)})"
         )
     return arr
 
 
-def resample_values(metric: str, stats, counts: np.ndarray) -> np.ndarray:
+def resample_values(metric: str | MetricStats, stats, counts: np.ndarray) -> np.ndarray:
     """The metric on every resample: ``[B]`` values (NaN where undefined)."""
     arr = _as_stats(metric, stats)
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] != arr.shape[0]:
-        raise ValueError(f"{metric}: counts {counts.shape} do not match {arr.shape[0]} examples")
+        raise ValueError(f"{metric_stats(metric).name}: counts {counts.shape} do not match {arr.shape[0]} examples")
     return metric_stats(metric).aggregate(counts @ arr)
 
 
@@ -308,7 +323,7 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[floa
     return float(low), float(high)
 
 
-def cell_interval(metric: str, stats, counts: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
+def cell_interval(metric: str | MetricStats, stats, counts: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
     """Percentile bootstrap interval ``(low, high)`` of one cell, in the metric's units."""
     return percentile_interval(resample_values(metric, stats, counts), level)
 
@@ -368,7 +383,7 @@ def task_counts(stats_matrix, n_resamples: int = N_RESAMPLES, seed: int = 0) -> 
     return out
 
 
-def _cl_kwargs(metric: str, cl_kwargs: dict) -> dict:
+def _cl_kwargs(metric: str | MetricStats, cl_kwargs: dict) -> dict:
     kwargs = dict(cl_kwargs)
     params = inspect.signature(cl_metrics).parameters
     if "higher_is_better" in params and "higher_is_better" not in kwargs:
@@ -383,7 +398,7 @@ def _numeric(v) -> bool:
 
 
 def cl_intervals(
-    metric: str,
+    metric: str | MetricStats,
     stats_matrix: Sequence[Sequence[np.ndarray | None]],
     counts: Sequence[np.ndarray | None] | None = None,
     *,
@@ -452,7 +467,7 @@ def cl_intervals(
         else:
             samples[key] = np.array([np.nan if r[key] is None else r[key] for r in per_resample], dtype=float)
             intervals[key] = percentile_interval(samples[key], level) if B else None
-    return CLIntervals(metric, cells, cell_iv, point, intervals, level, B, cell_samples, samples)
+    return CLIntervals(metric_stats(metric).name, cells, cell_iv, point, intervals, level, B, cell_samples, samples)
 
 
 # ---- differences in words -------------------------------------------------------------------------
