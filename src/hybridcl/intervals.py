@@ -286,8 +286,11 @@ def bootstrap_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int | Sequenc
         raise ValueError(f"bootstrap needs at least one example; got n={n}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1; got {n_resamples}")
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.int64)
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    # counts of uniform draws = a multinomial sample; one bincount over all rows is O(B n), where
+    # rng.multinomial draws n conditional binomials per row (0.3 s for 1,000 x 1,000)
+    offsets = np.arange(n_resamples, dtype=np.int64)[:, None] * n
+    return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
 
 
 def _as_stats(metric: str | MetricStats, stats) -> np.ndarray:
