@@ -228,7 +228,7 @@ def test_point_values_are_the_plain_cells_and_cl_metrics():
         for j, st in enumerate(row):
             assert res.cells[i][j] == (None if st is None else iv.value("loss", st.sum(0)))
     assert res.cells[1][1] is None and res.cell_intervals[1][1] is None
-    assert res.cl == cl_metrics(res.cells)
+    assert res.cl == cl_metrics(res.cells, higher_is_better=False)  # a loss: lower is better
     assert res.n_resamples == 200
     assert len(res.samples["bwt"]) == 200
     for i, row in enumerate(res.cell_intervals):

@@ -8,7 +8,7 @@ matrix product ``counts [B, n] @ stats [n, k]``: 1,000 resamples cost about as m
 Statistics per metric (``value(metric, stats.sum(0))`` equals the metric as ``hybridcl.evaluate.metrics``
 computes it on the same examples):
 
-- mean type, ``[value, 1]``, aggregate ``sum / count``: ``bleu_codexglue`` (CodeXGLUE's smoothed
+- mean type, ``[value, 1]``, aggregate ``sum / count``: ``bleu_codexglue_code_to_text`` (CodeXGLUE's smoothed
   sentence BLEU averaged over examples), ``exact_match``, ``syntax_pass``, ``syntax_pass_ast``,
   ``syntax_agreement``, ``routing_accuracy`` (0-100 each; rows from :func:`mean_stats`).
 - corpus BLEU, ``[hyp_len, ref_len, correct_1..N, total_1..N]``: ``bleu_sacre`` (sacrebleu's corpus
@@ -32,7 +32,6 @@ at ``level`` (0.95 = the 2.5th and 97.5th percentiles, numpy's linear interpolat
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -40,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hybridcl.cl_metrics import cl_metrics
+from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.evaluate import metrics as text_metrics
 from hybridcl.stats import mean_std
 
@@ -106,9 +106,9 @@ def mean_metric(name: str, higher_is_better: bool = True) -> MetricStats:
     return MetricStats(name, ("value", "count"), _mean_aggregate, higher_is_better)
 
 
-for _name in ("bleu_codexglue", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy"):
+for _name in ("bleu_codexglue_code_to_text", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy"):
     register_metric(mean_metric(_name))
-register_metric(MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better=False))
+register_metric(MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better="loss" not in LOWER_IS_BETTER))
 register_metric(MetricStats("token_accuracy", ("correct_tokens", "n_tokens"), _percent_aggregate))
 
 
@@ -145,6 +145,10 @@ def _sacrebleu_score(correct: list[int], total: list[int], hyp_len: int, ref_len
 
 
 register_metric(corpus_bleu_metric("bleu_sacre", _sacrebleu_score))
+register_metric(corpus_bleu_metric(
+    "bleu_codexglue_text_to_code",
+    lambda correct, total, hyp_len, ref_len: text_metrics.codexglue_text_to_code_bleu_from_counts(
+        correct, total, hyp_len, ref_len)))
 
 
 def corpus_bleu_example_stats(
@@ -196,9 +200,11 @@ def example_stats(
     pairs = list(zip(predictions, references))
     if metric == "codebleu":
         return None
-    if metric == "bleu_codexglue":
+    if metric == "bleu_codexglue_code_to_text":
         # the metric itself on one example is that example's sentence BLEU (0-100)
-        return mean_stats([text_metrics.bleu_codexglue([p], [r]) for p, r in pairs])
+        return mean_stats([text_metrics.bleu_codexglue_code_to_text([p], [r]) for p, r in pairs])
+    if metric == "bleu_codexglue_text_to_code":  # whitespace tokens, case kept, as the evaluator splits
+        return np.array([corpus_bleu_example_stats(p.split(), r.split()) for p, r in pairs]).reshape(len(pairs), -1)
     if metric == "exact_match":
         return mean_stats([text_metrics.exact_match([p], [r]) for p, r in pairs])
     if metric == "bleu_sacre":
@@ -239,7 +245,7 @@ def score_stats(
     """:func:`example_stats` for every key that ``hybridcl.evaluate.metrics.score`` returns."""
     if direction not in text_metrics.DIRECTIONS:
         raise ValueError(f"direction {direction!r}: expected one of {text_metrics.DIRECTIONS}")
-    names = ["bleu_codexglue", "bleu_sacre", "exact_match", "codebleu"]
+    names = ["bleu_codexglue_code_to_text", "bleu_codexglue_text_to_code", "bleu_sacre", "exact_match", "codebleu"]
     if direction == "text-to-code":
         names.append("syntax_pass")
         from hybridcl.evaluate import syntax
@@ -387,11 +393,7 @@ def task_counts(stats_matrix, n_resamples: int = N_RESAMPLES, seed: int = 0) -> 
 
 
 def _cl_kwargs(metric: str | MetricStats, cl_kwargs: dict) -> dict:
-    kwargs = dict(cl_kwargs)
-    params = inspect.signature(cl_metrics).parameters
-    if "higher_is_better" in params and "higher_is_better" not in kwargs:
-        kwargs["higher_is_better"] = metric_stats(metric).higher_is_better
-    return kwargs
+    return {"higher_is_better": metric_stats(metric).higher_is_better, **cl_kwargs}
 
 
 def _numeric(v) -> bool:

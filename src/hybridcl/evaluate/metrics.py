@@ -187,9 +187,16 @@ def bleu_codexglue_text_to_code(predictions: Sequence[str], references: Sequence
             matches[len(ngram) - 1] += count
         for n in range(1, max_order + 1):
             candidates[n - 1] += max(len(pred_tokens) - n + 1, 0)
+    return codexglue_text_to_code_bleu_from_counts(matches, candidates, pred_len, ref_len)
+
+
+def codexglue_text_to_code_bleu_from_counts(matches: Sequence[int], candidates: Sequence[int], pred_len: int,
+                                            ref_len: int) -> float:
+    """:func:`bleu_codexglue_text_to_code` (0-100) from corpus counts: clipped n-gram matches and
+    predicted n-grams per order, predicted and reference tokens."""
     if pred_len == 0:
         return 0.0
-    log_precision = sum(math.log((m + 1) / (c + 1)) for m, c in zip(matches, candidates)) / max_order
+    log_precision = sum(math.log((m + 1) / (c + 1)) for m, c in zip(matches, candidates)) / len(matches)
     brevity = 1.0 if pred_len > ref_len else math.exp(1 - ref_len / pred_len)
     return 100.0 * brevity * math.exp(log_precision)
 
