@@ -211,3 +211,34 @@ def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path
     assert (replay[1]["n_examples"], replay[1]["n_replayed"], replay[1]["replay_share"]) == (10, 2, 0.2)  # 8 + 2
     o_lora = read(run_dir / "o_lora")["params"]
     assert o_lora["adapters"] == 2 and o_lora["trainable_last_task"] == o_lora["lora_per_adapter"]
+
+
+def test_the_loss_matrix_falls_on_the_trained_task_beyond_noise(tmp_path):
+    results = read(run_experiment(config("strategy=lora_only", "train.lr=5e-3", "train.epochs=4", "tasks=[python]"),
+                                  tmp_path / "run", progress=False) / "seed-0")
+    loss = results["matrix"]["loss"]
+    assert loss[1][0] < loss[0][0]  # nats per target token, after training python < base
+    cells = results["intervals"]["loss"]["cell_intervals"]
+    assert cells[1][0][1] < cells[0][0][0]  # the whole interval after training lies below the base's
+    assert results["intervals"]["loss"]["cells"][1][0] == pytest.approx(loss[1][0], rel=1e-12)
+    assert 0 <= results["matrix"]["token_accuracy"][1][0] <= 100
+
+
+def test_reused_cells_equal_recomputed_ones_and_per_task_parts_lose_exactly_nothing(tmp_path):
+    reused = read(run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "reused", progress=False) / "seed-0")
+    again = read(run_experiment(config("strategy=hybrid_task_specific", "eval.reuse_unchanged=false"),
+                                tmp_path / "again", progress=False) / "seed-0")
+    assert reused["matrix"] == again["matrix"]
+    assert reused["intervals"] == again["intervals"]
+    state = read(tmp_path / "reused" / "seed-0", "state.json")
+    assert state["rows"][2]["python"]["reused_from_row"] == 1 and "reused_from_row" not in state["rows"][2]["javascript"]
+    assert "reused_from_row" not in read(tmp_path / "again" / "seed-0", "state.json")["rows"][2]["python"]
+    # python's parts never change after its own stage: forgetting is 0 on every bootstrap resample
+    assert reused["intervals"]["loss"]["intervals"]["bwt"] == [0.0, 0.0]
+    assert reused["cl_metrics"]["loss"]["bwt"] == 0.0
+
+
+def test_shared_parts_are_evaluated_again(tmp_path):
+    run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "run", progress=False)
+    state = read(tmp_path / "run" / "seed-0", "state.json")
+    assert all("reused_from_row" not in cell for row in state["rows"] for cell in row.values())

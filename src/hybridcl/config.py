@@ -167,6 +167,10 @@ class EvalConfig:
     top_p: float = 1.0
     max_examples: int | None = None  # validation examples generated per task; None = all
     forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
+    # With a task id, a task whose parts cannot change since the last row keeps that row's cell
+    # (strategies that isolate tasks) instead of generating again; false recomputes every cell.
+    reuse_unchanged: bool = True
+    bootstrap_resamples: int = 1000  # for the 95% intervals of every cell and CL metric
     humaneval: bool = False
     humaneval_samples: int = 1  # completions per problem; pass@k needs samples >= k
     humaneval_problems: int | None = None  # None = all 164
@@ -182,6 +186,7 @@ class EvalConfig:
         if self.max_examples is not None:
             _positive(self.max_examples, f"{key}.max_examples")
         _positive(self.humaneval_samples, f"{key}.humaneval_samples")
+        _positive(self.bootstrap_resamples, f"{key}.bootstrap_resamples")
         _positive(self.sandbox_timeout_s, f"{key}.sandbox_timeout_s")
 
 

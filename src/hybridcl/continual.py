@@ -33,6 +33,7 @@ from hybridcl.data.tasks import load_task_data
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluator import MatrixEvaluator, Row
+from hybridcl.intervals import cl_intervals, has_interval
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
@@ -65,8 +66,9 @@ class ContinualRecipe:
         self.data = {t: load_task_data(config.data, t) for t in config.tasks}  # the same examples for every seed
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
-        self.evaluator = MatrixEvaluator(config, self.base, self.components, self.data, progress=self.progress)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
+        self.evaluator = MatrixEvaluator(config, self.base, self.components, self.data, cache_dir=self.cache_dir,
+                                         progress=self.progress)
 
     def _activate(self, i: int) -> str:
         stage = self.stages[i - 1].name
@@ -121,6 +123,9 @@ class ContinualRecipe:
         else:
             row = self.evaluator.row(i)
         self._write_predictions(f"row{i}", row)
+        save_tensors(self.seed_dir.stats_file(i), {f"{task}/{metric}": torch.from_numpy(values)
+                                                   for task, by_metric in row.stats.items()
+                                                   for metric, values in by_metric.items()})
         self.state.rows.append(row.cells)
         routed = self.evaluator.routed_row(i, row) if i > 0 else None
         if routed is not None:
@@ -137,6 +142,21 @@ class ContinualRecipe:
                 {"id": ex.id, "prediction": p, "reference": ex.target}
                 for ex, p in zip(self.evaluator.examples(task), predictions)])
 
+    def _intervals(self, matrix: Matrix) -> dict[str, dict]:
+        """95% bootstrap intervals of every cell and CL metric that decomposes over examples (paired rows)."""
+        stats = [load_tensors(self.seed_dir.stats_file(i)) for i in range(len(self.state.rows))]
+        out = {}
+        for metric in matrix.values:
+            if not has_interval(metric):
+                continue
+            cells = [[(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.tasks]
+                     for row in stats]
+            result = cl_intervals(metric, cells, n_resamples=self.config.eval.bootstrap_resamples).to_json()
+            if not matrix.one_stage_per_task:  # joint: forgetting and transfer are not defined
+                result["cl"], result["intervals"] = {}, {}
+            out[metric] = result
+        return out
+
     def finish(self) -> SeedResults:
         """The seed's results (CL metrics, routing, HumanEval), written to ``results.json``."""
         config = self.config
@@ -146,7 +166,7 @@ class ContinualRecipe:
         if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
             humaneval = self.evaluator.humaneval()
         results = SeedResults.build(
-            config.strategy, config.tasks, self.state,
+            config.strategy, config.tasks, self.state, intervals=self._intervals(matrix),
             params={"base": counts.base, "lora_per_adapter": counts.lora_per_adapter,
                     "full_layer_per_block": counts.full_layer_per_block, "adapters": counts.n_adapters,
                     "blocks": counts.n_blocks, "stored_total": counts.stored_total,

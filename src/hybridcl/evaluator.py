@@ -1,6 +1,12 @@
 """The matrix evaluator: scores every task with the components as they stand, one matrix row per call.
 
-- :meth:`MatrixEvaluator.row` uses the task id: each task is scored with its own components.
+- :meth:`MatrixEvaluator.row` uses the task id: each task is scored with its own components: the
+  teacher-forced loss on all its evaluation examples (``loss``: mean NLL per target token, nats;
+  ``token_accuracy``: percent of target tokens the greedy prediction gets right), then generation
+  metrics on ``eval.max_examples`` of them. Every cell keeps per-example statistics
+  (:mod:`hybridcl.intervals`) for its bootstrap interval. For strategies that isolate tasks, a
+  task whose parts cannot have changed since the previous row keeps that row's cell
+  (``reused_from_row``) instead of being evaluated again.
 - :meth:`MatrixEvaluator.routed_row` scores the same row without it: :mod:`hybridcl.routing` picks
   each prompt's components, and only misrouted prompts are generated again.
 - :meth:`MatrixEvaluator.humaneval` measures HumanEval pass@k through the python task's components.
@@ -10,13 +16,20 @@ Predictions are returned, not written: the recipe keeps them and decides where t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from hybridcl.config import ExperimentConfig
+from hybridcl.data.batching import collate, encode
 from hybridcl.data.tasks import Example, TaskData, format_prompt
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
+from hybridcl.intervals import ratio_stats, score_stats
+from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
 from hybridcl.routing import METHOD, route, routable_tasks, routing_accuracy
@@ -24,10 +37,12 @@ from hybridcl.routing import METHOD, route, routable_tasks, routing_accuracy
 
 @dataclass
 class Row:
-    """One matrix row: a cell per task (``None``: not evaluated) and each task's predictions."""
+    """One matrix row: a cell per task (``None``: not evaluated), predictions and per-example statistics."""
 
+    index: int
     cells: dict[str, dict | None]
     predictions: dict[str, list[str]]
+    stats: dict[str, dict[str, np.ndarray]]  # task -> metric -> [examples, k] (hybridcl.intervals)
 
 
 @dataclass
@@ -43,8 +58,10 @@ class MatrixEvaluator:
     """Generates on every task's evaluation examples and scores them."""
 
     def __init__(self, config: ExperimentConfig, base: Base, components: ComponentSet, data: dict[str, TaskData],
-                 *, progress: bool = True):
+                 *, cache_dir: Path | None = None, progress: bool = True):
         self.config, self.base, self.components, self.data, self.progress = config, base, components, data, progress
+        self.cache_dir = cache_dir
+        self._previous: Row | None = None
 
     def examples(self, task: str) -> list[Example]:
         """The examples task ``task`` is scored on (``eval.max_examples`` of its validation split)."""
@@ -64,12 +81,45 @@ class MatrixEvaluator:
         examples = self.examples(task)
         return score(predictions, [ex.target for ex in examples], language=task, direction=self.config.data.direction)
 
+    @torch.no_grad()
+    def loss(self, task: str) -> tuple[dict, dict[str, np.ndarray]]:
+        """Teacher-forced ``loss`` (nats per target token) and ``token_accuracy`` (%) on all of ``task``'s
+        evaluation examples, with their per-example statistics, through the components as routed now."""
+        cfg, model = self.config, self.components.model
+        encoded = encode(self.data[task].val, self.base.tokenizer, self.base.kind, cfg.data.max_source_len,
+                         cfg.data.max_target_len, cache_dir=self.cache_dir, progress=False)
+        features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
+        order = sorted(range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"])))
+        nll, tokens, correct = np.zeros(len(features)), np.zeros(len(features)), np.zeros(len(features))
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, len(order), cfg.eval.batch_size):
+                idx = order[start:start + cfg.eval.batch_size]
+                batch = collate([features[k] for k in idx], self.base.tokenizer.pad_token_id, self.base.kind)
+                scores = token_scores(model, {k: v.to(device) for k, v in batch.items()}, self.base.kind, accuracy=True)
+                nll[idx] = scores.nll.sum(1).double().cpu().numpy()
+                tokens[idx] = scores.mask.sum(1).cpu().numpy()
+                correct[idx] = scores.correct.sum(1).cpu().numpy()
+        finally:
+            model.train(was_training)
+        stats = {"loss": ratio_stats(nll, tokens), "token_accuracy": ratio_stats(correct, tokens)}
+        total = max(tokens.sum(), 1.0)
+        return {"loss": float(nll.sum() / total), "token_accuracy": float(100.0 * correct.sum() / total)}, stats
+
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
-        cells, predictions = {}, {}
+        cells, predictions, stats = {}, {}, {}
+        previous = self._previous if self._reuses_cells(i) else None
         for j, task in enumerate(self.config.tasks):
             if i > 0 and not self.config.eval.forward_transfer and j >= i:
                 cells[task] = None
+                continue
+            if previous is not None and j + 1 < i and previous.cells.get(task):
+                # task j was trained at stage j + 1 < i and nothing of it has trained since row i - 1
+                cells[task] = {"reused_from_row": i - 1, **previous.cells[task], "eval_seconds": 0.0}
+                predictions[task], stats[task] = previous.predictions[task], previous.stats[task]
                 continue
             if i > 0:
                 self.components.route(task)
@@ -77,8 +127,19 @@ class MatrixEvaluator:
             with Meter(next(self.components.model.parameters()).device) as meter:
                 predictions[task] = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
                 scores = self.score(task, predictions[task])
-            cells[task] = {**scores, "eval_seconds": meter.seconds, "n": len(examples)}
-        return Row(cells, predictions)
+                losses, stats[task] = self.loss(task)
+            text_stats = score_stats(predictions[task], [ex.target for ex in examples], language=task,
+                                     direction=self.config.data.direction)
+            stats[task].update({m: s for m, s in text_stats.items() if s is not None})
+            cells[task] = {**losses, **scores, "eval_seconds": meter.seconds, "n": len(examples),
+                           "n_loss": len(stats[task]["loss"])}
+        self._previous = Row(i, cells, predictions, stats)
+        return self._previous
+
+    def _reuses_cells(self, i: int) -> bool:
+        previous = self._previous
+        return (self.config.eval.reuse_unchanged and self.components.strategy.isolates_tasks
+                and previous is not None and previous.index == i - 1)
 
     def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
         """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.

@@ -17,7 +17,7 @@ from hybridcl.stats import mean_std, mean_std_nested
 
 FORMAT = 1
 # Keys of a matrix cell that describe the cell rather than score the model.
-CELL_INFO = ("n", "eval_seconds")
+CELL_INFO = ("n", "n_loss", "eval_seconds", "reused_from_row")
 TRAIN_AGGREGATED = ("seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "final_loss", "trainable_params")
 
 
@@ -112,17 +112,21 @@ class SeedResults:
     train: list[dict]
     params: dict[str, int]
     data: dict[str, dict]
+    intervals: dict[str, dict] = field(default_factory=dict)
+    """metric -> 95% bootstrap intervals (paired between rows) of every cell and CL metric
+    (:meth:`hybridcl.intervals.CLIntervals.to_json`); metrics that do not decompose over examples have none."""
     routing: dict | None = None
     humaneval: dict | None = None
 
     @classmethod
     def build(cls, strategy: str, tasks: list[str], state: SeedState, params: dict, data: dict,
-              routing: dict | None, humaneval: dict | None) -> SeedResults:
+              routing: dict | None, humaneval: dict | None, intervals: dict[str, dict]) -> SeedResults:
         rows = ["base", *state.stages_done]
         matrix = Matrix.from_cells(tasks, rows, state.rows)
         return cls(strategy=strategy, tasks=tasks, rows=rows, matrix=matrix.values, cl_metrics=matrix.cl_metrics(),
                    eval_seconds=[[(row.get(t) or {}).get("eval_seconds") for t in tasks] for row in state.rows],
-                   train=state.train, params=params, data=data, routing=routing, humaneval=humaneval)
+                   train=state.train, params=params, data=data, intervals=intervals, routing=routing,
+                   humaneval=humaneval)
 
     def to_json(self) -> dict:
         out = {"format": FORMAT, "hybridcl": __version__, **self.__dict__}
@@ -133,7 +137,7 @@ class SeedResults:
     @classmethod
     def from_json(cls, raw, *, where: Path | str = "results.json") -> SeedResults:
         _check_format(raw, "results file", where, "rewrite it with `hybridcl eval RUN_DIR`")
-        fields = {k: raw.get(k) for k in cls.__dataclass_fields__}
+        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         return cls(**fields)
 
 

@@ -76,6 +76,10 @@ class SeedDir:
         """Checkpoints after stage ``i`` (1-based): ``components.safetensors`` and ``rule.safetensors``."""
         return self.path / "tasks" / f"{i}-{stage}"
 
+    def stats_file(self, i: int) -> Path:
+        """Per-example statistics of matrix row ``i`` (``<task>/<metric>`` -> [examples, k]), for intervals."""
+        return self.path / "stats" / f"row{i}.safetensors"
+
     def predictions_file(self, name: str) -> Path:
         return self.path / "predictions" / f"{name}.jsonl"
 

@@ -51,6 +51,12 @@ class Strategy:
     description: str = ""
 
     @property
+    def isolates_tasks(self) -> bool:
+        """With a task id, a trained task's parts never change again (per-task parts on a frozen base)."""
+        scopes = (self.lora, self.full_layer)
+        return not self.train_base and any(s.used for s in scopes) and all(s in (Scope.PER_TASK, Scope.NONE) for s in scopes)
+
+    @property
     def routable(self) -> bool:
         """Some component is per task, so a prompt's task can be chosen without the task id."""
         return self.lora.per_task or self.full_layer.per_task
