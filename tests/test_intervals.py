@@ -285,3 +285,15 @@ def test_formatting_and_seeds():
     assert s == {"mean": 2.0, "std": 1.0, "n": 3}
     assert iv.format_mean_std(s) == "2.00 ± 1.00 (n=3)"
     assert iv.format_mean_std(iv.mean_std_n([])) == "-"
+
+
+def test_own_training_effect_is_the_paired_difference_from_the_base():
+    before = iv.ratio_stats(np.full(40, 60.0), np.full(40, 20.0))  # loss 3.0 on every example
+    after = iv.ratio_stats(np.concatenate([np.full(20, 20.0), np.full(20, 60.0)]), np.full(40, 20.0))  # 1.0 or 3.0
+    res = iv.cl_intervals("loss", [[before], [after]], n_resamples=300)
+    (effect,) = iv.own_training_effect(res)
+    assert effect["difference"] == pytest.approx(2.0 - 3.0)
+    low, high = effect["interval"]
+    assert low < -1.0 < high < 0  # the loss fell by 1 nat, beyond noise
+    assert iv.own_training_effect(iv.cl_intervals("loss", [[before], [before]], n_resamples=50)) == [
+        {"difference": 0.0, "interval": [0.0, 0.0]}]

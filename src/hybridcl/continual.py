@@ -33,7 +33,7 @@ from hybridcl.data.tasks import load_task_data
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluator import MatrixEvaluator, Row
-from hybridcl.intervals import cl_intervals, has_interval
+from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
@@ -151,8 +151,11 @@ class ContinualRecipe:
                 continue
             cells = [[(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.tasks]
                      for row in stats]
-            result = cl_intervals(metric, cells, n_resamples=self.config.eval.bootstrap_resamples).to_json()
-            if not matrix.one_stage_per_task:  # joint: forgetting and transfer are not defined
+            intervals = cl_intervals(metric, cells, n_resamples=self.config.eval.bootstrap_resamples)
+            result = intervals.to_json()
+            if matrix.one_stage_per_task:
+                result["own_training"] = own_training_effect(intervals)
+            else:  # joint: forgetting and transfer are not defined
                 result["cl"], result["intervals"] = {}, {}
             out[metric] = result
         return out

@@ -585,3 +585,21 @@ def format_mean_std(summary: dict, digits: int = 2) -> str:
     if summary.get("mean") is None:
         return "-"
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f} (n={summary['n']})"
+
+
+def own_training_effect(result: CLIntervals) -> list[dict | None]:
+    """Per task j: R[j][j] - R[0][j], what its own training changed against the base, with the paired
+    interval (the same resampled examples in both rows); None where a cell is missing.
+
+    ``[{"difference", "interval"}]`` in the metric's units (for a loss, negative = it fell)."""
+    out = []
+    for j in range(len(result.cells[0]) if result.cells else 0):
+        i = j + 1
+        if i >= len(result.cells) or result.cells[i][j] is None or result.cells[0][j] is None:
+            out.append(None)
+            continue
+        samples = np.asarray(result.cell_samples[i][j]) - np.asarray(result.cell_samples[0][j])
+        interval = percentile_interval(samples, result.level)
+        out.append({"difference": result.cells[i][j] - result.cells[0][j],
+                    "interval": None if interval is None else [interval[0], interval[1]]})
+    return out

@@ -1,9 +1,11 @@
 """The run report: ``report.md`` with PNG plots beside it, from a run folder's files alone.
 
-Sections: the architecture and parameter table, the per-task results, the matrix of every metric
-(table and heatmap), the continual-learning metrics, task-agnostic inference (routing), the
-training loss curves and the efficiency table. With several seeds every number is the mean ± the
-sample standard deviation over seeds.
+Sections: what the run shows (each task's own-training effect and forgetting on the loss, in
+words), the architecture and parameter table, the per-task results, the matrix of every metric
+(table and heatmap, the loss first), the continual-learning metrics, task-agnostic inference
+(routing), the training loss curves and the efficiency table. With one seed every number carries
+its 95% bootstrap interval over examples, ``value [low, high]``; with several seeds it is the mean
+± the sample standard deviation over seeds, with n.
 """
 from __future__ import annotations
 
@@ -11,12 +13,17 @@ import json
 from pathlib import Path
 
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
+from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
+from hybridcl.intervals import describe_interval
 from hybridcl.io import read_json, write_text
 from hybridcl.report import plots
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
-METRICS = {  # name -> (what it is, unit for axes)
+METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in this order
+    "loss": ("teacher-forced loss: mean negative log-likelihood per target token on every evaluation example "
+             "(lower is better)", "nats per token"),
+    "token_accuracy": ("target tokens the greedy prediction gets right, teacher-forced", "% of target tokens"),
     "bleu_codexglue_code_to_text": ("CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over "
                                     "examples (the seed's BLEU)", "BLEU (0-100)"),
     "bleu_codexglue_text_to_code": ("CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, "
@@ -80,13 +87,15 @@ def write_report(run_dir: str | Path) -> Path:
     seeds = results.get("seeds", 1)
     show_std = seeds > 1
     f = lambda v, d=2: fmt(v, d, with_std=show_std)  # noqa: E731
+    intervals = _seed_intervals(results)
     tasks = results["tasks"]
     lines = [f"# Run report: {run_dir.name}", ""]
     lines += _summary(results, config, seeds)
+    lines += _findings(results, intervals)
     lines += _architecture(results, config, f)
     lines += _per_task(results, f)
-    lines += _matrices(run_dir, results, f, show_std)
-    lines += _cl_table(results, f)
+    lines += _matrices(run_dir, results, f, show_std, intervals)
+    lines += _cl_table(results, f, intervals)
     lines += _routing(results, f)
     lines += _humaneval(results, f)
     lines += _losses(run_dir, tasks)
@@ -189,36 +198,90 @@ def _per_task(results, f) -> list[str]:
     return lines + _table(header, rows) + [""]
 
 
-def _matrices(run_dir, results, f, show_std) -> list[str]:
+def _seed_intervals(results) -> dict:
+    """metric -> bootstrap intervals of the one seed (none with several seeds: those show mean ± std)."""
+    per_seed = results.get("per_seed") or []
+    return (per_seed[0].get("intervals") or {}) if results.get("seeds", 1) == 1 and per_seed else {}
+
+
+def _with_interval(value, interval, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:,.{digits}f}"
+    return text if interval is None else f"{text} [{interval[0]:,.{digits}f}, {interval[1]:,.{digits}f}]"
+
+
+def _findings(results, intervals) -> list[str]:
+    """The run's claims in words, each with its interval: own training against the base, and forgetting."""
+    tasks = results["tasks"]
+    loss = intervals.get("loss")
+    if not loss or not loss.get("own_training"):
+        return []
+    lines = ["## What this run shows", "",
+             "On the teacher-forced loss (nats per target token, lower is better), with 95% bootstrap intervals over "
+             "the evaluation examples, paired between rows (the same resampled examples before and after):", ""]
+    for j, effect in enumerate(loss["own_training"]):
+        if effect is not None:
+            lines.append(f"- {describe_interval(f'{tasks[j]}: its own training changed the loss by', effect['difference'], tuple(effect['interval']) if effect['interval'] else None)}")
+    bwt = loss["cl"].get("bwt_per_task") or []
+    bwt_iv = loss["intervals"].get("bwt_per_task") or []
+    for j, value in enumerate(bwt):
+        if value is not None and j < len(bwt_iv):
+            # BWT keeps "negative = forgetting" for a loss too: R[j][j] - R[T][j]
+            lines.append(f"- {describe_interval(f'{tasks[j]}: backward transfer (BWT, negative = forgetting)', value, tuple(bwt_iv[j]) if bwt_iv[j] else None)}")
+    return lines + [""]
+
+
+def _matrices(run_dir, results, f, show_std, intervals) -> list[str]:
     tasks, labels = results["tasks"], _row_labels(results)
-    lines = ["## Matrices", "", "`R[i][j]`: the metric on task j's validation set (columns) after training the "
-             "task of row i (row `base` = the frozen base before any training).", ""]
-    for metric, matrix in results["matrix"].items():
+    lines = ["## Matrices", "", "`R[i][j]`: the metric on task j's evaluation examples (columns) after training the "
+             "task of row i (row `base` = the frozen base before any training). "
+             + ("Each cell: the value [95% bootstrap interval over examples]. " if intervals else
+                "Each cell: mean ± standard deviation over seeds. ")
+             + "Heatmap colours span the metric's whole range (0-100, or 0 to the largest loss), so that small "
+             "differences do not look like contrast.", ""]
+    order = [m for m in METRICS if m in results["matrix"]] + [m for m in results["matrix"] if m not in METRICS]
+    for metric in order:
+        matrix = results["matrix"][metric]
         values = [[mean(c) for c in row] for row in matrix]
         what, unit = METRICS.get(metric, (metric, metric))
         lines += [f"### {metric}: {what}", ""]
         if all(v is None for row in values for v in row):
             lines += ["Not computed in this run (n/a in every cell).", ""]
             continue
-        rows = [[labels[i]] + [f(c) for c in row] for i, row in enumerate(matrix)]
+        cell_iv = (intervals.get(metric) or {}).get("cell_intervals")
+        if cell_iv:
+            rows = [[labels[i]] + [_with_interval(v, cell_iv[i][j]) for j, v in enumerate(row)] for i, row in enumerate(values)]
+        else:
+            rows = [[labels[i]] + [f(c) for c in row] for i, row in enumerate(matrix)]
         lines += _table(["after training \\ evaluated on", *tasks], rows) + [""]
         name = f"matrix-{metric}.png"
+        finite = [v for row in values for v in row if v is not None]
+        scale = (0.0, max(finite) * 1.05 or 1.0) if metric in LOWER_IS_BETTER else (0.0, 100.0)
         plots.heatmap(values, labels, tasks, title=f"{metric} ({results['strategy']})", colorbar_label=unit,
-                      path=run_dir / name, std=[[std(c) for c in row] for row in matrix] if show_std else None)
+                      path=run_dir / name, std=[[std(c) for c in row] for row in matrix] if show_std else None,
+                      intervals=cell_iv, scale=scale)
         lines += [f"![{metric} matrix]({name})", ""]
     return lines
 
 
-def _cl_table(results, f) -> list[str]:
+def _cl_table(results, f, intervals) -> list[str]:
     rows = []
     for metric, values in results["cl_metrics"].items():
         if all(mean(values.get(k)) is None for k, _ in CL_COLUMNS):
             continue
-        rows.append([metric] + [f(values.get(k)) for k, _ in CL_COLUMNS])
+        cl_iv = (intervals.get(metric) or {}).get("intervals") or {}
+        if cl_iv:
+            rows.append([metric] + [_with_interval(mean(values.get(k)), cl_iv.get(k)) for k, _ in CL_COLUMNS])
+        else:
+            rows.append([metric] + [f(values.get(k)) for k, _ in CL_COLUMNS])
     lines = ["## Continual-learning metrics", "",
              "Forgetting (relative) is the seed's: percent of a task's score lost by the end; forgetting (absolute) is "
              "Chaudhry et al.'s, in the metric's units (best score from the task's own training on, minus the final "
-             "one); BWT and FWT are GEM's (negative BWT = forgetting; FWT against the frozen base).", ""]
+             "one); BWT and FWT are GEM's (negative BWT = forgetting; FWT against the frozen base). For the loss "
+             "(lower is better) forgetting is a rise and the signs keep their meaning. "
+             + ("Brackets: 95% bootstrap intervals, paired between rows; an interval that contains 0 means the "
+                "difference is within noise." if intervals else "Values: mean ± standard deviation over seeds."), ""]
     skipped = []
     for metric, values in results["cl_metrics"].items():
         for key, label in CL_COLUMNS:

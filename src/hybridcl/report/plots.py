@@ -37,15 +37,22 @@ def _num(v) -> float | None:
 
 def heatmap(values: Sequence[Sequence[float | None]], row_labels: Sequence[str], col_labels: Sequence[str], *,
             title: str, colorbar_label: str, path: Path, std: Sequence[Sequence[float | None]] | None = None,
+            intervals: Sequence[Sequence[Sequence[float] | None]] | None = None,
+            scale: tuple[float, float] | None = None,
             xlabel: str = "evaluated on task", ylabel: str = "after training") -> Path:
-    """An annotated heatmap of a matrix (rows x columns); missing cells are grey and say "n/a"."""
+    """An annotated heatmap of a matrix (rows x columns); missing cells are grey and say "n/a".
+
+    Each cell shows its value and, when given, ``± std`` or its ``[low, high]`` interval. ``scale``
+    fixes the colour range (e.g. 0-100): a range stretched to the data would turn noise into contrast.
+    """
     import numpy as np
 
     data = np.array([[(_num(v) if _num(v) is not None else np.nan) for v in row] for row in values], dtype=float)
     fig, axes = _new(1.6 + 1.5 * len(col_labels), 1.3 + 0.65 * len(row_labels))
     ax = axes[0][0]
     finite = data[np.isfinite(data)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    vmin, vmax = scale if scale is not None else (
+        (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
     if vmin == vmax:
         vmin, vmax = vmin - 1.0, vmax + 1.0
     cmap = _cmap("viridis")
@@ -66,6 +73,9 @@ def heatmap(values: Sequence[Sequence[float | None]], row_labels: Sequence[str],
             s = _num(std[i][j]) if std is not None else None
             if s:
                 text += f"\n± {_short(s)}"
+            interval = intervals[i][j] if intervals is not None else None
+            if interval is not None:
+                text += f"\n[{_short(interval[0])}, {_short(interval[1])}]"
             shade = (v - vmin) / (vmax - vmin)
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if shade > 0.6 else "white")
     fig.colorbar(image, ax=ax, label=colorbar_label)

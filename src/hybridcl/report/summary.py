@@ -16,18 +16,21 @@ def _fmt(value, signed: bool = False) -> str:
 
 
 def run_summary(run_dir: Path) -> str:
-    """A short table: per task its BLEU after its own training and after the last task, and the CL metrics."""
+    """A short table: per task its loss and BLEU before training, after its own training and after the
+    last task, and the CL metrics; the report (path on the last line) has the intervals."""
     run_dir = Path(run_dir)
-    if (run_dir / "comparison.md").is_file():
-        return f"comparison of every strategy: {run_dir / 'comparison.md'}"
     results = read_json(run_dir / "results.json")
     tasks, rows = results["tasks"], results["rows"]
-    matrix = results["matrix"][HEADLINE]
-    syntax = results["matrix"].get("syntax_pass")
-    lines = [f"{'task':<12}{'BLEU after its task':>20}{'BLEU at the end':>17}{'syntax pass at the end (%)':>28}"]
-    for j, task in enumerate(tasks):
-        own = matrix[rows.index(task)][j] if task in rows else None
-        lines.append(f"{task:<12}{_fmt(own):>20}{_fmt(matrix[-1][j]):>17}{_fmt(syntax[-1][j] if syntax else None):>28}")
+    own_row = lambda task: rows.index(task) if task in rows else None  # noqa: E731
+    lines = [f"{'task':<12}{'':>3}{'base':>8}{'after its task':>16}{'at the end':>12}"]
+    for metric, label in (("loss", "loss"), (HEADLINE, "BLEU"), ("syntax_pass", "syntax %")):
+        matrix = results["matrix"].get(metric)
+        if not matrix:
+            continue
+        for j, task in enumerate(tasks):
+            i = own_row(task)
+            lines.append(f"{task:<12}{'':>3}{_fmt(matrix[0][j]):>8}{_fmt(matrix[i][j] if i else None):>16}"
+                         f"{_fmt(matrix[-1][j]):>12}   {label}")
     cl = results["cl_metrics"][HEADLINE]
     lines.append(f"average BLEU at the end {_fmt(cl.get('average_final'))}; forgetting (relative) "
                  f"{_fmt(cl.get('forgetting_relative'))}%; BWT {_fmt(cl.get('bwt'), True)}; FWT {_fmt(cl.get('fwt'), True)}")
