@@ -10,3 +10,22 @@ import torch  # noqa: E402
 # otherwise spin-wait in OpenMP and slow down 10-100x.
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def codet5_small_dir(tmp_path_factory):
+    """A local folder laid out like the hub's Salesforce/codet5-small (tests/_seed_fixtures.py)."""
+    from _seed_fixtures import build_codet5_small
+
+    return build_codet5_small(tmp_path_factory.mktemp("codet5-small"))
+
+
+@pytest.fixture(scope="session")
+def codesearchnet_dir(tmp_path_factory):
+    """A CodeSearchNet-release-layout folder (python, javascript) built from the bundled corpus."""
+    from _seed_fixtures import build_codesearchnet
+
+    return build_codesearchnet(tmp_path_factory.mktemp("codesearchnet"))
