@@ -110,6 +110,19 @@ def test_codesearchnet_release_layout(tmp_path):
         read_split("codesearchnet", str(tmp_path), "rust", "train")
 
 
+def test_codesearchnet_shards_are_read_in_the_release_order(tmp_path):
+    """The release numbers its shards python_train_0 ... python_train_13: 2 comes before 10, as in the release."""
+    folder = tmp_path / "python" / "final" / "jsonl" / "train"
+    folder.mkdir(parents=True)
+    for n in range(12):
+        row = {**CSN_ROW, "func_name": f"f{n}", "code": CSN_ROW["code"].replace("def f(", f"def f{n}(")}
+        write_records([Record(**{k: row[k] for k in ("repo", "path", "func_name", "language", "code", "docstring")})],
+                      folder / f"python_train_{n}.jsonl.gz")
+    records, files = read_split("codesearchnet", str(tmp_path), "python", "train")
+    assert [r.func_name for r in records] == [f"f{n}" for n in range(12)]
+    assert [f.rsplit("/", 1)[1] for f in files[:3]] == ["python_train_0.jsonl.gz", "python_train_1.jsonl.gz", "python_train_2.jsonl.gz"]
+
+
 HF_ROW = {"repository_name": "o/r", "func_path_in_repository": "m.js", "func_name": "g", "whole_func_string": "x", "language": "javascript",
           "func_code_string": "function g() {\n  return 1;\n}", "func_code_tokens": [], "func_documentation_string": "Return one for the caller.",
           "func_documentation_tokens": [], "split_name": "train", "func_code_url": "https://github.com/o/r/blob/0/m.js#L1-L3"}

@@ -6,6 +6,7 @@ Every reader returns :class:`Record` lists for one language and one split (``tra
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def read_codesearchnet(root: str | Path, language: str, split: str) -> tuple[lis
     if language not in CSN_LANGUAGES:
         raise DataError(f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}")
     folder = Path(root) / language / "final" / "jsonl" / split
-    files = sorted(folder.glob("*.jsonl.gz")) + sorted(folder.glob("*.jsonl"))
+    files = sorted(folder.glob("*.jsonl.gz"), key=_shard_order) + sorted(folder.glob("*.jsonl"), key=_shard_order)
     if not files:
         raise DataError(f"{folder}: no .jsonl.gz files; unzip the CodeSearchNet release {language}.zip into {root} "
                         f"so that {language}/final/jsonl/{split}/ exists")
@@ -98,6 +99,12 @@ def read_codesearchnet(root: str | Path, language: str, split: str) -> tuple[lis
     for file in files:
         records.extend(read_records(file))  # the release's rows carry the record fields by the same names
     return records, [str(f) for f in files]
+
+
+def _shard_order(file: Path) -> list:
+    """Sort key that reads ``python_train_10`` after ``python_train_2``: the release's order, which
+    "first rows" selections and file-order subsamples follow."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", file.name)]
 
 
 def hf_row_to_record(row: Any, where: str) -> Record:
