@@ -34,7 +34,8 @@ run whose predictions are exactly ``SCRIPT`` has started the decoder at ``<pad>`
 ``build_codesearchnet(dest)`` writes ``<lang>/final/jsonl/{train,valid,test}/<lang>_<split>_<n>.jsonl.gz``
 with the release's field names (``repo, path, func_name, original_string, language, code,
 code_tokens, docstring, docstring_tokens, sha, url, partition``): train from the bundled train
-split, valid and test from the bundled valid split divided by file (no file in both).
+split, valid and test from the bundled valid split divided by file (no file in both); the
+shortest functions of each, so that small length limits cut nothing.
 """
 from __future__ import annotations
 
@@ -135,11 +136,12 @@ def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_tra
     """Write a CodeSearchNet-release-layout folder at ``dest`` (see the module docstring); returns ``dest``.
 
     ``n_train`` records per language in ``train`` (cut into ``train_shards`` files, as the release
-    cuts its train split), at most ``n_eval`` in each of ``valid`` and ``test``.
+    cuts its train split), at most ``n_eval`` in each of ``valid`` and ``test``: the functions with
+    the shortest code (at most ~35 tokens of the codet5 stand-in's tokenizer for the defaults).
     """
     dest = Path(dest)
     for lang in languages:
-        train = bundled_records(lang, "train")[:n_train]
+        train = _shortest(bundled_records(lang, "train"), n_train)
         by_file: dict[str, list] = {}
         for r in bundled_records(lang, "valid"):
             by_file.setdefault(r.path, []).append(r)
@@ -148,7 +150,7 @@ def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_tra
             (valid if i % 2 == 0 else test).extend(by_file[path])
         size = -(-len(train) // train_shards)
         shards = {"train": [train[i:i + size] for i in range(0, len(train), size)],
-                  "valid": [valid[:n_eval]], "test": [test[:n_eval]]}
+                  "valid": [_shortest(valid, n_eval)], "test": [_shortest(test, n_eval)]}
         for split, parts in shards.items():
             folder = dest / lang / "final" / "jsonl" / split
             folder.mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,13 @@ def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_tra
                     for r in part:
                         handle.write(json.dumps(csn_row(r, split), ensure_ascii=False) + "\n")
     return dest
+
+
+def _shortest(records: list, n: int) -> list:
+    """The ``n`` records with the shortest code, in file order: tests run at short length limits
+    and nothing is cut (a cut target is dropped or trained without its end)."""
+    keep = set(sorted(range(len(records)), key=lambda i: len(records[i].code))[:n])
+    return [r for i, r in enumerate(records) if i in keep]
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
