@@ -97,7 +97,7 @@ def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javas
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = T5ForConditionalGeneration(config)
-        _plant_successors(model, _script_ids(tokenizer), seed)
+        plant_successors(model, _script_ids(tokenizer), seed)
     save_model(model, str(dest / "model.safetensors"), metadata={"format": "pt"})  # drops the tied copies
     return dest
 
@@ -112,8 +112,10 @@ def _script_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def _plant_successors(model, chain: list[int], seed: int) -> None:
-    """Make decoder input ``chain[k]`` predict ``chain[k+1]`` (see the module docstring).
+def plant_successors(model, chain: list[int], seed: int = 0) -> None:
+    """Make decoder input ``chain[k]`` predict ``chain[k+1]`` in a T5 with ReLU feed-forwards (see the module docstring).
+
+    Needs ``len(chain) <= d_model`` and distinct ids; the model then greedily writes ``chain[1:]``.
 
     Each chain token gets an embedding ``_SIGNAL * u_k`` on its own orthonormal direction ``u_k``.
     The first decoder block's feed-forward reads ``u_k`` (one hidden unit per token) and writes

@@ -138,3 +138,19 @@ def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
     assert generate(llama, tok, [], kind="causal") == []
     with pytest.raises(ValueError):
         generate(llama, tok, ["x"], kind="encoder")
+
+
+def test_decoded_code_keeps_its_spaces_before_punctuation():
+    """A tokenizer saved with ``clean_up_tokenization_spaces: true`` (the default of transformers < 4.45,
+    so in many hub tokenizer files) would turn ``x ,`` into ``x,`` and ``a .b`` into ``a.b``: English
+    clean-up that changes code."""
+    from _seed_fixtures import plant_successors
+
+    tok = tf.ByT5Tokenizer(clean_up_tokenization_spaces=True)
+    cfg = tf.T5Config(vocab_size=384, d_model=64, d_ff=128, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16,
+                      feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    model = tf.T5ForConditionalGeneration(cfg).eval()
+    text = "x ,"
+    plant_successors(model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")])
+    assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [text, text]

@@ -6,7 +6,8 @@ outputs are put back in input order. Greedy by default; beam search (``num_beams
 (``do_sample``, ``temperature``, ``top_p``) by argument. Causal prompts are left-padded and
 left-truncated (the end of a prompt is what the model continues), and only the new tokens are
 returned; a trailing EOS that the tokenizer appends to a causal prompt is dropped, since the model
-should continue the prompt, not start after an end of text. Every output is cut at its first EOS.
+should continue the prompt, not start after an end of text. Every output is cut at its first EOS
+and decoded without special tokens and without the tokenizer's English space clean-up.
 """
 
 from __future__ import annotations
@@ -133,8 +134,11 @@ def generate(
                 out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
                 # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
                 out = out[:, ids.shape[1]:] if kind == "causal" else out[:, 1:]
+                # no English clean-up (" ," -> ","): it changes code, and tokenizer files saved by
+                # transformers < 4.45 switch it on
                 texts = [
-                    tokenizer.decode(_cut_at_eos(row.tolist(), eos), skip_special_tokens=True)
+                    tokenizer.decode(_cut_at_eos(row.tolist(), eos), skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
                     for row in out
                 ]
                 for n, i in enumerate(idx):
