@@ -36,6 +36,9 @@ with the release's field names (``repo, path, func_name, original_string, langua
 code_tokens, docstring, docstring_tokens, sha, url, partition``): train from the bundled train
 split, valid and test from the bundled valid split divided by file (no file in both); the
 shortest functions of each, so that small length limits cut nothing.
+
+``build_hf_code_search_net(dest)`` writes the same records as the Hugging Face ``code_search_net``
+dataset saved to json lines, which ``data.source=hf data.path=FOLDER`` reads without network.
 """
 from __future__ import annotations
 
@@ -161,6 +164,35 @@ def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_tra
                     for r in part:
                         handle.write(json.dumps(csn_row(r, split), ensure_ascii=False) + "\n")
     return dest
+
+
+def build_hf_code_search_net(dest: Path, *, languages=("python", "javascript"), **sizes) -> Path:
+    """The same records as :func:`build_codesearchnet`, as the Hugging Face ``code_search_net`` dataset
+    saved to json lines (``Dataset.to_json``): ``<lang>/{train,validation,test}-0000N-of-0000M.jsonl.gz``
+    with the dataset's columns, the form ``data.source=hf data.path=FOLDER`` reads offline."""
+    dest = Path(dest)
+    release = build_codesearchnet(dest / ".release", languages=languages, **sizes)
+    for lang in languages:
+        (dest / lang).mkdir(parents=True, exist_ok=True)
+        for split, hf_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+            files = sorted((release / lang / "final" / "jsonl" / split).glob("*.jsonl.gz"),
+                           key=lambda f: int(f.name.rsplit("_", 1)[1].split(".")[0]))
+            for n, file in enumerate(files):
+                with gzip.open(file, "rt", encoding="utf-8") as src, \
+                        gzip.open(dest / lang / f"{hf_split}-{n:05d}-of-{len(files):05d}.jsonl.gz", "wt", encoding="utf-8") as out:
+                    for line in src:
+                        out.write(json.dumps(hf_row(json.loads(line), hf_split), ensure_ascii=False) + "\n")
+    return dest
+
+
+def hf_row(row: dict, split_name: str) -> dict:
+    """A release row (:func:`csn_row`) with the Hugging Face dataset's column names."""
+    return {
+        "repository_name": row["repo"], "func_path_in_repository": row["path"], "func_name": row["func_name"],
+        "whole_func_string": row["original_string"], "language": row["language"], "func_code_string": row["code"],
+        "func_code_tokens": row["code_tokens"], "func_documentation_string": row["docstring"],
+        "func_documentation_tokens": row["docstring_tokens"], "split_name": split_name, "func_code_url": row["url"],
+    }
 
 
 def _shortest(records: list, n: int) -> list:

@@ -29,3 +29,11 @@ def codesearchnet_dir(tmp_path_factory):
     from _seed_fixtures import build_codesearchnet
 
     return build_codesearchnet(tmp_path_factory.mktemp("codesearchnet"))
+
+
+@pytest.fixture(scope="session")
+def hf_code_search_net_dir(tmp_path_factory):
+    """The same records as ``codesearchnet_dir``, as the HF code_search_net dataset saved to json lines."""
+    from _seed_fixtures import build_hf_code_search_net
+
+    return build_hf_code_search_net(tmp_path_factory.mktemp("hf-code-search-net"))

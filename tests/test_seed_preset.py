@@ -139,3 +139,13 @@ def test_the_codesearchnet_stand_in_has_the_release_fields(codesearchnet_dir, sp
     test = {json.loads(line)["path"] for f in (codesearchnet_dir / "python" / "final" / "jsonl" / "test").glob("*.gz")
             for line in gzip.open(f, "rt", encoding="utf-8")}
     assert valid and test and not valid & test  # split by file
+
+
+def test_the_hf_stand_in_holds_the_same_records_in_the_same_order(codesearchnet_dir, hf_code_search_net_dir):
+    from hybridcl.data.readers import read_split
+
+    for lang in ("python", "javascript"):
+        for split in ("train", "valid", "test"):
+            release, _ = read_split("codesearchnet", str(codesearchnet_dir), lang, split)
+            hf, files = read_split("hf", str(hf_code_search_net_dir), lang, split)
+            assert hf == release and len(files) == (2 if split == "train" else 1)
