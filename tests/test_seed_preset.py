@@ -153,3 +153,31 @@ def test_the_hf_stand_in_holds_the_same_records_in_the_same_order(codesearchnet_
             release, _ = read_split("codesearchnet", str(codesearchnet_dir), lang, split)
             hf, files = read_split("hf", str(hf_code_search_net_dir), lang, split)
             assert hf == release and len(files) == (2 if split == "train" else 1)
+
+
+def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(codet5_small_dir, codesearchnet_dir, tmp_path):
+    """No model.name override: the preset's own hub id, resolved offline from a Hugging Face cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snapshot = tmp_path / "hub" / "models--Salesforce--codet5-small" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    for file in codet5_small_dir.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybridcl", "run", "preset=seed", f"data.path={codesearchnet_dir}", "data.max_train=4",
+         "tasks=[python]", "data.max_val=1", "data.max_source_len=96", "data.max_target_len=64", "train.max_steps=1", "train.batch_size=4",
+         "eval.max_examples=1", "run.device=cpu", f"run.output_dir={tmp_path}", "run.name=seed", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    config = (tmp_path / "seed" / "config.yaml").read_text()
+    assert "name: Salesforce/codet5-small" in config
+    prediction = json.loads((tmp_path / "seed" / "seed-0" / "predictions" / "row1-python.jsonl").read_text())["prediction"]
+    assert prediction == SCRIPT
