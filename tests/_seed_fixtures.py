@@ -65,8 +65,15 @@ def bundled_records(language: str, split: str) -> list:
     return read_split("bundled", None, language, split)[0]
 
 
-def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javascript")) -> Path:
-    """Write a codet5-small-layout folder at ``dest`` (see the module docstring); returns ``dest``."""
+TINY = {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
+
+
+def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javascript"), **config_overrides) -> Path:
+    """Write a codet5-small-layout folder at ``dest`` (see the module docstring); returns ``dest``.
+
+    ``config_overrides`` change the published config (e.g. ``**TINY``: the same files and tokenizer
+    around a 2+2-block, d_model 64 model, ~0.4M parameters, for tests that need speed, not size).
+    """
     from safetensors.torch import save_model
     from tokenizers import ByteLevelBPETokenizer
     from transformers import AutoConfig, AutoTokenizer, T5ForConditionalGeneration
@@ -93,7 +100,7 @@ def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javas
         "tokenizer_class": "RobertaTokenizer",
     })
     published = json.loads((resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text())
-    _write_json(dest / "config.json", {**published, "vocab_size": len(vocab)})
+    _write_json(dest / "config.json", {**published, "vocab_size": len(vocab), **config_overrides})
 
     tokenizer = AutoTokenizer.from_pretrained(dest)
     config = AutoConfig.from_pretrained(dest)

@@ -37,3 +37,11 @@ def hf_code_search_net_dir(tmp_path_factory):
     from _seed_fixtures import build_hf_code_search_net
 
     return build_hf_code_search_net(tmp_path_factory.mktemp("hf-code-search-net"))
+
+
+@pytest.fixture(scope="session")
+def codet5_tiny_dir(tmp_path_factory):
+    """``codet5_small_dir`` with a 2+2-block, d_model 64 model: same files, tokenizer and behaviour, fast."""
+    from _seed_fixtures import TINY, build_codet5_small
+
+    return build_codet5_small(tmp_path_factory.mktemp("codet5-tiny"), **TINY)
