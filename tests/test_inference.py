@@ -51,3 +51,21 @@ def test_generate_command_and_its_errors(llama_run, capsys):
     assert main(["generate", "--run", str(llama_run / "nope"), "--task", "python", "x"]) == 2
     assert main(["generate", "--run", str(llama_run), "--seed", "3", "--task", "python", "x"]) == 2
     assert "has no seed 3" in capsys.readouterr().err
+
+
+def test_a_language_tag_picks_the_task_under_auto(llama_run):
+    from hybridcl.routing import split_language_tag
+
+    assert split_language_tag("[JavaScript] Sum a and b.", ["python", "javascript"]) == ("javascript", "Sum a and b.")
+    assert split_language_tag("[note] Sum a and b.", ["python", "javascript"]) == (None, "[note] Sum a and b.")
+    run = hybridcl.load_run(llama_run)
+    texts, chosen = run.generate("auto", ["[javascript] Add two numbers.", "[python] Add two numbers."],
+                                 return_tasks=True)
+    assert chosen == ["javascript", "python"]
+    assert texts == [run.generate("javascript", "Add two numbers."), run.generate("python", "Add two numbers.")]
+
+
+def test_routing_accuracy_has_its_interval(llama_run):
+    routing = json.loads((llama_run / "seed-0" / "results.json").read_text())["routing"]
+    low, high = routing["accuracy_interval"]
+    assert low <= routing["accuracy"] <= high and 0 <= low and high <= 100

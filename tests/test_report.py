@@ -32,7 +32,7 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
     report = (two_seed_run / "report.md").read_text()
     results = json.loads((two_seed_run / "results.json").read_text())
     for heading in ("## Architecture and parameters", "## Results per task", "## Matrices", "### bleu_codexglue_code_to_text",
-                    "## Continual-learning metrics", "## Task-agnostic inference (routing)", "## Training loss",
+                    "## Continual-learning metrics", "## Task-agnostic inference (routing)", "## Training and validation loss",
                     "## Efficiency"):
         assert heading in report
     p = results["params"]

@@ -140,7 +140,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     group_by_length: bool = True
     max_steps: int | None = None  # per task; None = epochs decide
-    log_every: int = 10  # optimizer steps
+    log_every: int = 1  # optimizer steps between training-log lines (the report plots every line)
 
     def validate(self, key: str) -> None:
         _positive(self.epochs, f"{key}.epochs")

@@ -28,7 +28,7 @@ from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
-from hybridcl.intervals import ratio_stats, score_stats
+from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_stats
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
@@ -178,8 +178,12 @@ class MatrixEvaluator:
             if active is not None:
                 self.components.route(active)
         metrics = dict.fromkeys(m for cell in cells.values() for m in cell)
+        right = mean_stats([100.0 if t == c else 0.0 for t, c in zip(all_true, all_chosen)])
+        interval = cell_interval("routing_accuracy", right,
+                                 bootstrap_counts(len(right), self.config.eval.bootstrap_resamples))
         result = {
             "method": METHOD, "tasks": tasks, "accuracy": routing_accuracy(all_true, all_chosen),
+            "accuracy_interval": None if interval is None else list(interval),
             "per_task_accuracy": per_task_acc, "confusion": confusion, "n": len(all_true),
             # the layout of a row of results["matrix"]: metric -> one score per task
             "row": {m: [cells[t].get(m) for t in self.config.tasks] for m in metrics},

@@ -65,7 +65,9 @@ class LoadedRun:
     def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
         """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text).
 
-        ``task`` is one of the run's tasks or ``"auto"``. Prompts are formatted with
+        ``task`` is one of the run's tasks or ``"auto"``; under ``"auto"`` a prompt that starts with a
+        language tag, ``[python] ...``, goes to that task (the tag is removed) and the others are
+        routed by :mod:`hybridcl.routing`. Prompts are formatted with
         :func:`hybridcl.data.tasks.format_prompt` for the (chosen) task's language. Generation
         settings default to the run's ``eval`` config; ``kwargs`` override them (``max_new_tokens``,
         ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
@@ -77,7 +79,15 @@ class LoadedRun:
         single = isinstance(prompts, str)
         sources = [prompts] if single else list(prompts)
         task = self.check_task(task)
-        chosen = self.choose_tasks(sources) if task == AUTO else [task] * len(sources)
+        if task == AUTO:
+            from hybridcl.routing import split_language_tag
+
+            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources))
+            untagged = [k for k, t in enumerate(tags) if t is None]
+            routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
+            chosen = [t if t is not None else next(routed) for t in tags]
+        else:
+            chosen = [task] * len(sources)
         cfg = self.config.eval
         settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
                         do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,

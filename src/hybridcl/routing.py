@@ -22,6 +22,7 @@ routing, row by row).
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -74,6 +75,15 @@ def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], task
     return [list(row) for row in zip(*columns)] if columns else [[] for _ in sources]
 
 
+def split_language_tag(prompt: str, tasks: Sequence[str]) -> tuple[str | None, str]:
+    """``("python", "Sum a and b.")`` for ``"[python] Sum a and b."`` when python is one of ``tasks``;
+    ``(None, prompt)`` for an untagged prompt."""
+    match = re.match(r"\s*\[([A-Za-z]+)\]\s*", prompt)
+    if match and match.group(1).lower() in tasks:
+        return match.group(1).lower(), prompt[match.end():]
+    return None, prompt
+
+
 def choose(losses: Sequence[Sequence[float]], tasks: Sequence[str]) -> list[str]:
     """For each row of ``losses`` (one loss per task), the task with the lowest loss (ties: earlier task)."""
     return [tasks[min(range(len(row)), key=lambda k: (row[k], k))] for row in losses]
@@ -111,7 +121,8 @@ def routed_results(matrix: Matrix, routed_rows: dict[int, dict]) -> dict | None:
     last = routed_rows[max(routed_rows)]
     routed = matrix.with_rows({i: r["row"] for i, r in routed_rows.items()})
     return {
-        **{k: last[k] for k in ("method", "tasks", "accuracy", "per_task_accuracy", "confusion", "n")},
+        **{k: last.get(k) for k in ("method", "tasks", "accuracy", "accuracy_interval", "per_task_accuracy",
+                                    "confusion", "n")},
         "accuracy_per_row": {str(i): routed_rows[i]["accuracy"] for i in sorted(routed_rows)},
         "matrix": routed.values,
         "matrix_last_row": {m: rows[-1] for m, rows in routed.values.items()},

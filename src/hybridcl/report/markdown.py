@@ -98,7 +98,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _cl_table(results, f, intervals)
     lines += _routing(results, f)
     lines += _humaneval(results, f)
-    lines += _losses(run_dir, tasks)
+    lines += _losses(run_dir, results, intervals)
     lines += _efficiency(run_dir, results, f)
     path = run_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
@@ -309,8 +309,18 @@ def _routing(results, f) -> list[str]:
         return lines + ["Not applicable to this run: its strategy has fewer than two tasks with per-task components, "
                         "so every prompt uses the same weights with or without a task id.", ""]
     tasks = routing["tasks"]
-    lines += [f"Routing accuracy: **{f(routing['accuracy'])}%** of {routing['n']} validation prompts "
-              f"(method `{routing['method']}`).", ""]
+    per_seed = results.get("per_seed") or []
+    interval = (per_seed[0].get("routing") or {}).get("accuracy_interval") if len(per_seed) == 1 else None
+    chance = 100.0 / len(tasks)
+    accuracy = (_with_interval(mean(routing["accuracy"]), interval) if interval else f(routing["accuracy"]))
+    verdict = ""
+    if interval:
+        verdict = (" — better than chance" if interval[0] > chance else
+                   " — within noise of chance" if interval[1] >= chance else " — worse than chance")
+    lines += [f"Routing accuracy: **{accuracy}%** of {routing['n']} evaluation prompts (method `{routing['method']}`; "
+              f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so routing text-to-code "
+              "prompts is hard; code-to-text prompts are code, which shows its language. When the language is known, "
+              "name it: `hybridcl generate --task auto \"[python] ...\"` routes a prompt tagged `[task]` to that task.", ""]
     confusion_rows = [[t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
                       for t in routing["confusion"]]
     lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [""]
@@ -351,14 +361,26 @@ def _humaneval(results, f) -> list[str]:
     return lines + _table(["model", *keys], rows) + [""]
 
 
-def _losses(run_dir, tasks) -> list[str]:
+def _losses(run_dir, results, intervals) -> list[str]:
+    tasks = results["tasks"]
     logs = read_train_logs(run_dir)
-    lines = ["## Training loss", ""]
-    if not any(logs.values()):
-        return lines + ["No training log (`seed-*/train_log.jsonl`) in this run.", ""]
-    plots.loss_curves(logs, tasks, run_dir / "loss.png")
-    return lines + ["Loss per logged optimizer step (training loss in nats per target token), tasks in training "
-                    "order; dotted grey lines mark where a new task starts; with several seeds, one line style per seed.", "", "![training loss](loss.png)", ""]
+    lines = ["## Training and validation loss", ""]
+    if any(logs.values()):
+        plots.loss_curves(logs, tasks, run_dir / "loss.png")
+        lines += ["Training loss (nats per target token) at every logged optimizer step (dots) and its moving average "
+                  "(line), tasks in training order; dotted grey lines mark where a new task starts; with several seeds, "
+                  "one line style per seed.", "", "![training loss](loss.png)", ""]
+    else:
+        lines += ["No training log (`seed-*/train_log.jsonl`) in this run.", ""]
+    loss = results["matrix"].get("loss")
+    if loss:
+        cell_iv = (intervals.get("loss") or {}).get("cell_intervals")
+        plots.stage_curves([[mean(c) for c in row] for row in loss], cell_iv, _row_labels(results), tasks,
+                           run_dir / "validation-loss.png", ylabel="loss (nats per target token)",
+                           title="Validation loss of each task after each stage")
+        lines += ["Each task's teacher-forced validation loss after each stage (the rows of the loss matrix)"
+                  + (", with 95% bootstrap intervals." if cell_iv else "."), "", "![validation loss](validation-loss.png)", ""]
+    return lines
 
 
 def _efficiency(run_dir, results, f) -> list[str]:

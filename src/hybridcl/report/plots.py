@@ -116,10 +116,13 @@ def loss_curves(logs: dict[int, list[dict]], tasks: Sequence[str], path: Path, *
             if not points:
                 continue
             xs = [offset + s for s, _ in points]
+            ys = [v for _, v in points]
             label = task if len(logs) == 1 else f"{task}, seed {seed}"
             labelled.add(task)
-            ax.plot(xs, [v for _, v in points], color=colors.get(task, "black"), marker="." if len(xs) < 40 else None,
-                    linestyle=LINESTYLES[sorted(logs).index(seed) % len(LINESTYLES)], alpha=0.85, label=label)
+            color = colors.get(task, "black")
+            ax.scatter(xs, ys, color=color, s=6, alpha=0.35, linewidths=0)  # every logged step
+            ax.plot(xs, _smooth(ys), color=color, linestyle=LINESTYLES[sorted(logs).index(seed) % len(LINESTYLES)],
+                    alpha=0.9, label=label)
             lo, hi = boundaries.get(task, (xs[0], xs[-1]))
             boundaries[task] = (min(lo, xs[0]), max(hi, xs[-1]))
             offset += max(s for s, _ in points)
@@ -131,6 +134,41 @@ def loss_curves(logs: dict[int, list[dict]], tasks: Sequence[str], path: Path, *
     ax.grid(alpha=0.3)
     if labelled:
         ax.legend(title="task" if len(logs) == 1 else "task, seed", fontsize=8)
+    return _save(fig, path)
+
+
+def _smooth(values: Sequence[float]) -> list[float]:
+    """A centred moving average over about a tenth of the points (at least 1, at most 25 on each side)."""
+    half = max(0, min(25, len(values) // 20))
+    out = []
+    for k in range(len(values)):
+        window = values[max(0, k - half): k + half + 1]
+        out.append(sum(window) / len(window))
+    return out
+
+
+def stage_curves(values: Sequence[Sequence[float | None]], intervals: Sequence[Sequence[Sequence[float] | None]] | None,
+                 row_labels: Sequence[str], tasks: Sequence[str], path: Path, *, ylabel: str, title: str) -> Path:
+    """One line per task across the matrix rows (base, then after each stage), with interval bars."""
+    fig, axes = _new(1.6 + 1.4 * len(row_labels), 4.0)
+    ax = axes[0][0]
+    for j, task in enumerate(tasks):
+        pts = [(i, _num(row[j])) for i, row in enumerate(values) if j < len(row) and _num(row[j]) is not None]
+        if not pts:
+            continue
+        xs, ys = [i for i, _ in pts], [v for _, v in pts]
+        color = TASK_COLORS[j % len(TASK_COLORS)]
+        errors = None
+        if intervals is not None:
+            ivs = [intervals[i][j] for i in xs]
+            if all(iv is not None for iv in ivs):
+                errors = [[y - iv[0] for y, iv in zip(ys, ivs)], [iv[1] - y for y, iv in zip(ys, ivs)]]
+        ax.errorbar(xs, ys, yerr=errors, color=color, marker="o", capsize=4, label=task)
+    ax.set_xticks(range(len(row_labels)), labels=list(row_labels))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title="evaluated on", fontsize=8)
     return _save(fig, path)
 
 
