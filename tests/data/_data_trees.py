@@ -84,7 +84,7 @@ JS = '''\
 /**
  * Adds two numbers together and returns the result.
  *
- * More text here.
+ * More text, see {@link mul} and {@link Stack#push the push}.
  * @param {number} a first
  * @returns {number} sum
  */
@@ -93,10 +93,32 @@ function add(a, b) {
   return s;
 }
 
-// Not JSDoc.
+// Not documentation: a blank line follows.
+
 function noDoc(a) {
   const b = a;
   return b;
+}
+
+// Negates the number given as input,
+// returning a new number.
+// @param {number} a
+function neg(a) {
+  const n = -a;
+  return n;
+}
+
+// Squares the number given as input.
+// eslint-disable-next-line no-unused-vars
+function square(a) {
+  const q = a * a;
+  return q;
+}
+
+const unit = 1; // the unit of counting for things
+function inc(a) {
+  const r = a + unit;
+  return r;
 }
 
 /**

@@ -41,11 +41,13 @@ def test_javascript_jsdoc_functions(tmp_path):
                      Filters(valid_fraction=0.0), progress=False)
     r = result.report
     assert r.files_found == 2 and r.files_skipped["minified"] == 1
-    assert r.functions_found == 7
-    assert r.filtered["no_docstring"] == 1 and r.filtered["special"] == 1
+    assert r.functions_found == 10
+    assert r.filtered["no_docstring"] == 2 and r.filtered["special"] == 1  # noDoc (blank line), inc (trailing comment)
     got = {x.func_name: x for x in result.splits["train"]}
-    assert list(got) == ["add", "mul", "div", "Stack.push", "subtract"]
-    assert got["add"].docstring == "Adds two numbers together and returns the result.\n\nMore text here."
+    assert list(got) == ["add", "neg", "square", "mul", "div", "Stack.push", "subtract"]
+    assert got["add"].docstring == "Adds two numbers together and returns the result.\n\nMore text, see mul and the push."
+    assert got["neg"].docstring == "Negates the number given as input,\nreturning a new number."  # a // block, up to @param
+    assert got["square"].docstring == "Squares the number given as input."  # the eslint directive is left out
     assert got["mul"].docstring == "Multiplies the two values given as input."
     assert got["div"].docstring == "Divides the first value by the second one."
     assert got["Stack.push"].docstring == "Pushes an item onto the top of the stack."

@@ -1,17 +1,21 @@
 """Build function records from a source tree, the way CodeSearchNet built its corpus.
 
-Python is parsed with :mod:`ast` (functions and methods that have a docstring); JavaScript with
-tree-sitter (function declarations, class methods, named function / arrow expressions and object
-methods preceded by a ``/** ... */`` JSDoc comment; the docstring is the description before the
-first ``@tag``).
+Python is parsed with :mod:`ast` (functions and methods that have a docstring). The other
+languages are parsed with their tree-sitter grammars, and a function's docstring is the comment
+right before it: a ``/** ... */`` doc comment (JSDoc, Javadoc, PHPDoc), or else a block of line
+comments with no blank line between them and the function (``//`` in Go and JavaScript, ``#`` in
+Ruby). The docstring is the text before the first ``@tag``; inline tags (``{@link X}``) become
+text. JavaScript: function declarations, class methods, named function / arrow expressions and
+object methods. Go: functions and methods (``Receiver.Name``). Java, PHP, Ruby: methods and
+functions, named ``Class.method``.
 
 Then, in this order, and every step counted in an :class:`ExtractReport`:
 
 1. files: test files and folders, minified files, non-UTF-8 files and files that do not parse
    are skipped (counted per reason);
-2. functions: no docstring, nested inside another function (Python), test functions (name
-   contains ``test``), constructors and standard methods (``__init__``, ``__str__``,
-   ``constructor``, ``toString``...), docstring summary shorter than 3 or longer than 256 word
+2. functions: no docstring, nested inside another function (not JavaScript), test functions
+   (name contains ``test``), constructors and standard methods (``__init__``, ``__str__``,
+   ``constructor``, ``toString``, ``initialize``, ``__construct``, Go's ``init``...), docstring summary shorter than 3 or longer than 256 word
    tokens, code shorter than 3 lines or longer than the limits, body that is only the docstring;
 3. exact duplicates (same code up to whitespace) and near duplicates (Jaccard similarity of the
    identifier sets >= 0.8, found with MinHash + LSH and then checked exactly); the first in
@@ -22,6 +26,7 @@ Then, in this order, and every step counted in an :class:`ExtractReport`:
 from __future__ import annotations
 
 import ast
+import fnmatch
 import hashlib
 import os
 import re
@@ -37,11 +42,19 @@ from tqdm.auto import tqdm
 from hybridcl.data.records import Record
 from hybridcl.errors import DataError
 
-EXTRACT_LANGUAGES = ("python", "javascript")
+EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
 SPLITS = ("train", "valid", "test")
-_EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs")}
-_TEST_DIRS = {"test", "tests", "idle_test", "__tests__", "testing", "spec", "specs"}
-_SPECIAL_JS = {"constructor", "toString", "valueOf", "toJSON", "toLocaleString"}
+_EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "go": (".go",), "java": (".java",),
+               "php": (".php",), "ruby": (".rb",)}
+_TEST_DIRS = {"test", "tests", "idle_test", "__tests__", "testing", "spec", "specs", "testdata", "Tests"}
+# Constructors and methods every class has, by language (Python's are the __dunder__ names).
+_SPECIAL = {
+    "javascript": {"constructor", "toString", "valueOf", "toJSON", "toLocaleString"},
+    "go": {"init", "main"},
+    "java": {"toString", "equals", "hashCode", "clone", "finalize"},
+    "ruby": {"initialize", "to_s", "inspect", "to_str", "==", "eql?", "hash", "<=>", "method_missing", "respond_to_missing?"},
+    "php": set(),  # every __name is special (magic methods), checked by prefix
+}
 _WORD = re.compile(r"\w+")
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*|\d+")
 
@@ -81,8 +94,11 @@ class TreeSource:
     ``url_template`` may use ``{path}``, ``{start}`` and ``{end}`` (1-based lines), e.g.
     ``https://github.com/python/cpython/blob/v3.11.7/Lib/{path}#L{start}-L{end}``.
     ``path_prefix`` is put before each file's path relative to ``root`` in the record.
-    ``exclude`` holds top-level folder or file names (relative to ``root``) to leave out; they are
-    not walked and not counted (e.g. ``site-packages`` inside a stdlib folder).
+    ``exclude`` holds folder or file paths relative to ``root`` (``dist``, ``src/test``; ``*``
+    and ``?`` match within a name) to leave out; they are not walked and not counted (e.g.
+    ``site-packages`` inside a stdlib folder). A pattern that matches nothing is listed in the
+    report's ``unmatched_excludes``. ``include``, when given, keeps only these folders or files
+    (same patterns), e.g. a few packages of a large standard library.
     """
 
     root: str
@@ -90,6 +106,7 @@ class TreeSource:
     path_prefix: str = ""
     url_template: str | None = None
     exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
 
 
 @dataclass
@@ -107,6 +124,7 @@ class ExtractReport:
     splits: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     files_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     subsampled: dict[str, int] = field(default_factory=dict)  # split -> examples left after a cap
+    unmatched_excludes: list[str] = field(default_factory=list)  # exclude / include patterns that matched no path
 
     @property
     def files_parsed(self) -> int:
@@ -127,6 +145,8 @@ class ExtractReport:
 
     def table(self) -> str:
         lines = [f"extract {self.language}: {self.files_found} files, {self.files_parsed} parsed"]
+        for pattern in self.unmatched_excludes:
+            lines.append(f"  warning: pattern {pattern!r} matched no path")
         for reason, n in self.files_skipped.items():
             if n:
                 lines.append(f"  files skipped ({reason}): {n}")
@@ -154,6 +174,7 @@ class ExtractReport:
             "splits": dict(self.splits),
             "files_per_split": dict(self.files_per_split),
             "subsampled": dict(self.subsampled),
+            "unmatched_excludes": list(self.unmatched_excludes),
         }
 
 
@@ -174,6 +195,7 @@ class _Found:
     end: int
     nested: bool = False
     body_only_docstring: bool = False
+    special: bool = False  # a constructor (Java's carry the class's name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +219,11 @@ def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: 
         if not root.is_dir():
             raise DataError(f"{root}: not a folder; --from must name a source tree to extract {language} functions from")
         files.extend((source, path) for path in _walk(root, language, source, report))
-    parse = _python_functions if language == "python" else _javascript_functions
+    if language == "python":
+        parse = _python_functions
+    else:
+        def parse(text: str, filename: str) -> list[_Found]:
+            return _tree_sitter_functions(text, filename, language)
     candidates: list[Record] = []
     for source, path in tqdm(files, desc=f"extract {language}", unit="file", disable=not progress or len(files) < 50):
         rel = path.relative_to(source.root).as_posix()
@@ -211,7 +237,7 @@ def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: 
             continue
         for fn in found:
             report.functions_found += 1
-            reason = _filter_reason(fn, rel, language, filters)
+            reason = _filter_reason(fn, language, filters)
             if reason:
                 report.filtered[reason] += 1
                 continue
@@ -289,34 +315,61 @@ def subsample(records: list[Record], n: int) -> list[Record]:
 # ---------------------------------------------------------------------------------------------
 # Files
 
-def _is_test_path(rel: str) -> bool:
+def _is_test_path(rel: str, language: str) -> bool:
     parts = rel.split("/")
     name = parts[-1]
     stem = name.split(".")[0]
-    return (any(p in _TEST_DIRS for p in parts[:-1]) or stem.startswith("test_") or stem.endswith("_test")
-            or stem in ("test", "tests", "conftest") or ".test." in name or ".spec." in name)
+    # FooTest.java / FooTest.php: JUnit's and PHPUnit's naming (camel case, so only there)
+    camel = language in ("java", "php") and stem.endswith(("Test", "Tests", "TestCase"))
+    return (any(p in _TEST_DIRS for p in parts[:-1]) or stem.startswith("test_") or stem.endswith(("_test", "_spec"))
+            or stem in ("test", "tests", "conftest") or ".test." in name or ".spec." in name or camel)
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """``rel`` (a path relative to the tree's root) is ``pattern``, component by component (fnmatch)."""
+    parts, wanted = rel.split("/"), pattern.strip("/").split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
 
 
 def _walk(root: Path, language: str, source: TreeSource, report: ExtractReport) -> list[Path]:
     out = []
-    exclude = set(source.exclude)
+    matched: set[str] = set()
+
+    def hit(rel: str, patterns: tuple[str, ...]) -> bool:
+        found = [p for p in patterns if _matches(rel, p)]
+        matched.update(found)
+        return bool(found)
+
+    def under_include(rel: str, is_dir: bool) -> bool:
+        """Inside an included path, or (a folder) on the way to one."""
+        if not source.include or hit(rel, source.include):
+            return True
+        parts = rel.split("/")
+        if any(hit("/".join(parts[:i]), source.include) for i in range(1, len(parts))):
+            return True
+        return is_dir and any(len(p.strip("/").split("/")) > len(parts) and _matches(rel, "/".join(p.strip("/").split("/")[:len(parts)]))
+                              for p in source.include)
+
     for dirpath, dirnames, filenames in os.walk(root):
-        top = Path(dirpath) == root
-        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "node_modules", ".git") and not (top and d in exclude))
+        base = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "node_modules", ".git")
+                             and not hit(prefix + d, source.exclude) and under_include(prefix + d, True))
         for name in sorted(filenames):
             if not name.endswith(_EXTENSIONS[language]):
                 continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            report.files_found += 1
-            if rel in exclude:
+            rel = prefix + name
+            if hit(rel, source.exclude) or not under_include(rel, False):
                 continue  # named by the caller: not part of the tree
-            if _is_test_path(rel):
+            path = root / rel
+            report.files_found += 1
+            if _is_test_path(rel, language):
                 report.files_skipped["test path"] += 1
             elif name.endswith(".min.js"):
                 report.files_skipped["minified"] += 1
             else:
                 out.append(path)
+    report.unmatched_excludes.extend(f"{root}: {p}" for p in (*source.exclude, *source.include) if p not in matched)
     return out
 
 
@@ -349,7 +402,7 @@ def _is_test_name(name: str) -> bool:
     return any(w.lower().startswith("test") for w in words)
 
 
-def _filter_reason(fn: _Found, rel: str, language: str, filters: Filters) -> str | None:
+def _filter_reason(fn: _Found, language: str, filters: Filters) -> str | None:
     if not fn.docstring:
         return "no_docstring"
     if fn.nested:
@@ -357,7 +410,8 @@ def _filter_reason(fn: _Found, rel: str, language: str, filters: Filters) -> str
     short = fn.name.rsplit(".", 1)[-1]
     if _is_test_name(fn.name):
         return "test"
-    if (language == "python" and short.startswith("__") and short.endswith("__")) or (language == "javascript" and short in _SPECIAL_JS):
+    if (fn.special or (language == "python" and short.startswith("__") and short.endswith("__"))
+            or (language == "php" and short.startswith("__")) or short in _SPECIAL.get(language, ())):
         return "special"
     n_tokens = len(_WORD.findall(docstring_summary(fn.docstring)))
     if n_tokens < filters.min_docstring_tokens:
@@ -452,38 +506,70 @@ def _dedent_block(lines: list[str], indent: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# JavaScript
+# Tree-sitter languages: JavaScript, Go, Java, PHP, Ruby
 
-_JS_PARSER = None
+_PARSERS: dict[str, object] = {}
 _FUNCTION_VALUES = {"function_expression", "function", "arrow_function", "generator_function"}
+_COMMENTS = {"comment", "line_comment", "block_comment"}  # tree-sitter-java names its two kinds apart
+_FUNCTION_NODES = {
+    "go": {"function_declaration", "method_declaration"},
+    "ruby": {"method", "singleton_method"},
+    "php": {"function_definition", "method_declaration"},
+    "java": {"method_declaration", "constructor_declaration"},
+}
+_OWNER_NODES = {
+    "ruby": {"class", "module"},
+    "php": {"class_declaration", "interface_declaration", "trait_declaration", "enum_declaration"},
+    "java": {"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"},
+}
+_INLINE_TAG = re.compile(r"\{@(\w+)(?:\s+([^}]*))?\}")
+_LINK_TAGS = {"link", "linkcode", "linkplain", "see"}
+# Comment lines that steer a tool rather than describe the function (eslint, istanbul, TypeScript,
+# rubocop, Go compiler directives, Ruby magic comments): never part of a docstring.
+_DIRECTIVE = re.compile(r"^(?:eslint|istanbul |c8 |jshint|jscs:|global |exported |prettier-ignore|@ts-|rubocop:|"
+                        r"go:|nolint|line \S|export \w|extern \w|frozen_string_literal:|-\*-|TODO|FIXME|XXX)")
 
 
-def _js_parser():
-    global _JS_PARSER  # the parser is stateless between parses; built once because loading takes time
-    if _JS_PARSER is None:
+def _ts_parser(language: str):
+    if language not in _PARSERS:  # built once per language: loading a grammar takes time, a parser keeps no state between parses
+        import importlib
+
         import tree_sitter
-        import tree_sitter_javascript
 
-        _JS_PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_javascript.language()))
-    return _JS_PARSER
+        try:
+            module = importlib.import_module(f"tree_sitter_{language}")
+        except ImportError:
+            raise DataError(f"extracting {language} needs its tree-sitter grammar: pip install tree-sitter-{language}") from None
+        # A PHP file starts with <?php and may hold HTML around the code: the full grammar, not php_only.
+        make = module.language_php if language == "php" else module.language
+        _PARSERS[language] = tree_sitter.Parser(tree_sitter.Language(make()))
+    return _PARSERS[language]
 
 
-def jsdoc_description(comment: str) -> str:
-    """The description of a ``/** ... */`` comment: its text before the first ``@tag`` line.
+def render_inline_tags(text: str) -> str:
+    """JSDoc / Javadoc / PHPDoc inline tags as plain text.
 
-    When that is empty, the text of an ``@description`` (or ``@desc``) tag, else of a
-    ``@summary`` tag, is used (date-fns writes its docs that way).
+    ``{@link Foo}`` -> ``Foo``; ``{@link Foo|the foo}`` and ``{@link Foo the foo}`` -> ``the foo``;
+    ``{@code a + b}`` -> ``a + b``; ``{@inheritDoc}`` -> nothing.
     """
-    body = comment[3:-2] if comment.endswith("*/") else comment[3:]
+    def plain(match: re.Match) -> str:
+        tag, body = match.group(1).lower(), (match.group(2) or "").strip()
+        if tag in _LINK_TAGS:
+            if "|" in body:
+                return body.split("|", 1)[1].strip()
+            target, _, label = body.partition(" ")
+            return label.strip() or target
+        return body
+
+    return _INLINE_TAG.sub(plain, text)
+
+
+def _before_tags(lines: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Split doc-comment lines (markers removed) into the lead text and the text of each ``@tag``."""
     lead: list[str] = []
     tags: dict[str, list[str]] = {}
     current = lead
-    for line in body.split("\n"):
-        s = line.strip()
-        if s.startswith("*"):
-            s = s[1:]
-            if s.startswith(" "):
-                s = s[1:]
+    for s in lines:
         stripped = s.lstrip()
         if stripped.startswith("@"):
             tag, _, rest = stripped[1:].partition(" ")
@@ -491,27 +577,148 @@ def jsdoc_description(comment: str) -> str:
             current.append(rest.strip())
             continue
         current.append(s.rstrip())
+    return lead, tags
+
+
+def jsdoc_description(comment: str) -> str:
+    """The description of a ``/** ... */`` comment: its text before the first ``@tag`` line.
+
+    When that is empty, the text of an ``@description`` (or ``@desc``) tag, else of a
+    ``@summary`` tag, is used (date-fns writes its docs that way). Inline tags (``{@link X}``)
+    become text. The same rules read Javadoc and PHPDoc.
+    """
+    body = comment[3:-2] if comment.endswith("*/") else comment[3:]
+    lines = []
+    for line in body.split("\n"):
+        s = line.strip()
+        if s.startswith("*"):
+            s = s[1:]
+            if s.startswith(" "):
+                s = s[1:]
+        lines.append(s)
+    lead, tags = _before_tags(lines)
     for part in (lead, tags.get("description"), tags.get("desc"), tags.get("summary")):
-        text = "\n".join(part or []).strip()
+        text = render_inline_tags("\n".join(part or [])).strip()
         if text:
             return text
     return ""
 
 
-def _javascript_functions(text: str, filename: str) -> list[_Found]:
+def line_comment_description(comments: Sequence[str]) -> str:
+    """The docstring of a block of ``//`` or ``#`` comment lines: their text before the first ``@tag``.
+
+    Tool directives (``// eslint-disable-line``, ``//go:noinline``, ``# rubocop:disable``) are left
+    out; a block marked ``:nodoc:`` (Ruby) has no docstring.
+    """
+    lines = []
+    for comment in comments:
+        text = comment[2:] if comment.startswith("//") else comment[1:]
+        if text.startswith(" "):
+            text = text[1:]
+        if _DIRECTIVE.match(text):
+            continue
+        if ":nodoc:" in text:
+            return ""
+        lines.append(text)
+    lead, _ = _before_tags(lines)
+    return render_inline_tags("\n".join(lead)).strip()
+
+
+def _text(node, data: bytes) -> str:
+    return data[node.start_byte:node.end_byte].decode("utf-8")
+
+
+def _starts_line(node, data: bytes) -> bool:
+    line_start = data.rfind(b"\n", 0, node.start_byte) + 1
+    return not data[line_start:node.start_byte].strip()
+
+
+def _leading_doc(anchor, data: bytes) -> str | None:
+    """The docstring in the comments right before ``anchor``, or None.
+
+    A ``/** ... */`` comment (JSDoc, Javadoc, PHPDoc), or else a block of line comments (``//``,
+    ``#``), each on its own line, the last one on the line right before ``anchor`` and no blank
+    line between them (Go's and Ruby's convention, and common in JavaScript).
+    """
+    comment = anchor.prev_sibling
+    if comment is None or comment.type not in _COMMENTS:
+        return None
+    text = _text(comment, data)
+    if text.startswith("/**"):
+        return jsdoc_description(text) if not data[comment.end_byte:anchor.start_byte].strip() else None
+    block: list[str] = []
+    below = anchor
+    while (comment is not None and comment.type in _COMMENTS and _starts_line(comment, data)
+           and comment.end_point[0] + 1 == below.start_point[0]):
+        text = _text(comment, data)
+        if not text.startswith(("//", "#")):
+            break
+        block.append(text)
+        below, comment = comment, comment.prev_sibling
+    return line_comment_description(block[::-1]) if block else None
+
+
+def _tree_sitter_functions(text: str, filename: str, language: str) -> list[_Found]:
     data = text.encode("utf-8")
-    tree = _js_parser().parse(data)
+    tree = _ts_parser(language).parse(data)
     if tree.root_node.has_error:
         raise SyntaxError(f"{filename}: tree-sitter could not parse the file")
+    function = _js_function if language == "javascript" else _declared_function
     found: list[_Found] = []
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
-        item = _js_function(node, data)
+        item = function(node, data, language)
         if item is not None:
             found.append(item)
         stack.extend(reversed(node.children))
     return found
+
+
+def _code_of(decl, data: bytes) -> str:
+    line_start = data.rfind(b"\n", 0, decl.start_byte) + 1
+    indent = len(data[line_start:decl.start_byte].decode("utf-8"))
+    return _dedent_block(data[line_start:decl.end_byte].decode("utf-8").split("\n"), indent)
+
+
+def _owners(node, data: bytes, language: str) -> tuple[list[str], bool]:
+    """Names of the enclosing classes / modules, outermost first, and whether a function encloses the node."""
+    names, nested = [], False
+    parent = node.parent
+    while parent is not None:
+        if parent.type in _OWNER_NODES.get(language, ()):
+            name = parent.child_by_field_name("name")
+            if name is not None:
+                names.append(_text(name, data))
+        elif parent.type in _FUNCTION_NODES[language]:
+            nested = True
+        parent = parent.parent
+    return names[::-1], nested
+
+
+def _go_receiver(node, data: bytes) -> str | None:
+    receiver = node.child_by_field_name("receiver")
+    param = next((c for c in receiver.named_children if c.type == "parameter_declaration"), None) if receiver else None
+    kind = param.child_by_field_name("type") if param is not None else None
+    if kind is None:
+        return None
+    return _text(kind, data).lstrip("*").split("[", 1)[0].strip()  # (s *Stack[T]) -> Stack
+
+
+def _declared_function(node, data: bytes, language: str) -> _Found | None:
+    """A Go / Ruby / PHP / Java function or method declaration, named ``Owner.name``."""
+    if node.type not in _FUNCTION_NODES[language]:
+        return None
+    name_node = node.child_by_field_name("name")
+    if name_node is None:
+        return None
+    name = _text(name_node, data)
+    owners, nested = _owners(node, data, language)
+    if language == "go" and node.type == "method_declaration":
+        owners = [r for r in [_go_receiver(node, data)] if r]
+    special = node.type == "constructor_declaration"
+    return _Found(".".join([*owners, name]), _code_of(node, data), _leading_doc(node, data),
+                  node.start_point[0] + 1, node.end_point[0] + 1, nested, False, special)
 
 
 def _wraps_function(node) -> bool:
@@ -522,7 +729,7 @@ def _wraps_function(node) -> bool:
     return args is not None and any(a.type in _FUNCTION_VALUES for a in args.named_children)
 
 
-def _js_function(node, data: bytes) -> _Found | None:
+def _js_function(node, data: bytes, language: str = "javascript") -> _Found | None:
     kind = node.type
     if kind in ("function_declaration", "generator_function_declaration"):
         name_node = node.child_by_field_name("name")
@@ -553,24 +760,13 @@ def _js_function(node, data: bytes) -> _Found | None:
         return None
     if name_node is None:
         return None
-    name = data[name_node.start_byte:name_node.end_byte].decode("utf-8")
+    name = _text(name_node, data)
     if kind == "method_definition":
         owner = node.parent.parent if node.parent is not None else None
         if owner is not None and owner.type in ("class_declaration", "class"):
             owner_name = owner.child_by_field_name("name")
             if owner_name is not None:
-                name = f"{data[owner_name.start_byte:owner_name.end_byte].decode('utf-8')}.{name}"
+                name = f"{_text(owner_name, data)}.{name}"
     anchor = decl.parent if decl.parent is not None and decl.parent.type == "export_statement" else decl
-    comment = anchor.prev_sibling
-    doc = None
-    if comment is not None and comment.type == "comment":
-        comment_text = data[comment.start_byte:comment.end_byte].decode("utf-8")
-        between = data[comment.end_byte:anchor.start_byte]
-        if comment_text.startswith("/**") and not between.strip():
-            doc = jsdoc_description(comment_text)
-    line_start = data.rfind(b"\n", 0, decl.start_byte) + 1
-    indent = len(data[line_start:decl.start_byte].decode("utf-8"))
-    block = data[line_start:decl.end_byte].decode("utf-8").split("\n")
-    code = _dedent_block(block, indent)
     nested = False  # nested JavaScript functions are kept: library code often lives in one closure
-    return _Found(name, code, doc, decl.start_point[0] + 1, decl.end_point[0] + 1, nested, False)
+    return _Found(name, _code_of(decl, data), _leading_doc(anchor, data), decl.start_point[0] + 1, decl.end_point[0] + 1, nested, False)
