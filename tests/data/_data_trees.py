@@ -197,3 +197,176 @@ def many_files_tree(root: Path, n_files: int = 40) -> Path:
             for j in range(3))
         (root / f"mod_{i}.py").write_text(body)
     return root
+
+GO = '''\
+// Copyright 2009 The Go Authors. All rights reserved.
+
+// Package mathx has small helpers.
+package mathx
+
+// Add returns the sum of a and b.
+// It never overflows in this example.
+//
+// Deprecated: use a + b.
+func Add(a, b int) int {
+	s := a + b
+	return s
+}
+
+func undocumented(x int) int {
+	y := x
+	return y
+}
+
+// init sets up the package state.
+func init() {
+	x := 1
+	_ = x
+}
+
+// Len reports the number of items on the stack.
+//
+//go:noinline
+func (s *Stack[T]) Len() int {
+	n := len(s.items)
+	return n
+}
+
+// Short doc.
+func short(x int) int {
+	y := x + 1
+	return y
+}
+'''
+
+RUBY = '''\
+# frozen_string_literal: true
+
+module Shapes
+  # A circle with a radius.
+  class Circle
+    # Creates the circle with the given radius.
+    def initialize(radius)
+      @radius = radius
+    end
+
+    # Returns the area of the circle as a float.
+    # @return [Float] the area
+    def area
+      r = @radius
+      3.14159 * r * r
+    end
+
+    # Builds a unit circle with radius one.
+    def self.unit
+      c = new(1)
+      c
+    end
+
+    def helper # :nodoc:
+      x = 1
+      x
+    end
+
+    # :nodoc:
+    def hidden_method
+      y = 2
+      y
+    end
+  end
+end
+'''
+
+PHP = '''\
+<?php
+
+namespace App;
+
+/**
+ * Formats the given amount of money as text, see {@see Money}.
+ *
+ * @param int $cents
+ */
+function format_money($cents)
+{
+    $units = $cents / 100;
+    return sprintf("%.2f", $units);
+}
+
+class Wallet
+{
+    /**
+     * Creates the wallet for the owner named.
+     */
+    public function __construct($owner)
+    {
+        $this->owner = $owner;
+        $this->cents = 0;
+    }
+
+    /**
+     * Adds money to the wallet balance now.
+     * @param int $cents
+     */
+    public function deposit(int $cents): void
+    {
+        $this->cents += $cents;
+        $this->log($cents);
+    }
+
+    /** {@inheritdoc} */
+    public function count(): int
+    {
+        $n = $this->cents;
+        return $n;
+    }
+}
+'''
+
+JAVA = '''\
+package demo;
+
+/** A counter of events. */
+public class Counter {
+    private int n;
+
+    /** Creates a counter starting at zero. */
+    public Counter() {
+        this.n = 0;
+        this.touch();
+    }
+
+    /**
+     * Increments the counter by the given step, see {@link #get()}.
+     * @param step how much
+     */
+    public void add(int step) {
+        n += step;
+        touch();
+    }
+
+    /** Returns the string form of the counter. */
+    @Override
+    public String toString() {
+        String s = "" + n;
+        return s;
+    }
+}
+'''
+
+
+def languages_tree(root: Path) -> Path:
+    """One Go, Ruby, PHP and Java file each, plus a test file of each that must be skipped."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mathx.go").write_text(GO)
+    (root / "mathx_test.go").write_text(GO)
+    (root / "lib").mkdir()
+    (root / "lib" / "circle.rb").write_text(RUBY)
+    (root / "spec").mkdir()
+    (root / "spec" / "circle_spec.rb").write_text(RUBY)
+    (root / "src").mkdir()
+    (root / "src" / "Wallet.php").write_text(PHP)
+    (root / "src" / "WalletTest.php").write_text(PHP)
+    (root / "src" / "Counter.java").write_text(JAVA)
+    (root / "src" / "CounterTest.java").write_text(JAVA)
+    return root

@@ -1,7 +1,7 @@
 import argparse
 import json
 
-from _data_trees import python_tree
+from _data_trees import js_tree, python_tree
 
 from hybridcl.data.cli import add_commands, main
 from hybridcl.data.records import read_records
@@ -36,3 +36,24 @@ def test_extract_command_bad_input_is_one_line_error(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     assert main(["data", "stats", str(tmp_path / "bad.jsonl")]) == 2
     assert f"{tmp_path / 'bad.jsonl'}:1: malformed JSON" in capsys.readouterr().err
+
+
+def test_extract_command_exclude_warns_on_unmatched_path(tmp_path, capsys):
+    root = js_tree(tmp_path / "js")
+    (root / "src" / "test").mkdir(parents=True)
+    (root / "src" / "test" / "more.js").write_text((root / "lib.js").read_text())
+    out = tmp_path / "o.jsonl.gz"
+    args = ["data", "extract", "--language", "javascript", "--from", str(root), "--out", str(out), "--valid-fraction", "0", "--no-progress"]
+    assert main(args + ["--exclude", "src/test", "--exclude", "src/tset"]) == 0
+    captured = capsys.readouterr()
+    assert "extract javascript: 2 files, 1 parsed" in captured.out  # src/test/more.js is not walked
+    assert captured.err == f"warning: --exclude src/tset matched no path under {root}\n"
+
+
+def test_extract_command_without_documented_functions_is_an_error(tmp_path, capsys):
+    (tmp_path / "a.js").write_text("function f(a) {\n  const b = a;\n  return b;\n}\n")
+    out = tmp_path / "o.jsonl.gz"
+    assert main(["data", "extract", "--language", "javascript", "--from", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path}: no javascript functions left after filtering (1 found in 1 files)") and err.count("\n") == 1
+    assert not (tmp_path / "o.train.jsonl.gz").exists()

@@ -1,7 +1,8 @@
 import pytest
-from _data_trees import js_tree, many_files_tree, python_tree
+from _data_trees import js_tree, languages_tree, many_files_tree, python_tree
 
-from hybridcl.data.extract import Filters, TreeSource, deduplicate, extract, jsdoc_description, split_of
+from hybridcl.data.extract import (Filters, TreeSource, deduplicate, extract, jsdoc_description, line_comment_description,
+                                   render_inline_tags, split_of)
 from hybridcl.data.records import Record
 from hybridcl.errors import DataError
 
@@ -103,3 +104,73 @@ def test_extract_errors(tmp_path):
     (tmp_path / "a.py").write_text("def f():\n    return 1\n")
     with pytest.raises(DataError, match=f"{tmp_path}: no python functions left after filtering \\(1 found in 1 files\\)"):
         extract(TreeSource(str(tmp_path), "r"), "python", progress=False)
+
+
+def _extract(root, language, **kw):
+    return extract(TreeSource(str(root), "me/x", **kw), language, Filters(valid_fraction=0.0), progress=False)
+
+
+def test_go_functions_and_methods(tmp_path):
+    result = _extract(languages_tree(tmp_path / "t"), "go")
+    r = result.report
+    assert (r.files_found, r.files_skipped["test path"], r.functions_found) == (2, 1, 5)  # mathx_test.go skipped
+    assert {k: v for k, v in r.filtered.items() if v} == {"no_docstring": 1, "special": 1, "docstring_short": 1}  # init is special
+    got = {x.func_name: x for x in result.splits["train"]}
+    assert list(got) == ["Add", "Stack.Len"]  # a method is named by its receiver's type, without * and [T]
+    assert got["Add"].docstring == "Add returns the sum of a and b.\nIt never overflows in this example.\n\nDeprecated: use a + b."
+    assert got["Stack.Len"].docstring == "Len reports the number of items on the stack."  # //go:noinline left out
+    assert got["Add"].code == "func Add(a, b int) int {\n\ts := a + b\n\treturn s\n}"
+
+
+def test_ruby_methods(tmp_path):
+    result = _extract(languages_tree(tmp_path / "t"), "ruby")
+    r = result.report
+    assert (r.files_found, r.files_skipped["test path"], r.functions_found) == (2, 1, 5)  # spec/ skipped
+    # initialize is special (its comment is found although it starts the class body); :nodoc: hides two
+    assert {k: v for k, v in r.filtered.items() if v} == {"no_docstring": 2, "special": 1}
+    got = {x.func_name: x for x in result.splits["train"]}
+    assert list(got) == ["Shapes.Circle.area", "Shapes.Circle.unit"]
+    assert got["Shapes.Circle.area"].docstring == "Returns the area of the circle as a float."  # up to the YARD @return
+    assert got["Shapes.Circle.unit"].code == "def self.unit\n  c = new(1)\n  c\nend"
+
+
+def test_php_functions_and_methods(tmp_path):
+    result = _extract(languages_tree(tmp_path / "t"), "php")
+    r = result.report
+    assert (r.files_found, r.files_skipped["test path"], r.functions_found) == (2, 1, 4)  # WalletTest.php skipped
+    assert {k: v for k, v in r.filtered.items() if v} == {"no_docstring": 1, "special": 1}  # {@inheritdoc} only; __construct
+    got = {x.func_name: x for x in result.splits["train"]}
+    assert list(got) == ["format_money", "Wallet.deposit"]
+    assert got["format_money"].docstring == "Formats the given amount of money as text, see Money."
+    assert got["Wallet.deposit"].code.startswith("public function deposit(int $cents): void\n{\n    $this->cents")
+
+
+def test_java_methods(tmp_path):
+    result = _extract(languages_tree(tmp_path / "t"), "java")
+    r = result.report
+    assert (r.files_found, r.files_skipped["test path"], r.functions_found) == (2, 1, 3)  # CounterTest.java skipped
+    assert {k: v for k, v in r.filtered.items() if v} == {"special": 2}  # the constructor and toString
+    assert [(x.func_name, x.docstring) for x in result.splits["train"]] == [
+        ("Counter.add", "Increments the counter by the given step, see get().")]
+
+
+def test_inline_tags_render_as_text():
+    assert render_inline_tags("See {@link Foo}, {@link Foo|the foo}, {@linkcode Bar baz} and {@code a + b}.{@inheritDoc}") == \
+        "See Foo, the foo, baz and a + b."
+    assert line_comment_description(["// Adds {@link x}.", "// eslint-disable-line", "// More.", "// @param a"]) == "Adds x.\nMore."
+    assert line_comment_description(["# :nodoc:", "# Hidden method here."]) == ""
+
+
+def test_exclude_matches_paths_and_reports_unmatched(tmp_path):
+    root = languages_tree(tmp_path / "t")
+    (root / "src" / "vendor").mkdir()
+    (root / "src" / "vendor" / "Other.php").write_text((root / "src" / "Wallet.php").read_text().replace("Wallet", "Other"))
+    everything = _extract(root, "php")
+    assert everything.report.files_found == 3 and everything.report.unmatched_excludes == []
+    result = _extract(root, "php", exclude=("src/vendor", "src/nothing*"))
+    assert result.report.files_found == 2  # src/vendor is not walked (a path, not only a top-level name)
+    assert result.report.unmatched_excludes == [f"{root}: src/nothing*"]
+    assert f"warning: pattern '{root}: src/nothing*' matched no path" in result.report.table()
+    only = _extract(root, "php", include=("src/vendor",))
+    assert [x.path for x in only.splits["train"]] == ["src/vendor/Other.php", "src/vendor/Other.php"]
+    assert _extract(root, "php", exclude=("src/*.php",)).report.files_found == 1

@@ -24,14 +24,15 @@ def add_commands(subparsers) -> None:
     sub.required = True
 
     p = sub.add_parser("extract", help="build records from a source tree (CodeSearchNet filters, dedup, split by file)")
-    p.add_argument("--language", required=True, help="python or javascript")
+    p.add_argument("--language", required=True, help=", ".join(EXTRACT_LANGUAGES))
     p.add_argument("--from", dest="source", required=True, metavar="DIR", help="source tree to extract from")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="NAME.jsonl.gz writes NAME.train.jsonl.gz and NAME.valid.jsonl.gz (and NAME.test... with --test-fraction); "
                         "a folder writes <language>.<split>.jsonl.gz in it")
     p.add_argument("--repo", help="repo field of the records (default: the folder name)")
     p.add_argument("--url-template", help="url field, with {path} {start} {end}, e.g. https://github.com/o/r/blob/v1/{path}#L{start}-L{end}")
-    p.add_argument("--exclude", action="append", default=[], metavar="NAME", help="top-level folder or file of DIR to leave out (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATH",
+                   help="folder or file of DIR to leave out, as a path relative to DIR (src/test; * and ? match within a name; repeatable)")
     p.add_argument("--valid-fraction", type=float, default=Filters.valid_fraction, help="share of files in the valid split (default %(default)s)")
     p.add_argument("--test-fraction", type=float, default=Filters.test_fraction, help="share of files in the test split (default %(default)s)")
     p.add_argument("--max-train", type=int, help="keep at most this many train records (deterministic subsample)")
@@ -82,6 +83,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     source = TreeSource(str(root), args.repo or root.resolve().name, url_template=args.url_template, exclude=tuple(args.exclude))
     result = extract(source, args.language, filters, max_per_split=caps, progress=not args.no_progress)
     print(result.report.table())
+    for pattern in args.exclude:
+        if f"{root}: {pattern}" in result.report.unmatched_excludes:
+            print(f"warning: --exclude {pattern} matched no path under {root}", file=sys.stderr)
     if args.no_split:
         write_records(result.splits["train"], args.out)
         print(f"wrote {len(result.splits['train'])} records to {args.out}")

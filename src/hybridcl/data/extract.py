@@ -558,7 +558,7 @@ def render_inline_tags(text: str) -> str:
             if "|" in body:
                 return body.split("|", 1)[1].strip()
             target, _, label = body.partition(" ")
-            return label.strip() or target
+            return label.strip() or target.lstrip("#")  # {@link #get()}: a member of this class
         return body
 
     return _INLINE_TAG.sub(plain, text)
@@ -640,6 +640,8 @@ def _leading_doc(anchor, data: bytes) -> str | None:
     ``#``), each on its own line, the last one on the line right before ``anchor`` and no blank
     line between them (Go's and Ruby's convention, and common in JavaScript).
     """
+    while anchor.prev_sibling is None and anchor.parent is not None and anchor.parent.start_byte == anchor.start_byte:
+        anchor = anchor.parent  # Ruby: a class's first method starts the class's body node; the comment is before that
     comment = anchor.prev_sibling
     if comment is None or comment.type not in _COMMENTS:
         return None
