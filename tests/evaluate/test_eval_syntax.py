@@ -7,6 +7,7 @@ from hybridcl.evaluate.syntax import (
     parses,
     parses_ast,
     supported_languages,
+    syntax_ceiling,
     syntax_pass_rate,
     syntax_pass_rate_ast,
 )
@@ -72,3 +73,44 @@ def test_unknown_language_is_a_config_error():
         parses("x", "cobol")
     with pytest.raises(ValueError):
         syntax_pass_rate([], "python")
+
+
+@pytest.mark.parametrize(
+    "code,ok",
+    [
+        ("push(item) {\n  this.items.push(item);\n}", True),  # a class method, checked inside a class body
+        ("static of(x) {\n  return new Stack(x);\n}", True),
+        ("get size() {\n  return this.n;\n}", True),
+        ("async *walk(node) {\n  yield node;\n}", True),
+        ("push(item) {\n  this.items.push(item;\n}", False),
+        ("a() {}\n}\nclass B {", False),  # would pass only by closing the wrapping class early
+    ],
+)
+def test_javascript_methods(code, ok):
+    assert parses(code, "javascript") is ok
+
+
+@pytest.mark.parametrize(
+    "language,code,ok",
+    [
+        ("go", "func Add(a, b int) int {\n\treturn a + b\n}", True),
+        ("go", "func (s *Stack) Len() int {\n\treturn len(s.items)\n}", True),
+        ("go", "func Add(a, b int) int {\n\treturn a +\n", False),
+        ("ruby", "def area\n  3.14 * @r * @r\nend", True),
+        ("ruby", "def self.unit\n  new(1)\nend", True),
+        ("ruby", "def area\n  3.14 * @r * @r\n", False),
+        ("php", "function f($a) {\n    return $a;\n}", True),
+        ("php", "public static function m($x): int\n{\n    return $x;\n}", True),  # a method, in a class body
+        ("php", "<?php\nfunction f($a) {\n    return $a;\n}", True),
+        ("php", "function f($a) {\n    return $a;\n", False),  # the HTML-aware grammar passed this
+        ("java", "public int get(int x) {\n    return x;\n}", True),
+        ("java", "public int get(int x) {\n    return x\n}", False),
+    ],
+)
+def test_new_languages(language, code, ok):
+    assert parses(code, language) is ok
+
+
+def test_syntax_ceiling_is_the_references_pass_rate():
+    references = ["push(item) {\n  this.items.push(item);\n}", "function f(a) { return a; }", "function g( {", "get n() { return 1; }"]
+    assert syntax_ceiling(references, "javascript") == 75.0

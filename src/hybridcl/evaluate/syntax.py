@@ -6,6 +6,13 @@ recovers from errors by inserting those; ``Node.has_error`` is true for both). B
 it is a valid empty program. Grammars are the installed ``tree_sitter_<lang>`` modules, found at
 run time, so ``pip install tree-sitter-go`` adds ``go``. For Python, ``ast.parse`` gives a second
 opinion (``syntax_pass_rate_ast``); the two can differ, e.g. on code valid only in a newer Python.
+
+A method is not a program on its own: JavaScript's ``name(a) {...}``, ``static``, ``get``/``set``
+and PHP's ``public function f()`` parse only inside a class body, so code that fails alone is
+checked again as the only member of a class (Java's grammar takes a method alone). PHP is parsed
+with the code-only grammar (no ``<?php`` needed; one at the start is allowed): the full grammar
+reads text outside ``<?php`` as HTML and would pass anything. :func:`syntax_ceiling` is the
+pass rate of the references themselves, the most a model can be expected to reach.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import ast
 import functools
 import importlib
 import pkgutil
+import re
 import warnings
 from typing import Sequence
 
@@ -22,6 +30,10 @@ from hybridcl.errors import ConfigError
 _ALIASES = {"py": "python", "js": "javascript", "ts": "typescript", "csharp": "c_sharp", "c#": "c_sharp",
             "c++": "cpp", "golang": "go"}
 _NOT_GRAMMARS = {"tree_sitter_languages", "tree_sitter_language_pack"}
+_ENTRY = {"php": "language_php_only", "typescript": "language_typescript"}  # grammars with several entry points
+_CLASS_BODY = {"javascript": ("class _ {\n", "\n}"), "typescript": ("class _ {\n", "\n}"), "php": ("class _ {\n", "\n}"),
+               "java": ("class _ {\n", "\n}")}
+_PHP_OPEN = re.compile(r"\A\s*<\?php\b")
 
 
 def canonical_language(language: str) -> str:
@@ -52,7 +64,7 @@ def _parser(language: str):
         )
     module = importlib.import_module(f"tree_sitter_{lang}")
     # Most grammars export language(); a few export language_<name>() (php, typescript: tsx too).
-    fn = getattr(module, "language", None) or getattr(module, f"language_{lang}", None)
+    fn = getattr(module, _ENTRY.get(lang, "language"), None) or getattr(module, f"language_{lang}", None)
     if fn is None:
         raise ConfigError(f"tree_sitter_{lang} exports no language() function")
     with warnings.catch_warnings():  # older grammar wheels return an int pointer (deprecated)
@@ -61,11 +73,21 @@ def _parser(language: str):
 
 
 def parses(code: str, language: str) -> bool:
-    """True when ``code`` is non-blank and parses with no ERROR or MISSING node."""
+    """True when ``code`` is non-blank and parses with no ERROR or MISSING node, alone or as a class member."""
     if not code.strip():
         return False
-    tree = _parser(canonical_language(language)).parse(code.encode("utf-8"))
-    return not tree.root_node.has_error
+    lang = canonical_language(language)
+    parser = _parser(lang)
+    if lang == "php":
+        code = _PHP_OPEN.sub("", code, count=1)
+    if not parser.parse(code.encode("utf-8")).root_node.has_error:
+        return True
+    if lang not in _CLASS_BODY:
+        return False
+    head, tail = _CLASS_BODY[lang]
+    root = parser.parse(f"{head}{code}{tail}".encode("utf-8")).root_node
+    # one class and nothing else: "a() {}\n}\nclass B {" must not pass by closing the wrapper early
+    return not root.has_error and root.named_child_count == 1
 
 
 def parses_ast(code: str) -> bool:
@@ -88,6 +110,15 @@ def _rate(flags: Sequence[bool]) -> float:
 def syntax_pass_rate(codes: Sequence[str], language: str) -> float:
     """Percent (0-100) of ``codes`` that tree-sitter parses cleanly."""
     return _rate([parses(c, language) for c in codes])
+
+
+def syntax_ceiling(references: Sequence[str], language: str) -> float:
+    """Percent (0-100) of a task's reference functions that pass :func:`parses`: the ceiling for its models.
+
+    Below 100 when the references themselves hold code the grammar rejects (newer syntax than the
+    grammar knows, fragments cut out of a larger construct).
+    """
+    return syntax_pass_rate(references, language)
 
 
 def syntax_pass_rate_ast(codes: Sequence[str]) -> float:
