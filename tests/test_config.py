@@ -21,6 +21,7 @@ def test_overrides_are_typed():
     assert c.preset == "seed" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
     assert c.strategy == "lora_only" and c.tasks == ["python"]
     assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
+    assert c.eval.split == "valid" and load_config(overrides=["preset=smoke", "eval.split=test"]).eval.split == "test"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -30,6 +31,7 @@ def test_overrides_are_typed():
     ("train.batch_size=2.5", "train.batch_size = 2.5 must be an integer"),
     ("train.lr=-1", "train.lr = -1.0: must be greater than 0"),
     ("train.precision=fp16", "train.precision = 'fp16' is not allowed: choose one of auto, fp32, bf16"),
+    ("eval.split=validation", "eval.split = 'validation' is not allowed: choose one of valid, test"),
     ("strategy=lora", "unknown strategy 'lora'"),
     ("tasks=[python,cobol]", "unknown tasks 'cobol'"),
     ("tasks=[python,python]", "each language may appear once"),

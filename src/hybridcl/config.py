@@ -166,6 +166,7 @@ class EvalConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_examples: int | None = None  # validation examples generated per task; None = all
+    split: Literal["valid", "test"] = "valid"  # the data every matrix cell is scored on: select on valid, report on test
     forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
     # With a task id, a task whose parts cannot change since the last row keeps that row's cell
     # (strategies that isolate tasks) instead of generating again; false recomputes every cell.

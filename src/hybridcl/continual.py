@@ -63,7 +63,7 @@ class ContinualRecipe:
         # with several processes, every one trains; only the first evaluates and writes
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
-        self.data = {t: load_task_data(config.data, t) for t in config.tasks}  # the same examples for every seed
+        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split) for t in config.tasks}  # the same examples for every seed
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"

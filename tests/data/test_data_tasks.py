@@ -60,8 +60,10 @@ def test_load_task_data_jsonl_subsample(tmp_path):
 
 
 def test_load_task_data_errors(tmp_path):
-    with pytest.raises(DataError, match="unsupported language 'go' for data.source=bundled"):
-        load_task_data(DataConfig(), "go")
+    with pytest.raises(DataError, match="unsupported language 'java' for data.source=bundled: the bundled corpus has go, javascript, php, python, ruby"):
+        load_task_data(DataConfig(), "java")
+    with pytest.raises(DataError, match="eval.split = 'validation': choose valid or test"):
+        load_task_data(DataConfig(), "python", eval_split="validation")
     with pytest.raises(DataError, match="no python.train.jsonl.gz"):
         load_task_data(DataConfig(source="jsonl", path=str(tmp_path)), "python")
     write_records([], tmp_path / "python.train.jsonl.gz")
@@ -80,15 +82,24 @@ def test_bundled_corpus_matches_manifest():
     manifest = json.loads((bundled_dir() / "manifest.json").read_text())
     total = sum(p.stat().st_size for p in bundled_dir().iterdir() if p.is_file())
     assert total <= 10 * 2**20
-    for language in ("python", "javascript"):
+    for language in ("python", "javascript", "go", "ruby", "php"):
         counts = manifest["languages"][language]["counts"]
-        assert counts["train"] >= 2000 and counts["valid"] >= 500
+        assert counts["train"] >= 1000 and counts["valid"] >= 300 and counts["test"] >= 200
         data = load_task_data(DataConfig(), language)
         assert (len(data.train), len(data.val)) == (counts["train"], counts["valid"])
         train_files = {e.id.split("::")[0] for e in data.train}
         assert not train_files & {e.id.split("::")[0] for e in data.val}
         for source in manifest["languages"][language]["sources"]:
-            assert (bundled_dir() / source["license_file"]).is_file() and source["license"] in ("PSF-2.0", "MIT")
+            assert (bundled_dir() / source["license_file"]).is_file() and source["license"] in ("PSF-2.0", "MIT", "BSD-3-Clause")
+
+
+def test_eval_split_test_serves_the_bundled_test_split():
+    valid = load_task_data(DataConfig(), "go")
+    test = load_task_data(DataConfig(max_val=50), "go", eval_split="test")
+    assert test.report["eval_split"] == "test" and test.report["test"]["records"] == 253 and len(test.val) == 50
+    assert [e.id for e in test.train] == [e.id for e in valid.train]  # training data does not depend on the scored split
+    files = lambda examples: {e.id.split("::")[0] for e in examples}
+    assert not files(test.val) & files(valid.val) and not files(test.val) & files(valid.train)
 
 
 CSN_ROW = {"repo": "o/r", "path": "m.py", "func_name": "f", "original_string": "x", "language": "python",

@@ -3,12 +3,16 @@
 Python: the standard library of CPython 3.11.7 (PSF licence), read from the running
 interpreter's ``Lib`` folder, so the build needs exactly that Python version. JavaScript: MIT
 npm packages at exact versions, fetched with ``npm pack`` (the tarball's sha256 is checked).
-The output (``<lang>.<split>.jsonl.gz`` with gzip mtime 0, ``manifest.json``, the licence texts)
-is the same bytes on every build.
+Go, Ruby and PHP: Debian 12 (bookworm) packages that ship sources (Go's standard library, MIT and
+BSD Ruby and PHP libraries) at exact versions, fetched with ``apt-get download`` (the .deb's
+sha256 is checked) and unpacked here without dpkg. Each language is split by file into train,
+valid and test. The output (``<lang>.<split>.jsonl.gz`` with gzip mtime 0, ``manifest.json``,
+the licence texts) is the same bytes on every build.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import shutil
@@ -27,8 +31,11 @@ from hybridcl.errors import DataError
 
 PYTHON_VERSION = "3.11.7"
 CPYTHON_URL = f"https://github.com/python/cpython/blob/v{PYTHON_VERSION}/Lib/{{path}}#L{{start}}-L{{end}}"
-FILTERS = Filters()
-SPLITS_SHIPPED = ("train", "valid")
+# valid keeps the files it had before the test split existed (split_of puts valid first)
+FILTERS = Filters(valid_fraction=0.2, test_fraction=0.1)
+SPLITS_SHIPPED = ("train", "valid", "test")
+LANGUAGES_SHIPPED = ("python", "javascript", "go", "ruby", "php")
+GRAMMARS = {"javascript": "tree-sitter-javascript", "go": "tree-sitter-go", "ruby": "tree-sitter-ruby", "php": "tree-sitter-php"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,66 @@ NPM_PACKAGES = (
     NpmPackage("commander", "12.1.0", "MIT", "56affc6ddafe486f94b428ae2823d059cf60d4dae2f33eaaf1b1ec4306f73173", "LICENSE"),
     NpmPackage("express", "4.21.0", "MIT", "b286ac08db99b23b0df74a453aff20839e8ab657650849c76ee04ddfb73e8fe0", "LICENSE"),
 )
+
+
+@dataclass(frozen=True)
+class DebPackage:
+    """A Debian 12 (bookworm, ``all`` architecture) package whose files include sources."""
+
+    name: str
+    version: str
+    license: str  # of the sources taken (the package's debian/ folder may differ; it is not taken)
+    sha256: str  # of the .deb apt-get download writes
+    root: str  # the folder inside the package that holds the sources
+    upstream: str  # the project and version the package was made from
+    include: tuple[str, ...] = ()  # paths under root to keep (empty: all)
+    exclude: tuple[str, ...] = ()
+    repo: str | None = None  # the records' repo field; default deb:NAME@VERSION
+    path_prefix: str = ""
+    url_template: str | None = None
+
+
+GO_VERSION = "1.19.8"
+GO_ROOT = "usr/share/go-1.19/src"
+# A third of the standard library (no runtime, syscall, cmd, crypto, internal): keeps Go near the
+# size of the other languages, with the packages people call most.
+GO_INCLUDE = ("archive", "bufio", "bytes", "compress", "container", "context", "database", "encoding", "errors", "flag", "fmt",
+              "hash", "html", "image", "io", "log", "math", "mime", "net/http", "net/url", "os", "path", "reflect", "regexp",
+              "sort", "strconv", "strings", "sync", "text", "time", "unicode")
+_RUBY_GEMS = "usr/share/rubygems-integration/all/gems"
+DEB_PACKAGES = {
+    "go": (
+        DebPackage("golang-1.19-src", "1.19.8-2", "BSD-3-Clause", "2dfa82fe4f08f4e0193c532e561af4c91871f5235608f04f2bb8d57bb288df5a",
+                   GO_ROOT, f"go@{GO_VERSION}", GO_INCLUDE, repo="golang/go", path_prefix="src/",
+                   url_template=f"https://github.com/golang/go/blob/go{GO_VERSION}/src/{{path}}#L{{start}}-L{{end}}"),
+    ),
+    "ruby": (
+        DebPackage("ruby-sequel", "5.63.0-1", "MIT", "2aa39e0a84fd91a802f28223e8146d5d43d9f742e5d6e33c13381edc28a42d85",
+                   "usr/lib/ruby/vendor_ruby", "sequel@5.63.0"),
+        DebPackage("ruby-thor", "1.2.1-2", "MIT", "509715d16039ee7336531718e2497d0f81ae125b9ee53f321dd909c2f03fd2e1",
+                   f"{_RUBY_GEMS}/thor-1.2.1/lib", "thor@1.2.1"),
+        DebPackage("ruby-tzinfo", "2.0.5-1", "MIT", "801949209ad6022c5805d67d2a6de0a7e0262e19497cd3adab79b524c76210f5",
+                   f"{_RUBY_GEMS}/tzinfo-2.0.5/lib", "tzinfo@2.0.5"),
+        DebPackage("ruby-mustermann", "3.0.0-2", "MIT", "951ce99726f797e9d28e4f64175733e007930109d295e8070e46ecf6f862c892",
+                   f"{_RUBY_GEMS}/mustermann-3.0.0/lib", "mustermann@3.0.0"),
+        DebPackage("ruby-i18n", "1.10.0-2", "MIT", "ad7d40173fa8b64baffd4b792eaf5a329f80f395580e79beb6c12777b6a80fa3",
+                   f"{_RUBY_GEMS}/i18n-1.10.0/lib", "i18n@1.10.0"),
+    ),
+    "php": (
+        DebPackage("php-laravel-framework", "8.83.26+dfsg-2", "MIT", "a07286589520fbf482460fa34f09599d19967eac936aea62a34e13bc8c7e6f00",
+                   "usr/share/php", "laravel/framework@8.83.26"),
+        DebPackage("php-doctrine-dbal", "3.6.1+dfsg-1", "MIT", "735ec7daf33658e7defecced1b4bb76eb2bf6883283747366f743ada25f5dd7f",
+                   "usr/share/php", "doctrine/dbal@3.6.1"),
+        DebPackage("php-monolog", "2.9.1-1", "MIT", "f8a26688b521e33cf6ef73b75ae5eac0cb026d986a336161456dd37dbb710681",
+                   "usr/share/php", "monolog/monolog@2.9.1"),
+        DebPackage("php-guzzlehttp-guzzle", "7.4.5-1", "MIT", "9d9bf1da6497cc3d6b3b1b28093a9ffd13621f6e2854ffd4f2d07d54fc836a06",
+                   "usr/share/php", "guzzlehttp/guzzle@7.4.5"),
+        DebPackage("php-league-flysystem", "1.1.10-1", "MIT", "a656d59844471d783ad085e18adf267e1fa65c94bca30bddafdb51e778ccdc45",
+                   "usr/share/php", "league/flysystem@1.1.10"),
+        DebPackage("php-doctrine-collections", "2.1.2-1", "MIT", "ce13af2ce1b371b40c9e7d136bc7f9b380160c5f55b31a5d53c6e832289cbac3",
+                   "usr/share/php", "doctrine/collections@2.1.2"),
+    ),
+}
 
 
 class SourceUnavailable(DataError):
@@ -94,28 +161,80 @@ def fetch_npm(package: NpmPackage, dest: Path) -> Path:
     return target / "package"
 
 
+def fetch_deb(package: DebPackage, dest: Path) -> Path:
+    """``apt-get download NAME=VERSION`` into ``dest``, check the sha256, unpack; returns the unpacked folder."""
+    apt = shutil.which("apt-get")
+    spec = f"{package.name}={package.version}"
+    if apt is None:
+        raise SourceUnavailable(f"apt-get is not installed: it is needed to fetch the Debian package {spec}; "
+                                "build on Debian 12 (bookworm), e.g. in a debian:bookworm container")
+    proc = subprocess.run([apt, "download", spec], capture_output=True, text=True, cwd=dest)
+    debs = sorted(dest.glob(f"{package.name}_*.deb"))
+    if proc.returncode != 0 or len(debs) != 1:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SourceUnavailable(f"apt-get download {spec} failed ({last}); Debian 12 (bookworm) package lists are needed "
+                                "(run apt-get update) and the version must still be in the archive")
+    digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
+    if digest != package.sha256:
+        raise DataError(f"{debs[0]}: sha256 {digest} differs from the pinned {package.sha256}; the archive served other bytes for {spec}")
+    target = dest / package.name
+    _unpack_deb(debs[0], target, (package.root, f"usr/share/doc/{package.name}/copyright"))
+    return target
+
+
+def _unpack_deb(deb: Path, target: Path, keep: tuple[str, ...]) -> None:
+    """Unpack the files under ``keep`` from a .deb's ``data.tar.*``.
+
+    Read here rather than with dpkg-deb, which only Debian has: a .deb is an ``ar`` archive
+    (an 8-byte magic, then members each behind a 60-byte header, padded to even sizes).
+    """
+    data = deb.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise DataError(f"{deb}: not a Debian package (no ar header)")
+    pos = 8
+    while pos + 60 <= len(data):
+        name = data[pos:pos + 16].decode("ascii").strip().rstrip("/")
+        size = int(data[pos + 48:pos + 58].decode("ascii").strip())
+        if name.startswith("data.tar"):
+            with tarfile.open(fileobj=io.BytesIO(data[pos + 60:pos + 60 + size])) as tar:
+                members = [m for m in tar.getmembers() if any(m.name.lstrip("./").startswith(k) for k in keep)]
+                tar.extractall(target, members=members, filter="data")
+            return
+        pos += 60 + size + size % 2
+    raise DataError(f"{deb}: no data.tar member; the file is not a complete Debian package")
+
+
 def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=print) -> dict:
     """Build the bundled corpus into ``out_dir`` (default: the package's ``data/corpus``); returns the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     started = time.perf_counter()
     stdlib = stdlib_dir()
+    results = {}
     with tempfile.TemporaryDirectory(prefix="hybridcl-build-") as tmp:
         tmp_path = Path(tmp)
         roots = {p.name: fetch_npm(p, tmp_path) for p in NPM_PACKAGES}
-        python = extract([TreeSource(str(stdlib), "python/cpython", "Lib/", CPYTHON_URL, exclude=("site-packages",))],
-                         "python", FILTERS, progress=progress)
-        javascript = extract([TreeSource(str(roots[p.name]), f"npm:{p.name}@{p.version}", "", f"https://unpkg.com/{p.name}@{p.version}/{{path}}", p.exclude)
-                              for p in NPM_PACKAGES], "javascript", FILTERS, progress=progress)
+        debs = {p.name: fetch_deb(p, tmp_path) for packages in DEB_PACKAGES.values() for p in packages}
+        results["python"] = extract([TreeSource(str(stdlib), "python/cpython", "Lib/", CPYTHON_URL, exclude=("site-packages",))],
+                                    "python", FILTERS, progress=progress)
+        results["javascript"] = extract([TreeSource(str(roots[p.name]), f"npm:{p.name}@{p.version}", "",
+                                                    f"https://unpkg.com/{p.name}@{p.version}/{{path}}", p.exclude)
+                                         for p in NPM_PACKAGES], "javascript", FILTERS, progress=progress)
+        for language, packages in DEB_PACKAGES.items():
+            results[language] = extract([TreeSource(str(debs[p.name] / p.root), p.repo or _deb_repo(p), p.path_prefix, p.url_template,
+                                                    p.exclude, p.include) for p in packages], language, FILTERS, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         licenses = {"cpython": _copy(stdlib / "LICENSE.txt", out / "LICENSE.cpython.txt")}
         for p in NPM_PACKAGES:
             licenses[p.name] = _copy(roots[p.name] / p.license_file, out / f"LICENSE.{p.name}.txt")
+        for packages in DEB_PACKAGES.values():
+            for p in packages:  # Debian's copyright file: the licence text of every file in the package
+                licenses[p.name] = _copy(debs[p.name] / "usr" / "share" / "doc" / p.name / "copyright", out / f"LICENSE.{p.name}.txt")
     manifest = {
         "format": 1,
         "description": "hybridcl bundled corpus: documented functions extracted with `hybridcl data build` "
-                       "(CodeSearchNet fields and filters, near-duplicates removed, split by file).",
+                       "(CodeSearchNet fields and filters, near-duplicates removed, split by file into train, valid and test).",
         "built_with": {"python": PYTHON_VERSION, "tree-sitter": metadata.version("tree-sitter"),
-                       "tree-sitter-javascript": metadata.version("tree-sitter-javascript")},
+                       **{g: metadata.version(g) for g in GRAMMARS.values()}},
         "filters": asdict(FILTERS),
         "languages": {},
     }
@@ -126,12 +245,22 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
                         "repo": f"npm:{p.name}@{p.version}", "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
                         "tarball_sha256": p.sha256, "excluded": list(p.exclude)} for p in NPM_PACKAGES],
     }
-    for language, result in (("python", python), ("javascript", javascript)):
-        manifest["languages"][language] = _write_language(out, language, result, sources[language])
-        echo(result.report.table())
+    for language, packages in DEB_PACKAGES.items():
+        sources[language] = [{"name": p.name, "version": p.version, "license": p.license, "license_file": licenses[p.name],
+                              "repo": p.repo or _deb_repo(p), "upstream": p.upstream,
+                              "url": f"https://packages.debian.org/bookworm/{p.name}", "fetch": f"apt-get download {p.name}={p.version}",
+                              "deb_sha256": p.sha256, "root": p.root, "included": list(p.include), "excluded": list(p.exclude)}
+                             for p in packages]
+    for language in LANGUAGES_SHIPPED:
+        manifest["languages"][language] = _write_language(out, language, results[language], sources[language])
+        echo(results[language].report.table())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     echo(f"corpus written to {out} in {time.perf_counter() - started:.1f} s")
     return manifest
+
+
+def _deb_repo(package: DebPackage) -> str:
+    return f"deb:{package.name}@{package.version}"
 
 
 def _copy(src: Path, dst: Path) -> str:

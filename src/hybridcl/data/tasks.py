@@ -143,16 +143,23 @@ def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Exampl
     return [e for i, e in enumerate(examples) if i in chosen]
 
 
-def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0) -> TaskData:
-    """Read the train and valid records of ``language`` from ``data_cfg.source`` and make examples.
+EVAL_SPLITS = ("valid", "test")
 
-    ``max_train`` / ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each
-    example id; the kept examples stay in file order). Raises :class:`DataError` if a split is
-    empty.
+
+def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_split: str = "valid") -> TaskData:
+    """Read the train records and the ``eval_split`` records of ``language`` and make examples.
+
+    ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
+    :attr:`TaskData.val` holds, and the one every matrix cell is scored on. ``max_train`` /
+    ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each example id; the kept
+    examples stay in file order); ``max_val`` caps whichever split is scored. Raises
+    :class:`DataError` if a split is empty.
     """
-    report: dict = {"language": language, "source": data_cfg.source, "direction": data_cfg.direction}
+    if eval_split not in EVAL_SPLITS:
+        raise DataError(f"eval.split = {eval_split!r}: choose valid or test")
+    report: dict = {"language": language, "source": data_cfg.source, "direction": data_cfg.direction, "eval_split": eval_split}
     splits = {}
-    for split, cap in (("train", data_cfg.max_train), ("valid", data_cfg.max_val)):
+    for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val)):
         records, files = read_split(data_cfg.source, data_cfg.path, language, split)
         examples = make_examples(records, data_cfg.direction)
         kept = _subsample(examples, cap, seed)
@@ -163,4 +170,4 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0) -> TaskDa
             raise DataError(f"{where}: no {split} examples for {language} ({len(records)} records, "
                             f"{len(records) - len(examples)} with an empty docstring summary or code); use a source with documented functions")
         splits[split] = kept
-    return TaskData(language, splits["train"], splits["valid"], report)
+    return TaskData(language, splits["train"], splits[eval_split], report)
