@@ -32,6 +32,8 @@ def test_strip_docstring_variants():
     assert strip_docstring('def f(): "Doc."; return 1', "python") == "def f(): return 1"
     assert strip_docstring('def f():\n    """Doc."""\n    print "py2"', "python") == 'def f():\n    print "py2"'
     assert strip_docstring("/** Doc. */\nfunction f() {}", "javascript") == "function f() {}"
+    assert strip_docstring("/**\n * Doc.\n */\npublic int f() {\n  return 1;\n}", "java") == "public int f() {\n  return 1;\n}"
+    assert strip_docstring("/** Doc. */\nfunction f() {\n}", "php") == "function f() {\n}"
 
 
 def test_format_prompt():

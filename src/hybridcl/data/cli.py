@@ -54,7 +54,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="record files (.jsonl/.jsonl.gz); none = the --source")
     p.add_argument("--source", default="bundled", choices=("bundled", "jsonl", "codesearchnet", "hf"))
     p.add_argument("--path", help="data.path for the source")
-    p.add_argument("--language", action="append", help="language(s) to show (default: python, javascript)")
+    p.add_argument("--language", action="append", help="language(s) to show (default: every language of the bundled corpus)")
     p.set_defaults(func=cmd_stats)
 
 
@@ -130,10 +130,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for file in args.files:
             print(f"{file}: {_describe(read_records(file))}")
         return 0
-    from hybridcl.data.readers import read_split
+    from hybridcl.data.readers import bundled_languages, read_split
 
-    for language in args.language or ["python", "javascript"]:
-        for split in ("train", "valid"):
+    for language in args.language or bundled_languages():
+        for split in SPLITS:
             records, _ = read_split(args.source, args.path, language, split)
             print(f"{args.source} {language} {split}: {_describe(records)}")
     return 0

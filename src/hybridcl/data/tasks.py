@@ -74,10 +74,13 @@ _PY_DOCSTRING = re.compile(r"(:[^\n]*\n)([ \t]*)(?:[rRuUbB]{0,2})(\"\"\"|''')(.*
 
 
 def strip_docstring(code: str, language: str) -> str:
-    """The function's code without its docstring (Python) or leading JSDoc comment (JavaScript)."""
+    """The function's code without its docstring (Python) or leading doc comment (JavaScript, Java, PHP).
+
+    Extracted Go and Ruby functions start at ``func`` / ``def`` (their comments are not part of the code).
+    """
     if language == "python":
         return _strip_python_docstring(code)
-    if language == "javascript":
+    if language in ("javascript", "java", "php"):  # CodeSearchNet's Java and PHP code may start with the doc comment
         return _JSDOC_HEAD.sub("", code, count=1)
     return code
 
