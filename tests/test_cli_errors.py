@@ -15,6 +15,7 @@ import pytest
 from hybridcl.cli import main
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
+from hybridcl.data.readers import bundled_dir
 from hybridcl.errors import ConfigError
 
 TINY = ["preset=smoke", "tasks=[python]", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4"]
@@ -104,8 +105,14 @@ def test_corrupt_data_file(capsys, tmp_path, content, expected):
 
 
 def test_a_language_the_data_source_lacks(capsys, tmp_path):
-    rc, line, _ = run_cli(capsys, "run", "--no-progress", *TINY, "tasks=[python,java]", f"run.output_dir={tmp_path}")
-    assert rc == 2 and "unsupported language 'java' for data.source=bundled" in line and "use data.source=codesearchnet" in line
+    # the bundled corpus has all six CodeSearchNet languages: a jsonl folder with only Python lacks Go
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid"):
+        shutil.copy(bundled_dir() / f"python.{split}.jsonl.gz", data / f"python.{split}.jsonl.gz")
+    rc, line, _ = run_cli(capsys, "run", "--no-progress", *TINY, "tasks=[python,go]", "data.source=jsonl", f"data.path={data}",
+                          f"run.output_dir={tmp_path / 'runs'}")
+    assert rc == 2 and f"{data}: no go.train.jsonl.gz or go.train.jsonl" in line and "hybridcl data extract --language go" in line
 
 
 def test_model_not_available_offline(capsys, tmp_path, monkeypatch):

