@@ -15,8 +15,9 @@ Then, in this order, and every step counted in an :class:`ExtractReport`:
    are skipped (counted per reason);
 2. functions: no docstring, nested inside another function (not JavaScript), test functions
    (name contains ``test``), constructors and standard methods (``__init__``, ``__str__``,
-   ``constructor``, ``toString``, ``initialize``, ``__construct``, Go's ``init``...), docstring summary shorter than 3 or longer than 256 word
-   tokens, code shorter than 3 lines or longer than the limits, body that is only the docstring;
+   ``constructor``, ``toString``, ``initialize``, ``__construct``, Go's ``init``...), docstring
+   summary shorter than 3 or longer than 256 word tokens, code shorter than 3 lines or longer
+   than the limits, body that is only the docstring;
 3. exact duplicates (same code up to whitespace) and near duplicates (Jaccard similarity of the
    identifier sets >= 0.8, found with MinHash + LSH and then checked exactly); the first in
    (source, path, line) order is kept;
@@ -124,7 +125,7 @@ class ExtractReport:
     splits: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     files_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     subsampled: dict[str, int] = field(default_factory=dict)  # split -> examples left after a cap
-    unmatched_excludes: list[str] = field(default_factory=list)  # exclude / include patterns that matched no path
+    unmatched_excludes: list[str] = field(default_factory=list)  # "ROOT: PATTERN" for exclude / include patterns that matched no path
 
     @property
     def files_parsed(self) -> int:
@@ -146,7 +147,7 @@ class ExtractReport:
     def table(self) -> str:
         lines = [f"extract {self.language}: {self.files_found} files, {self.files_parsed} parsed"]
         for pattern in self.unmatched_excludes:
-            lines.append(f"  warning: pattern {pattern!r} matched no path")
+            lines.append(f"  warning: {pattern} matched no path")
         for reason, n in self.files_skipped.items():
             if n:
                 lines.append(f"  files skipped ({reason}): {n}")
