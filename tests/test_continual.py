@@ -242,3 +242,15 @@ def test_shared_parts_are_evaluated_again(tmp_path):
     run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "run", progress=False)
     state = read(tmp_path / "run" / "seed-0", "state.json")
     assert all("reused_from_row" not in cell for row in state["rows"] for cell in row.values())
+
+
+def test_each_task_reports_its_references_syntax_pass_rate(tmp_path):
+    from hybridcl.evaluate.syntax import syntax_pass_rate
+
+    results = read(run_experiment(config("strategy=lora_only"), tmp_path / "run", progress=False) / "seed-0")
+    from hybridcl.data.tasks import load_task_data
+
+    cfg = config("strategy=lora_only")
+    for task in cfg.tasks:
+        references = [ex.target for ex in load_task_data(cfg.data, task).val]
+        assert results["data"][task]["syntax_ceiling"] == syntax_pass_rate(references, task) == 100.0

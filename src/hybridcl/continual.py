@@ -63,7 +63,8 @@ class ContinualRecipe:
         # with several processes, every one trains; only the first evaluates and writes
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
-        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split) for t in config.tasks}  # the same examples for every seed
+        # the same examples for every seed
+        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split) for t in config.tasks}
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
@@ -174,7 +175,7 @@ class ContinualRecipe:
                     "full_layer_per_block": counts.full_layer_per_block, "adapters": counts.n_adapters,
                     "blocks": counts.n_blocks, "stored_total": counts.stored_total,
                     "trainable_last_task": counts.trainable},
-            data={t: self.data[t].report for t in config.tasks},
+            data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
             routing=routed_results(matrix, self.state.routed), humaneval=humaneval)
         write_json(self.seed_dir.results_file, results.to_json())
         self.state.finished = True

@@ -77,6 +77,16 @@ class MatrixEvaluator:
                          max_source_len=self.config.data.max_source_len, progress=self.progress, desc=desc)
         return [extract_code(t) for t in texts] if self.config.data.direction == "text-to-code" else texts
 
+    def ceilings(self, task: str) -> dict:
+        """``syntax_ceiling``: percent of the task's scored references that parse (text-to-code), the
+        highest syntax pass rate a model can be expected to reach on them; ``{}`` where undefined."""
+        from hybridcl.evaluate import syntax
+
+        language = syntax.canonical_language(task)
+        if self.config.data.direction != "text-to-code" or language not in syntax.supported_languages():
+            return {}
+        return {"syntax_ceiling": syntax.syntax_ceiling([ex.target for ex in self.examples(task)], language)}
+
     def score(self, task: str, predictions: list[str]) -> dict:
         examples = self.examples(task)
         return score(predictions, [ex.target for ex in examples], language=task, direction=self.config.data.direction)
