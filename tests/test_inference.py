@@ -69,3 +69,38 @@ def test_routing_accuracy_has_its_interval(llama_run):
     routing = json.loads((llama_run / "seed-0" / "results.json").read_text())["routing"]
     low, high = routing["accuracy_interval"]
     assert low <= routing["accuracy"] <= high and 0 <= low and high <= 100
+def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template(tmp_path, monkeypatch):
+    """The template names the language (issue 11 #1), so routing must never see it: it would leak the task."""
+    import hybridcl.evaluate.generate as generation
+    import hybridcl.routing as routing
+    from hybridcl.data.tasks import format_prompt
+    from hybridcl.model.components import ComponentSet
+    from hybridcl.model.loading import load_base
+    from hybridcl.strategies import get_strategy
+
+    config = load_config(overrides=[*SMALL, "strategy=lora_only"])
+    base = load_base(config.model)
+    components = ComponentSet(base.model, base.kind, get_strategy("lora_only"), config.components)
+    for task in config.tasks:
+        components.activate(task)
+    data = {t: load_task_data(config.data, t) for t in config.tasks}
+    for task in config.tasks:
+        lines_ = [json.dumps({"id": ex.id, "prediction": "same", "reference": ex.target}) for ex in data[task].val]
+        (tmp_path / "predictions").mkdir(exist_ok=True)
+        (tmp_path / "predictions" / f"row2-{task}.jsonl").write_text("\n".join(lines_) + "\n")
+    routed_sources, generated_prompts = [], []
+
+    def fake_route(components, tokenizer, kind, sources, **kwargs):  # every prompt goes to javascript
+        routed_sources.extend(sources)
+        return ["javascript"] * len(sources)
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        generated_prompts.extend(prompts)
+        return ["other"] * len(prompts)
+
+    monkeypatch.setattr(routing, "route", fake_route)
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    result = routing.evaluate_routing(config, base, components, data, tmp_path, row=2)
+    assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
+    assert generated_prompts == [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
+    assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {"python": 0.0, "javascript": 100.0}

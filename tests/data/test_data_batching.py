@@ -16,9 +16,9 @@ def ex(source, target, i=0, direction="text-to-code"):
 
 def test_seq2seq_truncation_keeps_eos():
     enc = encode([ex("abcdef", "xy"), ex("ab", "longtarget", 1)], TOK, "seq2seq", 4, 5, progress=False)
-    assert enc.input_ids == [[100, 101, 102, 1], [100, 101, 1]]
+    assert enc.input_ids == [[74, 104, 113, 1], [74, 104, 113, 1]]  # "Gen" of "Generate Python: ..." + eos
     assert enc.labels == [[123, 124, 1], [111, 114, 113, 106, 1]]
-    assert (enc.n_truncated_source, enc.n_truncated_target) == (1, 1)
+    assert (enc.n_truncated_source, enc.n_truncated_target) == (2, 1)
 
 
 def test_causal_labels_mask_the_prompt_exactly():
@@ -90,3 +90,10 @@ def test_collate_pads_dynamically():
     assert c["attention_mask"].dtype == torch.long
     with pytest.raises(DataError):
         collate(feats, 0, "encoder")
+
+
+def test_seq2seq_inputs_carry_the_language():
+    py = encode([ex("ab", "xy")], TOK, "seq2seq", 512, 512, progress=False)
+    js = encode([Example("javascript/x::0", "javascript", "text-to-code", "ab", "xy")], TOK, "seq2seq", 512, 512, progress=False)
+    assert py.input_ids == [[b + 3 for b in b"Generate Python: ab"] + [1]]
+    assert js.input_ids == [[b + 3 for b in b"Generate JavaScript: ab"] + [1]]

@@ -37,11 +37,21 @@ def test_strip_docstring_variants():
 
 
 def test_format_prompt():
-    assert format_prompt("Add numbers.", "python", "text-to-code", "seq2seq") == "Add numbers."
+    assert format_prompt("Add numbers.", "python", "text-to-code", "seq2seq") == "Generate Python: Add numbers."
+    assert format_prompt("f()", "javascript", "code-to-text", "seq2seq") == "Summarize JavaScript: f()"
     assert format_prompt("Add numbers.", "python", "text-to-code", "causal") == "Python function.\nDescription: Add numbers.\nCode:\n"
     assert format_prompt("f()", "javascript", "code-to-text", "causal") == "JavaScript code:\nf()\nDescription:\n"
     (ex,) = make_examples([JS], "code-to-text")
     assert format_prompt(ex, "javascript", "code-to-text", "causal").startswith("JavaScript code:\nfunction g(x)")
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+@pytest.mark.parametrize("direction", ["text-to-code", "code-to-text"])
+def test_every_prompt_names_its_language(kind, direction):
+    # issue 11 #1: a model whose weights serve several tasks can only learn the language from the prompt
+    prompts = {lang: format_prompt("Add numbers.", lang, direction, kind) for lang in ("python", "javascript", "go")}
+    assert "Python" in prompts["python"] and "JavaScript" in prompts["javascript"] and "Go" in prompts["go"]
+    assert len(set(prompts.values())) == 3
 
 
 def _jsonl_dir(tmp_path, n_train=30, n_valid=5):

@@ -23,7 +23,7 @@ from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call
 
 

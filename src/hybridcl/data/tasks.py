@@ -115,23 +115,32 @@ def _char_col(line: str, byte_col: int) -> int:
 
 
 def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]:
-    """``(prefix, suffix)`` put around the source text to make the prompt."""
+    """``(prefix, suffix)`` put around the source text to make the prompt.
+
+    Every template names the language, whatever the model kind: strategies that share weights
+    across tasks (``joint``, ``full_finetune``, ``replay``, ``ewc``, ``o_lora``, a shared layer)
+    can only tell which language is wanted from the prompt. seq2seq models get CodeT5's
+    multi-task prefixes (``Generate Python: `` / ``Summarize Python: ``, Wang et al. 2021);
+    causal models a cue after the source, since they continue the prompt's end. Task-agnostic
+    routing scores the bare source without this template, so the template cannot leak the task.
+    """
     _check_direction(direction)
     if kind not in KINDS:
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
-    if kind == "seq2seq":
-        return "", ""
     name = LANGUAGE_NAMES.get(language, language.capitalize())
+    if kind == "seq2seq":
+        return (f"Generate {name}: " if direction == "text-to-code" else f"Summarize {name}: "), ""
     if direction == "text-to-code":
         return f"{name} function.\nDescription: ", "\nCode:\n"
     return f"{name} code:\n", "\nDescription:\n"
 
 
 def format_prompt(example_or_source: str | Example, language: str, direction: str, kind: str) -> str:
-    """The model input for a source text.
+    """The model input for a source text: :func:`prompt_template`'s prefix + source + suffix.
 
-    seq2seq: the source as is. causal: ``"Python function.\\nDescription: {doc}\\nCode:\\n"``
-    (text-to-code) or ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text).
+    seq2seq: ``"Generate Python: {doc}"`` (text-to-code) or ``"Summarize Python: {code}"``
+    (code-to-text). causal: ``"Python function.\\nDescription: {doc}\\nCode:\\n"`` (text-to-code)
+    or ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text).
     """
     source = example_or_source.source if isinstance(example_or_source, Example) else example_or_source
     prefix, suffix = prompt_template(language, direction, kind)
