@@ -254,3 +254,22 @@ def test_each_task_reports_its_references_syntax_pass_rate(tmp_path):
     for task in cfg.tasks:
         references = [ex.target for ex in load_task_data(cfg.data, task).val]
         assert results["data"][task]["syntax_ceiling"] == syntax_pass_rate(references, task) == 100.0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_path, monkeypatch, precision):
+    import hybridcl.evaluator as evaluator
+
+    seen = []
+    real_generate = evaluator.generate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "generate", spy)
+    run_dir = run_experiment(config("strategy=full_finetune", "data.max_train=8", f"eval.precision={precision}"),
+                             tmp_path / "run", progress=False)
+    assert seen == [precision == "bf16"] * 6  # 3 rows x 2 tasks
+    results = read(run_dir)
+    assert results["eval_precision"] == results["per_seed"][0]["eval_precision"] == precision

@@ -160,6 +160,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 128
+    # Every evaluation forward pass (every cell, every strategy, the routed rows, HumanEval) runs in
+    # this precision, whatever train.precision was: fp32 (no autocast) or bf16 (autocast).
+    precision: Literal["fp32", "bf16"] = "fp32"
     batch_size: int = 16
     num_beams: int = 1
     do_sample: bool = False

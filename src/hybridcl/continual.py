@@ -32,6 +32,7 @@ from hybridcl.data.batching import encode
 from hybridcl.data.tasks import load_task_data
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
+from hybridcl.evaluate.precision import evaluation_precision
 from hybridcl.evaluator import MatrixEvaluator, Row
 from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
@@ -114,7 +115,8 @@ class ContinualRecipe:
     def evaluate(self, i: int) -> None:
         """Row ``i`` of the matrix with the task id and, where there is a choice, without it; then save the state."""
         if self.main:
-            self._evaluate(i)
+            with evaluation_precision(self.config.eval.precision, self.accelerator.device):
+                self._evaluate(i)
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, i: int) -> None:
@@ -168,9 +170,11 @@ class ContinualRecipe:
         matrix = Matrix.from_cells(config.tasks, ["base", *self.state.stages_done], self.state.rows)
         humaneval = None
         if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
-            humaneval = self.evaluator.humaneval()
+            with evaluation_precision(config.eval.precision, self.accelerator.device):
+                humaneval = self.evaluator.humaneval()
         results = SeedResults.build(
             config.strategy, config.tasks, self.state, intervals=self._intervals(matrix),
+            eval_precision=config.eval.precision,
             params={"base": counts.base, "lora_per_adapter": counts.lora_per_adapter,
                     "full_layer_per_block": counts.full_layer_per_block, "adapters": counts.n_adapters,
                     "blocks": counts.n_blocks, "stored_total": counts.stored_total,

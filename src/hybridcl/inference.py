@@ -75,20 +75,23 @@ class LoadedRun:
         """
         from hybridcl.data.tasks import format_prompt
         from hybridcl.evaluate.generate import generate
+        from hybridcl.evaluate.precision import evaluation_precision
 
         single = isinstance(prompts, str)
         sources = [prompts] if single else list(prompts)
         task = self.check_task(task)
+        cfg = self.config.eval
+        device = next(self.model.parameters()).device
         if task == AUTO:
             from hybridcl.routing import split_language_tag
 
             tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources))
             untagged = [k for k, t in enumerate(tags) if t is None]
-            routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
+            with evaluation_precision(cfg.precision, device):  # routing's forward passes too, as in the run
+                routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
             chosen = [t if t is not None else next(routed) for t in tags]
         else:
             chosen = [task] * len(sources)
-        cfg = self.config.eval
         settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
                         do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
                         max_source_len=self.config.data.max_source_len, progress=False)
@@ -98,7 +101,9 @@ class LoadedRun:
             idx = [k for k, c in enumerate(chosen) if c == t]
             self.components.route(t)
             formatted = [format_prompt(sources[k], t, self.config.data.direction, self.kind) for k in idx]
-            for k, text in zip(idx, generate(self.model, self.tokenizer, formatted, kind=self.kind, **settings)):
+            with evaluation_precision(cfg.precision, device):
+                generated = generate(self.model, self.tokenizer, formatted, kind=self.kind, **settings)
+            for k, text in zip(idx, generated):
                 texts[k] = text
         out = texts[0] if single else texts
         if return_tasks:

@@ -109,6 +109,8 @@ class SeedResults:
     cl_metrics: dict[str, dict]
     eval_seconds: list[list[float | None]]
     """Wall seconds to generate and score cell (i, j)."""
+    eval_precision: str
+    """The precision every cell was evaluated in (``eval.precision``: fp32 or bf16)."""
     train: list[dict]
     params: dict[str, int]
     data: dict[str, dict]
@@ -120,11 +122,13 @@ class SeedResults:
 
     @classmethod
     def build(cls, strategy: str, tasks: list[str], state: SeedState, params: dict, data: dict,
-              routing: dict | None, humaneval: dict | None, intervals: dict[str, dict]) -> SeedResults:
+              routing: dict | None, humaneval: dict | None, intervals: dict[str, dict],
+              eval_precision: str) -> SeedResults:
         rows = ["base", *state.stages_done]
         matrix = Matrix.from_cells(tasks, rows, state.rows)
         return cls(strategy=strategy, tasks=tasks, rows=rows, matrix=matrix.values, cl_metrics=matrix.cl_metrics(),
                    eval_seconds=[[(row.get(t) or {}).get("eval_seconds") for t in tasks] for row in state.rows],
+                   eval_precision=eval_precision,
                    train=state.train, params=params, data=data, intervals=intervals, routing=routing,
                    humaneval=humaneval)
 
@@ -145,6 +149,7 @@ def aggregate(seed_results: list[SeedResults]) -> dict:
     """The run's ``results.json``: every number as ``{"mean", "std"}`` over seeds, plus every seed's results."""
     first = seed_results[0]
     out = {"format": FORMAT, "hybridcl": __version__, "seeds": len(seed_results), "strategy": first.strategy,
+           "eval_precision": first.eval_precision,
            "tasks": first.tasks, "rows": first.rows, "params": first.params,
            "per_seed": [r.to_json() for r in seed_results],
            "matrix": {m: mean_std_nested([r.matrix[m] for r in seed_results]) for m in first.matrix},

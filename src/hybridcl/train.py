@@ -168,6 +168,10 @@ def train_task(
         bar.close()
         if log is not None:
             log.close()
+        # `prepare` wrapped model.forward in autocast (bf16 on a GPU) on the model object itself;
+        # left there, every later forward pass (evaluation included) would run in bf16 for some
+        # strategies and not others (PEFT's generate bypasses the wrapped forward).
+        accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     result.seconds = time.perf_counter() - start
     result.samples_per_s = result.samples / result.seconds
     result.tokens_per_s = result.tokens / result.seconds

@@ -1,0 +1,58 @@
+"""One task's training loop: what it leaves behind for evaluation."""
+import copy
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from hybridcl.config import TrainConfig, load_config
+from hybridcl.data.batching import encode
+from hybridcl.data.tasks import load_task_data
+from hybridcl.evaluate.precision import evaluation_precision
+from hybridcl.model.loading import load_base
+from hybridcl.train import make_accelerator, train_task
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    # Accelerate keeps one process-wide state and refuses a second mixed-precision setting in the
+    # same process; its own tests reset it the same way.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("arch", ["tiny:llama", "tiny:t5"])
+def test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact(arch, fresh_accelerate_state):
+    """issue 11 #3: after `accelerator.prepare`, model.forward stayed autocast-wrapped, so non-PEFT
+    strategies were evaluated in bf16 and PEFT ones in fp32."""
+    config = load_config(overrides=["preset=smoke", f"model.name={arch}", "data.max_train=8"])
+    base = load_base(config.model)
+    base.model.requires_grad_(True)
+    never_prepared = copy.deepcopy(base.model)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
+    accelerator = make_accelerator(cfg, "cpu")
+    assert accelerator.mixed_precision == "bf16"
+    train_task(base.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=0, seed=0,
+               task="python", progress=False)
+    model = base.model
+    assert "_original_forward" not in vars(model) and not hasattr(model.forward, "__wrapped__")
+    never_prepared.load_state_dict(model.state_dict())  # the trained weights, never through Accelerate
+    never_prepared.eval()
+    ids = torch.tensor([encoded.input_ids[0][:12]])
+    inputs = {"input_ids": ids, "decoder_input_ids": ids} if base.kind == "seq2seq" else {"input_ids": ids}
+    with torch.no_grad():
+        expected = never_prepared(**inputs).logits
+        with evaluation_precision("fp32", "cpu"):
+            fp32 = model(**inputs).logits
+        with evaluation_precision("bf16", "cpu"):
+            bf16 = model(**inputs).logits
+    assert expected.dtype == fp32.dtype == torch.float32 and torch.equal(fp32, expected)
+    assert bf16.dtype == torch.bfloat16 and not torch.equal(bf16.float(), expected)
+
+
+def test_evaluation_precision_rejects_an_unknown_name():
+    with pytest.raises(ValueError, match="eval.precision = 'fp16': choose one of fp32, bf16"):
+        with evaluation_precision("fp16", "cpu"):
+            pass
