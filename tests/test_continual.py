@@ -273,3 +273,24 @@ def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_
     assert seen == [precision == "bf16"] * 6  # 3 rows x 2 tasks
     results = read(run_dir)
     assert results["eval_precision"] == results["per_seed"][0]["eval_precision"] == precision
+
+
+def test_long_targets_are_dropped_from_training_and_the_matrix_and_counted(tmp_path):
+    from hybridcl.data.batching import target_lengths
+    from hybridcl.data.tasks import Example
+    from hybridcl.model.loading import load_base
+
+    run_dir = run_experiment(config("strategy=lora_only", "data.max_train=8", "data.long_targets=drop",
+                                    "data.max_target_len=150"), tmp_path / "run", progress=False)
+    seed = read(run_dir)["per_seed"][0]
+    tokenizer = load_base(load_config(overrides=["preset=smoke"]).model).tokenizer
+    for task in ("python", "javascript"):
+        report = seed["data"][task]
+        assert report["long_targets"] == {"mode": "drop", "max_target_len": 150}
+        assert report["valid"]["kept"] == 4 and report["valid"]["long_targets"] >= 1  # the bundled corpus has long functions
+        assert report["valid"]["long_targets_checked"] == 4 + report["valid"]["long_targets"]
+        references = [json.loads(line)["reference"] for line in
+                      (run_dir / "seed-0" / "predictions" / f"row2-{task}.jsonl").read_text().splitlines()]
+        lengths = target_lengths([Example("x", task, "text-to-code", "", r) for r in references], tokenizer, "seq2seq")
+        assert len(lengths) == 4 and max(lengths) <= 150
+    assert [t["n_truncated_target"] for t in seed["train"]] == [0, 0]

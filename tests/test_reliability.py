@@ -222,7 +222,7 @@ def _tiny_training_inputs():
     base = load_base(cfg.model)
     base.model.requires_grad_(True)
     data = load_task_data(cfg.data, "python", seed=0)
-    encoded = encode(data.train, base.tokenizer, base.kind, 64, 64)
+    encoded = encode(data.train, base.tokenizer, base.kind, 64, 64, long_targets="cut")
     return base, encoded
 
 

@@ -30,7 +30,7 @@ def test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact(
     base = load_base(config.model)
     base.model.requires_grad_(True)
     never_prepared = copy.deepcopy(base.model)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False, long_targets="cut")
     cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
     accelerator = make_accelerator(cfg, "cpu")
     assert accelerator.mixed_precision == "bf16"

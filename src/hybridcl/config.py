@@ -114,6 +114,10 @@ class DataConfig:
     max_val: int | None = None
     max_source_len: int = 512  # tokens
     max_target_len: int = 512  # tokens
+    # A target longer than max_target_len: `drop` leaves the example out of training and
+    # evaluation (counted per task in results.json's data report); `cut` trains on its first
+    # max_target_len tokens with no end-of-sequence token, so the model never learns to stop there.
+    long_targets: Literal["drop", "cut"] = "drop"
     cache_dir: str | None = None  # tokenised-data cache; None = <run>/cache
 
     def validate(self, key: str) -> None:

@@ -28,7 +28,7 @@ from accelerate import PartialState
 
 from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, apply_override, build_config
-from hybridcl.data.batching import encode
+from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
@@ -65,7 +65,9 @@ class ContinualRecipe:
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
         # the same examples for every seed
-        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split) for t in config.tasks}
+        lengths = target_length_counter(self.base.tokenizer, self.base.kind)
+        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split, target_lengths=lengths)
+                     for t in config.tasks}
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
@@ -91,7 +93,8 @@ class ContinualRecipe:
         stage_tasks = self.stages[i - 1].tasks
         examples = self.rule.training_examples(stage_tasks, seed=self.seed + i)
         encoded = encode(examples, self.base.tokenizer, self.base.kind, self.config.data.max_source_len,
-                         self.config.data.max_target_len, cache_dir=self.cache_dir, progress=self.progress and self.main)
+                         self.config.data.max_target_len, cache_dir=self.cache_dir, progress=self.progress and self.main,
+                         long_targets=self.config.data.long_targets)
         with Meter(self.accelerator.device) as meter:
             result = train_task(
                 self.components.model, encoded, self.config.train, accelerator=self.accelerator, kind=self.base.kind,

@@ -97,7 +97,8 @@ class MatrixEvaluator:
         evaluation examples, with their per-example statistics, through the components as routed now."""
         cfg, model = self.config, self.components.model
         encoded = encode(self.data[task].val, self.base.tokenizer, self.base.kind, cfg.data.max_source_len,
-                         cfg.data.max_target_len, cache_dir=self.cache_dir, progress=False)
+                         cfg.data.max_target_len, cache_dir=self.cache_dir, progress=False,
+                         long_targets=cfg.data.long_targets)
         features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
         order = sorted(range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"])))
         nll, tokens, correct = np.zeros(len(features)), np.zeros(len(features)), np.zeros(len(features))

@@ -14,11 +14,26 @@ def ex(source, target, i=0, direction="text-to-code"):
     return Example(f"python/x::{i}", "python", direction, source, target)
 
 
-def test_seq2seq_truncation_keeps_eos():
+def test_seq2seq_source_truncation_keeps_eos_and_long_targets_are_dropped():
     enc = encode([ex("abcdef", "xy"), ex("ab", "longtarget", 1)], TOK, "seq2seq", 4, 5, progress=False)
-    assert enc.input_ids == [[74, 104, 113, 1], [74, 104, 113, 1]]  # "Gen" of "Generate Python: ..." + eos
-    assert enc.labels == [[123, 124, 1], [111, 114, 113, 106, 1]]
-    assert (enc.n_truncated_source, enc.n_truncated_target) == (2, 1)
+    assert enc.input_ids == [[74, 104, 113, 1]]  # "Gen" of "Generate Python: abcdef" + eos
+    assert enc.labels == [[123, 124, 1]]
+    assert (enc.n_truncated_source, enc.n_truncated_target, enc.n_dropped_target) == (1, 0, 1)
+
+
+def test_long_targets_cut_end_without_eos():
+    """issue 11 #4: a cut target that still ended in eos taught the model to stop mid-function."""
+    enc = encode([ex("ab", "xy"), ex("ab", "longtarget", 1)], TOK, "seq2seq", 64, 5, progress=False, long_targets="cut")
+    assert enc.labels == [[123, 124, 1], [b + 3 for b in b"longt"]]
+    assert (enc.n_truncated_target, enc.n_dropped_target) == (1, 0)
+    enc = encode([ex("ab", "xy"), ex("ab", "longtarget", 1)], TOK, "causal", 64, 5, progress=False, long_targets="cut")
+    assert enc.labels[0][-3:] == enc.input_ids[0][-3:] == [123, 124, 1]  # target + eos
+    assert enc.labels[1][-5:] == enc.input_ids[1][-5:] == [b + 3 for b in b"longt"]  # cut, no eos
+    assert (enc.n_truncated_target, enc.n_dropped_target) == (1, 0)
+    dropped = encode([ex("ab", "xy"), ex("ab", "longtarget", 1)], TOK, "causal", 64, 5, progress=False)
+    assert dropped.input_ids == enc.input_ids[:1] and (dropped.n_truncated_target, dropped.n_dropped_target) == (0, 1)
+    assert batching.target_lengths([ex("ab", "xy"), ex("ab", "longtarget")], TOK, "causal") == [3, 11]
+    assert batching.target_lengths([ex("ab", "xy"), ex("ab", "longtarget")], TOK, "seq2seq") == [3, 11]
 
 
 def test_causal_labels_mask_the_prompt_exactly():
@@ -34,12 +49,12 @@ def test_causal_labels_mask_the_prompt_exactly():
 
 def test_causal_truncation_keeps_template_cue():
     e = ex("x" * 100, "y" * 50)
-    enc = encode([e, ex("short doc", "z", 1)], TOK, "causal", 60, 20, progress=False)
+    enc = encode([e, ex("short doc", "z", 1)], TOK, "causal", 60, 20, progress=False, long_targets="cut")
     ids, labels = enc.input_ids[0], enc.labels[0]
     prompt_len = labels.count(-100)
     assert prompt_len == 60 and len(ids) == 60 + 20
     assert bytes(i - 3 for i in ids[:prompt_len]).decode().endswith("xxx\nCode:\n")
-    assert labels[60:] == [ord("y") + 3] * 19 + [1]
+    assert labels[60:] == [ord("y") + 3] * 20
     assert (enc.n_truncated_source, enc.n_truncated_target) == (1, 1)
 
 

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import sys
 import types
 
@@ -69,6 +70,37 @@ def test_load_task_data_jsonl_subsample(tmp_path):
     assert [e.id for e in load_task_data(cfg, "python", seed=0).train] == [e.id for e in a.train]
     assert [e.id for e in load_task_data(cfg, "python", seed=1).train] != [e.id for e in a.train]
     assert a.train[0].direction == "code-to-text"
+
+
+def test_long_targets_are_dropped_from_both_splits_and_counted(tmp_path):
+    """issue 11 #4: examples whose target is longer than data.max_target_len tokens are left out by default."""
+    from hybridcl.data.batching import target_length_counter
+    from transformers import ByT5Tokenizer
+
+    def recs(split, n):  # every third function has a long body; ByT5 counts bytes, +1 for eos
+        return [Record("r", f"{split}{i}.py", f"f{i}", "python", f"def f{i}():\n    return {'1 + ' * 20 * (i % 3 == 0)}{i}",
+                       f"Return the number {i}.") for i in range(n)]
+
+    write_records(recs("t", 30), tmp_path / "python.train.jsonl.gz")
+    write_records(recs("v", 5), tmp_path / "python.valid.jsonl")
+    lengths = target_length_counter(ByT5Tokenizer(), "causal")
+    assert lengths(make_examples(recs("v", 2), "text-to-code")) == [103, 23]  # "def f0():\n    return 1 + ... 0" + eos
+    cfg = DataConfig(source="jsonl", path=str(tmp_path), max_train=10, max_target_len=50)
+    data = load_task_data(cfg, "python", target_lengths=lengths)
+    assert [e.id.split("::")[1].split("#")[0] for e in data.val] == ["f1", "f2", "f4"]
+    assert data.report["valid"] | {"files": None} == {"files": None, "records": 5, "skipped_empty": 0, "examples": 5, "kept": 3,
+                                                      "long_targets_checked": 5, "long_targets": 2}
+    assert data.report["long_targets"] == {"mode": "drop", "max_target_len": 50}
+    train = data.report["train"]
+    assert len(data.train) == train["kept"] == 10 and all(n <= 50 for n in lengths(data.train))
+    assert train["long_targets_checked"] - train["long_targets"] == 10 and train["long_targets"] >= 1
+    # the sample is the first 10 fitting examples of the same seeded order: the same without a length check
+    unchecked = load_task_data(replace(cfg, max_train=None), "python").train
+    assert {e.id for e in data.train} < {e.id for e in unchecked if len(e.target) + 1 <= 50}
+    cut = load_task_data(replace(cfg, long_targets="cut"), "python", target_lengths=lengths)
+    assert len(cut.val) == 5 and cut.report["valid"]["long_targets"] == 2 and cut.report["long_targets"]["mode"] == "cut"
+    with pytest.raises(DataError, match=r"all 30 targets are longer than data.max_target_len = 20 tokens; raise it or set data.long_targets=cut"):
+        load_task_data(replace(cfg, max_target_len=20, max_train=None), "python", target_lengths=lengths)
 
 
 def test_load_task_data_errors(tmp_path):

@@ -32,13 +32,15 @@ class Encoded:
     """Token ids of a list of examples, in the same order.
 
     ``n_truncated_source`` / ``n_truncated_target``: examples whose prompt / target was cut at
-    ``max_source_len`` / ``max_target_len`` tokens.
+    ``max_source_len`` / ``max_target_len`` tokens; ``n_dropped_target``: examples left out
+    because their target was longer than ``max_target_len`` (``long_targets="drop"``).
     """
 
     input_ids: list[list[int]]
     labels: list[list[int]]
     n_truncated_source: int
     n_truncated_target: int
+    n_dropped_target: int = 0  # examples left out: target longer than max_target_len, long_targets="drop"
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -63,9 +65,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _cache_key(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int) -> str:
+def _cache_key(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int,
+               long_targets: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len]).encode("utf-8"))
+    h.update(json.dumps([_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len,
+                         long_targets]).encode("utf-8"))
     for e in examples:
         h.update(json.dumps([e.id, e.language, e.direction, e.source, e.target], ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()[:32]
@@ -82,6 +86,28 @@ def _tokenize(tokenizer: Any, texts: list[str], add_special_tokens: bool, desc: 
     return out
 
 
+def target_lengths(examples: Sequence[Example], tokenizer: Any, kind: str) -> list[int]:
+    """Each example's target length in tokens as :func:`encode` builds it, end-of-sequence included.
+
+    seq2seq: the tokenised target with the tokenizer's special tokens (T5's closing ``</s>``);
+    causal: the target's tokens plus the eos :func:`encode` appends. This is the number compared
+    with ``max_target_len``.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    texts = [e.target for e in examples]
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=kind == "seq2seq")["input_ids"]
+    return [len(row) + (kind == "causal") for row in ids]
+
+
+def target_length_counter(tokenizer: Any, kind: str):
+    """:func:`target_lengths` bound to a tokenizer and model kind, for
+    :func:`hybridcl.data.tasks.load_task_data`'s ``target_lengths``."""
+    return lambda examples: target_lengths(examples, tokenizer, kind)
+
+
 def _cut_keep_eos(ids: list[int], limit: int, eos: int | None) -> list[int]:
     if len(ids) <= limit:
         return ids
@@ -91,17 +117,24 @@ def _cut_keep_eos(ids: list[int], limit: int, eos: int | None) -> list[int]:
 
 
 def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int,
-           cache_dir: str | Path | None = None, progress: bool = True) -> Encoded:
+           cache_dir: str | Path | None = None, progress: bool = True, long_targets: str = "drop") -> Encoded:
     """Token ids and labels for ``examples``.
 
-    seq2seq: ``input_ids`` = the tokenised prompt (the source), ``labels`` = the tokenised target,
-    each cut to its limit keeping the tokenizer's final eos. causal: ``input_ids`` = prompt +
-    target + eos, ``labels`` = -100 on every prompt position, then target + eos; the prompt is cut
-    to ``max_source_len`` (inside the template, so the ``Code:`` / ``Description:`` cue stays) and
-    target + eos to ``max_target_len``.
+    seq2seq: ``input_ids`` = the tokenised prompt, cut to ``max_source_len`` keeping the
+    tokenizer's final eos; ``labels`` = the tokenised target (with its eos). causal:
+    ``input_ids`` = prompt + target + eos, ``labels`` = -100 on every prompt position, then target
+    + eos; the prompt is cut to ``max_source_len`` inside the template, so the ``Code:`` /
+    ``Description:`` cue stays.
+
+    A target longer than ``max_target_len`` (eos included, :func:`target_lengths`): with
+    ``long_targets="drop"`` the example is left out (``n_dropped_target``); with ``"cut"`` its
+    first ``max_target_len`` tokens are kept and no eos, since a cut function does not end there
+    (``n_truncated_target``).
     """
     if kind not in KINDS:
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if long_targets not in ("drop", "cut"):
+        raise DataError(f"long_targets = {long_targets!r}: choose drop or cut (data.long_targets)")
     if max_source_len < 2 or max_target_len < 2:
         raise DataError(f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens")
     eos = tokenizer.eos_token_id
@@ -109,19 +142,19 @@ def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_le
         raise DataError(f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a causal model needs one to end targets")
     cache_file = None
     if cache_dir is not None:
-        key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len)
+        key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len, long_targets)
         cache_file = Path(cache_dir) / f"encoded-{kind}-{key}.npz"
         if cache_file.is_file():
             cached = _load_cache(cache_file)
-            if cached is not None and len(cached) == len(examples):
+            if cached is not None and len(cached) + cached.n_dropped_target == len(examples):
                 return cached
-    encoded = _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress)
+    encoded = _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, long_targets == "drop")
     if cache_file is not None:
         _save_cache(cache_file, encoded)
     return encoded
 
 
-def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress) -> Encoded:
+def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, drop: bool) -> Encoded:
     if not examples:
         return Encoded([], [], 0, 0)
     prompts = []
@@ -129,31 +162,40 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
         prefix, suffix = prompt_template(e.language, e.direction, kind)
         prompts.append(f"{prefix}{e.source}{suffix}")
     targets = [e.target for e in examples]
-    n_src = n_tgt = 0
+    n_src = n_tgt = n_drop = 0
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
     if kind == "seq2seq":
         for src, tgt in zip(_tokenize(tokenizer, prompts, True, "tokenise sources", progress),
                             _tokenize(tokenizer, targets, True, "tokenise targets", progress)):
+            if len(tgt) > max_target_len:
+                if drop:
+                    n_drop += 1
+                    continue
+                n_tgt += 1
+                tgt = tgt[:max_target_len]  # no eos: the function goes on after the cut
             n_src += len(src) > max_source_len
-            n_tgt += len(tgt) > max_target_len
             input_ids.append(_cut_keep_eos(src, max_source_len, eos))
-            labels.append(_cut_keep_eos(tgt, max_target_len, eos))
-        return Encoded(input_ids, labels, n_src, n_tgt)
+            labels.append(tgt)
+        return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
     prompt_ids = _tokenize(tokenizer, prompts, True, "tokenise prompts", progress)
     target_ids = _tokenize(tokenizer, targets, False, "tokenise targets", progress)
     for i, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+        end = [eos]
+        if len(t) + 1 > max_target_len:
+            if drop:
+                n_drop += 1
+                continue
+            n_tgt += 1
+            t, end = t[:max_target_len], []  # no eos: the function goes on after the cut
         if eos is not None and p and p[-1] == eos:  # tokenizers that end every text with eos (T5, ByT5)
             p = p[:-1]
         if len(p) > max_source_len:
             n_src += 1
             p = _cut_prompt(tokenizer, examples[i], p, max_source_len, eos)
-        if len(t) + 1 > max_target_len:
-            n_tgt += 1
-            t = t[:max_target_len - 1]
-        input_ids.append(p + t + [eos])
-        labels.append([IGNORE_INDEX] * len(p) + t + [eos])
-    return Encoded(input_ids, labels, n_src, n_tgt)
+        input_ids.append(p + t + end)
+        labels.append([IGNORE_INDEX] * len(p) + t + end)
+    return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
 
 
 def _cut_prompt(tokenizer: Any, example: Example, full: list[int], limit: int, eos: int | None) -> list[int]:
@@ -185,7 +227,8 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, input_ids=ids, input_offsets=ids_off, labels=lab, label_offsets=lab_off,
-                     truncated=np.array([encoded.n_truncated_source, encoded.n_truncated_target], dtype=np.int64))
+                     truncated=np.array([encoded.n_truncated_source, encoded.n_truncated_target, encoded.n_dropped_target],
+                                        dtype=np.int64))
         os.replace(tmp, file)
     except BaseException:
         if os.path.exists(tmp):
@@ -201,7 +244,9 @@ def _load_cache(file: Path) -> Encoded | None:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a truncated or foreign file
         return None
     rows = lambda values, offsets: [values[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]  # noqa: E731
-    return Encoded(rows(ids, ids_off), rows(lab, lab_off), int(trunc[0]), int(trunc[1]))
+    if len(trunc) != 3:  # another format: rebuilt
+        return None
+    return Encoded(rows(ids, ids_off), rows(lab, lab_off), int(trunc[0]), int(trunc[1]), int(trunc[2]))
 
 
 def batch_indices(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group_by_length: bool) -> list[list[int]]:

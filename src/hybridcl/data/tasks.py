@@ -11,7 +11,7 @@ import ast
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
@@ -147,38 +147,80 @@ def format_prompt(example_or_source: str | Example, language: str, direction: st
     return f"{prefix}{source}{suffix}"
 
 
-def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[[list[Example]], list[bool]] | None,
+          drop: bool) -> tuple[list[Example], int, int]:
+    """``(kept, checked, long)``: up to ``n`` examples (all if ``n`` is None), in file order.
+
+    The sample is drawn in a fixed order (a hash of ``seed`` and the example id), so it does not
+    depend on the file order. With ``drop``, examples whose target is too long are skipped and the
+    next ones in that order take their place, so a task still gets ``n`` examples; only the
+    examples looked at are tokenised (a sample of 8K from 400K costs 8K and a few more).
+    ``checked`` counts the examples whose length was looked at, ``long`` those too long.
+    """
     if n is None or len(examples) <= n:
-        return examples
-    rank = sorted(range(len(examples)), key=lambda i: hashlib.sha256(f"{seed}\n{examples[i].id}".encode("utf-8")).digest())
-    chosen = set(rank[:n])
-    return [e for i, e in enumerate(examples) if i in chosen]
+        order = list(range(len(examples)))
+    else:
+        order = sorted(range(len(examples)), key=lambda i: hashlib.sha256(f"{seed}\n{examples[i].id}".encode("utf-8")).digest())
+    if too_long is None:
+        chosen = order[:n]
+        checked = n_long = 0
+    elif not drop:
+        chosen = order[:n]
+        flags = too_long([examples[i] for i in chosen])
+        checked, n_long = len(chosen), sum(flags)
+    else:
+        chosen, checked, n_long = [], 0, 0
+        while checked < len(order) and (n is None or len(chosen) < n):
+            block = order[checked:] if n is None else order[checked:checked + n - len(chosen)]
+            flags = too_long([examples[i] for i in block])
+            chosen += [i for i, long in zip(block, flags) if not long]
+            checked += len(block)
+            n_long += sum(flags)
+    return [examples[i] for i in sorted(chosen)], checked, n_long
 
 
 EVAL_SPLITS = ("valid", "test")
 
 
-def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_split: str = "valid") -> TaskData:
+def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_split: str = "valid", *,
+                   target_lengths: Callable[[list[Example]], list[int]] | None = None) -> TaskData:
     """Read the train records and the ``eval_split`` records of ``language`` and make examples.
 
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
     :attr:`TaskData.val` holds, and the one every matrix cell is scored on. ``max_train`` /
     ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each example id; the kept
-    examples stay in file order); ``max_val`` caps whichever split is scored. Raises
+    examples stay in file order); ``max_val`` caps whichever split is scored. ``target_lengths``
+    gives each example's target length in tokens as training sees it
+    (:func:`hybridcl.data.batching.target_length_counter`); targets longer than
+    ``data_cfg.max_target_len`` are then, with ``long_targets: drop`` (the default), left out of
+    both splits, so the model is never taught to stop mid-function nor scored on such a function;
+    with ``long_targets: cut`` they are kept (training cuts them, with no end-of-sequence token).
+    Without ``target_lengths`` no length is checked. ``report[split]`` counts them:
+    ``long_targets_checked`` examples looked at, ``long_targets`` too long. Raises
     :class:`DataError` if a split is empty.
     """
     if eval_split not in EVAL_SPLITS:
         raise DataError(f"eval.split = {eval_split!r}: choose valid or test")
     report: dict = {"language": language, "source": data_cfg.source, "direction": data_cfg.direction, "eval_split": eval_split}
+    if target_lengths is not None:
+        report["long_targets"] = {"mode": data_cfg.long_targets, "max_target_len": data_cfg.max_target_len}
+        too_long = lambda exs: [n > data_cfg.max_target_len for n in target_lengths(exs)]  # noqa: E731
+    else:
+        too_long = None
     splits = {}
     for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val)):
         records, files = read_split(data_cfg.source, data_cfg.path, language, split)
         examples = make_examples(records, data_cfg.direction)
-        kept = _subsample(examples, cap, seed)
+        kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {"files": files, "records": len(records), "skipped_empty": len(records) - len(examples),
                          "examples": len(examples), "kept": len(kept)}
+        if too_long is not None:
+            report[split].update(long_targets_checked=checked, long_targets=n_long)
         if not kept:
             where = files[0] if files else data_cfg.source
+            if report[split].get("long_targets"):
+                raise DataError(f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets are longer "
+                                f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set data.long_targets=cut")
             raise DataError(f"{where}: no {split} examples for {language} ({len(records)} records, "
                             f"{len(records) - len(examples)} with an empty docstring summary or code); use a source with documented functions")
         splits[split] = kept
