@@ -273,6 +273,14 @@ def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_
     assert seen == [precision == "bf16"] * 6  # 3 rows x 2 tasks
     results = read(run_dir)
     assert results["eval_precision"] == results["per_seed"][0]["eval_precision"] == precision
+    # issue 11 #5: every cell says which share of its generations eval.max_new_tokens cut
+    cut = results["per_seed"][0]["matrix"]["cut_share"]
+    for i in range(3):
+        for j, task in enumerate(("python", "javascript")):
+            flags = [json.loads(line)["hit_limit"] for line in
+                     (run_dir / "seed-0" / "predictions" / f"row{i}-{task}.jsonl").read_text().splitlines()]
+            assert len(flags) == 4 and cut[i][j] == 100 * sum(flags) / 4
+    assert "cut_share" not in results["cl_metrics"]
 
 
 def test_long_targets_are_dropped_from_training_and_the_matrix_and_counted(tmp_path):

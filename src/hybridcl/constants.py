@@ -19,6 +19,9 @@ KINDS: tuple[str, ...] = ("seq2seq", "causal")
 # Metrics where a lower value is better (forgetting is then a rise); every other metric: higher is better.
 LOWER_IS_BETTER = frozenset({"loss"})
 
+# Cell values that describe the evaluation rather than what a task retained: no CL metric of them.
+NOT_CL_METRICS = frozenset({"cut_share"})
+
 # The metric the summary, the per-task table and the comparison lead with (0-100, higher is better).
 HEADLINE_METRIC = "bleu_codexglue_code_to_text"
 

@@ -145,8 +145,8 @@ class ContinualRecipe:
     def _write_predictions(self, name: str, row: Row) -> None:
         for task, predictions in row.predictions.items():
             self.seed_dir.write_predictions(f"{name}-{task}", [
-                {"id": ex.id, "prediction": p, "reference": ex.target}
-                for ex, p in zip(self.evaluator.examples(task), predictions)])
+                {"id": ex.id, "prediction": p, "reference": ex.target, "hit_limit": h}
+                for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task])])
 
     def _intervals(self, matrix: Matrix) -> dict[str, dict]:
         """95% bootstrap intervals of every cell and CL metric that decomposes over examples (paired rows)."""

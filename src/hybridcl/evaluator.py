@@ -25,7 +25,7 @@ from hybridcl.config import ExperimentConfig
 from hybridcl.data.batching import collate, encode
 from hybridcl.data.tasks import Example, TaskData, format_prompt
 from hybridcl.evaluate.efficiency import Meter
-from hybridcl.evaluate.generate import generate
+from hybridcl.evaluate.generate import code_language, cut_share, generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_stats
@@ -42,6 +42,7 @@ class Row:
     index: int
     cells: dict[str, dict | None]
     predictions: dict[str, list[str]]
+    hit_limit: dict[str, list[bool]]  # task -> whether each generation ran into eval.max_new_tokens
     stats: dict[str, dict[str, np.ndarray]]  # task -> metric -> [examples, k] (hybridcl.intervals)
 
 
@@ -67,15 +68,18 @@ class MatrixEvaluator:
         """The examples task ``task`` is scored on (``eval.max_examples`` of its validation split)."""
         return self.data[task].val[: self.config.eval.max_examples]
 
-    def predict(self, language: str, sources: list[str], desc: str) -> list[str]:
-        """Generate from ``sources`` with ``language``'s prompt, through the components as routed now."""
-        cfg = self.config.eval
-        prompts = [format_prompt(s, language, self.config.data.direction, self.base.kind) for s in sources]
-        texts = generate(self.components.model, self.base.tokenizer, prompts, kind=self.base.kind,
-                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
-                         do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                         max_source_len=self.config.data.max_source_len, progress=self.progress, desc=desc)
-        return [extract_code(t) for t in texts] if self.config.data.direction == "text-to-code" else texts
+    def predict(self, language: str, sources: list[str], desc: str) -> tuple[list[str], list[bool]]:
+        """Generate from ``sources`` with ``language``'s prompt, through the components as routed now;
+        also whether each generation ran into ``eval.max_new_tokens`` before its function ended."""
+        cfg, direction = self.config.eval, self.config.data.direction
+        prompts = [format_prompt(s, language, direction, self.base.kind) for s in sources]
+        texts, hit_limit = generate(
+            self.components.model, self.base.tokenizer, prompts, kind=self.base.kind,
+            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
+            do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+            max_source_len=self.config.data.max_source_len, progress=self.progress, desc=desc,
+            code_language=code_language(language, direction), return_hit_limit=True)
+        return ([extract_code(t) for t in texts] if direction == "text-to-code" else texts), hit_limit
 
     def ceilings(self, task: str) -> dict:
         """``syntax_ceiling``: percent of the task's scored references that parse (text-to-code), the
@@ -121,7 +125,7 @@ class MatrixEvaluator:
 
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
-        cells, predictions, stats = {}, {}, {}
+        cells, predictions, hit_limit, stats = {}, {}, {}, {}
         previous = self._previous if self._reuses_cells(i) else None
         for j, task in enumerate(self.config.tasks):
             if i > 0 and not self.config.eval.forward_transfer and j >= i:
@@ -131,20 +135,23 @@ class MatrixEvaluator:
                 # task j was trained at stage j + 1 < i and nothing of it has trained since row i - 1
                 cells[task] = {"reused_from_row": i - 1, **previous.cells[task], "eval_seconds": 0.0}
                 predictions[task], stats[task] = previous.predictions[task], previous.stats[task]
+                hit_limit[task] = previous.hit_limit[task]
                 continue
             if i > 0:
                 self.components.route(task)
             examples = self.examples(task)
             with Meter(next(self.components.model.parameters()).device) as meter:
-                predictions[task] = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
+                predictions[task], hit_limit[task] = self.predict(task, [ex.source for ex in examples],
+                                                                  f"eval row {i} {task}")
                 scores = self.score(task, predictions[task])
                 losses, stats[task] = self.loss(task)
             text_stats = score_stats(predictions[task], [ex.target for ex in examples], language=task,
                                      direction=self.config.data.direction)
             stats[task].update({m: s for m, s in text_stats.items() if s is not None})
-            cells[task] = {**losses, **scores, "eval_seconds": meter.seconds, "n": len(examples),
+            cells[task] = {**losses, **scores, "cut_share": cut_share(hit_limit[task]),
+                           "eval_seconds": meter.seconds, "n": len(examples),
                            "n_loss": len(stats[task]["loss"])}
-        self._previous = Row(i, cells, predictions, stats)
+        self._previous = Row(i, cells, predictions, hit_limit, stats)
         return self._previous
 
     def _reuses_cells(self, i: int) -> bool:
@@ -180,7 +187,8 @@ class MatrixEvaluator:
                     if not idx:
                         continue
                     self.components.route(other)
-                    texts = self.predict(other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}")
+                    texts, _ = self.predict(other, [examples[k].source for k in idx],
+                                            f"row {i} routed {task} -> {other}")
                     for k, text in zip(idx, texts):
                         predictions[k] = text
                 cells[task] = self.score(task, predictions)

@@ -74,7 +74,7 @@ class LoadedRun:
         (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
         """
         from hybridcl.data.tasks import format_prompt
-        from hybridcl.evaluate.generate import generate
+        from hybridcl.evaluate.generate import code_language, generate
         from hybridcl.evaluate.precision import evaluation_precision
 
         single = isinstance(prompts, str)
@@ -102,7 +102,8 @@ class LoadedRun:
             self.components.route(t)
             formatted = [format_prompt(sources[k], t, self.config.data.direction, self.kind) for k in idx]
             with evaluation_precision(cfg.precision, device):
-                generated = generate(self.model, self.tokenizer, formatted, kind=self.kind, **settings)
+                generated = generate(self.model, self.tokenizer, formatted, kind=self.kind,
+                                     code_language=code_language(t, self.config.data.direction), **settings)
             for k, text in zip(idx, generated):
                 texts[k] = text
         out = texts[0] if single else texts

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hybridcl import __version__
 from hybridcl.cl_metrics import cl_metrics
-from hybridcl.constants import LOWER_IS_BETTER
+from hybridcl.constants import LOWER_IS_BETTER, NOT_CL_METRICS
 from hybridcl.errors import RunError
 from hybridcl.stats import mean_std, mean_std_nested
 
@@ -81,9 +81,10 @@ class Matrix:
 
     def cl_metrics(self) -> dict[str, dict]:
         """:func:`hybridcl.cl_metrics.cl_metrics` of every metric; only the final average without one stage per task."""
+        values = {m: rows for m, rows in self.values.items() if m not in NOT_CL_METRICS}
         if self.one_stage_per_task:
-            return {m: cl_metrics(rows, higher_is_better=m not in LOWER_IS_BETTER) for m, rows in self.values.items()}
-        return {m: _final_only(rows[-1]) for m, rows in self.values.items()}
+            return {m: cl_metrics(rows, higher_is_better=m not in LOWER_IS_BETTER) for m, rows in values.items()}
+        return {m: _final_only(rows[-1]) for m, rows in values.items()}
 
     def with_rows(self, replaced: dict[int, dict[str, list]]) -> Matrix:
         """The same matrix with rows ``i`` replaced by ``replaced[i]`` (metric -> one value per task)."""

@@ -154,3 +154,77 @@ def test_decoded_code_keeps_its_spaces_before_punctuation():
     text = "x ,"
     plant_successors(model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")])
     assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [text, text]
+class Scripted(tf.LlamaForCausalLM):
+    """Writes ``scripts[row]`` (ByT5 bytes) whatever the prompt, then EOS; counts its forward passes.
+
+    Prompts must all have ``width`` tokens (so the batch has no padding and keeps input order)."""
+
+    def __init__(self, scripts, width):
+        cfg = tf.LlamaConfig(vocab_size=384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
+                             eos_token_id=1)
+        super().__init__(cfg)
+        self.scripts = [[b + 3 for b in s.encode()] for s in scripts]
+        self.width, self.steps = width, 0
+        self.eval()
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids.shape[1] == self.width:  # the prompt: a new generate call (then one token per step, KV cache)
+            self.pos = 0
+        step, self.pos = self.pos, self.pos + 1
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        logits = torch.full_like(out.logits, -1e4)
+        for row, script in enumerate(self.scripts):
+            logits[row, -1, script[step] if step < len(script) else 1] = 0.0
+        out.logits = logits
+        self.steps += 1
+        return out
+
+
+PY_TWO = "def f(a):\n    return a\n\ndef g():\n    pass\n"
+JS_TWO = "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}\nfunction g() {}\n"
+FENCED = "```python\ndef f():\n    return 1\n```\nThis returns one, and more prose follows."
+
+
+@pytest.mark.parametrize("script,language,expected", [
+    (PY_TWO, "python", "def f(a):\n    return a"),
+    (JS_TWO, "javascript", "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}"),
+    (FENCED, "python", "```python\ndef f():\n    return 1\n```"),
+])
+def test_generation_stops_where_the_function_ends(tok, script, language, expected):
+    """issue 11 #5: a second function, a closing fence and prose are neither generated nor scored."""
+    model = Scripted([script], width=2)
+    texts, hit = generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, code_language=language,
+                          return_hit_limit=True, progress=False)
+    assert texts == [expected] and hit == [False]
+    # it stopped generating right after the end became visible, not at EOS or the limit
+    stop_at = {"python": len("def f(a):\n    return a\n\ndef "), "javascript": len(expected)}.get(language)
+    if script is FENCED:
+        stop_at = len(expected)
+    assert model.steps == stop_at
+    model = Scripted([script], width=2)
+    assert generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, progress=False) == [script]  # without: EOS
+    assert model.steps == len(script) + 1
+
+
+def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
+    scripts = [PY_TWO, "def h():\n" + "    x = 1\n" * 20, "def k():\n    return 2\n"]
+    model = Scripted(scripts, width=2)
+    texts, hit = generate(model, tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40, batch_size=3,
+                          code_language="python", return_hit_limit=True, progress=False)
+    assert texts == ["def f(a):\n    return a", scripts[1][:40], scripts[2]]  # the third ended at EOS: as generated
+    assert hit == [False, True, False]
+    plain, plain_hit = generate(Scripted(scripts, width=2), tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40,
+                                batch_size=3, return_hit_limit=True, progress=False)
+    # without the rule the first runs on into g() and is cut by the limit
+    assert plain == [PY_TWO[:40], scripts[1][:40], scripts[2]] and plain_hit == [True, True, False]
+    assert generate(model, tok, [], kind="causal", return_hit_limit=True) == ([], [])
+
+
+@pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
+def test_the_function_end_rule_changes_nothing_when_no_function_ends(which, kind, tok, request):
+    model = request.getfixturevalue(which)
+    plain = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    texts, hit = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False,
+                          code_language="javascript", return_hit_limit=True)
+    assert texts == plain and hit == [True] * len(PROMPTS)  # EOS suppressed: every output ran to the limit

@@ -25,6 +25,7 @@ def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, *, max_source_len: i
             model, tokenizer, prompts, kind=kind, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
             num_beams=1, do_sample=n > 1, temperature=cfg.temperature if n > 1 else 1.0, top_p=cfg.top_p,
             num_return_sequences=n, max_source_len=max_source_len, progress=progress, desc="humaneval",
+            code_language="python",
         )
     samples = [out if isinstance(out, list) else [out] for out in outputs]
     completions = [["\n" + extract_code(text) for text in group] for group in samples]

@@ -8,6 +8,12 @@ left-truncated (the end of a prompt is what the model continues), and only the n
 returned; a trailing EOS that the tokenizer appends to a causal prompt is dropped, since the model
 should continue the prompt, not start after an end of text. Every output is cut at its first EOS
 and decoded without special tokens and without the tokenizer's English space clean-up.
+
+For generated code (``code_language``), generation also stops where the function ends
+(:mod:`hybridcl.evaluate.stopping`: a closing code fence, Python's next top-level definition,
+the brace that closes a JavaScript function) and the output is cut there; outputs that end at
+EOS first are unchanged. With ``return_hit_limit`` the caller also learns which outputs ran into
+``max_new_tokens`` before their function (or text) ended, i.e. were cut by the limit.
 """
 
 from __future__ import annotations
@@ -16,8 +22,22 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteriaList
+
+from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
 
 from hybridcl.constants import Kind
+
+
+def code_language(task_language: str, direction: str) -> str | None:
+    """What :func:`generate`'s ``code_language`` is for a task: its language when the outputs are
+    code (text-to-code), None when they are text (code-to-text)."""
+    return task_language if direction == "text-to-code" else None
+
+
+def cut_share(hit_limit: Sequence[bool]) -> float | None:
+    """Percent (0-100) of generations the token limit cut (:func:`generate`'s ``hit_limit``); None for none."""
+    return 100.0 * sum(bool(h) for h in hit_limit) / len(hit_limit) if hit_limit else None
 
 
 def _pad_id(tokenizer) -> int:
@@ -83,21 +103,31 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     desc: str = "generate",
-) -> list[str] | list[list[str]]:
+    code_language: str | None = None,
+    return_hit_limit: bool = False,
+):
     """Generate a continuation for every prompt; returns texts in the order of ``prompts``.
 
     ``kind`` is ``"seq2seq"`` (output = decoder text) or ``"causal"`` (output = the new tokens
     only). At most ``max_new_tokens`` tokens are generated per output; generation of an output
-    stops at EOS, which is not included. With ``num_return_sequences > 1`` each entry is a list of
-    that many texts. ``seed`` seeds sampling inside a forked RNG, so the caller's RNG state is
-    unchanged. The model is put in eval mode for the call and restored afterwards.
+    stops at EOS, which is not included. ``code_language`` (``"python"``, ``"javascript"``, or
+    another language for the code-fence rule alone; None for text, e.g. docstrings): the outputs
+    are functions, and each stops and is cut where its function ends (the end is not included:
+    Python's next definition, what follows the closing brace or fence). With
+    ``num_return_sequences > 1`` each entry is a list of that many texts. ``seed`` seeds sampling
+    inside a forked RNG, so the caller's RNG state is unchanged. The model is put in eval mode for
+    the call and restored afterwards.
+
+    With ``return_hit_limit``, returns ``(texts, hit_limit)``: ``hit_limit`` has the same shape
+    as ``texts``, True where the output reached ``max_new_tokens`` tokens with neither EOS nor
+    the end of its function, i.e. the limit cut it.
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
     if num_return_sequences > num_beams and not do_sample:
         raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= it or do_sample=True")
     if not prompts:
-        return []
+        return ([], []) if return_hit_limit else []
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = _pad_id(tokenizer)
@@ -131,21 +161,37 @@ def generate(
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
-                out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+                start = ids.shape[1] if kind == "causal" else 1
+                stop = {}
+                if code_language is not None:
+                    stop["stopping_criteria"] = StoppingCriteriaList([FunctionEndCriteria(tokenizer, code_language, start, eos)])
+                out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
                 # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
-                out = out[:, ids.shape[1]:] if kind == "causal" else out[:, 1:]
-                # no English clean-up (" ," -> ","): it changes code, and tokenizer files saved by
-                # transformers < 4.45 switch it on
-                texts = [
-                    tokenizer.decode(_cut_at_eos(row.tolist(), eos), skip_special_tokens=True,
-                                     clean_up_tokenization_spaces=False)
-                    for row in out
-                ]
+                decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]
                 for n, i in enumerate(idx):
-                    group = texts[n * num_return_sequences : (n + 1) * num_return_sequences]
+                    group = decoded[n * num_return_sequences : (n + 1) * num_return_sequences]
                     results[i] = group if num_return_sequences > 1 else group[0]
                 bar.update(len(idx))
             bar.close()
     finally:
         model.train(was_training)
-    return results
+    texts = [[t for t, _ in r] if num_return_sequences > 1 else r[0] for r in results]
+    if not return_hit_limit:
+        return texts
+    return texts, [[h for _, h in r] if num_return_sequences > 1 else r[1] for r in results]
+
+
+def _finish(ids: list[int], tokenizer, eos: int | None, code_language: str | None) -> tuple[str, bool]:
+    """One output's text, cut at EOS and at the end of its function, and whether the limit cut it."""
+    ended = eos is not None and eos in ids
+    # no English clean-up (" ," -> ","): it changes code, and tokenizer files saved by
+    # transformers < 4.45 switch it on
+    text = tokenizer.decode(_cut_at_eos(ids, eos), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    if code_language is None:
+        return text, not ended
+    end = function_end(text, code_language, final=True)
+    if end is None:
+        return text, not ended
+    if not text[end:].strip():  # nothing but white space after the end: the text as generated
+        return text, False
+    return text[:end].rstrip(), False

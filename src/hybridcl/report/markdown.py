@@ -34,6 +34,7 @@ METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in
     "syntax_pass": ("outputs that parse (tree-sitter)", "% of outputs"),
     "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
     "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
+    "cut_share": ("generations cut by eval.max_new_tokens before their function (or text) ended", "% of generations"),
 }
 BLEU_NAME = ("CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
              "averaged over examples; 0-100)")
