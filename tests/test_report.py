@@ -45,6 +45,12 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
     t = results["train"][0]
     assert f"| python | {t['seconds']['mean']:,.2f} ± {t['seconds']['std']:,.2f} |" in report
     assert "4.38%" in report  # the explanation of where per-task forgetting must come from
+    # issue 11 #3, #4, #5: the precision, the long targets and the cut generations are stated
+    assert "- evaluation: every cell in fp32; at most 8 new tokens, a generated function stopping at its end" in report
+    data = results["per_seed"][0]["data"]
+    long = ", ".join(f"{t} {data[t]['train']['long_targets']}/{data[t]['valid']['long_targets']}" for t in ("python", "javascript"))
+    assert f"- targets longer than 64 tokens (train/validation, among the examples looked at): {long}; cut (no end token) in training" in report
+    assert "### cut_share: generations cut by eval.max_new_tokens" in report and "](matrix-cut_share.png)" in report
     for name in ("matrix-bleu_codexglue_code_to_text.png", "matrix-syntax_pass.png", "loss.png", "efficiency.png"):
         assert f"]({name})" in report
         width, height = png_size(two_seed_run / name)

@@ -122,19 +122,29 @@ def _summary(results, config, seeds) -> list[str]:
         lines += [f"- base model: `{config.model.name}`", f"- direction: {config.data.direction}; data: "
                   f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
                   f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
-                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"]
+                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}",
+                  f"- evaluation: every cell in {results.get('eval_precision', 'an unrecorded precision')}; at most "
+                  f"{config.eval.max_new_tokens} new tokens, a generated function stopping at its end "
+                  "(`cut_share`: the share the limit cut)"]
     per_seed = results.get("per_seed") or []
     data = per_seed[0].get("data") if per_seed else None
     if data:
-        counts = []
+        counts, long = [], []
         for t in results["tasks"]:
             rep = data.get(t) or {}
             n_train, n_val = (rep.get(split, {}).get("kept") if isinstance(rep.get(split), dict) else None
                               for split in ("train", "valid"))
             if n_train is not None or n_val is not None:
                 counts.append(f"{t} {n_train}/{n_val}")
+            if "long_targets" in rep:
+                long.append(f"{t} {rep['train'].get('long_targets')}/{rep['valid'].get('long_targets')}")
         if counts:
             lines.append("- examples (train/validation): " + ", ".join(counts))
+        if long:
+            mode = data[results["tasks"][0]]["long_targets"]
+            what = "dropped, the samples filled with shorter ones" if mode["mode"] == "drop" else "cut (no end token) in training"
+            lines.append(f"- targets longer than {mode['max_target_len']} tokens (train/validation, among the examples "
+                         f"looked at): {', '.join(long)}; {what}")
     return lines + [""]
 
 
