@@ -1,4 +1,6 @@
 """HumanEval through a model: the generated function replaces the prompt's stub and is run in the sandbox."""
+import torch
+
 from hybridcl.config import EvalConfig
 from hybridcl.evaluate import functional
 
@@ -16,7 +18,8 @@ def test_generated_functions_are_run_against_the_tests(monkeypatch):
         return [answers[i] for i in range(len(prompts))]
 
     monkeypatch.setattr(functional, "generate", fake_generate)
-    result = functional.humaneval(None, None, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20))
+    model = torch.nn.Linear(1, 1)  # generate is faked; the model only tells the device for eval.precision
+    result = functional.humaneval(model, None, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20))
     assert result["pass@1"] == 50.0 and result["problems"] == 2 and result["samples"] == 1
     assert [p["correct"] for p in result["per_problem"]] == [1, 0]
     assert "def has_close_elements" in seen[0] and seen[0].startswith("Python function.")
