@@ -178,6 +178,27 @@ def _skip_regex(text: str, i: int) -> int:
     return -1
 
 
+_TAIL = 16  # characters: longer than any token, so the token that ends a function is in the tail
+
+
+def may_have_ended(text: str, language: str | None) -> bool:
+    """A cheap test that is True whenever the text's last token may have ended the function.
+
+    The full scan (:func:`function_end`) is linear in the text; running it only when the tail
+    holds a closing fence's backquote, a JavaScript ``}``, or (Python) the start of a top-level
+    line keeps generation's cost per step from growing with the text. A missed chance is
+    harmless: the next trigger, or :func:`hybridcl.evaluate.generate.generate`'s final cut, finds
+    the same end.
+    """
+    tail = text[-_TAIL:]
+    if "`" in tail or (language == "javascript" and "}" in tail):
+        return True
+    if language == "python":
+        line = text[text.rfind("\n") + 1:]
+        return bool(line) and not line[0].isspace() and len(line) <= _TAIL
+    return False
+
+
 class FunctionEndCriteria(StoppingCriteria):
     """Stops each sequence once :func:`function_end` finds the end of its function.
 
@@ -189,11 +210,9 @@ class FunctionEndCriteria(StoppingCriteria):
         self.tokenizer, self.language, self.start, self.eos = tokenizer, language, start, eos_token_id
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = []
-        for row in input_ids[:, self.start:].tolist():
-            if self.eos is not None and self.eos in row:  # finished already; generate handles it
-                done.append(True)
-                continue
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
-            done.append(function_end(text, self.language) is not None)
+        rows = input_ids[:, self.start:].tolist()
+        done = [self.eos is not None and self.eos in row for row in rows]  # finished already; generate handles it
+        open_rows = [k for k, d in enumerate(done) if not d]
+        for k, text in zip(open_rows, self.tokenizer.batch_decode([rows[k] for k in open_rows], skip_special_tokens=True)):
+            done[k] = may_have_ended(text, self.language) and function_end(text, self.language) is not None
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
