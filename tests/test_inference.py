@@ -69,10 +69,9 @@ def test_routing_accuracy_has_its_interval(llama_run):
     routing = json.loads((llama_run / "seed-0" / "results.json").read_text())["routing"]
     low, high = routing["accuracy_interval"]
     assert low <= routing["accuracy"] <= high and 0 <= low and high <= 100
-def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template(tmp_path, monkeypatch):
+def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template(monkeypatch):
     """The template names the language (issue 11 #1), so routing must never see it: it would leak the task."""
-    import hybridcl.evaluate.generate as generation
-    import hybridcl.routing as routing
+    import hybridcl.evaluator as evaluator
     from hybridcl.data.tasks import format_prompt
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
@@ -84,10 +83,6 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     for task in config.tasks:
         components.activate(task)
     data = {t: load_task_data(config.data, t) for t in config.tasks}
-    for task in config.tasks:
-        lines_ = [json.dumps({"id": ex.id, "prediction": "same", "reference": ex.target}) for ex in data[task].val]
-        (tmp_path / "predictions").mkdir(exist_ok=True)
-        (tmp_path / "predictions" / f"row2-{task}.jsonl").write_text("\n".join(lines_) + "\n")
     routed_sources, generated_prompts = [], []
 
     def fake_route(components, tokenizer, kind, sources, **kwargs):  # every prompt goes to javascript
@@ -96,11 +91,14 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
 
     def fake_generate(model, tokenizer, prompts, **kwargs):
         generated_prompts.extend(prompts)
-        return ["other"] * len(prompts)
+        return ["other"] * len(prompts), [False] * len(prompts)
 
-    monkeypatch.setattr(routing, "route", fake_route)
-    monkeypatch.setattr(generation, "generate", fake_generate)
-    result = routing.evaluate_routing(config, base, components, data, tmp_path, row=2)
+    monkeypatch.setattr(evaluator, "route", fake_route)
+    monkeypatch.setattr(evaluator, "generate", fake_generate)
+    matrix = evaluator.MatrixEvaluator(config, base, components, data, progress=False)
+    with_id = evaluator.Row(2, {t: {} for t in config.tasks}, {t: ["same"] * len(data[t].val) for t in config.tasks},
+                            {t: [False] * len(data[t].val) for t in config.tasks}, {})
+    result = matrix.routed_row(2, with_id).result
     assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
     assert generated_prompts == [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {"python": 0.0, "javascript": 100.0}
