@@ -302,3 +302,30 @@ def test_long_targets_are_dropped_from_training_and_the_matrix_and_counted(tmp_p
         lengths = target_lengths([Example("x", task, "text-to-code", "", r) for r in references], tokenizer, "seq2seq")
         assert len(lengths) == 4 and max(lengths) <= 150
     assert [t["n_truncated_target"] for t in seed["train"]] == [0, 0]
+
+
+def test_eval_scores_other_data_into_a_new_folder_and_leaves_the_run_alone(tmp_path, capsys):
+    from hybridcl.cli import main
+    from hybridcl.data.readers import bundled_dir
+    from hybridcl.data.records import read_records, write_records
+
+    run_dir = run_experiment(config("strategy=lora_only"), tmp_path / "run", progress=False)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    data = tmp_path / "held-out"
+    data.mkdir()
+    for language in ("python", "javascript"):  # 6 functions per language from the bundled test split
+        write_records(read_records(bundled_dir() / f"{language}.test.jsonl.gz")[:6], data / f"{language}.valid.jsonl.gz")
+    assert main(["eval", str(run_dir), "--data", str(data), "--no-progress"]) == 2
+    assert "--data needs --out" in capsys.readouterr().err
+    out = tmp_path / "scored"
+    assert main(["eval", str(run_dir), "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # the run is untouched
+    scored = read(out)
+    assert [cell["n"] for cell in read(out / "seed-0", "state.json")["rows"][2].values()] == [6, 6]
+    assert len(scored["matrix"]["loss"]) == 3 and (out / "report.md").is_file()
+    assert scored["per_seed"][0]["train"] == read(run_dir)["per_seed"][0]["train"]  # training records kept
+    ids = [json.loads(line)["id"] for line in (out / "seed-0" / "predictions" / "row1-python.jsonl").read_text().splitlines()]
+    assert len(ids) == 6 and all(i.startswith("python/") for i in ids)
+    assert main(["eval", str(run_dir), "--data", str(data), "--out", str(out), "--no-progress"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                               description="Recomputes the matrices, CL metrics and report; eval.* overrides change decoding.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.num_beams=4 eval.max_examples=200")
+    evaluate.add_argument("--data", metavar="DIR", help="score on other data: a folder of <language>.<split>.jsonl[.gz] "
+                          "record files (needs --out)")
+    evaluate.add_argument("--out", metavar="DIR", help="write the results to this new folder; the run is not changed")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     evaluate.set_defaults(func=_eval)
 
@@ -180,15 +183,19 @@ def _eval(args) -> int:
     from hybridcl.sweep import is_sweep, load_sweep
 
     run_dir = Path(args.run_dir)
+    data = Path(args.data) if args.data else None
+    out = Path(args.out) if args.out else None
     if is_sweep(run_dir):
         names = [p.name for p in load_sweep(run_dir)]
+        target = out or run_dir
         for name in names:
-            evaluate_run(run_dir / name, args.overrides, progress=not args.no_progress)
-        _write_sweep_reports(run_dir, names)
+            evaluate_run(run_dir / name, args.overrides, data=data, out=out / name if out else None,
+                         progress=not args.no_progress)
+        _write_sweep_reports(target, names)
     else:
-        evaluate_run(run_dir, args.overrides, progress=not args.no_progress)
-        write_report(run_dir)
-    print(run_dir)
+        target = evaluate_run(run_dir, args.overrides, data=data, out=out, progress=not args.no_progress)
+        write_report(target)
+    print(target)
     return 0
 
 

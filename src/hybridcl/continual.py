@@ -49,10 +49,12 @@ from hybridcl.train import make_accelerator, train_task
 class ContinualRecipe:
     """One seed of one run: the stages of its strategy, trained (or restored) and evaluated in order."""
 
-    def __init__(self, config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = True):
+    def __init__(self, config: ExperimentConfig, seed_dir: SeedDir, *, checkpoints: SeedDir | None = None,
+                 progress: bool = True):
         self.config, self.seed_dir, self.seed, self.progress = config, seed_dir, seed_dir.seed, progress
+        self.checkpoints = checkpoints or seed_dir  # where stages are restored from (`hybridcl eval --out`)
 
-    def setup(self, state: SeedState) -> None:
+    def setup(self, state: SeedState, *, with_train: bool = True) -> None:
         random.seed(self.seed)
         torch.manual_seed(self.seed)
         config = self.config
@@ -66,8 +68,8 @@ class ContinualRecipe:
         self.components.model.to(self.accelerator.device)
         # the same examples for every seed
         lengths = target_length_counter(self.base.tokenizer, self.base.kind)
-        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split, target_lengths=lengths)
-                     for t in config.tasks}
+        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split, target_lengths=lengths,
+                                       with_train=with_train) for t in config.tasks}
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
@@ -83,7 +85,7 @@ class ContinualRecipe:
     def restore_stage(self, i: int) -> None:
         """Create stage ``i``'s parts and load their weights (and the rule's state) as saved after it."""
         stage = self._activate(i)
-        stage_dir = self.seed_dir.stage_dir(i, stage)
+        stage_dir = self.checkpoints.stage_dir(i, stage)
         self.components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
         self.rule.load_state_dict(load_tensors(stage_dir / "rule.safetensors"))
 
@@ -191,22 +193,26 @@ class ContinualRecipe:
 
 
 def run_seed(config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = True,
-             reevaluate: bool = False) -> SeedResults | None:
-    """Train (or, with ``reevaluate``, restore) every stage of one seed and evaluate after each.
+             reevaluate_from: SeedDir | None = None) -> SeedResults | None:
+    """Train every stage of one seed and evaluate after each; with ``reevaluate_from`` (a finished
+    seed), restore its stages instead and evaluate them again, writing into ``seed_dir``.
 
     Returns the seed's results (``None`` on processes other than the main one).
     """
-    state = seed_dir.load_state()
+    reevaluate = reevaluate_from is not None
     if reevaluate:
-        if not state.finished:
-            raise RunError(f"{seed_dir.path} is not finished: complete it with "
-                           f"`hybridcl run --resume {seed_dir.path.parent}` first")
-        state = SeedState(train=state.train)  # training records stay; every row is evaluated again
-    elif state.finished:
-        return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
+        finished = reevaluate_from.load_state()
+        if not finished.finished:
+            raise RunError(f"{reevaluate_from.path} is not finished: complete it with "
+                           f"`hybridcl run --resume {reevaluate_from.path.parent}` first")
+        state = SeedState(train=finished.train)  # training records stay; every row is evaluated again
+    else:
+        state = seed_dir.load_state()
+        if state.finished:
+            return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
     seed_dir.path.mkdir(parents=True, exist_ok=True)
-    recipe = ContinualRecipe(config, seed_dir, progress=progress)
-    recipe.setup(state)
+    recipe = ContinualRecipe(config, seed_dir, checkpoints=reevaluate_from, progress=progress)
+    recipe.setup(state, with_train=not reevaluate)
     if recipe.main and not reevaluate:
         seed_dir.drop_unfinished_log(state.stages_done)
     with TensorBoard(seed_dir.tensorboard, enabled=recipe.main and not reevaluate) as tensorboard:
@@ -233,21 +239,40 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     return run_dir
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, progress: bool = True) -> Path:
+def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, data: Path | None = None,
+                 out: Path | None = None, progress: bool = True) -> Path:
     """Evaluate every saved checkpoint of a finished run again, optionally with other ``eval.*`` settings.
 
-    The matrices, CL metrics and routing are recomputed and the run's ``config.yaml`` records the
-    evaluation settings used; training results are kept. Returns the run folder.
+    ``data``: score on another data set instead, a folder of record files ``<language>.<split>.jsonl[.gz]``
+    (``split`` is ``eval.split``; ``hybridcl data extract`` writes them); all its examples are scored
+    (``eval.max_examples`` caps generation). ``out``: write the results there (config, results,
+    predictions, report) and leave the run untouched; required with ``data``. Without ``out`` the
+    run's own matrices, CL metrics and routing are recomputed in place and its ``config.yaml``
+    records the evaluation settings used; training results are kept. Returns the folder written.
     """
     run_dir = Path(run_dir)
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
         raise ConfigError(f"hybridcl eval takes eval.* settings only, not {bad[0]!r}: training is not repeated")
+    if data is not None and out is None:
+        raise ConfigError("hybridcl eval --data needs --out DIR: scores on other data never replace the run's own")
     raw = load_run_config(run_dir).to_dict()
     for item in overrides:
         apply_override(raw, item)
+    if data is not None:
+        if not Path(data).is_dir():
+            raise ConfigError(f"--data {data} is not a folder: give a folder of <language>.<split>.jsonl[.gz] record files")
+        raw["data"] |= {"source": "jsonl", "path": str(data), "max_val": None}
     config = build_config(raw)
-    results = [run_seed(config, SeedDir(run_dir, seed), progress=progress, reevaluate=True) for seed in config.run.seeds]
-    write_run_config(run_dir, config, overwrite=True)
-    write_json(run_dir / "results.json", aggregate(results))
-    return run_dir
+    target = Path(out) if out is not None else run_dir
+    if out is not None:
+        if target.resolve() == run_dir.resolve():
+            raise ConfigError(f"--out {out} is the run folder itself: leave --out out to evaluate in place")
+        if target.exists() and any(target.iterdir()):
+            raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
+        target.mkdir(parents=True, exist_ok=True)
+    results = [run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
+               for seed in config.run.seeds]
+    write_run_config(target, config, overwrite=True)
+    write_json(target / "results.json", aggregate(results))
+    return target

@@ -183,7 +183,8 @@ EVAL_SPLITS = ("valid", "test")
 
 
 def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_split: str = "valid", *,
-                   target_lengths: Callable[[list[Example]], list[int]] | None = None) -> TaskData:
+                   target_lengths: Callable[[list[Example]], list[int]] | None = None,
+                   with_train: bool = True) -> TaskData:
     """Read the train records and the ``eval_split`` records of ``language`` and make examples.
 
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
@@ -195,7 +196,8 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
     ``data_cfg.max_target_len`` are then, with ``long_targets: drop`` (the default), left out of
     both splits, so the model is never taught to stop mid-function nor scored on such a function;
     with ``long_targets: cut`` they are kept (training cuts them, with no end-of-sequence token).
-    Without ``target_lengths`` no length is checked. ``report[split]`` counts them:
+    Without ``target_lengths`` no length is checked. Without ``with_train`` (evaluation only) no
+    training split is read and ``train`` is empty. ``report[split]`` counts them:
     ``long_targets_checked`` examples looked at, ``long_targets`` too long. Raises
     :class:`DataError` if a split is empty.
     """
@@ -207,8 +209,8 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
         too_long = lambda exs: [n > data_cfg.max_target_len for n in target_lengths(exs)]  # noqa: E731
     else:
         too_long = None
-    splits = {}
-    for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val)):
+    splits = {"train": []}
+    for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1:]:
         records, files = read_split(data_cfg.source, data_cfg.path, language, split)
         examples = make_examples(records, data_cfg.direction)
         kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")

@@ -130,20 +130,22 @@ def _summary(results, config, seeds) -> list[str]:
     data = per_seed[0].get("data") if per_seed else None
     if data:
         counts, long = [], []
+        scored = "validation"
         for t in results["tasks"]:
             rep = data.get(t) or {}
-            n_train, n_val = (rep.get(split, {}).get("kept") if isinstance(rep.get(split), dict) else None
-                              for split in ("train", "valid"))
-            if n_train is not None or n_val is not None:
-                counts.append(f"{t} {n_train}/{n_val}")
+            split = rep.get("eval_split", "valid")
+            scored = "test" if split == "test" else "validation"
+            train, evaluated = rep.get("train") or {}, rep.get(split) or {}
+            if train.get("kept") is not None or evaluated.get("kept") is not None:
+                counts.append(f"{t} {train.get('kept', '-')}/{evaluated.get('kept')}")
             if "long_targets" in rep:
-                long.append(f"{t} {rep['train'].get('long_targets')}/{rep['valid'].get('long_targets')}")
+                long.append(f"{t} {train.get('long_targets', '-')}/{evaluated.get('long_targets')}")
         if counts:
-            lines.append("- examples (train/validation): " + ", ".join(counts))
+            lines.append(f"- examples (train/{scored}; `-`: not read, an evaluation only): " + ", ".join(counts))
         if long:
             mode = data[results["tasks"][0]]["long_targets"]
             what = "dropped, the samples filled with shorter ones" if mode["mode"] == "drop" else "cut (no end token) in training"
-            lines.append(f"- targets longer than {mode['max_target_len']} tokens (train/validation, among the examples "
+            lines.append(f"- targets longer than {mode['max_target_len']} tokens (train/{scored}, among the examples "
                          f"looked at): {', '.join(long)}; {what}")
     return lines + [""]
 
