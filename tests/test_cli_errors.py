@@ -182,7 +182,7 @@ def test_resume_of_a_finished_run_is_a_no_op(capsys, tmp_path, finished_run):
 
 
 @pytest.mark.parametrize("target, saved", [
-    ("checkpoint", "tasks/1-python/rule.safetensors"),  # the first checkpoint file of the first task
+    ("checkpoint", "stats/row0.safetensors"),  # the first safetensors file of a run (row 0's statistics)
     ("fsync", "config.yaml"),  # the first atomic write of a run
     ("cache", "encoded-"),  # a write that does not go through hybridcl.io (tokenised-data cache)
 ])
