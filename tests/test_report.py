@@ -192,3 +192,24 @@ def test_report_says_how_many_tasks_a_cl_mean_skipped(tmp_path):
     assert "| bleu_sacre | 5.33 | 40.00 | 1.50 | -1.50 | 2.00 |" in report
     assert ("tasks left out as undefined (zero denominator or a cell not evaluated): bleu_sacre forgetting "
             "(relative, %): 1 of 2 tasks; bleu_sacre FWT: 1 of 2 tasks.") in report
+
+
+def test_a_format_1_run_still_renders_and_cannot_be_resumed(tmp_path, capsys):
+    from hybridcl.cli import main
+    from hybridcl.report.summary import run_summary
+
+    m = lambda v: {"mean": v, "std": 0.0}  # noqa: E731
+    old = {"format": 1, "strategy": "lora_only", "tasks": ["python", "javascript"], "rows": ["base", "python", "javascript"],
+           "seeds": 1, "matrix": {"bleu_codexglue": [[m(1.0), m(1.0)], [m(9.0), m(2.0)], [m(8.0), m(7.0)]]},
+           "cl_metrics": {"bleu_codexglue": {"average_final": m(7.5), "forgetting_relative": m(100 / 9), "bwt": m(-1.0),
+                                             "fwt": m(1.0)}},
+           "params": {"base": 100, "lora_per_adapter": 1, "full_layer_per_block": 0, "adapters": 2, "blocks": 0,
+                      "stored_total": 2, "trainable_last_task": 1}, "train": [], "routing": None}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert "python             1.00            9.00        8.00   BLEU" in run_summary(tmp_path)
+    assert "| python | 9.00 | 8.00 |" in write_report(tmp_path).read_text()
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "state.json").write_text(json.dumps({"format": 1, "rows": [], "train": []}))
+    (tmp_path / "config.yaml").write_text("preset: smoke\n")
+    assert main(["run", "--resume", str(tmp_path), "--no-progress"]) == 2
+    assert "in format 1; this hybridcl" in capsys.readouterr().err

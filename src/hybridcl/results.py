@@ -15,7 +15,11 @@ from hybridcl.constants import LOWER_IS_BETTER, NOT_CL_METRICS
 from hybridcl.errors import RunError
 from hybridcl.stats import mean_std, mean_std_nested
 
-FORMAT = 1
+FORMAT = 2
+# Format 1 (hybridcl before the evaluation fixes) named the code-to-text CodeXGLUE BLEU `bleu_codexglue`,
+# and had no loss matrix, intervals or evaluation precision. Its results still render (read_results);
+# its seeds cannot be resumed (their rows were scored by the old evaluation).
+RENAMED_IN_FORMAT_2 = {"bleu_codexglue": "bleu_codexglue_code_to_text"}
 # Keys of a matrix cell that describe the cell rather than score the model.
 CELL_INFO = ("n", "n_loss", "eval_seconds", "reused_from_row")
 TRAIN_AGGREGATED = ("seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "final_loss", "trainable_params")
@@ -144,6 +148,25 @@ class SeedResults:
         _check_format(raw, "results file", where, "rewrite it with `hybridcl eval RUN_DIR`")
         fields = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         return cls(**fields)
+
+
+def read_results(path: Path) -> dict:
+    """A run's ``results.json`` for reports and comparisons, format 1 upgraded in memory (metric names)."""
+    from hybridcl.io import read_json
+
+    raw = read_json(path)
+    if isinstance(raw, dict) and raw.get("format") == 1:
+        raw = _rename_metrics(raw)
+        raw["format"] = FORMAT
+    return raw
+
+
+def _rename_metrics(node):
+    if isinstance(node, dict):
+        return {RENAMED_IN_FORMAT_2.get(k, k): _rename_metrics(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rename_metrics(v) for v in node]
+    return node
 
 
 def aggregate(seed_results: list[SeedResults]) -> dict:

@@ -14,6 +14,7 @@ from hybridcl.constants import LANGUAGE_NAMES
 from hybridcl.errors import RunError
 from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
+from hybridcl.results import read_results
 from hybridcl.stats import mean
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds"}
 
@@ -72,7 +73,7 @@ def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
 def comparison_rows(run_dirs: list[Path]) -> list[dict]:
     rows = []
     for run_dir in run_dirs:
-        results = read_json(Path(run_dir) / "results.json")
+        results = read_results(Path(run_dir) / "results.json")
         tasks = results["tasks"]
         final = [mean(v) for v in results["matrix"][HEADLINE][-1]]
         # the seed reports each task's score right after its own training: row i of task i

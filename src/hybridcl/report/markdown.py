@@ -16,7 +16,8 @@ from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
 from hybridcl.intervals import describe_interval
-from hybridcl.io import read_json, write_text
+from hybridcl.io import write_text
+from hybridcl.results import read_results
 from hybridcl.report import plots
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
@@ -80,7 +81,7 @@ def read_train_logs(run_dir: Path) -> dict[int, list[dict]]:
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and its PNG plots into ``run_dir`` (a finished run); return the report's path."""
     run_dir = Path(run_dir)
-    results = read_json(run_dir / "results.json")
+    results = read_results(run_dir / "results.json")
     if "matrix" not in results:
         raise RunError(f"{run_dir} holds no single run's results: report one of its run folders, "
                        f"or use `hybridcl compare {run_dir}`")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
-from hybridcl.io import read_json
+from hybridcl.results import read_results
 from hybridcl.stats import mean
 
 
@@ -19,7 +19,7 @@ def run_summary(run_dir: Path) -> str:
     """A short table: per task its loss and BLEU before training, after its own training and after the
     last task, and the CL metrics; the report (path on the last line) has the intervals."""
     run_dir = Path(run_dir)
-    results = read_json(run_dir / "results.json")
+    results = read_results(run_dir / "results.json")
     tasks, rows = results["tasks"], results["rows"]
     own_row = lambda task: rows.index(task) if task in rows else None  # noqa: E731
     lines = [f"{'task':<12}{'':>3}{'base':>8}{'after its task':>16}{'at the end':>12}"]
