@@ -213,3 +213,22 @@ def test_a_format_1_run_still_renders_and_cannot_be_resumed(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("preset: smoke\n")
     assert main(["run", "--resume", str(tmp_path), "--no-progress"]) == 2
     assert "in format 1; this hybridcl" in capsys.readouterr().err
+
+
+def test_compare_says_when_the_best_is_within_noise(tmp_path):
+    def run(name, average, interval, forgetting, forgetting_interval):
+        path = _fake_run(tmp_path / name, name, average, average, forgetting, 1000, 10.0, 50.0)
+        results = json.loads((path / "results.json").read_text())
+        results["per_seed"] = [{"intervals": {"bleu_codexglue_code_to_text": {"intervals": {
+            "average_final": interval, "forgetting_relative": forgetting_interval}}}, "cl_metrics": {}}]
+        (path / "results.json").write_text(json.dumps(results))
+        return path
+
+    a = run("lora_only", 20.0, [18.0, 22.0], 5.0, [4.0, 6.0])
+    b = run("hybrid_shared_layer", 21.0, [19.5, 22.5], 1.0, [0.5, 1.5])
+    md = compare_runs([a, b], tmp_path / "out").read_text()
+    assert ("- average BLEU: **hybrid_shared_layer** (21.00, higher is better); within noise of lora_only "
+            "(their 95% intervals overlap)") in md
+    assert ("- forgetting (%): **hybrid_shared_layer** (1.00, lower is better); beyond noise (no other run's 95% "
+            "interval overlaps)") in md
+    assert "| hybrid_shared_layer | 22.00 | 21.00 | 21.00 | 21.00 | 21.00 [19.50, 22.50] | 1.00 [0.50, 1.50] |" in md

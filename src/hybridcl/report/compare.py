@@ -7,6 +7,7 @@ a run has it), BWT, FWT, routing accuracy and the forgetting under routing.
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
@@ -16,7 +17,7 @@ from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
 from hybridcl.results import read_results
 from hybridcl.stats import mean
-LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds"}
+LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds", "average_loss"}
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -84,6 +85,7 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
         final_humaneval = (results.get("humaneval") or {}).get("final") or {}
         passes = {f"humaneval_{k}": mean(v) for k, v in final_humaneval.items() if k.startswith("pass@")}
         routing = results.get("routing") or {}
+        loss = results["cl_metrics"].get("loss") or {}
         rows.append({
             "strategy": results["strategy"],
             "run": str(run_dir),
@@ -93,6 +95,8 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
             "forgetting_relative": mean(metrics.get("forgetting_relative")),
             "bwt": mean(metrics.get("bwt")),
             "fwt": mean(metrics.get("fwt")),
+            "average_loss": mean(loss.get("average_final")),
+            "bwt_loss": mean(loss.get("bwt")),
             **{f"{t}_syntax_pass": (mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
             "syntax_pass_final": _avg(mean(v) for v in syntax[-1]) if syntax else None,
             **passes,
@@ -102,8 +106,45 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
             "train_seconds": sum(mean(t["seconds"]) for t in results["train"]),
             "seeds": results.get("seeds", 1),
             "tasks": tasks,
+            "intervals": _intervals(results),
         })
     return rows
+
+
+# comparison column -> (metric, CL metric) whose interval it carries
+INTERVAL_OF = {"average_bleu": (HEADLINE, "average_final"), "forgetting_relative": (HEADLINE, "forgetting_relative"),
+               "bwt": (HEADLINE, "bwt"), "fwt": (HEADLINE, "fwt"), "average_loss": ("loss", "average_final"),
+               "bwt_loss": ("loss", "bwt")}
+
+
+def _intervals(results: dict) -> dict[str, list[float] | None]:
+    """95% intervals of the columns that have one: the bootstrap interval over examples (one seed), or
+    the t interval of the mean over seeds (several)."""
+    per_seed = results.get("per_seed") or []
+    out = {}
+    for column, (metric, key) in INTERVAL_OF.items():
+        if len(per_seed) == 1:
+            out[column] = ((per_seed[0].get("intervals") or {}).get(metric) or {}).get("intervals", {}).get(key)
+        else:
+            values = [r["cl_metrics"].get(metric, {}).get(key) for r in per_seed]
+            out[column] = _t_interval([v for v in values if v is not None])
+    return out
+
+
+# Student's t 0.975 quantiles by degrees of freedom (a table: scipy for one quantile is a large dependency)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def _t_interval(values: list[float]) -> list[float] | None:
+    """The 95% t interval of the mean of ``values`` (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    df = len(values) - 1
+    t = T_975.get(df) or next((T_975[k] for k in sorted(T_975) if k >= df), 1.96)
+    m, s = statistics.fmean(values), statistics.stdev(values)
+    half = t * s / len(values) ** 0.5
+    return [m - half, m + half]
 
 
 def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
@@ -113,7 +154,8 @@ def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
                    "trainable_params": "trainable params", "train_seconds": "training time (s)"})
     labels.update({f"{t}_syntax_pass": f"{_language(t)} syntax pass (%)" for t in tasks})
     labels.update({m: f"HumanEval {m.removeprefix('humaneval_')} (%)" for m in extra})
-    labels.update({"bwt": "BWT", "fwt": "FWT", "routing_accuracy": "routing accuracy (%)",
+    labels.update({"bwt": "BWT", "fwt": "FWT", "average_loss": "loss after the last task (nats/token)",
+                   "bwt_loss": "loss BWT (negative = forgetting)", "routing_accuracy": "routing accuracy (%)",
                    "forgetting_routed": "forgetting, routed (%)"})
     return labels
 
@@ -134,22 +176,23 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
             row.setdefault(k, None)
     seed_columns = [f"{t}_bleu_own" for t in tasks] + [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "trainable_params",
                                                    "train_seconds"]
-    more_columns = [f"{t}_syntax_pass" for t in tasks] + extra + ["bwt", "fwt", "routing_accuracy",
-                                                                    "forgetting_routed"]
+    more_columns = [f"{t}_syntax_pass" for t in tasks] + extra + ["bwt", "fwt", "average_loss", "bwt_loss",
+                                                                    "routing_accuracy", "forgetting_routed"]
     labels = _labels(tasks, extra)
     lines = ["# Strategy comparison", "",
              "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
              "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
              "and after the last task; forgetting is the seed's relative "
              "forgetting in percent (with the task id); trainable parameters while training the last task; training "
-             "time in seconds summed over tasks. Runs with several seeds show means.", ""]
+             "time in seconds summed over tasks. Runs with several seeds show means. Brackets: 95% intervals (one "
+             "seed: bootstrap over the evaluation examples; several: the t interval of the mean over seeds); a best "
+             "value whose interval overlaps another run's is within noise of it.", ""]
     for title, columns in (("The seed's table", seed_columns),
                            ("Pass rates, transfer and routing", more_columns)):
         lines += [f"## {title}", "", "| strategy | " + " | ".join(labels[c] for c in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
         for row in rows:
-            lines.append(f"| {row['strategy']} | " + " | ".join(
-                _fmt(row[c], 0) if c == "trainable_params" else _fmt(row[c]) for c in columns) + " |")
+            lines.append(f"| {row['strategy']} | " + " | ".join(_cell(row, c) for c in columns) + " |")
         lines.append("")
     best = []
     for c in seed_columns + more_columns:
@@ -159,7 +202,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         elif values:
             pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
             best.append(f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
-                        f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better)")
+                        f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}")
     lines += ["## Best strategy per column", "", *best, "",
               "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
               "(see a run's report.md); per-task components forget only through misrouting.", "",
@@ -169,6 +212,28 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     write_json(out_dir / "comparison.json", rows)
     write_text(out_dir / "comparison.md", "\n".join(lines))
     return out_dir / "comparison.md"
+
+
+def _cell(row: dict, column: str) -> str:
+    if column == "trainable_params":
+        return _fmt(row[column], 0)
+    interval = row["intervals"].get(column)
+    text = _fmt(row[column])
+    return text if interval is None or row[column] is None else f"{text} [{interval[0]:,.2f}, {interval[1]:,.2f}]"
+
+
+def _noise(rows: list[dict], column: str, best: str) -> str:
+    """Whether the best value in ``column`` is beyond noise: no other run's 95% interval overlaps its own."""
+    if column not in INTERVAL_OF:
+        return ""
+    intervals = {row["strategy"]: row["intervals"].get(column) for row in rows if row[column] is not None}
+    if any(iv is None for iv in intervals.values()) or len(intervals) < 2:
+        return "; no interval for every run, so no statement about noise"
+    lo, hi = intervals[best]
+    close = [name for name, (a, b) in intervals.items() if name != best and a <= hi and lo <= b]
+    if close:
+        return f"; within noise of {', '.join(close)} (their 95% intervals overlap)"
+    return "; beyond noise (no other run's 95% interval overlaps)"
 
 
 def _chart(rows, tasks, labels, path: Path) -> Path:
