@@ -148,6 +148,10 @@ def test_three_tasks_give_a_whole_matrix_under_routing(tmp_path):
     assert set(routing["cl_metrics"]["bleu_codexglue_code_to_text"]) >= {"forgetting_relative", "bwt", "fwt"}
     report = (tmp_path / "run" / "report.md").read_text()
     assert "The bleu_codexglue_code_to_text matrix under routing:" in report and "Under routing: average after last task" in report
+    # one seed: the findings, every cell's interval, and forward transfer read as zero-shot transfer
+    assert "## What this run shows" in report and "- python: its own training changed the loss by" in report
+    assert "## Zero-shot transfer to languages not trained yet" in report
+    assert "- javascript after python, before its own training: FWT" in report and "- go after javascript" in report
 
 
 def test_run_summary_prints_the_headline_numbers(tmp_path):

@@ -98,6 +98,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _per_task(results, f)
     lines += _matrices(run_dir, results, f, show_std, intervals)
     lines += _cl_table(results, f, intervals)
+    lines += _zero_shot(results, intervals)
     lines += _routing(results, f)
     lines += _humaneval(results, f)
     lines += _losses(run_dir, results, intervals)
@@ -309,6 +310,24 @@ def _cl_table(results, f, intervals) -> list[str]:
     notes = [f"Means over the tasks where a metric is defined; tasks left out as undefined (zero denominator or "
              f"a cell not evaluated): {'; '.join(skipped)}.", ""] if skipped else []
     return lines + _table(["metric", *(label for _, label in CL_COLUMNS)], rows) + [""] + notes
+
+
+def _zero_shot(results, intervals) -> list[str]:
+    """Forward transfer read as zero-shot transfer: each task scored before its own training, against the base."""
+    tasks = results["tasks"]
+    loss = intervals.get("loss") or {}
+    fwt, fwt_iv = loss.get("cl", {}).get("fwt_per_task") or [], loss.get("intervals", {}).get("fwt_per_task") or []
+    if not fwt:
+        return []
+    lines = ["## Zero-shot transfer to languages not trained yet", "",
+             "Each task scored right before its own training (after the tasks before it) against the frozen base, on "
+             "the loss: FWT per task, positive = the earlier tasks helped a language the model has not been trained on "
+             "yet (for a per-task strategy, the latest task's parts serve the new language).", ""]
+    for j, value in enumerate(fwt, start=1):
+        if value is not None and j - 1 < len(fwt_iv):
+            interval = tuple(fwt_iv[j - 1]) if fwt_iv[j - 1] else None
+            lines.append(f"- {describe_interval(f'{tasks[j]} after {tasks[j - 1]}, before its own training: FWT', value, interval)}")
+    return lines + [""]
 
 
 def _routing(results, f) -> list[str]:
