@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from hybridcl.config import ExperimentConfig
-from hybridcl.data.batching import collate, encode
-from hybridcl.data.tasks import Example, TaskData, format_prompt
+from hybridcl.data.batching import collate, encode, encode_prompts
+from hybridcl.data.tasks import Example, TaskData
 from hybridcl.evaluate.efficiency import Meter
-from hybridcl.evaluate.generate import code_language, cut_share, generate
+from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_stats
@@ -62,6 +62,7 @@ class MatrixEvaluator:
                  *, cache_dir: Path | None = None, progress: bool = True):
         self.config, self.base, self.components, self.data, self.progress = config, base, components, data, progress
         self.cache_dir = cache_dir
+        self.settings = GenerationSettings.from_config(config)
         self._previous: Row | None = None
 
     def examples(self, task: str) -> list[Example]:
@@ -71,14 +72,13 @@ class MatrixEvaluator:
     def predict(self, language: str, sources: list[str], desc: str) -> tuple[list[str], list[bool]]:
         """Generate from ``sources`` with ``language``'s prompt, through the components as routed now;
         also whether each generation ran into ``eval.max_new_tokens`` before its function ended."""
-        cfg, direction = self.config.eval, self.config.data.direction
-        prompts = [format_prompt(s, language, direction, self.base.kind) for s in sources]
+        direction = self.config.data.direction
+        prompts, _ = encode_prompts(self.base.tokenizer, sources, [language] * len(sources), direction,
+                                    self.base.kind, self.config.data.max_source_len)
         texts, hit_limit = generate(
-            self.components.model, self.base.tokenizer, prompts, kind=self.base.kind,
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
-            do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-            max_source_len=self.config.data.max_source_len, progress=self.progress, desc=desc,
-            code_language=code_language(language, direction), return_hit_limit=True)
+            self.components.model, self.base.tokenizer, prompts, kind=self.base.kind, settings=self.settings,
+            progress=self.progress, desc=desc, code_language=code_language(language, direction),
+            return_hit_limit=True)
         return ([extract_code(t) for t in texts] if direction == "text-to-code" else texts), hit_limit
 
     def ceilings(self, task: str) -> dict:
@@ -215,7 +215,7 @@ class MatrixEvaluator:
 
         def run():
             return humaneval(self.components.model, self.base.tokenizer, self.base.kind, self.config.eval,
-                             max_source_len=self.config.data.max_source_len, progress=self.progress)
+                             self.settings, progress=self.progress)
 
         with self.components.base_only():
             before = run()

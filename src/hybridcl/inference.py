@@ -7,6 +7,7 @@ task by :mod:`hybridcl.routing` (the task whose components give the prompt the l
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -68,13 +69,14 @@ class LoadedRun:
         ``task`` is one of the run's tasks or ``"auto"``; under ``"auto"`` a prompt that starts with a
         language tag, ``[python] ...``, goes to that task (the tag is removed) and the others are
         routed by :mod:`hybridcl.routing`. Prompts are formatted with
-        :func:`hybridcl.data.tasks.format_prompt` for the (chosen) task's language. Generation
-        settings default to the run's ``eval`` config; ``kwargs`` override them (``max_new_tokens``,
-        ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
+        :func:`hybridcl.data.batching.encode_prompts` (as training encodes them) for the (chosen)
+        task's language. Generation settings are the run's
+        (:meth:`~hybridcl.evaluate.generate.GenerationSettings.from_config`); ``kwargs`` override
+        them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
         (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
         """
-        from hybridcl.data.tasks import format_prompt
-        from hybridcl.evaluate.generate import code_language, generate
+        from hybridcl.data.batching import encode_prompts
+        from hybridcl.evaluate.generate import GenerationSettings, code_language, generate
         from hybridcl.evaluate.precision import evaluation_precision
 
         single = isinstance(prompts, str)
@@ -92,18 +94,17 @@ class LoadedRun:
             chosen = [t if t is not None else next(routed) for t in tags]
         else:
             chosen = [task] * len(sources)
-        settings = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, num_beams=cfg.num_beams,
-                        do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_source_len=self.config.data.max_source_len, progress=False)
-        settings.update(kwargs)
+        settings = replace(GenerationSettings.from_config(self.config), **kwargs)
+        direction = self.config.data.direction
         texts: list = [None] * len(sources)
         for t in dict.fromkeys(chosen):
             idx = [k for k, c in enumerate(chosen) if c == t]
             self.components.route(t)
-            formatted = [format_prompt(sources[k], t, self.config.data.direction, self.kind) for k in idx]
+            prompts, _ = encode_prompts(self.tokenizer, [sources[k] for k in idx], [t] * len(idx), direction,
+                                        self.kind, settings.max_source_len)
             with evaluation_precision(cfg.precision, device):
-                generated = generate(self.model, self.tokenizer, formatted, kind=self.kind,
-                                     code_language=code_language(t, self.config.data.direction), **settings)
+                generated = generate(self.model, self.tokenizer, prompts, kind=self.kind, settings=settings,
+                                     progress=False, code_language=code_language(t, direction))
             for k, text in zip(idx, generated):
                 texts[k] = text
         out = texts[0] if single else texts

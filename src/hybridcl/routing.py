@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from hybridcl.data.batching import collate
-from hybridcl.evaluate.generate import encode_prompts
+from hybridcl.evaluate.generate import encode_texts
 from hybridcl.loss import token_scores
 from hybridcl.results import Matrix
 
@@ -59,7 +59,7 @@ def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], task
 
     Leaves the components routed as they were.
     """
-    encoded = encode_prompts(tokenizer, sources, kind, max_source_len)
+    encoded = encode_texts(tokenizer, sources, kind, max_source_len)
     model = components.model
     was_training, active = model.training, components.active
     model.eval()

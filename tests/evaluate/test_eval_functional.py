@@ -1,8 +1,10 @@
 """HumanEval through a model: the generated function replaces the prompt's stub and is run in the sandbox."""
 import torch
 
-from hybridcl.config import EvalConfig
+from hybridcl.config import EvalConfig, ModelConfig
 from hybridcl.evaluate import functional
+from hybridcl.evaluate.generate import GenerationSettings
+from hybridcl.model.loading import load_base
 
 
 def test_generated_functions_are_run_against_the_tests(monkeypatch):
@@ -19,7 +21,10 @@ def test_generated_functions_are_run_against_the_tests(monkeypatch):
 
     monkeypatch.setattr(functional, "generate", fake_generate)
     model = torch.nn.Linear(1, 1)  # generate is faked; the model only tells the device for eval.precision
-    result = functional.humaneval(model, None, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20))
+    tokenizer = load_base(ModelConfig(name="tiny:llama")).tokenizer
+    result = functional.humaneval(model, tokenizer, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20),
+                                  GenerationSettings())
     assert result["pass@1"] == 50.0 and result["problems"] == 2 and result["samples"] == 1
     assert [p["correct"] for p in result["per_problem"]] == [1, 0]
-    assert "def has_close_elements" in seen[0] and seen[0].startswith("Python function.")
+    first = tokenizer.decode(seen[0], skip_special_tokens=True)  # token ids from the prompt encoder training uses
+    assert "def has_close_elements" in first and first.startswith("Python function.")

@@ -154,33 +154,60 @@ def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_le
     return encoded
 
 
+def encode_prompts(tokenizer: Any, sources: Sequence[str], languages: Sequence[str], direction: str, kind: str,
+                   max_source_len: int, *, progress: bool = False) -> tuple[list[list[int]], list[bool]]:
+    """The prompt's token ids for each source, as training and generation both read it, and whether each was cut.
+
+    The language's template goes around the source (:func:`hybridcl.data.tasks.prompt_template`).
+    seq2seq: cut on the right to ``max_source_len``, keeping the tokenizer's closing eos. causal: no
+    closing eos (the model continues the prompt); a prompt that is too long is shortened inside the
+    template, so it keeps its start (which names the language) and its cue (``Code:``).
+    """
+    eos = tokenizer.eos_token_id
+    prompts = []
+    for source, language in zip(sources, languages):
+        prefix, suffix = prompt_template(language, direction, kind)
+        prompts.append(f"{prefix}{source}{suffix}")
+    out, cut = [], []
+    for k, ids in enumerate(_tokenize(tokenizer, prompts, True, "tokenise prompts", progress)):
+        if kind == "causal" and eos is not None and len(ids) > 1 and ids[-1] == eos:  # T5/ByT5-style tokenizers end every text with eos
+            ids = ids[:-1]
+        cut.append(len(ids) > max_source_len)
+        if not cut[-1]:
+            out.append(ids)
+        elif kind == "seq2seq":
+            out.append(_cut_keep_eos(ids, max_source_len, eos))
+        else:
+            out.append(_cut_prompt(tokenizer, sources[k], languages[k], direction, ids, max_source_len, eos))
+    return out, cut
+
+
 def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, drop: bool) -> Encoded:
     if not examples:
         return Encoded([], [], 0, 0)
-    prompts = []
-    for e in examples:
-        prefix, suffix = prompt_template(e.language, e.direction, kind)
-        prompts.append(f"{prefix}{e.source}{suffix}")
+    directions = {e.direction for e in examples}
+    if len(directions) > 1:
+        raise DataError(f"examples of several directions ({', '.join(sorted(directions))}) cannot be encoded together")
+    prompt_ids, prompt_cut = encode_prompts(tokenizer, [e.source for e in examples], [e.language for e in examples],
+                                            directions.pop(), kind, max_source_len, progress=progress)
     targets = [e.target for e in examples]
     n_src = n_tgt = n_drop = 0
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
     if kind == "seq2seq":
-        for src, tgt in zip(_tokenize(tokenizer, prompts, True, "tokenise sources", progress),
-                            _tokenize(tokenizer, targets, True, "tokenise targets", progress)):
+        for src, was_cut, tgt in zip(prompt_ids, prompt_cut, _tokenize(tokenizer, targets, True, "tokenise targets", progress)):
             if len(tgt) > max_target_len:
                 if drop:
                     n_drop += 1
                     continue
                 n_tgt += 1
                 tgt = tgt[:max_target_len]  # no eos: the function goes on after the cut
-            n_src += len(src) > max_source_len
-            input_ids.append(_cut_keep_eos(src, max_source_len, eos))
+            n_src += was_cut
+            input_ids.append(src)
             labels.append(tgt)
         return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
-    prompt_ids = _tokenize(tokenizer, prompts, True, "tokenise prompts", progress)
     target_ids = _tokenize(tokenizer, targets, False, "tokenise targets", progress)
-    for i, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+    for p, was_cut, t in zip(prompt_ids, prompt_cut, target_ids):
         end = [eos]
         if len(t) + 1 > max_target_len:
             if drop:
@@ -188,24 +215,21 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
                 continue
             n_tgt += 1
             t, end = t[:max_target_len], []  # no eos: the function goes on after the cut
-        if eos is not None and p and p[-1] == eos:  # tokenizers that end every text with eos (T5, ByT5)
-            p = p[:-1]
-        if len(p) > max_source_len:
-            n_src += 1
-            p = _cut_prompt(tokenizer, examples[i], p, max_source_len, eos)
+        n_src += was_cut
         input_ids.append(p + t + end)
         labels.append([IGNORE_INDEX] * len(p) + t + end)
     return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
 
 
-def _cut_prompt(tokenizer: Any, example: Example, full: list[int], limit: int, eos: int | None) -> list[int]:
+def _cut_prompt(tokenizer: Any, source: str, language: str, direction: str, full: list[int], limit: int,
+                eos: int | None) -> list[int]:
     """Shorten the source inside the template so the prompt keeps its start and its cue."""
-    prefix, suffix = prompt_template(example.language, example.direction, "causal")
+    prefix, suffix = prompt_template(language, direction, "causal")
     head = list(tokenizer(prefix, add_special_tokens=True)["input_ids"])
     if eos is not None and head and head[-1] == eos:
         head = head[:-1]
     tail = list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
-    body = list(tokenizer(example.source, add_special_tokens=False)["input_ids"])
+    body = list(tokenizer(source, add_special_tokens=False)["input_ids"])
     room = limit - len(head) - len(tail)
     if room <= 0:  # the limit is shorter than the template itself: keep the end, where the cue is
         return full[-limit:]

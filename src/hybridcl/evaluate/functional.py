@@ -7,26 +7,29 @@ so the tests call the generated code.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hybridcl.config import EvalConfig
-from hybridcl.data.tasks import format_prompt
-from hybridcl.evaluate.generate import generate
+from hybridcl.data.batching import encode_prompts
+from hybridcl.evaluate.generate import GenerationSettings, generate
 from hybridcl.evaluate.humaneval import evaluate_completions, load_problems
 from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.evaluate.precision import evaluation_precision
 
 
-def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, *, max_source_len: int = 512, progress: bool = True) -> dict:
-    """pass@k (0-100) for k in 1, 10, 100 up to ``cfg.humaneval_samples``, with per-problem statuses."""
+def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, settings: GenerationSettings, *,
+              progress: bool = True) -> dict:
+    """pass@k (0-100) for k in 1, 10, 100 up to ``cfg.humaneval_samples``, with per-problem statuses.
+
+    One sample per problem is greedy; several are sampled (``settings``' temperature and top_p)."""
     problems = load_problems(cfg.humaneval_problems)
     n = cfg.humaneval_samples
-    prompts = [format_prompt(p["prompt"], "python", "text-to-code", kind) for p in problems]
+    prompts, _ = encode_prompts(tokenizer, [p["prompt"] for p in problems], ["python"] * len(problems),
+                                "text-to-code", kind, settings.max_source_len)
+    sampling = replace(settings, num_beams=1, do_sample=n > 1, temperature=settings.temperature if n > 1 else 1.0)
     with evaluation_precision(cfg.precision, next(model.parameters()).device):
-        outputs = generate(
-            model, tokenizer, prompts, kind=kind, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-            num_beams=1, do_sample=n > 1, temperature=cfg.temperature if n > 1 else 1.0, top_p=cfg.top_p,
-            num_return_sequences=n, max_source_len=max_source_len, progress=progress, desc="humaneval",
-            code_language="python",
-        )
+        outputs = generate(model, tokenizer, prompts, kind=kind, settings=sampling, num_return_sequences=n,
+                           progress=progress, desc="humaneval", code_language="python")
     samples = [out if isinstance(out, list) else [out] for out in outputs]
     completions = [["\n" + extract_code(text) for text in group] for group in samples]
     ks = [k for k in (1, 10, 100) if k <= n]

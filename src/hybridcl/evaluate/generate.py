@@ -18,6 +18,7 @@ EOS first are unchanged. With ``return_hit_limit`` the caller also learns which 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -48,9 +49,12 @@ def _pad_id(tokenizer) -> int:
     raise ValueError("tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], kind: Kind, max_source_len: int) -> list[list[int]]:
-    """Token ids of each prompt as the model reads it: causal prompts left-cut and without a closing EOS."""
-    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+def encode_texts(tokenizer, texts: Sequence[str], kind: Kind, max_source_len: int) -> list[list[int]]:
+    """Token ids of raw texts as the model reads them: causal ones left-cut and without a closing EOS.
+
+    For texts with no prompt template (routing scores the bare source); a task's prompt is encoded by
+    :func:`hybridcl.data.batching.encode_prompts`, which cuts inside the template."""
+    ids = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
     out = []
     for seq in ids:
@@ -86,27 +90,48 @@ def _cut_at_eos(ids: list[int], eos: int | None) -> list[int]:
     return ids
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How outputs are generated: built once from a run's config (:meth:`from_config`) and used by the
+    evaluation, routing, HumanEval and inference alike. Lengths in tokens."""
+
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_source_len: int = 512  # raw-text prompts only: token-id prompts come already cut
+
+    @classmethod
+    def from_config(cls, config) -> GenerationSettings:
+        """The settings of an :class:`~hybridcl.config.ExperimentConfig` (its ``eval`` and ``data``)."""
+        e = config.eval
+        return cls(e.max_new_tokens, e.batch_size, e.num_beams, e.do_sample, e.temperature, e.top_p,
+                   config.data.max_source_len)
+
+
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     kind: Kind,
-    max_new_tokens: int = 128,
-    batch_size: int = 16,
-    num_beams: int = 1,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
+    settings: GenerationSettings | None = None,
     num_return_sequences: int = 1,
-    max_source_len: int = 512,
     seed: int = 0,
     progress: bool = True,
     desc: str = "generate",
     code_language: str | None = None,
     return_hit_limit: bool = False,
+    **overrides,
 ):
     """Generate a continuation for every prompt; returns texts in the order of ``prompts``.
+
+    ``prompts`` are token ids (from :func:`hybridcl.data.batching.encode_prompts`, the encoder
+    training uses) or raw texts, tokenised here (causal: left-cut to ``max_source_len``).
+    ``settings`` (default :class:`GenerationSettings`) with any of its fields overridden by keyword,
+    e.g. ``max_new_tokens=64``.
 
     ``kind`` is ``"seq2seq"`` (output = decoder text) or ``"causal"`` (output = the new tokens
     only). At most ``max_new_tokens`` tokens are generated per output; generation of an output
@@ -124,6 +149,8 @@ def generate(
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
+    s = replace(settings or GenerationSettings(), **overrides)
+    max_new_tokens, batch_size, num_beams, do_sample = s.max_new_tokens, s.batch_size, s.num_beams, s.do_sample
     if num_return_sequences > num_beams and not do_sample:
         raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= it or do_sample=True")
     if not prompts:
@@ -131,7 +158,10 @@ def generate(
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = _pad_id(tokenizer)
-    encoded = encode_prompts(tokenizer, prompts, kind, max_source_len)
+    if isinstance(prompts[0], str):
+        encoded = encode_texts(tokenizer, prompts, kind, s.max_source_len)
+    else:
+        encoded = [list(p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
 
     gen_kwargs = dict(
@@ -144,7 +174,7 @@ def generate(
         eos_token_id=eos,
     )
     if do_sample:
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        gen_kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
     else:  # neutralise sampling settings a model's generation_config may carry
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if num_beams > 1:
