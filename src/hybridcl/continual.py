@@ -66,10 +66,9 @@ class ContinualRecipe:
         # with several processes, every one trains; only the first evaluates and writes
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
-        # the same examples for every seed
         lengths = target_length_counter(self.base.tokenizer, self.base.kind)
         self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split, target_lengths=lengths,
-                                       with_train=with_train) for t in config.tasks}
+                                       with_train=with_train) for t in config.tasks}  # the same for every seed
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
