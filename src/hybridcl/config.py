@@ -48,6 +48,10 @@ class LoraSpec:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: list[str] | None = None
+    # Also adapt the extra full layer's matching modules (the seed's LoRA did: its get_peft_model
+    # ran on the model with the extra block in it). Off: LoRA adapts the base only, the block is
+    # trained whole. Each task's adapter covers its own block only.
+    on_full_layer: bool = False
 
     def validate(self, key: str) -> None:
         _positive(self.r, f"{key}.r")
@@ -63,10 +67,16 @@ class FullLayerSpec:
     """One extra transformer block of the base's own kind.
 
     ``init: zero`` zero-initialises its output projections (the model is unchanged before
-    training); ``copy_last`` copies the weights of the stack's last block.
+    training); ``copy_last`` copies the weights of the stack's last block; ``scale`` multiplies
+    every parameter of the base-initialised block (layer norms included) by ``init_scale``, the
+    seed's ``param.data * 0.01`` (the model then changes before training).
     """
 
-    init: Literal["zero", "copy_last"] = "zero"
+    init: Literal["zero", "copy_last", "scale"] = "zero"
+    init_scale: float = 0.01  # used by init=scale only
+
+    def validate(self, key: str) -> None:
+        _positive(self.init_scale, f"{key}.init_scale")
 
 
 @dataclass
@@ -109,7 +119,19 @@ class DataConfig:
 
     source: Literal["bundled", "codesearchnet", "jsonl", "hf"] = "bundled"
     path: str | None = None
-    direction: Literal["text-to-code", "code-to-text"] = "text-to-code"
+    # completion: the prompt is the first completion_prefix share of the function's characters
+    # (CodeSearchNet's code, docstring included, as the seed), the target the whole function
+    # (completion_target=whole, the seed) or the rest of it (rest)
+    direction: Literal["text-to-code", "code-to-text", "completion"] = "text-to-code"
+    completion_prefix: float = 0.5  # share of the function's characters in the prompt
+    completion_target: Literal["whole", "rest"] = "whole"
+    # Training pairs: `pairs` trains on (source, target) as evaluated; `copy` trains the completion
+    # direction on (function, the same function): the seed's labels=input_ids objective.
+    train_objective: Literal["pairs", "copy"] = "pairs"
+    # `sample`: max_train / max_val examples drawn by a hash of the seed from the train and eval
+    # splits. `first_rows`: the seed's selection: the train split's rows in file order, the first
+    # max_train for training and the next max_val as the evaluation set (no eval split is read).
+    selection: Literal["sample", "first_rows"] = "sample"
     max_train: int | None = None  # examples per task; None = all
     max_val: int | None = None
     max_source_len: int = 512  # tokens
@@ -129,6 +151,13 @@ class DataConfig:
                 _positive(value, f"{key}.{name}")
         _positive(self.max_source_len, f"{key}.max_source_len")
         _positive(self.max_target_len, f"{key}.max_target_len")
+        if not 0.0 < self.completion_prefix < 1.0:
+            raise ConfigError(f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the characters")
+        if self.train_objective == "copy" and self.direction != "completion":
+            raise ConfigError(f"{key}.train_objective = copy needs {key}.direction = completion (it trains on the function alone)")
+        if self.selection == "first_rows" and (self.max_train is None or self.max_val is None):
+            raise ConfigError(f"{key}.selection = first_rows needs {key}.max_train and {key}.max_val (e.g. 8000 and 2000): "
+                              "the evaluation rows follow the training rows in the train split")
 
 
 @dataclass
@@ -143,6 +172,11 @@ class TrainConfig:
     # auto: bf16 autocast on a GPU that supports it, fp32 on CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     group_by_length: bool = True
+    shuffle: bool = True  # false: batches in data order (with group_by_length false: file order, the seed)
+    lr_schedule: Literal["linear", "constant"] = "linear"  # after warmup: linear decay to 0, or constant (the seed)
+    # false reproduces the seed: padding positions of the labels are targets (the pad token), so the
+    # loss averages over them too
+    mask_padding_in_loss: bool = True
     max_steps: int | None = None  # per task; None = epochs decide
     log_every: int = 1  # optimizer steps between training-log lines (the report plots every line)
 
@@ -172,6 +206,10 @@ class EvalConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this size is generated twice (the seed: 2)
+    # also score bleu_seed (nltk sentence BLEU on the tokenizer's tokens) and syntax_pass_seed
+    # (the seed's compile / brace checks), to compare with the seed's numbers
+    seed_metrics: bool = False
     max_examples: int | None = None  # validation examples generated per task; None = all
     split: Literal["valid", "test"] = "valid"  # the data every matrix cell is scored on: select on valid, report on test
     forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
@@ -189,6 +227,7 @@ class EvalConfig:
         _positive(self.batch_size, f"{key}.batch_size")
         _positive(self.num_beams, f"{key}.num_beams")
         _positive(self.temperature, f"{key}.temperature")
+        _non_negative(self.no_repeat_ngram_size, f"{key}.no_repeat_ngram_size")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"{key}.top_p = {self.top_p}: must be in (0, 1]")
         if self.max_examples is not None:

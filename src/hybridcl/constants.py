@@ -11,7 +11,11 @@ LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
 LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript", "java": "Java", "go": "Go", "php": "PHP",
                   "ruby": "Ruby"}
 
-DIRECTIONS = ("text-to-code", "code-to-text")
+# text-to-code: docstring -> function; code-to-text: function -> docstring; completion: the start
+# of a function -> the function (the seed's task)
+DIRECTIONS = ("text-to-code", "code-to-text", "completion")
+# Directions whose outputs are code (syntax-checked, stopped at the function's end, CodeBLEU).
+CODE_DIRECTIONS = frozenset({"text-to-code", "completion"})
 
 Kind = Literal["seq2seq", "causal"]
 KINDS: tuple[str, ...] = ("seq2seq", "causal")

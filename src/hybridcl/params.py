@@ -58,7 +58,8 @@ def params_table(config: ExperimentConfig) -> str:
     def pct(n: int) -> str:
         return f"{100 * n / base:.2f}%"
 
-    lora_label = f"LoRA adapter r={r} on {','.join(targets)}"
+    on_block = config.components.lora.on_full_layer
+    lora_label = f"LoRA adapter r={r} on {','.join(targets)}" + (" (+ the extra block)" if on_block else "")
     block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
     lines = [
         f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: {', '.join(config.tasks)}",
@@ -77,12 +78,11 @@ def params_table(config: ExperimentConfig) -> str:
             n = lora_count(reference.model, option, r, include_full_layer=True)
             lines.append(f"  {','.join(option) + ' + the extra block':<58}{n:>14,}")
     if family.name == "t5":
-        lines.append("  (the seed reports 1.78M: q,k,v,o,wi, or wo, on the base plus the extra block gives it, so the\n"
-                     "   seed's LoRA likely also adapted its extra layer; hybridcl adapts the base only)")
+        lines.append("  (the seed reports 1.78M: its LoRA targets q,k,v,o,wi_0,wi_1,wo, of which codet5-small has\n"
+                     "   q,k,v,o,wo (wo: the same size as wi), on the base and on its extra block: 1,777,664;\n"
+                     "   components.lora.on_full_layer=true does the same, preset=seed-original sets it)")
     lines += ["", f"{'strategy':<24}{'trainable per task':>20}{'% of base':>11}{f'stored after {T} tasks':>24}"]
-    for name in (*SEED_STRATEGIES, config.strategy):
-        if name in SEED_STRATEGIES and name == config.strategy and lines[-1].startswith(name):
-            continue
+    for name in dict.fromkeys((*SEED_STRATEGIES, config.strategy)):
         if name not in SEED_STRATEGIES and (name == "all" or get_strategy(name).train_base):
             continue
         components = build_components(replace(config, strategy=name), name, T)

@@ -1,4 +1,4 @@
-"""One task's training loop: AdamW, linear schedule, clipping, accumulation, on Accelerate.
+"""One task's training loop: AdamW, linear (or constant) schedule, clipping, accumulation, on Accelerate.
 
 The loop reads top to bottom. A strategy's rule can add a ``penalty(model) -> tensor`` to the loss
 (EWC, O-LoRA); data-level rules (replay, joint) change the examples before they get here.
@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from hybridcl.config import TrainConfig
 from hybridcl.data.batching import Encoded, batch_indices, collate
@@ -82,9 +82,10 @@ def train_task(
     lengths = [len(i) + (len(l) if kind == "seq2seq" else 0) for i, l in zip(encoded.input_ids, encoded.labels)]
 
     def epoch_loader(epoch: int) -> DataLoader:
-        batches = _Batches(batch_indices(lengths, cfg.batch_size, shuffle=True, seed=seed + epoch,
+        batches = _Batches(batch_indices(lengths, cfg.batch_size, shuffle=cfg.shuffle, seed=seed + epoch,
                                          group_by_length=cfg.group_by_length), cfg.batch_size)
-        loader = DataLoader(features, batch_sampler=batches, collate_fn=lambda f: collate(f, pad_token_id, kind))
+        loader = DataLoader(features, batch_sampler=batches,
+                            collate_fn=lambda f: collate(f, pad_token_id, kind, mask_padding=cfg.mask_padding_in_loss))
         return accelerator.prepare_data_loader(loader)
 
     steps_per_epoch = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum)
@@ -92,7 +93,10 @@ def train_task(
     n_epochs = math.ceil(total_steps / steps_per_epoch)
 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    if cfg.lr_schedule == "constant":
+        scheduler = get_constant_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps))
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     decoder_inputs = decoder_inputs_fn(model)  # before prepare(): a wrapped model hides it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)

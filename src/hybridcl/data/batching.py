@@ -302,8 +302,11 @@ def batch_indices(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: 
     return batches
 
 
-def collate(features: list[dict], pad_token_id: int, kind: str) -> dict[str, torch.Tensor]:
+def collate(features: list[dict], pad_token_id: int, kind: str, *, mask_padding: bool = True) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest member (right padding; labels padded with -100).
+
+    ``mask_padding=False`` pads the labels with ``pad_token_id`` instead, so padding positions are
+    targets of the loss: the seed's ``labels=input_ids`` (``train.mask_padding_in_loss=false``).
 
     seq2seq: ``input_ids``, ``attention_mask`` (source length), ``labels`` (target length).
     causal: ``input_ids``, ``attention_mask``, ``labels``, all the same length.
@@ -321,4 +324,5 @@ def collate(features: list[dict], pad_token_id: int, kind: str) -> dict[str, tor
     width = max(len(r) for r in ids)
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids], dtype=torch.long)
     label_width = max(len(r) for r in labels) if kind == "seq2seq" else width
-    return {"input_ids": pad(ids, pad_token_id, width), "attention_mask": mask, "labels": pad(labels, IGNORE_INDEX, label_width)}
+    label_pad = IGNORE_INDEX if mask_padding else pad_token_id
+    return {"input_ids": pad(ids, pad_token_id, width), "attention_mask": mask, "labels": pad(labels, label_pad, label_width)}

@@ -3,7 +3,10 @@
 ``text-to-code``: source = the docstring's summary (first paragraph), target = the function
 without its docstring. ``code-to-text``: source = the function without its docstring, target =
 the summary. The docstring is removed from the code in both directions so that code-to-text
-cannot copy it.
+cannot copy it. ``completion`` (the seed's task): source = the first share of the function's
+characters (half by default), target = the whole function or the rest of it; the code is
+CodeSearchNet's, docstring included, as the seed used it. With the ``copy`` objective a training
+example is the function and the same function (the seed's ``labels=input_ids``).
 """
 from __future__ import annotations
 
@@ -52,12 +55,23 @@ def example_id(record: Record) -> str:
     return f"{record.language}/{record.repo}/{record.path}::{record.func_name}#{digest}"
 
 
-def make_examples(records: list[Record], direction: str) -> list[Example]:
+def make_examples(records: list[Record], direction: str, *, completion_prefix: float = 0.5,
+                  completion_target: str = "whole", copy: bool = False) -> list[Example]:
     """One example per record; records whose summary or code-without-docstring is empty are left out.
 
+    ``completion``: the source is ``code[:int(len(code) * completion_prefix)]`` (the seed's
+    ``code[:len(code)//2]`` at 0.5), the target the whole ``code`` (``completion_target="whole"``)
+    or what follows the source (``"rest"``); records with blank code, or a blank source or target,
+    are left out. ``copy`` (completion only): source and target are both the whole function.
     (:func:`load_task_data` reports how many were left out.)
     """
     _check_direction(direction)
+    if copy and direction != "completion":
+        raise DataError(f"the copy objective needs the completion direction, not {direction!r}")
+    if completion_target not in ("whole", "rest"):
+        raise DataError(f"completion_target = {completion_target!r}: choose whole or rest (data.completion_target)")
+    if direction == "completion":
+        return _completion_examples(records, completion_prefix, completion_target, copy)
     out = []
     for record in records:
         summary = docstring_summary(record.docstring)
@@ -66,6 +80,22 @@ def make_examples(records: list[Record], direction: str) -> list[Example]:
             continue
         source, target = (summary, code) if direction == "text-to-code" else (code, summary)
         out.append(Example(example_id(record), record.language, direction, source, target))
+    return out
+
+
+def _completion_examples(records: list[Record], prefix: float, target: str, copy: bool) -> list[Example]:
+    if not 0.0 < prefix < 1.0:
+        raise DataError(f"completion_prefix = {prefix}: must be in (0, 1) (data.completion_prefix)")
+    out = []
+    for record in records:
+        code = record.code
+        if not code.strip():
+            continue
+        cut = int(len(code) * prefix)
+        source, rest = (code, code) if copy else (code[:cut], code if target == "whole" else code[cut:])
+        if not source.strip() or not rest.strip():
+            continue
+        out.append(Example(example_id(record), record.language, "completion", source, rest))
     return out
 
 
@@ -128,6 +158,8 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
     if kind not in KINDS:
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
     name = LANGUAGE_NAMES.get(language, language.capitalize())
+    if direction == "completion":  # the same cue whether the target is the whole function or the rest
+        return (f"Complete {name}: ", "") if kind == "seq2seq" else (f"Complete this {name} function.\nStart:\n", "\nCompletion:\n")
     if kind == "seq2seq":
         return (f"Generate {name}: " if direction == "text-to-code" else f"Summarize {name}: "), ""
     if direction == "text-to-code":
@@ -138,9 +170,11 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
 def format_prompt(example_or_source: str | Example, language: str, direction: str, kind: str) -> str:
     """The model input for a source text: :func:`prompt_template`'s prefix + source + suffix.
 
-    seq2seq: ``"Generate Python: {doc}"`` (text-to-code) or ``"Summarize Python: {code}"``
-    (code-to-text). causal: ``"Python function.\\nDescription: {doc}\\nCode:\\n"`` (text-to-code)
-    or ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text).
+    seq2seq: ``"Generate Python: {doc}"`` (text-to-code), ``"Summarize Python: {code}"``
+    (code-to-text) or ``"Complete Python: {start}"`` (completion). causal:
+    ``"Python function.\\nDescription: {doc}\\nCode:\\n"`` (text-to-code),
+    ``"Python code:\\n{code}\\nDescription:\\n"`` (code-to-text) or
+    ``"Complete this Python function.\\nStart:\\n{start}\\nCompletion:\\n"`` (completion).
     """
     source = example_or_source.source if isinstance(example_or_source, Example) else example_or_source
     prefix, suffix = prompt_template(language, direction, kind)
@@ -179,6 +213,16 @@ def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[
     return [examples[i] for i in sorted(chosen)], checked, n_long
 
 
+def _first_rows(examples: list[Example], too_long: Callable[[list[Example]], list[bool]] | None,
+                drop: bool) -> tuple[list[Example], int, int]:
+    """``(kept, checked, long)`` like :func:`_draw`, for rows already selected by position."""
+    if too_long is None:
+        return examples, 0, 0
+    flags = too_long(examples)
+    kept = [e for e, long in zip(examples, flags) if not (drop and long)]
+    return kept, len(examples), sum(flags)
+
+
 EVAL_SPLITS = ("valid", "test")
 
 
@@ -190,7 +234,10 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
     :attr:`TaskData.val` holds, and the one every matrix cell is scored on. ``max_train`` /
     ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each example id; the kept
-    examples stay in file order); ``max_val`` caps whichever split is scored. ``target_lengths``
+    examples stay in file order); ``max_val`` caps whichever split is scored. With
+    ``data_cfg.selection == "first_rows"`` (the seed's) only the train split is read: its rows
+    ``[0, max_train)`` train and rows ``[max_train, max_train + max_val)`` are the evaluation set,
+    in file order, nothing drawn. ``target_lengths``
     gives each example's target length in tokens as training sees it
     (:func:`hybridcl.data.batching.target_length_counter`); targets longer than
     ``data_cfg.max_target_len`` are then, with ``long_targets: drop`` (the default), left out of
@@ -210,10 +257,27 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
     else:
         too_long = None
     splits = {"train": []}
+    first_rows = data_cfg.selection == "first_rows"
+    if first_rows:
+        if eval_split != "valid":
+            raise DataError(f"data.selection = first_rows evaluates on the train split's rows after the training rows; "
+                            f"eval.split = {eval_split} has no meaning there: set eval.split=valid")
+        report["selection"] = "first_rows"
+        train_records, train_files = read_split(data_cfg.source, data_cfg.path, language, "train")
+        rows = {"train": train_records[:data_cfg.max_train],
+                eval_split: train_records[data_cfg.max_train:data_cfg.max_train + data_cfg.max_val]}
     for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1:]:
-        records, files = read_split(data_cfg.source, data_cfg.path, language, split)
-        examples = make_examples(records, data_cfg.direction)
-        kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
+        if first_rows:
+            records, files = rows[split], train_files
+        else:
+            records, files = read_split(data_cfg.source, data_cfg.path, language, split)
+        examples = make_examples(records, data_cfg.direction, completion_prefix=data_cfg.completion_prefix,
+                                 completion_target=data_cfg.completion_target,
+                                 copy=split == "train" and data_cfg.train_objective == "copy")
+        if first_rows:  # the seed's rows as they are: a too-long example is dropped, not replaced
+            kept, checked, n_long = _first_rows(examples, too_long, drop=data_cfg.long_targets == "drop")
+        else:
+            kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {"files": files, "records": len(records), "skipped_empty": len(records) - len(examples),
                          "examples": len(examples), "kept": len(kept)}
         if too_long is not None:

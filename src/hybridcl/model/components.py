@@ -16,6 +16,7 @@ model as it stands on a new language.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 import torch
@@ -69,11 +70,12 @@ class ComponentSet:
         if self.slot is not None:
             key = self.strategy.full_layer.key(task)
             if key not in self.slot.full_layers:
-                self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections)
+                self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections,
+                              scale=self.cfg.full_layer.init_scale)
         if self.strategy.lora.used:
             name = self.strategy.lora.key(task)
             if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
-                self._add_adapter(name)
+                self._add_adapter(name, task)
         self.route(task)
         self._set_trainable(task)
 
@@ -124,14 +126,19 @@ class ComponentSet:
             if self.slot is not None:
                 self.slot.active = slot_active
 
-    def _add_adapter(self, name: str) -> None:
+    def _add_adapter(self, name: str, task: str) -> None:
         lora = self.cfg.lora
         family = _family_or_none(self.base)
         targets = lora.target_modules or list(family.lora_targets if family else ("q_proj", "v_proj"))
+        if self.slot is None:
+            exclude = None
+        elif lora.on_full_layer:  # the adapter also covers the block that serves its task, no other block
+            exclude = rf".*\.{SLOT_ATTR}\.(?!{re.escape(self.layer_key(task))}\.).*"
+        else:  # LoRA adapts the base only: the extra blocks are trained whole
+            exclude = rf".*\.{SLOT_ATTR}\..*"
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-            # LoRA adapts the base only: the extra blocks are trained whole.
-            exclude_modules=rf".*\.{SLOT_ATTR}\..*" if self.slot is not None else None,
+            exclude_modules=exclude,
             fan_in_fan_out=family is not None and family.name == "gpt2",  # GPT-2 stores Conv1D weights transposed
             task_type="SEQ_2_SEQ_LM" if self.kind == "seq2seq" else "CAUSAL_LM",
         )
@@ -154,7 +161,10 @@ class ComponentSet:
                 if f".{name}." in pname and "lora_" in pname:
                     p.requires_grad_(True)
         if self.slot is not None:
-            self.slot.full_layers[self.strategy.full_layer.key(task)].requires_grad_(True)
+            lora_name = self.strategy.lora.key(task) if self.strategy.lora.used else None
+            for pname, p in self.slot.full_layers[self.strategy.full_layer.key(task)].named_parameters():
+                # a shared block can hold earlier tasks' LoRA (components.lora.on_full_layer): those stay frozen
+                p.requires_grad_("lora_" not in pname or f".{lora_name}." in pname)
 
     # -- parameters and state --------------------------------------------------------------
 
@@ -185,7 +195,9 @@ class ComponentSet:
         lora_total = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
         n_adapters = len(self.model.peft_config) if isinstance(self.model, PeftModel) else 0
         n_blocks = len(self.slot.full_layers) if self.slot is not None else 0
-        block_total = sum(p.numel() for p in self.slot.full_layers.parameters()) if self.slot is not None else 0
+        # LoRA inside a block (components.lora.on_full_layer) counts as LoRA, not as the block
+        block_total = sum(p.numel() for n, p in self.slot.full_layers.named_parameters()
+                          if "lora_" not in n) if self.slot is not None else 0
         return ParamCounts(
             base=base,
             lora_per_adapter=lora_total // n_adapters if n_adapters else 0,

@@ -9,6 +9,13 @@ A new block is initialised with the base model's own ``_init_weights`` (the std 
 their blocks). With ``init="zero"`` its output projections (attention output and MLP output) are
 then zeroed, so each residual branch adds exactly 0: the model's outputs are bit-identical to the
 base's until the block is trained. ``init="copy_last"`` copies the last block's weights instead.
+``init="scale"`` multiplies every parameter of the base-initialised block by a factor (0.01 in the
+seed, layer norms included), which changes the model's outputs before training.
+
+Placement matches the seed's ``add_trainable_transformer_layer`` (a T5 rebuilt with
+``num_layers + 1``): the block follows the encoder's last block, before its final layer norm, and
+has no relative-position table of its own, so it reuses the bias block 0 computes (T5Stack passes
+it down the stack).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from hybridcl.errors import ModelError
@@ -85,8 +93,10 @@ class FullLayerSlot(nn.Module):
         self._factory = block_factory
         self._passthrough = passthrough
 
-    def add(self, key: str, init: str, template: nn.Module | None, zero_names: tuple[str, ...]) -> nn.Module:
-        """Create the block ``key`` (``init`` = "zero" or "copy_last" from ``template``)."""
+    def add(self, key: str, init: str, template: nn.Module | None, zero_names: tuple[str, ...],
+            scale: float = 0.01) -> nn.Module:
+        """Create the block ``key`` (``init`` = "zero", "copy_last" from ``template``, or "scale":
+        every parameter times ``scale``)."""
         if key in self.full_layers:
             raise ModelError(f"full layer {key!r} exists already")
         block = self._factory()
@@ -97,6 +107,10 @@ class FullLayerSlot(nn.Module):
             missing, _ = block.load_state_dict(copy.deepcopy(template.state_dict()), strict=False)
             if missing:
                 raise ModelError(f"full_layer.init=copy_last: the last block lacks {missing[:3]}")
+        elif init == "scale":
+            with torch.no_grad():
+                for p in block.parameters():
+                    p.mul_(scale)
         else:
             zeroed = 0
             for name, module in block.named_modules():
