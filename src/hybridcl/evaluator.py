@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hybridcl.config import ExperimentConfig
+from hybridcl.constants import CODE_DIRECTIONS
 from hybridcl.data.batching import collate, encode, encode_prompts
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.evaluate.efficiency import Meter
@@ -77,9 +78,10 @@ class MatrixEvaluator:
                                     self.base.kind, self.config.data.max_source_len)
         texts, hit_limit = generate(
             self.components.model, self.base.tokenizer, prompts, kind=self.base.kind, settings=self.settings,
-            progress=self.progress, desc=desc, code_language=code_language(language, direction),
+            progress=self.progress, desc=desc,
+            code_language=code_language(language, direction, self.config.data.completion_target),
             return_hit_limit=True)
-        return ([extract_code(t) for t in texts] if direction == "text-to-code" else texts), hit_limit
+        return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), hit_limit
 
     def ceilings(self, task: str) -> dict:
         """``syntax_ceiling``: percent of the task's scored references that parse (text-to-code), the
@@ -87,13 +89,26 @@ class MatrixEvaluator:
         from hybridcl.evaluate import syntax
 
         language = syntax.canonical_language(task)
-        if self.config.data.direction != "text-to-code" or language not in syntax.supported_languages():
+        if self.config.data.direction not in CODE_DIRECTIONS or language not in syntax.supported_languages():
             return {}
-        return {"syntax_ceiling": syntax.syntax_ceiling([ex.target for ex in self.examples(task)], language)}
+        targets = [ex.target for ex in self.examples(task)]
+        return {"syntax_ceiling": syntax.syntax_ceiling(self._syntax_texts(task, targets) or targets, language)}
+
+    def _syntax_texts(self, task: str, outputs: list[str]) -> list[str] | None:
+        """The code the syntax checks read: the outputs, or (completion of the rest) the prompt's
+        start of the function followed by each output; None where that is the outputs themselves."""
+        data = self.config.data
+        if data.direction != "completion" or data.completion_target != "rest":
+            return None
+        return [ex.source + out for ex, out in zip(self.examples(task), outputs)]
+
+    def _metric_args(self, task: str, predictions: list[str]) -> dict:
+        return {"language": task, "direction": self.config.data.direction, "seed_metrics": self.config.eval.seed_metrics,
+                "tokenize": self.base.tokenizer.tokenize, "syntax_texts": self._syntax_texts(task, predictions)}
 
     def score(self, task: str, predictions: list[str]) -> dict:
         examples = self.examples(task)
-        return score(predictions, [ex.target for ex in examples], language=task, direction=self.config.data.direction)
+        return score(predictions, [ex.target for ex in examples], **self._metric_args(task, predictions))
 
     @torch.no_grad()
     def loss(self, task: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -145,8 +160,8 @@ class MatrixEvaluator:
                                                                   f"eval row {i} {task}")
                 scores = self.score(task, predictions[task])
                 losses, stats[task] = self.loss(task)
-            text_stats = score_stats(predictions[task], [ex.target for ex in examples], language=task,
-                                     direction=self.config.data.direction)
+            text_stats = score_stats(predictions[task], [ex.target for ex in examples],
+                                     **self._metric_args(task, predictions[task]))
             stats[task].update({m: s for m, s in text_stats.items() if s is not None})
             cells[task] = {**losses, **scores, "cut_share": cut_share(hit_limit[task]),
                            "eval_seconds": meter.seconds, "n": len(examples),

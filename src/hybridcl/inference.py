@@ -64,7 +64,8 @@ class LoadedRun:
                      max_source_len=self.config.data.max_source_len, batch_size=self.config.eval.batch_size)
 
     def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
-        """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text).
+        """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text, the start
+        of a function for completion).
 
         ``task`` is one of the run's tasks or ``"auto"``; under ``"auto"`` a prompt that starts with a
         language tag, ``[python] ...``, goes to that task (the tag is removed) and the others are
@@ -104,7 +105,8 @@ class LoadedRun:
                                         self.kind, settings.max_source_len)
             with evaluation_precision(cfg.precision, device):
                 generated = generate(self.model, self.tokenizer, prompts, kind=self.kind, settings=settings,
-                                     progress=False, code_language=code_language(t, direction))
+                                     progress=False,
+                                     code_language=code_language(t, direction, self.config.data.completion_target))
             for k, text in zip(idx, generated):
                 texts[k] = text
         out = texts[0] if single else texts

@@ -10,7 +10,8 @@ computes it on the same examples):
 
 - mean type, ``[value, 1]``, aggregate ``sum / count``: ``bleu_codexglue_code_to_text`` (CodeXGLUE's smoothed
   sentence BLEU averaged over examples), ``exact_match``, ``syntax_pass``, ``syntax_pass_ast``,
-  ``syntax_agreement``, ``routing_accuracy`` (0-100 each; rows from :func:`mean_stats`).
+  ``syntax_agreement``, ``routing_accuracy``, ``bleu_seed`` (nltk sentence BLEU averaged over
+  examples), ``syntax_pass_seed`` (0-100 each; rows from :func:`mean_stats`).
 - corpus BLEU, ``[hyp_len, ref_len, correct_1..N, total_1..N]``: ``bleu_sacre`` (sacrebleu's corpus
   BLEU, 13a, exp smoothing; the aggregate is sacrebleu's own ``BLEU.compute_bleu``, the route its
   paired bootstrap test takes). Any other corpus BLEU over any tokenisation registers with
@@ -39,7 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hybridcl.cl_metrics import cl_metrics
-from hybridcl.constants import LOWER_IS_BETTER
+from hybridcl.constants import CODE_DIRECTIONS, LOWER_IS_BETTER
 from hybridcl.evaluate import metrics as text_metrics
 from hybridcl.stats import mean_std
 
@@ -106,7 +107,8 @@ def mean_metric(name: str, higher_is_better: bool = True) -> MetricStats:
     return MetricStats(name, ("value", "count"), _mean_aggregate, higher_is_better)
 
 
-for _name in ("bleu_codexglue_code_to_text", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy"):
+for _name in ("bleu_codexglue_code_to_text", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy",
+              "bleu_seed", "syntax_pass_seed"):
     register_metric(mean_metric(_name))
 register_metric(MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better="loss" not in LOWER_IS_BETTER))
 register_metric(MetricStats("token_accuracy", ("correct_tokens", "n_tokens"), _percent_aggregate))
@@ -188,13 +190,16 @@ def mean_stats(values: Sequence[float]) -> np.ndarray:
 
 
 def example_stats(
-    metric: str, predictions: Sequence[str], references: Sequence[str], *, language: str | None = None
+    metric: str, predictions: Sequence[str], references: Sequence[str], *, language: str | None = None,
+    tokenize: Callable[[str], list[str]] | None = None, syntax_texts: Sequence[str] | None = None,
 ) -> np.ndarray | None:
     """Per-example statistics ``[n_examples, k]`` of a text metric (see the module docstring).
 
     ``language`` is needed for ``syntax_pass`` (tree-sitter grammar name); returns None for
     ``codebleu`` and for ``syntax_pass`` when no grammar is installed (as ``score`` does).
-    ``loss`` and ``token_accuracy`` come from the model, not from text: use :func:`ratio_stats`.
+    ``bleu_seed`` needs ``tokenize`` (the model tokenizer's ``tokenize``), ``syntax_pass_seed``
+    ``language``; the syntax metrics read ``syntax_texts`` instead of the predictions when given
+    (as ``score`` does). ``loss`` and ``token_accuracy`` come from the model, not from text: use :func:`ratio_stats`.
     """
     _check_pair(predictions, references)
     pairs = list(zip(predictions, references))
@@ -207,6 +212,17 @@ def example_stats(
         return np.array([corpus_bleu_example_stats(p.split(), r.split()) for p, r in pairs]).reshape(len(pairs), -1)
     if metric == "exact_match":
         return mean_stats([text_metrics.exact_match([p], [r]) for p, r in pairs])
+    if metric == "bleu_seed":
+        if tokenize is None:
+            raise ValueError("bleu_seed needs tokenize= (the model tokenizer's tokenize)")
+        return mean_stats(text_metrics.bleu_seed_scores(predictions, references, tokenize))
+    if metric == "syntax_pass_seed":
+        from hybridcl.evaluate import syntax
+
+        if language is None:
+            raise ValueError("syntax_pass_seed needs language= (e.g. 'python')")
+        code = syntax_texts if syntax_texts is not None else predictions
+        return mean_stats([100.0 if syntax.passes_seed(p, r, language) else 0.0 for p, r in zip(code, references)])
     if metric == "bleu_sacre":
         from sacrebleu.metrics.bleu import BLEU
 
@@ -219,6 +235,8 @@ def example_stats(
         return np.array(rows, dtype=float)
     if metric in ("syntax_pass", "syntax_pass_ast", "syntax_agreement"):
         from hybridcl.evaluate import syntax
+
+        predictions = syntax_texts if syntax_texts is not None else predictions
 
         if metric == "syntax_pass_ast":
             flags = [syntax.parses_ast(p) for p in predictions]
@@ -240,19 +258,26 @@ def example_stats(
 
 
 def score_stats(
-    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str
+    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
+    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    syntax_texts: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray | None]:
-    """:func:`example_stats` for every key that ``hybridcl.evaluate.metrics.score`` returns."""
+    """:func:`example_stats` for every key that ``hybridcl.evaluate.metrics.score`` returns (same arguments)."""
     if direction not in text_metrics.DIRECTIONS:
         raise ValueError(f"direction {direction!r}: expected one of {text_metrics.DIRECTIONS}")
     names = ["bleu_codexglue_code_to_text", "bleu_codexglue_text_to_code", "bleu_sacre", "exact_match", "codebleu"]
-    if direction == "text-to-code":
+    if seed_metrics:
+        names.append("bleu_seed")
+        if direction in CODE_DIRECTIONS:
+            names.append("syntax_pass_seed")
+    if direction in CODE_DIRECTIONS:
         names.append("syntax_pass")
         from hybridcl.evaluate import syntax
 
         if syntax.canonical_language(language) == "python":
             names += ["syntax_pass_ast", "syntax_agreement"]
-    return {m: example_stats(m, predictions, references, language=language) for m in names}
+    return {m: example_stats(m, predictions, references, language=language, tokenize=tokenize, syntax_texts=syntax_texts)
+            for m in names}
 
 
 def ratio_stats(numerators: Sequence[float], denominators: Sequence[float]) -> np.ndarray:

@@ -27,13 +27,17 @@ from transformers import StoppingCriteriaList
 
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
 
-from hybridcl.constants import Kind
+from hybridcl.constants import CODE_DIRECTIONS, Kind
 
 
-def code_language(task_language: str, direction: str) -> str | None:
+def code_language(task_language: str, direction: str, completion_target: str = "whole") -> str | None:
     """What :func:`generate`'s ``code_language`` is for a task: its language when the outputs are
-    code (text-to-code), None when they are text (code-to-text)."""
-    return task_language if direction == "text-to-code" else None
+    whole functions (text-to-code, completion of the whole function), None when they are text
+    (code-to-text) or the rest of a function (``completion_target="rest"``: the end scanners look
+    for the end of a function that starts in the output, which the rest does not)."""
+    if direction == "completion" and completion_target == "rest":
+        return None
+    return task_language if direction in CODE_DIRECTIONS else None
 
 
 def cut_share(hit_limit: Sequence[bool]) -> float | None:
@@ -102,13 +106,14 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     max_source_len: int = 512  # raw-text prompts only: token-id prompts come already cut
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of that size twice in an output (the seed's 2)
 
     @classmethod
     def from_config(cls, config) -> GenerationSettings:
         """The settings of an :class:`~hybridcl.config.ExperimentConfig` (its ``eval`` and ``data``)."""
         e = config.eval
         return cls(e.max_new_tokens, e.batch_size, e.num_beams, e.do_sample, e.temperature, e.top_p,
-                   config.data.max_source_len)
+                   config.data.max_source_len, e.no_repeat_ngram_size)
 
 
 def generate(
@@ -179,6 +184,8 @@ def generate(
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if num_beams > 1:
         gen_kwargs.update(early_stopping=True)
+    if s.no_repeat_ngram_size > 0:  # the seed's setting (2); 0 leaves the model's generation_config alone
+        gen_kwargs.update(no_repeat_ngram_size=s.no_repeat_ngram_size)
 
     results: list = [None] * len(encoded)
     was_training = model.training

@@ -5,7 +5,7 @@ CodeXGLUE scores its two directions with two different BLEUs; both are here, nam
 
 - ``bleu_codexglue_code_to_text``: CodeXGLUE's **code-to-text** BLEU: smoothed *sentence* BLEU-4
   averaged over examples, texts lower-cased and split into words and punctuation (the number
-  code-to-text papers report, and the seed's "BLEU"). Ported from microsoft/CodeXGLUE
+  code-to-text papers report). Ported from microsoft/CodeXGLUE
   ``Code-Text/code-to-text/code/bleu.py`` (MIT licence, Copyright (c) Microsoft Corporation), itself
   adapted from the Moses ``bleu.py`` by hieuhoang1972. Port: same normalisation, tokenisation,
   n-gram counting, smoothing (+1 for n >= 2), brevity penalty and averaging; only the file I/O of
@@ -18,6 +18,13 @@ CodeXGLUE scores its two directions with two different BLEUs; both are here, nam
 - ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
   leading/trailing whitespace ignored; case-sensitive).
 - ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
+- ``bleu_seed`` (with ``seed_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
+  ``SmoothingFunction().method1`` and uniform 4-gram weights on the model tokenizer's tokens (BPE
+  pieces), case kept, averaged over examples, reported 0-100 (the seed printed 0-1). A blank
+  prediction scores 0, as in the seed. ``syntax_pass_seed`` is the seed's pass check
+  (:func:`hybridcl.evaluate.syntax.passes_seed`).
+
+The seed's write-up called its BLEU "BLEU"; it is ``bleu_seed``, not CodeXGLUE's code-to-text BLEU.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ import sys
 import warnings
 import xml.sax.saxutils
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
-from hybridcl.constants import DIRECTIONS
+from hybridcl.constants import CODE_DIRECTIONS, DIRECTIONS
 
 # ---- CodeXGLUE smoothed BLEU (port of Code-Text/code-to-text/code/bleu.py) -------------------------
 # Module-level settings of the original: nonorm = 0, preserve_case = False, eff_ref_len = "shortest".
@@ -270,8 +277,43 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def bleu_seed_scores(predictions: Sequence[str], references: Sequence[str],
+                     tokenize: Callable[[str], list[str]]) -> list[float]:
+    """Each example's seed BLEU (0-100): nltk ``sentence_bleu([tokenize(ref)], tokenize(pred))`` with
+    method1 smoothing and weights (0.25,) * 4; 0 for a blank prediction or an empty token list.
+
+    ``tokenize`` is the model tokenizer's ``tokenize`` (the seed's ``self.tokenizer.tokenize``).
+    """
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    _check_pair(predictions, references)
+    smoothing = SmoothingFunction().method1
+    out = []
+    for pred, ref in zip(predictions, references):
+        if not pred or not pred.strip():
+            out.append(0.0)
+            continue
+        ref_tokens, pred_tokens = tokenize(ref), tokenize(pred)
+        if not ref_tokens or not pred_tokens:
+            out.append(0.0)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nltk warns on orders with no match; method1 handles them
+            out.append(100.0 * sentence_bleu([ref_tokens], pred_tokens, weights=(0.25, 0.25, 0.25, 0.25),
+                                             smoothing_function=smoothing))
+    return out
+
+
+def bleu_seed(predictions: Sequence[str], references: Sequence[str], tokenize: Callable[[str], list[str]]) -> float:
+    """The seed's BLEU, 0-100: the mean of :func:`bleu_seed_scores` over examples."""
+    scores = bleu_seed_scores(predictions, references, tokenize)
+    return sum(scores) / len(scores)
+
+
 def score(
-    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str
+    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
+    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    syntax_texts: Sequence[str] | None = None,
 ) -> dict[str, float | None]:
     """All text metrics for one task's predictions (0-100 each, None where undefined).
 
@@ -279,25 +321,37 @@ def score(
     ``exact_match``, ``codebleu`` (None for code-to-text:
     the outputs are docstrings, not code). For text-to-code also ``syntax_pass`` (tree-sitter; None
     when no grammar is installed for ``language``) and, for Python, ``syntax_pass_ast`` (``ast``)
-    and ``syntax_agreement`` (percent of outputs on which the two parsers agree).
+    and ``syntax_agreement`` (percent of outputs on which the two parsers agree). Completion outputs
+    are code too and get the same. ``seed_metrics`` adds ``bleu_seed`` (needs ``tokenize``, the
+    model tokenizer's ``tokenize``) and, for code, ``syntax_pass_seed``. ``syntax_texts`` (one per
+    prediction) is the code the syntax checks read instead of the predictions: for the completion
+    of a function's rest, the function's start followed by the prediction.
     """
     from hybridcl.evaluate import syntax
 
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}: expected one of {DIRECTIONS}")
+    code = list(syntax_texts) if syntax_texts is not None else predictions
+    _check_pair(code, predictions)
     out: dict[str, float | None] = {
         "bleu_codexglue_code_to_text": bleu_codexglue_code_to_text(predictions, references),
         "bleu_codexglue_text_to_code": bleu_codexglue_text_to_code(predictions, references),
         "bleu_sacre": bleu_sacre(predictions, references),
         "exact_match": exact_match(predictions, references),
-        "codebleu": codebleu(predictions, references, language) if direction == "text-to-code" else None,
+        "codebleu": codebleu(predictions, references, language) if direction in CODE_DIRECTIONS else None,
     }
-    if direction == "text-to-code":
+    if seed_metrics:
+        if tokenize is None:
+            raise ValueError("seed_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens")
+        out["bleu_seed"] = bleu_seed(predictions, references, tokenize)
+        if direction in CODE_DIRECTIONS:
+            out["syntax_pass_seed"] = syntax.syntax_pass_rate_seed(code, references, language)
+    if direction in CODE_DIRECTIONS:
         lang = syntax.canonical_language(language)
         out["syntax_pass"] = (
-            syntax.syntax_pass_rate(predictions, lang) if lang in syntax.supported_languages() else None
+            syntax.syntax_pass_rate(code, lang) if lang in syntax.supported_languages() else None
         )
         if lang == "python":
-            out["syntax_pass_ast"] = syntax.syntax_pass_rate_ast(predictions)
-            out["syntax_agreement"] = syntax.ast_agreement(predictions)
+            out["syntax_pass_ast"] = syntax.syntax_pass_rate_ast(code)
+            out["syntax_agreement"] = syntax.ast_agreement(code)
     return out

@@ -129,3 +129,41 @@ def syntax_pass_rate_ast(codes: Sequence[str]) -> float:
 def ast_agreement(codes: Sequence[str]) -> float:
     """Percent (0-100) of Python ``codes`` on which tree-sitter and ``ast`` give the same verdict."""
     return _rate([parses(c, "python") == parses_ast(c) for c in codes])
+
+
+# ---- the seed's check (hybrid_experiment.py at 9a2e462, evaluate_model), kept only to compare ----------
+_SEED_PYTHON_CUES = ("def ", "import ", "class ", "print(")
+_SEED_JAVASCRIPT_CUES = ("function ", "var ", "let ", "const ", "console.")
+
+
+def passes_seed(prediction: str, reference: str, language: str) -> bool:
+    """The seed's "pass": not a parse of the language, kept only to compare with its numbers.
+
+    As the seed wrote it: a blank prediction fails; if ``language`` is Python or the lower-cased
+    *reference* contains ``def ``, ``import ``, ``class `` or ``print(``, the prediction must
+    ``compile(..., "exec")`` (so a JavaScript task whose reference mentions ``class `` is checked
+    as Python); else, for JavaScript (or a reference with ``function ``, ``var ``, ...), it passes
+    when it contains both ``{`` and ``}``; any other output passes. ``compile`` only compiles:
+    nothing runs.
+    """
+    if not prediction or not prediction.strip():
+        return False
+    ref = reference.lower()
+    try:
+        if language == "python" or any(cue in ref for cue in _SEED_PYTHON_CUES):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarning on e.g. invalid escapes: the seed ignored them too
+                compile(prediction, "<string>", "exec")
+            return True
+        if language == "javascript" or any(cue in ref for cue in _SEED_JAVASCRIPT_CUES):
+            return "{" in prediction and "}" in prediction
+        return True
+    except Exception:  # noqa: BLE001 - the seed's bare except: SyntaxError, ValueError (NUL), RecursionError
+        return False
+
+
+def syntax_pass_rate_seed(predictions: Sequence[str], references: Sequence[str], language: str) -> float:
+    """Percent (0-100) of predictions that pass :func:`passes_seed` (the seed's "Pass Rate" x 100)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    return _rate([passes_seed(p, r, language) for p, r in zip(predictions, references)])

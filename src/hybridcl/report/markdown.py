@@ -26,7 +26,7 @@ METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in
              "(lower is better)", "nats per token"),
     "token_accuracy": ("target tokens the greedy prediction gets right, teacher-forced", "% of target tokens"),
     "bleu_codexglue_code_to_text": ("CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over "
-                                    "examples (the seed's BLEU)", "BLEU (0-100)"),
+                                    "examples", "BLEU (0-100)"),
     "bleu_codexglue_text_to_code": ("CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, "
                                     "add-one smoothed", "BLEU (0-100)"),
     "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
@@ -35,6 +35,10 @@ METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in
     "syntax_pass": ("outputs that parse (tree-sitter)", "% of outputs"),
     "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
     "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
+    "bleu_seed": ("the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
+                  "averaged over examples (eval.seed_metrics)", "BLEU (0-100)"),
+    "syntax_pass_seed": ("the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
+                         "the reference (eval.seed_metrics; not a parse)", "% of outputs"),
     "cut_share": ("generations cut by eval.max_new_tokens before their function (or text) ended", "% of generations"),
 }
 BLEU_NAME = ("CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
