@@ -300,3 +300,18 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
     report = (run / "report.md").read_text()
     assert "bleu_seed" in report and "syntax_pass_seed" in report
     assert config is None or config["data"]["direction"] == "completion"
+
+
+def test_seed_original_runs_on_a_causal_model(tmp_path, capsys):
+    """The flaw-by-flaw commands of docs/reproduction.md use a causal model: a Llama block with LoRA in it,
+    the copy objective and unmasked padding on prompt + target sequences."""
+    rc = main(["run", "preset=seed-original", "model.name=tiny:llama", "data.source=bundled", "data.path=null",
+               "components.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]", "data.max_train=8",
+               "data.max_val=4", "data.max_source_len=64", "data.max_target_len=64", "train.epochs=1",
+               "eval.max_examples=2", "eval.max_new_tokens=8", "eval.bootstrap_resamples=20", "run.device=cpu",
+               f"run.output_dir={tmp_path}", "run.name=causal", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "causal" / "results.json").read_text())
+    assert results["params"]["lora_per_adapter"] > 0 and "bleu_seed" in results["matrix"]
+    # task isolation with the task id: python's cells after javascript are python's own
+    assert results["matrix"]["loss"][2][0] == results["matrix"]["loss"][1][0]
