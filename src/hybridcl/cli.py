@@ -226,7 +226,7 @@ def _add_report_commands(sub) -> None:
     compare.set_defaults(func=_compare)
 
     gen = sub.add_parser("generate", help="generate with a run's components for one task (or --task auto)")
-    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="docstrings (text-to-code) or code (code-to-text)")
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="docstrings (text-to-code), code (code-to-text) or the start of a function (completion)")
     gen.add_argument("--run", required=True, metavar="RUN_DIR")
     gen.add_argument("--task", required=True, help="a task of the run, or auto (chosen per prompt by routing)")
     gen.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
