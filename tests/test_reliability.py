@@ -403,14 +403,17 @@ def test_orphaned_children_are_killed(tmp_path):
 
     from hybridcl.evaluate.sandbox import run_untrusted
 
+    # The child marks its command line: its pid inside the sandbox's pid namespace means nothing here.
+    marker = f"hybridcl-orphan-{os.getpid()}-{time.monotonic_ns()}"
     code = ("import subprocess, sys\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
             "print(p.pid, flush=True)\n")  # exits at once, leaving the child behind
     r = run_untrusted(code, timeout_s=10)
     assert r.status == "passed"
-    pid = int(r.stdout.split()[0])
     time.sleep(0.2)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    alive = [p.pid for p in psutil.process_iter(["cmdline", "status"])
+             if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+    assert alive == []
 
 
 def test_output_flood_is_bounded():

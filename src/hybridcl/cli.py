@@ -131,10 +131,13 @@ def _run(args) -> int:
         axes = sweep_axes(raw, args.sweep)
         if axes:
             points = sweep_points(raw, axes)
+            for point in points:
+                _check_sandbox(point.config)
             run_dir = new_sweep_dir(raw, axes)
             write_sweep(run_dir, axes, points)
             return _run_sweep(run_dir, points, progress)
         config = build_config(raw)
+        _check_sandbox(config)
         run_dir = new_run_dir(config)
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
     run_experiment(config, run_dir, progress=progress)
@@ -175,6 +178,16 @@ def _main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
+
+
+def _check_sandbox(config) -> None:
+    """Refuse before training, not after, when HumanEval's generated code could not be isolated; say
+    which protections it will run under."""
+    if config.eval.humaneval:
+        from hybridcl.evaluate.sandbox import isolation_protections
+
+        protections = isolation_protections(config.eval.allow_unsandboxed)
+        print(f"hybridcl: sandbox protections: {', '.join(protections)}", file=sys.stderr)
 
 
 def _eval(args) -> int:

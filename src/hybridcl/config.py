@@ -221,6 +221,9 @@ class EvalConfig:
     humaneval_samples: int = 1  # completions per problem; pass@k needs samples >= k
     humaneval_problems: int | None = None  # None = all 164
     sandbox_timeout_s: float = 10.0
+    # Run generated code even where the sandbox cannot isolate it (own uid or user namespace, private
+    # file system, pid and network namespaces): only on a machine you do not mind it damaging.
+    allow_unsandboxed: bool = False
 
     def validate(self, key: str) -> None:
         _positive(self.max_new_tokens, f"{key}.max_new_tokens")
@@ -234,6 +237,9 @@ class EvalConfig:
             _positive(self.max_examples, f"{key}.max_examples")
         _positive(self.humaneval_samples, f"{key}.humaneval_samples")
         _positive(self.bootstrap_resamples, f"{key}.bootstrap_resamples")
+        if self.humaneval_problems is not None and not 1 <= self.humaneval_problems <= 164:
+            raise ConfigError(f"{key}.humaneval_problems = {self.humaneval_problems}: must be 1-164 "
+                              "(HumanEval has 164 problems), or null for all of them")
         _positive(self.sandbox_timeout_s, f"{key}.sandbox_timeout_s")
 
 

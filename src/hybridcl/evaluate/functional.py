@@ -33,7 +33,8 @@ def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, settings: Generation
     samples = [out if isinstance(out, list) else [out] for out in outputs]
     completions = [["\n" + extract_code(text) for text in group] for group in samples]
     ks = [k for k in (1, 10, 100) if k <= n]
-    result = evaluate_completions(problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s)
+    result = evaluate_completions(problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s,
+                                  allow_unsandboxed=cfg.allow_unsandboxed)
     result["samples"] = n
     result["problems"] = len(problems)
     return result

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from hybridcl.errors import HybridclError
-from hybridcl.evaluate.sandbox import run_untrusted
+from hybridcl.evaluate.sandbox import isolation_protections, run_untrusted
 
 # Codex paper (Chen et al. 2021, sec. 2.3): a completion ends where a new top-level statement starts.
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -64,20 +64,25 @@ def evaluate_completions(
     *,
     truncate: bool = False,
     workers: int | None = None,
+    allow_unsandboxed: bool = False,
 ) -> dict:
     """Run every completion of every problem in the sandbox and compute pass@k for each k in ``ks``.
 
     ``completions[i]`` are the samples for ``problems[i]`` (text generated after the prompt).
     ``truncate=True`` first applies ``truncate_completion``. Returns ``{"pass@k": 0-100, ...,
     "per_problem": [{"task_id", "n", "correct", "statuses"}], "protections": [...]}``; a k larger
-    than some problem's sample count is left out (pass@k needs n >= k).
+    than some problem's sample count is left out (pass@k needs n >= k). ``protections`` lists what
+    the sandbox enforced; where it cannot isolate the code this raises ``SandboxUnavailable`` unless
+    ``allow_unsandboxed`` (then ``protections`` shows the weaker set).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
+    isolation_protections(allow_unsandboxed)  # refuse once, before any thread starts
     jobs = [(i, check_program(p, truncate_completion(c) if truncate else c))
             for i, (p, cs) in enumerate(zip(problems, completions)) for c in cs]
     with ThreadPoolExecutor(max_workers=workers or 2) as pool:
-        results = list(pool.map(lambda job: run_untrusted(job[1], timeout_s=timeout_s), jobs))
+        results = list(pool.map(lambda job: run_untrusted(job[1], timeout_s=timeout_s,
+                                                            allow_unsandboxed=allow_unsandboxed), jobs))
     statuses: list[list[str]] = [[] for _ in problems]
     protections: set[str] = set()
     for (i, _), r in zip(jobs, results):
