@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from hybridcl.errors import HybridclError
+from hybridcl.errors import HybridclError, describe_os_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sweeps:
         args.sweep = [*(args.sweep or []), *sweeps]
+    args.run_folder = None  # set by `run` once it knows its folder, for the messages below
     _quiet_libraries()
     try:
         result = args.func(args)
@@ -72,14 +73,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hybridcl: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # disk full outside hybridcl.io (logs, caches, plots): still one line
-        if args.debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as exc:  # a write or read outside hybridcl.io (logs, caches, plots, exports): still one line
+        if args.debug:
             raise
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        print(f"hybridcl: error: disk full{where}: free space and resume with `hybridcl run --resume RUN_DIR`", file=sys.stderr)
+        message = describe_os_error(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args.run_folder:
+            message = f"disk full ({exc.filename or args.run_folder}): free space and continue with `hybridcl run --resume {args.run_folder}`"
+        print(f"hybridcl: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume RUN_DIR`", file=sys.stderr)
+        if args.run_folder:
+            print(f"hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume {args.run_folder}`",
+                  file=sys.stderr)
+        else:
+            print("hybridcl: interrupted", file=sys.stderr)
         return 130
     return result or 0
 
@@ -139,8 +146,15 @@ def _run(args) -> int:
         config = build_config(raw)
         _check_sandbox(config)
         run_dir = new_run_dir(config)
+    fresh = not run_dir.exists()
+    args.run_folder = run_dir
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
-    run_experiment(config, run_dir, progress=progress)
+    try:
+        run_experiment(config, run_dir, progress=progress)
+    except (HybridclError, OSError):
+        if fresh:
+            _remove_unstarted(run_dir)
+        raise
     if _main_process():
         from hybridcl.report.markdown import write_report
         from hybridcl.report.summary import run_summary
@@ -178,6 +192,15 @@ def _main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """A new run that failed before saving any progress (no state.json yet: bad data, a missing
+    model, a full disk) leaves no folder behind; one with progress stays, for --resume."""
+    import shutil
+
+    if run_dir.is_dir() and not any(run_dir.rglob("state.json")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _check_sandbox(config) -> None:
@@ -273,8 +296,13 @@ def _compare(args) -> int:
 
 
 def _generate(args) -> int:
+    from hybridcl.errors import ConfigError
     from hybridcl.inference import load_run
 
+    # The same rule as eval.max_new_tokens / eval.num_beams, checked before the run is loaded.
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} = {value}: must be greater than 0")
     run = load_run(args.run, seed=args.seed)
     kwargs = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None}
     texts, tasks = run.generate(args.task, args.prompts, return_tasks=True, **kwargs)

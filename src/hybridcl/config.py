@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from hybridcl.constants import LANGUAGES
+from hybridcl.data.records import MAX_RECORD_BYTES
 from hybridcl.errors import ConfigError, unknown_choice
 from hybridcl.strategies import STRATEGIES
 
@@ -141,6 +142,9 @@ class DataConfig:
     # max_target_len tokens with no end-of-sequence token, so the model never learns to stop there.
     long_targets: Literal["drop", "cut"] = "drop"
     cache_dir: str | None = None  # tokenised-data cache; None = <run>/cache
+    # Records (JSON lines) longer than this many bytes are skipped, unparsed, and counted in the
+    # data report: memory stays bounded whatever the input. None = no bound.
+    max_record_bytes: int | None = MAX_RECORD_BYTES
 
     def validate(self, key: str) -> None:
         if self.source in ("codesearchnet", "jsonl") and not self.path:
@@ -158,6 +162,8 @@ class DataConfig:
         if self.selection == "first_rows" and (self.max_train is None or self.max_val is None):
             raise ConfigError(f"{key}.selection = first_rows needs {key}.max_train and {key}.max_val (e.g. 8000 and 2000): "
                               "the evaluation rows follow the training rows in the train split")
+        if self.max_record_bytes is not None:
+            _positive(self.max_record_bytes, f"{key}.max_record_bytes")
 
 
 @dataclass
@@ -325,6 +331,9 @@ def raw_config(preset: str | None = None, overrides: list[str] | tuple[str, ...]
     rest = []
     for item in overrides:
         key, sep, value = item.partition("=")
+        if key in ("preset", "config") and sep and not value.strip():  # not silently the default
+            raise ConfigError(f"override {item!r} is empty: give a preset name (one of {', '.join(preset_names())}) "
+                              "or a YAML file, e.g. preset=smoke or config=my.yaml")
         if key == "preset" and sep:  # a bare `preset` is a mistake, not the default preset
             preset = value
         elif key == "config" and sep:
@@ -362,9 +371,10 @@ def _validate_nested(obj: Any, key: str) -> None:
 def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name in seen:
         raise ConfigError(f"preset {name!r} extends itself through {' -> '.join(seen)}")
+    # Only the shipped presets, by name: `extends: ../../x` or `preset=/etc/x` must not read other files.
+    if not isinstance(name, str) or name not in preset_names():
+        raise ConfigError(unknown_choice("preset", str(name), preset_names()))
     path = resources.files("hybridcl") / "presets" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(unknown_choice("preset", name, preset_names()))
     raw = _parse_yaml(path.read_text(), f"preset {name} ({path})")
     raw.setdefault("preset", name)
     parent = raw.pop("extends", None)
@@ -374,20 +384,56 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The config file the user named; its ``extends:`` may name a shipped preset, nothing else."""
+    if path.is_dir():
+        hint = " (a run folder: continue it with `hybridcl run --resume`)" if (path / "config.yaml").is_file() else ""
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}: name a .yaml file, e.g. config={path}/config.yaml")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: byte {exc.start + 1} is not UTF-8 text: save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     raw = _parse_yaml(text, str(path))
     parent = raw.pop("extends", None)
+    if parent is not None and not (isinstance(parent, str) and parent in preset_names()):
+        raise ConfigError(f"{path}: extends: {parent!r} is not a preset: extends names one of "
+                          f"{', '.join(preset_names())}; put the keys of another file in this one")
     return _merge(_load_preset(parent), raw) if parent else raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last value silently, so a config could say one thing and do another)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: PyYAML reports it itself
+                    continue
+                if first != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (first on line {first + 1}): keep one",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a mapping with the same key twice (``ConstructorError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -417,7 +463,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=1)")
     try:
-        value = yaml.safe_load(text) if text != "" else None
+        value = load_yaml(text) if text != "" else None
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on a date like 2001-13-01
         value = text
     parts = key.split(".")

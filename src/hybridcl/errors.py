@@ -31,3 +31,28 @@ def unknown_choice(what: str, value: object, allowed: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown {what} {value!r}{hint}: allowed are {', '.join(allowed)}"
+
+
+def describe_os_error(exc: OSError, path: object = None) -> str:
+    """One line for a failed file operation: the path, the cause and what to do about it.
+
+    ``path`` names the file the user knows (e.g. the final name rather than a temporary one);
+    without it the exception's own file name is used.
+    """
+    import errno
+
+    where = str(path if path is not None else exc.filename or "a file")
+    cause = exc.strerror or str(exc)
+    advice = {
+        errno.ENOSPC: "free space there and run the command again (a run continues with `hybridcl run --resume`)",
+        errno.EDQUOT: "free space there and run the command again (a run continues with `hybridcl run --resume`)",
+        errno.EROFS: "the file system is read-only: copy the folder somewhere writable or mount it read-write",
+        errno.EACCES: "you may not write there: choose another folder or change its permissions",
+        errno.EPERM: "you may not write there: choose another folder or change its permissions (or `chattr -i`)",
+        errno.ENAMETOOLONG: "choose a shorter name (run.name, the output folder or file name)",
+        errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
+        errno.EISDIR: "that path is a folder: name a file",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "check the path and the file system")
+    what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else cause
+    return f"{what} ({where}): {advice}"

@@ -5,7 +5,6 @@ complete results and checkpoints.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import tempfile
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from hybridcl.errors import HybridclError, RunError
+from hybridcl.errors import HybridclError, RunError, describe_os_error
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -32,13 +31,16 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # the rename itself survives a power loss
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise HybridclError(f"disk full while saving {path}: free space on {path.parent} and resume the run") from exc
-        raise
+    except OSError as exc:  # name the final path, not the temp file, and say what to do
+        raise HybridclError("cannot save: " + describe_os_error(exc, exc.filename if _outside(exc.filename, path) else path)) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _outside(filename, path: Path) -> bool:
+    """True when the error is about another path than ``path`` or its temp file (e.g. a parent folder)."""
+    return filename is not None and Path(filename).parent != path.parent
 
 
 def _umask() -> int:
@@ -67,17 +69,56 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """The JSON document at ``path``; a missing, truncated or non-UTF-8 file is a ``RunError`` that
+    says how to get it back (for a run's ``state.json`` and ``results.json``)."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{path}: byte {exc.start} is not UTF-8 text (the file is damaged){_recovery(path)}") from None
     except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise RunError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}){_recovery(path)}") from None
+    except OSError as exc:
+        raise RunError("cannot read: " + describe_os_error(exc, path)) from None
+
+
+def _recovery(path: Path) -> str:
+    """How to rebuild a damaged file of a run folder (seed-N/state.json, seed-N/results.json, results.json)."""
+    seed_dir = path.parent if path.parent.name.startswith("seed-") else None
+    run_dir = seed_dir.parent if seed_dir else path.parent
+    if path.name == "state.json" and seed_dir:
+        return (f": delete it and run `hybridcl run --resume {run_dir}` to train {seed_dir.name} again "
+                "from its first task (the other seeds are kept)")
+    if path.name == "results.json":
+        return f": rebuild it from the run's checkpoints with `hybridcl eval {run_dir}`"
+    return ""
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    """Write ``tensors`` as a safetensors file, atomically; the same tensors and metadata give the
+    same bytes (safetensors itself writes the metadata in hash-map order, different every process)."""
+    data = _sorted_metadata(save(tensors, metadata=metadata))
+    # Written by Python rather than safetensors' save_file: a full disk is then an OSError with an
+    # errno (safetensors raises its own SafetensorError), so it gets the same one-line message.
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its header's ``__metadata__`` keys in sorted order.
+
+    The header is 8 bytes of little-endian length, then JSON padded with spaces to a multiple of 8;
+    tensor offsets count from the end of the header, so a header of another length stays valid.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" not in header:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -88,5 +129,16 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except FileNotFoundError:
         raise RunError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise RunError("cannot read: " + describe_os_error(exc, path)) from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise RunError(f"{path} is not a readable safetensors file ({exc}); delete it and resume") from None
+        raise RunError(f"{path} is not a readable safetensors file ({exc}){_checkpoint_recovery(path)}") from None
+
+
+def _checkpoint_recovery(path: Path) -> str:
+    """For a checkpoint of a run (RUN/seed-N/tasks/I-TASK/*.safetensors): resuming trains that task again."""
+    if path.parent.parent.name == "tasks" and path.parent.parent.parent.name.startswith("seed-"):
+        run_dir = path.parent.parent.parent.parent
+        return (f": run `hybridcl run --resume {run_dir}` to train that task again from the previous "
+                "task's checkpoint (same config and seed, the same result on the same machine)")
+    return ": delete it and write it again"

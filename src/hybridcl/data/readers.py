@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hybridcl.constants import LANGUAGES as CSN_LANGUAGES  # CodeSearchNet's six
-from hybridcl.data.records import Record, iter_json_lines, read_records, record_from_dict
+from hybridcl.data.records import TOO_LONG, Record, iter_json_lines, read_records, record_from_dict
 from hybridcl.errors import DataError
 
 SOURCES = ("bundled", "codesearchnet", "jsonl", "hf")
@@ -41,8 +42,14 @@ def bundled_languages() -> list[str]:
     return sorted(json.loads(manifest.read_text(encoding="utf-8"))["languages"])
 
 
-def read_split(source: str, path: str | None, language: str, split: str) -> tuple[list[Record], list[str]]:
-    """Records of one language and split from ``source``; also returns the files read."""
+def read_split(source: str, path: str | None, language: str, split: str, *, max_record_bytes: int | None = None,
+               skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
+    """Records of one language and split from ``source``; also returns the files read.
+
+    Records longer than ``max_record_bytes`` (bytes of JSON) are skipped before they are parsed,
+    and counted in ``skipped["too_long"]`` if a counter is given.
+    """
+    bound = {"max_record_bytes": max_record_bytes, "skipped": skipped}
     if split not in _HF_SPLITS:
         raise DataError(f"unknown split {split!r}: choose train, valid or test")
     if source == "bundled":
@@ -50,13 +57,13 @@ def read_split(source: str, path: str | None, language: str, split: str) -> tupl
         if language not in languages:
             raise DataError(f"unsupported language {language!r} for data.source=bundled: the bundled corpus has {', '.join(languages)}; "
                             "use data.source=codesearchnet or data.source=jsonl for other languages")
-        return read_jsonl_split(bundled_dir(), language, split)
+        return read_jsonl_split(bundled_dir(), language, split, **bound)
     if source == "jsonl":
-        return read_jsonl_split(_need_path(path, source), language, split)
+        return read_jsonl_split(_need_path(path, source), language, split, **bound)
     if source == "codesearchnet":
-        return read_codesearchnet(_need_path(path, source), language, split)
+        return read_codesearchnet(_need_path(path, source), language, split, **bound)
     if source == "hf":
-        return read_hf(language, split, path)
+        return read_hf(language, split, path, **bound)
     raise DataError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
 
 
@@ -66,13 +73,14 @@ def _need_path(path: str | None, source: str) -> Path:
     return Path(path)
 
 
-def read_jsonl_split(root: str | Path, language: str, split: str) -> tuple[list[Record], list[str]]:
+def read_jsonl_split(root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None,
+                     skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
     """``root/<language>.<split>.jsonl.gz`` (or ``.jsonl``), as written by ``hybridcl data extract``."""
     root = Path(root)
     for name in (f"{language}.{split}.jsonl.gz", f"{language}.{split}.jsonl"):
         file = root / name
         if file.is_file():
-            records = read_records(file)
+            records = read_records(file, max_bytes=max_record_bytes, skipped=skipped)
             _check_language(records, language, file)
             return records, [str(file)]
     raise DataError(f"{root}: no {language}.{split}.jsonl.gz or {language}.{split}.jsonl; "
@@ -86,7 +94,8 @@ def _check_language(records: list[Record], language: str, file: Path) -> None:
                             "the file name must match the language of its records")
 
 
-def read_codesearchnet(root: str | Path, language: str, split: str) -> tuple[list[Record], list[str]]:
+def read_codesearchnet(root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None,
+                       skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
     """The official release: ``root/<language>/final/jsonl/<split>/*.jsonl.gz``."""
     if language not in CSN_LANGUAGES:
         raise DataError(f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}")
@@ -97,7 +106,7 @@ def read_codesearchnet(root: str | Path, language: str, split: str) -> tuple[lis
                         f"so that {language}/final/jsonl/{split}/ exists")
     records = []
     for file in files:
-        records.extend(read_records(file))  # the release's rows carry the record fields by the same names
+        records.extend(read_records(file, max_bytes=max_record_bytes, skipped=skipped))  # the release's rows carry the record fields by the same names
     return records, [str(f) for f in files]
 
 
@@ -117,7 +126,8 @@ def hf_row_to_record(row: Any, where: str) -> Record:
     return record_from_dict({field: row.get(column) for column, field in HF_FIELDS.items()}, where)
 
 
-def read_hf(language: str, split: str, path: str | None = None) -> tuple[list[Record], list[str]]:
+def read_hf(language: str, split: str, path: str | None = None, *, max_record_bytes: int | None = None,
+            skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
     """The Hugging Face ``code_search_net`` dataset.
 
     ``path`` None or a hub id (default ``code_search_net``): downloaded with ``datasets`` (needs
@@ -136,8 +146,10 @@ def read_hf(language: str, split: str, path: str | None = None) -> tuple[list[Re
                             "save the dataset with Dataset.to_json or point data.path at a hub id")
         records = []
         for file in files:
-            for lineno, row in iter_json_lines(file):
-                if row is not None:
+            for lineno, row in iter_json_lines(file, max_record_bytes):
+                if row is TOO_LONG and skipped is not None:
+                    skipped["too_long"] += 1
+                elif row is not None and row is not TOO_LONG:
                     records.append(hf_row_to_record(row, f"{file}:{lineno}"))
         return records, [str(f) for f in files]
     try:
@@ -152,4 +164,14 @@ def read_hf(language: str, split: str, path: str | None = None) -> tuple[list[Re
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"hf dataset {name} ({language}, {hf_split}): cannot load ({first}); check the network or the HF cache, "
                         "or use data.source=codesearchnet with a local copy") from None
-    return [hf_row_to_record(dict(row), f"{name}/{language}/{hf_split}:row {i + 1}") for i, row in enumerate(dataset)], [f"hf:{name}/{language}/{hf_split}"]
+    records = []
+    for i, row in enumerate(dataset):
+        row = dict(row)
+        # Rows come already decoded here; the bound still keeps a huge one away from the parsers.
+        size = sum(len(v.encode("utf-8")) for v in row.values() if isinstance(v, str))
+        if max_record_bytes is not None and size > max_record_bytes:
+            if skipped is not None:
+                skipped["too_long"] += 1
+            continue
+        records.append(hf_row_to_record(row, f"{name}/{language}/{hf_split}:row {i + 1}"))
+    return records, [f"hf:{name}/{language}/{hf_split}"]

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ from typing import Any
 from hybridcl.errors import DataError
 
 FIELDS = ("repo", "path", "func_name", "language", "code", "docstring")  # required, strings
+# Records (JSON lines) longer than this are skipped unread by a run (``data.max_record_bytes``): one
+# 55 MB function took 12.5 GB and 158 s, most of it in ast.parse.
+MAX_RECORD_BYTES = 1_000_000
+TOO_LONG = object()  # what iter_json_lines yields for a line over its max_bytes
+_SKIP_CHUNK = 1 << 16
 
 
 @dataclass
@@ -67,20 +73,29 @@ def _text(value: Any, name: str, where: str) -> str:
     return value
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, parsed_object)`` for each non-blank line of a jsonl(.gz) file.
+def iter_json_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, parsed_object)`` for each line of a jsonl(.gz) file (``None`` for a blank one).
 
-    Raises :class:`DataError` for a missing file, corrupt gzip data, non-UTF-8 text or
-    malformed JSON, naming the file and the (1-based) line.
+    A line longer than ``max_bytes`` (bytes, without its newline) is neither kept in memory nor
+    parsed: it yields ``TOO_LONG``, and reading goes on from the next line, so memory stays below
+    about ``max_bytes`` whatever the file holds. Raises :class:`DataError` for a missing file,
+    corrupt gzip data, non-UTF-8 text or malformed JSON, naming the file and the (1-based) line.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path (record files are .jsonl or .jsonl.gz)")
     gz = path.name.endswith(".gz")
     lineno = 0
+    limit = -1 if max_bytes is None else max_bytes + 1  # + 1: room for the newline
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
-            for lineno, raw in enumerate(handle, 1):
+            while raw := handle.readline(limit):
+                lineno += 1
+                if len(raw) == limit and not raw.endswith(b"\n"):
+                    while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                        pass  # drop the rest of the line a chunk at a time
+                    yield lineno, TOO_LONG
+                    continue
                 yield lineno, _parse_line(raw, f"{path}:{lineno}")
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{path}:{lineno + 1}: corrupt gzip data ({exc or type(exc).__name__}); re-download or re-create the file") from None
@@ -105,10 +120,18 @@ def _parse_line(raw: bytes, where: str) -> Any:
         raise DataError(f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object") from None
 
 
-def read_records(path: str | Path) -> list[Record]:
-    """Read a record file (``.jsonl`` or ``.jsonl.gz``); strict, see the module docstring."""
+def read_records(path: str | Path, *, max_bytes: int | None = None, skipped: Counter | None = None) -> list[Record]:
+    """Read a record file (``.jsonl`` or ``.jsonl.gz``); strict, see the module docstring.
+
+    Records longer than ``max_bytes`` (bytes of their JSON line) are skipped before parsing and
+    counted in ``skipped["too_long"]`` when a counter is given.
+    """
     records = []
-    for lineno, obj in iter_json_lines(path):
+    for lineno, obj in iter_json_lines(path, max_bytes):
+        if obj is TOO_LONG:
+            if skipped is not None:
+                skipped["too_long"] += 1
+            continue
         if obj is None:
             continue
         records.append(record_from_dict(obj, f"{path}:{lineno}"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -263,14 +264,18 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
             raise DataError(f"data.selection = first_rows evaluates on the train split's rows after the training rows; "
                             f"eval.split = {eval_split} has no meaning there: set eval.split=valid")
         report["selection"] = "first_rows"
-        train_records, train_files = read_split(data_cfg.source, data_cfg.path, language, "train")
+        first_skipped: Counter = Counter()
+        train_records, train_files = read_split(data_cfg.source, data_cfg.path, language, "train",
+                                                max_record_bytes=data_cfg.max_record_bytes, skipped=first_skipped)
         rows = {"train": train_records[:data_cfg.max_train],
                 eval_split: train_records[data_cfg.max_train:data_cfg.max_train + data_cfg.max_val]}
     for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1:]:
+        skipped: Counter = Counter()
         if first_rows:
-            records, files = rows[split], train_files
+            records, files, skipped = rows[split], train_files, first_skipped
         else:
-            records, files = read_split(data_cfg.source, data_cfg.path, language, split)
+            records, files = read_split(data_cfg.source, data_cfg.path, language, split,
+                                        max_record_bytes=data_cfg.max_record_bytes, skipped=skipped)
         examples = make_examples(records, data_cfg.direction, completion_prefix=data_cfg.completion_prefix,
                                  completion_target=data_cfg.completion_target,
                                  copy=split == "train" and data_cfg.train_objective == "copy")
@@ -278,8 +283,8 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
             kept, checked, n_long = _first_rows(examples, too_long, drop=data_cfg.long_targets == "drop")
         else:
             kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
-        report[split] = {"files": files, "records": len(records), "skipped_empty": len(records) - len(examples),
-                         "examples": len(examples), "kept": len(kept)}
+        report[split] = {"files": files, "records": len(records), "skipped_too_long": skipped["too_long"],
+                         "skipped_empty": len(records) - len(examples), "examples": len(examples), "kept": len(kept)}
         if too_long is not None:
             report[split].update(long_targets_checked=checked, long_targets=n_long)
         if not kept:
@@ -288,6 +293,8 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
                 raise DataError(f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets are longer "
                                 f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set data.long_targets=cut")
             raise DataError(f"{where}: no {split} examples for {language} ({len(records)} records, "
-                            f"{len(records) - len(examples)} with an empty docstring summary or code); use a source with documented functions")
+                            f"{len(records) - len(examples)} with an empty docstring summary or code, "
+                            f"{skipped['too_long']} longer than data.max_record_bytes={data_cfg.max_record_bytes}); "
+                            "use a source with documented functions")
         splits[split] = kept
     return TaskData(language, splits["train"], splits[eval_split], report)

@@ -20,6 +20,7 @@ import functools
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import socket
 import tempfile
@@ -97,10 +98,7 @@ def load_base(cfg: ModelConfig) -> Base:
         model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     elif name.endswith(".gguf"):
-        path = Path(name)
-        if not path.is_file():
-            raise ModelError(f"GGUF file {path} does not exist: set model.name to an existing .gguf file")
-        model, tokenizer = _load_gguf(path)
+        model, tokenizer = _load_gguf(_checked_gguf(Path(name)))
     else:
         model, tokenizer = _load_pretrained(cfg)
     model.requires_grad_(False)
@@ -131,7 +129,11 @@ def base_config(cfg: ModelConfig) -> PretrainedConfig:
     if name.startswith("embedded:"):
         return AutoConfig.from_pretrained(embedded_folder(name.partition(":")[2]))
     if name.endswith(".gguf"):
-        return AutoConfig.from_pretrained(str(Path(name).parent), gguf_file=Path(name).name)
+        path = _checked_gguf(Path(name))
+        try:
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        except (ValueError, OSError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"GGUF file {path} cannot be read by transformers: {str(exc).splitlines()[0]}") from exc
     try:
         return AutoConfig.from_pretrained(name, **_hub_kwargs(cfg, name))
     except OSError as exc:
@@ -150,6 +152,11 @@ def _load_pretrained(cfg: ModelConfig):
         model = model_class(config).from_pretrained(
             cfg.name, use_safetensors=None if cfg.allow_pickle else True, **_hub_kwargs(cfg, cfg.name)
         )
+    except pickle.UnpicklingError as exc:  # torch's weights_only loader refused an object in the pickle
+        raise ModelError(
+            f"model {cfg.name}: the pickle checkpoint holds objects other than tensors and was refused by "
+            f"torch's safe loader, even with model.allow_pickle=true ({str(exc).splitlines()[0][:200]}): "
+            "get a safetensors checkpoint of this model; it may be malicious") from exc
     except OSError as exc:
         if not cfg.allow_pickle and "safetensors" in str(exc).lower():
             raise ModelError(
@@ -201,6 +208,25 @@ def _offline_tokenizer(name: str, cfg: ModelConfig):
         return AutoTokenizer.from_pretrained(name, **_hub_kwargs(cfg, name))
     except (OSError, ValueError):
         return ByT5Tokenizer()
+
+
+def _checked_gguf(path: Path) -> Path:
+    """``path`` if it is a readable GGUF file, else a ``ModelError`` saying what is wrong with it.
+
+    Parsed with the ``gguf`` package (what transformers reads GGUF with) first, so a damaged file is
+    named as such instead of surfacing as transformers' "not a valid JSON file" or a codec error.
+    """
+    if not path.is_file():
+        raise ModelError(f"GGUF file {path} does not exist: set model.name to an existing .gguf file")
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, UnicodeDecodeError, IndexError, ... on bad bytes
+        raise ModelError(f"GGUF file {path} is damaged or not a GGUF model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}): download it again or set "
+                         "model.name to another .gguf file") from exc
+    return path
 
 
 def _load_gguf(path: Path):
