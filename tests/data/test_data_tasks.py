@@ -66,7 +66,7 @@ def test_load_task_data_jsonl_subsample(tmp_path):
     cfg = DataConfig(source="jsonl", path=str(_jsonl_dir(tmp_path)), max_train=10, direction="code-to-text")
     a = load_task_data(cfg, "python", seed=0)
     assert len(a.train) == 10 and len(a.val) == 5
-    assert a.report["train"] == {"files": [str(tmp_path / "python.train.jsonl.gz")], "records": 30, "skipped_empty": 0, "examples": 30, "kept": 10}
+    assert a.report["train"] == {"files": [str(tmp_path / "python.train.jsonl.gz")], "records": 30, "skipped_too_long": 0, "skipped_empty": 0, "examples": 30, "kept": 10}
     assert [e.id for e in load_task_data(cfg, "python", seed=0).train] == [e.id for e in a.train]
     assert [e.id for e in load_task_data(cfg, "python", seed=1).train] != [e.id for e in a.train]
     assert a.train[0].direction == "code-to-text"
