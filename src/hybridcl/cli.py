@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = describe_os_error(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args.run_folder:
-            message = f"disk full ({exc.filename or args.run_folder}): free space and continue with `hybridcl run --resume {args.run_folder}`"
+            message = f"{exc.filename or args.run_folder}: disk full: free space and continue with `hybridcl run --resume {args.run_folder}`"
         print(f"hybridcl: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -207,7 +207,10 @@ def run_seed(config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = Tr
         state = SeedState(train=finished.train)  # training records stay; every row is evaluated again
     else:
         state = seed_dir.load_state()
-        if state.finished:
+        if (bad := seed_dir.first_unreadable_stage(state)) is not None:  # train again from there (deterministic)
+            state = SeedState(rows=state.rows[:bad], train=state.train[:bad - 1],
+                              routed={i: r for i, r in state.routed.items() if i < bad})
+        elif state.finished:
             return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
     seed_dir.path.mkdir(parents=True, exist_ok=True)
     recipe = ContinualRecipe(config, seed_dir, checkpoints=reevaluate_from, progress=progress)

@@ -46,7 +46,7 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
     advice = {
         errno.ENOSPC: "free space there and run the command again (a run continues with `hybridcl run --resume`)",
         errno.EDQUOT: "free space there and run the command again (a run continues with `hybridcl run --resume`)",
-        errno.EROFS: "the file system is read-only: copy the folder somewhere writable or mount it read-write",
+        errno.EROFS: "copy the folder somewhere writable or mount it read-write",
         errno.EACCES: "you may not write there: choose another folder or change its permissions",
         errno.EPERM: "you may not write there: choose another folder or change its permissions (or `chattr -i`)",
         errno.ENAMETOOLONG: "choose a shorter name (run.name, the output folder or file name)",
@@ -55,4 +55,4 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
         errno.ENOENT: "check the path",
     }.get(exc.errno, "check the path and the file system")
     what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else cause
-    return f"{what} ({where}): {advice}"
+    return f"{where}: {what}: {advice}"

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcl.errors import RunError
+from hybridcl.errors import RunError, describe_os_error
 
 
 def _empty_target(out: Path) -> Path:
@@ -67,7 +68,7 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
             model.get_encoder().config.num_layers = len(stack)
         # causal stacks: attach_slot already counted the slot in num_hidden_layers / n_layer.
     model.config.use_cache = True
-    with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
+    with _writing(out), tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         run.tokenizer.save_pretrained(tmp)
         _write_provenance(Path(tmp), run, task, "merged")
@@ -100,7 +101,7 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
                        "cannot hold: export it with --merged")
     (key,) = keys
     name = run.config.model.name
-    with tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
+    with _writing(out), tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
         run.model.save_pretrained(tmp, selected_adapters=[key], safe_serialization=True)
         folder = Path(tmp) if key == "default" else Path(tmp) / key  # PEFT puts named adapters in a subfolder
         config_file = folder / "adapter_config.json"
@@ -111,6 +112,20 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
         _write_provenance(folder, run, task, "peft")
         _move_into(folder, out)
     return out
+
+
+@contextlib.contextmanager
+def _writing(out: Path):
+    """A failed write (disk full, read-only, no permission, name too long) is one ``RunError`` naming
+    ``out``, not the temporary folder; safetensors reports its own I/O errors as ``SafetensorError``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except OSError as exc:
+        raise RunError("cannot export to " + describe_os_error(exc, out)) from exc
+    except SafetensorError as exc:
+        raise RunError(f"cannot export to {out}: {str(exc).splitlines()[0]}: check free space and permissions there") from exc
 
 
 def _parent(out: Path) -> str:

@@ -32,7 +32,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # the rename itself survives a power loss
     except OSError as exc:  # name the final path, not the temp file, and say what to do
-        raise HybridclError("cannot save: " + describe_os_error(exc, exc.filename if _outside(exc.filename, path) else path)) from exc
+        raise HybridclError("cannot save " + describe_os_error(exc, exc.filename if _outside(exc.filename, path) else path)) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -81,7 +81,7 @@ def read_json(path: str | Path) -> Any:
     except json.JSONDecodeError as exc:
         raise RunError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}){_recovery(path)}") from None
     except OSError as exc:
-        raise RunError("cannot read: " + describe_os_error(exc, path)) from None
+        raise RunError("cannot read " + describe_os_error(exc, path)) from None
 
 
 def _recovery(path: Path) -> str:
@@ -130,7 +130,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise RunError(f"{path} does not exist") from None
     except OSError as exc:
-        raise RunError("cannot read: " + describe_os_error(exc, path)) from None
+        raise RunError("cannot read " + describe_os_error(exc, path)) from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise RunError(f"{path} is not a readable safetensors file ({exc}){_checkpoint_recovery(path)}") from None
 

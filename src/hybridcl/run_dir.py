@@ -17,7 +17,7 @@ from pathlib import Path
 from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, dump_yaml, load_config_file
 from hybridcl.errors import ConfigError, RunError
-from hybridcl.io import read_json, write_json, write_text
+from hybridcl.io import load_tensors, read_json, write_json, write_text
 from hybridcl.results import SeedState
 
 
@@ -88,6 +88,16 @@ class SeedDir:
         if not self.state_file.exists():
             return SeedState()
         return SeedState.from_json(read_json(self.state_file), where=self.state_file, seed_dir=self.path)
+
+    def first_unreadable_stage(self, state: SeedState) -> int | None:
+        """The first finished stage (1-based) whose checkpoint is missing or damaged, if any."""
+        for i, stage in enumerate(state.stages_done, start=1):
+            for name in ("components.safetensors", "rule.safetensors"):
+                try:
+                    load_tensors(self.stage_dir(i, stage) / name)
+                except RunError:
+                    return i
+        return None
 
     def save_state(self, state: SeedState) -> None:
         write_json(self.state_file, state.to_json())
