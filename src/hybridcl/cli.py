@@ -116,6 +116,8 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # torch's safe unpickler notes the protocol before it refuses a pickle; hybridcl's own error says more.
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 def _run(args) -> int:
