@@ -88,7 +88,7 @@ def test_long_targets_are_dropped_from_both_splits_and_counted(tmp_path):
     cfg = DataConfig(source="jsonl", path=str(tmp_path), max_train=10, max_target_len=50)
     data = load_task_data(cfg, "python", target_lengths=lengths)
     assert [e.id.split("::")[1].split("#")[0] for e in data.val] == ["f1", "f2", "f4"]
-    assert data.report["valid"] | {"files": None} == {"files": None, "records": 5, "skipped_empty": 0, "examples": 5, "kept": 3,
+    assert data.report["valid"] | {"files": None} == {"files": None, "records": 5, "skipped_too_long": 0, "skipped_empty": 0, "examples": 5, "kept": 3,
                                                       "long_targets_checked": 5, "long_targets": 2}
     assert data.report["long_targets"] == {"mode": "drop", "max_target_len": 50}
     train = data.report["train"]
