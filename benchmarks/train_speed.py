@@ -1,50 +1,42 @@
-"""Training speed on the seed's workload, next to the standard Hugging Face stack.
+"""Training speed on the seed's workload, next to the standard Hugging Face stack, in one run.
 
 Trains one task with hybridcl's training loop on the codet5-small architecture (randomly
 initialised from its published config) with the synthetic workload of
-``shared/bench/peer_hf_trainer.py`` (8,000 examples, source/target lengths drawn log-normally up to
-512 tokens, 2 epochs, batch 8, lr 5e-4, clipping 1.0), then runs that peer script's ``tuned`` mode
-(Seq2SeqTrainer + PEFT LoRA, bf16, length-grouped) in the same process and prints the ratio last.
-One JSON line per measurement.
+``shared/bench/peer_hf_trainer.py`` (source/target lengths drawn log-normally up to 512 tokens,
+batch 8, lr 5e-4, clipping 1.0, LoRA r=16 on q,k,v,o,wi,wo), and that peer script's ``tuned`` mode
+(Seq2SeqTrainer + PEFT LoRA, length-grouped; bf16 on a GPU, fp32 on a CPU) on the same examples.
 
-    python benchmarks/train_speed.py                          # the full workload (a GPU)
-    python benchmarks/train_speed.py --examples 64 --no-peer  # a quick check on a CPU
+Each side runs in its own child process (so that each has its own peak RSS), interleaved
+``peer, hybridcl, peer, hybridcl, ...`` for ``--rounds`` rounds so that a busy machine slows both
+alike; the ratio of the medians comes last, with the spread of the per-round ratios. Every line
+printed is appended to ``benchmarks/results/<date>-<device>.jsonl`` with the machine's load.
 
-The peer needs CUDA; on a CPU pass --no-peer.
+    python benchmarks/train_speed.py --examples 64 --epochs 1 --rounds 2   # a CPU: ~5 min on 2 cores
+    python benchmarks/train_speed.py --rounds 1                             # a GPU: the seed's workload
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import datetime
 import importlib.util
 import io
+import contextlib
 import json
+import os
+import re
+import resource
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig
-from hybridcl.data.batching import Encoded
-from hybridcl.evaluate.efficiency import Meter
-from hybridcl.model.components import ComponentSet
-from hybridcl.model.loading import load_base
-from hybridcl.strategies import get_strategy
-from hybridcl.train import make_accelerator, train_task
-
 ROOT = Path(__file__).resolve().parents[1]
-PEER = ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py"
-
-
-def workload(n: int, peer) -> Encoded:
-    """The peer's synthetic examples, drawn with the same generator and seed."""
-    rng = np.random.default_rng(0)
-    src = peer.lengths(rng, n, 40, 8, 512)
-    tgt = peer.lengths(rng, n, 180, 16, 512)
-    ids = [rng.integers(3, 32100, s).tolist() for s in src]
-    labels = [rng.integers(3, 32100, t).tolist() for t in tgt]
-    return Encoded(ids, labels, 0, 0)
+# shared/ sits next to the main checkout (/work/shared) and two levels up from a worktree (/work/wt/x)
+PEER = next((p for p in (ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py",
+                         ROOT.parent.parent / "shared" / "bench" / "peer_hf_trainer.py") if p.exists()),
+            ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py")
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def load_peer(path: Path):
@@ -54,20 +46,42 @@ def load_peer(path: Path):
     return module
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=8000)
-    parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--strategy", default="lora_only")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--peer", type=Path, default=PEER, help="path of peer_hf_trainer.py")
-    parser.add_argument("--no-peer", action="store_true", help="skip the peer (it needs CUDA)")
-    args = parser.parse_args()
+def workload(n: int, peer):
+    """The peer's synthetic examples, drawn with the same generator, seed and order as the peer."""
+    import numpy as np
 
-    peer = load_peer(args.peer)
-    encoded = workload(args.examples, peer)
+    from hybridcl.data.batching import Encoded
+
+    rng = np.random.default_rng(0)
+    src = peer.lengths(rng, n, 40, 8, 512)
+    tgt = peer.lengths(rng, n, 180, 16, 512)
+    pairs = [(rng.integers(3, 32100, s).tolist(), rng.integers(3, 32100, t).tolist()) for s, t in zip(src, tgt)]
+    return Encoded([p[0] for p in pairs], [p[1] for p in pairs], 0, 0)
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size, GB (10^9 bytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+def machine() -> dict:
+    """Where a number was measured: load averages (1, 5, 15 min), cores, torch threads."""
+    import torch
+
+    return {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def run_hybridcl(args) -> dict:
+    import torch
+
+    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig
+    from hybridcl.model.components import ComponentSet
+    from hybridcl.model.loading import load_base
+    from hybridcl.strategies import get_strategy
+    from hybridcl.train import make_accelerator, train_task
+
+    encoded = workload(args.examples, load_peer(args.peer))
     base = load_base(ModelConfig(name="random:Salesforce/codet5-small"))
     # The peer's LoRA: r=16, alpha=32, dropout 0.1 on every linear layer of the T5 blocks.
     lora = LoraSpec(r=16, alpha=32, dropout=0.1, target_modules=["q", "k", "v", "o", "wi", "wo"])
@@ -75,30 +89,101 @@ def main() -> None:
     torch.manual_seed(0)
     components.activate("task")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=5e-4, grad_clip=1.0,
-                      precision=args.precision, log_every=50)
+                      precision=args.precision, log_every=10)
     accelerator = make_accelerator(cfg, args.device)
     components.model.to(accelerator.device)
-    with Meter(accelerator.device) as meter:
-        result = train_task(components.model, encoded, cfg, accelerator=accelerator, kind="seq2seq", pad_token_id=0,
-                            seed=0, task="task", progress=sys.stderr.isatty())
+    cuda = accelerator.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = train_task(components.model, encoded, cfg, accelerator=accelerator, kind="seq2seq", pad_token_id=0,
+                        seed=0, task="task", progress=False)
     real_tokens = int(args.epochs * sum(len(a) + len(b) for a, b in zip(encoded.input_ids, encoded.labels)))
-    ours = {"system": "hybridcl", "strategy": args.strategy, "examples": args.examples, "epochs": args.epochs,
-            "batch_size": args.batch_size, "precision": accelerator.mixed_precision, "train_s": round(meter.seconds, 1),
-            "samples_per_s": round(result.samples / meter.seconds, 1), "real_tokens_per_s": round(real_tokens / meter.seconds),
-            "peak_mem_gb": round(meter.peak_memory_gb, 2), "final_loss": round(result.final_loss, 4),
-            "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "cpu",
-            "torch": torch.__version__}
-    print(json.dumps(ours), flush=True)
-    if args.no_peer:
-        return
-    if (args.examples, args.epochs, args.batch_size) != (8000, 2, 8):
-        sys.exit("the peer runs the seed's workload only (8000 examples, 2 epochs, batch 8): pass --no-peer")
+    return {"system": "hybridcl", "strategy": args.strategy, "examples": args.examples, "epochs": args.epochs,
+            "batch_size": args.batch_size, "precision": accelerator.mixed_precision, "train_s": round(result.seconds, 1),
+            "samples_per_s": round(result.samples / result.seconds, 2),
+            "real_tokens_per_s": round(real_tokens / result.seconds),
+            "peak_rss_gb": round(peak_rss_gb(), 2),
+            "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+            "final_loss": round(result.final_loss, 4), "losses": [[s, round(v, 4)] for s, v in result.losses],
+            "device": torch.cuda.get_device_name() if cuda else "cpu"}
+
+
+def run_peer(args) -> dict:
+    peer = load_peer(args.peer)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        peer.main("tuned")
+        peer.main("tuned", args.examples, args.epochs)
     theirs = json.loads(out.getvalue().strip().splitlines()[-1])
-    print(json.dumps(theirs), flush=True)
-    print(json.dumps({"speedup_vs_peer": round(theirs["train_s"] / ours["train_s"], 2)}), flush=True)
+    theirs["peak_rss_gb"] = round(peak_rss_gb(), 2)
+    return {"system": "peer", **theirs}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+    return "cpu"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=8000)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--strategy", default="lora_only")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="hybridcl's train.precision (auto: bf16 where the processor has it)")
+    parser.add_argument("--rounds", type=int, default=1, help="peer, hybridcl pairs, interleaved")
+    parser.add_argument("--peer", type=Path, default=PEER, help="path of peer_hf_trainer.py")
+    parser.add_argument("--no-peer", action="store_true", help="hybridcl only")
+    parser.add_argument("--results", type=Path, default=None, help="the .jsonl every line is appended to")
+    parser.add_argument("--side", choices=["hybridcl", "peer"], help=argparse.SUPPRESS)  # one child's side
+    args = parser.parse_args()
+
+    if args.side:
+        line = run_hybridcl(args) if args.side == "hybridcl" else run_peer(args)
+        print(json.dumps({**line, **machine()}), flush=True)
+        return
+
+    if args.batch_size != 8 and not args.no_peer:
+        sys.exit("the peer trains with batch 8 only: pass --batch-size 8 or --no-peer")
+    results = args.results or RESULTS / f"{datetime.date.today()}-{device_name(args.device)}.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.datetime.now().isoformat(timespec="seconds")
+    command = " ".join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
+
+    def emit(line: dict) -> None:
+        line = {"benchmark": "train_speed", "run": run_id, **line}
+        print(json.dumps(line), flush=True)
+        with results.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    emit({"command": command, **machine()})
+    child = [sys.executable, str(Path(__file__).resolve()), "--examples", str(args.examples), "--epochs", str(args.epochs),
+             "--batch-size", str(args.batch_size), "--strategy", args.strategy, "--device", args.device,
+             "--precision", args.precision, "--peer", str(args.peer)]
+    sides = ["hybridcl"] if args.no_peer else ["peer", "hybridcl"]
+    seen: dict[str, list[dict]] = {side: [] for side in sides}
+    for round_ in range(args.rounds):
+        for side in sides:
+            proc = subprocess.run([*child, "--side", side], capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr[-4000:])
+                sys.exit(f"the {side} run failed (exit {proc.returncode})")
+            line = json.loads(proc.stdout.strip().splitlines()[-1])
+            seen[side].append(line)
+            emit({"round": round_ + 1, **line})
+    if args.no_peer:
+        return
+    ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"])]
+    median = {side: statistics.median(x["train_s"] for x in seen[side]) for side in sides}
+    emit({"speedup_vs_peer": round(median["peer"] / median["hybridcl"], 2),
+          "per_round": [round(r, 2) for r in ratios], "peer_train_s": median["peer"],
+          "hybridcl_train_s": median["hybridcl"],
+          "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
+          "examples": args.examples, "epochs": args.epochs, "device": seen["hybridcl"][0]["device"], **machine()})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, PartialState
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
@@ -27,6 +28,10 @@ from hybridcl.config import TrainConfig
 from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
 from hybridcl.loss import decoder_inputs_fn, token_scores
+
+
+_GPU_FLUSH_STEPS = 50  # optimizer steps between reads of the loss on a GPU
+_EAGER_DEVICES = ("cpu",)  # device types where the loss is read back every step
 
 
 class TrainingDiverged(HybridclError):
@@ -47,13 +52,36 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (optimizer step, mean loss)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this processor multiplies bfloat16 matrices natively (x86 ``avx512_bf16`` or AMX).
+
+    Without it, bf16 autocast on a CPU emulates the products and is slower than float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell, keep float32
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
 def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
-    """An Accelerator for ``device`` (auto|cpu|cuda): bf16 autocast on a capable GPU, fp32 on CPU."""
+    """An Accelerator for ``device`` (auto|cpu|cuda).
+
+    ``train.precision: auto`` is bf16 autocast (float32 master weights and optimizer state) on a
+    GPU that supports it and on a CPU with native bf16 products (:func:`cpu_has_bf16`; measured
+    1.3-1.6x faster on 2 AMD EPYC cores with avx512_bf16, benchmarks/README.md), float32 elsewhere.
+    """
     cpu = device == "cpu" or not torch.cuda.is_available()
     if cfg.precision == "auto":
-        precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+        precision = "bf16" if (cpu_has_bf16() if cpu else torch.cuda.is_bf16_supported()) else "no"
     else:
         precision = "bf16" if cfg.precision == "bf16" else "no"
+    state = AcceleratorState._shared_state
+    if state.get("_mixed_precision") not in (None, precision) and PartialState().num_processes == 1:
+        # Accelerate keeps one process-wide state and raises on a second precision; a process that
+        # runs configurations one after another (tests, sweeps) starts it afresh. Accelerate has no
+        # public reset; its own tests call this one.
+        AcceleratorState._reset_state()
     return Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
@@ -81,10 +109,12 @@ def train_task(
     features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
     lengths = [len(i) + (len(l) if kind == "seq2seq" else 0) for i, l in zip(encoded.input_ids, encoded.labels)]
 
-    def epoch_loader(epoch: int) -> DataLoader:
-        batches = _Batches(batch_indices(lengths, cfg.batch_size, shuffle=cfg.shuffle, seed=seed + epoch,
-                                         group_by_length=cfg.group_by_length), cfg.batch_size)
-        loader = DataLoader(features, batch_sampler=batches,
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        return batch_indices(lengths, cfg.batch_size, shuffle=cfg.shuffle, seed=seed + epoch,
+                             group_by_length=cfg.group_by_length)
+
+    def epoch_loader(batches: list[list[int]]) -> DataLoader:
+        loader = DataLoader(features, batch_sampler=_Batches(batches, cfg.batch_size),
                             collate_fn=lambda f: collate(f, pad_token_id, kind, mask_padding=cfg.mask_padding_in_loss))
         return accelerator.prepare_data_loader(loader)
 
@@ -92,7 +122,12 @@ def train_task(
     total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     n_epochs = math.ceil(total_steps / steps_per_epoch)
 
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    eager = accelerator.device.type in _EAGER_DEVICES
+    # Fused AdamW updates all parameters in a few kernels on a GPU. On a CPU the update is under 1%
+    # of a step (LoRA's few small tensors) and the plain loop keeps torch's overflow error, which
+    # TrainingDiverged reports.
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=True if accelerator.device.type == "cuda" else None)
     if cfg.lr_schedule == "constant":
         scheduler = get_constant_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps))
     else:
@@ -103,13 +138,55 @@ def train_task(
     model.train()
 
     result = TrainResult(0, 0, 0, 0.0, 0.0, 0.0, float("nan"))
-    window_loss, window_batches = 0.0, 0
     bar = tqdm(total=total_steps, desc=f"train {task}", unit="step", disable=not progress or not accelerator.is_main_process)
     start = time.perf_counter()
     log = log_path.open("a") if log_path is not None and accelerator.is_main_process else None
+    # Batch losses stay on the device until a flush reads them back in one transfer: every step on
+    # a CPU (reading is free there, and a non-finite loss stops training before its update), every
+    # _GPU_FLUSH_STEPS steps on a GPU, where each read would wait for the queued kernels and leave
+    # the GPU idle. A flush writes the log lines of the steps it covers, as if written at each step.
+    pending: list[list] = []  # [optimizer step, epoch, batch loss tensor, (seconds, samples, lr) at a step's end]
+    window = [0.0, 0]  # loss sum and batches since the last log line
+
+    def read(entries: list[list]) -> list[float]:
+        values = torch.stack([e[2] for e in entries]).tolist()
+        for (step, epoch, *_), value in zip(entries, values):
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"task {task}: the loss became {value} at step {step} (epoch {epoch}); "
+                    "finished tasks keep their checkpoints; start a new run with a lower train.lr or a train.grad_clip"
+                )
+        return values
+
+    def flush() -> None:
+        if not pending:
+            return
+        for (step, epoch, _, end), value in zip(pending, read(pending)):
+            window[0] += value
+            window[1] += 1
+            if end is None:  # a batch accumulated into a later optimizer step
+                continue
+            elapsed, samples, lr = end
+            mean = window[0] / window[1]
+            if step % cfg.log_every == 0 or step == total_steps:
+                result.losses.append((step, mean))
+                entry = {"task": task, "step": step, "epoch": epoch, "loss": mean, "lr": lr,
+                         "samples_per_s": samples / elapsed}
+                if log is not None:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                if tensorboard is not None:
+                    tensorboard.add_scalar(f"{task}/loss", mean, step)
+                    tensorboard.add_scalar(f"{task}/lr", lr, step)
+                window[:] = [0.0, 0]
+            # the bar shows the mean loss since the last log line
+            bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", samples_s=f"{samples / elapsed:.1f}", refresh=False)
+        pending.clear()
+
     try:
         for epoch in range(n_epochs):
-            for batch in epoch_loader(epoch):
+            batches = epoch_batches(epoch)
+            for indices, batch in zip(batches, epoch_loader(batches)):
                 with accelerator.accumulate(model):
                     scores = token_scores(model, batch, kind, decoder_inputs=decoder_inputs)
                     loss_sum, n_tokens = scores.nll.sum(), scores.mask.sum()
@@ -119,12 +196,9 @@ def train_task(
                         extra = penalty(unwrapped)
                         if extra is not None:
                             loss = loss + extra
-                    value = accelerator.reduce(loss.detach(), "mean").item()
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"task {task}: the loss became {value} at step {result.steps + 1} (epoch {epoch + 1}); "
-                            "finished tasks keep their checkpoints; start a new run with a lower train.lr or a train.grad_clip"
-                        )
+                    pending.append([result.steps + 1, epoch + 1, accelerator.reduce(loss.detach(), "mean"), None])
+                    if eager:
+                        read(pending[-1:])
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.grad_clip is not None:
                         accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -139,35 +213,21 @@ def train_task(
                         ) from None
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                n = batch["input_ids"].shape[0] * accelerator.num_processes
-                result.samples += n
-                result.tokens += (int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum()) * (kind == "seq2seq")) * accelerator.num_processes
-                window_loss += value
-                window_batches += 1
+                # counted on the host from the batch's indices: reading the device batch would synchronise
+                result.samples += len(indices)
+                result.tokens += sum(lengths[i] for i in indices)
                 if not accelerator.sync_gradients:
                     continue
                 result.steps += 1
-                elapsed = time.perf_counter() - start
-                mean = window_loss / window_batches
-                lr = scheduler.get_last_lr()[0]
-                if result.steps % cfg.log_every == 0 or result.steps == total_steps:
-                    result.losses.append((result.steps, mean))
-                    entry = {"task": task, "step": result.steps, "epoch": epoch + 1, "loss": mean, "lr": lr,
-                             "samples_per_s": result.samples / elapsed}
-                    if log is not None:
-                        log.write(json.dumps(entry) + "\n")
-                        log.flush()
-                    if tensorboard is not None:
-                        tensorboard.add_scalar(f"{task}/loss", mean, result.steps)
-                        tensorboard.add_scalar(f"{task}/lr", lr, result.steps)
-                    window_loss, window_batches = 0.0, 0
-                # the bar shows the mean loss since the last log line, updated every step
-                bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", samples_s=f"{result.samples / elapsed:.1f}", refresh=False)
+                pending[-1][3] = (time.perf_counter() - start, result.samples, scheduler.get_last_lr()[0])
+                if eager or result.steps % _GPU_FLUSH_STEPS == 0 or result.steps >= total_steps:
+                    flush()
                 bar.update(1)
                 if result.steps >= total_steps:
                     break
             if result.steps >= total_steps:
                 break
+        flush()
     finally:
         bar.close()
         if log is not None:

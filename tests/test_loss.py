@@ -1,0 +1,57 @@
+"""The token loss's memory-lean cross-entropy gives F.cross_entropy's values and gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hybridcl.loss as loss_module
+from hybridcl.loss import token_scores
+
+
+class _Logits(torch.nn.Module):
+    """A causal 'model' whose logits are a parameter: token_scores's loss is then all there is."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits)
+
+    def forward(self, input_ids, attention_mask):
+        return type("Out", (), {"logits": self.logits})()
+
+
+@pytest.mark.parametrize("chunk", [1 << 23, 7 * 11])  # one chunk; chunks of 7 rows (11-token vocabulary)
+def test_token_nll_and_its_gradient_equal_cross_entropy(monkeypatch, chunk):
+    monkeypatch.setattr(loss_module, "_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 9, 11) * 4
+    labels = torch.randint(0, 11, (3, 9))
+    labels[0, 5:] = -100
+    labels[2, :3] = -100
+    batch = {"input_ids": labels.clamp(min=0), "attention_mask": torch.ones_like(labels), "labels": labels}
+    model = _Logits(logits.clone())
+    scores = token_scores(model, batch, "causal", accuracy=True)
+    scores.nll.sum().backward()
+
+    reference = logits.clone().requires_grad_(True)
+    target = labels[:, 1:]
+    expected = F.cross_entropy(reference[:, :-1].transpose(1, 2), target, reduction="none", ignore_index=-100)
+    expected.sum().backward()
+    assert scores.mask.tolist() == (target != -100).tolist()
+    assert torch.allclose(scores.nll, expected, rtol=1e-6, atol=1e-6)
+    assert (scores.nll[~scores.mask] == 0).all()
+    assert torch.allclose(model.logits.grad, reference.grad, rtol=1e-6, atol=1e-7)
+    assert float(scores.nll.sum()) == pytest.approx(float(expected.sum()), rel=1e-6)
+
+
+def test_bf16_logits_get_bf16_gradients_and_float32_losses():
+    torch.manual_seed(1)
+    logits = (torch.randn(2, 5, 13) * 3).bfloat16()
+    labels = torch.randint(0, 13, (2, 5))
+    batch = {"input_ids": labels, "attention_mask": torch.ones_like(labels), "labels": labels}
+    model = _Logits(logits.clone())
+    scores = token_scores(model, batch, "causal")
+    scores.nll.sum().backward()
+    expected = F.cross_entropy(logits.float()[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+    assert scores.nll.dtype == torch.float32 and model.logits.grad.dtype == torch.bfloat16
+    assert torch.allclose(scores.nll, expected, rtol=1e-6, atol=1e-6)
