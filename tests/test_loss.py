@@ -41,7 +41,7 @@ def test_token_nll_and_its_gradient_equal_cross_entropy(monkeypatch, chunk):
     assert torch.allclose(scores.nll, expected, rtol=1e-6, atol=1e-6)
     assert (scores.nll[~scores.mask] == 0).all()
     assert torch.allclose(model.logits.grad, reference.grad, rtol=1e-6, atol=1e-7)
-    assert float(scores.nll.sum()) == pytest.approx(float(expected.sum()), rel=1e-6)
+    assert float(scores.nll.sum().detach()) == pytest.approx(float(expected.sum().detach()), rel=1e-6)
 
 
 def test_bf16_logits_get_bf16_gradients_and_float32_losses():
@@ -55,3 +55,24 @@ def test_bf16_logits_get_bf16_gradients_and_float32_losses():
     expected = F.cross_entropy(logits.float()[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
     assert scores.nll.dtype == torch.float32 and model.logits.grad.dtype == torch.bfloat16
     assert torch.allclose(scores.nll, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_backward_pass_keeps_the_logits_not_a_float32_copy():
+    """issue 15 #4: F.cross_entropy kept float32 log-probabilities of the size of the logits (twice
+    the bytes of bf16 logits) for the backward pass; the loss now keeps only the target rows'
+    logits in their own dtype and one float32 number per row."""
+    torch.manual_seed(2)
+    rows, vocab = 2 * 63, 1000
+    logits = torch.nn.Parameter(torch.randn(2, 64, vocab).bfloat16())
+    labels = torch.randint(0, vocab, (2, 64))
+    batch = {"input_ids": labels, "attention_mask": torch.ones_like(labels), "labels": labels}
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model = _Logits(logits.data)
+        token_scores(model, batch, "causal")
+    assert sum(saved) <= rows * vocab * 2 + rows * (4 + 8) + 4096  # bf16 logits + per-row lse and target
