@@ -175,7 +175,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     grad_clip: float | None = 1.0
     grad_accum: int = 1
-    # auto: bf16 autocast on a GPU that supports it and on a CPU with avx512_bf16/AMX, else fp32
+    # auto: bf16 autocast on a GPU that supports it, fp32 on CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     group_by_length: bool = True
     shuffle: bool = True  # false: batches in data order (with group_by_length false: file order, the seed)
