@@ -102,3 +102,23 @@ def test_reading_the_loss_every_50_steps_as_on_a_gpu_logs_the_same_lines(monkeyp
     monkeypatch.setattr(train_module, "_GPU_FLUSH_STEPS", 4)
     _, deferred = _train_python("tiny:t5", "fp32", log_every=5)
     assert deferred.losses == eager.losses and [s for s, _ in deferred.losses] == [5, 10, 12]
+
+
+def test_reading_the_loss_every_50_steps_still_names_the_step_that_diverged(monkeypatch, fresh_accelerate_state):
+    config = load_config(overrides=["preset=smoke", "model.name=tiny:t5", "data.max_train=16"])
+    base = load_base(config.model)
+    base.model.requires_grad_(True)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
+                     long_targets="cut")
+    monkeypatch.setattr(train_module, "_EAGER_DEVICES", ())
+    calls = []
+
+    def penalty(model):  # the loss turns bad at the sixth batch (step 2 of epoch 2), read back at step 8
+        calls.append(1)
+        return torch.tensor(float("nan")) if len(calls) == 6 else None
+
+    cfg = TrainConfig(epochs=3, batch_size=4)
+    with pytest.raises(train_module.TrainingDiverged, match=r"task python: the loss became nan at step 6 \(epoch 2\)"):
+        train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind, pad_token_id=0,
+                   seed=0, task="python", penalty=penalty, progress=False)
+    assert len(calls) == 12  # read back at the end (12 steps < 50): training went on past the bad step
