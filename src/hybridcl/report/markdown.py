@@ -361,9 +361,11 @@ def _routing(results, f) -> list[str]:
         verdict = (" — better than chance" if interval[0] > chance else
                    " — within noise of chance" if interval[1] >= chance else " — worse than chance")
     lines += [f"Routing accuracy: **{accuracy}%** of {routing['n']} evaluation prompts (method `{routing['method']}`; "
-              f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so routing text-to-code "
-              "prompts is hard; code-to-text prompts are code, which shows its language. When the language is known, "
-              "name it: `hybridcl generate --task auto \"[python] ...\"` routes a prompt tagged `[task]` to that task.", ""]
+              f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so text-to-code prompts "
+              "are hard to route; code shows its language, but the lowest-loss rule need not pick it up (on the "
+              "default model, code-to-text routing was within noise of chance too: "
+              "docs/results/2026-11-27-code-to-text-routing). When the language is known, name it: "
+              "`hybridcl generate --task auto \"[python] ...\"` routes a prompt tagged `[task]` to that task.", ""]
     confusion_rows = [[t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
                       for t in routing["confusion"]]
     lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [""]
