@@ -177,6 +177,22 @@ def _make_cgroup(max_processes: int) -> str | None:
     return path
 
 
+def _cgroup_for_run(max_processes: int, protections: list[str]) -> tuple[str | None, str | None]:
+    """A pids cgroup for one program and the file a child joins it through (``cgroup.procs``);
+    ``(None, None)``, and "cgroup-pids" dropped from ``protections``, where none can be made."""
+    cgroup = _make_cgroup(max_processes)
+    if "cgroup-pids" in protections and not cgroup:
+        protections.remove("cgroup-pids")
+    return cgroup, os.path.join(cgroup, "cgroup.procs") if cgroup else None
+
+
+def _join_cgroup(cgroup_procs: str | None) -> None:
+    """Move the calling process into the cgroup (in a child, between fork and exec)."""
+    if cgroup_procs:
+        with open(cgroup_procs, "w") as f:
+            f.write(str(os.getpid()))
+
+
 def _cgroup_pids(path: str) -> list[int]:
     try:
         with open(os.path.join(path, "cgroup.procs")) as f:
@@ -358,15 +374,10 @@ def run_untrusted(
 
     mode, proc = iso
     base = _make_base(_nobody_ids()[0] if mode == "root" else None)
-    cgroup = _make_cgroup(max_processes)
-    if "cgroup-pids" in protections and not cgroup:
-        protections.remove("cgroup-pids")
-    cgroup_procs = os.path.join(cgroup, "cgroup.procs") if cgroup else None
+    cgroup, cgroup_procs = _cgroup_for_run(max_processes, protections)
 
     def preexec() -> None:  # runs in the launcher between fork and exec
-        if cgroup_procs:
-            with open(cgroup_procs, "w") as f:
-                f.write(str(os.getpid()))
+        _join_cgroup(cgroup_procs)
 
     spec = _jail_spec(mode, proc, base, [_interpreter_paths()[0], "-I", "-B", "harness.py"], rlimits)
     try:
@@ -430,15 +441,10 @@ def _run_unisolated(code, timeout_s, rlimits, max_processes, protections) -> San
     net = "no-network" in protections
     nobody = _nobody()
     workdir = tempfile.mkdtemp(prefix="hybridcl-sandbox-")
-    cgroup = _make_cgroup(max_processes)
-    if "cgroup-pids" in protections and not cgroup:
-        protections.remove("cgroup-pids")
-    cgroup_procs = os.path.join(cgroup, "cgroup.procs") if cgroup else None
+    cgroup, cgroup_procs = _cgroup_for_run(max_processes, protections)
 
     def preexec() -> None:  # runs in the child between fork and exec
-        if cgroup_procs:
-            with open(cgroup_procs, "w") as f:
-                f.write(str(os.getpid()))
+        _join_cgroup(cgroup_procs)
         if net:
             _unshare_net()
         for name, limits in rlimits.items():
