@@ -45,3 +45,26 @@ def codet5_tiny_dir(tmp_path_factory):
     from _seed_fixtures import TINY, build_codet5_small
 
     return build_codet5_small(tmp_path_factory.mktemp("codet5-tiny"), **TINY)
+
+
+@pytest.fixture
+def malicious_pickle_model(tmp_path):
+    """``(folder, marker)``: a tiny T5 folder whose only weights are a pickle that, when unpickled,
+    creates ``marker`` (code execution made visible)."""
+    import pickle
+
+    from transformers import ByT5Tokenizer
+
+    from hybridcl.model.loading import TINY_CONFIGS
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "model"
+    TINY_CONFIGS["t5"]().save_pretrained(folder)
+    ByT5Tokenizer().save_pretrained(folder)
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    return folder, marker

@@ -358,23 +358,8 @@ def test_a_damaged_gguf_file(capsys, tmp_path, content, cause):
                                     "download it again or set model.name to another .gguf file")
 
 
-def test_a_malicious_pickle_with_allow_pickle_is_refused_in_one_line(capsys, tmp_path):
-    import pickle
-
-    from transformers import ByT5Tokenizer
-
-    from hybridcl.model.loading import TINY_CONFIGS
-
-    marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    folder = tmp_path / "model"
-    TINY_CONFIGS["t5"]().save_pretrained(folder)
-    ByT5Tokenizer().save_pretrained(folder)
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+def test_a_malicious_pickle_with_allow_pickle_is_refused_in_one_line(capsys, tmp_path, malicious_pickle_model):
+    folder, marker = malicious_pickle_model
     rc, line, _ = run_cli(capsys, "run", "--no-progress", *TINY, f"model.name={folder}", "model.allow_pickle=true",
                           f"run.output_dir={tmp_path / 'runs'}")
     assert rc == 2 and line.startswith(f"hybridcl: error: model {folder}: the pickle checkpoint holds objects other than "

@@ -330,24 +330,11 @@ def test_a_pickle_checkpoint_is_refused_by_default(pickle_model_folder):
         load_base(ModelConfig(name=str(folder)))
 
 
-def test_a_malicious_pickle_is_never_unpickled_by_default(tmp_path):
+def test_a_malicious_pickle_is_never_unpickled_by_default(malicious_pickle_model):
     """A pickle that runs code when loaded: refused before it is opened, the code never runs."""
-    import pickle
+    from hybridcl.model.loading import load_base
 
-    from transformers import ByT5Tokenizer
-
-    from hybridcl.model.loading import TINY_CONFIGS, load_base
-
-    marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    folder = tmp_path / "model"
-    TINY_CONFIGS["t5"]().save_pretrained(folder)
-    ByT5Tokenizer().save_pretrained(folder)
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    folder, marker = malicious_pickle_model
     with pytest.raises(ModelError, match="only a pickle checkpoint"):
         load_base(ModelConfig(name=str(folder)))
     assert not marker.exists()
