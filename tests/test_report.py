@@ -236,3 +236,40 @@ def test_compare_says_when_the_best_is_within_noise(tmp_path):
     assert ("- forgetting (%): **hybrid_shared_layer** (1.00, lower is better); beyond noise (no other run's 95% "
             "interval overlaps)") in md
     assert "| hybrid_shared_layer | 22.00 | 21.00 | 21.00 | 21.00 | 21.00 [19.50, 22.50] | 1.00 [0.50, 1.50] |" in md
+
+
+def test_compare_pairs_runs_seed_by_seed(tmp_path):
+    """What a seed does to both runs cancels in the paired difference: B beats A by exactly 1.0 on each
+    of three seeds, beyond noise, though the t intervals of their means overlap widely."""
+    def run(name, averages):
+        mean = sum(averages) / len(averages)
+        path = _fake_run(tmp_path / name, name, mean, mean, 0.0, 1000, 10.0, 50.0)
+        for seed, average in enumerate(averages):
+            (path / f"seed-{seed}").mkdir()
+            (path / f"seed-{seed}" / "results.json").write_text(json.dumps(
+                {"cl_metrics": {"bleu_codexglue_code_to_text": {"average_final": average}}}))
+        return path
+
+    a = run("lora_only", [10.0, 20.0, 30.0])
+    b = run("hybrid_task_specific", [11.0, 21.0, 31.0])
+    c = run("o_lora", [10.5, 19.0, 31.0])
+    md = compare_runs([a, b, c], tmp_path / "out").read_text()
+    assert ("- average BLEU: hybrid_task_specific - lora_only = +1.00 (95% t interval over 3 seeds [+1.00, +1.00]): "
+            "beyond noise") in md
+    # differences 0.5, 2.0, 0.0: mean 0.833, sd 1.0408, t(2) = 4.303, half-width 4.303 * 1.0408 / sqrt(3) = 2.586
+    assert ("- average BLEU: hybrid_task_specific - o_lora = +0.83 (95% t interval over 3 seeds [-1.75, +3.42]): "
+            "within noise (the interval contains 0)") in md
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [p["vs"] for p in rows[1]["paired"]["average_bleu"]] == ["lora_only", "o_lora"]
+
+
+def test_paired_by_seed_uses_common_seeds_only_and_the_t_quantile():
+    from hybridcl.report.compare import paired_by_seed
+
+    best = {"strategy": "b", "per_seed": {"seed-0": {"x": 3.0}, "seed-1": {"x": 5.0}, "seed-7": {"x": 9.0}}}
+    other = {"strategy": "a", "per_seed": {"seed-0": {"x": 1.0}, "seed-1": {"x": 2.0}}}
+    paired = paired_by_seed(best, other, "x")
+    # differences 2 and 3: mean 2.5, sd 0.7071, t(1) = 12.706, half-width 12.706 * 0.7071 / sqrt(2) = 6.353
+    assert paired["seeds"] == 2 and paired["difference"] == 2.5
+    assert paired["interval"] == pytest.approx([2.5 - 6.353, 2.5 + 6.353], abs=1e-3)
+    assert paired_by_seed(best, {"strategy": "c", "per_seed": {"seed-0": {"x": 1.0}}}, "x") is None

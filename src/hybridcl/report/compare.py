@@ -3,16 +3,17 @@
 ``comparison.md`` (table, best strategy per column, bar charts), ``comparison.json`` (the rows)
 and ``comparison.png``. Columns: final BLEU per task, average, relative forgetting, trainable
 parameters, training time (the seed's table), then pass rates (syntax, and HumanEval pass@k where
-a run has it), BWT, FWT, routing accuracy and the forgetting under routing.
+a run has it), BWT, FWT, routing accuracy and the forgetting under routing; then, for runs with
+several seeds in common (a sweep), the best run against each other one paired by seed.
 """
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LANGUAGE_NAMES
 from hybridcl.errors import RunError
+from hybridcl.intervals import t_interval
 from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
 from hybridcl.results import read_results
@@ -107,6 +108,7 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
             "seeds": results.get("seeds", 1),
             "tasks": tasks,
             "intervals": _intervals(results),
+            "per_seed": _seed_values(Path(run_dir)),
         })
     return rows
 
@@ -127,24 +129,58 @@ def _intervals(results: dict) -> dict[str, list[float] | None]:
             out[column] = ((per_seed[0].get("intervals") or {}).get(metric) or {}).get("intervals", {}).get(key)
         else:
             values = [r["cl_metrics"].get(metric, {}).get(key) for r in per_seed]
-            out[column] = _t_interval([v for v in values if v is not None])
+            interval = t_interval([v for v in values if v is not None])
+            out[column] = list(interval) if interval else None
     return out
 
 
-# Student's t 0.975 quantiles by degrees of freedom (a table: scipy for one quantile is a large dependency)
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042}
+def _seed_values(run_dir: Path) -> dict[str, dict[str, float | None]]:
+    """Seed (its folder name, ``seed-<s>``) -> the value of each column that has an interval, from
+    ``seed-<s>/results.json``: what pairs two runs seed by seed."""
+    out = {}
+    for path in sorted(run_dir.glob("seed-*/results.json")):
+        cl = read_json(path).get("cl_metrics") or {}
+        out[path.parent.name] = {column: (cl.get(metric) or {}).get(key) for column, (metric, key) in INTERVAL_OF.items()}
+    return out
 
 
-def _t_interval(values: list[float]) -> list[float] | None:
-    """The 95% t interval of the mean of ``values`` (None for fewer than two)."""
-    if len(values) < 2:
+def paired_by_seed(best: dict, other: dict, column: str) -> dict | None:
+    """``best`` minus ``other`` in ``column``, seed by seed over the seeds both ran: the mean difference,
+    the 95% t interval of that mean and the seeds; None with fewer than two common seeds.
+
+    Runs of one sweep share each seed's data, initialisation and evaluation examples, so the difference
+    per seed removes what the seed does to both and leaves what the strategies do."""
+    seeds = sorted(set(best["per_seed"]) & set(other["per_seed"]))
+    pairs = [(best["per_seed"][s][column], other["per_seed"][s][column]) for s in seeds]
+    differences = [a - b for a, b in pairs if a is not None and b is not None]
+    interval = t_interval(differences)
+    if interval is None:
         return None
-    df = len(values) - 1
-    t = T_975.get(df) or next((T_975[k] for k in sorted(T_975) if k >= df), 1.96)
-    m, s = statistics.fmean(values), statistics.stdev(values)
-    half = t * s / len(values) ** 0.5
-    return [m - half, m + half]
+    return {"vs": other["strategy"], "difference": sum(differences) / len(differences), "interval": list(interval),
+            "seeds": len(differences)}
+
+
+def _paired_lines(rows: list[dict], labels: dict[str, str]) -> list[str]:
+    """Per column with an interval: the best run against every other, paired by seed, in words."""
+    lines = []
+    for column in INTERVAL_OF:
+        values = [row for row in rows if row[column] is not None]
+        if len(values) < 2:
+            continue
+        pick = (min if column in LOWER_IS_BETTER else max)(values, key=lambda row: row[column])
+        for row in values:
+            if row is pick:
+                continue
+            paired = paired_by_seed(pick, row, column)
+            if paired is None:
+                continue
+            low, high = paired["interval"]
+            verdict = ("beyond noise" if low > 0 or high < 0 else
+                       "equal on every seed" if low == high == 0 else "within noise (the interval contains 0)")
+            pick.setdefault("paired", {}).setdefault(column, []).append(paired)
+            lines.append(f"- {labels[column]}: {pick['strategy']} - {row['strategy']} = {paired['difference']:+.2f} "
+                         f"(95% t interval over {paired['seeds']} seeds [{low:+.2f}, {high:+.2f}]): {verdict}")
+    return lines
 
 
 def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
@@ -203,7 +239,14 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
             pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
             best.append(f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
                         f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}")
-    lines += ["## Best strategy per column", "", *best, "",
+    lines += ["## Best strategy per column", "", *best, ""]
+    paired = _paired_lines(rows, labels)
+    if paired:
+        lines += ["## The best against each other run, paired by seed", "",
+                  "The difference in each seed (same data, initialisation and evaluation examples), then the 95% t "
+                  "interval of its mean over the seeds both runs have: sharper than overlapping intervals, since "
+                  "what a seed does to both runs cancels.", "", *paired, ""]
+    lines += [
               "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
               "(see a run's report.md); per-task components forget only through misrouting.", "",
               "![comparison](comparison.png)", ""]
