@@ -273,3 +273,14 @@ def test_paired_by_seed_uses_common_seeds_only_and_the_t_quantile():
     assert paired["seeds"] == 2 and paired["difference"] == 2.5
     assert paired["interval"] == pytest.approx([2.5 - 6.353, 2.5 + 6.353], abs=1e-3)
     assert paired_by_seed(best, {"strategy": "c", "per_seed": {"seed-0": {"x": 1.0}}}, "x") is None
+
+
+def test_routing_can_be_switched_off_and_the_task_id_matrix_stays_the_same(two_seed_run, tmp_path):
+    config = load_config(overrides=[*SMALL, "strategy=hybrid_task_specific", "run.seeds=[0,1]", "eval.routing=false"])
+    run_dir = run_experiment(config, tmp_path / "run", progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["routing"] is None and all(s["routing"] is None for s in results["per_seed"])
+    assert not list((run_dir / "seed-0" / "predictions").glob("routed-*"))
+    assert results["matrix"] == json.loads((two_seed_run / "results.json").read_text())["matrix"]
+    assert "## Task-agnostic inference (routing)" not in write_report(run_dir).read_text()
+    assert "## Task-agnostic inference (routing)" in write_report(two_seed_run).read_text()

@@ -219,6 +219,9 @@ class EvalConfig:
     max_examples: int | None = None  # validation examples generated per task; None = all
     split: Literal["valid", "test"] = "valid"  # the data every matrix cell is scored on: select on valid, report on test
     forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
+    # Also score every row without the task id (routing): per-task strategies then generate the
+    # misrouted prompts again; false skips it (a study of the task-id matrix only).
+    routing: bool = True
     # With a task id, a task whose parts cannot change since the last row keeps that row's cell
     # (strategies that isolate tasks) instead of generating again; false recomputes every cell.
     reuse_unchanged: bool = True

@@ -134,7 +134,7 @@ class ContinualRecipe:
                                                    for task, by_metric in row.stats.items()
                                                    for metric, values in by_metric.items()})
         self.state.rows.append(row.cells)
-        routed = self.evaluator.routed_row(i, row) if i > 0 else None
+        routed = self.evaluator.routed_row(i, row) if i > 0 and self.config.eval.routing else None
         if routed is not None:
             self.state.routed[i] = routed.result
             for task, chosen in routed.chosen.items():
