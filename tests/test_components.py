@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from hybridcl.config import ComponentsConfig, FullLayerSpec, LoraSpec, ModelConfig
+from hybridcl.errors import ConfigError
 from hybridcl.model.components import ComponentSet
+from hybridcl.model.full_layer import family_of
 from hybridcl.model.loading import load_base
 from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES
 
@@ -201,3 +203,122 @@ def test_new_llama_block_gets_the_initializer_range():
     # LlamaConfig.initializer_range = 0.02; PyTorch's default for a 64-wide Linear is 1/sqrt(3 * 64) = 0.072
     assert block.self_attn.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert torch.all(block.self_attn.o_proj.weight == 0) and torch.all(block.mlp.down_proj.weight == 0)
+
+
+# -- components.full_layer.position ----------------------------------------------------------------
+
+# Every place each tiny model has (2 blocks per stack): the default, each stack's last block and
+# a block inside each stack.
+POSITIONS = [("tiny:t5", p) for p in ("auto", "encoder", "encoder:1", "encoder:2", "decoder", "decoder:1", "decoder:2")] + \
+            [("tiny:llama", p) for p in ("auto", "decoder", "decoder:1", "decoder:2")] + [("tiny:gpt2", "decoder:1")]
+
+
+def at(position, init="zero"):
+    return ComponentsConfig(lora=CFG.lora, full_layer=FullLayerSpec(init=init, position=position))
+
+
+def generate(components, ids, max_new_tokens=5):
+    return components.model.generate(input_ids=ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                     do_sample=False)
+
+
+@pytest.mark.parametrize("arch, position", POSITIONS)
+@pytest.mark.parametrize("strategy", ["full_layer_only", "hybrid_shared_layer"])
+def test_every_position_is_the_base_model_at_init_and_sits_where_it_says(arch, position, strategy):
+    base, components, reference = setup(arch, strategy, at(position))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    expected_generation = base.model.generate(input_ids=ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    components.activate("python")
+    placement = components.slot.placement
+    default_stack = "encoder" if base.kind == "seq2seq" else "decoder"
+    stack, _, k = position.replace("auto", default_stack).partition(":")
+    assert (placement.stack, placement.after, placement.size) == (stack, int(k or 2), 2)
+    blocks = family_of(base.model).stacks(base.model)[stack]
+    assert len(blocks) == 3 and blocks[placement.after] is components.slot
+    assert torch.equal(logits(components, base.kind), reference)  # bit-identical
+    # generation runs through the KV cache, which must have an entry for the block wherever it sits
+    assert torch.equal(generate(components, ids), expected_generation)
+
+
+@pytest.mark.parametrize("arch, position", POSITIONS)
+def test_every_position_trains(arch, position):
+    base, components, reference = setup(arch, "full_layer_only", at(position))
+    components.activate("python")
+    block = components.slot.full_layers["python"]
+    before = {n: p.detach().clone() for n, p in block.named_parameters()}
+    assert set(before) == {n for n, p in block.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(components.trainable_parameters(), lr=1e-2)
+    components.model.train()
+    losses = []
+    for _ in range(4):  # one batch, four steps: the loss on it falls
+        loss = components.model(**batch(base.kind)).loss
+        loss.backward()
+        if not losses:  # the zeroed output projections get a gradient first; they open the rest
+            grads = {n for n, p in block.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+            assert grads >= {n for n in before if n.split(".")[-2] in family_of(base.model).output_projections}
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    changed = {n for n, p in block.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == set(before)  # every parameter of the block trained
+    assert not torch.equal(logits(components, base.kind), reference)
+    with components.base_only():
+        assert torch.equal(logits(components, base.kind), reference)
+
+
+@pytest.mark.parametrize("arch, position", [("tiny:t5", "decoder:1"), ("tiny:t5", "encoder:1"), ("tiny:llama", "decoder:1")])
+@pytest.mark.parametrize("strategy, isolated", [("hybrid_task_specific", True), ("hybrid_shared_layer", False)])
+def test_scopes_hold_at_every_position(arch, position, strategy, isolated):
+    base, components, _ = setup(arch, strategy, at(position))
+    components.activate("python")
+    train_steps(components, base.kind, seed=1)
+    after_python = logits(components, base.kind)
+    state = {k: v.clone() for k, v in components.component_state().items()}  # on a CPU, detach() shares storage
+    components.activate("javascript")
+    assert len(components.slot.full_layers) == (2 if isolated else 1)
+    train_steps(components, base.kind, seed=2)
+    components.route("python")
+    assert torch.equal(logits(components, base.kind), after_python) == isolated
+    # saved weights carry the place: a fresh model with the same position loads them back exactly
+    stack = position.partition(":")[0]
+    assert all(f"{stack}.block.1.full_layers." in k or "layers.1.full_layers." in k
+               for k in state if ".full_layers." in k)
+    _, fresh, _ = setup(arch, strategy, at(position))
+    fresh.activate("python")
+    fresh.load_component_state(state)
+    assert torch.equal(logits(fresh, base.kind), after_python)
+
+
+def test_copy_last_copies_the_block_the_new_one_follows():
+    base, components, _ = setup("tiny:t5", "full_layer_only", at("decoder:1", init="copy_last"))
+    components.activate("python")
+    first = base.model.decoder.block[0].state_dict()
+    new = components.slot.full_layers["python"].state_dict()
+    # decoder block 1 of 2 carries the relative-position table the others reuse; the copy has none
+    assert set(first) - set(new) == {"layer.0.SelfAttention.relative_attention_bias.weight"}
+    assert all(torch.equal(first[k], new[k]) for k in new)
+
+
+@pytest.mark.parametrize("arch, position, message", [
+    ("tiny:llama", "encoder", "components.full_layer.position = 'encoder': llama is a causal model with a decoder "
+                              "only: choose one of auto, decoder, decoder:K (K from 1 to 2)"),
+    ("tiny:t5", "encoder:3", "components.full_layer.position = 'encoder:3': the encoder of t5 has 2 blocks: "
+                             "K must be from 1 to 2"),
+    ("tiny:gpt2", "decoder:7", "the decoder of gpt2 has 2 blocks: K must be from 1 to 2"),
+])
+@pytest.mark.parametrize("strategy", ["hybrid_task_specific", "lora_only"])
+def test_a_place_the_model_lacks_is_a_config_error_naming_the_stacks_size(arch, position, message, strategy):
+    with pytest.raises(ConfigError) as info:
+        setup(arch, strategy, at(position))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_block_inside_a_stack_of_mixed_attention_types_is_refused():
+    base = load_base(ModelConfig(name="tiny:llama"))
+    base.model.config.layer_types = ["sliding_attention", "full_attention"]
+    with pytest.raises(ConfigError, match="mixes attention types .* use components.full_layer.position=decoder"):
+        ComponentSet(base.model, base.kind, STRATEGIES["full_layer_only"], at("decoder:1"))
+    components = ComponentSet(base.model, base.kind, STRATEGIES["full_layer_only"], at("decoder"))
+    assert base.model.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
+    assert components.slot.placement.after == 2

@@ -68,16 +68,42 @@ class FullLayerSpec:
     """One extra transformer block of the base's own kind.
 
     ``init: zero`` zero-initialises its output projections (the model is unchanged before
-    training); ``copy_last`` copies the weights of the stack's last block; ``scale`` multiplies
-    every parameter of the base-initialised block (layer norms included) by ``init_scale``, the
-    seed's ``param.data * 0.01`` (the model then changes before training).
+    training); ``copy_last`` copies the weights of the block it follows (the stack's last block at
+    the default ``position``); ``scale`` multiplies every parameter of the base-initialised block
+    (layer norms included) by ``init_scale``, the seed's ``param.data * 0.01`` (the model then
+    changes before training).
     """
 
     init: Literal["zero", "copy_last", "scale"] = "zero"
     init_scale: float = 0.01  # used by init=scale only
+    # Where the block goes (parse_position): `auto` = after the encoder's last block for a seq2seq
+    # model (the seed's place) and after the decoder's last block for a causal one; `encoder` /
+    # `decoder` = after that stack's last block; `encoder:K` / `decoder:K` = after that stack's
+    # K-th block (K from 1 to the stack's number of blocks). A causal model has a decoder only.
+    position: str = "auto"
 
     def validate(self, key: str) -> None:
         _positive(self.init_scale, f"{key}.init_scale")
+        parse_position(self.position, f"{key}.position")
+
+
+FULL_LAYER_STACKS = ("encoder", "decoder")
+POSITION_CHOICES = "auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)"
+
+
+def parse_position(value: str, key: str = "components.full_layer.position") -> tuple[str | None, int | None]:
+    """``components.full_layer.position`` parsed: (stack, K), where stack None means ``auto`` (the
+    model's default stack) and K None means after the stack's last block. Checks the spelling only;
+    :func:`hybridcl.model.full_layer.resolve_position` checks K against the model's stack."""
+    stack, sep, number = str(value).partition(":")
+    if value == "auto":
+        return None, None
+    if stack in FULL_LAYER_STACKS and not sep:
+        return stack, None
+    # isdecimal, not int(): int() also takes " 3", "+3" and "3_0"
+    if stack in FULL_LAYER_STACKS and number.isdecimal() and number.isascii() and int(number) >= 1:
+        return stack, int(number)
+    raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {POSITION_CHOICES}")
 
 
 @dataclass

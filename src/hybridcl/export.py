@@ -3,9 +3,10 @@
 - :func:`export_merged` writes a plain Hugging Face model folder (config, safetensors weights,
   tokenizer) that ``transformers`` loads on its own: the task's LoRA adapter merged into the base
   weights (PEFT ``merge_and_unload``) and the task's full layer turned into a real extra layer of
-  the architecture (seq2seq/T5: the encoder gets ``num_layers + 1`` blocks while the decoder keeps
-  its ``num_decoder_layers``, written explicitly; causal: ``num_hidden_layers + 1`` decoder layers,
-  the block's weights stored under the new layer's index).
+  the architecture at its position (seq2seq/T5: the stack that holds it gets one more block,
+  ``num_layers`` and ``num_decoder_layers`` both written explicitly; causal: ``num_hidden_layers +
+  1`` decoder layers), the block's weights stored under its index in the stack and the blocks
+  after it one index up.
 - :func:`export_peft` writes the task's LoRA adapter in PEFT's own format
   (``PeftModel.from_pretrained(base, folder)``), for LoRA-only strategies.
 """
@@ -40,7 +41,7 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
     from peft import PeftModel
 
     from hybridcl.inference import load_run
-    from hybridcl.model.full_layer import FullLayerSlot, family_of
+    from hybridcl.model.full_layer import family_of, find_slot
 
     out = _empty_target(out)
     run = load_run(run_dir, seed=seed)
@@ -57,16 +58,18 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
         model.to(dtype)
     if components.slot is not None:
         family = family_of(model)
-        stack = family.stack(model)
-        if not isinstance(stack[-1], FullLayerSlot):
-            raise RunError(f"run {run.run_dir}: the full-layer slot is not the last block; this run cannot be exported")
-        block = stack[-1].full_layers[components.layer_key(task)]
-        stack[-1] = block  # the module now sits at the real index: its weights are saved under it
+        slot = find_slot(model)
+        blocks = family.stacks(model)[slot.placement.stack] if slot is not None else None
+        if slot is None or blocks[slot.placement.after] is not slot:
+            raise RunError(f"run {run.run_dir}: the full-layer slot is not where its position puts it; "
+                           "this run cannot be exported")
+        # the block takes the slot's index: its weights are saved under it, the blocks after it one index up
+        blocks[slot.placement.after] = slot.full_layers[components.layer_key(task)]
         if family.name == "t5":
+            model.config.num_layers = len(model.get_encoder().block)
+            model.get_encoder().config.num_layers = model.config.num_layers
             model.config.num_decoder_layers = len(model.get_decoder().block)
-            model.config.num_layers = len(stack)
-            model.get_encoder().config.num_layers = len(stack)
-        # causal stacks: attach_slot already counted the slot in num_hidden_layers / n_layer.
+        # causal stacks and a T5 decoder: attach_slot already counted the slot in the config.
     model.config.use_cache = True
     with _writing(out), tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

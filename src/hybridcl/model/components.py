@@ -26,7 +26,7 @@ from torch import nn
 from hybridcl.config import ComponentsConfig
 from hybridcl.constants import Kind
 from hybridcl.errors import ModelError
-from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of
+from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of, resolve_position
 from hybridcl.strategies import Strategy
 
 
@@ -57,9 +57,13 @@ class ComponentSet:
         self.model: nn.Module = model  # becomes a PeftModel once the first adapter exists
         self.tasks: list[str] = []  # stages activated so far, in order (a task, or `joint`)
         self.active: str | None = None
-        self.slot: FullLayerSlot | None = attach_slot(model) if strategy.full_layer.used else None
+        position = cfg.full_layer.position
+        self.slot: FullLayerSlot | None = attach_slot(model, position) if strategy.full_layer.used else None
         if self.slot is not None:
-            self._template = family_of(model).stack(model)[-2]
+            placement = self.slot.placement
+            self._template = family_of(model).stacks(model)[placement.stack][placement.after - 1]  # copy_last's source
+        elif position != "auto" and _family_or_none(model) is not None:
+            resolve_position(model, position)  # a place the model lacks is an error whatever the strategy
 
     # -- creation and routing --------------------------------------------------------------
 

@@ -1,21 +1,26 @@
 """The full layer: one extra transformer block of the base's own block class.
 
-It is appended to the encoder stack of a seq2seq model and to the decoder stack of a causal model,
-as a :class:`FullLayerSlot` that holds one block per task (or one shared block) and routes the
-forward pass through the active one. With no active block the slot passes its input through, so
-the model is exactly the base model.
+It sits in a block stack as a :class:`FullLayerSlot` that holds one block per task (or one shared
+block) and routes the forward pass through the active one. With no active block the slot passes
+its input through, so the model is exactly the base model.
+
+Where it sits is ``components.full_layer.position`` (:func:`resolve_position`): by default after
+the encoder's last block of a seq2seq model and after the decoder's last block of a causal one;
+or after the last block, or the K-th block, of either stack (a causal model has a decoder only).
 
 A new block is initialised with the base model's own ``_init_weights`` (the std T5 or Llama give
-their blocks). With ``init="zero"`` its output projections (attention output and MLP output) are
-then zeroed, so each residual branch adds exactly 0: the model's outputs are bit-identical to the
-base's until the block is trained. ``init="copy_last"`` copies the last block's weights instead.
-``init="scale"`` multiplies every parameter of the base-initialised block by a factor (0.01 in the
-seed, layer norms included), which changes the model's outputs before training.
+their blocks). With ``init="zero"`` its output projections (attention output, cross-attention
+output in a T5 decoder block, and MLP output) are then zeroed, so each residual branch adds
+exactly 0: the model's outputs are bit-identical to the base's until the block is trained,
+wherever it sits. ``init="copy_last"`` copies the weights of the block it follows instead.
+``init="scale"`` multiplies every parameter of the base-initialised block by a factor (0.01 in
+the seed, layer norms included), which changes the model's outputs before training.
 
-Placement matches the seed's ``add_trainable_transformer_layer`` (a T5 rebuilt with
+The default placement matches the seed's ``add_trainable_transformer_layer`` (a T5 rebuilt with
 ``num_layers + 1``): the block follows the encoder's last block, before its final layer norm, and
 has no relative-position table of its own, so it reuses the bias block 0 computes (T5Stack passes
-it down the stack).
+it down the stack). That is why a block cannot go before a stack's first block: T5's first block
+computes the bias the others reuse.
 """
 from __future__ import annotations
 
@@ -27,43 +32,65 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hybridcl.errors import ModelError
+from hybridcl.config import POSITION_CHOICES, parse_position
+from hybridcl.errors import ConfigError, ModelError
 
 SLOT_ATTR = "full_layers"  # the ModuleDict inside the slot; PEFT's exclude pattern matches it
+POSITION_KEY = "components.full_layer.position"
 
 
 @dataclass(frozen=True)
 class Family:
-    """How hybridcl finds the block stack of one model family and builds a block for it."""
+    """How hybridcl finds the block stacks of one model family and builds a block for them."""
 
     name: str
-    stack: Callable[[nn.Module], nn.ModuleList]
-    new_block: Callable[[nn.Module, int], nn.Module]
+    # stack name ("encoder", "decoder") -> its blocks; the first is the default stack (position=auto)
+    stacks: Callable[[nn.Module], dict[str, nn.ModuleList]]
+    new_block: Callable[[nn.Module, str, int], nn.Module]  # (model, stack name, layer index)
     output_projections: tuple[str, ...]  # module names whose weights are zeroed by init="zero"
     lora_targets: tuple[str, ...]  # default LoRA target modules
     layer_count_attr: str | None  # config attribute that a causal stack slices its layers by
 
 
-def _t5_block(model: nn.Module, index: int) -> nn.Module:
+@dataclass(frozen=True)
+class Placement:
+    """Where a slot sits: after the first ``after`` of the ``size`` base blocks of ``stack``."""
+
+    stack: str  # "encoder" or "decoder"
+    after: int  # 1 to size
+    size: int  # the stack's base blocks, the slot not counted
+
+    @property
+    def position(self) -> str:
+        """The explicit ``components.full_layer.position`` value of this place (``encoder:6``)."""
+        return f"{self.stack}:{self.after}"
+
+    def describe(self) -> str:
+        last = ", the last" if self.after == self.size else ""
+        return f"after {self.stack} block {self.after} of {self.size}{last}"
+
+
+def _t5_block(model: nn.Module, stack: str, index: int) -> nn.Module:
     from transformers.models.t5.modeling_t5 import T5Block
 
-    encoder = model.get_encoder()
+    # The stack's own config: a decoder block (is_decoder) has cross-attention, an encoder block none.
+    config = (model.get_encoder() if stack == "encoder" else model.get_decoder()).config
     # Only the first block carries the relative position bias; later blocks reuse it.
-    return T5Block(encoder.config, has_relative_attention_bias=False, layer_idx=index)
+    return T5Block(config, has_relative_attention_bias=False, layer_idx=index)
 
 
-def _same_class_block(model: nn.Module, index: int) -> nn.Module:
-    last = family_of(model).stack(model)[index - 1]
-    if isinstance(last, FullLayerSlot):
-        raise ModelError("the model already has a full-layer slot")
-    return type(last)(model.config, layer_idx=index)
+def _same_class_block(model: nn.Module, stack: str, index: int) -> nn.Module:
+    first = family_of(model).stacks(model)[stack][0]
+    return type(first)(model.config, layer_idx=index)
 
 
 FAMILIES = {
-    "t5": Family("t5", lambda m: m.get_encoder().block, _t5_block, ("o", "wo"), ("q", "v"), None),
-    "llama": Family("llama", lambda m: m.model.layers, _same_class_block, ("o_proj", "down_proj"),
+    "t5": Family("t5", lambda m: {"encoder": m.get_encoder().block, "decoder": m.get_decoder().block},
+                 _t5_block, ("o", "wo"), ("q", "v"), None),
+    "llama": Family("llama", lambda m: {"decoder": m.model.layers}, _same_class_block, ("o_proj", "down_proj"),
                     ("q_proj", "v_proj"), "num_hidden_layers"),
-    "gpt2": Family("gpt2", lambda m: m.transformer.h, _same_class_block, ("c_proj",), ("c_attn",), "n_layer"),
+    "gpt2": Family("gpt2", lambda m: {"decoder": m.transformer.h}, _same_class_block, ("c_proj",), ("c_attn",),
+                   "n_layer"),
 }
 # Llama-shaped decoders share the "llama" recipe.
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite", "olmo", "smollm3"}
@@ -86,10 +113,12 @@ def family_of(model: nn.Module) -> Family:
 class FullLayerSlot(nn.Module):
     """A place in the block stack that holds named blocks and routes through the active one."""
 
-    def __init__(self, block_factory: Callable[[], nn.Module], passthrough: Callable[..., object]):
+    def __init__(self, block_factory: Callable[[], nn.Module], passthrough: Callable[..., object],
+                 placement: Placement):
         super().__init__()
         self.full_layers = nn.ModuleDict()
         self.active: str | None = None
+        self.placement = placement
         self._factory = block_factory
         self._passthrough = passthrough
 
@@ -132,24 +161,79 @@ class FullLayerSlot(nn.Module):
         return self.full_layers[self.active](*args, **kwargs)
 
 
-def attach_slot(model: nn.Module) -> FullLayerSlot:
-    """Append an empty :class:`FullLayerSlot` to the model's block stack (once) and return it."""
+def find_slot(model: nn.Module) -> FullLayerSlot | None:
+    """The model's :class:`FullLayerSlot`, in whichever stack it sits, or None."""
+    for blocks in family_of(model).stacks(model).values():
+        for block in blocks:
+            if isinstance(block, FullLayerSlot):
+                return block
+    return None
+
+
+def resolve_position(model: nn.Module, position: str = "auto") -> Placement:
+    """Where ``components.full_layer.position`` puts the block in ``model``; a place the model does
+    not have (a stack it lacks, a K beyond the stack's blocks) is a :class:`ConfigError`."""
     family = family_of(model)
-    stack = family.stack(model)
-    if isinstance(stack[-1], FullLayerSlot):
-        return stack[-1]
-    index = len(stack)
-    template = stack[-1]
+    stacks = family.stacks(model)
+    stack, after = parse_position(position, POSITION_KEY)
+    stack = stack or next(iter(stacks))
+    model_type = model.config.model_type
+    if stack not in stacks:
+        only = next(iter(stacks))
+        n = _base_size(stacks[only])
+        raise ConfigError(f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a {only} only: "
+                          f"choose one of auto, {only}, {only}:K (K from 1 to {n})")
+    size = _base_size(stacks[stack])
+    after = size if after is None else after
+    if after > size:
+        raise ConfigError(f"{POSITION_KEY} = {position!r}: the {stack} of {model_type} has {size} blocks: "
+                          f"K must be from 1 to {size} ({POSITION_CHOICES})")
+    layer_types = getattr(model.config, "layer_types", None) if family.layer_count_attr else None
+    if after < size and isinstance(layer_types, list) and len(set(layer_types)) > 1:
+        # The decoder picks each layer's attention mask by its position in the stack but its KV-cache
+        # entry by its layer index; a block inside a stack of mixed types would shift one against the other.
+        raise ConfigError(f"{POSITION_KEY} = {position!r}: this {model_type} mixes attention types "
+                          f"({', '.join(sorted(set(layer_types)))}) across its layers, so the block can only "
+                          f"go after its last block: use {POSITION_KEY}={stack}")
+    return Placement(stack, after, size)
+
+
+def _base_size(blocks: nn.ModuleList) -> int:
+    return sum(1 for block in blocks if not isinstance(block, FullLayerSlot))
+
+
+def attach_slot(model: nn.Module, position: str = "auto") -> FullLayerSlot:
+    """Insert an empty :class:`FullLayerSlot` at ``position`` (once) and return it."""
+    existing = find_slot(model)
+    if existing is not None:
+        if resolve_position(model, position) != existing.placement:
+            raise ModelError(f"the model already has a full-layer slot {existing.placement.describe()}")
+        return existing
+    placement = resolve_position(model, position)
+    family = family_of(model)
+    blocks = family.stacks(model)[placement.stack]
+    template = blocks[placement.after - 1]
+    # A layer index no base block has: KV caches key each layer's entry by it, wherever the block sits.
+    index = placement.size
     signature = inspect.signature(template.forward)
     passthrough = _t5_passthrough(signature) if family.name == "t5" else _hidden_passthrough(signature)
-    slot = FullLayerSlot(lambda: _init_like_base(model, family.new_block(model, index)), passthrough)
-    stack.append(slot)
+    slot = FullLayerSlot(lambda: _init_like_base(model, family.new_block(model, placement.stack, index)),
+                         passthrough, placement)
+    blocks.insert(placement.after, slot)
     if family.layer_count_attr:
         # Causal stacks iterate `layers[: config.num_hidden_layers]` and size their KV cache by it.
         setattr(model.config, family.layer_count_attr, index + 1)
         layer_types = getattr(model.config, "layer_types", None)
         if isinstance(layer_types, list) and len(layer_types) == index:
-            layer_types.append(layer_types[-1])
+            layer_types.append(layer_types[placement.after - 1])  # the entry of layer index `index`
+    if family.name == "t5" and placement.stack == "decoder":
+        decoder = model.get_decoder()
+        decoder.config.num_layers = len(blocks)  # T5Stack sizes its own KV cache by it
+        model.config.num_decoder_layers = len(blocks)
+        # generate() sizes the decoder's KV cache by config.get_text_config(decoder=True), which for a
+        # T5 config reads num_layers (the encoder's count) unless a `decoder_layers` entry is present
+        # (transformers 5.x): without it a decoder longer than the encoder fails with an IndexError.
+        model.config.decoder_layers = len(blocks)
     return slot
 
 
