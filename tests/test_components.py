@@ -303,9 +303,9 @@ def test_copy_last_copies_the_block_the_new_one_follows():
 @pytest.mark.parametrize("arch, position, message", [
     ("tiny:llama", "encoder", "components.full_layer.position = 'encoder': llama is a causal model with a decoder "
                               "only: choose one of auto, decoder, decoder:K (K from 1 to 2)"),
-    ("tiny:t5", "encoder:3", "components.full_layer.position = 'encoder:3': the encoder of t5 has 2 blocks: "
-                             "K must be from 1 to 2"),
-    ("tiny:gpt2", "decoder:7", "the decoder of gpt2 has 2 blocks: K must be from 1 to 2"),
+    ("tiny:t5", "encoder:3", "components.full_layer.position = 'encoder:3': the encoder of t5 has 2 blocks: choose "
+                             "one of auto, encoder, encoder:K (K from 1 to 2), decoder, decoder:K (K from 1 to 2)"),
+    ("tiny:gpt2", "decoder:7", "the decoder of gpt2 has 2 blocks: choose one of auto, decoder, decoder:K (K from 1 to 2)"),
 ])
 @pytest.mark.parametrize("strategy", ["hybrid_task_specific", "lora_only"])
 def test_a_place_the_model_lacks_is_a_config_error_naming_the_stacks_size(arch, position, message, strategy):

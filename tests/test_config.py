@@ -22,6 +22,9 @@ def test_overrides_are_typed():
     assert c.strategy == "lora_only" and c.tasks == ["python"]
     assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
     assert c.eval.split == "valid" and load_config(overrides=["preset=smoke", "eval.split=test"]).eval.split == "test"
+    positions = [load_config(overrides=["preset=smoke", f"components.full_layer.position={p}"]).components.full_layer.position
+                 for p in ("encoder", "decoder:5", "auto")]
+    assert positions == ["encoder", "decoder:5", "auto"] and load_config("seed").components.full_layer.position == "auto"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -40,6 +43,13 @@ def test_overrides_are_typed():
     ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),
     ("preset=sed", "unknown preset 'sed' (did you mean seed?)"),
     ("noequals", "is not of the form key=value"),
+    ("components.full_layer.position=middle", "components.full_layer.position = 'middle' is not allowed: choose one "
+     "of auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)"),
+    ("components.full_layer.position=encoder:0", "components.full_layer.position = 'encoder:0' is not allowed"),
+    ("components.full_layer.position=decoder:+2", "components.full_layer.position = 'decoder:+2' is not allowed"),
+    ("components.full_layer.position=decoder:", "components.full_layer.position = {'decoder': None} must be a string: "
+     "choose one of auto, encoder, decoder, encoder:K, decoder:K"),
+    ("components.full_layer.position=Encoder", "components.full_layer.position = 'Encoder' is not allowed"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:

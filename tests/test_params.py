@@ -33,3 +33,26 @@ def test_params_table_shows_the_seed_numbers():
     table = params_table(load_config("seed"))
     for text in ("60,492,288", "3,146,752", "1,671,168", "1,777,664", "hybrid_shared_layer", "7.96%"):
         assert text in table
+
+
+def test_the_position_is_named_and_a_decoder_block_counted_with_its_cross_attention():
+    # codet5-small, d_model 512, d_ff 2048: an encoder block is self-attention (4 x 512 x 512) + the
+    # feed-forward (2 x 512 x 2048) + 2 layer norms (2 x 512) = 3,146,752; a decoder block adds
+    # cross-attention (4 x 512 x 512) and its layer norm (512): 4,195,840.
+    for position, block, where in [("auto", 3_146_752, "after encoder block 6 of 6, the last (encoder:6)"),
+                                   ("encoder:3", 3_146_752, "after encoder block 3 of 6 (encoder:3)"),
+                                   ("decoder", 4_195_840, "after decoder block 6 of 6, the last (decoder:6)"),
+                                   ("decoder:1", 4_195_840, "after decoder block 1 of 6 (decoder:1)")]:
+        config = load_config("seed", overrides=[f"components.full_layer.position={position}"])
+        c = build_components(config, "hybrid_shared_layer", 2).counts()
+        assert (c.full_layer_per_block, c.trainable, c.stored_total) == (block, 1_671_168 + block, 2 * 1_671_168 + block)
+        table = params_table(config)
+        assert f"full layer at components.full_layer.position={position}: {where}" in table
+        assert f"{'full layer (one T5Block)':<60}{block:>14,}" in table
+
+
+def test_the_embedded_models_block_goes_after_any_decoder_layer():
+    config = load_config("default", overrides=["components.full_layer.position=decoder:10"])
+    table = params_table(config)
+    assert "full layer at components.full_layer.position=decoder:10: after decoder block 10 of 30 (decoder:10)" in table
+    assert "full layer (one LlamaDecoderLayer)" in table and "3,540,096" in table

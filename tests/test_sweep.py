@@ -66,3 +66,41 @@ def test_a_sweep_runs_every_point_compares_them_and_resumes(tmp_path, capsys):
     assert main(["run", "--resume", str(sweep), "--no-progress"]) == 0
     assert (sweep / "4" / "results.json").read_text() == before
     assert [p.config.components.lora.r for p in load_sweep(sweep)] == [2, 4]
+
+
+def test_a_sweep_over_task_orders_runs_each_order(tmp_path, capsys):
+    # the sweep: list-valued points (the YAML flow lists of parse_axis), three tasks each
+    sweep = tmp_path / "orders"
+    assert main(["run", "--no-progress", *TINY, "strategy=lora_only", "data.max_train=4",
+                 "eval.bootstrap_resamples=50",
+                 "--sweep", "tasks=[python,javascript,go],[go,javascript,python]",
+                 f"run.output_dir={tmp_path}", "run.name=orders"]) == 0
+    assert capsys.readouterr().out.strip() == str(sweep)
+    info = json.loads((sweep / "sweep.json").read_text())
+    assert info["axes"] == {"tasks": [["python", "javascript", "go"], ["go", "javascript", "python"]]}
+    for name, order in [("python+javascript+go", ["python", "javascript", "go"]),
+                        ("go+javascript+python", ["go", "javascript", "python"])]:
+        results = json.loads((sweep / name / "results.json").read_text())
+        assert results["tasks"] == order and results["rows"] == ["base", *order]
+        assert [t["task"] for t in results["train"]] == order
+    assert [r["run"] for r in json.loads((sweep / "comparison.json").read_text())] == [
+        str(sweep / "python+javascript+go"), str(sweep / "go+javascript+python")]
+
+
+def test_a_sweep_over_ranks_4_8_16_and_one_over_positions():
+    raw = raw_config(overrides=["preset=smoke"])
+    axes = sweep_axes(raw, ["components.lora.r=4,8,16", "components.full_layer.position=encoder,decoder:1"])
+    assert axes == {"components.lora.r": [4, 8, 16], "components.full_layer.position": ["encoder", "decoder:1"]}
+    points = sweep_points(raw, axes)
+    assert [p.name for p in points] == [f"r={r}__position={p}" for r in (4, 8, 16) for p in ("encoder", "decoder_1")]
+    assert [(p.config.components.lora.r, p.config.components.full_layer.position) for p in points] == [
+        (r, p) for r in (4, 8, 16) for p in ("encoder", "decoder:1")]
+
+
+def test_a_position_the_model_lacks_fails_before_any_training(tmp_path, capsys):
+    assert main(["run", *TINY, "--sweep", "components.full_layer.position=encoder,encoder:3", f"run.output_dir={tmp_path}"]) == 2
+    assert ("sweep point {'components.full_layer.position': 'encoder:3'}: components.full_layer.position = 'encoder:3': "
+            "the encoder of t5 has 2 blocks: choose one of auto, encoder, encoder:K (K from 1 to 2)") in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    assert main(["run", *TINY, "components.full_layer.position=decoder:3", f"run.output_dir={tmp_path}"]) == 2
+    assert "the decoder of t5 has 2 blocks" in capsys.readouterr().err and not any(tmp_path.iterdir())

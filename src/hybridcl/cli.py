@@ -123,7 +123,8 @@ def _quiet_libraries() -> None:
 def _run(args) -> int:
     from hybridcl.config import build_config, raw_config
     from hybridcl.continual import run_experiment
-    from hybridcl.errors import RunError
+    from hybridcl.errors import ConfigError, RunError
+    from hybridcl.params import check_architecture
     from hybridcl.run_dir import load_run_config, new_run_dir
     from hybridcl.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
 
@@ -141,11 +142,16 @@ def _run(args) -> int:
         if axes:
             points = sweep_points(raw, axes)
             for point in points:
+                try:
+                    check_architecture(point.config)
+                except ConfigError as exc:
+                    raise ConfigError(f"sweep point {point.values}: {exc}") from None
                 _check_sandbox(point.config)
             run_dir = new_sweep_dir(raw, axes)
             write_sweep(run_dir, axes, points)
             return _run_sweep(run_dir, points, progress)
         config = build_config(raw)
+        check_architecture(config)
         _check_sandbox(config)
         run_dir = new_run_dir(config)
     fresh = not run_dir.exists()

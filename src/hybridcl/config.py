@@ -63,6 +63,10 @@ class LoraSpec:
             raise ConfigError(f"{key}.target_modules is empty: name at least one module or use null for the default")
 
 
+FULL_LAYER_STACKS = ("encoder", "decoder")
+POSITION_CHOICES = "auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)"
+
+
 @dataclass
 class FullLayerSpec:
     """One extra transformer block of the base's own kind.
@@ -80,15 +84,11 @@ class FullLayerSpec:
     # model (the seed's place) and after the decoder's last block for a causal one; `encoder` /
     # `decoder` = after that stack's last block; `encoder:K` / `decoder:K` = after that stack's
     # K-th block (K from 1 to the stack's number of blocks). A causal model has a decoder only.
-    position: str = "auto"
+    position: str = field(default="auto", metadata={"choices": POSITION_CHOICES})
 
     def validate(self, key: str) -> None:
         _positive(self.init_scale, f"{key}.init_scale")
         parse_position(self.position, f"{key}.position")
-
-
-FULL_LAYER_STACKS = ("encoder", "decoder")
-POSITION_CHOICES = "auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)"
 
 
 def parse_position(value: str, key: str = "components.full_layer.position") -> tuple[str | None, int | None]:
@@ -511,13 +511,19 @@ def from_dict(cls: type, raw: Any, key: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{key or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in raw.items():
         full = f"{key}.{name}" if key else str(name)
-        if name not in names:
-            raise ConfigError(unknown_choice("config key", full, [f"{key}.{n}" if key else n for n in names]))
-        kwargs[name] = _coerce(hints[name], value, full)
+        if name not in fields:
+            raise ConfigError(unknown_choice("config key", full, [f"{key}.{n}" if key else n for n in fields]))
+        try:
+            kwargs[name] = _coerce(hints[name], value, full)
+        except ConfigError as exc:
+            # a string field with a grammar of its own (e.g. `decoder:` reads as a YAML mapping) says what it takes
+            if "choices" not in fields[name].metadata:
+                raise
+            raise ConfigError(f"{exc}: choose one of {fields[name].metadata['choices']}") from None
     return cls(**kwargs)
 
 

@@ -34,6 +34,14 @@ def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> C
     return components
 
 
+def check_architecture(config: ExperimentConfig) -> None:
+    """Raise, before anything trains, the error the run would raise when it builds its components
+    (e.g. a ``components.full_layer.position`` the model does not have). Builds the architecture on
+    the meta device, from its config alone; with the default position there is nothing to check."""
+    if config.components.full_layer.position != "auto":
+        build_components(config, config.strategy, 0)
+
+
 def lora_count(model: nn.Module, targets: tuple[str, ...], r: int, include_full_layer: bool = False) -> int:
     """LoRA parameters r*(in+out) over the linear layers named in ``targets``."""
     total = 0
@@ -61,8 +69,11 @@ def params_table(config: ExperimentConfig) -> str:
     on_block = config.components.lora.on_full_layer
     lora_label = f"LoRA adapter r={r} on {','.join(targets)}" + (" (+ the extra block)" if on_block else "")
     block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
+    placement = reference.slot.placement
     lines = [
         f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: {', '.join(config.tasks)}",
+        f"full layer at components.full_layer.position={config.components.full_layer.position}: "
+        f"{placement.describe()} ({placement.position})",
         "",
         f"{'component':<60}{'params':>14}{'% of base':>11}",
         f"{'base model (frozen)':<60}{base:>14,}{'':>11}",

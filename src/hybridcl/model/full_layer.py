@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hybridcl.config import POSITION_CHOICES, parse_position
+from hybridcl.config import parse_position
 from hybridcl.errors import ConfigError, ModelError
 
 SLOT_ATTR = "full_layers"  # the ModuleDict inside the slot; PEFT's exclude pattern matches it
@@ -178,16 +178,15 @@ def resolve_position(model: nn.Module, position: str = "auto") -> Placement:
     stack, after = parse_position(position, POSITION_KEY)
     stack = stack or next(iter(stacks))
     model_type = model.config.model_type
+    choices = ", ".join(["auto"] + [f"{name}, {name}:K (K from 1 to {_base_size(blocks)})" for name, blocks in stacks.items()])
     if stack not in stacks:
-        only = next(iter(stacks))
-        n = _base_size(stacks[only])
-        raise ConfigError(f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a {only} only: "
-                          f"choose one of auto, {only}, {only}:K (K from 1 to {n})")
+        raise ConfigError(f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a "
+                          f"{' and '.join(stacks)} only: choose one of {choices}")
     size = _base_size(stacks[stack])
     after = size if after is None else after
     if after > size:
         raise ConfigError(f"{POSITION_KEY} = {position!r}: the {stack} of {model_type} has {size} blocks: "
-                          f"K must be from 1 to {size} ({POSITION_CHOICES})")
+                          f"choose one of {choices}")
     layer_types = getattr(model.config, "layer_types", None) if family.layer_count_attr else None
     if after < size and isinstance(layer_types, list) and len(set(layer_types)) > 1:
         # The decoder picks each layer's attention mask by its position in the stack but its KV-cache
