@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
+from hybridcl.report.markdown import write_report
 from hybridcl.strategies.rules import EWC, Replay
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8", "train.log_every=2"]
@@ -76,6 +77,36 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
     a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     b = load_file(resumed / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_with_the_block_inside_the_decoder_resumes_to_the_same_results(tmp_path, monkeypatch):
+    at = ("strategy=hybrid_shared_layer", "components.full_layer.position=decoder:1", "data.max_train=8")
+    uninterrupted = run_experiment(config(*at), tmp_path / "full", progress=False)
+    import hybridcl.continual as continual
+
+    real_train = continual.train_task
+
+    def crash_on_javascript(*args, task, **kwargs):
+        if task == "javascript":
+            raise KeyboardInterrupt
+        return real_train(*args, task=task, **kwargs)
+
+    monkeypatch.setattr(continual, "train_task", crash_on_javascript)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config(*at), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(continual, "train_task", real_train)
+    resumed = run_experiment(config(*at), tmp_path / "cut", progress=False)
+    assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
+    assert read(resumed)["params"]["full_layer_position"] == "decoder:1"
+    a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    b = load_file(resumed / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
+    blocks = [k for k in a if ".full_layers." in k]
+    assert blocks and all("decoder.block.1.full_layers.shared." in k for k in blocks)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    write_report(resumed)
+    report = (resumed / "report.md").read_text()
+    assert "| full layer (each block, at decoder:1) | 49,344 |" in report  # a T5 decoder block: cross-attention too
+    assert "the full layer is one extra decoder block, after its block 1." in report
 
 
 def test_several_seeds_give_mean_and_std(tmp_path):

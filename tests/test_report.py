@@ -37,6 +37,8 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
         assert heading in report
     p = results["params"]
     assert f"| LoRA adapter (each) | {p['lora_per_adapter']:,} |" in report
+    assert f"| full layer (each block, at encoder:2) | {p['full_layer_per_block']:,} |" in report
+    assert "the full layer is one extra encoder block, after its last block." in report
     assert f"({p['adapters']} adapters, {p['blocks']} blocks) | {p['stored_total']:,} |" in report
     assert "- seeds: 2 (numbers are mean ± standard deviation over seeds)" in report
     # the BLEU matrix table: one line per row, mean ± std in every cell

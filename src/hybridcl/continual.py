@@ -171,6 +171,7 @@ class ContinualRecipe:
         """The seed's results (CL metrics, routing, HumanEval), written to ``results.json``."""
         config = self.config
         counts = self.components.counts()
+        slot = self.components.slot
         matrix = Matrix.from_cells(config.tasks, ["base", *self.state.stages_done], self.state.rows)
         humaneval = None
         if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
@@ -182,7 +183,8 @@ class ContinualRecipe:
             params={"base": counts.base, "lora_per_adapter": counts.lora_per_adapter,
                     "full_layer_per_block": counts.full_layer_per_block, "adapters": counts.n_adapters,
                     "blocks": counts.n_blocks, "stored_total": counts.stored_total,
-                    "trainable_last_task": counts.trainable},
+                    "trainable_last_task": counts.trainable,
+                    "full_layer_position": slot.placement.position if slot is not None else None},
             data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
             routing=routed_results(matrix, self.state.routed), humaneval=humaneval)
         write_json(self.seed_dir.results_file, results.to_json())

@@ -117,7 +117,7 @@ class SeedResults:
     eval_precision: str
     """The precision every cell was evaluated in (``eval.precision``: fp32 or bf16)."""
     train: list[dict]
-    params: dict[str, int]
+    params: dict[str, int | str | None]  # counts, and full_layer_position (e.g. "encoder:6", None without a block)
     data: dict[str, dict]
     intervals: dict[str, dict] = field(default_factory=dict)
     """metric -> 95% bootstrap intervals (paired between rows) of every cell and CL metric

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hybridcl.config import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
@@ -167,7 +168,8 @@ def _architecture(results, config, f) -> list[str]:
     rows = [["base model (trained)" if strategy and strategy.train_base else "base model (frozen)",
              f"{p['base']:,}", ""],
             ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
-            ["full layer (each block)", f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
+            [f"full layer (each block{', at ' + p['full_layer_position'] if p.get('full_layer_position') else ''})",
+             f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
             [f"stored components after the last task ({_count(p['adapters'], 'adapter')}, {_count(p['blocks'], 'block')})",
              f"{p['stored_total']:,}", pct(p["stored_total"])],
             ["trainable while training the last task", f"{p['trainable_last_task']:,}", pct(p["trainable_last_task"])]]
@@ -186,10 +188,12 @@ def _arch_lines(config) -> list[str]:
     kind = "seq2seq" if arch.is_encoder_decoder else "causal"
     layers = get("num_layers", "num_hidden_layers", "n_layer")
     where = "encoder" if kind == "seq2seq" else "decoder"
+    stack, after = parse_position(config.components.full_layer.position)
+    place = f"after its block {after}" if after else "after its last block"
     text = (f"`{config.model.name}`: {arch.model_type} ({kind}), {layers} {where} layers, hidden size "
             f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA r={config.components.lora.r}, "
             f"alpha={config.components.lora.alpha} on {', '.join(config.components.lora.target_modules or ['the default targets'])}; "
-            f"the full layer is one extra {where} block.")
+            f"the full layer is one extra {stack or where} block, {place}.")
     return [text, ""]
 
 
