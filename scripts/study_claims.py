@@ -1,6 +1,6 @@
 """The seed's claims, checked against a finished sweep (the study of issue 14): one markdown table.
 
-    python scripts/study_claims.py STUDY_DIR          # a sweep folder made by `hybridcl run --sweep strategy=...`
+    python scripts/study_claims.py STUDY_DIR [MORE ...]   # sweep folders made by `hybridcl run --sweep strategy=...`
 
 Each claim is a paired difference between two strategies of the sweep (seed by seed: the same data,
 initialisation and evaluation examples, then the 95% t interval of the mean difference over seeds) or
@@ -44,8 +44,8 @@ def verdict(low: float, high: float, sign: int) -> str:
     return "within noise (the interval contains 0)"
 
 
-def claims_table(study: Path) -> str:
-    rows = {row["strategy"]: row for row in comparison_rows(expand_run_dirs([study]))}
+def claims_table(studies: list[Path]) -> str:
+    rows = {row["strategy"]: row for row in comparison_rows(expand_run_dirs(studies))}
     lines = ["| claim | measured | 95% t interval over seeds | seeds | verdict |", "|---|---|---|---|---|"]
     for claim, a, b, column, sign in CLAIMS:
         if a not in rows or (b is not None and b not in rows):
@@ -69,6 +69,6 @@ def claims_table(study: Path) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    print(claims_table(Path(sys.argv[1])))
+    print(claims_table([Path(a) for a in sys.argv[1:]]))

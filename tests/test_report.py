@@ -286,3 +286,13 @@ def test_routing_can_be_switched_off_and_the_task_id_matrix_stays_the_same(two_s
     assert results["matrix"] == json.loads((two_seed_run / "results.json").read_text())["matrix"]
     assert "## Task-agnostic inference (routing)" not in write_report(run_dir).read_text()
     assert "## Task-agnostic inference (routing)" in write_report(two_seed_run).read_text()
+
+
+def test_routing_with_three_tasks_and_no_forward_transfer_scores_the_trained_tasks_only(tmp_path):
+    config = load_config(overrides=[*SMALL, "strategy=lora_only", "tasks=[python,javascript,go]", "data.max_train=4",
+                                    "data.max_val=2", "eval.forward_transfer=false"])
+    results = json.loads((run_experiment(config, tmp_path / "run", progress=False) / "results.json").read_text())
+    routing = results["per_seed"][0]["routing"]
+    assert routing["n"] == 6  # 2 prompts of each of the 3 tasks in the last row
+    rows = routing["matrix"]["bleu_codexglue_code_to_text"]
+    assert rows[1][2] is None and rows[2][2] is None and rows[3][2] is not None  # go is scored from its own row on

@@ -187,7 +187,7 @@ class MatrixEvaluator:
         per_task_acc, confusion, cells, chosen_all, predictions_all = {}, {}, {}, {}, {}
         all_true, all_chosen = [], []
         try:
-            for task in self.config.tasks:
+            for task in with_task_id.predictions:  # the tasks this row scored (eval.forward_transfer=false skips later ones)
                 examples = self.examples(task)
                 chosen = route(self.components, self.base.tokenizer, self.base.kind, [ex.source for ex in examples],
                                tasks=tasks, max_source_len=self.config.data.max_source_len,
@@ -220,7 +220,7 @@ class MatrixEvaluator:
             "accuracy_interval": None if interval is None else list(interval),
             "per_task_accuracy": per_task_acc, "confusion": confusion, "n": len(all_true),
             # the layout of a row of results["matrix"]: metric -> one score per task
-            "row": {m: [cells[t].get(m) for t in self.config.tasks] for m in metrics},
+            "row": {m: [cells[t].get(m) if t in cells else None for t in self.config.tasks] for m in metrics},
         }
         return RoutedRow(result, chosen_all, predictions_all)
 
