@@ -54,8 +54,11 @@ def test_same_seed_same_numbers(tmp_path):
     assert read(a)["matrix"] == read(b)["matrix"]
 
 
-def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
-    uninterrupted = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, precision):
+    """bit-identical in bf16 too (issue 15: the uninterrupted run's second task trained in float32)"""
+    overrides = ("strategy=hybrid_shared_layer", f"train.precision={precision}")
+    uninterrupted = run_experiment(config(*overrides), tmp_path / "full", progress=False)
 
     import hybridcl.continual as continual
 
@@ -68,11 +71,11 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(continual, "train_task", crash_on_javascript)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "cut", progress=False)
+        run_experiment(config(*overrides), tmp_path / "cut", progress=False)
     state = read(tmp_path / "cut" / "seed-0", "state.json")
     assert [t["task"] for t in state["train"]] == ["python"] and not state["finished"]
     monkeypatch.setattr(continual, "train_task", real_train)
-    resumed = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "cut", progress=False)
+    resumed = run_experiment(config(*overrides), tmp_path / "cut", progress=False)
     assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
     a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     b = load_file(resumed / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")

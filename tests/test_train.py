@@ -53,6 +53,25 @@ def test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact(
     assert bf16.dtype == torch.bfloat16 and not torch.equal(bf16.float(), expected)
 
 
+def test_every_task_trained_in_one_process_runs_under_bf16_autocast(fresh_accelerate_state):
+    """issue 15: Accelerate marks a model it prepared and returns a marked model unprepared, so the
+    second task of a run (same model, same accelerator) trained without the autocast wrapper, in
+    float32, while a run resumed at that task trained it in bf16: the two ended 1e-4 nats apart."""
+    config = load_config(overrides=["preset=smoke", "model.name=tiny:t5", "data.max_train=8"])
+    base = load_base(config.model)
+    base.model.requires_grad_(True)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
+                     long_targets="cut")
+    cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
+    accelerator = make_accelerator(cfg, "cpu")
+    seen = []
+    base.model.encoder.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    for task in ("python", "javascript"):
+        train_task(base.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=0, seed=0,
+                   task=task, progress=False)
+    assert seen == [True] * 4  # 2 batches per task
+
+
 def test_evaluation_precision_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="eval.precision = 'fp16': choose one of fp32, bf16"):
         with evaluation_precision("fp16", "cpu"):

@@ -224,7 +224,11 @@ def train_task(
         # `prepare` wrapped model.forward in autocast (bf16 on a GPU) on the model object itself;
         # left there, every later forward pass (evaluation included) would run in bf16 for some
         # strategies and not others (PEFT's generate bypasses the wrapped forward).
-        accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        bare = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        # Accelerate also marks the model it prepared, and `prepare` returns a marked model as it is:
+        # the next task's training (same process, same model) would then run without the autocast
+        # wrapper removed above, in float32, while a run resumed at that task trains it in bf16.
+        vars(bare).pop("_is_accelerate_prepared", None)
     result.seconds = time.perf_counter() - start
     result.samples_per_s = result.samples / result.seconds
     result.tokens_per_s = result.tokens / result.seconds
