@@ -104,7 +104,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _matrices(run_dir, results, f, show_std, intervals)
     lines += _cl_table(results, f, intervals)
     lines += _zero_shot(results, intervals)
-    lines += _routing(results, f)
+    lines += _routing(results, f) if config is None or config.eval.routing else [
+        "Routing (rows without the task id) was not evaluated: `eval.routing=false`.", ""]
     lines += _humaneval(results, f)
     lines += _losses(run_dir, results, intervals)
     lines += _efficiency(run_dir, results, f)
