@@ -54,10 +54,9 @@ def test_same_seed_same_numbers(tmp_path):
     assert read(a)["matrix"] == read(b)["matrix"]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, precision):
-    """bit-identical in bf16 too (issue 15: the uninterrupted run's second task trained in float32)"""
-    overrides = ("strategy=hybrid_shared_layer", f"train.precision={precision}")
+def interrupted_and_resumed(tmp_path, monkeypatch, overrides):
+    """``(uninterrupted, resumed)`` run folders: the same run once straight through and once stopped when
+    JavaScript's training starts (after Python's stage was saved), then resumed."""
     uninterrupted = run_experiment(config(*overrides), tmp_path / "full", progress=False)
 
     import hybridcl.continual as continual
@@ -75,7 +74,14 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, prec
     state = read(tmp_path / "cut" / "seed-0", "state.json")
     assert [t["task"] for t in state["train"]] == ["python"] and not state["finished"]
     monkeypatch.setattr(continual, "train_task", real_train)
-    resumed = run_experiment(config(*overrides), tmp_path / "cut", progress=False)
+    return uninterrupted, run_experiment(config(*overrides), tmp_path / "cut", progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, precision):
+    """bit-identical in bf16 too (issue 15: the uninterrupted run's second task trained in float32)"""
+    overrides = ("strategy=hybrid_shared_layer", f"train.precision={precision}")
+    uninterrupted, resumed = interrupted_and_resumed(tmp_path, monkeypatch, overrides)
     assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
     a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     b = load_file(resumed / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
@@ -84,21 +90,7 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, prec
 
 def test_a_run_with_the_block_inside_the_decoder_resumes_to_the_same_results(tmp_path, monkeypatch):
     at = ("strategy=hybrid_shared_layer", "components.full_layer.position=decoder:1", "data.max_train=8")
-    uninterrupted = run_experiment(config(*at), tmp_path / "full", progress=False)
-    import hybridcl.continual as continual
-
-    real_train = continual.train_task
-
-    def crash_on_javascript(*args, task, **kwargs):
-        if task == "javascript":
-            raise KeyboardInterrupt
-        return real_train(*args, task=task, **kwargs)
-
-    monkeypatch.setattr(continual, "train_task", crash_on_javascript)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(config(*at), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(continual, "train_task", real_train)
-    resumed = run_experiment(config(*at), tmp_path / "cut", progress=False)
+    uninterrupted, resumed = interrupted_and_resumed(tmp_path, monkeypatch, at)
     assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
     assert read(resumed)["params"]["full_layer_position"] == "decoder:1"
     a = load_file(uninterrupted / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
