@@ -28,6 +28,7 @@ from hybridcl.config import TrainConfig
 from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
 from hybridcl.loss import decoder_inputs_fn, token_scores
+from hybridcl.model.dropout import use_cpu_dropout
 
 
 _GPU_FLUSH_STEPS = 50  # optimizer steps between reads of the loss on a GPU
@@ -121,6 +122,11 @@ def train_task(
         scheduler = get_constant_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps))
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    if accelerator.device.type == "cpu":
+        # torch draws CPU dropout masks with a slow bernoulli_ (a third of a bf16 step of the seed's
+        # workload); CpuDropout draws the same distribution from random integers. Every training
+        # call installs it, so that adapters and blocks created since the last task have it too.
+        use_cpu_dropout(model)
     decoder_inputs = decoder_inputs_fn(model)  # before prepare(): a wrapped model hides it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
