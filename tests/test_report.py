@@ -8,6 +8,7 @@ from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.report.compare import compare_runs
 from hybridcl.report.markdown import write_report
+from hybridcl.train import cpu_has_native_bf16
 from hybridcl.routing import choose, routing_accuracy
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
@@ -49,6 +50,10 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
     assert "4.38%" in report  # the explanation of where per-task forgetting must come from
     # issue 11 #3, #4, #5: the precision, the long targets and the cut generations are stated
     assert "- evaluation: every cell in fp32; at most 8 new tokens, a generated function stopping at its end" in report
+    # issue 15: train.precision auto resolves per machine; what training ran in is recorded and stated
+    trained_in = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert [t["precision"] for s in results["per_seed"] for t in s["train"]] == [trained_in] * 4
+    assert f"- training: 1.0 epochs, batch 8, lr 0.001, {trained_in}\n" in report
     data = results["per_seed"][0]["data"]
     long = ", ".join(f"{t} {data[t]['train']['long_targets']}/{data[t]['valid']['long_targets']}" for t in ("python", "javascript"))
     assert f"- targets longer than 64 tokens (train/validation, among the examples looked at): {long}; cut (no end token) in training" in report

@@ -1,5 +1,6 @@
 """One task's training loop: what it leaves behind for evaluation."""
 import copy
+import os
 
 import pytest
 import torch
@@ -105,12 +106,38 @@ def test_the_fast_path_follows_the_plain_path_within_one_percent(arch, fresh_acc
     assert (fast.samples, fast.tokens) == (plain.samples, plain.tokens) == (48, plain.tokens)
 
 
-def test_auto_precision_is_fp32_on_a_cpu(fresh_accelerate_state):
-    """bf16 is opt-in on a CPU: under it a resumed run ended 1e-4 nats from the uninterrupted one
-    (tests/test_reliability.py's SIGKILL test and tests/test_continual.py's resume test)."""
-    assert make_accelerator(TrainConfig(), "cpu").mixed_precision == "no"
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="the kernel's CPU flags are read from /proc/cpuinfo")
+def test_native_bf16_is_what_the_kernel_says_this_processor_has():
+    assert train_module.cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, mkldnn, expected", [
+    (True, False, True, "bf16"), (False, True, True, "bf16"), (True, True, True, "bf16"),
+    (False, False, True, "fp32"), (True, True, False, "fp32"),
+])
+def test_auto_precision_on_a_cpu_is_bf16_where_the_processor_has_it(monkeypatch, fresh_accelerate_state,
+                                                                      avx512_bf16, amx, mkldnn, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    assert train_module.training_precision("auto", cpu=True) == expected
+    assert make_accelerator(TrainConfig(), "cpu").mixed_precision == {"bf16": "bf16", "fp32": "no"}[expected]
+    # an explicit setting is kept whatever the processor
+    assert train_module.training_precision("fp32", cpu=True) == "fp32"
+    assert train_module.training_precision("bf16", cpu=True) == "bf16"
     assert make_accelerator(TrainConfig(precision="bf16"), "cpu").mixed_precision == "bf16"  # a second precision in one process
     assert make_accelerator(TrainConfig(precision="fp32"), "cpu").mixed_precision == "no"
+
+
+def test_auto_precision_on_a_cpu_is_fp32_where_torch_cannot_tell(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert train_module.training_precision("auto", cpu=True) == "fp32"
 
 
 def test_reading_the_loss_every_50_steps_as_on_a_gpu_logs_the_same_lines(monkeypatch, tmp_path, fresh_accelerate_state):

@@ -201,7 +201,9 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     grad_clip: float | None = 1.0
     grad_accum: int = 1
-    # auto: bf16 autocast on a GPU that supports it, fp32 on CPU
+    # bf16: autocast (float32 master weights and AdamW state). auto: bf16 on a GPU that supports it
+    # and on a CPU with native bf16 (avx512_bf16 or AMX), fp32 elsewhere (train.training_precision);
+    # results.json's train[k].precision says which one ran
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     group_by_length: bool = True
     shuffle: bool = True  # false: batches in data order (with group_by_length false: file order, the seed)

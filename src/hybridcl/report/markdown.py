@@ -126,15 +126,17 @@ def _config(run_dir: Path):
 def _summary(results, config, seeds) -> list[str]:
     lines = [f"- strategy: `{results['strategy']}`", f"- tasks, in training order: {', '.join(results['tasks'])}",
              f"- seeds: {seeds}" + (" (numbers are mean ± standard deviation over seeds)" if seeds > 1 else "")]
+    per_seed = results.get("per_seed") or []
+    trained_in = sorted({t["precision"] for seed in per_seed for t in seed.get("train", []) if "precision" in t})
     if config is not None:
         lines += [f"- base model: `{config.model.name}`", f"- direction: {config.data.direction}; data: "
                   f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
                   f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
-                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}",
+                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"
+                  + (f", {' and '.join(trained_in)}" if trained_in else ""),
                   f"- evaluation: every cell in {results.get('eval_precision', 'an unrecorded precision')}; at most "
                   f"{config.eval.max_new_tokens} new tokens, a generated function stopping at its end "
                   "(`cut_share`: the share the limit cut)"]
-    per_seed = results.get("per_seed") or []
     data = per_seed[0].get("data") if per_seed else None
     if data:
         counts, long = [], []
