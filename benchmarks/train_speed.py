@@ -11,8 +11,15 @@ Each side runs in its own child process (so that each has its own peak RSS), int
 alike; the ratio of the medians comes last, with the spread of the per-round ratios. Every line
 printed is appended to ``benchmarks/results/<date>-<device>.jsonl`` with the machine's load.
 
+``--workload default`` is the real workload instead: the default preset's model (the embedded
+SmolLM2-135M-Instruct) on the bundled corpus's Python examples at the preset's lengths (prompts
+up to 96 tokens, targets up to 128, longer targets dropped), the preset's LoRA (r=8, alpha=16,
+dropout 0.05 on q_proj, v_proj), batch 8, lr 1e-3, clipping 1.0, against the same model, examples
+and LoRA under the Hugging Face Trainer + PEFT (length-grouped, float32 on a CPU, bf16 on a GPU).
+
     python benchmarks/train_speed.py --examples 64 --epochs 1 --rounds 2   # a CPU: ~5 min on 2 cores
     python benchmarks/train_speed.py --rounds 1                             # a GPU: the seed's workload
+    python benchmarks/train_speed.py --workload default --examples 32 --epochs 1 --rounds 2 --device cpu
 """
 from __future__ import annotations
 
@@ -72,6 +79,25 @@ def machine() -> dict:
             "torch": torch.__version__}
 
 
+def default_workload(args):
+    """The default preset's base model, LoRA settings and first ``args.examples`` Python training
+    examples, tokenised as ``hybridcl run preset=default`` tokenises them; the train settings."""
+    from hybridcl.config import load_config
+    from hybridcl.data.batching import encode, target_length_counter
+    from hybridcl.data.tasks import load_task_data
+    from hybridcl.model.full_layer import family_of
+    from hybridcl.model.loading import load_base
+
+    config = load_config(overrides=["preset=default", f"data.max_train={args.examples}", "data.max_val=1"])
+    base = load_base(config.model)
+    data = load_task_data(config.data, "python", target_lengths=target_length_counter(base.tokenizer, base.kind))
+    encoded = encode(data.train, base.tokenizer, base.kind, config.data.max_source_len, config.data.max_target_len,
+                     progress=False, long_targets=config.data.long_targets)
+    lora = config.components.lora
+    targets = list(lora.target_modules or family_of(base.model).lora_targets)
+    return config, base, encoded, lora, targets
+
+
 def run_hybridcl(args) -> dict:
     import torch
 
@@ -81,24 +107,33 @@ def run_hybridcl(args) -> dict:
     from hybridcl.strategies import get_strategy
     from hybridcl.train import make_accelerator, train_task
 
-    encoded = workload(args.examples, load_peer(args.peer))
-    base = load_base(ModelConfig(name="random:Salesforce/codet5-small"))
-    # The peer's LoRA: r=16, alpha=32, dropout 0.1 on every linear layer of the T5 blocks.
-    lora = LoraSpec(r=16, alpha=32, dropout=0.1, target_modules=["q", "k", "v", "o", "wi", "wo"])
+    if args.workload == "default":
+        config, base, encoded, lora, _ = default_workload(args)
+        lr = config.train.lr
+        model_name = config.model.name
+    else:
+        encoded = workload(args.examples, load_peer(args.peer))
+        base = load_base(ModelConfig(name="random:Salesforce/codet5-small"))
+        # The peer's LoRA: r=16, alpha=32, dropout 0.1 on every linear layer of the T5 blocks.
+        lora = LoraSpec(r=16, alpha=32, dropout=0.1, target_modules=["q", "k", "v", "o", "wi", "wo"])
+        lr = 5e-4
+        model_name = "random:Salesforce/codet5-small"
     components = ComponentSet(base.model, base.kind, get_strategy(args.strategy), ComponentsConfig(lora=lora))
     torch.manual_seed(0)
     components.activate("task")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=5e-4, grad_clip=1.0,
-                      precision=args.precision, log_every=10)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, grad_clip=1.0,
+                      precision=args.precision, log_every=1 if args.workload == "default" else 10)
     accelerator = make_accelerator(cfg, args.device)
     components.model.to(accelerator.device)
     cuda = accelerator.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    result = train_task(components.model, encoded, cfg, accelerator=accelerator, kind="seq2seq", pad_token_id=0,
+    result = train_task(components.model, encoded, cfg, accelerator=accelerator, kind=base.kind,
+                        pad_token_id=base.tokenizer.pad_token_id if args.workload == "default" else 0,
                         seed=0, task="task", progress=False)
-    real_tokens = int(args.epochs * sum(len(a) + len(b) for a, b in zip(encoded.input_ids, encoded.labels)))
-    return {"system": "hybridcl", "strategy": args.strategy, "examples": args.examples, "epochs": args.epochs,
+    real_tokens = int(args.epochs * real_token_count(encoded, base.kind))
+    return {"system": "hybridcl", "workload": args.workload, "model": model_name, "strategy": args.strategy,
+            "examples": len(encoded), "epochs": args.epochs,
             "batch_size": args.batch_size, "precision": accelerator.mixed_precision, "train_s": round(result.seconds, 1),
             "samples_per_s": round(result.samples / result.seconds, 2),
             "real_tokens_per_s": round(real_tokens / result.seconds),
@@ -108,7 +143,68 @@ def run_hybridcl(args) -> dict:
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 
 
+def real_token_count(encoded, kind: str) -> int:
+    """Non-padding tokens of one epoch: source + target (seq2seq), the whole sequence (causal)."""
+    if kind == "causal":  # input_ids already hold prompt + target
+        return sum(len(a) for a in encoded.input_ids)
+    return sum(len(a) + len(b) for a, b in zip(encoded.input_ids, encoded.labels))
+
+
+def run_peer_default(args) -> dict:
+    """The Hugging Face Trainer + PEFT LoRA on the default workload: same model, examples, LoRA,
+    batch, lr, clipping and epochs as hybridcl's side; length-grouped batches; float32 on a CPU."""
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    config, base, encoded, lora, targets = default_workload(args)
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    torch.manual_seed(0)
+    model = get_peft_model(base.model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                  target_modules=targets, task_type="CAUSAL_LM"))
+    base.tokenizer.padding_side = "right"  # as hybridcl pads, so positions match
+    features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
+
+    class Examples(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(features)
+
+        def __getitem__(self, i):
+            return features[i]
+
+    training = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="peer_default_"), per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs, learning_rate=config.train.lr, max_grad_norm=1.0, weight_decay=0.0,
+        bf16=cuda, use_cpu=not cuda, train_sampling_strategy="group_by_length", logging_steps=1,
+        save_strategy="no", report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+        seed=0)
+    trainer = Trainer(model=model, args=training, train_dataset=Examples(),
+                      data_collator=DataCollatorForSeq2Seq(base.tokenizer, padding=True, label_pad_token_id=-100))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    trainer.train()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    losses = [[e["step"], round(e["loss"], 4)] for e in trainer.state.log_history if "loss" in e]
+    samples = args.epochs * len(features)
+    return {"peer": "hf_trainer+peft_lora", "workload": "default", "model": config.model.name, "examples": len(features),
+            "epochs": args.epochs, "precision": "bf16" if cuda else "fp32", "train_s": round(seconds, 1),
+            "samples_per_s": round(samples / seconds, 2),
+            "real_tokens_per_s": round(args.epochs * real_token_count(encoded, base.kind) / seconds),
+            "peak_rss_gb": round(peak_rss_gb(), 2),
+            "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+            "final_loss": losses[-1][1] if losses else None, "losses": losses,
+            "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"}
+
+
 def run_peer(args) -> dict:
+    if args.workload == "default":
+        return {"system": "peer", **run_peer_default(args)}
     peer = load_peer(args.peer)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -128,6 +224,9 @@ def device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="seed", choices=["seed", "default"],
+                        help="seed: random-init codet5-small on the peer's synthetic lengths; default: the default "
+                             "preset's SmolLM2-135M on the bundled corpus")
     parser.add_argument("--examples", type=int, default=8000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -147,7 +246,7 @@ def main() -> None:
         print(json.dumps({**line, **machine()}), flush=True)
         return
 
-    if args.batch_size != 8 and not args.no_peer:
+    if args.workload == "seed" and args.batch_size != 8 and not args.no_peer:
         sys.exit("the peer trains with batch 8 only: pass --batch-size 8 or --no-peer")
     results = args.results or RESULTS / f"{datetime.date.today()}-{device_name(args.device)}.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +260,8 @@ def main() -> None:
             f.write(json.dumps(line) + "\n")
 
     emit({"command": command, **machine()})
-    child = [sys.executable, str(Path(__file__).resolve()), "--examples", str(args.examples), "--epochs", str(args.epochs),
+    child = [sys.executable, str(Path(__file__).resolve()), "--workload", args.workload,
+             "--examples", str(args.examples), "--epochs", str(args.epochs),
              "--batch-size", str(args.batch_size), "--strategy", args.strategy, "--device", args.device,
              "--precision", args.precision, "--peer", str(args.peer)]
     sides = ["hybridcl"] if args.no_peer else ["peer", "hybridcl"]
@@ -183,7 +283,9 @@ def main() -> None:
           "per_round": [round(r, 2) for r in ratios], "peer_train_s": median["peer"],
           "hybridcl_train_s": median["hybridcl"],
           "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
-          "examples": args.examples, "epochs": args.epochs, "device": seen["hybridcl"][0]["device"], **machine()})
+          "workload": args.workload, "examples": seen["hybridcl"][0]["examples"], "epochs": args.epochs,
+          "final_loss": {side: [x.get("final_loss") for x in seen[side]] for side in sides},
+          "device": seen["hybridcl"][0]["device"], **machine()})
 
 
 if __name__ == "__main__":
