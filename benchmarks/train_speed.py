@@ -134,7 +134,8 @@ def run_hybridcl(args) -> dict:
     real_tokens = int(args.epochs * real_token_count(encoded, base.kind))
     return {"system": "hybridcl", "workload": args.workload, "model": model_name, "strategy": args.strategy,
             "examples": len(encoded), "epochs": args.epochs,
-            "batch_size": args.batch_size, "precision": accelerator.mixed_precision, "train_s": round(result.seconds, 1),
+            "batch_size": args.batch_size, "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
+            "train_s": round(result.seconds, 1),
             "samples_per_s": round(result.samples / result.seconds, 2),
             "real_tokens_per_s": round(real_tokens / result.seconds),
             "peak_rss_gb": round(peak_rss_gb(), 2),
@@ -280,8 +281,8 @@ def main() -> None:
     ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"])]
     median = {side: statistics.median(x["train_s"] for x in seen[side]) for side in sides}
     emit({"speedup_vs_peer": round(median["peer"] / median["hybridcl"], 2),
-          "per_round": [round(r, 2) for r in ratios], "peer_train_s": median["peer"],
-          "hybridcl_train_s": median["hybridcl"],
+          "per_round": [round(r, 2) for r in ratios], "peer_train_s": round(median["peer"], 1),
+          "hybridcl_train_s": round(median["hybridcl"], 1),
           "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
           "workload": args.workload, "examples": seen["hybridcl"][0]["examples"], "epochs": args.epochs,
           "final_loss": {side: [x.get("final_loss") for x in seen[side]] for side in sides},
