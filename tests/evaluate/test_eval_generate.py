@@ -49,23 +49,34 @@ def llama():
     return _no_early_eos(tf.LlamaForCausalLM(cfg).eval())
 
 
-class Spy:
-    """Wraps model.generate to record input and output shapes."""
+class Calls:
+    """Records what generate feeds the model: the attention mask of each batch of prompts (a
+    decoder-only prefill, an encoder call) and the number of rows of the decoder's one-token steps."""
 
-    def __init__(self, model):
-        self.model, self.calls = model, []
-        self.orig = model.generate
+    def __init__(self, model, kind):
+        self.model, self.kind = model, kind
 
     def __enter__(self):
-        def gen(**kw):
-            out = self.orig(**kw)
-            self.calls.append((kw["input_ids"].clone(), kw["attention_mask"].clone(), out.shape))
-            return out
-        self.model.generate = gen
+        self.masks, self.step_rows = [], 0
+        self.hooks = [self.model.register_forward_pre_hook(self._forward, with_kwargs=True)]
+        if self.kind == "seq2seq":
+            self.hooks.append(self.model.get_encoder().register_forward_pre_hook(self._prompts, with_kwargs=True))
         return self
 
+    def _prompts(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        self.masks.append(mask if mask is not None else torch.ones_like(kwargs["input_ids"]))
+
+    def _forward(self, module, args, kwargs):
+        if self.kind == "causal" and kwargs.get("cache") is None:  # the prefill of a batch of prompts
+            self._prompts(module, args, kwargs)
+        else:
+            ids = kwargs.get("input_ids") if self.kind == "causal" else kwargs["decoder_input_ids"]
+            self.step_rows += ids.shape[0]
+
     def __exit__(self, *exc):
-        del self.model.generate
+        for hook in self.hooks:
+            hook.remove()
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
@@ -78,23 +89,27 @@ def test_batched_equals_one_at_a_time(which, kind, tok, request):
     assert len(set(batched)) > 1  # outputs differ by prompt, so order restoration is tested
     reversed_out = generate(model, tok, PROMPTS[::-1], kind=kind, max_new_tokens=8, batch_size=3, progress=False)
     assert reversed_out == batched[::-1]
+    assert batched == generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False, plain=True)
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
 def test_max_new_tokens_and_padding(which, kind, tok, request):
     model = request.getfixturevalue(which)
-    with Spy(model) as spy:
+    with Calls(model, kind) as calls:
         out = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=6, batch_size=4, progress=False)
     assert len(out) == len(PROMPTS)
-    for ids, mask, shape in spy.calls:
-        new = shape[1] - (ids.shape[1] if kind == "causal" else 1)
-        assert new == 6  # EOS is suppressed in these models, so every output has exactly 6 new tokens
-        lengths = mask.sum(1).tolist()
-        assert lengths == sorted(lengths, reverse=True)  # longest first
+    lengths = [n for mask in calls.masks for n in mask.sum(1).tolist()]
+    assert sorted(lengths) == sorted(len(tok(p)["input_ids"]) - (kind == "causal" and len(p) > 0) for p in PROMPTS)
+    assert lengths == sorted(lengths, reverse=True)  # longest first
+    for mask in calls.masks:
+        assert len(mask) <= 4
         if kind == "causal":
             assert mask[:, -1].all()  # left padding: every prompt ends at the last column
         else:
             assert mask[:, 0].all()
+    # EOS is suppressed in these models, so every output has exactly 6 new tokens: the decoder-only
+    # prefill chooses the first, one-token steps the other 5
+    assert calls.step_rows == len(PROMPTS) * (5 if kind == "causal" else 6)
     assert all(len(o.encode()) <= 6 for o in out)  # ByT5: one byte per token at most
 
 
@@ -115,11 +130,11 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
     out = generate(_constant_head(make(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
     assert out == ["zzzzz", "zzzzz"]  # exactly the new tokens: no prompt text, max_new_tokens respected
     model = _constant_head(make(), tok.eos_token_id)
-    with Spy(model) as spy:
+    with Calls(model, kind) as calls:
         out = generate(model, tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
     assert out == ["", ""]
-    ids, _, shape = spy.calls[0]
-    assert shape[1] - (ids.shape[1] if kind == "causal" else 1) == 1  # stopped right after EOS
+    # stopped right after EOS: the decoder-only prefill or the encoder-decoder's first step chose it
+    assert len(calls.masks) == 1 and calls.step_rows == (0 if kind == "causal" else 2)
 
 
 def test_beams_sampling_and_num_return_sequences(tok, t5, llama):

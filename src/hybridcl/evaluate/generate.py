@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
 
-from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
+from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
+from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
 
 from hybridcl.constants import CODE_DIRECTIONS, Kind
 
@@ -129,6 +130,7 @@ def generate(
     desc: str = "generate",
     code_language: str | None = None,
     return_hit_limit: bool = False,
+    plain: bool = False,
     **overrides,
 ):
     """Generate a continuation for every prompt; returns texts in the order of ``prompts``.
@@ -151,6 +153,12 @@ def generate(
     With ``return_hit_limit``, returns ``(texts, hit_limit)``: ``hit_limit`` has the same shape
     as ``texts``, True where the output reached ``max_new_tokens`` tokens with neither EOS nor
     the end of its function, i.e. the limit cut it.
+
+    Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`:
+    finished outputs leave the batch and (decoder-only models) waiting prompts take their place,
+    with the tokens ``model.generate`` chooses. Beam search, sampling, ``no_repeat_ngram_size``
+    and models whose generation config adds to greedy decoding run ``model.generate`` batch by
+    batch, as does ``plain=True`` (the reference the fast loop is tested and measured against).
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
@@ -187,6 +195,10 @@ def generate(
     if s.no_repeat_ngram_size > 0:  # the seed's setting (2); 0 leaves the model's generation_config alone
         gen_kwargs.update(no_repeat_ngram_size=s.no_repeat_ngram_size)
 
+    # beams, sampling and the seed's no_repeat_ngram_size go through generate: its logits processors
+    # and beam bookkeeping are not rewritten here
+    fast = (not plain and num_beams == 1 and not do_sample and num_return_sequences == 1
+            and s.no_repeat_ngram_size == 0 and plain_greedy(model, kind == "seq2seq"))
     results: list = [None] * len(encoded)
     was_training = model.training
     model.eval()
@@ -195,7 +207,14 @@ def generate(
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             bar = tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False)
-            for start in range(0, len(order), batch_size):
+            if fast:
+                ended = None if code_language is None else (lambda rows: functions_ended(tokenizer, rows, code_language))
+                outputs = greedy_generate(model, [encoded[i] for i in order], encoder_decoder=kind == "seq2seq",
+                                          batch_size=batch_size, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                          eos_token_id=eos, ended=ended, on_finished=lambda _: bar.update(1))
+                for i, ids in zip(order, outputs):
+                    results[i] = _finish(ids, tokenizer, eos, code_language)
+            for start in range(0, len(order) if not fast else 0, batch_size):
                 idx = order[start : start + batch_size]
                 ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
                 start = ids.shape[1] if kind == "causal" else 1

@@ -199,6 +199,14 @@ def may_have_ended(text: str, language: str | None) -> bool:
     return False
 
 
+def functions_ended(tokenizer, rows: list[list[int]], language: str | None) -> list[bool]:
+    """For each row of generated token ids, whether its text's function has ended (decoded without
+    special tokens). The one test both :class:`FunctionEndCriteria` and
+    :func:`hybridcl.evaluate.greedy.greedy_generate` stop a row on, so the two stop at the same token."""
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True) if rows else []
+    return [may_have_ended(text, language) and function_end(text, language) is not None for text in texts]
+
+
 class FunctionEndCriteria(StoppingCriteria):
     """Stops each sequence once :func:`function_end` finds the end of its function.
 
@@ -213,6 +221,6 @@ class FunctionEndCriteria(StoppingCriteria):
         rows = input_ids[:, self.start:].tolist()
         done = [self.eos is not None and self.eos in row for row in rows]  # finished already; generate handles it
         open_rows = [k for k, d in enumerate(done) if not d]
-        for k, text in zip(open_rows, self.tokenizer.batch_decode([rows[k] for k in open_rows], skip_special_tokens=True)):
-            done[k] = may_have_ended(text, self.language) and function_end(text, self.language) is not None
+        for k, flag in zip(open_rows, functions_ended(self.tokenizer, [rows[k] for k in open_rows], self.language)):
+            done[k] = flag
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
