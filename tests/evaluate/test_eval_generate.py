@@ -170,27 +170,37 @@ def test_decoded_code_keeps_its_spaces_before_punctuation():
     plant_successors(model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")])
     assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [text, text]
 class Scripted(tf.LlamaForCausalLM):
-    """Writes ``scripts[row]`` (ByT5 bytes) whatever the prompt, then EOS; counts its forward passes.
+    """Writes ``scripts[prompt]`` (ByT5 bytes) after each prompt, then EOS; counts its forward passes.
 
-    Prompts must all have ``width`` tokens (so the batch has no padding and keeps input order)."""
+    A row's prompt and step ride in its newest cache entry (the first two values of layer 0's first
+    head), so that they follow the row when finished rows leave the batch or new prompts join it."""
 
-    def __init__(self, scripts, width):
+    def __init__(self, scripts: dict[str, str]):
         cfg = tf.LlamaConfig(vocab_size=384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                              num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
                              eos_token_id=1)
         super().__init__(cfg)
-        self.scripts = [[b + 3 for b in s.encode()] for s in scripts]
-        self.width, self.steps = width, 0
+        self.prompts = [tuple(b + 3 for b in prompt.encode()) for prompt in scripts]
+        self.scripts = [[b + 3 for b in s.encode()] for s in scripts.values()]
+        self.steps = self.step_rows = 0
         self.eval()
 
-    def forward(self, input_ids=None, attention_mask=None, **kwargs):
-        if input_ids.shape[1] == self.width:  # the prompt: a new generate call (then one token per step, KV cache)
-            self.pos = 0
-        step, self.pos = self.pos, self.pos + 1
-        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              cache=cache, **kwargs)
+        values = out.cache.layers[0].values  # [rows, heads, length, head size]
+        if input_ids.shape[1] > 1:  # prompts (left-padded with 0)
+            who = torch.tensor([self.prompts.index(tuple(t for t in row if t)) for row in input_ids.tolist()],
+                               dtype=values.dtype)
+            step = torch.zeros_like(who)
+        else:
+            who, step = values[:, 0, -2, 0], values[:, 0, -2, 1] + 1
+            self.step_rows += len(who)
+        values[:, 0, -1, 0], values[:, 0, -1, 1] = who, step
         logits = torch.full_like(out.logits, -1e4)
-        for row, script in enumerate(self.scripts):
-            logits[row, -1, script[step] if step < len(script) else 1] = 0.0
+        for row, (k, n) in enumerate(zip(who.long().tolist(), step.long().tolist())):
+            script = self.scripts[k]
+            logits[row, -1, script[n] if n < len(script) else 1] = 0.0
         out.logits = logits
         self.steps += 1
         return out
@@ -208,7 +218,7 @@ FENCED = "```python\ndef f():\n    return 1\n```\nThis returns one, and more pro
 ])
 def test_generation_stops_where_the_function_ends(tok, script, language, expected):
     """issue 11 #5: a second function, a closing fence and prose are neither generated nor scored."""
-    model = Scripted([script], width=2)
+    model = Scripted({"p1": script})
     texts, hit = generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, code_language=language,
                           return_hit_limit=True, progress=False)
     assert texts == [expected] and hit == [False]
@@ -217,23 +227,40 @@ def test_generation_stops_where_the_function_ends(tok, script, language, expecte
     if script is FENCED:
         stop_at = len(expected)
     assert model.steps == stop_at
-    model = Scripted([script], width=2)
+    model = Scripted({"p1": script})
     assert generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, progress=False) == [script]  # without: EOS
     assert model.steps == len(script) + 1
 
 
 def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     scripts = [PY_TWO, "def h():\n" + "    x = 1\n" * 20, "def k():\n    return 2\n"]
-    model = Scripted(scripts, width=2)
+    model = Scripted(dict(zip(["p1", "p2", "p3"], scripts)))
     texts, hit = generate(model, tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40, batch_size=3,
                           code_language="python", return_hit_limit=True, progress=False)
     assert texts == ["def f(a):\n    return a", scripts[1][:40], scripts[2]]  # the third ended at EOS: as generated
     assert hit == [False, True, False]
-    plain, plain_hit = generate(Scripted(scripts, width=2), tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40,
+    plain, plain_hit = generate(Scripted(dict(zip(["p1", "p2", "p3"], scripts))), tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40,
                                 batch_size=3, return_hit_limit=True, progress=False)
     # without the rule the first runs on into g() and is cut by the limit
     assert plain == [PY_TWO[:40], scripts[1][:40], scripts[2]] and plain_hit == [True, True, False]
     assert generate(model, tok, [], kind="causal", return_hit_limit=True) == ([], [])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_ended_rows_leave_and_waiting_prompts_join_with_generates_texts(tok, batch_size):
+    """Outputs that end at their function's end, at EOS and at the limit, from prompts of different
+    lengths: the same texts and flags as generate batch by batch, with fewer rows computed."""
+    scripts = {"p1": PY_TWO, "a second prompt": "def h():\n" + "    x = 1\n" * 20, "p3": "def k():\n    return 2\n",
+               "the fourth": FENCED, "p5, the last": "def m(x):\n    return x\n@dec\ndef n(): pass\n"}
+    kwargs = dict(kind="causal", max_new_tokens=40, batch_size=batch_size, code_language="python",
+                  return_hit_limit=True, progress=False)
+    fast_model, plain_model = Scripted(scripts), Scripted(scripts)
+    texts, hit = generate(fast_model, tok, list(scripts), **kwargs)
+    assert (texts, hit) == generate(plain_model, tok, list(scripts), plain=True, **kwargs)
+    assert hit == [False, True, False, False, False]
+    assert texts[4] == "def m(x):\n    return x"
+    if batch_size > 1:
+        assert fast_model.step_rows < plain_model.step_rows
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
