@@ -50,6 +50,22 @@ def test_summed_stats_give_the_metric_score_computes(direction):
         assert iv.value(name, st.sum(axis=0)) == pytest.approx(expected[name], abs=1e-9), name
 
 
+@pytest.mark.parametrize("direction", ["text-to-code", "code-to-text"])
+def test_scores_and_stats_in_one_pass(direction, monkeypatch):
+    """The evaluator's cell: score's numbers and score_stats' rows, each metric computed once (score is
+    not called: its sentence BLEUs, sacrebleu and syntax checks would run a second time)."""
+    expected = metrics.score(PREDS, REFS, language="python", direction=direction)
+    expected_stats = iv.score_stats(PREDS, REFS, language="python", direction=direction)
+    monkeypatch.setattr(metrics, "score", None)
+    scores, stats = iv.score_with_stats(PREDS, REFS, language="python", direction=direction)
+    assert set(scores) == set(expected) and set(stats) == set(expected_stats)
+    for name, value in expected.items():
+        assert scores[name] == (None if value is None else pytest.approx(value, abs=1e-9)), name
+    for name, rows in expected_stats.items():
+        assert (rows is None and stats[name] is None) or np.array_equal(rows, stats[name]), name
+    assert scores["exact_match"] == pytest.approx(200 / 7)
+
+
 def test_exact_values_on_known_inputs():
     # exact match: examples 4 ("x") and 7 ("return None") only -> 2 of 7
     assert iv.value("exact_match", iv.example_stats("exact_match", PREDS, REFS).sum(0)) == pytest.approx(200 / 7)

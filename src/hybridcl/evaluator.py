@@ -29,7 +29,7 @@ from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
-from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_stats
+from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_with_stats
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
@@ -158,10 +158,9 @@ class MatrixEvaluator:
             with Meter(next(self.components.model.parameters()).device) as meter:
                 predictions[task], hit_limit[task] = self.predict(task, [ex.source for ex in examples],
                                                                   f"eval row {i} {task}")
-                scores = self.score(task, predictions[task])
+                scores, text_stats = score_with_stats(predictions[task], [ex.target for ex in examples],
+                                                      **self._metric_args(task, predictions[task]))
                 losses, stats[task] = self.loss(task)
-            text_stats = score_stats(predictions[task], [ex.target for ex in examples],
-                                     **self._metric_args(task, predictions[task]))
             stats[task].update({m: s for m, s in text_stats.items() if s is not None})
             cells[task] = {**losses, **scores, "cut_share": cut_share(hit_limit[task]),
                            "eval_seconds": meter.seconds, "n": len(examples),

@@ -280,6 +280,27 @@ def score_stats(
             for m in names}
 
 
+def score_with_stats(
+    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
+    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    syntax_texts: Sequence[str] | None = None,
+) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
+    """``hybridcl.evaluate.metrics.score`` and :func:`score_stats` of the same predictions (same arguments),
+    each metric computed once: a score is :func:`value` of its summed statistics (equal to ``score``'s
+    within 1e-9), CodeBLEU, which has none, comes from its package as ``score`` computes it."""
+    stats = score_stats(predictions, references, language=language, direction=direction, seed_metrics=seed_metrics,
+                        tokenize=tokenize, syntax_texts=syntax_texts)
+    scores: dict[str, float | None] = {}
+    for name, rows in stats.items():
+        if rows is not None:
+            scores[name] = value(name, rows.sum(axis=0))
+        elif name == "codebleu" and direction in CODE_DIRECTIONS:
+            scores[name] = text_metrics.codebleu(predictions, references, language)
+        else:  # CodeBLEU of docstrings, a syntax pass rate without an installed grammar: undefined, as in score
+            scores[name] = None
+    return scores, stats
+
+
 def ratio_stats(numerators: Sequence[float], denominators: Sequence[float]) -> np.ndarray:
     """Rows ``[numerator, denominator]`` per example, e.g. ``loss``: (NLL sum in nats, target tokens)
     or ``token_accuracy``: (correct tokens, target tokens)."""
