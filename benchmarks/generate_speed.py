@@ -1,15 +1,29 @@
-"""Generation speed: hybridcl's ``generate`` against plain Hugging Face ``generate``, same prompts.
+"""Generation speed: hybridcl's ``generate`` against plain Hugging Face ``generate`` on the evaluation's workload.
 
-The prompts are the first ``--prompts`` validation examples of a bundled task, formatted as a run
-formats them. The peer is ``model.generate`` as a user would call it: batches in input order,
-greedy, KV cache, the same ``max_new_tokens``, pad and EOS; its texts are cut at EOS and at the
-end of the function afterwards so that both sides' texts can be compared. hybridcl's
-:func:`hybridcl.evaluate.generate.generate` sorts prompts by length and stops each batch once
-every function in it has ended. The sides alternate (peer, hybridcl, ...) for ``--rounds``
-rounds in one process; the line with the ratio of the medians and the number of identical
-outputs comes last. Every line is appended to ``benchmarks/results/<date>-<device>.jsonl``.
+The workload is what a run of ``--preset`` (default: ``default``) generates in one matrix cell per
+task: the first ``--prompts`` (default: the preset's ``eval.max_examples``) validation examples of
+each task, encoded as the evaluator encodes them (``encode_prompts``, ``data.max_source_len``),
+greedy, the preset's ``eval.max_new_tokens`` and ``eval.batch_size``, a generated function
+stopping at its end.
 
-    python benchmarks/generate_speed.py --model embedded:smollm2-135m-instruct --prompts 32 --max-new-tokens 128
+The peer is ``model.generate`` as a user would call it: batches of ``eval.batch_size`` in input
+order, greedy, KV cache, the same ``max_new_tokens``, pad and EOS, and the function-end rule as its
+``StoppingCriteria`` (hybridcl's ``FunctionEndCriteria``: a row stops there, the batch when its
+last row has stopped); its texts are cut at EOS and at the function's end as hybridcl cuts its
+own. hybridcl is :func:`hybridcl.evaluate.generate.generate` as the evaluator calls it (prompts
+sorted by length, finished rows leaving the batch, waiting prompts joining it). Both decode the
+same token ids up to float rounding (``hybridcl.evaluate.greedy``); the last line counts the
+outputs whose texts are identical.
+
+The sides alternate (peer, hybridcl, peer, ...) for ``--rounds`` rounds in one process after one
+untimed call of each, so that other work on a shared machine slows both alike. Each line gives
+wall seconds, CPU seconds of the process, and the work done: forward passes and token rows
+(the rows of each forward pass times its tokens), which do not depend on the machine's load.
+The last line has the ratio of the medians. Every line, with the load average, is appended to
+``benchmarks/results/<date>-cpu.jsonl``.
+
+    python benchmarks/generate_speed.py                       # the default preset: 8 prompts per task
+    python benchmarks/generate_speed.py --prompts 32          # 32 prompts per task (eval.max_examples=32)
 """
 from __future__ import annotations
 
@@ -18,63 +32,94 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteriaList
 
-from hybridcl.config import DataConfig, ModelConfig
-from hybridcl.data.tasks import format_prompt, load_task_data
-from hybridcl.evaluate.generate import encode_prompts, generate
-from hybridcl.evaluate.stopping import function_end
+from hybridcl.config import load_config
+from hybridcl.data.batching import encode_prompts
+from hybridcl.data.tasks import load_task_data
+from hybridcl.evaluate.generate import GenerationSettings, code_language, generate
+from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
 from hybridcl.model.loading import load_base
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def hf_generate(model, tokenizer, prompts, kind, max_new_tokens, batch_size, language) -> list[str]:
-    """Plain ``model.generate`` in input order; texts cut at EOS, then at the function's end."""
+def hf_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                language: str | None) -> list[str]:
+    """Plain ``model.generate`` in input order with the function-end criterion; texts cut at EOS, then at
+    the function's end (as hybridcl's generate cuts them)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id
-    encoded = encode_prompts(tokenizer, prompts, kind, 512)
     texts = []
     with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            rows = encoded[start:start + batch_size]
+        for start in range(0, len(prompts), batch_size):
+            rows = prompts[start:start + batch_size]
             width = max(map(len, rows))
-            left = kind == "causal"
             ids = torch.full((len(rows), width), pad)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, seq in enumerate(rows):
-                span = slice(width - len(seq), width) if left else slice(0, len(seq))
-                ids[r, span] = torch.tensor(seq)
-                mask[r, span] = 1
+            for r, seq in enumerate(rows):  # left padding: the prompt ends where generation starts
+                ids[r, width - len(seq):] = torch.tensor(seq)
+                mask[r, width - len(seq):] = 1
+            stop = StoppingCriteriaList([FunctionEndCriteria(tokenizer, language, width, eos)] if language else [])
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  num_beams=1, use_cache=True, pad_token_id=pad, eos_token_id=eos,
-                                 temperature=None, top_p=None, top_k=None)
-            for row in out[:, width if left else 1:].tolist():
+                                 temperature=None, top_p=None, top_k=None, stopping_criteria=stop)
+            for row in out[:, width:].tolist():
                 row = row[:row.index(eos)] if eos in row else row
                 text = tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                end = function_end(text, language, final=True)
+                end = function_end(text, language, final=True) if language else None
                 texts.append(text if end is None or not text[end:].strip() else text[:end].rstrip())
     return texts
 
 
+class Work:
+    """Counts the model's forward passes and token rows (rows x tokens of each pass)."""
+
+    def __init__(self, model):
+        self.passes = self.token_rows = 0
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None:
+            self.passes += 1
+            self.token_rows += ids.numel()
+
+    def take(self) -> dict:
+        out = {"forward_passes": self.passes, "token_rows": self.token_rows}
+        self.passes = self.token_rows = 0
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    parser.add_argument("--language", default="python")
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--prompts", type=int, default=None, help="per task (default: the preset's eval.max_examples)")
+    parser.add_argument("--tasks", default=None, help="comma-separated (default: the preset's tasks)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    base = load_base(ModelConfig(name=args.model))
+    config = load_config(args.preset)
+    n = args.prompts or config.eval.max_examples
+    config = load_config(args.preset, [f"data.max_val={max(n, config.data.max_val)}"])
+    settings = GenerationSettings.from_config(config)
+    base = load_base(config.model)
     model, tokenizer, kind = base.model.eval(), base.tokenizer, base.kind
-    data = load_task_data(DataConfig(max_train=1, max_val=args.prompts), args.language, with_train=False)
-    prompts = [format_prompt(e, args.language, e.direction, kind) for e in data.val]
+    if kind != "causal":
+        raise SystemExit(f"--preset {args.preset}: the peer here is written for decoder-only models; got {kind}")
+    workload = []
+    for task in (args.tasks.split(",") if args.tasks else config.tasks):
+        examples = load_task_data(config.data, task, with_train=False).val[:n]
+        prompts, _ = encode_prompts(tokenizer, [e.source for e in examples], [task] * len(examples),
+                                    config.data.direction, kind, config.data.max_source_len)
+        workload.append((task, prompts, code_language(task, config.data.direction, config.data.completion_target)))
     results = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-cpu.jsonl"
     run_id = datetime.datetime.now().isoformat(timespec="seconds")
+    work = Work(model)
 
     def emit(line: dict) -> None:
         line = {"benchmark": "generate_speed", "run": run_id, **line,
@@ -83,29 +128,44 @@ def main() -> None:
         with results.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
-    setting = {"model": args.model, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-               "batch_size": args.batch_size}
-    # The first generation in a process is several times slower than the next ones (measured 123 s
-    # then 8.8 s for the same call, on the same model): one untimed call first, shared by both sides.
-    hf_generate(model, tokenizer, prompts, kind, args.max_new_tokens, args.batch_size, args.language)
+    def run(side: str) -> dict[str, list[str]]:
+        texts = {}
+        for task, prompts, language in workload:
+            if side == "hf_generate":
+                texts[task] = hf_generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, language)
+            else:
+                texts[task] = generate(model, tokenizer, prompts, kind=kind, settings=settings, progress=False,
+                                       code_language=language)
+        return texts
+
+    setting = {"model": config.model.name, "preset": args.preset, "tasks": [t for t, _, _ in workload],
+               "prompts_per_task": n, "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
+    # the first generation in a process is several times slower than the next ones (measured 123 s then
+    # 8.8 s for the same call): one untimed call of each side first
+    for side in ("hf_generate", "hybridcl"):
+        wall = time.perf_counter()
+        run(side)
+        print(f"warm-up {side}: {time.perf_counter() - wall:.1f} s", file=sys.stderr, flush=True)
+    work.take()
     seconds: dict[str, list[float]] = {"hf_generate": [], "hybridcl": []}
+    cpu: dict[str, list[float]] = {"hf_generate": [], "hybridcl": []}
     outputs = {}
     for round_ in range(args.rounds):
         for side in seconds:
-            start = time.perf_counter()
-            if side == "hf_generate":
-                texts = hf_generate(model, tokenizer, prompts, kind, args.max_new_tokens, args.batch_size, args.language)
-            else:
-                texts = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=args.max_new_tokens,
-                                 batch_size=args.batch_size, progress=False, code_language=args.language)
-            seconds[side].append(time.perf_counter() - start)
-            outputs[side] = texts
-            emit({"round": round_ + 1, "system": side, **setting, "seconds": round(seconds[side][-1], 1)})
-    same = sum(a == b for a, b in zip(outputs["hf_generate"], outputs["hybridcl"]))
+            wall, proc = time.perf_counter(), time.process_time()
+            outputs[side] = run(side)
+            seconds[side].append(time.perf_counter() - wall)
+            cpu[side].append(time.process_time() - proc)
+            emit({"round": round_ + 1, "system": side, **setting, "seconds": round(seconds[side][-1], 2),
+                  "cpu_seconds": round(cpu[side][-1], 2), **work.take()})
+    pairs = [(a, b) for task, _, _ in workload for a, b in zip(outputs["hf_generate"][task], outputs["hybridcl"][task])]
+    same = sum(a == b for a, b in pairs)
     median = {side: statistics.median(s) for side, s in seconds.items()}
+    median_cpu = {side: statistics.median(s) for side, s in cpu.items()}
     emit({"speedup_vs_hf_generate": round(median["hf_generate"] / median["hybridcl"], 2),
           "per_round": [round(p / h, 2) for p, h in zip(seconds["hf_generate"], seconds["hybridcl"])],
-          "identical_outputs": f"{same}/{len(prompts)}", **setting})
+          "cpu_speedup_vs_hf_generate": round(median_cpu["hf_generate"] / median_cpu["hybridcl"], 2),
+          "identical_outputs": f"{same}/{len(pairs)}", **setting})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import pytest
 import torch
 import transformers as tf
 
+from hybridcl.evaluate import greedy
 from hybridcl.evaluate.generate import generate
 
 PROMPTS = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "",
@@ -93,7 +94,8 @@ def test_batched_equals_one_at_a_time(which, kind, tok, request):
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
-def test_max_new_tokens_and_padding(which, kind, tok, request):
+def test_max_new_tokens_and_padding(which, kind, tok, request, monkeypatch):
+    monkeypatch.setattr(greedy, "DRAFT_BUDGET", 0)  # one token per step, so that steps count tokens
     model = request.getfixturevalue(which)
     with Calls(model, kind) as calls:
         out = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=6, batch_size=4, progress=False)
@@ -170,10 +172,13 @@ def test_decoded_code_keeps_its_spaces_before_punctuation():
     plant_successors(model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")])
     assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [text, text]
 class Scripted(tf.LlamaForCausalLM):
-    """Writes ``scripts[prompt]`` (ByT5 bytes) after each prompt, then EOS; counts its forward passes.
+    """Writes ``scripts[prompt]`` (ByT5 bytes) after each prompt, then EOS; counts its forward passes
+    (``steps``) and the rows of those after the prompts (``step_rows``).
 
-    A row's prompt and step ride in its newest cache entry (the first two values of layer 0's first
-    head), so that they follow the row when finished rows leave the batch or new prompts join it."""
+    The token at position ``q`` of a row whose prompt has ``P`` tokens is followed by
+    ``script[q - P + 1]``, for every token fed (a pending one or drafted ones). A row's prompt and
+    its length ride in each of its cache entries (the first two values of layer 0's first head),
+    so that they follow the row when finished rows leave the batch or new prompts join it."""
 
     def __init__(self, scripts: dict[str, str]):
         cfg = tf.LlamaConfig(vocab_size=384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -186,21 +191,25 @@ class Scripted(tf.LlamaForCausalLM):
         self.eval()
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):
+        prompts = cache is None or cache.get_seq_length() == 0
         out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               cache=cache, **kwargs)
         values = out.cache.layers[0].values  # [rows, heads, length, head size]
-        if input_ids.shape[1] > 1:  # prompts (left-padded with 0)
-            who = torch.tensor([self.prompts.index(tuple(t for t in row if t)) for row in input_ids.tolist()],
-                               dtype=values.dtype)
-            step = torch.zeros_like(who)
+        width = input_ids.shape[1]
+        if prompts:  # left-padded with 0
+            who = [self.prompts.index(tuple(t for t in row if t)) for row in input_ids.tolist()]
+            who, length = torch.tensor(who, dtype=values.dtype), torch.tensor([len(self.prompts[k]) for k in who],
+                                                                                dtype=values.dtype)
         else:
-            who, step = values[:, 0, -2, 0], values[:, 0, -2, 1] + 1
+            who, length = values[:, 0, -width - 1, 0].clone(), values[:, 0, -width - 1, 1].clone()
             self.step_rows += len(who)
-        values[:, 0, -1, 0], values[:, 0, -1, 1] = who, step
+        values[:, 0, -width:, 0], values[:, 0, -width:, 1] = who[:, None], length[:, None]
         logits = torch.full_like(out.logits, -1e4)
-        for row, (k, n) in enumerate(zip(who.long().tolist(), step.long().tolist())):
+        kept = position_ids[:, -logits.shape[1]:].tolist()
+        for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist())):
             script = self.scripts[k]
-            logits[row, -1, script[n] if n < len(script) else 1] = 0.0
+            for j, q in enumerate(kept[row]):
+                logits[row, j, script[q - n + 1] if q - n + 1 < len(script) else 1] = 0.0
         out.logits = logits
         self.steps += 1
         return out
@@ -216,20 +225,23 @@ FENCED = "```python\ndef f():\n    return 1\n```\nThis returns one, and more pro
     (JS_TWO, "javascript", "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}"),
     (FENCED, "python", "```python\ndef f():\n    return 1\n```"),
 ])
-def test_generation_stops_where_the_function_ends(tok, script, language, expected):
+@pytest.mark.parametrize("draft_budget", [0, greedy.DRAFT_BUDGET])
+def test_generation_stops_where_the_function_ends(tok, script, language, expected, draft_budget, monkeypatch):
     """issue 11 #5: a second function, a closing fence and prose are neither generated nor scored."""
+    monkeypatch.setattr(greedy, "DRAFT_BUDGET", draft_budget)
     model = Scripted({"p1": script})
     texts, hit = generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, code_language=language,
                           return_hit_limit=True, progress=False)
     assert texts == [expected] and hit == [False]
-    # it stopped generating right after the end became visible, not at EOS or the limit
+    # it stopped generating right after the end became visible, not at EOS or the limit: one forward
+    # pass per token, fewer where drafted tokens were right
     stop_at = {"python": len("def f(a):\n    return a\n\ndef "), "javascript": len(expected)}.get(language)
     if script is FENCED:
         stop_at = len(expected)
-    assert model.steps == stop_at
+    assert model.steps == stop_at if not draft_budget else model.steps < stop_at
     model = Scripted({"p1": script})
     assert generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, progress=False) == [script]  # without: EOS
-    assert model.steps == len(script) + 1
+    assert model.steps == len(script) + 1 if not draft_budget else model.steps < len(script) + 1
 
 
 def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
@@ -261,6 +273,19 @@ def test_ended_rows_leave_and_waiting_prompts_join_with_generates_texts(tok, bat
     assert texts[4] == "def m(x):\n    return x"
     if batch_size > 1:
         assert fast_model.step_rows < plain_model.step_rows
+
+
+def test_drafted_tokens_right_for_a_while_then_wrong_change_no_text(tok):
+    """Repeats that diverge ("[1, 2, 3" then "[1, 2, 4"): tokens drafted from earlier text (prompt
+    lookup) are right up to a point, then wrong; the text is the script, as generate writes it, in
+    fewer forward passes."""
+    scripts = {"p1": "x = [1, 2, 3]\ny = [1, 2, 4]\nz = [1, 2, 3, 4]\nw = [1, 2, 3, 4, 5]\n",
+               "p2, longer": "def f(a):\n    return [a, a, a, b]\n"}
+    fast, plain = Scripted(scripts), Scripted(scripts)
+    kwargs = dict(kind="causal", max_new_tokens=100, batch_size=2, progress=False)
+    texts = generate(fast, tok, list(scripts), **kwargs)
+    assert texts == list(scripts.values()) == generate(plain, tok, list(scripts), plain=True, **kwargs)
+    assert fast.steps < plain.steps
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])

@@ -6,7 +6,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
 
-MAX_NEW = 12
+MAX_NEW = 24
 EOS, PAD = 1, 0
 
 
@@ -66,25 +66,30 @@ def reference(model, prompts, batch_size, encoder_decoder, stop):
 
 
 class Forwards:
-    """Per forward call of the model: the rows of a one-token step, or the prompts of a prefill."""
+    """Per forward call of the model: the prompts of a decoder-only prefill, or the rows and tokens
+    of a step (one token per row, or a pending token and drafted ones)."""
 
     def __init__(self, model):
-        self.step_rows, self.prefills = 0, []
+        self.step_rows, self.prefills, self.drafting_steps = 0, [], 0
         model.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("decoder_input_ids")
-        if ids.shape[1] > 1:  # a decoder-only prompt
+        cache = kwargs.get("cache")
+        if kwargs.get("input_ids") is not None and (cache is None or cache.get_seq_length() == 0):
             self.prefills.append(ids.shape[0])
         else:
             self.step_rows += ids.shape[0]
+            self.drafting_steps += ids.shape[1] > 1
 
 
 @pytest.mark.parametrize("make,encoder_decoder", [(llama, False), (gpt2, False), (t5, True)])
 @pytest.mark.parametrize("stop", [True, False])
-def test_the_same_token_ids_as_generate(make, encoder_decoder, stop):
+@pytest.mark.parametrize("draft_budget", [0, 8])
+def test_the_same_token_ids_as_generate(make, encoder_decoder, stop, draft_budget):
     """Prompts of eight lengths, three rows at a time, rows ending at different steps (EOS, the
-    stand-in end, the limit): every prompt's token ids equal generate's, cut at the same token."""
+    stand-in end, the limit), with and without drafted tokens: every prompt's token ids equal
+    generate's, cut at the same token."""
     torch.manual_seed(0)
     model = make().eval()
     assert plain_greedy(model, encoder_decoder)
@@ -96,17 +101,20 @@ def test_the_same_token_ids_as_generate(make, encoder_decoder, stop):
         expected = reference(model, prompts, 3, encoder_decoder, stop)
         generate_rows, forwards.step_rows, forwards.prefills = forwards.step_rows, 0, []
         got = greedy_generate(model, prompts, encoder_decoder=encoder_decoder, batch_size=3, max_new_tokens=MAX_NEW,
-                              pad_token_id=PAD, eos_token_id=EOS, ended=ends if stop else None)
+                              pad_token_id=PAD, eos_token_id=EOS, ended=ends if stop else None,
+                              draft_budget=draft_budget)
     assert got == expected
     lengths = [len(ids) for ids in got]
     if stop:
         assert len(set(lengths)) >= 3 and MAX_NEW in lengths  # rows end at different steps, some at the limit
-        # a row is computed only until it ends (generate feeds it padding until its batch's last row ends)
-        assert forwards.step_rows < generate_rows
+        if not draft_budget:
+            # a row is computed only until it ends (generate feeds it padding until its batch's last row ends)
+            assert forwards.step_rows < generate_rows
     if not encoder_decoder:
         assert sum(forwards.prefills) == len(prompts)
         if stop:
             assert len(forwards.prefills) > 3  # prompts joined the batch as rows left, not three at a time
+        assert (forwards.drafting_steps > 0) == (draft_budget > 0)
 
 
 def test_a_generation_config_that_adds_to_greedy_falls_back():

@@ -37,10 +37,16 @@ from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.generation import PromptLookupCandidateGenerator
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import BaseModelOutput
 
-__all__ = ["greedy_generate", "forward_parameters", "plain_greedy", "decoder_start_token_id"]
+__all__ = ["greedy_generate", "forward_parameters", "plain_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
+
+# Token rows one forward pass may hold when drafted tokens are checked: with 8, a lone row checks 7
+# drafted tokens per pass, two rows 3 each, and batches of more than 4 rows draft nothing. A pass's
+# cost on a CPU is mostly reading the weights, so a few more token rows add little to it.
+DRAFT_BUDGET = 8
 
 # generation_config keys that leave greedy decoding as it is: token ids, bookkeeping, and the keys that
 # hybridcl's generate call sets itself (sampling off, one beam, max_new_tokens). Any other key (a
@@ -105,44 +111,68 @@ def greedy_generate(
     eos_token_id: int | None,
     ended: Callable[[list[list[int]]], list[bool]] | None = None,
     on_finished: Callable[[int], None] | None = None,
+    draft_budget: int | None = None,
 ) -> list[list[int]]:
     """The greedy continuation of each prompt (token ids), in the order of ``prompts``.
 
     ``prompts``: token ids, generated in the order given (sort them by length first: rows of
     similar length waste less padding). At most ``batch_size`` rows are in flight. Each output
     holds at most ``max_new_tokens`` tokens and stops after EOS (included) or where ``ended``
-    says its text has ended (``ended`` gets the token ids of the rows still open after a step
+    says its text has ended (``ended`` gets the token ids of the rows still open after a token
     and returns a flag for each; the ending token is included). ``on_finished(k)`` is called
-    when prompt ``k`` is done. The model runs in the caller's grad mode (use
-    ``torch.inference_mode``). Use it where :func:`plain_greedy` holds.
+    when prompt ``k`` is done. ``draft_budget``: token rows a forward pass may hold when it
+    checks drafted tokens (default :data:`DRAFT_BUDGET`; 0: no drafts). The model runs in the
+    caller's grad mode (use ``torch.inference_mode``). Use it where :func:`plain_greedy` holds.
     """
     decoder = _Decoder(model, encoder_decoder, pad_token_id, decoder_start_token_id(model) if encoder_decoder else None)
+    budget = DRAFT_BUDGET if draft_budget is None else draft_budget
     outputs: list[list[int]] = [[] for _ in prompts]
     waiting = deque(range(len(prompts)))
     rows: _Rows | None = None
     while waiting or rows is not None:
         free = batch_size - (len(rows) if rows is not None else 0)
-        if waiting and free > 0 and (rows is None or decoder.takes_new_rows):
+        if waiting and free > 0 and (rows is None or decoder.flexible):
             new = decoder.start([waiting.popleft() for _ in range(min(free, len(waiting)))], prompts)
-            new = _record(new, decoder, outputs, max_new_tokens, eos_token_id, ended, on_finished)
+            tokens = [[t] for t in new.pending.tolist()]
+            new = _record(new, tokens, decoder, outputs, max_new_tokens, eos_token_id, ended, on_finished)
             rows = new if rows is None else (decoder.join(rows, new) if new is not None else rows)
             continue  # the joined rows' pending tokens are fed together, at the next step
-        decoder.step(rows)
-        rows = _record(rows, decoder, outputs, max_new_tokens, eos_token_id, ended, on_finished)
+        drafts = None
+        size = budget // len(rows) - 1  # drafted tokens per row that keep the pass within the budget
+        if decoder.flexible and size > 0:
+            drafts = [_draft(list(prompts[k]) + outputs[k], min(size, max_new_tokens - len(outputs[k]) - 1),
+                             eos_token_id) for k in rows.prompts]
+        rows = _record(rows, decoder.step(rows, drafts), decoder, outputs, max_new_tokens, eos_token_id, ended,
+                       on_finished)
     return outputs
 
 
-def _record(rows: _Rows, decoder: _Decoder, outputs, max_new_tokens, eos, ended, on_finished) -> _Rows | None:
-    """Append each row's pending token to its output; drop the rows that are done (None: all of them)."""
-    tokens = rows.pending.tolist()
-    done = []
-    for prompt, token in zip(rows.prompts, tokens):
-        outputs[prompt].append(token)
-        done.append(token == eos or len(outputs[prompt]) >= max_new_tokens)
-    if ended is not None:
-        open_ = [k for k, d in enumerate(done) if not d]
-        for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_])):
-            done[k] = flag
+def _draft(context: list[int], size: int, eos: int | None) -> list[int]:
+    """Up to ``size`` tokens that followed the context's last tokens where they occurred before
+    (prompt lookup: transformers' ``PromptLookupCandidateGenerator``, its 2- then 1-token match)."""
+    if size <= 0:
+        return []
+    lookup = PromptLookupCandidateGenerator(eos_token_id=None if eos is None else torch.tensor([eos]),
+                                            num_output_tokens=size, max_length=len(context) + size + 1)
+    candidates, _ = lookup.get_candidates(torch.tensor([context]))
+    return candidates[0, len(context):].tolist()
+
+
+def _record(rows: _Rows, tokens: list[list[int]], decoder: _Decoder, outputs, max_new_tokens, eos, ended,
+            on_finished) -> _Rows | None:
+    """Append each row's chosen ``tokens`` to its output, one at a time, until the output ends (EOS,
+    ``max_new_tokens``, ``ended``); drop the rows that ended (None: all of them)."""
+    done = [False] * len(rows)
+    for j in range(max(map(len, tokens))):
+        now = [k for k in range(len(rows)) if not done[k] and j < len(tokens[k])]
+        for k in now:
+            output = outputs[rows.prompts[k]]
+            output.append(tokens[k][j])
+            done[k] = tokens[k][j] == eos or len(output) >= max_new_tokens
+        if ended is not None:
+            open_ = [k for k in now if not done[k]]
+            for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_])):
+                done[k] = flag
     if not any(done):
         return rows
     if on_finished is not None:
@@ -162,15 +192,16 @@ class _Decoder:
         params = forward_parameters(model)
         self.position_ids = "position_ids" in params and not encoder_decoder
         self.logits_to_keep = "logits_to_keep" in params
-        # set by the first prefill, once the cache's layer types are known
-        self.takes_new_rows = False
+        # set by the first prefill, once the cache's layer types are known: rows may join, and a row's
+        # cache may hold entries of rejected drafts (masked), when positions and masks are per row
+        self.flexible = False
 
-    def _forward(self, **kwargs):
+    def _forward(self, keep: int = 1, **kwargs):
         if self.logits_to_keep:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = keep
         out = self.model(**kwargs, use_cache=True, return_dict=True)
-        # as generate: the last position's logits in float32, argmax (the first of equal maxima)
-        return out.cache, out.logits[:, -1].to(dtype=torch.float32).argmax(-1)
+        # as generate: the float32 logits of the last position(s), argmax (the first of equal maxima)
+        return out.cache, out.logits[:, -keep:].to(dtype=torch.float32).argmax(-1)
 
     def start(self, group: list[int], prompts) -> _Rows:
         """Encode/prefill the prompts in ``group``; their first tokens become pending."""
@@ -187,6 +218,7 @@ class _Decoder:
             encoder = self.model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
             start = torch.full((len(seqs), 1), self.decoder_start, dtype=torch.long, device=self.device)
             cache, pending = self._forward(encoder_outputs=encoder, attention_mask=mask, decoder_input_ids=start)
+            pending = pending[:, 0]
             return _Rows(group, cache, pending, None, None, encoder, mask)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         kwargs = {"input_ids": ids}
@@ -196,24 +228,60 @@ class _Decoder:
         if self.position_ids:
             kwargs["position_ids"] = positions
         cache, pending = self._forward(**kwargs)
-        self.takes_new_rows = self.position_ids and all(type(layer) is DynamicLayer for layer in cache.layers)
+        pending = pending[:, 0]
+        self.flexible = self.position_ids and all(type(layer) is DynamicLayer for layer in cache.layers)
         return _Rows(group, cache, pending, mask if padded else None, positions[:, -1] + 1)
 
-    def step(self, rows: _Rows) -> None:
-        """Feed every row's pending token; the next ones become pending."""
-        token = rows.pending[:, None]
+    def step(self, rows: _Rows, drafts: list[list[int]] | None = None) -> list[list[int]]:
+        """Feed every row's pending token (and its drafted tokens); returns the tokens each row chose:
+        one, or with a draft the draft's tokens the model agrees with and the one after them."""
         if self.encoder_decoder:
-            rows.cache, rows.pending = self._forward(encoder_outputs=rows.encoder, attention_mask=rows.encoder_mask,
-                                                     decoder_input_ids=token, cache=rows.cache)
-            return
+            rows.cache, chosen = self._forward(encoder_outputs=rows.encoder, attention_mask=rows.encoder_mask,
+                                               decoder_input_ids=rows.pending[:, None], cache=rows.cache)
+            rows.pending = chosen[:, 0]
+            return [[t] for t in rows.pending.tolist()]
+        drafts = drafts or [[] for _ in rows.prompts]
+        width = 1 + max(map(len, drafts))
+        token = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        fed = torch.zeros((len(rows), width), dtype=torch.long)  # 1 = the pending token or a drafted one
+        for r, draft in enumerate(drafts):
+            token[r, 1:1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            fed[r, :1 + len(draft)] = 1
+        token[:, 0] = rows.pending
+        token, fed = token.to(self.device), fed.to(self.device)
         kwargs = {"input_ids": token, "cache": rows.cache}
-        if rows.mask is not None:
-            rows.mask = torch.cat([rows.mask, rows.mask.new_ones((len(rows), 1))], dim=-1)
+        if rows.mask is not None or width > 1:
+            known = rows.cache.get_seq_length()
+            mask = rows.mask if rows.mask is not None else fed.new_ones((len(rows), known))
+            rows.mask = torch.cat([mask, fed], dim=-1)
             kwargs["attention_mask"] = rows.mask
         if self.position_ids:
-            kwargs["position_ids"] = rows.positions[:, None]
-        rows.cache, rows.pending = self._forward(**kwargs)
-        rows.positions = rows.positions + 1
+            kwargs["position_ids"] = rows.positions[:, None] + torch.arange(width, device=self.device)
+        rows.cache, chosen = self._forward(keep=width, **kwargs)
+        chosen = chosen.tolist()
+        tokens = []
+        for r, draft in enumerate(drafts):
+            agreed = next((j for j, t in enumerate(draft) if chosen[r][j] != t), len(draft))
+            tokens.append(chosen[r][:agreed + 1])
+            if agreed < len(draft):  # the cache entries of the drafted tokens after the first disagreement
+                rows.mask[r, rows.mask.shape[1] - width + 1 + agreed:] = 0
+        rows.pending = torch.tensor([t[-1] for t in tokens], dtype=torch.long, device=self.device)
+        rows.positions = rows.positions + torch.tensor([len(t) for t in tokens], device=self.device)
+        if width > 1:
+            self._compact(rows)
+        return tokens
+
+    def _compact(self, rows: _Rows) -> None:
+        """Drop the cache entries of rejected drafts once they make up half of the cache."""
+        counts = rows.mask.sum(1)
+        width = int(counts.max())
+        if 2 * width > rows.mask.shape[1]:
+            return
+        order = torch.sort(rows.mask, dim=1, stable=True).indices[:, -width:]  # each row's entries, in order, left-padded
+        rows.mask = rows.mask.gather(1, order)
+        index = order[:, None, :, None]
+        rows.cache = DynamicCache([(k.gather(2, index.expand(-1, k.shape[1], -1, k.shape[3])),
+                                    v.gather(2, index.expand(-1, v.shape[1], -1, v.shape[3]))) for k, v, *_ in rows.cache])
 
     def keep(self, rows: _Rows, keep: list[int]) -> _Rows:
         """The rows at ``keep`` (indices into the batch), with their caches."""
@@ -224,7 +292,7 @@ class _Decoder:
                      None if rows.positions is None else rows.positions[index],
                      None if rows.encoder is None else BaseModelOutput(last_hidden_state=rows.encoder.last_hidden_state[index]),
                      None if rows.encoder_mask is None else rows.encoder_mask[index])
-        if rows.mask is not None and self.takes_new_rows:
+        if rows.mask is not None and self.flexible:
             first = int(rows.mask.any(0).int().argmax())  # columns before it are padding in every row left
             if first > 0:
                 rows.cache = DynamicCache([(k[:, :, first:], v[:, :, first:]) for k, v, *_ in rows.cache])
