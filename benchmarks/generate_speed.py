@@ -16,11 +16,15 @@ same token ids up to float rounding (``hybridcl.evaluate.greedy``); the last lin
 outputs whose texts are identical.
 
 The sides alternate (peer, hybridcl, peer, ...) for ``--rounds`` rounds in one process after one
-untimed call of each, so that other work on a shared machine slows both alike. Each line gives
-wall seconds, CPU seconds of the process, and the work done: forward passes and token rows
-(the rows of each forward pass times its tokens), which do not depend on the machine's load.
-The last line has the ratio of the medians. Every line, with the load average, is appended to
-``benchmarks/results/<date>-cpu.jsonl``.
+untimed call of each on one prompt per task, so that other work on a shared machine slows both
+alike. Each line gives wall seconds; CPU seconds of the process (where higher-priority work shares
+the machine, wall time mostly measures waiting: one call took 364 s of wall time for 13.9 s of
+CPU time) and the part of them inside prefills and decoding passes of the model (the rest is
+Python around it: stopping checks, decoding texts, bookkeeping); and the work done, forward
+passes and token rows (the rows of each pass times its tokens), which do not depend on the load.
+``--draft-budgets 0,16`` adds hybridcl sides with other ``DRAFT_BUDGET`` values (0: no drafted
+tokens). The last line has the ratios of the medians. Every line, with the load average, is
+appended to ``benchmarks/results/<date>-cpu.jsonl``.
 
     python benchmarks/generate_speed.py                       # the default preset: 8 prompts per task
     python benchmarks/generate_speed.py --prompts 32          # 32 prompts per task (eval.max_examples=32)
@@ -32,7 +36,6 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from transformers import StoppingCriteriaList
 from hybridcl.config import load_config
 from hybridcl.data.batching import encode_prompts
 from hybridcl.data.tasks import load_task_data
+from hybridcl.evaluate import greedy
 from hybridcl.evaluate.generate import GenerationSettings, code_language, generate
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
 from hybridcl.model.loading import load_base
@@ -78,21 +82,36 @@ def hf_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
 
 
 class Work:
-    """Counts the model's forward passes and token rows (rows x tokens of each pass)."""
+    """Counts the model's forward passes and token rows (rows x tokens of each pass), and the CPU
+    seconds spent in prefills (the prompts' pass) and in decoding passes."""
 
     def __init__(self, model):
         self.passes = self.token_rows = 0
-        model.register_forward_pre_hook(self._count, with_kwargs=True)
+        self.cpu = {"prefill": 0.0, "decode": 0.0}
+        self._started = None
+        model.register_forward_pre_hook(self._start, with_kwargs=True)
+        model.register_forward_hook(self._end)
 
-    def _count(self, module, args, kwargs):
+    def _start(self, module, args, kwargs):
         ids = kwargs.get("input_ids")
+        cache = kwargs.get("cache")
         if ids is not None:
             self.passes += 1
             self.token_rows += ids.numel()
+            stage = "prefill" if cache is None or cache.get_seq_length() == 0 else "decode"
+            self._started = (stage, time.process_time())
+
+    def _end(self, module, args, output):
+        if self._started is not None:
+            stage, start = self._started
+            self.cpu[stage] += time.process_time() - start
+            self._started = None
 
     def take(self) -> dict:
-        out = {"forward_passes": self.passes, "token_rows": self.token_rows}
+        out = {"forward_passes": self.passes, "token_rows": self.token_rows,
+               "cpu_prefill_s": round(self.cpu["prefill"], 2), "cpu_decode_s": round(self.cpu["decode"], 2)}
         self.passes = self.token_rows = 0
+        self.cpu = {"prefill": 0.0, "decode": 0.0}
         return out
 
 
@@ -102,6 +121,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="per task (default: the preset's eval.max_examples)")
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the preset's tasks)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--draft-budgets", default=None,
+                        help="comma-separated DRAFT_BUDGET values to run as further hybridcl sides (0: no drafts)")
     args = parser.parse_args()
     config = load_config(args.preset)
     n = args.prompts or config.eval.max_examples
@@ -128,36 +149,48 @@ def main() -> None:
         with results.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
-    def run(side: str) -> dict[str, list[str]]:
+    default_budget = greedy.DRAFT_BUDGET
+    sides = {"hf_generate": None, "hybridcl": default_budget}
+    for budget in (args.draft_budgets.split(",") if args.draft_budgets else []):
+        sides[f"hybridcl_draft_budget_{int(budget)}"] = int(budget)
+
+    def run(side: str, first_only: bool = False) -> dict[str, list[str]]:
         texts = {}
         for task, prompts, language in workload:
+            prompts = prompts[:1] if first_only else prompts
             if side == "hf_generate":
                 texts[task] = hf_generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, language)
             else:
+                greedy.DRAFT_BUDGET = sides[side]
                 texts[task] = generate(model, tokenizer, prompts, kind=kind, settings=settings, progress=False,
                                        code_language=language)
+                greedy.DRAFT_BUDGET = default_budget
         return texts
 
     setting = {"model": config.model.name, "preset": args.preset, "tasks": [t for t, _, _ in workload],
                "prompts_per_task": n, "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
-    # the first generation in a process is several times slower than the next ones (measured 123 s then
-    # 8.8 s for the same call): one untimed call of each side first
-    for side in ("hf_generate", "hybridcl"):
-        wall = time.perf_counter()
-        run(side)
-        print(f"warm-up {side}: {time.perf_counter() - wall:.1f} s", file=sys.stderr, flush=True)
+    # the first call of a process pays one-time costs (lazy imports, allocator growth): one untimed call
+    # of each side on the first prompt of each task
+    for side in sides:
+        run(side, first_only=True)
     work.take()
-    seconds: dict[str, list[float]] = {"hf_generate": [], "hybridcl": []}
-    cpu: dict[str, list[float]] = {"hf_generate": [], "hybridcl": []}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
     outputs = {}
     for round_ in range(args.rounds):
-        for side in seconds:
+        for side in sides:
             wall, proc = time.perf_counter(), time.process_time()
             outputs[side] = run(side)
             seconds[side].append(time.perf_counter() - wall)
             cpu[side].append(time.process_time() - proc)
-            emit({"round": round_ + 1, "system": side, **setting, "seconds": round(seconds[side][-1], 2),
+            extra = {"draft_budget": sides[side]} if sides[side] is not None else {}
+            emit({"round": round_ + 1, "system": side, **extra, **setting, "seconds": round(seconds[side][-1], 2),
                   "cpu_seconds": round(cpu[side][-1], 2), **work.take()})
+    for side in list(sides)[2:]:
+        same = sum(a == b for task, _, _ in workload for a, b in zip(outputs["hf_generate"][task], outputs[side][task]))
+        emit({"system": side, "draft_budget": sides[side],
+              "cpu_speedup_vs_hf_generate": round(statistics.median(cpu["hf_generate"]) / statistics.median(cpu[side]), 2),
+              "identical_outputs": f"{same}/{sum(len(p) for _, p, _ in workload)}", **setting})
     pairs = [(a, b) for task, _, _ in workload for a, b in zip(outputs["hf_generate"][task], outputs["hybridcl"][task])]
     same = sum(a == b for a, b in pairs)
     median = {side: statistics.median(s) for side, s in seconds.items()}
@@ -165,7 +198,8 @@ def main() -> None:
     emit({"speedup_vs_hf_generate": round(median["hf_generate"] / median["hybridcl"], 2),
           "per_round": [round(p / h, 2) for p, h in zip(seconds["hf_generate"], seconds["hybridcl"])],
           "cpu_speedup_vs_hf_generate": round(median_cpu["hf_generate"] / median_cpu["hybridcl"], 2),
-          "identical_outputs": f"{same}/{len(pairs)}", **setting})
+          "cpu_per_round": [round(p / h, 2) for p, h in zip(cpu["hf_generate"], cpu["hybridcl"])],
+          "draft_budget": default_budget, "identical_outputs": f"{same}/{len(pairs)}", **setting})
 
 
 if __name__ == "__main__":

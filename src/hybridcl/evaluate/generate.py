@@ -2,7 +2,10 @@
 
 Prompts are tokenised once, sorted longest first (so batches hold similar lengths and an
 out-of-memory error shows up on the first batch), generated in batches with the KV cache, and the
-outputs are put back in input order. Greedy by default; beam search (``num_beams``) and sampling
+outputs are put back in input order. Greedy decoding runs hybridcl's own loop
+(:mod:`hybridcl.evaluate.greedy`): an output that has ended leaves its batch, a waiting prompt
+takes its place, and while the batch is small tokens drafted from the text so far are checked in
+one pass; the tokens are those ``model.generate`` chooses. Greedy by default; beam search (``num_beams``) and sampling
 (``do_sample``, ``temperature``, ``top_p``) by argument. Causal prompts are left-padded and
 left-truncated (the end of a prompt is what the model continues), and only the new tokens are
 returned; a trailing EOS that the tokenizer appends to a causal prompt is dropped, since the model
@@ -155,8 +158,8 @@ def generate(
     the end of its function, i.e. the limit cut it.
 
     Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`:
-    finished outputs leave the batch and (decoder-only models) waiting prompts take their place,
-    with the tokens ``model.generate`` chooses. Beam search, sampling, ``no_repeat_ngram_size``
+    finished outputs leave the batch and (decoder-only models) waiting prompts take their place
+    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search, sampling, ``no_repeat_ngram_size``
     and models whose generation config adds to greedy decoding run ``model.generate`` batch by
     batch, as does ``plain=True`` (the reference the fast loop is tested and measured against).
     """

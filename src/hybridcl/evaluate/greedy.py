@@ -16,17 +16,28 @@ it is prefilled alone (with any others admitted at that step) and its cache join
 both left-padded to the longer one; its positions and attention mask keep it apart from the
 padding. Columns that are padding for every row left are cut off the cache.
 
+The row that runs longest is often one that repeats itself (a loop of the same lines until the
+token limit), and once the others have ended it runs alone, one forward pass per token, each pass
+reading all the weights. While a batch is small (:data:`DRAFT_BUDGET`), each row's next tokens
+are drafted from its own text (prompt lookup: what followed the last two tokens where they
+occurred before, transformers' ``PromptLookupCandidateGenerator``) and checked in the same pass:
+the model's choice after each drafted token is computed, the drafted tokens it agrees with are
+kept with the one it chose after them, and the cache entries of the rest are masked out of the
+row (dropped from the cache once they are half of it). The kept tokens are those one-at-a-time
+decoding chooses: each is the argmax given the tokens before it.
+
 Encoder-decoder models (T5, BART) shed finished rows but take in no new ones: the decoder's
 positions come from the cache length, shared by the whole batch, so a late row cannot be padded
 into it. Decoder-only caches other than plain ``DynamicLayer`` ones (sliding windows, linear
 attention) and models whose forward takes no ``position_ids`` shed rows without taking in new
-ones for the same reason.
+ones or drafting, for the same reason.
 
 The outputs are the token ids ``generate`` chooses for each prompt, up to float rounding: a row's
 logits depend in the last bits on the batch it is computed in (the matrix-product kernels differ
 with the number of rows; measured 6e-5 on SmolLM2-135M logits between a row alone and in a batch
-of four), which ``generate`` itself shows between two batch sizes. Greedy outputs change only
-where two tokens' logits are that close: the benchmark counts identical outputs.
+of four, 5e-5 between five tokens in one pass and one at a time), which ``generate`` itself shows
+between two batch sizes. Greedy outputs change only where two tokens' logits are that close: the
+benchmark counts identical outputs.
 """
 from __future__ import annotations
 
@@ -37,8 +48,8 @@ from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
-from transformers.generation import PromptLookupCandidateGenerator
 from transformers.cache_utils import DynamicLayer
+from transformers.generation import PromptLookupCandidateGenerator
 from transformers.modeling_outputs import BaseModelOutput
 
 __all__ = ["greedy_generate", "forward_parameters", "plain_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
