@@ -10,14 +10,19 @@ from hybridcl.loss import token_scores
 
 
 class _Logits(torch.nn.Module):
-    """A causal 'model' whose logits are a parameter: token_scores's loss is then all there is."""
+    """A causal 'model' whose logits are a parameter (its output head the identity): token_scores's
+    loss is then all there is."""
 
     def __init__(self, logits: torch.Tensor):
         super().__init__()
         self.logits = torch.nn.Parameter(logits)
+        self.head = torch.nn.Identity()
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
 
     def forward(self, input_ids, attention_mask):
-        return type("Out", (), {"logits": self.logits})()
+        return type("Out", (), {"logits": self.head(self.logits)})()
 
 
 @pytest.mark.parametrize("chunk", [1 << 23, 7 * 11])  # one chunk; chunks of 7 rows (11-token vocabulary)
@@ -76,3 +81,45 @@ def test_the_backward_pass_keeps_the_logits_not_a_float32_copy():
         model = _Logits(logits.data)
         token_scores(model, batch, "causal")
     assert sum(saved) <= rows * vocab * 2 + rows * (4 + 8) + 4096  # bf16 logits + per-row lse and target
+
+
+@pytest.mark.parametrize("arch", ["tiny:t5", "tiny:llama", "tiny:gpt2"])
+def test_the_output_head_computes_target_rows_only_with_the_full_heads_values(arch):
+    """issue 15: the head's matrix product and the logits cover target tokens only (not prompt or
+    padding positions); NLL, accuracy and the gradients equal those of the model's full logits."""
+    from hybridcl.config import ModelConfig
+    from hybridcl.data.batching import collate
+    from hybridcl.model.loading import load_base
+
+    base = load_base(ModelConfig(name=arch))
+    model = base.model.float().requires_grad_(True)
+    torch.manual_seed(0)
+    features = [{"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 11, 12, 13]},
+                {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 14, 15]}]
+    if base.kind == "seq2seq":
+        features = [{"input_ids": [5, 6, 7, 8], "labels": [11, 12, 13]}, {"input_ids": [5, 6], "labels": [14]}]
+    batch = collate(features, base.tokenizer.pad_token_id or 0, base.kind)
+    rows = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape))
+    scores = token_scores(model, batch, base.kind, accuracy=True)
+    handle.remove()
+    targets = sum(sum(label != -100 for label in f["labels"][1 if base.kind == "causal" else 0:]) for f in features)
+    assert rows == [torch.Size([targets, model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model])]
+    scores.nll.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    labels = batch["labels"]
+    if base.kind == "seq2seq":
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = labels[:, 1:]
+    expected = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+    expected.sum().backward()
+    assert scores.mask.tolist() == (labels != -100).tolist()
+    assert torch.allclose(scores.nll, expected, rtol=1e-5, atol=1e-6)
+    assert scores.correct.tolist() == ((logits.argmax(-1) == labels) & (labels != -100)).tolist()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(grads[name], p.grad, rtol=1e-4, atol=1e-6), name

@@ -9,6 +9,7 @@ tokens only, a few hundred rows at a time (:class:`_TargetNLL`).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple
 
 import torch
@@ -41,16 +42,44 @@ def token_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: s
     labels = batch["labels"]
     if kind == "seq2seq":
         shift = decoder_inputs or decoder_inputs_fn(model)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=shift(labels)).logits
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "decoder_input_ids": shift(labels)}
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = labels[:, 1:]
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)  # position t predicts t+1
     mask = labels != IGNORE_INDEX
+    with _head_on_rows(model, mask):
+        logits = model(**inputs).logits  # [target tokens, vocabulary]
     nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    nll[mask] = _TargetNLL.apply(logits[mask], labels[mask])
-    correct = (logits.argmax(-1) == labels) & mask if accuracy else None
+    nll[mask] = _TargetNLL.apply(logits, labels[mask])
+    correct = None
+    if accuracy:
+        correct = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+        correct[mask] = logits.argmax(-1) == labels[mask]
+    if kind != "seq2seq":
+        nll, mask = nll[:, :-1], mask[:, :-1]
+        correct = correct[:, :-1] if correct is not None else None
     return TokenScores(nll, mask, correct)
+
+
+@contextlib.contextmanager
+def _head_on_rows(model: torch.nn.Module, rows: torch.Tensor):
+    """Within the block, the model's output head sees only the hidden states at ``rows`` (a
+    ``[batch, length]`` bool mask) and the model returns ``[rows.sum(), vocabulary]`` logits.
+
+    The head is the largest matrix product of a small model (SmolLM2-135M: 28M of its 135M
+    parameters, a 49K vocabulary) and its logits the largest tensors of a step; prompt and padding
+    positions need neither. A forward pre-hook because every Hugging Face model applies its head
+    last, to the hidden states alone, and ``logits_to_keep`` selects the same positions in every row.
+    """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _module, args: (args[0][rows], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 _CHUNK_ELEMENTS = 1 << 23  # float32 elements of one chunk of rows (32 MB)
