@@ -73,6 +73,25 @@ def test_every_task_trained_in_one_process_runs_under_bf16_autocast(fresh_accele
     assert seen == [True] * 4  # 2 batches per task
 
 
+@pytest.mark.parametrize("precision, during", [("bf16", "eager"), ("fp32", "sdpa")])
+def test_cpu_bf16_training_attends_with_matrix_products_and_restores_sdpa(precision, during, fresh_accelerate_state):
+    """issue 15: torch's CPU flash attention is slow in bf16; training under bf16 autocast on a CPU
+    uses eager attention, float32 training keeps SDPA, and evaluation gets SDPA back afterwards."""
+    config = load_config(overrides=["preset=smoke", "model.name=tiny:llama", "data.max_train=8"])
+    base = load_base(config.model)
+    base.model.requires_grad_(True)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
+                     long_targets="cut")
+    cfg = TrainConfig(epochs=1, batch_size=4, precision=precision)
+    seen = []
+    base.model.model.register_forward_pre_hook(lambda *_: seen.append(base.model.config._attn_implementation))
+    assert base.model.config._attn_implementation == "sdpa"
+    train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind, pad_token_id=0,
+               seed=0, task="python", progress=False)
+    assert seen == [during] * 2
+    assert base.model.config._attn_implementation == "sdpa"
+
+
 def test_evaluation_precision_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="eval.precision = 'fp16': choose one of fp32, bf16"):
         with evaluation_precision("fp16", "cpu"):

@@ -140,6 +140,7 @@ def train_task(
         # workload); CpuDropout draws the same distribution from random integers. Every training
         # call installs it, so that adapters and blocks created since the last task have it too.
         use_cpu_dropout(model)
+    attention = _matmul_attention_for_cpu_bf16(model, accelerator)
     decoder_inputs = decoder_inputs_fn(model)  # before prepare(): a wrapped model hides it
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
@@ -248,6 +249,8 @@ def train_task(
         # the next task's training (same process, same model) would then run without the autocast
         # wrapper removed above, in float32, while a run resumed at that task trains it in bf16.
         vars(bare).pop("_is_accelerate_prepared", None)
+        if attention is not None:
+            bare.set_attn_implementation(attention)
     result.seconds = time.perf_counter() - start
     result.samples_per_s = result.samples / result.seconds
     result.tokens_per_s = result.tokens / result.seconds
@@ -255,6 +258,23 @@ def train_task(
     model.eval()
     accelerator.free_memory()
     return result
+
+
+def _matmul_attention_for_cpu_bf16(model: torch.nn.Module, accelerator: Accelerator) -> str | None:
+    """Switch ``model`` from SDPA to eager attention (matrix products and a softmax) when training on
+    a CPU under bf16 autocast; return the implementation to restore afterwards, else ``None``.
+
+    torch's CPU flash-attention kernel is slow in bf16, its backward most: on the default preset's
+    workload (SmolLM2-135M, batch 8, ~220 tokens) a bf16 training step took 1.31x longer with SDPA
+    than with eager attention (the same in float32, where the two are equally fast). Measured with
+    benchmarks/train_speed.py, see benchmarks/README.md.
+    """
+    config = getattr(model, "config", None)
+    if (accelerator.device.type != "cpu" or accelerator.mixed_precision != "bf16"
+            or getattr(config, "_attn_implementation", None) != "sdpa"):
+        return None
+    model.set_attn_implementation("eager")
+    return "sdpa"
 
 
 class _Batches(list):
