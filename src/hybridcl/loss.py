@@ -4,8 +4,9 @@ A batch holds ``input_ids``, ``attention_mask`` and ``labels`` (-100 where a tok
 target), as :func:`hybridcl.data.batching.collate` builds it. The model gets no labels, so it
 computes no loss of its own: seq2seq decoder inputs are the labels shifted right by the base
 model's ``prepare_decoder_input_ids_from_labels``; causal models predict token t+1 from tokens
-up to t. Cross-entropy is taken in float32 whatever the model's precision, over the target
-tokens only, a few hundred rows at a time (:class:`_TargetNLL`).
+up to t. The model's output head runs on the target positions only (:func:`_head_on_rows`), and
+cross-entropy is taken in float32 whatever the model's precision, a few hundred rows at a time
+(:class:`_TargetNLL`).
 """
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def _head_on_rows(model: torch.nn.Module, rows: torch.Tensor):
 
     The head is the largest matrix product of a small model (SmolLM2-135M: 28M of its 135M
     parameters, a 49K vocabulary) and its logits the largest tensors of a step; prompt and padding
-    positions need neither. A forward pre-hook because every Hugging Face model applies its head
-    last, to the hidden states alone, and ``logits_to_keep`` selects the same positions in every row.
+    positions need neither. A forward pre-hook because Hugging Face's T5, Llama-family and GPT-2
+    models apply their head last, to the hidden states alone (tests/test_loss.py checks each against
+    its full logits); their ``logits_to_keep`` argument selects the same positions in every row.
     """
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
