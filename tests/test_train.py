@@ -113,7 +113,7 @@ def _train_python(arch: str, precision: str, **overrides):
 
 
 @pytest.mark.parametrize("arch", ["tiny:llama", "tiny:t5"])
-def test_the_fast_path_follows_the_plain_path_within_one_percent(arch, fresh_accelerate_state):
+def test_the_fast_path_follows_the_plain_path_within_0_2_percent(arch, fresh_accelerate_state):
     """issue 15: bf16 autocast (float32 master weights and AdamW state; train.precision=bf16) gives the float32 loss trajectory within 0.2% at every step (measured: 0.006% on tiny:llama, 0.02% on tiny:t5)."""
     _, plain = _train_python(arch, "fp32")
     accelerator, fast = _train_python(arch, "bf16")
