@@ -293,8 +293,7 @@ class _Decoder:
         order = torch.sort(rows.mask, dim=1, stable=True).indices[:, -width:]  # each row's entries, in order, left-padded
         rows.mask = rows.mask.gather(1, order)
         index = order[:, None, :, None]
-        rows.cache = DynamicCache([(k.gather(2, index.expand(-1, k.shape[1], -1, k.shape[3])),
-                                    v.gather(2, index.expand(-1, v.shape[1], -1, v.shape[3]))) for k, v, *_ in rows.cache])
+        rows.cache = _rebuilt(rows.cache, lambda t: t.gather(2, index.expand(-1, t.shape[1], -1, t.shape[3])))
 
     def keep(self, rows: _Rows, keep: list[int]) -> _Rows:
         """The rows at ``keep`` (indices into the batch), with their caches."""
@@ -308,7 +307,7 @@ class _Decoder:
         if rows.mask is not None and self.flexible:
             first = int(rows.mask.any(0).int().argmax())  # columns before it are padding in every row left
             if first > 0:
-                rows.cache = DynamicCache([(k[:, :, first:], v[:, :, first:]) for k, v, *_ in rows.cache])
+                rows.cache = _rebuilt(rows.cache, lambda t: t[:, :, first:])
                 rows.mask = rows.mask[:, first:]
         return rows
 
@@ -321,8 +320,15 @@ class _Decoder:
             mask = rows.mask if rows.mask is not None else torch.ones((len(rows), width - extra), dtype=torch.long,
                                                                        device=self.device)
             masks.append(torch.nn.functional.pad(mask, (extra, 0)))
-            layers.append([(torch.nn.functional.pad(k, (0, 0, extra, 0)), torch.nn.functional.pad(v, (0, 0, extra, 0)))
-                           for k, v, *_ in rows.cache])
-        cache = DynamicCache([(torch.cat([ka, kb]), torch.cat([va, vb])) for (ka, va), (kb, vb) in zip(*layers)])
+            layers.append(_rebuilt(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
+        cache = DynamicCache([(None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
+                              for (ka, va, *_), (kb, vb, *_) in zip(*layers)])
         return _Rows(a.prompts + b.prompts, cache, torch.cat([a.pending, b.pending]), torch.cat(masks),
                      torch.cat([a.positions, b.positions]))
+
+
+def _rebuilt(cache: DynamicCache, edit: Callable[[torch.Tensor], torch.Tensor]) -> DynamicCache:
+    """A ``DynamicCache`` of ``edit`` applied to every layer's keys and values. A layer that no forward
+    filled (a full layer routed off, as in row 0 of the matrix: its keys are None) stays empty, at
+    its index, so that the layers after it keep theirs."""
+    return DynamicCache([(None, None) if k is None else (edit(k), edit(v)) for k, v, *_ in cache])
