@@ -156,8 +156,9 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
     assert fast == plain and len(set(fast)) > 1
 
 
-@pytest.mark.parametrize("position", ["auto", "decoder:1"])
-def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(position, monkeypatch):
+@pytest.mark.parametrize("make,kind,position", [(llama, "causal", "auto"), (llama, "causal", "decoder:1"),
+                                                (t5, "seq2seq", "decoder"), (t5, "seq2seq", "decoder:1")])
+def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(make, kind, position, monkeypatch):
     """Row 0 of the matrix evaluates the base model with the extra layer routed off (`base_only`):
     the model's cache then has a layer that no forward fills (keys None). Rows leaving the batch,
     prompts joining it and drafts cut and rebuild the cache, which failed on that layer (a
@@ -169,15 +170,15 @@ def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(
 
     torch.manual_seed(0)
     tokenizer = tf.ByT5Tokenizer()
-    components = ComponentSet(llama().eval(), "causal", STRATEGIES["full_layer_only"],
+    components = ComponentSet(make().eval(), kind, STRATEGIES["full_layer_only"],
                               ComponentsConfig(full_layer=FullLayerSpec(position=position)))
     components.activate("python")
     model = components.model
     prompts = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "sort a list",
                "a longer prompt " * 3, "reverse a string"]
     with components.base_only():
-        plain = generate(model, tokenizer, prompts, kind="causal", max_new_tokens=10, batch_size=3, progress=False,
+        plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False,
                          plain=True)
         monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
-        fast = generate(model, tokenizer, prompts, kind="causal", max_new_tokens=10, batch_size=3, progress=False)
+        fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
     assert fast == plain and len(set(fast)) > 1
