@@ -49,8 +49,10 @@ def token_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: s
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)  # position t predicts t+1
     mask = labels != IGNORE_INDEX
-    with _head_on_rows(model, mask):
+    with _head_on_rows(model, mask) as narrowed:
         logits = model(**inputs).logits  # [target tokens, vocabulary]
+    if not narrowed:  # no output head to narrow: every position's logits came back
+        logits = logits[mask]
     nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
     nll[mask] = _TargetNLL.apply(logits, labels[mask])
     correct = None
@@ -66,7 +68,8 @@ def token_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: s
 @contextlib.contextmanager
 def _head_on_rows(model: torch.nn.Module, rows: torch.Tensor):
     """Within the block, the model's output head sees only the hidden states at ``rows`` (a
-    ``[batch, length]`` bool mask) and the model returns ``[rows.sum(), vocabulary]`` logits.
+    ``[batch, length]`` bool mask) and the model returns ``[rows.sum(), vocabulary]`` logits; yields
+    False (and changes nothing) for a model without ``get_output_embeddings``.
 
     The head is the largest matrix product of a small model (SmolLM2-135M: 28M of its 135M
     parameters, a 49K vocabulary) and its logits the largest tensors of a step; prompt and padding
@@ -76,10 +79,13 @@ def _head_on_rows(model: torch.nn.Module, rows: torch.Tensor):
     """
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:  # e.g. a model written for a test; Hugging Face's LMs all have one
+        yield False
+        return
     handle = head.register_forward_pre_hook(lambda _module, args: (args[0][rows], *args[1:]))
     try:
-        yield
+        yield True
     finally:
         handle.remove()
 
