@@ -217,20 +217,21 @@ def generate(
                                           eos_token_id=eos, ended=ended, on_finished=lambda _: bar.update(1))
                 for i, ids in zip(order, outputs):
                     results[i] = _finish(ids, tokenizer, eos, code_language)
-            for start in range(0, len(order) if not fast else 0, batch_size):
-                idx = order[start : start + batch_size]
-                ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
-                start = ids.shape[1] if kind == "causal" else 1
-                stop = {}
-                if code_language is not None:
-                    stop["stopping_criteria"] = StoppingCriteriaList([FunctionEndCriteria(tokenizer, code_language, start, eos)])
-                out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
-                # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
-                decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]
-                for n, i in enumerate(idx):
-                    group = decoded[n * num_return_sequences : (n + 1) * num_return_sequences]
-                    results[i] = group if num_return_sequences > 1 else group[0]
-                bar.update(len(idx))
+            else:
+                for start in range(0, len(order), batch_size):
+                    idx = order[start : start + batch_size]
+                    ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
+                    start = ids.shape[1] if kind == "causal" else 1
+                    stop = {}
+                    if code_language is not None:
+                        stop["stopping_criteria"] = StoppingCriteriaList([FunctionEndCriteria(tokenizer, code_language, start, eos)])
+                    out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
+                    # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
+                    decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]
+                    for n, i in enumerate(idx):
+                        group = decoded[n * num_return_sequences : (n + 1) * num_return_sequences]
+                        results[i] = group if num_return_sequences > 1 else group[0]
+                    bar.update(len(idx))
             bar.close()
     finally:
         model.train(was_training)
