@@ -320,15 +320,20 @@ class _Decoder:
             mask = rows.mask if rows.mask is not None else torch.ones((len(rows), width - extra), dtype=torch.long,
                                                                        device=self.device)
             masks.append(torch.nn.functional.pad(mask, (extra, 0)))
-            layers.append(_rebuilt(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
+            layers.append(_edited(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
         cache = DynamicCache([(None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
-                              for (ka, va, *_), (kb, vb, *_) in zip(*layers)])
+                              for (ka, va), (kb, vb) in zip(*layers)])
         return _Rows(a.prompts + b.prompts, cache, torch.cat([a.pending, b.pending]), torch.cat(masks),
                      torch.cat([a.positions, b.positions]))
 
 
+def _edited(cache: DynamicCache, edit: Callable[[torch.Tensor], torch.Tensor]) -> list[tuple]:
+    """``(keys, values)`` of every layer of ``cache`` with ``edit`` applied. A layer that no forward
+    filled (a full layer routed off, as in row 0 of the matrix: its keys are None) stays
+    ``(None, None)``, at its index, so that the layers after it keep theirs."""
+    return [(None, None) if k is None else (edit(k), edit(v)) for k, v, *_ in cache]
+
+
 def _rebuilt(cache: DynamicCache, edit: Callable[[torch.Tensor], torch.Tensor]) -> DynamicCache:
-    """A ``DynamicCache`` of ``edit`` applied to every layer's keys and values. A layer that no forward
-    filled (a full layer routed off, as in row 0 of the matrix: its keys are None) stays empty, at
-    its index, so that the layers after it keep theirs."""
-    return DynamicCache([(None, None) if k is None else (edit(k), edit(v)) for k, v, *_ in cache])
+    """A ``DynamicCache`` of :func:`_edited`'s layers."""
+    return DynamicCache(_edited(cache, edit))
