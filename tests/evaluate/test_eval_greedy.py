@@ -124,17 +124,29 @@ def test_a_generation_config_that_adds_to_greedy_falls_back():
     assert not plain_greedy(model, False)
 
 
+def assert_fast_texts_equal_generates(model, kind, monkeypatch):
+    """hybridcl's generate (the greedy loop) gives the texts of its plain, batch-by-batch generate
+    path on prompts of varied lengths, three at a time (rows leave, prompts join), and they differ."""
+    from hybridcl.evaluate.generate import generate
+
+    tokenizer = tf.ByT5Tokenizer()
+    prompts = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "sort a list",
+               "a longer prompt " * 3, "reverse a string"]
+    plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False, plain=True)
+    monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
+    fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
+    assert fast == plain and len(set(fast)) > 1
+
+
 @pytest.mark.parametrize("make,kind", [(llama, "causal"), (gpt2, "causal"), (t5, "seq2seq")])
 def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, monkeypatch):
     """The evaluation's model: a PEFT model with a LoRA adapter and an extra full layer, trained a few
     steps so that both change the outputs. generate's fast path gives generate's texts."""
     from hybridcl.config import ComponentsConfig, LoraSpec
-    from hybridcl.evaluate.generate import generate
     from hybridcl.model.components import ComponentSet
     from hybridcl.strategies import STRATEGIES
 
     torch.manual_seed(0)
-    tokenizer = tf.ByT5Tokenizer()
     components = ComponentSet(make().eval(), kind, STRATEGIES["hybrid_task_specific"],
                               ComponentsConfig(lora=LoraSpec(r=4, alpha=8, dropout=0.0)))
     components.activate("python")
@@ -148,12 +160,7 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
         model(input_ids=x, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    prompts = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "sort a list",
-               "a longer prompt " * 3, "reverse a string"]
-    plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False, plain=True)
-    monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
-    fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
-    assert fast == plain and len(set(fast)) > 1
+    assert_fast_texts_equal_generates(model, kind, monkeypatch)
 
 
 @pytest.mark.parametrize("make,kind,position", [(llama, "causal", "auto"), (llama, "causal", "decoder:1"),
@@ -164,21 +171,13 @@ def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(
     prompts joining it and drafts cut and rebuild the cache, which failed on that layer (a
     TypeError in the study's full_layer_only runs); now the texts are generate's."""
     from hybridcl.config import ComponentsConfig, FullLayerSpec
-    from hybridcl.evaluate.generate import generate
     from hybridcl.model.components import ComponentSet
     from hybridcl.strategies import STRATEGIES
 
     torch.manual_seed(0)
-    tokenizer = tf.ByT5Tokenizer()
     components = ComponentSet(make().eval(), kind, STRATEGIES["full_layer_only"],
                               ComponentsConfig(full_layer=FullLayerSpec(position=position)))
     components.activate("python")
     model = components.model
-    prompts = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "sort a list",
-               "a longer prompt " * 3, "reverse a string"]
     with components.base_only():
-        plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False,
-                         plain=True)
-        monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
-        fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
-    assert fast == plain and len(set(fast)) > 1
+        assert_fast_texts_equal_generates(model, kind, monkeypatch)
