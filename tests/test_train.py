@@ -15,6 +15,17 @@ import hybridcl.train as train_module
 from hybridcl.train import make_accelerator, train_task
 
 
+def _python_examples(arch: str, max_train: int):
+    """The smoke preset's model ``arch`` (every parameter trainable) and its first ``max_train``
+    Python training examples, encoded at 64 + 64 tokens."""
+    config = load_config(overrides=["preset=smoke", f"model.name={arch}", f"data.max_train={max_train}"])
+    base = load_base(config.model)
+    base.model.requires_grad_(True)
+    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
+                     long_targets="cut")
+    return base, encoded
+
+
 @pytest.fixture
 def fresh_accelerate_state():
     # Accelerate keeps one process-wide state and refuses a second mixed-precision setting in the
@@ -28,11 +39,8 @@ def fresh_accelerate_state():
 def test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact(arch, fresh_accelerate_state):
     """issue 11 #3: after `accelerator.prepare`, model.forward stayed autocast-wrapped, so non-PEFT
     strategies were evaluated in bf16 and PEFT ones in fp32."""
-    config = load_config(overrides=["preset=smoke", f"model.name={arch}", "data.max_train=8"])
-    base = load_base(config.model)
-    base.model.requires_grad_(True)
+    base, encoded = _python_examples(arch, 8)
     never_prepared = copy.deepcopy(base.model)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False, long_targets="cut")
     cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
     accelerator = make_accelerator(cfg, "cpu")
     assert accelerator.mixed_precision == "bf16"
@@ -58,11 +66,7 @@ def test_every_task_trained_in_one_process_runs_under_bf16_autocast(fresh_accele
     """issue 15: Accelerate marks a model it prepared and returns a marked model unprepared, so the
     second task of a run (same model, same accelerator) trained without the autocast wrapper, in
     float32, while a run resumed at that task trained it in bf16: the two ended 1e-4 nats apart."""
-    config = load_config(overrides=["preset=smoke", "model.name=tiny:t5", "data.max_train=8"])
-    base = load_base(config.model)
-    base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    base, encoded = _python_examples("tiny:t5", 8)
     cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
     accelerator = make_accelerator(cfg, "cpu")
     seen = []
@@ -77,11 +81,7 @@ def test_every_task_trained_in_one_process_runs_under_bf16_autocast(fresh_accele
 def test_cpu_bf16_training_attends_with_matrix_products_and_restores_sdpa(precision, during, fresh_accelerate_state):
     """issue 15: torch's CPU flash attention is slow in bf16; training under bf16 autocast on a CPU
     uses eager attention, float32 training keeps SDPA, and evaluation gets SDPA back afterwards."""
-    config = load_config(overrides=["preset=smoke", "model.name=tiny:llama", "data.max_train=8"])
-    base = load_base(config.model)
-    base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    base, encoded = _python_examples("tiny:llama", 8)
     cfg = TrainConfig(epochs=1, batch_size=4, precision=precision)
     seen = []
     base.model.model.register_forward_pre_hook(lambda *_: seen.append(base.model.config._attn_implementation))
@@ -99,11 +99,7 @@ def test_evaluation_precision_rejects_an_unknown_name():
 
 
 def _train_python(arch: str, precision: str, **overrides):
-    config = load_config(overrides=["preset=smoke", f"model.name={arch}", "data.max_train=16"])
-    base = load_base(config.model)
-    base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    base, encoded = _python_examples(arch, 16)
     cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, precision=precision, **overrides)
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = make_accelerator(cfg, "cpu")
@@ -170,11 +166,7 @@ def test_reading_the_loss_every_50_steps_as_on_a_gpu_logs_the_same_lines(monkeyp
 
 
 def test_reading_the_loss_every_50_steps_still_names_the_step_that_diverged(monkeypatch, fresh_accelerate_state):
-    config = load_config(overrides=["preset=smoke", "model.name=tiny:t5", "data.max_train=16"])
-    base = load_base(config.model)
-    base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    base, encoded = _python_examples("tiny:t5", 16)
     monkeypatch.setattr(train_module, "_EAGER_DEVICES", ())
     calls = []
 
