@@ -265,9 +265,9 @@ def _matmul_attention_for_cpu_bf16(model: torch.nn.Module, accelerator: Accelera
     a CPU under bf16 autocast; return the implementation to restore afterwards, else ``None``.
 
     torch's CPU flash-attention kernel is slow in bf16, its backward most: on the default preset's
-    workload (SmolLM2-135M, batch 8, ~220 tokens) two bf16 training steps took 3.26 s with SDPA and
-    2.48-2.76 s with eager attention; in float32 the two are equally fast (6.37 s, 6.49 s). Torch
-    profiles of benchmarks/README.md's levers table; the end-to-end ratio is train_speed.py's.
+    workload (SmolLM2-135M, batch 8, ~220 tokens) two bf16 training steps took 3.68 s with SDPA and
+    2.78 s with eager attention; in float32 the two are equally fast (6.74 s, 6.91 s):
+    benchmarks/profile_step.py, quoted in benchmarks/README.md.
     """
     config = getattr(model, "config", None)
     if (accelerator.device.type != "cpu" or accelerator.mixed_precision != "bf16"
