@@ -10,6 +10,7 @@ nothing else runs.
 
     python benchmarks/cpu_peak.py --results benchmarks/results/2026-11-27-cpu.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ def gemm_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def main() -> None:
@@ -40,13 +41,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--results", type=Path, help="a train_speed results .jsonl: add the fraction of the peak")
-    parser.add_argument("--params", type=float, default=CODET5_SMALL_PARAMS, help="model parameters, for FLOP per token")
+    parser.add_argument(
+        "--params", type=float, default=CODET5_SMALL_PARAMS, help="model parameters, for FLOP per token"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peak = {"fp32": gemm_flops(torch.float32, repeats=args.repeats), "bf16": gemm_flops(torch.bfloat16, repeats=args.repeats)}
-    lines = [{"benchmark": "cpu_peak", "gemm": "2048^3", "threads": args.threads,
-              "fp32_gflops": round(peak["fp32"] / 1e9, 1), "bf16_gflops": round(peak["bf16"] / 1e9, 1),
-              "loadavg": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__}]
+    peak = {
+        "fp32": gemm_flops(torch.float32, repeats=args.repeats),
+        "bf16": gemm_flops(torch.bfloat16, repeats=args.repeats),
+    }
+    lines = [
+        {
+            "benchmark": "cpu_peak",
+            "gemm": "2048^3",
+            "threads": args.threads,
+            "fp32_gflops": round(peak["fp32"] / 1e9, 1),
+            "bf16_gflops": round(peak["bf16"] / 1e9, 1),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "torch": torch.__version__,
+        }
+    ]
     if args.results is not None and args.results.exists():
         for raw in args.results.read_text().splitlines():
             line = json.loads(raw)
@@ -54,9 +68,17 @@ def main() -> None:
                 continue
             precision = "bf16" if line.get("precision") == "bf16" else "fp32"  # the peer trains in fp32 on a CPU
             flops = line["real_tokens_per_s"] * 4 * args.params
-            lines.append({"benchmark": "cpu_peak", "of_run": line["run"], "system": line["system"],
-                          "round": line.get("round"), "precision": precision, "train_gflops": round(flops / 1e9, 1),
-                          "fraction_of_peak": round(flops / peak[precision], 3)})
+            lines.append(
+                {
+                    "benchmark": "cpu_peak",
+                    "of_run": line["run"],
+                    "system": line["system"],
+                    "round": line.get("round"),
+                    "precision": precision,
+                    "train_gflops": round(flops / 1e9, 1),
+                    "fraction_of_peak": round(flops / peak[precision], 3),
+                }
+            )
     for line in lines:
         print(json.dumps(line), flush=True)
     if args.results is not None:

@@ -14,12 +14,12 @@ Every line is printed and appended to ``benchmarks/results/<date>-cpu.jsonl`` wi
 
     python benchmarks/dropout_speed.py --rounds 5
 """
+
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 import time
@@ -40,8 +40,10 @@ def mask_times(n: int, p: float, repeats: int) -> dict[str, float]:
         "bernoulli_ (nn.Dropout)": lambda: torch.empty(n).bernoulli_(1 - p).bool(),
         "rand float32 >= p": lambda: torch.rand(n) >= p,
         "rand bfloat16 >= p (8-bit steps)": lambda: torch.rand(n, dtype=torch.bfloat16) >= p,
-        "int16 lanes of int64 draws (2**-16 steps)": lambda: torch.empty((n + 3) // 4, dtype=torch.int64).random_(
-            -2 ** 63, None).view(torch.int16)[:n] >= round(p * 2 ** 16) - 2 ** 15,
+        "int16 lanes of int64 draws (2**-16 steps)": lambda: (
+            torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:n]
+            >= round(p * 2**16) - 2**15
+        ),
         "keep_mask (int32 lanes of int64 draws)": lambda: keep_mask((n,), p),
     }
     times: dict[str, list[float]] = {k: [] for k in methods}
@@ -114,8 +116,15 @@ def main() -> None:
     emit({"command": " ".join(["python", "benchmarks/dropout_speed.py", *sys.argv[1:]])})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    emit({"part": "mask", "elements": args.elements, "p": 0.1, "threads": 1,
-          "median_ms": mask_times(args.elements, 0.1, args.repeats)})
+    emit(
+        {
+            "part": "mask",
+            "elements": args.elements,
+            "p": 0.1,
+            "threads": 1,
+            "median_ms": mask_times(args.elements, 0.1, args.repeats),
+        }
+    )
     torch.set_num_threads(args.threads or threads)
 
     model, batch = step_model()
@@ -132,11 +141,17 @@ def main() -> None:
         use_cpu_dropout(model)
         seconds["CpuDropout"] += [step_seconds(model, batch, optimizer, args.precision) for _ in range(args.steps)]
     median = {k: statistics.median(v) for k, v in seconds.items()}
-    emit({"part": "step", "precision": args.precision, "dropout_modules": replaced,
-          "batch_tokens": int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()),
-          "seconds": {k: [round(s, 3) for s in v] for k, v in seconds.items()},
-          "median_s": {k: round(v, 3) for k, v in median.items()},
-          "speedup": round(median["nn.Dropout"] / median["CpuDropout"], 3)})
+    emit(
+        {
+            "part": "step",
+            "precision": args.precision,
+            "dropout_modules": replaced,
+            "batch_tokens": int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()),
+            "seconds": {k: [round(s, 3) for s in v] for k, v in seconds.items()},
+            "median_s": {k: round(v, 3) for k, v in median.items()},
+            "speedup": round(median["nn.Dropout"] / median["CpuDropout"], 3),
+        }
+    )
 
 
 if __name__ == "__main__":

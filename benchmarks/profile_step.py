@@ -13,6 +13,7 @@ Every line is printed and appended to ``benchmarks/results/<date>-cpu.jsonl`` wi
     python benchmarks/profile_step.py --workload default
     python benchmarks/profile_step.py --workload default --precision fp32 --attention sdpa
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,17 +23,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import PEER, RESULTS, default_workload, load_peer, machine, workload  # noqa: E402
 
+import hybridcl.train as train_module  # noqa: E402
 from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig  # noqa: E402
 from hybridcl.model.components import ComponentSet  # noqa: E402
 from hybridcl.model.loading import load_base  # noqa: E402
 from hybridcl.strategies import get_strategy  # noqa: E402
-import hybridcl.train as train_module  # noqa: E402
 from hybridcl.train import make_accelerator, train_task  # noqa: E402
 
 
@@ -41,8 +41,12 @@ def main() -> None:
     parser.add_argument("--workload", default="default", choices=["default", "seed"])
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--attention", default=None, choices=["eager", "sdpa"],
-                        help="force the model's attention (default: what train_task picks)")
+    parser.add_argument(
+        "--attention",
+        default=None,
+        choices=["eager", "sdpa"],
+        help="force the model's attention (default: what train_task picks)",
+    )
     parser.add_argument("--top", type=int, default=12, help="operators listed")
     parser.add_argument("--results", type=Path, default=RESULTS / f"{datetime.date.today()}-cpu.jsonl")
     args = parser.parse_args()
@@ -66,26 +70,48 @@ def main() -> None:
         train_module._matmul_attention_for_cpu_bf16 = lambda model, accelerator: None
 
     def train(seed: int):
-        return train_task(components.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=pad,
-                          seed=seed, task="task", progress=False)
+        return train_task(
+            components.model,
+            encoded,
+            cfg,
+            accelerator=accelerator,
+            kind=base.kind,
+            pad_token_id=pad,
+            seed=seed,
+            task="task",
+            progress=False,
+        )
 
     train(0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         result = train(1)
         seconds = time.perf_counter() - start
-    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:args.top]
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    line = {"benchmark": "profile_step", "run": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/profile_step.py", *sys.argv[1:]]),
-            "hybridcl_src": str(Path(train_module.__file__).parents[1]),  # which checkout's code (PYTHONPATH)
-            "workload": args.workload, "examples": args.examples, "steps": result.steps,
-            "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
-            "attention": args.attention or "train_task's choice", "seconds": round(seconds, 2),
-            "train_s": round(result.seconds, 2),
-            "top_ops": [{"op": e.key, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
-                         "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in ops],
-            **machine()}
+    line = {
+        "benchmark": "profile_step",
+        "run": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/profile_step.py", *sys.argv[1:]]),
+        "hybridcl_src": str(Path(train_module.__file__).parents[1]),  # which checkout's code (PYTHONPATH)
+        "workload": args.workload,
+        "examples": args.examples,
+        "steps": result.steps,
+        "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
+        "attention": args.attention or "train_task's choice",
+        "seconds": round(seconds, 2),
+        "train_s": round(result.seconds, 2),
+        "top_ops": [
+            {
+                "op": e.key,
+                "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
+                "share": round(e.self_cpu_time_total / total, 3),
+                "calls": e.count,
+            }
+            for e in ops
+        ],
+        **machine(),
+    }
     print(json.dumps(line), flush=True)
     with args.results.open("a") as f:
         f.write(json.dumps(line) + "\n")

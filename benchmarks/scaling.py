@@ -8,6 +8,7 @@ Lines are appended to ``benchmarks/results/<date>-cpu.jsonl``.
 
     python benchmarks/scaling.py
 """
+
 from __future__ import annotations
 
 import datetime
@@ -22,23 +23,40 @@ from hybridcl.continual import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"examples": 32, "length": 64, "tasks": ["python", "javascript"]}
-GRID = [("examples", [16, 32, 64, 128]), ("length", [32, 64, 128]),
-        ("tasks", [["python"], ["python", "javascript"], ["python", "javascript", "go"]])]
+GRID = [
+    ("examples", [16, 32, 64, 128]),
+    ("length", [32, 64, 128]),
+    ("tasks", [["python"], ["python", "javascript"], ["python", "javascript", "go"]]),
+]
 
 
 def one_run(examples: int, length: int, tasks: list[str]) -> dict:
-    overrides = ["preset=smoke", f"data.max_train={examples}", "data.max_val=4", f"data.max_source_len={length}",
-                 f"data.max_target_len={length}", f"tasks=[{','.join(tasks)}]", "eval.max_new_tokens=32"]
+    overrides = [
+        "preset=smoke",
+        f"data.max_train={examples}",
+        "data.max_val=4",
+        f"data.max_source_len={length}",
+        f"data.max_target_len={length}",
+        f"tasks=[{','.join(tasks)}]",
+        "eval.max_new_tokens=32",
+    ]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         run = run_experiment(load_config(overrides=[*overrides, f"run.output_dir={out}", "run.name=s"]), progress=False)
         wall = time.perf_counter() - start
         state = json.loads((run / "seed-0" / "state.json").read_text())
     cells = [c for row in state["rows"] for c in row.values() if c]
-    return {"benchmark": "scaling", "examples": examples, "length": length, "tasks": len(tasks), "wall_s": round(wall, 1),
-            "train_s": round(sum(t["seconds"] for t in state["train"]), 1),
-            "eval_s": round(sum(c.get("eval_seconds") or 0 for c in cells), 1), "cells": len(cells),
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "benchmark": "scaling",
+        "examples": examples,
+        "length": length,
+        "tasks": len(tasks),
+        "wall_s": round(wall, 1),
+        "train_s": round(sum(t["seconds"] for t in state["train"]), 1),
+        "eval_s": round(sum(c.get("eval_seconds") or 0 for c in cells), 1),
+        "cells": len(cells),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main() -> None:

@@ -21,13 +21,14 @@ and LoRA under the Hugging Face Trainer + PEFT (length-grouped, float32 on a CPU
     python benchmarks/train_speed.py --rounds 1                             # a GPU: the seed's workload
     python benchmarks/train_speed.py --workload default --examples 32 --epochs 1 --rounds 2 --device cpu
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import io
-import contextlib
 import json
 import os
 import re
@@ -40,9 +41,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # shared/ sits next to the main checkout (/work/shared) and two levels up from a worktree (/work/wt/x)
-PEER = next((p for p in (ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py",
-                         ROOT.parent.parent / "shared" / "bench" / "peer_hf_trainer.py") if p.exists()),
-            ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py")
+PEER = next(
+    (
+        p
+        for p in (
+            ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py",
+            ROOT.parent.parent / "shared" / "bench" / "peer_hf_trainer.py",
+        )
+        if p.exists()
+    ),
+    ROOT.parent / "shared" / "bench" / "peer_hf_trainer.py",
+)
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -75,8 +84,12 @@ def machine() -> dict:
     """Where a number was measured: load averages (1, 5, 15 min), cores, torch threads."""
     import torch
 
-    return {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    return {
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def default_workload(args):
@@ -91,8 +104,15 @@ def default_workload(args):
     config = load_config(overrides=["preset=default", f"data.max_train={args.examples}", "data.max_val=1"])
     base = load_base(config.model)
     data = load_task_data(config.data, "python", target_lengths=target_length_counter(base.tokenizer, base.kind))
-    encoded = encode(data.train, base.tokenizer, base.kind, config.data.max_source_len, config.data.max_target_len,
-                     progress=False, long_targets=config.data.long_targets)
+    encoded = encode(
+        data.train,
+        base.tokenizer,
+        base.kind,
+        config.data.max_source_len,
+        config.data.max_target_len,
+        progress=False,
+        long_targets=config.data.long_targets,
+    )
     lora = config.components.lora
     targets = list(lora.target_modules or family_of(base.model).lora_targets)
     return config, base, encoded, lora, targets
@@ -121,27 +141,49 @@ def run_hybridcl(args) -> dict:
     components = ComponentSet(base.model, base.kind, get_strategy(args.strategy), ComponentsConfig(lora=lora))
     torch.manual_seed(0)
     components.activate("task")
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, grad_clip=1.0,
-                      precision=args.precision, log_every=1 if args.workload == "default" else 10)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=lr,
+        grad_clip=1.0,
+        precision=args.precision,
+        log_every=1 if args.workload == "default" else 10,
+    )
     accelerator = make_accelerator(cfg, args.device)
     components.model.to(accelerator.device)
     cuda = accelerator.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    result = train_task(components.model, encoded, cfg, accelerator=accelerator, kind=base.kind,
-                        pad_token_id=base.tokenizer.pad_token_id if args.workload == "default" else 0,
-                        seed=0, task="task", progress=False)
+    result = train_task(
+        components.model,
+        encoded,
+        cfg,
+        accelerator=accelerator,
+        kind=base.kind,
+        pad_token_id=base.tokenizer.pad_token_id if args.workload == "default" else 0,
+        seed=0,
+        task="task",
+        progress=False,
+    )
     real_tokens = int(args.epochs * real_token_count(encoded, base.kind))
-    return {"system": "hybridcl", "workload": args.workload, "model": model_name, "strategy": args.strategy,
-            "examples": len(encoded), "epochs": args.epochs,
-            "batch_size": args.batch_size, "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
-            "train_s": round(result.seconds, 1),
-            "samples_per_s": round(result.samples / result.seconds, 2),
-            "real_tokens_per_s": round(real_tokens / result.seconds),
-            "peak_rss_gb": round(peak_rss_gb(), 2),
-            "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
-            "final_loss": round(result.final_loss, 4), "losses": [[s, round(v, 4)] for s, v in result.losses],
-            "device": torch.cuda.get_device_name() if cuda else "cpu"}
+    return {
+        "system": "hybridcl",
+        "workload": args.workload,
+        "model": model_name,
+        "strategy": args.strategy,
+        "examples": len(encoded),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "precision": "bf16" if accelerator.mixed_precision == "bf16" else "fp32",
+        "train_s": round(result.seconds, 1),
+        "samples_per_s": round(result.samples / result.seconds, 2),
+        "real_tokens_per_s": round(real_tokens / result.seconds),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+        "final_loss": round(result.final_loss, 4),
+        "losses": [[s, round(v, 4)] for s, v in result.losses],
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+    }
 
 
 def real_token_count(encoded, kind: str) -> int:
@@ -163,8 +205,12 @@ def run_peer_default(args) -> dict:
     config, base, encoded, lora, targets = default_workload(args)
     cuda = args.device != "cpu" and torch.cuda.is_available()
     torch.manual_seed(0)
-    model = get_peft_model(base.model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                  target_modules=targets, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        base.model,
+        LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        ),
+    )
     base.tokenizer.padding_side = "right"  # as hybridcl pads, so positions match
     features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
 
@@ -176,13 +222,29 @@ def run_peer_default(args) -> dict:
             return features[i]
 
     training = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="peer_default_"), per_device_train_batch_size=args.batch_size,
-        num_train_epochs=args.epochs, learning_rate=config.train.lr, max_grad_norm=1.0, weight_decay=0.0,
-        bf16=cuda, use_cpu=not cuda, train_sampling_strategy="group_by_length", logging_steps=1,
-        save_strategy="no", report_to=[], dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
-        seed=0)
-    trainer = Trainer(model=model, args=training, train_dataset=Examples(),
-                      data_collator=DataCollatorForSeq2Seq(base.tokenizer, padding=True, label_pad_token_id=-100))
+        output_dir=tempfile.mkdtemp(prefix="peer_default_"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        learning_rate=config.train.lr,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        bf16=cuda,
+        use_cpu=not cuda,
+        train_sampling_strategy="group_by_length",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=Examples(),
+        data_collator=DataCollatorForSeq2Seq(base.tokenizer, padding=True, label_pad_token_id=-100),
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
@@ -193,14 +255,22 @@ def run_peer_default(args) -> dict:
     seconds = time.perf_counter() - start
     losses = [[e["step"], round(e["loss"], 4)] for e in trainer.state.log_history if "loss" in e]
     samples = args.epochs * len(features)
-    return {"peer": "hf_trainer+peft_lora", "workload": "default", "model": config.model.name, "examples": len(features),
-            "epochs": args.epochs, "precision": "bf16" if cuda else "fp32", "train_s": round(seconds, 1),
-            "samples_per_s": round(samples / seconds, 2),
-            "real_tokens_per_s": round(args.epochs * real_token_count(encoded, base.kind) / seconds),
-            "peak_rss_gb": round(peak_rss_gb(), 2),
-            "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
-            "final_loss": losses[-1][1] if losses else None, "losses": losses,
-            "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}"}
+    return {
+        "peer": "hf_trainer+peft_lora",
+        "workload": "default",
+        "model": config.model.name,
+        "examples": len(features),
+        "epochs": args.epochs,
+        "precision": "bf16" if cuda else "fp32",
+        "train_s": round(seconds, 1),
+        "samples_per_s": round(samples / seconds, 2),
+        "real_tokens_per_s": round(args.epochs * real_token_count(encoded, base.kind) / seconds),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "losses": losses,
+        "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}",
+    }
 
 
 def run_peer(args) -> dict:
@@ -225,16 +295,24 @@ def device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="seed", choices=["seed", "default"],
-                        help="seed: random-init codet5-small on the peer's synthetic lengths; default: the default "
-                             "preset's SmolLM2-135M on the bundled corpus")
+    parser.add_argument(
+        "--workload",
+        default="seed",
+        choices=["seed", "default"],
+        help="seed: random-init codet5-small on the peer's synthetic lengths; default: the default "
+        "preset's SmolLM2-135M on the bundled corpus",
+    )
     parser.add_argument("--examples", type=int, default=8000)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--strategy", default="lora_only")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="hybridcl's train.precision (auto: bf16 where the processor has it)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="hybridcl's train.precision (auto: bf16 where the processor has it)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="peer, hybridcl pairs, interleaved")
     parser.add_argument("--peer", type=Path, default=PEER, help="path of peer_hf_trainer.py")
     parser.add_argument("--no-peer", action="store_true", help="hybridcl only")
@@ -261,10 +339,26 @@ def main() -> None:
             f.write(json.dumps(line) + "\n")
 
     emit({"command": command, **machine()})
-    child = [sys.executable, str(Path(__file__).resolve()), "--workload", args.workload,
-             "--examples", str(args.examples), "--epochs", str(args.epochs),
-             "--batch-size", str(args.batch_size), "--strategy", args.strategy, "--device", args.device,
-             "--precision", args.precision, "--peer", str(args.peer)]
+    child = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--workload",
+        args.workload,
+        "--examples",
+        str(args.examples),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--strategy",
+        args.strategy,
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--peer",
+        str(args.peer),
+    ]
     sides = ["hybridcl"] if args.no_peer else ["peer", "hybridcl"]
     seen: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
@@ -280,13 +374,21 @@ def main() -> None:
         return
     ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"])]
     median = {side: statistics.median(x["train_s"] for x in seen[side]) for side in sides}
-    emit({"speedup_vs_peer": round(median["peer"] / median["hybridcl"], 2),
-          "per_round": [round(r, 2) for r in ratios], "peer_train_s": round(median["peer"], 1),
-          "hybridcl_train_s": round(median["hybridcl"], 1),
-          "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
-          "workload": args.workload, "examples": seen["hybridcl"][0]["examples"], "epochs": args.epochs,
-          "final_loss": {side: [x.get("final_loss") for x in seen[side]] for side in sides},
-          "device": seen["hybridcl"][0]["device"], **machine()})
+    emit(
+        {
+            "speedup_vs_peer": round(median["peer"] / median["hybridcl"], 2),
+            "per_round": [round(r, 2) for r in ratios],
+            "peer_train_s": round(median["peer"], 1),
+            "hybridcl_train_s": round(median["hybridcl"], 1),
+            "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
+            "workload": args.workload,
+            "examples": seen["hybridcl"][0]["examples"],
+            "epochs": args.epochs,
+            "final_loss": {side: [x.get("final_loss") for x in seen[side]] for side in sides},
+            "device": seen["hybridcl"][0]["device"],
+            **machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

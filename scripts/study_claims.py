@@ -13,6 +13,7 @@ with two 95% intervals of its mean over seeds:
 The verdict: "holds" / "does not hold" when both intervals exclude 0 on the claimed side / the other,
 "within noise" when either contains 0.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,22 +28,57 @@ from hybridcl.report.compare import INTERVAL_OF, comparison_rows, expand_run_dir
 # (claim, strategy A, strategy B or None, column, the sign the claim predicts for A - B, or for A alone)
 CLAIMS = [
     ("hybrid task-specific beats LoRA-only on average BLEU", "hybrid_task_specific", "lora_only", "average_bleu", +1),
-    ("hybrid task-specific beats full-layer-only on average BLEU", "hybrid_task_specific", "full_layer_only",
-     "average_bleu", +1),
-    ("hybrid task-specific beats LoRA-only on the loss after the last task", "hybrid_task_specific", "lora_only",
-     "average_loss", -1),
-    ("hybrid task-specific beats full-layer-only on the loss after the last task", "hybrid_task_specific",
-     "full_layer_only", "average_loss", -1),
+    (
+        "hybrid task-specific beats full-layer-only on average BLEU",
+        "hybrid_task_specific",
+        "full_layer_only",
+        "average_bleu",
+        +1,
+    ),
+    (
+        "hybrid task-specific beats LoRA-only on the loss after the last task",
+        "hybrid_task_specific",
+        "lora_only",
+        "average_loss",
+        -1,
+    ),
+    (
+        "hybrid task-specific beats full-layer-only on the loss after the last task",
+        "hybrid_task_specific",
+        "full_layer_only",
+        "average_loss",
+        -1,
+    ),
     ("full-layer-only shows negative forgetting (seed: -6.20%)", "full_layer_only", None, "forgetting_relative", -1),
     ("hybrid task-specific forgets (seed: +4.38%)", "hybrid_task_specific", None, "forgetting_relative", +1),
-    ("a shared layer transfers knowledge backwards (BLEU BWT above the task-specific hybrid's)",
-     "hybrid_shared_layer", "hybrid_task_specific", "bwt", +1),
-    ("a shared layer transfers knowledge backwards (loss BWT above the task-specific hybrid's)",
-     "hybrid_shared_layer", "hybrid_task_specific", "bwt_loss", +1),
-    ("a shared layer helps later tasks before their training (FWT above the task-specific hybrid's)",
-     "hybrid_shared_layer", "hybrid_task_specific", "fwt", +1),
-    ("the shared hybrid beats the task-specific one on average BLEU", "hybrid_shared_layer",
-     "hybrid_task_specific", "average_bleu", +1),
+    (
+        "a shared layer transfers knowledge backwards (BLEU BWT above the task-specific hybrid's)",
+        "hybrid_shared_layer",
+        "hybrid_task_specific",
+        "bwt",
+        +1,
+    ),
+    (
+        "a shared layer transfers knowledge backwards (loss BWT above the task-specific hybrid's)",
+        "hybrid_shared_layer",
+        "hybrid_task_specific",
+        "bwt_loss",
+        +1,
+    ),
+    (
+        "a shared layer helps later tasks before their training (FWT above the task-specific hybrid's)",
+        "hybrid_shared_layer",
+        "hybrid_task_specific",
+        "fwt",
+        +1,
+    ),
+    (
+        "the shared hybrid beats the task-specific one on average BLEU",
+        "hybrid_shared_layer",
+        "hybrid_task_specific",
+        "average_bleu",
+        +1,
+    ),
 ]
 
 
@@ -82,8 +118,11 @@ def example_interval(a: Path, b: Path | None, column: str) -> tuple[float, float
 
 def claims_table(studies: list[Path]) -> str:
     rows = {row["strategy"]: row for row in comparison_rows(expand_run_dirs(studies))}
-    lines = ["| claim | measured (mean over seeds) | 95% interval over seeds (t) | 95% interval over examples "
-             "(bootstrap) | seeds | verdict |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| claim | measured (mean over seeds) | 95% interval over seeds (t) | 95% interval over examples "
+        "(bootstrap) | seeds | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for claim, a, b, column, sign in CLAIMS:
         if a not in rows or (b is not None and b not in rows):
             lines.append(f"| {claim} | not in this study | | | | |")
@@ -102,8 +141,10 @@ def claims_table(studies: list[Path]) -> str:
             lines.append(f"| {claim} | {measured} | needs two seeds | | {seeds} | |")
             continue
         (low, high), (elow, ehigh) = interval, by_examples
-        lines.append(f"| {claim} | {measured} | [{low:+.2f}, {high:+.2f}] | [{elow:+.2f}, {ehigh:+.2f}] | {seeds} | "
-                     f"{verdict([interval, by_examples], sign)} |")
+        lines.append(
+            f"| {claim} | {measured} | [{low:+.2f}, {high:+.2f}] | [{elow:+.2f}, {ehigh:+.2f}] | {seeds} | "
+            f"{verdict([interval, by_examples], sign)} |"
+        )
     return "\n".join(lines)
 
 

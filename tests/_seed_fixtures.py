@@ -40,6 +40,7 @@ shortest functions of each, so that small length limits cut nothing.
 ``build_hf_code_search_net(dest)`` writes the same records as the Hugging Face ``code_search_net``
 dataset saved to json lines, which ``data.source=hf data.path=FOLDER`` reads without network.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -82,7 +83,9 @@ def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javas
     dest.mkdir(parents=True, exist_ok=True)
     texts = [text for lang in languages for r in bundled_records(lang, "train") for text in (r.code, r.docstring)]
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=BPE_VOCAB, min_frequency=3, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    bpe.train_from_iterator(
+        texts, vocab_size=BPE_VOCAB, min_frequency=3, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
     bpe.save_model(str(dest))  # vocab.json, merges.txt
     vocab = json.loads((dest / "vocab.json").read_text(encoding="utf-8"))
     n = len(vocab)
@@ -91,15 +94,31 @@ def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javas
     _write_json(dest / "vocab.json", vocab)
     _write_json(dest / "added_tokens.json", {})
     mask = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": True}
-    names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>", "pad_token": "<pad>",
-             "cls_token": "<s>"}
+    names = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
+    }
     _write_json(dest / "special_tokens_map.json", {**names, "mask_token": mask, "additional_special_tokens": sentinels})
-    _write_json(dest / "tokenizer_config.json", {
-        "errors": "replace", **names, "mask_token": {**mask, "__type": "AddedToken"}, "add_prefix_space": False,
-        "trim_offsets": True, "model_max_length": 512, "additional_special_tokens": sentinels,
-        "tokenizer_class": "RobertaTokenizer",
-    })
-    published = json.loads((resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text())
+    _write_json(
+        dest / "tokenizer_config.json",
+        {
+            "errors": "replace",
+            **names,
+            "mask_token": {**mask, "__type": "AddedToken"},
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "model_max_length": 512,
+            "additional_special_tokens": sentinels,
+            "tokenizer_class": "RobertaTokenizer",
+        },
+    )
+    published = json.loads(
+        (resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text()
+    )
     _write_json(dest / "config.json", {**published, "vocab_size": len(vocab), **config_overrides})
 
     tokenizer = AutoTokenizer.from_pretrained(dest)
@@ -140,11 +159,12 @@ def plant_successors(model, chain: list[int], seed: int = 0) -> None:
     units = list(range(len(chain) - 1))  # hidden unit k fires on chain[k]
     # The layer norm before the feed-forward turns _SIGNAL * u_k into ~sqrt(d) * u_k.
     ff.wi.weight[units] = directions[:-1]
-    ff.wo.weight[:, units] = (_SIGNAL / d ** 0.5) * (directions[1:] - directions[:-1]).T
+    ff.wo.weight[:, units] = (_SIGNAL / d**0.5) * (directions[1:] - directions[:-1]).T
 
 
-def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_train: int = 48, n_eval: int = 16,
-                        train_shards: int = 2) -> Path:
+def build_codesearchnet(
+    dest: Path, *, languages=("python", "javascript"), n_train: int = 48, n_eval: int = 16, train_shards: int = 2
+) -> Path:
     """Write a CodeSearchNet-release-layout folder at ``dest`` (see the module docstring); returns ``dest``.
 
     ``n_train`` records per language in ``train`` (cut into ``train_shards`` files, as the release
@@ -161,8 +181,11 @@ def build_codesearchnet(dest: Path, *, languages=("python", "javascript"), n_tra
         for i, path in enumerate(sorted(by_file)):  # alternate whole files between valid and test
             (valid if i % 2 == 0 else test).extend(by_file[path])
         size = -(-len(train) // train_shards)
-        shards = {"train": [train[i:i + size] for i in range(0, len(train), size)],
-                  "valid": [_shortest(valid, n_eval)], "test": [_shortest(test, n_eval)]}
+        shards = {
+            "train": [train[i : i + size] for i in range(0, len(train), size)],
+            "valid": [_shortest(valid, n_eval)],
+            "test": [_shortest(test, n_eval)],
+        }
         for split, parts in shards.items():
             folder = dest / lang / "final" / "jsonl" / split
             folder.mkdir(parents=True, exist_ok=True)
@@ -182,11 +205,17 @@ def build_hf_code_search_net(dest: Path, *, languages=("python", "javascript"), 
     for lang in languages:
         (dest / lang).mkdir(parents=True, exist_ok=True)
         for split, hf_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
-            files = sorted((release / lang / "final" / "jsonl" / split).glob("*.jsonl.gz"),
-                           key=lambda f: int(f.name.rsplit("_", 1)[1].split(".")[0]))
+            files = sorted(
+                (release / lang / "final" / "jsonl" / split).glob("*.jsonl.gz"),
+                key=lambda f: int(f.name.rsplit("_", 1)[1].split(".")[0]),
+            )
             for n, file in enumerate(files):
-                with gzip.open(file, "rt", encoding="utf-8") as src, \
-                        gzip.open(dest / lang / f"{hf_split}-{n:05d}-of-{len(files):05d}.jsonl.gz", "wt", encoding="utf-8") as out:
+                with (
+                    gzip.open(file, "rt", encoding="utf-8") as src,
+                    gzip.open(
+                        dest / lang / f"{hf_split}-{n:05d}-of-{len(files):05d}.jsonl.gz", "wt", encoding="utf-8"
+                    ) as out,
+                ):
                     for line in src:
                         out.write(json.dumps(hf_row(json.loads(line), hf_split), ensure_ascii=False) + "\n")
     return dest
@@ -195,10 +224,17 @@ def build_hf_code_search_net(dest: Path, *, languages=("python", "javascript"), 
 def hf_row(row: dict, split_name: str) -> dict:
     """A release row (:func:`csn_row`) with the Hugging Face dataset's column names."""
     return {
-        "repository_name": row["repo"], "func_path_in_repository": row["path"], "func_name": row["func_name"],
-        "whole_func_string": row["original_string"], "language": row["language"], "func_code_string": row["code"],
-        "func_code_tokens": row["code_tokens"], "func_documentation_string": row["docstring"],
-        "func_documentation_tokens": row["docstring_tokens"], "split_name": split_name, "func_code_url": row["url"],
+        "repository_name": row["repo"],
+        "func_path_in_repository": row["path"],
+        "func_name": row["func_name"],
+        "whole_func_string": row["original_string"],
+        "language": row["language"],
+        "func_code_string": row["code"],
+        "func_code_tokens": row["code_tokens"],
+        "func_documentation_string": row["docstring"],
+        "func_documentation_tokens": row["docstring_tokens"],
+        "split_name": split_name,
+        "func_code_url": row["url"],
     }
 
 
@@ -218,12 +254,20 @@ def csn_row(record, partition: str) -> dict:
     ``code_tokens`` / ``docstring_tokens`` are split on words and punctuation here (the release used
     tree-sitter tokens); hybridcl does not read them.
     """
-    sha = hashlib.sha1(f"{record.repo}\n{record.path}".encode("utf-8")).hexdigest()
+    sha = hashlib.sha1(f"{record.repo}\n{record.path}".encode()).hexdigest()
     return {
-        "repo": record.repo, "path": record.path, "func_name": record.func_name, "original_string": record.code,
-        "language": record.language, "code": record.code, "code_tokens": _TOKEN.findall(record.code),
-        "docstring": record.docstring, "docstring_tokens": _TOKEN.findall(record.docstring), "sha": sha,
-        "url": record.url or f"https://github.com/{record.repo}/blob/{sha}/{record.path}", "partition": partition,
+        "repo": record.repo,
+        "path": record.path,
+        "func_name": record.func_name,
+        "original_string": record.code,
+        "language": record.language,
+        "code": record.code,
+        "code_tokens": _TOKEN.findall(record.code),
+        "docstring": record.docstring,
+        "docstring_tokens": _TOKEN.findall(record.docstring),
+        "sha": sha,
+        "url": record.url or f"https://github.com/{record.repo}/blob/{sha}/{record.path}",
+        "partition": partition,
     }
 
 

@@ -1,4 +1,5 @@
 """Shared test set-up: offline, deterministic, small thread pools."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,4 +1,5 @@
 """The import graph: no cycle, no private name imported across modules, the recipe free of the report."""
+
 import ast
 from pathlib import Path
 
@@ -31,8 +32,13 @@ def imports() -> dict[str, list[tuple[str, list[str]]]]:
 
 
 def test_no_private_name_is_imported_across_modules():
-    private = [f"{m} imports {n} from {t}" for m, edges in imports().items() for t, names in edges
-               for n in names if n.startswith("_") and n != "__version__"]
+    private = [
+        f"{m} imports {n} from {t}"
+        for m, edges in imports().items()
+        for t, names in edges
+        for n in names
+        if n.startswith("_") and n != "__version__"
+    ]
     assert private == []
 
 
@@ -53,7 +59,7 @@ def test_the_import_graph_has_no_cycle():
         stack.append(node)
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -151,6 +151,12 @@ def test_means_say_how_many_tasks_they_skipped():
     assert m["fwt_per_task"] == [2.0, None]
     assert m["fwt"] == 2.0
     assert m["n"] == {"average_final": 3, "forgetting_relative": 1, "forgetting_absolute": 2, "bwt": 2, "fwt": 1}
-    assert m["n_skipped"] == {"average_final": 0, "forgetting_relative": 1, "forgetting_absolute": 0, "bwt": 0, "fwt": 1}
+    assert m["n_skipped"] == {
+        "average_final": 0,
+        "forgetting_relative": 1,
+        "forgetting_absolute": 0,
+        "bwt": 0,
+        "fwt": 1,
+    }
     assert m["forgetting_absolute_per_task"] == [4.0, -1.0]  # task 2 improved after its training
     assert m["bwt_per_task"] == [-4.0, 1.0]

@@ -1,5 +1,6 @@
 """The component guarantees, on tiny models built in-process: identity at init, isolation under
 per-task scopes, interference under a shared scope, and a base model that never changes."""
+
 import pytest
 import torch
 
@@ -65,10 +66,17 @@ def test_base_only_gives_base_outputs_after_training(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("strategy, isolated", [
-    ("lora_only", True), ("full_layer_only", True), ("hybrid_task_specific", True),  # per-task scopes
-    ("hybrid_shared_layer", False), ("replay", False), ("ewc", False),  # a shared part
-])
+@pytest.mark.parametrize(
+    "strategy, isolated",
+    [
+        ("lora_only", True),
+        ("full_layer_only", True),
+        ("hybrid_task_specific", True),  # per-task scopes
+        ("hybrid_shared_layer", False),
+        ("replay", False),
+        ("ewc", False),  # a shared part
+    ],
+)
 def test_only_shared_parts_let_a_later_task_change_an_earlier_tasks_outputs(arch, strategy, isolated):
     base, components, _ = setup(arch, strategy)
     components.activate("python")
@@ -89,8 +97,11 @@ def test_base_weights_never_change(arch, strategy):
     for i, task in enumerate(["python", "javascript"]):
         components.activate(task)
         train_steps(components, base.kind, seed=i)
-    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-             for k, v in components.model.state_dict().items() if "lora_" not in k and ".full_layers." not in k}
+    after = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in components.model.state_dict().items()
+        if "lora_" not in k and ".full_layers." not in k
+    }
     assert set(before) == set(after)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -114,7 +125,9 @@ def test_trainable_parameters_are_only_the_active_tasks_parts():
 
 
 def test_copy_last_init_copies_the_last_block():
-    base, components, _ = setup("tiny:llama", "full_layer_only", ComponentsConfig(full_layer=FullLayerSpec(init="copy_last")))
+    base, components, _ = setup(
+        "tiny:llama", "full_layer_only", ComponentsConfig(full_layer=FullLayerSpec(init="copy_last"))
+    )
     components.activate("python")
     last = base.model.model.layers[-2].state_dict()
     new = components.slot.full_layers["python"].state_dict()
@@ -139,8 +152,9 @@ def test_component_state_round_trip():
 def test_generation_runs_through_the_components():
     base, components, _ = setup("tiny:llama", "hybrid_task_specific")
     components.activate("python")
-    out = components.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False,
-                                    min_new_tokens=4)
+    out = components.model.generate(
+        input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False, min_new_tokens=4
+    )
     assert out.shape == (1, 7)
 
 
@@ -180,8 +194,19 @@ def test_new_block_gets_the_base_models_own_init():
     # codet5-small's attention shape (d_model 512, d_kv 64, 8 heads), one layer, a small vocabulary.
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(vocab_size=64, d_model=512, d_kv=64, d_ff=2048, num_layers=1, num_decoder_layers=1, num_heads=8,
-                      feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=64,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=8,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config)
     components = ComponentSet(model, "seq2seq", STRATEGIES["full_layer_only"], CFG)
@@ -191,8 +216,8 @@ def test_new_block_gets_the_base_models_own_init():
     # T5's _init_weights: q ~ N(0, (d_model d_kv)^-1/2) = 0.00552; k, v, wi ~ N(0, d_model^-1/2) = 0.0442.
     # PyTorch's default Linear init would give q and k std 1/sqrt(3 * 512) = 0.0255.
     assert attention.q.weight.std().item() == pytest.approx((512 * 64) ** -0.5, rel=0.02)
-    assert attention.k.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
-    assert ff.wi.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
+    assert attention.k.weight.std().item() == pytest.approx(512**-0.5, rel=0.02)
+    assert ff.wi.weight.std().item() == pytest.approx(512**-0.5, rel=0.02)
     assert torch.all(attention.o.weight == 0) and torch.all(ff.wo.weight == 0)  # init="zero" still zeroes them
 
 
@@ -209,8 +234,11 @@ def test_new_llama_block_gets_the_initializer_range():
 
 # Every place each tiny model has (2 blocks per stack): the default, each stack's last block and
 # a block inside each stack.
-POSITIONS = [("tiny:t5", p) for p in ("auto", "encoder", "encoder:1", "encoder:2", "decoder", "decoder:1", "decoder:2")] + \
-            [("tiny:llama", p) for p in ("auto", "decoder", "decoder:1", "decoder:2")] + [("tiny:gpt2", "decoder:1")]
+POSITIONS = (
+    [("tiny:t5", p) for p in ("auto", "encoder", "encoder:1", "encoder:2", "decoder", "decoder:1", "decoder:2")]
+    + [("tiny:llama", p) for p in ("auto", "decoder", "decoder:1", "decoder:2")]
+    + [("tiny:gpt2", "decoder:1")]
+)
 
 
 def at(position, init="zero"):
@@ -218,8 +246,9 @@ def at(position, init="zero"):
 
 
 def generate(components, ids, max_new_tokens=5):
-    return components.model.generate(input_ids=ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                     do_sample=False)
+    return components.model.generate(
+        input_ids=ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False
+    )
 
 
 @pytest.mark.parametrize("arch, position", POSITIONS)
@@ -267,7 +296,9 @@ def test_every_position_trains(arch, position):
         assert torch.equal(logits(components, base.kind), reference)
 
 
-@pytest.mark.parametrize("arch, position", [("tiny:t5", "decoder:1"), ("tiny:t5", "encoder:1"), ("tiny:llama", "decoder:1")])
+@pytest.mark.parametrize(
+    "arch, position", [("tiny:t5", "decoder:1"), ("tiny:t5", "encoder:1"), ("tiny:llama", "decoder:1")]
+)
 @pytest.mark.parametrize("strategy, isolated", [("hybrid_task_specific", True), ("hybrid_shared_layer", False)])
 def test_scopes_hold_at_every_position(arch, position, strategy, isolated):
     base, components, _ = setup(arch, strategy, at(position))
@@ -282,8 +313,9 @@ def test_scopes_hold_at_every_position(arch, position, strategy, isolated):
     assert torch.equal(logits(components, base.kind), after_python) == isolated
     # saved weights carry the place: a fresh model with the same position loads them back exactly
     stack = position.partition(":")[0]
-    assert all(f"{stack}.block.1.full_layers." in k or "layers.1.full_layers." in k
-               for k in state if ".full_layers." in k)
+    assert all(
+        f"{stack}.block.1.full_layers." in k or "layers.1.full_layers." in k for k in state if ".full_layers." in k
+    )
     _, fresh, _ = setup(arch, strategy, at(position))
     fresh.activate("python")
     fresh.load_component_state(state)
@@ -300,13 +332,28 @@ def test_copy_last_copies_the_block_the_new_one_follows():
     assert all(torch.equal(first[k], new[k]) for k in new)
 
 
-@pytest.mark.parametrize("arch, position, message", [
-    ("tiny:llama", "encoder", "components.full_layer.position = 'encoder': llama is a causal model with a decoder "
-                              "only: choose one of auto, decoder, decoder:K (K from 1 to 2)"),
-    ("tiny:t5", "encoder:3", "components.full_layer.position = 'encoder:3': the encoder of t5 has 2 blocks: choose "
-                             "one of auto, encoder, encoder:K (K from 1 to 2), decoder, decoder:K (K from 1 to 2)"),
-    ("tiny:gpt2", "decoder:7", "the decoder of gpt2 has 2 blocks: choose one of auto, decoder, decoder:K (K from 1 to 2)"),
-])
+@pytest.mark.parametrize(
+    "arch, position, message",
+    [
+        (
+            "tiny:llama",
+            "encoder",
+            "components.full_layer.position = 'encoder': llama is a causal model with a decoder "
+            "only: choose one of auto, decoder, decoder:K (K from 1 to 2)",
+        ),
+        (
+            "tiny:t5",
+            "encoder:3",
+            "components.full_layer.position = 'encoder:3': the encoder of t5 has 2 blocks: choose "
+            "one of auto, encoder, encoder:K (K from 1 to 2), decoder, decoder:K (K from 1 to 2)",
+        ),
+        (
+            "tiny:gpt2",
+            "decoder:7",
+            "the decoder of gpt2 has 2 blocks: choose one of auto, decoder, decoder:K (K from 1 to 2)",
+        ),
+    ],
+)
 @pytest.mark.parametrize("strategy", ["hybrid_task_specific", "lora_only"])
 def test_a_place_the_model_lacks_is_a_config_error_naming_the_stacks_size(arch, position, message, strategy):
     with pytest.raises(ConfigError) as info:

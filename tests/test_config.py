@@ -16,44 +16,67 @@ def test_presets_load_and_validate():
 
 
 def test_overrides_are_typed():
-    c = load_config(overrides=["preset=seed", "train.epochs=1", "strategy=lora_only", "tasks=[python]",
-                               "components.lora.target_modules=[q,v]", "data.max_train=null"])
+    c = load_config(
+        overrides=[
+            "preset=seed",
+            "train.epochs=1",
+            "strategy=lora_only",
+            "tasks=[python]",
+            "components.lora.target_modules=[q,v]",
+            "data.max_train=null",
+        ]
+    )
     assert c.preset == "seed" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
     assert c.strategy == "lora_only" and c.tasks == ["python"]
     assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
     assert c.eval.split == "valid" and load_config(overrides=["preset=smoke", "eval.split=test"]).eval.split == "test"
-    positions = [load_config(overrides=["preset=smoke", f"components.full_layer.position={p}"]).components.full_layer.position
-                 for p in ("encoder", "decoder:5", "auto")]
-    assert positions == ["encoder", "decoder:5", "auto"] and load_config("seed").components.full_layer.position == "auto"
+    positions = [
+        load_config(overrides=["preset=smoke", f"components.full_layer.position={p}"]).components.full_layer.position
+        for p in ("encoder", "decoder:5", "auto")
+    ]
+    assert (
+        positions == ["encoder", "decoder:5", "auto"] and load_config("seed").components.full_layer.position == "auto"
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epoch=1", "unknown config key 'train.epoch' (did you mean train.epochs?)"),
-    ("trian.epochs=1", "unknown config key 'trian' (did you mean train?)"),
-    ("train.epochs=abc", "train.epochs = 'abc' must be a number"),
-    ("train.batch_size=2.5", "train.batch_size = 2.5 must be an integer"),
-    ("train.lr=-1", "train.lr = -1.0: must be greater than 0"),
-    ("train.precision=fp16", "train.precision = 'fp16' is not allowed: choose one of auto, fp32, bf16"),
-    ("eval.split=validation", "eval.split = 'validation' is not allowed: choose one of valid, test"),
-    ("strategy=lora", "unknown strategy 'lora'"),
-    ("tasks=[python,cobol]", "unknown tasks 'cobol'"),
-    ("tasks=[python,python]", "each language may appear once"),
-    ("components.lora.dropout=1.5", "components.lora.dropout = 1.5: must be in [0, 1)"),
-    ("run.seeds=[]", "run.seeds is empty"),
-    ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),
-    ("preset=sed", "unknown preset 'sed' (did you mean seed?)"),
-    ("noequals", "is not of the form key=value"),
-    ("components.full_layer.position=middle", "components.full_layer.position = 'middle' is not allowed: choose one "
-     "of auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)"),
-    ("components.full_layer.position=encoder:0", "components.full_layer.position = 'encoder:0' is not allowed"),
-    ("components.full_layer.position=decoder:+2", "components.full_layer.position = 'decoder:+2' is not allowed"),
-    ("components.full_layer.position=decoder:", "components.full_layer.position = {'decoder': None} must be a string: "
-     "choose one of auto, encoder, decoder, encoder:K, decoder:K"),
-    ("components.full_layer.position=Encoder", "components.full_layer.position = 'Encoder' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=1", "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+        ("trian.epochs=1", "unknown config key 'trian' (did you mean train?)"),
+        ("train.epochs=abc", "train.epochs = 'abc' must be a number"),
+        ("train.batch_size=2.5", "train.batch_size = 2.5 must be an integer"),
+        ("train.lr=-1", "train.lr = -1.0: must be greater than 0"),
+        ("train.precision=fp16", "train.precision = 'fp16' is not allowed: choose one of auto, fp32, bf16"),
+        ("eval.split=validation", "eval.split = 'validation' is not allowed: choose one of valid, test"),
+        ("strategy=lora", "unknown strategy 'lora'"),
+        ("tasks=[python,cobol]", "unknown tasks 'cobol'"),
+        ("tasks=[python,python]", "each language may appear once"),
+        ("components.lora.dropout=1.5", "components.lora.dropout = 1.5: must be in [0, 1)"),
+        ("run.seeds=[]", "run.seeds is empty"),
+        ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),
+        ("preset=sed", "unknown preset 'sed' (did you mean seed?)"),
+        ("noequals", "is not of the form key=value"),
+        (
+            "components.full_layer.position=middle",
+            "components.full_layer.position = 'middle' is not allowed: choose one "
+            "of auto, encoder, decoder, encoder:K, decoder:K (K: the number of the block it follows, from 1)",
+        ),
+        ("components.full_layer.position=encoder:0", "components.full_layer.position = 'encoder:0' is not allowed"),
+        ("components.full_layer.position=decoder:+2", "components.full_layer.position = 'decoder:+2' is not allowed"),
+        (
+            "components.full_layer.position=decoder:",
+            "components.full_layer.position = {'decoder': None} must be a string: "
+            "choose one of auto, encoder, decoder, encoder:K, decoder:K",
+        ),
+        ("components.full_layer.position=Encoder", "components.full_layer.position = 'Encoder' is not allowed"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:
-        load_config(overrides=[override] if override.startswith(("preset", "data.source")) else ["preset=smoke", override])
+        load_config(
+            overrides=[override] if override.startswith(("preset", "data.source")) else ["preset=smoke", override]
+        )
     assert message in str(info.value)
 
 

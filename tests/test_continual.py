@@ -1,4 +1,5 @@
 """End-to-end runs of the task sequence on a tiny T5 and the bundled corpus (seconds each)."""
+
 import json
 
 import pytest
@@ -29,7 +30,12 @@ def test_a_run_fills_the_whole_matrix(tmp_path):
         matrix = results["matrix"][metric]
         assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
         assert all(cell["mean"] is not None for row in matrix for cell in row)
-    assert set(results["cl_metrics"]["bleu_codexglue_code_to_text"]) >= {"average_final", "forgetting_relative", "bwt", "fwt"}
+    assert set(results["cl_metrics"]["bleu_codexglue_code_to_text"]) >= {
+        "average_final",
+        "forgetting_relative",
+        "bwt",
+        "fwt",
+    }
     assert [t["task"] for t in results["train"]] == ["python", "javascript"]
     seed_dir = run_dir / "seed-0"
     assert (run_dir / "config.yaml").is_file()
@@ -46,7 +52,9 @@ def test_a_run_fills_the_whole_matrix(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     a = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "a", progress=False)
     b = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "b", progress=False)
-    losses = lambda d: [(e["step"], e["loss"]) for e in map(json.loads, (d / "seed-0" / "train_log.jsonl").read_text().splitlines())]
+    losses = lambda d: [
+        (e["step"], e["loss"]) for e in map(json.loads, (d / "seed-0" / "train_log.jsonl").read_text().splitlines())
+    ]
     assert losses(a) == losses(b)
     ta = load_file(a / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     tb = load_file(b / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
@@ -155,7 +163,9 @@ def test_o_lora_penalty_is_the_overlap_of_the_lora_subspaces():
 
     cfg = config("strategy=o_lora", "baselines.o_lora_lambda=0.5")
     base = load_base(ModelConfig(name="tiny:t5"))
-    components = ComponentSet(base.model, base.kind, STRATEGIES["o_lora"], ComponentsConfig(lora=LoraSpec(r=2, alpha=4)))
+    components = ComponentSet(
+        base.model, base.kind, STRATEGIES["o_lora"], ComponentsConfig(lora=LoraSpec(r=2, alpha=4))
+    )
     rule = OLoRA(cfg, {"python": None, "javascript": None})
     rule.current = "python"
     components.activate("python")
@@ -199,7 +209,8 @@ def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
     assert read(evaluate_run(run_dir, progress=False))["matrix"] == before["matrix"]  # same checkpoints, same numbers
     after = read(evaluate_run(run_dir, ["eval.max_examples=2"], progress=False))
     assert after["per_seed"][0]["matrix"]["bleu_codexglue_code_to_text"] and all(
-        cell["n"] == 2 for row in read(run_dir / "seed-0", "state.json")["rows"] for cell in row.values())
+        cell["n"] == 2 for row in read(run_dir / "seed-0", "state.json")["rows"] for cell in row.values()
+    )
     assert "max_examples: 2" in (run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match="eval.\\* settings only"):
         evaluate_run(run_dir, ["train.lr=1"], progress=False)
@@ -219,8 +230,22 @@ def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path
     from hybridcl.cli import main
     from hybridcl.strategies import ALL_STRATEGIES, STRATEGIES
 
-    assert main(["run", "--no-progress", *SMALL, "strategy=all", "data.max_train=8", "data.max_val=2",
-                 "eval.max_new_tokens=4", f"run.output_dir={tmp_path}", "run.name=all"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--no-progress",
+                *SMALL,
+                "strategy=all",
+                "data.max_train=8",
+                "data.max_val=2",
+                "eval.max_new_tokens=4",
+                f"run.output_dir={tmp_path}",
+                "run.name=all",
+            ]
+        )
+        == 0
+    )
     run_dir = tmp_path / "all"
     assert capsys.readouterr().out.strip() == str(run_dir)
     assert set(ALL_STRATEGIES) == set(STRATEGIES)
@@ -240,8 +265,14 @@ def test_strategy_all_runs_every_strategy_on_the_same_data_and_compares(tmp_path
 
 
 def test_the_loss_matrix_falls_on_the_trained_task_beyond_noise(tmp_path):
-    results = read(run_experiment(config("strategy=lora_only", "train.lr=5e-3", "train.epochs=4", "tasks=[python]"),
-                                  tmp_path / "run", progress=False) / "seed-0")
+    results = read(
+        run_experiment(
+            config("strategy=lora_only", "train.lr=5e-3", "train.epochs=4", "tasks=[python]"),
+            tmp_path / "run",
+            progress=False,
+        )
+        / "seed-0"
+    )
     loss = results["matrix"]["loss"]
     assert loss[1][0] < loss[0][0]  # nats per target token, after training python < base
     cells = results["intervals"]["loss"]["cell_intervals"]
@@ -251,13 +282,21 @@ def test_the_loss_matrix_falls_on_the_trained_task_beyond_noise(tmp_path):
 
 
 def test_reused_cells_equal_recomputed_ones_and_per_task_parts_lose_exactly_nothing(tmp_path):
-    reused = read(run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "reused", progress=False) / "seed-0")
-    again = read(run_experiment(config("strategy=hybrid_task_specific", "eval.reuse_unchanged=false"),
-                                tmp_path / "again", progress=False) / "seed-0")
+    reused = read(
+        run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "reused", progress=False) / "seed-0"
+    )
+    again = read(
+        run_experiment(
+            config("strategy=hybrid_task_specific", "eval.reuse_unchanged=false"), tmp_path / "again", progress=False
+        )
+        / "seed-0"
+    )
     assert reused["matrix"] == again["matrix"]
     assert reused["intervals"] == again["intervals"]
     state = read(tmp_path / "reused" / "seed-0", "state.json")
-    assert state["rows"][2]["python"]["reused_from_row"] == 1 and "reused_from_row" not in state["rows"][2]["javascript"]
+    assert (
+        state["rows"][2]["python"]["reused_from_row"] == 1 and "reused_from_row" not in state["rows"][2]["javascript"]
+    )
     assert "reused_from_row" not in read(tmp_path / "again" / "seed-0", "state.json")["rows"][2]["python"]
     # python's parts never change after its own stage: forgetting is 0 on every bootstrap resample
     assert reused["intervals"]["loss"]["intervals"]["bwt"] == [0.0, 0.0]
@@ -294,8 +333,11 @@ def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_
         return real_generate(*args, **kwargs)
 
     monkeypatch.setattr(evaluator, "generate", spy)
-    run_dir = run_experiment(config("strategy=full_finetune", "data.max_train=8", f"eval.precision={precision}"),
-                             tmp_path / "run", progress=False)
+    run_dir = run_experiment(
+        config("strategy=full_finetune", "data.max_train=8", f"eval.precision={precision}"),
+        tmp_path / "run",
+        progress=False,
+    )
     assert seen == [precision == "bf16"] * 6  # 3 rows x 2 tasks
     results = read(run_dir)
     assert results["eval_precision"] == results["per_seed"][0]["eval_precision"] == precision
@@ -303,8 +345,10 @@ def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_
     cut = results["per_seed"][0]["matrix"]["cut_share"]
     for i in range(3):
         for j, task in enumerate(("python", "javascript")):
-            flags = [json.loads(line)["hit_limit"] for line in
-                     (run_dir / "seed-0" / "predictions" / f"row{i}-{task}.jsonl").read_text().splitlines()]
+            flags = [
+                json.loads(line)["hit_limit"]
+                for line in (run_dir / "seed-0" / "predictions" / f"row{i}-{task}.jsonl").read_text().splitlines()
+            ]
             assert len(flags) == 4 and cut[i][j] == 100 * sum(flags) / 4
     assert "cut_share" not in results["cl_metrics"]
 
@@ -314,17 +358,24 @@ def test_long_targets_are_dropped_from_training_and_the_matrix_and_counted(tmp_p
     from hybridcl.data.tasks import Example
     from hybridcl.model.loading import load_base
 
-    run_dir = run_experiment(config("strategy=lora_only", "data.max_train=8", "data.long_targets=drop",
-                                    "data.max_target_len=150"), tmp_path / "run", progress=False)
+    run_dir = run_experiment(
+        config("strategy=lora_only", "data.max_train=8", "data.long_targets=drop", "data.max_target_len=150"),
+        tmp_path / "run",
+        progress=False,
+    )
     seed = read(run_dir)["per_seed"][0]
     tokenizer = load_base(load_config(overrides=["preset=smoke"]).model).tokenizer
     for task in ("python", "javascript"):
         report = seed["data"][task]
         assert report["long_targets"] == {"mode": "drop", "max_target_len": 150}
-        assert report["valid"]["kept"] == 4 and report["valid"]["long_targets"] >= 1  # the bundled corpus has long functions
+        assert (
+            report["valid"]["kept"] == 4 and report["valid"]["long_targets"] >= 1
+        )  # the bundled corpus has long functions
         assert report["valid"]["long_targets_checked"] == 4 + report["valid"]["long_targets"]
-        references = [json.loads(line)["reference"] for line in
-                      (run_dir / "seed-0" / "predictions" / f"row2-{task}.jsonl").read_text().splitlines()]
+        references = [
+            json.loads(line)["reference"]
+            for line in (run_dir / "seed-0" / "predictions" / f"row2-{task}.jsonl").read_text().splitlines()
+        ]
         lengths = target_lengths([Example("x", task, "text-to-code", "", r) for r in references], tokenizer, "seq2seq")
         assert len(lengths) == 4 and max(lengths) <= 150
     assert [t["n_truncated_target"] for t in seed["train"]] == [0, 0]
@@ -340,7 +391,9 @@ def test_eval_scores_other_data_into_a_new_folder_and_leaves_the_run_alone(tmp_p
     data = tmp_path / "held-out"
     data.mkdir()
     for language in ("python", "javascript"):  # 6 functions per language from the bundled test split
-        write_records(read_records(bundled_dir() / f"{language}.test.jsonl.gz")[:6], data / f"{language}.valid.jsonl.gz")
+        write_records(
+            read_records(bundled_dir() / f"{language}.test.jsonl.gz")[:6], data / f"{language}.valid.jsonl.gz"
+        )
     assert main(["eval", str(run_dir), "--data", str(data), "--no-progress"]) == 2
     assert "--data needs --out" in capsys.readouterr().err
     out = tmp_path / "scored"
@@ -351,7 +404,10 @@ def test_eval_scores_other_data_into_a_new_folder_and_leaves_the_run_alone(tmp_p
     assert [cell["n"] for cell in read(out / "seed-0", "state.json")["rows"][2].values()] == [6, 6]
     assert len(scored["matrix"]["loss"]) == 3 and (out / "report.md").is_file()
     assert scored["per_seed"][0]["train"] == read(run_dir)["per_seed"][0]["train"]  # training records kept
-    ids = [json.loads(line)["id"] for line in (out / "seed-0" / "predictions" / "row1-python.jsonl").read_text().splitlines()]
+    ids = [
+        json.loads(line)["id"]
+        for line in (out / "seed-0" / "predictions" / "row1-python.jsonl").read_text().splitlines()
+    ]
     assert len(ids) == 6 and all(i.startswith("python/") for i in ids)
     assert main(["eval", str(run_dir), "--data", str(data), "--out", str(out), "--no-progress"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err

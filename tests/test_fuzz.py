@@ -5,6 +5,7 @@ records or raises DataError. Nothing else (no ValueError, UnicodeDecodeError, Re
 The @example's are cases hypothesis found (or that we know break naive parsers); they stay so the
 regressions are checked on every run, also with hypothesis' database empty.
 """
+
 import gzip
 import math
 import string
@@ -21,16 +22,82 @@ from hybridcl.errors import ConfigError, DataError
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Keys that exist, so the fuzzer reaches the typing and validation code, not just "unknown key".
-KEYS = ["strategy", "tasks", "preset", "model.name", "model.kind", "model.allow_pickle", "model.trust_remote_code",
-        "components.lora.r", "components.lora.dropout", "components.lora.target_modules", "components.full_layer.init",
-        "baselines.replay_ratio", "data.source", "data.path", "data.max_train", "data.max_source_len",
-        "train.epochs", "train.lr", "train.grad_clip", "train.precision", "train.max_steps", "train.log_every",
-        "eval.top_p", "eval.max_examples", "eval.sandbox_timeout_s", "run.seeds", "run.name", "run.device",
-        "train", "model", "run", "train.lr.x", "train.", ".", ""]
-VALUES = ["1", "0", "-1", "2.5", "1e30", ".nan", ".inf", "-.inf", "null", "~", "true", "no", "[]", "[1,2]",
-          "[python,javascript]", "[python,cobol]", "{}", "{a: 1}", "'x'", "abc", "2001-13-01", "2024-05-01",
-          "!!binary aGk=", "!!set {a}", "[", "]", "{", ": :", "&a [*a]", "*a", "!!python/object:os.system x",
-          "0x10", "1_000", "", "=", "'", "\"\\ud800\""]
+KEYS = [
+    "strategy",
+    "tasks",
+    "preset",
+    "model.name",
+    "model.kind",
+    "model.allow_pickle",
+    "model.trust_remote_code",
+    "components.lora.r",
+    "components.lora.dropout",
+    "components.lora.target_modules",
+    "components.full_layer.init",
+    "baselines.replay_ratio",
+    "data.source",
+    "data.path",
+    "data.max_train",
+    "data.max_source_len",
+    "train.epochs",
+    "train.lr",
+    "train.grad_clip",
+    "train.precision",
+    "train.max_steps",
+    "train.log_every",
+    "eval.top_p",
+    "eval.max_examples",
+    "eval.sandbox_timeout_s",
+    "run.seeds",
+    "run.name",
+    "run.device",
+    "train",
+    "model",
+    "run",
+    "train.lr.x",
+    "train.",
+    ".",
+    "",
+]
+VALUES = [
+    "1",
+    "0",
+    "-1",
+    "2.5",
+    "1e30",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "null",
+    "~",
+    "true",
+    "no",
+    "[]",
+    "[1,2]",
+    "[python,javascript]",
+    "[python,cobol]",
+    "{}",
+    "{a: 1}",
+    "'x'",
+    "abc",
+    "2001-13-01",
+    "2024-05-01",
+    "!!binary aGk=",
+    "!!set {a}",
+    "[",
+    "]",
+    "{",
+    ": :",
+    "&a [*a]",
+    "*a",
+    "!!python/object:os.system x",
+    "0x10",
+    "1_000",
+    "",
+    "=",
+    "'",
+    '"\\ud800"',
+]
 
 
 def _check_config(make):
@@ -73,8 +140,14 @@ def test_overrides_give_a_config_or_config_error(overrides):
 
 yaml_text = st.one_of(
     st.text(max_size=200),
-    st.lists(st.builds(lambda k, v: f"{k.replace('.', ': {')}: {v}" + "}" * k.count("."),
-                       st.sampled_from(KEYS), st.sampled_from(VALUES)), max_size=5).map("\n".join),
+    st.lists(
+        st.builds(
+            lambda k, v: f"{k.replace('.', ': {')}: {v}" + "}" * k.count("."),
+            st.sampled_from(KEYS),
+            st.sampled_from(VALUES),
+        ),
+        max_size=5,
+    ).map("\n".join),
     st.text(alphabet=string.printable, max_size=200),
 )
 
@@ -116,8 +189,22 @@ line = st.one_of(
     st.just(GOOD),
     st.binary(max_size=60),
     st.builds(lambda b: GOOD[: len(GOOD) // 2] + b, st.binary(max_size=8)),
-    st.sampled_from([b"", b"   ", b"{}", b"[]", b"null", b"NaN", b"1" * 5000, b'"\\ud800"', b"{" * 100000,
-                     GOOD.replace(b'"f"', b"1"), GOOD.replace(b"Do it.", b"\\ud800"), b"\xef\xbb\xbf" + GOOD]),
+    st.sampled_from(
+        [
+            b"",
+            b"   ",
+            b"{}",
+            b"[]",
+            b"null",
+            b"NaN",
+            b"1" * 5000,
+            b'"\\ud800"',
+            b"{" * 100000,
+            GOOD.replace(b'"f"', b"1"),
+            GOOD.replace(b"Do it.", b"\\ud800"),
+            b"\xef\xbb\xbf" + GOOD,
+        ]
+    ),
 )
 jsonl = st.lists(line, max_size=6).map(b"\n".join)
 
@@ -149,11 +236,15 @@ def test_jsonl_gives_records_or_data_error(tmp_path_factory, data):
 
 
 @FUZZ
-@given(st.one_of(jsonl.map(gzip.compress),  # valid gzip of fuzzed lines
-                 jsonl.map(lambda b: gzip.compress(b)[: max(0, len(gzip.compress(b)) - 5)]),  # truncated
-                 st.binary(max_size=200).map(lambda b: b"\x1f\x8b" + b),  # gzip magic then garbage
-                 st.binary(max_size=200),
-                 jsonl.map(lambda b: gzip.compress(b) + b"junk")))  # trailing garbage after a member
+@given(
+    st.one_of(
+        jsonl.map(gzip.compress),  # valid gzip of fuzzed lines
+        jsonl.map(lambda b: gzip.compress(b)[: max(0, len(gzip.compress(b)) - 5)]),  # truncated
+        st.binary(max_size=200).map(lambda b: b"\x1f\x8b" + b),  # gzip magic then garbage
+        st.binary(max_size=200),
+        jsonl.map(lambda b: gzip.compress(b) + b"junk"),
+    )
+)  # trailing garbage after a member
 @example(b"")
 @example(b"\x1f\x8b")
 @example(b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\x03abc")  # FNAME flag, name never terminated

@@ -1,4 +1,5 @@
 """hybridcl.load_run(path).generate(task, prompts), task-agnostic routing and `hybridcl generate`."""
+
 import json
 
 import pytest
@@ -59,8 +60,9 @@ def test_a_language_tag_picks_the_task_under_auto(llama_run):
     assert split_language_tag("[JavaScript] Sum a and b.", ["python", "javascript"]) == ("javascript", "Sum a and b.")
     assert split_language_tag("[note] Sum a and b.", ["python", "javascript"]) == (None, "[note] Sum a and b.")
     run = hybridcl.load_run(llama_run)
-    texts, chosen = run.generate("auto", ["[javascript] Add two numbers.", "[python] Add two numbers."],
-                                 return_tasks=True)
+    texts, chosen = run.generate(
+        "auto", ["[javascript] Add two numbers.", "[python] Add two numbers."], return_tasks=True
+    )
     assert chosen == ["javascript", "python"]
     assert texts == [run.generate("javascript", "Add two numbers."), run.generate("python", "Add two numbers.")]
 
@@ -69,6 +71,8 @@ def test_routing_accuracy_has_its_interval(llama_run):
     routing = json.loads((llama_run / "seed-0" / "results.json").read_text())["routing"]
     low, high = routing["accuracy_interval"]
     assert low <= routing["accuracy"] <= high and 0 <= low and high <= 100
+
+
 def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template(monkeypatch):
     """The template names the language (issue 11 #1), so routing must never see it: it would leak the task."""
     import hybridcl.evaluator as evaluator
@@ -96,11 +100,19 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     monkeypatch.setattr(evaluator, "route", fake_route)
     monkeypatch.setattr(evaluator, "generate", fake_generate)
     matrix = evaluator.MatrixEvaluator(config, base, components, data, progress=False)
-    with_id = evaluator.Row(2, {t: {} for t in config.tasks}, {t: ["same"] * len(data[t].val) for t in config.tasks},
-                            {t: [False] * len(data[t].val) for t in config.tasks}, {})
+    with_id = evaluator.Row(
+        2,
+        {t: {} for t in config.tasks},
+        {t: ["same"] * len(data[t].val) for t in config.tasks},
+        {t: [False] * len(data[t].val) for t in config.tasks},
+        {},
+    )
     result = matrix.routed_row(2, with_id).result
     assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
     expected = [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     # cut on the right to data.max_source_len, as training cuts them
     assert len(generated_prompts) == len(expected) and all(e.startswith(g) for g, e in zip(generated_prompts, expected))
-    assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {"python": 0.0, "javascript": 100.0}
+    assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {
+        "python": 0.0,
+        "javascript": 100.0,
+    }

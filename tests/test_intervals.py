@@ -195,7 +195,9 @@ def test_identical_rows_give_exactly_zero_forgetting():
     res = iv.cl_intervals("exact_match", [[t1, base2], [t1, base2], [t1, t2]])
     assert res.intervals["bwt"] == (0.0, 0.0)
     assert res.intervals["forgetting_absolute_per_task"] == [(0.0, 0.0)]
-    assert iv.describe_interval("BWT", res.cl["bwt"], res.intervals["bwt"]) == "BWT 0 on every resample: no change at all"
+    assert (
+        iv.describe_interval("BWT", res.cl["bwt"], res.intervals["bwt"]) == "BWT 0 on every resample: no change at all"
+    )
     d = iv.describe_difference(res.cells[2][0], res.cells[1][0], res.cell_samples[2][0], res.cell_samples[1][0])
     assert (d.low, d.high, d.beyond_noise) == (0.0, 0.0, False)
     assert d.text == "A equals B on every resample"
@@ -312,4 +314,5 @@ def test_own_training_effect_is_the_paired_difference_from_the_base():
     low, high = effect["interval"]
     assert low < -1.0 < high < 0  # the loss fell by 1 nat, beyond noise
     assert iv.own_training_effect(iv.cl_intervals("loss", [[before], [before]], n_resamples=50)) == [
-        {"difference": 0.0, "interval": [0.0, 0.0]}]
+        {"difference": 0.0, "interval": [0.0, 0.0]}
+    ]

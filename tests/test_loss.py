@@ -1,4 +1,5 @@
 """The token loss's memory-lean cross-entropy gives F.cross_entropy's values and gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -94,8 +95,10 @@ def test_the_output_head_computes_target_rows_only_with_the_full_heads_values(ar
     base = load_base(ModelConfig(name=arch))
     model = base.model.float().requires_grad_(True)
     torch.manual_seed(0)
-    features = [{"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 11, 12, 13]},
-                {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 14, 15]}]
+    features = [
+        {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 11, 12, 13]},
+        {"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 14, 15]},
+    ]
     if base.kind == "seq2seq":
         features = [{"input_ids": [5, 6, 7, 8], "labels": [11, 12, 13]}, {"input_ids": [5, 6], "labels": [14]}]
     batch = collate(features, base.tokenizer.pad_token_id or 0, base.kind)
@@ -103,8 +106,12 @@ def test_the_output_head_computes_target_rows_only_with_the_full_heads_values(ar
     handle = model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape))
     scores = token_scores(model, batch, base.kind, accuracy=True)
     handle.remove()
-    targets = sum(sum(label != -100 for label in f["labels"][1 if base.kind == "causal" else 0:]) for f in features)
-    assert rows == [torch.Size([targets, model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model])]
+    targets = sum(sum(label != -100 for label in f["labels"][1 if base.kind == "causal" else 0 :]) for f in features)
+    assert rows == [
+        torch.Size(
+            [targets, model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model]
+        )
+    ]
     scores.nll.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()

@@ -1,5 +1,6 @@
 """Data-parallel training: `accelerate launch` with 2 CPU processes (gloo) computes the same run as
 one process with the same global batch."""
+
 import json
 import os
 import socket
@@ -14,8 +15,16 @@ from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 
 # tiny:llama has no dropout, so the two runs see the same computation, only split differently.
-OVERRIDES = ["preset=smoke", "model.name=tiny:llama", "strategy=hybrid_shared_layer", "data.max_train=16",
-             "data.max_val=4", "eval.max_new_tokens=8", "train.batch_size=8", "train.log_every=1"]
+OVERRIDES = [
+    "preset=smoke",
+    "model.name=tiny:llama",
+    "strategy=hybrid_shared_layer",
+    "data.max_train=16",
+    "data.max_val=4",
+    "eval.max_new_tokens=8",
+    "train.batch_size=8",
+    "train.log_every=1",
+]
 
 
 def free_port() -> int:
@@ -29,9 +38,27 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [str(accelerate), "launch", "--num_processes", "2", "--cpu", "--main_process_port", str(free_port()),
-         "-m", "hybridcl", "run", *OVERRIDES, f"run.output_dir={tmp_path}", "run.name=two", "--no-progress"],
-        check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300,
+        [
+            str(accelerate),
+            "launch",
+            "--num_processes",
+            "2",
+            "--cpu",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "hybridcl",
+            "run",
+            *OVERRIDES,
+            f"run.output_dir={tmp_path}",
+            "run.name=two",
+            "--no-progress",
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=300,
     )
     two = tmp_path / "two"
     log = lambda d: [json.loads(line) for line in (d / "seed-0" / "train_log.jsonl").read_text().splitlines()]

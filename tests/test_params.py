@@ -1,5 +1,6 @@
 """The seed's architecture numbers on the codet5-small architecture (built from its published
 config on the meta device: no download, no weights)."""
+
 from hybridcl.config import load_config
 from hybridcl.params import build_components, lora_count, params_table
 
@@ -21,9 +22,12 @@ def test_codet5_small_counts_are_exact():
 def test_strategy_counts_after_two_tasks():
     config = load_config("seed")
     lora, block = 1_671_168, 3_146_752
-    expected = {"lora_only": (lora, 2 * lora), "full_layer_only": (block, 2 * block),
-                "hybrid_task_specific": (lora + block, 2 * (lora + block)),
-                "hybrid_shared_layer": (lora + block, 2 * lora + block)}
+    expected = {
+        "lora_only": (lora, 2 * lora),
+        "full_layer_only": (block, 2 * block),
+        "hybrid_task_specific": (lora + block, 2 * (lora + block)),
+        "hybrid_shared_layer": (lora + block, 2 * lora + block),
+    }
     for name, (trainable, stored) in expected.items():
         c = build_components(config, name, 2).counts()
         assert (c.trainable, c.stored_total) == (trainable, stored), name
@@ -39,13 +43,19 @@ def test_the_position_is_named_and_a_decoder_block_counted_with_its_cross_attent
     # codet5-small, d_model 512, d_ff 2048: an encoder block is self-attention (4 x 512 x 512) + the
     # feed-forward (2 x 512 x 2048) + 2 layer norms (2 x 512) = 3,146,752; a decoder block adds
     # cross-attention (4 x 512 x 512) and its layer norm (512): 4,195,840.
-    for position, block, where in [("auto", 3_146_752, "after encoder block 6 of 6, the last (encoder:6)"),
-                                   ("encoder:3", 3_146_752, "after encoder block 3 of 6 (encoder:3)"),
-                                   ("decoder", 4_195_840, "after decoder block 6 of 6, the last (decoder:6)"),
-                                   ("decoder:1", 4_195_840, "after decoder block 1 of 6 (decoder:1)")]:
+    for position, block, where in [
+        ("auto", 3_146_752, "after encoder block 6 of 6, the last (encoder:6)"),
+        ("encoder:3", 3_146_752, "after encoder block 3 of 6 (encoder:3)"),
+        ("decoder", 4_195_840, "after decoder block 6 of 6, the last (decoder:6)"),
+        ("decoder:1", 4_195_840, "after decoder block 1 of 6 (decoder:1)"),
+    ]:
         config = load_config("seed", overrides=[f"components.full_layer.position={position}"])
         c = build_components(config, "hybrid_shared_layer", 2).counts()
-        assert (c.full_layer_per_block, c.trainable, c.stored_total) == (block, 1_671_168 + block, 2 * 1_671_168 + block)
+        assert (c.full_layer_per_block, c.trainable, c.stored_total) == (
+            block,
+            1_671_168 + block,
+            2 * 1_671_168 + block,
+        )
         table = params_table(config)
         assert f"full layer at components.full_layer.position={position}: {where}" in table
         assert f"{'full layer (one T5Block)':<60}{block:>14,}" in table

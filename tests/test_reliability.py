@@ -3,6 +3,7 @@
 The crash test kills real ``hybridcl`` processes with SIGKILL and resumes them; everything else
 runs in-process on the tiny T5 of the ``smoke`` preset.
 """
+
 import ast
 import json
 import os
@@ -29,15 +30,22 @@ SRC = Path(continual.__file__).parent
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 # One thread per process: two runs side by side on 2 cores with 2 OpenMP threads each are 100x slower.
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
-       "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONWARNINGS": "ignore",
+    "OMP_NUM_THREADS": "1",
+}
 # The same CLI, but every matrix row's evaluation starts 1 s late (numbers unchanged): a wide window to kill in.
-SLOW_EVAL = ("import sys, time\n"
-             "from hybridcl.evaluator import MatrixEvaluator as E\n"
-             "row = E.row\n"
-             "E.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
-             "from hybridcl.cli import main\n"
-             "sys.exit(main(sys.argv[1:]))\n")
+SLOW_EVAL = (
+    "import sys, time\n"
+    "from hybridcl.evaluator import MatrixEvaluator as E\n"
+    "row = E.row\n"
+    "E.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
+    "from hybridcl.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def cli(*args: str) -> list[str]:
@@ -141,8 +149,12 @@ def test_every_write_of_a_run_goes_through_hybridcl_io(module):
             elif isinstance(node.func, ast.Name) and node.func.id in functions:
                 calls.append(f"line {node.lineno}: {node.func.id}()")
     assert calls == []
-    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "hybridcl.io"
-                for a in node.names}
+    imported = {
+        a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "hybridcl.io"
+        for a in node.names
+    }
     assert imported & {"write_json", "write_text", "save_tensors"}
 
 
@@ -241,10 +253,23 @@ def test_a_non_finite_loss_stops_training_and_names_the_step(bad):
         calls.append(1)
         return torch.tensor(bad) if len(calls) == 3 else None
 
-    with pytest.raises(TrainingDiverged, match=rf"task python: the loss became {bad} at step 3 \(epoch 2\); "
-                                               "finished tasks keep their checkpoints; start a new run with a lower train.lr"):
-        train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind,
-                   pad_token_id=0, seed=0, task="python", penalty=penalty, progress=False)
+    with pytest.raises(
+        TrainingDiverged,
+        match=rf"task python: the loss became {bad} at step 3 \(epoch 2\); "
+        "finished tasks keep their checkpoints; start a new run with a lower train.lr",
+    ):
+        train_task(
+            base.model,
+            encoded,
+            cfg,
+            accelerator=make_accelerator(cfg, "cpu"),
+            kind=base.kind,
+            pad_token_id=0,
+            seed=0,
+            task="python",
+            penalty=penalty,
+            progress=False,
+        )
 
 
 def test_an_overflowing_update_is_reported_as_divergence():
@@ -252,8 +277,17 @@ def test_an_overflowing_update_is_reported_as_divergence():
     base, encoded = _tiny_training_inputs()
     cfg = TrainConfig(epochs=1, batch_size=4, lr=1e38)
     with pytest.raises(TrainingDiverged, match="task python: the optimizer update overflowed at step 1"):
-        train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind,
-                   pad_token_id=0, seed=0, task="python", progress=False)
+        train_task(
+            base.model,
+            encoded,
+            cfg,
+            accelerator=make_accelerator(cfg, "cpu"),
+            kind=base.kind,
+            pad_token_id=0,
+            seed=0,
+            task="python",
+            progress=False,
+        )
 
 
 def test_divergence_in_the_second_task_keeps_the_first_and_resumes(tmp_path, monkeypatch, capsys):
@@ -270,7 +304,10 @@ def test_divergence_in_the_second_task_keeps_the_first_and_resumes(tmp_path, mon
     run = tmp_path / "run"
     assert main(["run", "--no-progress", *SMALL, f"run.output_dir={tmp_path}", "run.name=run"]) == 2
     err = capsys.readouterr().err
-    assert "hybridcl: error: task javascript: the loss became nan at step 1 (epoch 1); finished tasks keep their checkpoints" in err
+    assert (
+        "hybridcl: error: task javascript: the loss became nan at step 1 (epoch 1); finished tasks keep their checkpoints"
+        in err
+    )
     assert "Traceback" not in err
     seed_dir = run / "seed-0"
     state = state_of(seed_dir)
@@ -286,8 +323,13 @@ def test_divergence_in_the_second_task_keeps_the_first_and_resumes(tmp_path, mon
 
 def test_divergence_through_the_real_cli_exits_2(tmp_path):
     """A real process with train.lr=1e37: the loss becomes nan; exit code 2, one line, no traceback."""
-    proc = subprocess.run(cli(*SMALL, "tasks=[python]", "train.lr=1e37", "train.epochs=2", f"run.output_dir={tmp_path}",
-                              "run.name=nan"), env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli(*SMALL, "tasks=[python]", "train.lr=1e37", "train.epochs=2", f"run.output_dir={tmp_path}", "run.name=nan"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -325,8 +367,11 @@ def test_a_pickle_checkpoint_is_refused_by_default(pickle_model_folder):
     from hybridcl.model.loading import load_base
 
     folder, _ = pickle_model_folder
-    with pytest.raises(ModelError, match=f"model {folder} has no safetensors weights, only a pickle checkpoint.*"
-                                         "set model.allow_pickle=true if you trust its source"):
+    with pytest.raises(
+        ModelError,
+        match=f"model {folder} has no safetensors weights, only a pickle checkpoint.*"
+        "set model.allow_pickle=true if you trust its source",
+    ):
         load_base(ModelConfig(name=str(folder)))
 
 
@@ -397,14 +442,19 @@ def test_orphaned_children_are_killed(tmp_path):
 
     # The child marks its command line: its pid inside the sandbox's pid namespace means nothing here.
     marker = f"hybridcl-orphan-{os.getpid()}-{time.monotonic_ns()}"
-    code = ("import subprocess, sys\n"
-            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
-            "print(p.pid, flush=True)\n")  # exits at once, leaving the child behind
+    code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+        "print(p.pid, flush=True)\n"
+    )  # exits at once, leaving the child behind
     r = run_untrusted(code, timeout_s=10)
     assert r.status == "passed"
     time.sleep(0.2)
-    alive = [p.pid for p in psutil.process_iter(["cmdline", "status"])
-             if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+    alive = [
+        p.pid
+        for p in psutil.process_iter(["cmdline", "status"])
+        if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []
 
 
@@ -428,11 +478,17 @@ def test_humaneval_runs_completions_in_the_sandbox_not_in_process():
     """A completion that calls os._exit would end this test process if it ran in-process."""
     from hybridcl.evaluate import humaneval
 
-    problem = {"task_id": "HumanEval/0", "prompt": "def f():\n", "test": "def check(c):\n    assert c() == 1\n",
-               "entry_point": "f"}
-    out = humaneval.evaluate_completions([problem, problem, problem],
-                                         [["    import os; os._exit(0)\n"], ["    while True: pass\n"], ["    return 1\n"]],
-                                         timeout_s=2)
+    problem = {
+        "task_id": "HumanEval/0",
+        "prompt": "def f():\n",
+        "test": "def check(c):\n    assert c() == 1\n",
+        "entry_point": "f",
+    }
+    out = humaneval.evaluate_completions(
+        [problem, problem, problem],
+        [["    import os; os._exit(0)\n"], ["    while True: pass\n"], ["    return 1\n"]],
+        timeout_s=2,
+    )
     assert [p["statuses"] for p in out["per_problem"]] == [["passed"], ["timeout"], ["passed"]]
     assert "process" in out["protections"]
 
@@ -472,10 +528,12 @@ def test_checkpoints_are_byte_identical():
     with tempfile.TemporaryDirectory() as tmp:
         blobs = set()
         for i in range(6):
-            save_tensors(Path(tmp) / f"{i}.safetensors", tensors, metadata=dict(reversed(meta.items())) if i % 2 else meta)
+            save_tensors(
+                Path(tmp) / f"{i}.safetensors", tensors, metadata=dict(reversed(meta.items())) if i % 2 else meta
+            )
             blobs.add((Path(tmp) / f"{i}.safetensors").read_bytes())
         assert len(blobs) == 1
-        header = json.loads(next(iter(blobs))[8:8 + int.from_bytes(next(iter(blobs))[:8], "little")])
+        header = json.loads(next(iter(blobs))[8 : 8 + int.from_bytes(next(iter(blobs))[:8], "little")])
         assert list(header["__metadata__"]) == sorted(meta)
         loaded = load_tensors(Path(tmp) / "0.safetensors")
         assert torch.equal(loaded["b"], tensors["b"]) and torch.equal(loaded["a"], tensors["a"])
@@ -486,8 +544,16 @@ def test_checkpoints_are_byte_identical():
 
 
 def _record_line(code: str, name: str = "f") -> str:
-    return json.dumps({"repo": "r", "path": "p.py", "func_name": name, "language": "python", "code": code,
-                       "docstring": "Add two numbers together."})
+    return json.dumps(
+        {
+            "repo": "r",
+            "path": "p.py",
+            "func_name": name,
+            "language": "python",
+            "code": code,
+            "docstring": "Add two numbers together.",
+        }
+    )
 
 
 def test_a_huge_record_is_skipped_unparsed_and_memory_stays_bounded(tmp_path):
@@ -521,11 +587,21 @@ def test_a_run_reports_records_over_the_bound(tmp_path):
         lines = [_record_line(small.format(n=n), n) for n in ("f", "g")]
         lines.insert(1, _record_line(small.format(n="big") + "# " + "x" * 3000 + "\n", "big"))
         (tmp_path / f"python.{split}.jsonl").write_text("\n".join(lines) + "\n")
-    config = load_config(overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=2000"])
+    config = load_config(
+        overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=2000"]
+    )
     report = load_task_data(config.data, "python").report
-    assert report["train"] == {"files": [str(tmp_path / "python.train.jsonl")], "records": 2, "skipped_too_long": 1,
-                               "skipped_empty": 0, "examples": 2, "kept": 2}
-    config = load_config(overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=null"])
+    assert report["train"] == {
+        "files": [str(tmp_path / "python.train.jsonl")],
+        "records": 2,
+        "skipped_too_long": 1,
+        "skipped_empty": 0,
+        "examples": 2,
+        "kept": 2,
+    }
+    config = load_config(
+        overrides=["preset=smoke", "data.source=jsonl", f"data.path={tmp_path}", "data.max_record_bytes=null"]
+    )
     assert load_task_data(config.data, "python").report["train"]["records"] == 3
 
 
@@ -546,9 +622,24 @@ def test_the_protections_in_force_are_recorded_in_results_json(tmp_path, capsys)
     from hybridcl.evaluate.sandbox import isolation_protections
 
     capsys.readouterr()
-    assert main(["run", "--no-progress", "preset=smoke", "tasks=[python]", "data.max_train=8", "data.max_val=2",
-                 "eval.max_new_tokens=4", "eval.humaneval=true", "eval.humaneval_problems=2",
-                 f"run.output_dir={tmp_path}", "run.name=r"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--no-progress",
+                "preset=smoke",
+                "tasks=[python]",
+                "data.max_train=8",
+                "data.max_val=2",
+                "eval.max_new_tokens=4",
+                "eval.humaneval=true",
+                "eval.humaneval_problems=2",
+                f"run.output_dir={tmp_path}",
+                "run.name=r",
+            ]
+        )
+        == 0
+    )
     assert f"hybridcl: sandbox protections: {', '.join(isolation_protections())}" in capsys.readouterr().err
     humaneval = json.loads((tmp_path / "r" / "seed-0" / "results.json").read_text())["humaneval"]
     for model in ("base", "final"):

@@ -1,4 +1,5 @@
 """The baseline strategies' training rules (hybridcl.strategies.rules), on hand-made data."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -39,8 +40,11 @@ def test_replay_replays_the_configured_share_at_the_seeds_scale():
 
 def test_a_buffer_too_small_for_the_share_is_an_error_before_training():
     data = _data({"python": 8000, "javascript": 8000})
-    with pytest.raises(ConfigError, match=r"replay 2000 examples from python, but baselines.replay_buffer = 1000 "
-                                          r"keeps only 1000: set baselines.replay_buffer to at least 2000"):
+    with pytest.raises(
+        ConfigError,
+        match=r"replay 2000 examples from python, but baselines.replay_buffer = 1000 "
+        r"keeps only 1000: set baselines.replay_buffer to at least 2000",
+    ):
         Replay(_config("tasks=[python,javascript]", "baselines.replay_buffer=1000"), data)
     Replay(_config("tasks=[python,javascript]", "baselines.replay_buffer=2000"), data)  # just enough
 
@@ -60,10 +64,14 @@ def test_three_tasks_share_the_buffer_between_earlier_tasks():
 
 def test_earlier_tasks_without_enough_examples_are_an_error():
     with pytest.raises(ConfigError, match="which have only 100 training examples: lower baselines.replay_ratio"):
-        Replay(_config("tasks=[python,javascript]", "baselines.replay_ratio=0.5"), _data({"python": 100, "javascript": 200}))
+        Replay(
+            _config("tasks=[python,javascript]", "baselines.replay_ratio=0.5"),
+            _data({"python": 100, "javascript": 200}),
+        )
 
 
 # ---- EWC's Fisher --------------------------------------------------------------------------------
+
 
 class Bigram(torch.nn.Module):
     """A causal LM whose logits at a position are row ``x_t`` of one 2 x 2 weight (vocabulary 2)."""
@@ -75,7 +83,11 @@ class Bigram(torch.nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None):
         logits = self.weight[input_ids]
         # what a Hugging Face model returns when given labels: the batch's mean token loss
-        loss = None if labels is None else F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        loss = (
+            None
+            if labels is None
+            else F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        )
         return SimpleNamespace(logits=logits, loss=loss)
 
 
@@ -113,7 +125,9 @@ def test_ewc_fisher_adds_up_over_examples_on_a_tiny_t5_with_lora():
     from hybridcl.strategies import STRATEGIES
 
     base = load_base(ModelConfig(name="tiny:t5"))
-    components = ComponentSet(base.model, base.kind, STRATEGIES["lora_only"], ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.0)))
+    components = ComponentSet(
+        base.model, base.kind, STRATEGIES["lora_only"], ComponentsConfig(lora=LoraSpec(r=2, alpha=4, dropout=0.0))
+    )
     components.activate("python")
     with torch.no_grad():  # LoRA's B starts at zero, which would zero A's gradients
         for name, p in components.model.named_parameters():
@@ -122,7 +136,9 @@ def test_ewc_fisher_adds_up_over_examples_on_a_tiny_t5_with_lora():
     encoded = Encoded([[5, 6, 7, 1], [9, 10, 1]], [[20, 21, 1], [30, 1]], 0, 0)
 
     def fisher(samples, examples):
-        cfg = load_config(overrides=["preset=smoke", "strategy=ewc", "train.batch_size=2", f"baselines.ewc_samples={samples}"])
+        cfg = load_config(
+            overrides=["preset=smoke", "strategy=ewc", "train.batch_size=2", f"baselines.ewc_samples={samples}"]
+        )
         rule = EWC(cfg, {})
         rule.after_task(components, ["python"], Encoded(*examples, 0, 0), base)
         return rule.fisher

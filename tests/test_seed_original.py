@@ -3,6 +3,7 @@
 The seed: bitrifttech/llm_expansion_experiments at 9a2e462, hybrid_lora_full_layer_experiment/
 hybrid_experiment.py. docs/reproduction.md lists each part and the key that switches it.
 """
+
 import copy
 import gzip
 import json
@@ -30,6 +31,7 @@ PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double."""\n    retur
 
 
 # ---- parameter counts ----------------------------------------------------------------------------
+
 
 def test_seed_original_counts_are_the_write_ups():
     config = load_config("seed-original")
@@ -62,13 +64,15 @@ def test_each_adapter_covers_its_own_block_only(codet5_tiny_dir):
     for task in ("python", "javascript"):
         components.activate(task)
     names = [n for n, _ in components.model.named_parameters() if "lora_A" in n and ".full_layers." in n]
-    assert sorted({(n.split(".full_layers.")[1].split(".")[0], n.split("lora_A.")[1].split(".")[0]) for n in names}) == [
-        ("javascript", "javascript"), ("python", "python")]
+    assert sorted(
+        {(n.split(".full_layers.")[1].split(".")[0], n.split("lora_A.")[1].split(".")[0]) for n in names}
+    ) == [("javascript", "javascript"), ("python", "python")]
     trainable = {n for n, p in components.model.named_parameters() if p.requires_grad}
     assert trainable and all(".javascript." in n for n in trainable)
 
 
 # ---- the extra block: x0.01 init and the seed's placement ------------------------------------------
+
 
 def test_scaled_block_is_the_seeds_extra_layer(codet5_tiny_dir):
     """The seed rebuilds T5 with num_layers + 1, copies the base in and multiplies block N by 0.01;
@@ -85,8 +89,12 @@ def test_scaled_block_is_the_seeds_extra_layer(codet5_tiny_dir):
     missing, unexpected = seed_model.load_state_dict(model.state_dict(), strict=False)
     assert unexpected == [] and all(k.startswith(f"encoder.block.{n}.") for k in missing)
 
-    components = ComponentSet(model, base.kind, get_strategy("full_layer_only"),
-                              ComponentsConfig(full_layer=FullLayerSpec(init="scale", init_scale=0.01)))
+    components = ComponentSet(
+        model,
+        base.kind,
+        get_strategy("full_layer_only"),
+        ComponentsConfig(full_layer=FullLayerSpec(init="scale", init_scale=0.01)),
+    )
     components.activate("python")
     block = components.slot.full_layers["python"]
     assert torch.all(block.layer[0].layer_norm.weight == 0.01)  # layer norms too: every parameter x 0.01
@@ -96,7 +104,9 @@ def test_scaled_block_is_the_seeds_extra_layer(codet5_tiny_dir):
     assert abs(block.layer[0].SelfAttention.q.weight.std().item() / expected_std - 1) < 0.1
     assert set(seed_model.encoder.block[n].state_dict()) == set(block.state_dict())  # no position table of its own
     seed_model.encoder.block[n].load_state_dict(block.state_dict())
-    batch = base.tokenizer(["Complete Python: def f(x):", "Complete JavaScript: function g"], return_tensors="pt", padding=True)
+    batch = base.tokenizer(
+        ["Complete Python: def f(x):", "Complete JavaScript: function g"], return_tensors="pt", padding=True
+    )
     decoder = torch.tensor([[0, 1, 5, 9], [0, 1, 7, 3]])
     model.eval()
     with torch.no_grad():
@@ -107,14 +117,20 @@ def test_scaled_block_is_the_seeds_extra_layer(codet5_tiny_dir):
 
 # ---- metrics ---------------------------------------------------------------------------------------
 
+
 def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
     preds = ["def f ( x ) : return y", "a b x y", "", "a b"]
     refs = ["def f ( x ) : return x", "a b c d", "a b", "A b"]
     method1 = SmoothingFunction().method1
-    by_nltk = [100 * sentence_bleu([r.split()], p.split(), smoothing_function=method1) if p else 0.0 for p, r in zip(preds, refs)]
+    by_nltk = [
+        100 * sentence_bleu([r.split()], p.split(), smoothing_function=method1) if p else 0.0
+        for p, r in zip(preds, refs)
+    ]
     scores = bleu_seed_scores(preds, refs, str.split)
     assert scores == pytest.approx(by_nltk, abs=1e-12)
-    assert scores == pytest.approx([84.08964152537145, 16.990442448471224, 0.0, 14.95348781221221], abs=1e-9)  # case kept
+    assert scores == pytest.approx(
+        [84.08964152537145, 16.990442448471224, 0.0, 14.95348781221221], abs=1e-9
+    )  # case kept
     assert bleu_seed(preds, refs, str.split) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
     stats = example_stats("bleu_seed", preds, refs, tokenize=str.split)
     assert value("bleu_seed", stats.sum(0)) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
@@ -142,10 +158,11 @@ def test_syntax_pass_seed_is_the_seeds_check_misrouting_included():
 
 # ---- the completion direction -----------------------------------------------------------------------
 
+
 def test_completion_examples_prompts_and_copy():
     code = PY.code
     (whole,) = make_examples([PY], "completion")
-    assert (whole.source, whole.target) == (code[:len(code) // 2], code)  # docstring kept, as CodeSearchNet's code
+    assert (whole.source, whole.target) == (code[: len(code) // 2], code)  # docstring kept, as CodeSearchNet's code
     (rest,) = make_examples([PY], "completion", completion_prefix=0.25, completion_target="rest")
     cut = int(len(code) * 0.25)
     assert (rest.source, rest.target) == (code[:cut], code[cut:])
@@ -156,7 +173,8 @@ def test_completion_examples_prompts_and_copy():
         make_examples([PY], "text-to-code", copy=True)
     assert format_prompt("def f(", "python", "completion", "seq2seq") == "Complete Python: def f("
     assert format_prompt("function g(", "javascript", "completion", "causal") == (
-        "Complete this JavaScript function.\nStart:\nfunction g(\nCompletion:\n")
+        "Complete this JavaScript function.\nStart:\nfunction g(\nCompletion:\n"
+    )
 
 
 def test_completion_encodes_for_both_kinds():
@@ -189,13 +207,20 @@ def _rows(folder, language):
 
 
 def test_first_rows_selection_is_the_seeds_rows(hf_code_search_net_dir):
-    cfg = DataConfig(source="hf", path=str(hf_code_search_net_dir), direction="completion", train_objective="copy",
-                     selection="first_rows", max_train=8, max_val=4)
+    cfg = DataConfig(
+        source="hf",
+        path=str(hf_code_search_net_dir),
+        direction="completion",
+        train_objective="copy",
+        selection="first_rows",
+        max_train=8,
+        max_val=4,
+    )
     data = load_task_data(cfg, "javascript", seed=123)
     rows = _rows(hf_code_search_net_dir, "javascript")
     assert [e.target for e in data.train] == rows[:8] and all(e.source == e.target for e in data.train)  # copy
     assert [e.target for e in data.val] == rows[8:12]  # "validation" = the next rows of the train split
-    assert [e.source for e in data.val] == [r[:len(r) // 2] for r in rows[8:12]]
+    assert [e.source for e in data.val] == [r[: len(r) // 2] for r in rows[8:12]]
     assert data.report["valid"]["files"] == data.report["train"]["files"]
     assert load_task_data(cfg, "javascript", seed=7).val == data.val  # nothing drawn: the seed does not matter
     with pytest.raises(DataError, match="eval.split=valid"):
@@ -204,14 +229,16 @@ def test_first_rows_selection_is_the_seeds_rows(hf_code_search_net_dir):
 
 # ---- training switches --------------------------------------------------------------------------------
 
+
 def test_unmasked_padding_pads_labels_with_the_pad_token():
     features = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     masked = collate(features, 0, "seq2seq")
     unmasked = collate(features, 0, "seq2seq", mask_padding=False)
     assert masked["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
     assert unmasked["labels"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    causal = collate([{"input_ids": [1, 2], "labels": [-100, 2]}, {"input_ids": [3], "labels": [3]}], 0, "causal",
-                     mask_padding=False)
+    causal = collate(
+        [{"input_ids": [1, 2], "labels": [-100, 2]}, {"input_ids": [3], "labels": [3]}], 0, "causal", mask_padding=False
+    )
     assert causal["labels"].tolist() == [[-100, 2], [3, 0]]  # the prompt stays masked, padding becomes a target
 
 
@@ -228,12 +255,29 @@ def _train_log(tmp_path, extra):
     config = load_config(overrides=["preset=smoke", "data.max_train=16", *extra])
     base = load_base(config.model)
     base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    encoded = encode(
+        load_task_data(config.data, "python").train,
+        base.tokenizer,
+        base.kind,
+        64,
+        64,
+        progress=False,
+        long_targets="cut",
+    )
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "log.jsonl"
-    train_task(base.model, encoded, config.train, accelerator=make_accelerator(config.train, "cpu"), kind=base.kind,
-               pad_token_id=base.tokenizer.pad_token_id, seed=0, task="python", log_path=log, progress=False)
+    train_task(
+        base.model,
+        encoded,
+        config.train,
+        accelerator=make_accelerator(config.train, "cpu"),
+        kind=base.kind,
+        pad_token_id=base.tokenizer.pad_token_id,
+        seed=0,
+        task="python",
+        log_path=log,
+        progress=False,
+    )
     AcceleratorState._reset_state(reset_partial_state=True)
     return [json.loads(line) for line in log.read_text().splitlines()]
 
@@ -246,8 +290,10 @@ def test_constant_learning_rate_unshuffled_order_and_unmasked_loss(tmp_path):
     assert [e["lr"] for e in linear] == pytest.approx([2e-3 / 3, 1e-3 / 3, 0.0])
     # the first batch's loss (before any update) depends on which examples it holds and on padding
     in_order = _train_log(tmp_path / "o", ["train.shuffle=false", "train.group_by_length=false", *steps])
-    unmasked = _train_log(tmp_path / "u", ["train.shuffle=false", "train.group_by_length=false",
-                                           "train.mask_padding_in_loss=false", *steps])
+    unmasked = _train_log(
+        tmp_path / "u",
+        ["train.shuffle=false", "train.group_by_length=false", "train.mask_padding_in_loss=false", *steps],
+    )
     assert in_order[0]["loss"] != linear[0]["loss"] and unmasked[0]["loss"] != in_order[0]["loss"]
 
 
@@ -262,8 +308,15 @@ def test_no_repeat_ngram_size_reaches_generate(monkeypatch):
 
     monkeypatch.setattr(base.model, "generate", spy)
     for size in (0, 2):
-        generate_module.generate(base.model, base.tokenizer, ["x"], kind="seq2seq", max_new_tokens=3, progress=False,
-                                 no_repeat_ngram_size=size)
+        generate_module.generate(
+            base.model,
+            base.tokenizer,
+            ["x"],
+            kind="seq2seq",
+            max_new_tokens=3,
+            progress=False,
+            no_repeat_ngram_size=size,
+        )
     # size 0: plain greedy, hybridcl's own loop (hybridcl.evaluate.greedy); the seed's 2 needs generate's
     # logits processor and reaches it
     assert seen == [2]
@@ -273,18 +326,38 @@ def test_no_repeat_ngram_size_reaches_generate(monkeypatch):
 
 # ---- the preset end to end ---------------------------------------------------------------------------
 
+
 def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_net_dir, tmp_path, capsys):
-    rc = main(["run", "preset=seed-original", f"model.name={codet5_tiny_dir}", f"data.path={hf_code_search_net_dir}",
-               "data.max_train=8", "data.max_val=4", "train.epochs=1", "eval.max_examples=3", "eval.max_new_tokens=24",
-               "eval.bootstrap_resamples=50", "run.device=cpu", f"run.output_dir={tmp_path}", "run.name=so",
-               "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "preset=seed-original",
+            f"model.name={codet5_tiny_dir}",
+            f"data.path={hf_code_search_net_dir}",
+            "data.max_train=8",
+            "data.max_val=4",
+            "train.epochs=1",
+            "eval.max_examples=3",
+            "eval.max_new_tokens=24",
+            "eval.bootstrap_resamples=50",
+            "run.device=cpu",
+            f"run.output_dir={tmp_path}",
+            "run.name=so",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     run = tmp_path / "so"
     results = json.loads((run / "results.json").read_text())
     config = results["config"] if "config" in results else None
     assert results["strategy"] == "hybrid_task_specific" and results["rows"] == ["base", "python", "javascript"]
     data = results["per_seed"][0]["data"]["python"]
-    assert (data["direction"], data["selection"], data["train"]["kept"], data["valid"]["kept"]) == ("completion", "first_rows", 8, 4)
+    assert (data["direction"], data["selection"], data["train"]["kept"], data["valid"]["kept"]) == (
+        "completion",
+        "first_rows",
+        8,
+        4,
+    )
     assert all("/train-" in f for f in data["valid"]["files"])
     for stage in results["per_seed"][0]["train"]:
         assert stage["n_examples"] == 8
@@ -292,10 +365,22 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
     method1 = SmoothingFunction().method1
     for row in range(3):
         for j, task in enumerate(("python", "javascript")):
-            lines = [json.loads(line) for line in (run / "seed-42" / "predictions" / f"row{row}-{task}.jsonl").read_text().splitlines()]
+            lines = [
+                json.loads(line)
+                for line in (run / "seed-42" / "predictions" / f"row{row}-{task}.jsonl").read_text().splitlines()
+            ]
             assert len(lines) == 3
-            expected = [100 * sentence_bleu([base.tokenizer.tokenize(e["reference"])], base.tokenizer.tokenize(e["prediction"]),
-                                            smoothing_function=method1) if e["prediction"].strip() else 0.0 for e in lines]
+            expected = [
+                100
+                * sentence_bleu(
+                    [base.tokenizer.tokenize(e["reference"])],
+                    base.tokenizer.tokenize(e["prediction"]),
+                    smoothing_function=method1,
+                )
+                if e["prediction"].strip()
+                else 0.0
+                for e in lines
+            ]
             assert results["matrix"]["bleu_seed"][row][j]["mean"] == pytest.approx(sum(expected) / 3, abs=1e-9)
             passed = [passes_seed(e["prediction"], e["reference"], task) for e in lines]
             assert results["matrix"]["syntax_pass_seed"][row][j]["mean"] == pytest.approx(100 * sum(passed) / 3)
@@ -307,11 +392,28 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
 def test_seed_original_runs_on_a_causal_model(tmp_path, capsys):
     """The flaw-by-flaw commands of docs/reproduction.md use a causal model: a Llama block with LoRA in it,
     the copy objective and unmasked padding on prompt + target sequences."""
-    rc = main(["run", "preset=seed-original", "model.name=tiny:llama", "data.source=bundled", "data.path=null",
-               "components.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]", "data.max_train=8",
-               "data.max_val=4", "data.max_source_len=64", "data.max_target_len=64", "train.epochs=1",
-               "eval.max_examples=2", "eval.max_new_tokens=8", "eval.bootstrap_resamples=20", "run.device=cpu",
-               f"run.output_dir={tmp_path}", "run.name=causal", "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "preset=seed-original",
+            "model.name=tiny:llama",
+            "data.source=bundled",
+            "data.path=null",
+            "components.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,down_proj]",
+            "data.max_train=8",
+            "data.max_val=4",
+            "data.max_source_len=64",
+            "data.max_target_len=64",
+            "train.epochs=1",
+            "eval.max_examples=2",
+            "eval.max_new_tokens=8",
+            "eval.bootstrap_resamples=20",
+            "run.device=cpu",
+            f"run.output_dir={tmp_path}",
+            "run.name=causal",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "causal" / "results.json").read_text())
     assert results["params"]["lora_per_adapter"] > 0 and "bleu_seed" in results["matrix"]

@@ -7,6 +7,7 @@ model does that the tests' tiny models do not: a RobertaTokenizer that wraps eve
 ``<s> ... </s>``, ``</s>`` = 2 (not 1), a decoder that starts at ``<pad>`` = 0, 100 sentinel
 special tokens, and a hub folder that ships a pickle checkpoint beside the safetensors one.
 """
+
 import json
 import pickle
 
@@ -19,8 +20,15 @@ from hybridcl.config import ModelConfig, load_config
 from hybridcl.model.loading import load_base
 
 # The hub's Salesforce/codet5-small, less README.md and the pickle / Flax checkpoints.
-HUB_FILES = {"config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json",
-             "added_tokens.json", "model.safetensors"}
+HUB_FILES = {
+    "config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "added_tokens.json",
+    "model.safetensors",
+}
 PUBLISHED = load_config(overrides=["preset=seed"]).model.name
 
 
@@ -29,16 +37,37 @@ def test_the_stand_in_is_codet5_small_file_for_file(codet5_small_dir):
     config = json.loads((codet5_small_dir / "config.json").read_text())
     from importlib import resources
 
-    published = json.loads((resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text())
-    assert {k: v for k, v in config.items() if k != "vocab_size"} == {k: v for k, v in published.items() if k != "vocab_size"}
+    published = json.loads(
+        (resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text()
+    )
+    assert {k: v for k, v in config.items() if k != "vocab_size"} == {
+        k: v for k, v in published.items() if k != "vocab_size"
+    }
     assert PUBLISHED == "Salesforce/codet5-small" and config["vocab_size"] == 4100  # 4,000 BPE tokens + 100 sentinels
 
     base = load_base(ModelConfig(name=str(codet5_small_dir)))
     tok, model = base.tokenizer, base.model
     assert type(tok).__name__ == "RobertaTokenizer" and base.kind == "seq2seq"
-    assert [tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token, tok.mask_token] == ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
-    assert [tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
-    assert (model.config.pad_token_id, model.config.bos_token_id, model.config.eos_token_id, model.config.decoder_start_token_id) == (0, 1, 2, 0)
+    assert [tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token, tok.mask_token] == [
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "<mask>",
+    ]
+    assert [tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.mask_token_id] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert (
+        model.config.pad_token_id,
+        model.config.bos_token_id,
+        model.config.eos_token_id,
+        model.config.decoder_start_token_id,
+    ) == (0, 1, 2, 0)
     assert (model.generation_config.decoder_start_token_id, model.generation_config.eos_token_id) == (0, 2)
     assert len(tok) == model.config.vocab_size == 4100
     assert tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>"]) == [4099, 4000]
@@ -55,8 +84,12 @@ def test_the_stand_in_is_codet5_small_file_for_file(codet5_small_dir):
     assert decoder_ids[0, :2].tolist() == [0, 1]
     source = tok(["Return the answer."], return_tensors="pt")
     with torch.no_grad():
-        right, wrong = (torch.nn.functional.cross_entropy(model(**source, decoder_input_ids=d).logits[0], labels[0], reduction="none")
-                        for d in (decoder_ids, decoder_ids.clamp(min=1)))
+        right, wrong = (
+            torch.nn.functional.cross_entropy(
+                model(**source, decoder_input_ids=d).logits[0], labels[0], reduction="none"
+            )
+            for d in (decoder_ids, decoder_ids.clamp(min=1))
+        )
     assert right.max() < 0.01 and wrong[0] > 50 and wrong[1:].max() < 0.01  # only <s>, the first target, is missed
 
 
@@ -77,10 +110,26 @@ def _hub_mirror(stand_in, folder, marker):
 def test_preset_seed_runs_end_to_end(codet5_small_dir, codesearchnet_dir, tmp_path, capsys):
     marker = tmp_path / "unpickled"
     hub = _hub_mirror(codet5_small_dir, tmp_path / "codet5-small", marker)
-    rc = main(["run", "preset=seed", f"model.name={hub}", f"data.path={codesearchnet_dir}",
-               "data.max_train=8", "data.max_val=3", "data.max_source_len=96", "data.max_target_len=64",
-               "train.max_steps=2", "train.batch_size=4", "eval.max_examples=3", "eval.batch_size=4",
-               "run.device=cpu", f"run.output_dir={tmp_path}", "run.name=seed", "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "preset=seed",
+            f"model.name={hub}",
+            f"data.path={codesearchnet_dir}",
+            "data.max_train=8",
+            "data.max_val=3",
+            "data.max_source_len=96",
+            "data.max_target_len=64",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "eval.max_examples=3",
+            "eval.batch_size=4",
+            "run.device=cpu",
+            f"run.output_dir={tmp_path}",
+            "run.name=seed",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert not marker.exists()  # the pickle beside the safetensors weights was never unpickled
     run = tmp_path / "seed"
@@ -88,7 +137,10 @@ def test_preset_seed_runs_end_to_end(codet5_small_dir, codesearchnet_dir, tmp_pa
     assert results["rows"] == ["base", "python", "javascript"] and results["strategy"] == "hybrid_shared_layer"
     assert results["params"]["lora_per_adapter"] == 1_671_168 and results["params"]["full_layer_per_block"] == 3_146_752
     data = results["per_seed"][0]["data"]
-    assert [f.rsplit("/", 1)[1] for f in data["python"]["train"]["files"]] == ["python_train_0.jsonl.gz", "python_train_1.jsonl.gz"]
+    assert [f.rsplit("/", 1)[1] for f in data["python"]["train"]["files"]] == [
+        "python_train_0.jsonl.gz",
+        "python_train_1.jsonl.gz",
+    ]
     assert data["javascript"]["valid"]["files"][0].endswith("javascript/final/jsonl/valid/javascript_valid_0.jsonl.gz")
     for stage in results["per_seed"][0]["train"]:
         assert stage["n_examples"] == 8 and stage["n_truncated_target"] == 0 and stage["final_loss"] > 0
@@ -118,7 +170,16 @@ def test_a_hub_folder_with_only_the_pickle_is_refused(codet5_small_dir, tmp_path
     marker = tmp_path / "unpickled"
     hub = _hub_mirror(codet5_small_dir, tmp_path / "codet5-small", marker)
     (hub / "model.safetensors").unlink()
-    rc = main(["run", "preset=seed", f"model.name={hub}", "data.source=bundled", f"run.output_dir={tmp_path}", "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "preset=seed",
+            f"model.name={hub}",
+            "data.source=bundled",
+            f"run.output_dir={tmp_path}",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "only a pickle checkpoint" in err and "model.allow_pickle=true" in err and "Traceback" not in err
     assert not marker.exists()
@@ -133,15 +194,35 @@ def test_the_codesearchnet_stand_in_has_the_release_fields(codesearchnet_dir, sp
     for lang in ("python", "javascript"):
         files = sorted((codesearchnet_dir / lang / "final" / "jsonl" / split).glob("*.jsonl.gz"))
         rows = [json.loads(line) for f in files for line in gzip.open(f, "rt", encoding="utf-8")]
-        assert set(rows[0]) == {"repo", "path", "func_name", "original_string", "language", "code", "code_tokens",
-                                "docstring", "docstring_tokens", "sha", "url", "partition"}
+        assert set(rows[0]) == {
+            "repo",
+            "path",
+            "func_name",
+            "original_string",
+            "language",
+            "code",
+            "code_tokens",
+            "docstring",
+            "docstring_tokens",
+            "sha",
+            "url",
+            "partition",
+        }
         assert {r["partition"] for r in rows} == {split} and {r["language"] for r in rows} == {lang}
         records, _ = read_split("codesearchnet", str(codesearchnet_dir), lang, split)
-        assert [r.code for r in records] == [r["code"] for r in rows] and len(records) == (48 if split == "train" else 16)
-    valid = {json.loads(line)["path"] for f in (codesearchnet_dir / "python" / "final" / "jsonl" / "valid").glob("*.gz")
-             for line in gzip.open(f, "rt", encoding="utf-8")}
-    test = {json.loads(line)["path"] for f in (codesearchnet_dir / "python" / "final" / "jsonl" / "test").glob("*.gz")
-            for line in gzip.open(f, "rt", encoding="utf-8")}
+        assert [r.code for r in records] == [r["code"] for r in rows] and len(records) == (
+            48 if split == "train" else 16
+        )
+    valid = {
+        json.loads(line)["path"]
+        for f in (codesearchnet_dir / "python" / "final" / "jsonl" / "valid").glob("*.gz")
+        for line in gzip.open(f, "rt", encoding="utf-8")
+    }
+    test = {
+        json.loads(line)["path"]
+        for f in (codesearchnet_dir / "python" / "final" / "jsonl" / "test").glob("*.gz")
+        for line in gzip.open(f, "rt", encoding="utf-8")
+    }
     assert valid and test and not valid & test  # split by file
 
 
@@ -155,7 +236,9 @@ def test_the_hf_stand_in_holds_the_same_records_in_the_same_order(codesearchnet_
             assert hf == release and len(files) == (2 if split == "train" else 1)
 
 
-def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(codet5_small_dir, codesearchnet_dir, tmp_path):
+def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(
+    codet5_small_dir, codesearchnet_dir, tmp_path
+):
     """No model.name override: the preset's own hub id, resolved offline from a Hugging Face cache."""
     import os
     import subprocess
@@ -169,17 +252,45 @@ def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(
     for file in codet5_small_dir.iterdir():
         (snapshot / file.name).symlink_to(file)
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "hybridcl", "run", "preset=seed", f"data.path={codesearchnet_dir}", "data.max_train=4",
-         "tasks=[python]", "data.max_val=1", "data.max_source_len=96", "data.max_target_len=64", "train.max_steps=1", "train.batch_size=4",
-         "eval.max_examples=1", "run.device=cpu", f"run.output_dir={tmp_path}", "run.name=seed", "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "hybridcl",
+            "run",
+            "preset=seed",
+            f"data.path={codesearchnet_dir}",
+            "data.max_train=4",
+            "tasks=[python]",
+            "data.max_val=1",
+            "data.max_source_len=96",
+            "data.max_target_len=64",
+            "train.max_steps=1",
+            "train.batch_size=4",
+            "eval.max_examples=1",
+            "run.device=cpu",
+            f"run.output_dir={tmp_path}",
+            "run.name=seed",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     config = (tmp_path / "seed" / "config.yaml").read_text()
     assert "name: Salesforce/codet5-small" in config
-    prediction = json.loads((tmp_path / "seed" / "seed-0" / "predictions" / "row1-python.jsonl").read_text())["prediction"]
+    prediction = json.loads((tmp_path / "seed" / "seed-0" / "predictions" / "row1-python.jsonl").read_text())[
+        "prediction"
+    ]
     assert prediction == SCRIPT
 
 
@@ -190,4 +301,7 @@ def test_the_tiny_stand_in_behaves_the_same(codet5_tiny_dir):
     assert type(base.tokenizer).__name__ == "RobertaTokenizer" and base.model.config.d_model == 64
     # embeddings 4100 x 64 + 2 encoder blocks x 32,896 + 2 decoder blocks x 49,344 + 2 x (bias 32 x 4 + final norm 64)
     assert sum(p.numel() for p in base.model.parameters()) == 262_400 + 65_792 + 98_688 + 2 * 192 == 427_264
-    assert generate(base.model, base.tokenizer, ["Return the answer.", "x"], kind="seq2seq", progress=False) == [SCRIPT, SCRIPT]
+    assert generate(base.model, base.tokenizer, ["Return the answer.", "x"], kind="seq2seq", progress=False) == [
+        SCRIPT,
+        SCRIPT,
+    ]

@@ -1,4 +1,5 @@
 """One task's training loop: what it leaves behind for evaluation."""
+
 import copy
 import os
 
@@ -6,12 +7,12 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
+import hybridcl.train as train_module
 from hybridcl.config import TrainConfig, load_config
 from hybridcl.data.batching import encode
 from hybridcl.data.tasks import load_task_data
 from hybridcl.evaluate.precision import evaluation_precision
 from hybridcl.model.loading import load_base
-import hybridcl.train as train_module
 from hybridcl.train import make_accelerator, train_task
 
 
@@ -21,8 +22,15 @@ def _python_examples(arch: str, max_train: int):
     config = load_config(overrides=["preset=smoke", f"model.name={arch}", f"data.max_train={max_train}"])
     base = load_base(config.model)
     base.model.requires_grad_(True)
-    encoded = encode(load_task_data(config.data, "python").train, base.tokenizer, base.kind, 64, 64, progress=False,
-                     long_targets="cut")
+    encoded = encode(
+        load_task_data(config.data, "python").train,
+        base.tokenizer,
+        base.kind,
+        64,
+        64,
+        progress=False,
+        long_targets="cut",
+    )
     return base, encoded
 
 
@@ -44,8 +52,17 @@ def test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact(
     cfg = TrainConfig(epochs=1, batch_size=4, precision="bf16")
     accelerator = make_accelerator(cfg, "cpu")
     assert accelerator.mixed_precision == "bf16"
-    train_task(base.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=0, seed=0,
-               task="python", progress=False)
+    train_task(
+        base.model,
+        encoded,
+        cfg,
+        accelerator=accelerator,
+        kind=base.kind,
+        pad_token_id=0,
+        seed=0,
+        task="python",
+        progress=False,
+    )
     model = base.model
     assert "_original_forward" not in vars(model) and not hasattr(model.forward, "__wrapped__")
     never_prepared.load_state_dict(model.state_dict())  # the trained weights, never through Accelerate
@@ -72,8 +89,17 @@ def test_every_task_trained_in_one_process_runs_under_bf16_autocast(fresh_accele
     seen = []
     base.model.encoder.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
     for task in ("python", "javascript"):
-        train_task(base.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=0, seed=0,
-                   task=task, progress=False)
+        train_task(
+            base.model,
+            encoded,
+            cfg,
+            accelerator=accelerator,
+            kind=base.kind,
+            pad_token_id=0,
+            seed=0,
+            task=task,
+            progress=False,
+        )
     assert seen == [True] * 4  # 2 batches per task
 
 
@@ -86,8 +112,17 @@ def test_cpu_bf16_training_attends_with_matrix_products_and_restores_sdpa(precis
     seen = []
     base.model.model.register_forward_pre_hook(lambda *_: seen.append(base.model.config._attn_implementation))
     assert base.model.config._attn_implementation == "sdpa"
-    train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind, pad_token_id=0,
-               seed=0, task="python", progress=False)
+    train_task(
+        base.model,
+        encoded,
+        cfg,
+        accelerator=make_accelerator(cfg, "cpu"),
+        kind=base.kind,
+        pad_token_id=0,
+        seed=0,
+        task="python",
+        progress=False,
+    )
     assert seen == [during] * 2
     assert base.model.config._attn_implementation == "sdpa"
 
@@ -103,8 +138,17 @@ def _train_python(arch: str, precision: str, **overrides):
     cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, precision=precision, **overrides)
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = make_accelerator(cfg, "cpu")
-    result = train_task(base.model, encoded, cfg, accelerator=accelerator, kind=base.kind, pad_token_id=0, seed=0,
-                        task="python", progress=False)
+    result = train_task(
+        base.model,
+        encoded,
+        cfg,
+        accelerator=accelerator,
+        kind=base.kind,
+        pad_token_id=0,
+        seed=0,
+        task="python",
+        progress=False,
+    )
     return accelerator, result
 
 
@@ -131,12 +175,19 @@ def test_native_bf16_is_what_the_kernel_says_this_processor_has():
     assert train_module.cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, mkldnn, expected", [
-    (True, False, True, "bf16"), (False, True, True, "bf16"), (True, True, True, "bf16"),
-    (False, False, True, "fp32"), (True, True, False, "fp32"),
-])
-def test_auto_precision_on_a_cpu_is_bf16_where_the_processor_has_it(monkeypatch, fresh_accelerate_state,
-                                                                      avx512_bf16, amx, mkldnn, expected):
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, mkldnn, expected",
+    [
+        (True, False, True, "bf16"),
+        (False, True, True, "bf16"),
+        (True, True, True, "bf16"),
+        (False, False, True, "fp32"),
+        (True, True, False, "fp32"),
+    ],
+)
+def test_auto_precision_on_a_cpu_is_bf16_where_the_processor_has_it(
+    monkeypatch, fresh_accelerate_state, avx512_bf16, amx, mkldnn, expected
+):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
@@ -145,7 +196,9 @@ def test_auto_precision_on_a_cpu_is_bf16_where_the_processor_has_it(monkeypatch,
     # an explicit setting is kept whatever the processor
     assert train_module.training_precision("fp32", cpu=True) == "fp32"
     assert train_module.training_precision("bf16", cpu=True) == "bf16"
-    assert make_accelerator(TrainConfig(precision="bf16"), "cpu").mixed_precision == "bf16"  # a second precision in one process
+    assert (
+        make_accelerator(TrainConfig(precision="bf16"), "cpu").mixed_precision == "bf16"
+    )  # a second precision in one process
     assert make_accelerator(TrainConfig(precision="fp32"), "cpu").mixed_precision == "no"
 
 
@@ -176,6 +229,16 @@ def test_reading_the_loss_every_50_steps_still_names_the_step_that_diverged(monk
 
     cfg = TrainConfig(epochs=3, batch_size=4)
     with pytest.raises(train_module.TrainingDiverged, match=r"task python: the loss became nan at step 6 \(epoch 2\)"):
-        train_task(base.model, encoded, cfg, accelerator=make_accelerator(cfg, "cpu"), kind=base.kind, pad_token_id=0,
-                   seed=0, task="python", penalty=penalty, progress=False)
+        train_task(
+            base.model,
+            encoded,
+            cfg,
+            accelerator=make_accelerator(cfg, "cpu"),
+            kind=base.kind,
+            pad_token_id=0,
+            seed=0,
+            task="python",
+            penalty=penalty,
+            progress=False,
+        )
     assert len(calls) == 12  # read back at the end (12 steps < 50): training went on past the bad step

@@ -35,7 +35,7 @@ out. Scores are whatever the matrix holds (e.g. BLEU 0-100).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -109,8 +109,13 @@ def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
     bwt = [gain(f, d) for f, d in zip(last_on_old, diag)]
     fwt = [gain(_value(matrix, j - 1, j), _value(matrix, 0, j)) for j in range(2, T + 1)]
 
-    per_task = {"average_final": final, "forgetting_relative": relative, "forgetting_absolute": absolute,
-                "bwt": bwt, "fwt": fwt}
+    per_task = {
+        "average_final": final,
+        "forgetting_relative": relative,
+        "forgetting_absolute": absolute,
+        "bwt": bwt,
+        "fwt": fwt,
+    }
     return {
         "T": T,
         **{name: _mean(values) for name, values in per_task.items()},
@@ -122,4 +127,3 @@ def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
         "n": {name: sum(v is not None for v in values) for name, values in per_task.items()},
         "n_skipped": {name: sum(v is None for v in values) for name, values in per_task.items()},
     }
-

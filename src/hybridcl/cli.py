@@ -14,6 +14,7 @@
 
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,24 +27,40 @@ from hybridcl.errors import HybridclError, describe_os_error
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hybridcl", description="Continual learning of code models with hybrid PEFT components.")
+    parser = argparse.ArgumentParser(
+        prog="hybridcl", description="Continual learning of code models with hybrid PEFT components."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train and evaluate a task sequence", description="Overrides: preset=NAME config=FILE key.sub=value ...")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate a task sequence",
+        description="Overrides: preset=NAME config=FILE key.sub=value ...",
+    )
     run.add_argument("overrides", nargs="*", help="preset=NAME, config=FILE.yaml, or key=value (e.g. train.epochs=1)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run (or sweep) in RUN_DIR with its saved config")
-    run.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
-                     help="run every combination of these values (repeatable), e.g. --sweep components.lora.r=4,8")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run every combination of these values (repeatable), e.g. --sweep components.lora.r=4,8",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=_run)
 
-    evaluate = sub.add_parser("eval", help="re-evaluate a finished run's checkpoints",
-                              description="Recomputes the matrices, CL metrics and report; eval.* overrides change decoding.")
+    evaluate = sub.add_parser(
+        "eval",
+        help="re-evaluate a finished run's checkpoints",
+        description="Recomputes the matrices, CL metrics and report; eval.* overrides change decoding.",
+    )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("overrides", nargs="*", help="eval.key=value, e.g. eval.num_beams=4 eval.max_examples=200")
-    evaluate.add_argument("--data", metavar="DIR", help="score on other data: a folder of <language>.<split>.jsonl[.gz] "
-                          "record files (needs --out)")
+    evaluate.add_argument(
+        "--data",
+        metavar="DIR",
+        help="score on other data: a folder of <language>.<split>.jsonl[.gz] record files (needs --out)",
+    )
     evaluate.add_argument("--out", metavar="DIR", help="write the results to this new folder; the run is not changed")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     evaluate.set_defaults(func=_eval)
@@ -83,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if args.run_folder:
-            print(f"hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume {args.run_folder}`",
-                  file=sys.stderr)
+            print(
+                f"hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume {args.run_folder}`",
+                file=sys.stderr,
+            )
         else:
             print("hybridcl: interrupted", file=sys.stderr)
         return 130
@@ -96,7 +115,7 @@ def _take_sweeps(argv: list[str]) -> tuple[list[str], list[str]]:
     if "run" not in argv:
         return argv, []
     rest, sweeps = argv[: argv.index("run") + 1], []
-    items = iter(argv[len(rest):])
+    items = iter(argv[len(rest) :])
     for item in items:
         if item == "--sweep":
             sweeps.append(next(items, ""))
@@ -233,8 +252,13 @@ def _eval(args) -> int:
         names = [p.name for p in load_sweep(run_dir)]
         target = out or run_dir
         for name in names:
-            evaluate_run(run_dir / name, args.overrides, data=data, out=out / name if out else None,
-                         progress=not args.no_progress)
+            evaluate_run(
+                run_dir / name,
+                args.overrides,
+                data=data,
+                out=out / name if out else None,
+                progress=not args.no_progress,
+            )
         _write_sweep_reports(target, names)
     else:
         target = evaluate_run(run_dir, args.overrides, data=data, out=out, progress=not args.no_progress)
@@ -265,12 +289,19 @@ def _add_report_commands(sub) -> None:
     report.set_defaults(func=_report)
 
     compare = sub.add_parser("compare", help="compare finished runs: table, best per column, bar charts")
-    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (a sweep folder expands to its runs)")
+    compare.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (a sweep folder expands to its runs)"
+    )
     compare.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent folder)")
     compare.set_defaults(func=_compare)
 
     gen = sub.add_parser("generate", help="generate with a run's components for one task (or --task auto)")
-    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="docstrings (text-to-code), code (code-to-text) or the start of a function (completion)")
+    gen.add_argument(
+        "prompts",
+        nargs="+",
+        metavar="PROMPT",
+        help="docstrings (text-to-code), code (code-to-text) or the start of a function (completion)",
+    )
     gen.add_argument("--run", required=True, metavar="RUN_DIR")
     gen.add_argument("--task", required=True, help="a task of the run, or auto (chosen per prompt by routing)")
     gen.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
@@ -283,7 +314,9 @@ def _add_report_commands(sub) -> None:
     export.add_argument("--task", required=True)
     export.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
     form = export.add_mutually_exclusive_group(required=True)
-    form.add_argument("--merged", metavar="OUT", help="a plain Hugging Face model folder (LoRA merged, full layer as a real layer)")
+    form.add_argument(
+        "--merged", metavar="OUT", help="a plain Hugging Face model folder (LoRA merged, full layer as a real layer)"
+    )
     form.add_argument("--peft", metavar="OUT", help="the task's LoRA adapter in PEFT's format (LoRA-only strategies)")
     export.set_defaults(func=_export)
 
@@ -312,7 +345,9 @@ def _generate(args) -> int:
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} = {value}: must be greater than 0")
     run = load_run(args.run, seed=args.seed)
-    kwargs = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None}
+    kwargs = {
+        k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None
+    }
     texts, tasks = run.generate(args.task, args.prompts, return_tasks=True, **kwargs)
     for prompt, task, text in zip(args.prompts, tasks, texts):
         if args.task == "auto" or len(args.prompts) > 1:

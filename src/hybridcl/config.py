@@ -4,6 +4,7 @@ A config is built from a preset shipped in ``hybridcl/presets`` (or a YAML file)
 overrides ``key.sub=value``. Unknown keys, wrong types and impossible values raise
 :class:`ConfigError` naming the dotted key and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -174,7 +175,9 @@ class DataConfig:
 
     def validate(self, key: str) -> None:
         if self.source in ("codesearchnet", "jsonl") and not self.path:
-            raise ConfigError(f"{key}.path is required when {key}.source = {self.source}: set {key}.path=/folder/with/data")
+            raise ConfigError(
+                f"{key}.path is required when {key}.source = {self.source}: set {key}.path=/folder/with/data"
+            )
         for name in ("max_train", "max_val"):
             value = getattr(self, name)
             if value is not None:
@@ -182,12 +185,18 @@ class DataConfig:
         _positive(self.max_source_len, f"{key}.max_source_len")
         _positive(self.max_target_len, f"{key}.max_target_len")
         if not 0.0 < self.completion_prefix < 1.0:
-            raise ConfigError(f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the characters")
+            raise ConfigError(
+                f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the characters"
+            )
         if self.train_objective == "copy" and self.direction != "completion":
-            raise ConfigError(f"{key}.train_objective = copy needs {key}.direction = completion (it trains on the function alone)")
+            raise ConfigError(
+                f"{key}.train_objective = copy needs {key}.direction = completion (it trains on the function alone)"
+            )
         if self.selection == "first_rows" and (self.max_train is None or self.max_val is None):
-            raise ConfigError(f"{key}.selection = first_rows needs {key}.max_train and {key}.max_val (e.g. 8000 and 2000): "
-                              "the evaluation rows follow the training rows in the train split")
+            raise ConfigError(
+                f"{key}.selection = first_rows needs {key}.max_train and {key}.max_val (e.g. 8000 and 2000): "
+                "the evaluation rows follow the training rows in the train split"
+            )
         if self.max_record_bytes is not None:
             _positive(self.max_record_bytes, f"{key}.max_record_bytes")
 
@@ -245,7 +254,9 @@ class EvalConfig:
     # (the seed's compile / brace checks), to compare with the seed's numbers
     seed_metrics: bool = False
     max_examples: int | None = None  # validation examples generated per task; None = all
-    split: Literal["valid", "test"] = "valid"  # the data every matrix cell is scored on: select on valid, report on test
+    split: Literal["valid", "test"] = (
+        "valid"  # the data every matrix cell is scored on: select on valid, report on test
+    )
     forward_transfer: bool = True  # also evaluate tasks not trained yet (full matrix)
     # Also score every row without the task id (routing): per-task strategies then generate the
     # misrouted prompts again; false skips it (a study of the task-id matrix only).
@@ -275,8 +286,10 @@ class EvalConfig:
         _positive(self.humaneval_samples, f"{key}.humaneval_samples")
         _positive(self.bootstrap_resamples, f"{key}.bootstrap_resamples")
         if self.humaneval_problems is not None and not 1 <= self.humaneval_problems <= 164:
-            raise ConfigError(f"{key}.humaneval_problems = {self.humaneval_problems}: must be 1-164 "
-                              "(HumanEval has 164 problems), or null for all of them")
+            raise ConfigError(
+                f"{key}.humaneval_problems = {self.humaneval_problems}: must be 1-164 "
+                "(HumanEval has 164 problems), or null for all of them"
+            )
         _positive(self.sandbox_timeout_s, f"{key}.sandbox_timeout_s")
 
 
@@ -327,12 +340,15 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------------------
 # Loading
 
+
 def preset_names() -> list[str]:
     root = resources.files("hybridcl") / "presets"
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None) -> ExperimentConfig:
+def load_config(
+    preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None
+) -> ExperimentConfig:
     """Build a validated config: preset (default ``default``) or YAML ``file``, then ``key=value`` overrides.
 
     An override ``preset=NAME`` or ``config=FILE`` among ``overrides`` picks the starting point.
@@ -356,15 +372,18 @@ def load_config_file(path: str | Path) -> ExperimentConfig:
     return build_config(_parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path)))
 
 
-def raw_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-               file: str | Path | None = None) -> dict[str, Any]:
+def raw_config(
+    preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None
+) -> dict[str, Any]:
     """The unvalidated mapping :func:`load_config` builds from (a sweep expands it into several configs)."""
     rest = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if key in ("preset", "config") and sep and not value.strip():  # not silently the default
-            raise ConfigError(f"override {item!r} is empty: give a preset name (one of {', '.join(preset_names())}) "
-                              "or a YAML file, e.g. preset=smoke or config=my.yaml")
+            raise ConfigError(
+                f"override {item!r} is empty: give a preset name (one of {', '.join(preset_names())}) "
+                "or a YAML file, e.g. preset=smoke or config=my.yaml"
+            )
         if key == "preset" and sep:  # a bare `preset` is a mistake, not the default preset
             preset = value
         elif key == "config" and sep:
@@ -418,7 +437,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     """The config file the user named; its ``extends:`` may name a shipped preset, nothing else."""
     if path.is_dir():
         hint = " (a run folder: continue it with `hybridcl run --resume`)" if (path / "config.yaml").is_file() else ""
-        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}: name a .yaml file, e.g. config={path}/config.yaml")
+        raise ConfigError(
+            f"config file {path} is a folder, not a YAML file{hint}: name a .yaml file, e.g. config={path}/config.yaml"
+        )
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -430,8 +451,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     raw = _parse_yaml(text, str(path))
     parent = raw.pop("extends", None)
     if parent is not None and not (isinstance(parent, str) and parent in preset_names()):
-        raise ConfigError(f"{path}: extends: {parent!r} is not a preset: extends names one of "
-                          f"{', '.join(preset_names())}; put the keys of another file in this one")
+        raise ConfigError(
+            f"{path}: extends: {parent!r} is not a preset: extends names one of "
+            f"{', '.join(preset_names())}; put the keys of another file in this one"
+        )
     return _merge(_load_preset(parent), raw) if parent else raw
 
 
@@ -452,8 +475,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     continue
                 if first != key_node.start_mark.line:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice (first on line {first + 1}): keep one",
-                        key_node.start_mark)
+                        None,
+                        None,
+                        f"key {key!r} appears twice (first on line {first + 1}): keep one",
+                        key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep)
 
 

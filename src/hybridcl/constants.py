@@ -2,14 +2,21 @@
 
 This module imports nothing from hybridcl, so any module can import it without a cycle.
 """
+
 from __future__ import annotations
 
 from typing import Literal
 
 # CodeSearchNet's six languages, in its order; a task is one of them.
 LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
-LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript", "java": "Java", "go": "Go", "php": "PHP",
-                  "ruby": "Ruby"}
+LANGUAGE_NAMES = {
+    "python": "Python",
+    "javascript": "JavaScript",
+    "java": "Java",
+    "go": "Go",
+    "php": "PHP",
+    "ruby": "Ruby",
+}
 
 # text-to-code: docstring -> function; code-to-text: function -> docstring; completion: the start
 # of a function -> the function (the seed's task)

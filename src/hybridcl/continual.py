@@ -18,6 +18,7 @@ the rest; ``hybridcl eval`` restores every stage and evaluates again. All three 
 :func:`run_seed`'s one loop. Checkpoints and state are written atomically after each stage, so a
 resumed run ends with the same results as an uninterrupted one (CPU, same seed).
 """
+
 from __future__ import annotations
 
 import random
@@ -49,8 +50,9 @@ from hybridcl.train import make_accelerator, train_task
 class ContinualRecipe:
     """One seed of one run: the stages of its strategy, trained (or restored) and evaluated in order."""
 
-    def __init__(self, config: ExperimentConfig, seed_dir: SeedDir, *, checkpoints: SeedDir | None = None,
-                 progress: bool = True):
+    def __init__(
+        self, config: ExperimentConfig, seed_dir: SeedDir, *, checkpoints: SeedDir | None = None, progress: bool = True
+    ):
         self.config, self.seed_dir, self.seed, self.progress = config, seed_dir, seed_dir.seed, progress
         self.checkpoints = checkpoints or seed_dir  # where stages are restored from (`hybridcl eval --out`)
 
@@ -67,13 +69,18 @@ class ContinualRecipe:
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
         lengths = target_length_counter(self.base.tokenizer, self.base.kind)
-        self.data = {t: load_task_data(config.data, t, eval_split=config.eval.split, target_lengths=lengths,
-                                       with_train=with_train) for t in config.tasks}  # the same for every seed
+        self.data = {
+            t: load_task_data(
+                config.data, t, eval_split=config.eval.split, target_lengths=lengths, with_train=with_train
+            )
+            for t in config.tasks
+        }  # the same for every seed
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
-        self.evaluator = MatrixEvaluator(config, self.base, self.components, self.data, cache_dir=self.cache_dir,
-                                         progress=self.progress)
+        self.evaluator = MatrixEvaluator(
+            config, self.base, self.components, self.data, cache_dir=self.cache_dir, progress=self.progress
+        )
 
     def _activate(self, i: int) -> str:
         stage = self.stages[i - 1].name
@@ -93,14 +100,29 @@ class ContinualRecipe:
         stage = self._activate(i)
         stage_tasks = self.stages[i - 1].tasks
         examples = self.rule.training_examples(stage_tasks, seed=self.seed + i)
-        encoded = encode(examples, self.base.tokenizer, self.base.kind, self.config.data.max_source_len,
-                         self.config.data.max_target_len, cache_dir=self.cache_dir, progress=self.progress and self.main,
-                         long_targets=self.config.data.long_targets)
+        encoded = encode(
+            examples,
+            self.base.tokenizer,
+            self.base.kind,
+            self.config.data.max_source_len,
+            self.config.data.max_target_len,
+            cache_dir=self.cache_dir,
+            progress=self.progress and self.main,
+            long_targets=self.config.data.long_targets,
+        )
         with Meter(self.accelerator.device) as meter:
             result = train_task(
-                self.components.model, encoded, self.config.train, accelerator=self.accelerator, kind=self.base.kind,
-                pad_token_id=self.base.tokenizer.pad_token_id, seed=self.seed * 1000 + i, task=stage,
-                log_path=self.seed_dir.train_log, tensorboard=tensorboard, penalty=self.rule.penalty,
+                self.components.model,
+                encoded,
+                self.config.train,
+                accelerator=self.accelerator,
+                kind=self.base.kind,
+                pad_token_id=self.base.tokenizer.pad_token_id,
+                seed=self.seed * 1000 + i,
+                task=stage,
+                log_path=self.seed_dir.train_log,
+                tensorboard=tensorboard,
+                penalty=self.rule.penalty,
                 progress=self.progress,
             )
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
@@ -109,13 +131,21 @@ class ContinualRecipe:
             stage_dir = self.seed_dir.stage_dir(i, stage)
             save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
             save_tensors(stage_dir / "components.safetensors", self.components.component_state(), metadata=meta)
-        self.state.train.append({
-            "task": stage, **result.__dict__, "peak_memory_gb": meter.peak_memory_gb,
-            "n_truncated_source": encoded.n_truncated_source, "n_truncated_target": encoded.n_truncated_target,
-            "n_examples": len(examples), "trainable_params": self.components.counts().trainable,
-            "precision": "bf16" if self.accelerator.mixed_precision == "bf16" else "fp32",  # train.precision resolved
-            **self.rule.train_record(),
-        })
+        self.state.train.append(
+            {
+                "task": stage,
+                **result.__dict__,
+                "peak_memory_gb": meter.peak_memory_gb,
+                "n_truncated_source": encoded.n_truncated_source,
+                "n_truncated_target": encoded.n_truncated_target,
+                "n_examples": len(examples),
+                "trainable_params": self.components.counts().trainable,
+                "precision": "bf16"
+                if self.accelerator.mixed_precision == "bf16"
+                else "fp32",  # train.precision resolved
+                **self.rule.train_record(),
+            }
+        )
 
     def evaluate(self, i: int) -> None:
         """Row ``i`` of the matrix with the task id and, where there is a choice, without it; then save the state."""
@@ -131,24 +161,37 @@ class ContinualRecipe:
         else:
             row = self.evaluator.row(i)
         self._write_predictions(f"row{i}", row)
-        save_tensors(self.seed_dir.stats_file(i), {f"{task}/{metric}": torch.from_numpy(values)
-                                                   for task, by_metric in row.stats.items()
-                                                   for metric, values in by_metric.items()})
+        save_tensors(
+            self.seed_dir.stats_file(i),
+            {
+                f"{task}/{metric}": torch.from_numpy(values)
+                for task, by_metric in row.stats.items()
+                for metric, values in by_metric.items()
+            },
+        )
         self.state.rows.append(row.cells)
         routed = self.evaluator.routed_row(i, row) if i > 0 and self.config.eval.routing else None
         if routed is not None:
             self.state.routed[i] = routed.result
             for task, chosen in routed.chosen.items():
-                self.seed_dir.write_predictions(f"routed-row{i}-{task}", [
-                    {"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target}
-                    for ex, c, p in zip(self.evaluator.examples(task), chosen, routed.predictions[task])])
+                self.seed_dir.write_predictions(
+                    f"routed-row{i}-{task}",
+                    [
+                        {"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target}
+                        for ex, c, p in zip(self.evaluator.examples(task), chosen, routed.predictions[task])
+                    ],
+                )
         self.seed_dir.save_state(self.state)
 
     def _write_predictions(self, name: str, row: Row) -> None:
         for task, predictions in row.predictions.items():
-            self.seed_dir.write_predictions(f"{name}-{task}", [
-                {"id": ex.id, "prediction": p, "reference": ex.target, "hit_limit": h}
-                for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task])])
+            self.seed_dir.write_predictions(
+                f"{name}-{task}",
+                [
+                    {"id": ex.id, "prediction": p, "reference": ex.target, "hit_limit": h}
+                    for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task])
+                ],
+            )
 
     def _intervals(self, matrix: Matrix) -> dict[str, dict]:
         """95% bootstrap intervals of every cell and CL metric that decomposes over examples (paired rows)."""
@@ -157,8 +200,10 @@ class ContinualRecipe:
         for metric in matrix.values:
             if not has_interval(metric):
                 continue
-            cells = [[(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.tasks]
-                     for row in stats]
+            cells = [
+                [(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.tasks]
+                for row in stats
+            ]
             intervals = cl_intervals(metric, cells, n_resamples=self.config.eval.bootstrap_resamples)
             result = intervals.to_json()
             if matrix.one_stage_per_task:
@@ -179,23 +224,34 @@ class ContinualRecipe:
             with evaluation_precision(config.eval.precision, self.accelerator.device):
                 humaneval = self.evaluator.humaneval()
         results = SeedResults.build(
-            config.strategy, config.tasks, self.state, intervals=self._intervals(matrix),
+            config.strategy,
+            config.tasks,
+            self.state,
+            intervals=self._intervals(matrix),
             eval_precision=config.eval.precision,
-            params={"base": counts.base, "lora_per_adapter": counts.lora_per_adapter,
-                    "full_layer_per_block": counts.full_layer_per_block, "adapters": counts.n_adapters,
-                    "blocks": counts.n_blocks, "stored_total": counts.stored_total,
-                    "trainable_last_task": counts.trainable,
-                    "full_layer_position": slot.placement.position if slot is not None else None},
+            params={
+                "base": counts.base,
+                "lora_per_adapter": counts.lora_per_adapter,
+                "full_layer_per_block": counts.full_layer_per_block,
+                "adapters": counts.n_adapters,
+                "blocks": counts.n_blocks,
+                "stored_total": counts.stored_total,
+                "trainable_last_task": counts.trainable,
+                "full_layer_position": slot.placement.position if slot is not None else None,
+            },
             data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
-            routing=routed_results(matrix, self.state.routed), humaneval=humaneval)
+            routing=routed_results(matrix, self.state.routed),
+            humaneval=humaneval,
+        )
         write_json(self.seed_dir.results_file, results.to_json())
         self.state.finished = True
         self.seed_dir.save_state(self.state)
         return results
 
 
-def run_seed(config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = True,
-             reevaluate_from: SeedDir | None = None) -> SeedResults | None:
+def run_seed(
+    config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = True, reevaluate_from: SeedDir | None = None
+) -> SeedResults | None:
     """Train every stage of one seed and evaluate after each; with ``reevaluate_from`` (a finished
     seed), restore its stages instead and evaluate them again, writing into ``seed_dir``.
 
@@ -205,14 +261,19 @@ def run_seed(config: ExperimentConfig, seed_dir: SeedDir, *, progress: bool = Tr
     if reevaluate:
         finished = reevaluate_from.load_state()
         if not finished.finished:
-            raise RunError(f"{reevaluate_from.path} is not finished: complete it with "
-                           f"`hybridcl run --resume {reevaluate_from.path.parent}` first")
+            raise RunError(
+                f"{reevaluate_from.path} is not finished: complete it with "
+                f"`hybridcl run --resume {reevaluate_from.path.parent}` first"
+            )
         state = SeedState(train=finished.train)  # training records stay; every row is evaluated again
     else:
         state = seed_dir.load_state()
         if (bad := seed_dir.first_unreadable_stage(state)) is not None:  # train again from there (deterministic)
-            state = SeedState(rows=state.rows[:bad], train=state.train[:bad - 1],
-                              routed={i: r for i, r in state.routed.items() if i < bad})
+            state = SeedState(
+                rows=state.rows[:bad],
+                train=state.train[: bad - 1],
+                routed={i: r for i, r in state.routed.items() if i < bad},
+            )
         elif state.finished:
             return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
     seed_dir.path.mkdir(parents=True, exist_ok=True)
@@ -244,8 +305,14 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     return run_dir
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, data: Path | None = None,
-                 out: Path | None = None, progress: bool = True) -> Path:
+def evaluate_run(
+    run_dir: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    data: Path | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+) -> Path:
     """Evaluate every saved checkpoint of a finished run again, optionally with other ``eval.*`` settings.
 
     ``data``: score on another data set instead, a folder of record files ``<language>.<split>.jsonl[.gz]``
@@ -266,7 +333,9 @@ def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, 
         apply_override(raw, item)
     if data is not None:
         if not Path(data).is_dir():
-            raise ConfigError(f"--data {data} is not a folder: give a folder of <language>.<split>.jsonl[.gz] record files")
+            raise ConfigError(
+                f"--data {data} is not a folder: give a folder of <language>.<split>.jsonl[.gz] record files"
+            )
         raw["data"] |= {"source": "jsonl", "path": str(data), "max_val": None}
     config = build_config(raw)
     target = Path(out) if out is not None else run_dir
@@ -276,8 +345,10 @@ def evaluate_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), *, 
         if target.exists() and any(target.iterdir()):
             raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
         target.mkdir(parents=True, exist_ok=True)
-    results = [run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
-               for seed in config.run.seeds]
+    results = [
+        run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
+        for seed in config.run.seeds
+    ]
     write_run_config(target, config, overwrite=True)
     write_json(target / "results.json", aggregate(results))
     return target

@@ -1,8 +1,9 @@
 """Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class HybridclError(Exception):

@@ -13,6 +13,7 @@
 
 Predictions are returned, not written: the recipe keeps them and decides where they go.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, rati
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
-from hybridcl.routing import METHOD, route, routable_tasks, routing_accuracy
+from hybridcl.routing import METHOD, routable_tasks, route, routing_accuracy
 
 
 @dataclass
@@ -59,8 +60,16 @@ class RoutedRow:
 class MatrixEvaluator:
     """Generates on every task's evaluation examples and scores them."""
 
-    def __init__(self, config: ExperimentConfig, base: Base, components: ComponentSet, data: dict[str, TaskData],
-                 *, cache_dir: Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        base: Base,
+        components: ComponentSet,
+        data: dict[str, TaskData],
+        *,
+        cache_dir: Path | None = None,
+        progress: bool = True,
+    ):
         self.config, self.base, self.components, self.data, self.progress = config, base, components, data, progress
         self.cache_dir = cache_dir
         self.settings = GenerationSettings.from_config(config)
@@ -74,13 +83,25 @@ class MatrixEvaluator:
         """Generate from ``sources`` with ``language``'s prompt, through the components as routed now;
         also whether each generation ran into ``eval.max_new_tokens`` before its function ended."""
         direction = self.config.data.direction
-        prompts, _ = encode_prompts(self.base.tokenizer, sources, [language] * len(sources), direction,
-                                    self.base.kind, self.config.data.max_source_len)
+        prompts, _ = encode_prompts(
+            self.base.tokenizer,
+            sources,
+            [language] * len(sources),
+            direction,
+            self.base.kind,
+            self.config.data.max_source_len,
+        )
         texts, hit_limit = generate(
-            self.components.model, self.base.tokenizer, prompts, kind=self.base.kind, settings=self.settings,
-            progress=self.progress, desc=desc,
+            self.components.model,
+            self.base.tokenizer,
+            prompts,
+            kind=self.base.kind,
+            settings=self.settings,
+            progress=self.progress,
+            desc=desc,
             code_language=code_language(language, direction, self.config.data.completion_target),
-            return_hit_limit=True)
+            return_hit_limit=True,
+        )
         return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), hit_limit
 
     def ceilings(self, task: str) -> dict:
@@ -103,8 +124,13 @@ class MatrixEvaluator:
         return [ex.source + out for ex, out in zip(self.examples(task), outputs)]
 
     def _metric_args(self, task: str, predictions: list[str]) -> dict:
-        return {"language": task, "direction": self.config.data.direction, "seed_metrics": self.config.eval.seed_metrics,
-                "tokenize": self.base.tokenizer.tokenize, "syntax_texts": self._syntax_texts(task, predictions)}
+        return {
+            "language": task,
+            "direction": self.config.data.direction,
+            "seed_metrics": self.config.eval.seed_metrics,
+            "tokenize": self.base.tokenizer.tokenize,
+            "syntax_texts": self._syntax_texts(task, predictions),
+        }
 
     def score(self, task: str, predictions: list[str]) -> dict:
         examples = self.examples(task)
@@ -115,18 +141,27 @@ class MatrixEvaluator:
         """Teacher-forced ``loss`` (nats per target token) and ``token_accuracy`` (%) on all of ``task``'s
         evaluation examples, with their per-example statistics, through the components as routed now."""
         cfg, model = self.config, self.components.model
-        encoded = encode(self.data[task].val, self.base.tokenizer, self.base.kind, cfg.data.max_source_len,
-                         cfg.data.max_target_len, cache_dir=self.cache_dir, progress=False,
-                         long_targets=cfg.data.long_targets)
+        encoded = encode(
+            self.data[task].val,
+            self.base.tokenizer,
+            self.base.kind,
+            cfg.data.max_source_len,
+            cfg.data.max_target_len,
+            cache_dir=self.cache_dir,
+            progress=False,
+            long_targets=cfg.data.long_targets,
+        )
         features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
-        order = sorted(range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"])))
+        order = sorted(
+            range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"]))
+        )
         nll, tokens, correct = np.zeros(len(features)), np.zeros(len(features)), np.zeros(len(features))
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
         try:
             for start in range(0, len(order), cfg.eval.batch_size):
-                idx = order[start:start + cfg.eval.batch_size]
+                idx = order[start : start + cfg.eval.batch_size]
                 batch = collate([features[k] for k in idx], self.base.tokenizer.pad_token_id, self.base.kind)
                 scores = token_scores(model, {k: v.to(device) for k, v in batch.items()}, self.base.kind, accuracy=True)
                 nll[idx] = scores.nll.sum(1).double().cpu().numpy()
@@ -156,22 +191,33 @@ class MatrixEvaluator:
                 self.components.route(task)
             examples = self.examples(task)
             with Meter(next(self.components.model.parameters()).device) as meter:
-                predictions[task], hit_limit[task] = self.predict(task, [ex.source for ex in examples],
-                                                                  f"eval row {i} {task}")
-                scores, text_stats = score_with_stats(predictions[task], [ex.target for ex in examples],
-                                                      **self._metric_args(task, predictions[task]))
+                predictions[task], hit_limit[task] = self.predict(
+                    task, [ex.source for ex in examples], f"eval row {i} {task}"
+                )
+                scores, text_stats = score_with_stats(
+                    predictions[task], [ex.target for ex in examples], **self._metric_args(task, predictions[task])
+                )
                 losses, stats[task] = self.loss(task)
             stats[task].update({m: s for m, s in text_stats.items() if s is not None})
-            cells[task] = {**losses, **scores, "cut_share": cut_share(hit_limit[task]),
-                           "eval_seconds": meter.seconds, "n": len(examples),
-                           "n_loss": len(stats[task]["loss"])}
+            cells[task] = {
+                **losses,
+                **scores,
+                "cut_share": cut_share(hit_limit[task]),
+                "eval_seconds": meter.seconds,
+                "n": len(examples),
+                "n_loss": len(stats[task]["loss"]),
+            }
         self._previous = Row(i, cells, predictions, hit_limit, stats)
         return self._previous
 
     def _reuses_cells(self, i: int) -> bool:
         previous = self._previous
-        return (self.config.eval.reuse_unchanged and self.components.strategy.isolates_tasks
-                and previous is not None and previous.index == i - 1)
+        return (
+            self.config.eval.reuse_unchanged
+            and self.components.strategy.isolates_tasks
+            and previous is not None
+            and previous.index == i - 1
+        )
 
     def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
         """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.
@@ -186,11 +232,19 @@ class MatrixEvaluator:
         per_task_acc, confusion, cells, chosen_all, predictions_all = {}, {}, {}, {}, {}
         all_true, all_chosen = [], []
         try:
-            for task in with_task_id.predictions:  # the tasks this row scored (eval.forward_transfer=false skips later ones)
+            for (
+                task
+            ) in with_task_id.predictions:  # the tasks this row scored (eval.forward_transfer=false skips later ones)
                 examples = self.examples(task)
-                chosen = route(self.components, self.base.tokenizer, self.base.kind, [ex.source for ex in examples],
-                               tasks=tasks, max_source_len=self.config.data.max_source_len,
-                               batch_size=self.config.eval.batch_size)
+                chosen = route(
+                    self.components,
+                    self.base.tokenizer,
+                    self.base.kind,
+                    [ex.source for ex in examples],
+                    tasks=tasks,
+                    max_source_len=self.config.data.max_source_len,
+                    batch_size=self.config.eval.batch_size,
+                )
                 all_true += [task] * len(examples)
                 all_chosen += chosen
                 per_task_acc[task] = routing_accuracy([task] * len(examples), chosen)
@@ -201,8 +255,9 @@ class MatrixEvaluator:
                     if not idx:
                         continue
                     self.components.route(other)
-                    texts, _ = self.predict(other, [examples[k].source for k in idx],
-                                            f"row {i} routed {task} -> {other}")
+                    texts, _ = self.predict(
+                        other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}"
+                    )
                     for k, text in zip(idx, texts):
                         predictions[k] = text
                 cells[task] = self.score(task, predictions)
@@ -212,12 +267,17 @@ class MatrixEvaluator:
                 self.components.route(active)
         metrics = dict.fromkeys(m for cell in cells.values() for m in cell)
         right = mean_stats([100.0 if t == c else 0.0 for t, c in zip(all_true, all_chosen)])
-        interval = cell_interval("routing_accuracy", right,
-                                 bootstrap_counts(len(right), self.config.eval.bootstrap_resamples))
+        interval = cell_interval(
+            "routing_accuracy", right, bootstrap_counts(len(right), self.config.eval.bootstrap_resamples)
+        )
         result = {
-            "method": METHOD, "tasks": tasks, "accuracy": routing_accuracy(all_true, all_chosen),
+            "method": METHOD,
+            "tasks": tasks,
+            "accuracy": routing_accuracy(all_true, all_chosen),
             "accuracy_interval": None if interval is None else list(interval),
-            "per_task_accuracy": per_task_acc, "confusion": confusion, "n": len(all_true),
+            "per_task_accuracy": per_task_acc,
+            "confusion": confusion,
+            "n": len(all_true),
             # the layout of a row of results["matrix"]: metric -> one score per task
             "row": {m: [cells[t].get(m) if t in cells else None for t in self.config.tasks] for m in metrics},
         }
@@ -228,8 +288,14 @@ class MatrixEvaluator:
         from hybridcl.evaluate.functional import humaneval
 
         def run():
-            return humaneval(self.components.model, self.base.tokenizer, self.base.kind, self.config.eval,
-                             self.settings, progress=self.progress)
+            return humaneval(
+                self.components.model,
+                self.base.tokenizer,
+                self.base.kind,
+                self.config.eval,
+                self.settings,
+                progress=self.progress,
+            )
 
         with self.components.base_only():
             before = run()

@@ -10,6 +10,7 @@
 - :func:`export_peft` writes the task's LoRA adapter in PEFT's own format
   (``PeftModel.from_pretrained(base, folder)``), for LoRA-only strategies.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,9 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
         slot = find_slot(model)
         blocks = family.stacks(model)[slot.placement.stack] if slot is not None else None
         if slot is None or blocks[slot.placement.after] is not slot:
-            raise RunError(f"run {run.run_dir}: the full-layer slot is not where its position puts it; "
-                           "this run cannot be exported")
+            raise RunError(
+                f"run {run.run_dir}: the full-layer slot is not where its position puts it; this run cannot be exported"
+            )
         # the block takes the slot's index: its weights are saved under it, the blocks after it one index up
         blocks[slot.placement.after] = slot.full_layers[components.layer_key(task)]
         if family.name == "t5":
@@ -96,12 +98,16 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
     if not strategy.lora.used or not isinstance(run.model, PeftModel):
         raise RunError(f"run {run.run_dir} ({strategy.name}) has no LoRA adapter: export it with --merged")
     if strategy.full_layer.used or strategy.train_base:
-        raise RunError(f"run {run.run_dir} ({strategy.name}) has a full layer or trained base weights, which a PEFT "
-                       "adapter cannot hold: export it with --merged")
+        raise RunError(
+            f"run {run.run_dir} ({strategy.name}) has a full layer or trained base weights, which a PEFT "
+            "adapter cannot hold: export it with --merged"
+        )
     keys = run.components.adapter_keys(task)
     if len(keys) > 1:
-        raise RunError(f"run {run.run_dir} ({strategy.name}) uses all its adapters together, which one PEFT adapter "
-                       "cannot hold: export it with --merged")
+        raise RunError(
+            f"run {run.run_dir} ({strategy.name}) uses all its adapters together, which one PEFT adapter "
+            "cannot hold: export it with --merged"
+        )
     (key,) = keys
     name = run.config.model.name
     with _writing(out), tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
@@ -128,7 +134,9 @@ def _writing(out: Path):
     except OSError as exc:
         raise RunError("cannot export to " + describe_os_error(exc, out)) from exc
     except SafetensorError as exc:
-        raise RunError(f"cannot export to {out}: {str(exc).splitlines()[0]}: check free space and permissions there") from exc
+        raise RunError(
+            f"cannot export to {out}: {str(exc).splitlines()[0]}: check free space and permissions there"
+        ) from exc
 
 
 def _parent(out: Path) -> str:
@@ -145,7 +153,15 @@ def _move_into(src: Path, out: Path) -> None:
 def _write_provenance(folder: Path, run, task: str, form: str) -> None:
     from hybridcl import __version__
 
-    info = {"hybridcl": __version__, "run": str(run.run_dir), "seed": run.seed, "task": task, "form": form,
-            "strategy": run.config.strategy, "base_model": run.config.model.name,
-            "components": str(run.stage_dir / "components.safetensors"), "direction": run.config.data.direction}
+    info = {
+        "hybridcl": __version__,
+        "run": str(run.run_dir),
+        "seed": run.seed,
+        "task": task,
+        "form": form,
+        "strategy": run.config.strategy,
+        "base_model": run.config.model.name,
+        "components": str(run.stage_dir / "components.safetensors"),
+        "direction": run.config.data.direction,
+    }
     (folder / "hybridcl_export.json").write_text(json.dumps(info, indent=2) + "\n")

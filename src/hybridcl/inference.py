@@ -5,11 +5,12 @@ from the run's ``config.yaml``, activates the tasks in the order they were train
 components saved after the last finished task of one seed. ``task="auto"`` chooses each prompt's
 task by :mod:`hybridcl.routing` (the task whose components give the prompt the lowest loss).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -46,8 +47,9 @@ class LoadedRun:
     def check_task(self, task: str) -> str:
         if task == AUTO or task in self.config.tasks:
             return task
-        raise RunError(f"task {task!r} is not a task of run {self.run_dir}: choose one of "
-                       f"{', '.join([*self.config.tasks, AUTO])}")
+        raise RunError(
+            f"task {task!r} is not a task of run {self.run_dir}: choose one of {', '.join([*self.config.tasks, AUTO])}"
+        )
 
     def route(self, task: str) -> None:
         """Send the forward pass through ``task``'s components."""
@@ -55,13 +57,20 @@ class LoadedRun:
 
     def choose_tasks(self, sources: Sequence[str]) -> list[str]:
         """The task :mod:`hybridcl.routing` picks for each source text (docstring or code)."""
-        from hybridcl.routing import route, routable_tasks
+        from hybridcl.routing import routable_tasks, route
 
         tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
         if len(tasks) < 2:  # shared or no per-task parts: every task uses the same weights
             return [self.config.tasks[-1] if not tasks else tasks[0]] * len(sources)
-        return route(self.components, self.tokenizer, self.kind, sources, tasks=tasks,
-                     max_source_len=self.config.data.max_source_len, batch_size=self.config.eval.batch_size)
+        return route(
+            self.components,
+            self.tokenizer,
+            self.kind,
+            sources,
+            tasks=tasks,
+            max_source_len=self.config.data.max_source_len,
+            batch_size=self.config.eval.batch_size,
+        )
 
     def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
         """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text, the start
@@ -101,12 +110,19 @@ class LoadedRun:
         for t in dict.fromkeys(chosen):
             idx = [k for k, c in enumerate(chosen) if c == t]
             self.components.route(t)
-            prompts, _ = encode_prompts(self.tokenizer, [sources[k] for k in idx], [t] * len(idx), direction,
-                                        self.kind, settings.max_source_len)
+            prompts, _ = encode_prompts(
+                self.tokenizer, [sources[k] for k in idx], [t] * len(idx), direction, self.kind, settings.max_source_len
+            )
             with evaluation_precision(cfg.precision, device):
-                generated = generate(self.model, self.tokenizer, prompts, kind=self.kind, settings=settings,
-                                     progress=False,
-                                     code_language=code_language(t, direction, self.config.data.completion_target))
+                generated = generate(
+                    self.model,
+                    self.tokenizer,
+                    prompts,
+                    kind=self.kind,
+                    settings=settings,
+                    progress=False,
+                    code_language=code_language(t, direction, self.config.data.completion_target),
+                )
             for k, text in zip(idx, generated):
                 texts[k] = text
         out = texts[0] if single else texts

@@ -34,8 +34,8 @@ at ``level`` (0.95 = the 2.5th and 97.5th percentiles, numpy's linear interpolat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -107,10 +107,20 @@ def mean_metric(name: str, higher_is_better: bool = True) -> MetricStats:
     return MetricStats(name, ("value", "count"), _mean_aggregate, higher_is_better)
 
 
-for _name in ("bleu_codexglue_code_to_text", "exact_match", "syntax_pass", "syntax_pass_ast", "syntax_agreement", "routing_accuracy",
-              "bleu_seed", "syntax_pass_seed"):
+for _name in (
+    "bleu_codexglue_code_to_text",
+    "exact_match",
+    "syntax_pass",
+    "syntax_pass_ast",
+    "syntax_agreement",
+    "routing_accuracy",
+    "bleu_seed",
+    "syntax_pass_seed",
+):
     register_metric(mean_metric(_name))
-register_metric(MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better="loss" not in LOWER_IS_BETTER))
+register_metric(
+    MetricStats("loss", ("nll_sum", "n_tokens"), _mean_aggregate, higher_is_better="loss" not in LOWER_IS_BETTER)
+)
 register_metric(MetricStats("token_accuracy", ("correct_tokens", "n_tokens"), _percent_aggregate))
 
 
@@ -147,10 +157,14 @@ def _sacrebleu_score(correct: list[int], total: list[int], hyp_len: int, ref_len
 
 
 register_metric(corpus_bleu_metric("bleu_sacre", _sacrebleu_score))
-register_metric(corpus_bleu_metric(
-    "bleu_codexglue_text_to_code",
-    lambda correct, total, hyp_len, ref_len: text_metrics.codexglue_text_to_code_bleu_from_counts(
-        correct, total, hyp_len, ref_len)))
+register_metric(
+    corpus_bleu_metric(
+        "bleu_codexglue_text_to_code",
+        lambda correct, total, hyp_len, ref_len: text_metrics.codexglue_text_to_code_bleu_from_counts(
+            correct, total, hyp_len, ref_len
+        ),
+    )
+)
 
 
 def corpus_bleu_example_stats(
@@ -190,8 +204,13 @@ def mean_stats(values: Sequence[float]) -> np.ndarray:
 
 
 def example_stats(
-    metric: str, predictions: Sequence[str], references: Sequence[str], *, language: str | None = None,
-    tokenize: Callable[[str], list[str]] | None = None, syntax_texts: Sequence[str] | None = None,
+    metric: str,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    language: str | None = None,
+    tokenize: Callable[[str], list[str]] | None = None,
+    syntax_texts: Sequence[str] | None = None,
 ) -> np.ndarray | None:
     """Per-example statistics ``[n_examples, k]`` of a text metric (see the module docstring).
 
@@ -258,8 +277,13 @@ def example_stats(
 
 
 def score_stats(
-    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
-    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    language: str,
+    direction: str,
+    seed_metrics: bool = False,
+    tokenize: Callable[[str], list[str]] | None = None,
     syntax_texts: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray | None]:
     """:func:`example_stats` for every key that ``hybridcl.evaluate.metrics.score`` returns (same arguments)."""
@@ -276,20 +300,34 @@ def score_stats(
 
         if syntax.canonical_language(language) == "python":
             names += ["syntax_pass_ast", "syntax_agreement"]
-    return {m: example_stats(m, predictions, references, language=language, tokenize=tokenize, syntax_texts=syntax_texts)
-            for m in names}
+    return {
+        m: example_stats(m, predictions, references, language=language, tokenize=tokenize, syntax_texts=syntax_texts)
+        for m in names
+    }
 
 
 def score_with_stats(
-    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
-    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    language: str,
+    direction: str,
+    seed_metrics: bool = False,
+    tokenize: Callable[[str], list[str]] | None = None,
     syntax_texts: Sequence[str] | None = None,
 ) -> tuple[dict[str, float | None], dict[str, np.ndarray | None]]:
     """``hybridcl.evaluate.metrics.score`` and :func:`score_stats` of the same predictions (same arguments),
     each metric computed once: a score is :func:`value` of its summed statistics (equal to ``score``'s
     within 1e-9), CodeBLEU, which has none, comes from its package as ``score`` computes it."""
-    stats = score_stats(predictions, references, language=language, direction=direction, seed_metrics=seed_metrics,
-                        tokenize=tokenize, syntax_texts=syntax_texts)
+    stats = score_stats(
+        predictions,
+        references,
+        language=language,
+        direction=direction,
+        seed_metrics=seed_metrics,
+        tokenize=tokenize,
+        syntax_texts=syntax_texts,
+    )
     scores: dict[str, float | None] = {}
     for name, rows in stats.items():
         if rows is not None:
@@ -378,7 +416,9 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[floa
     return float(low), float(high)
 
 
-def cell_interval(metric: str | MetricStats, stats, counts: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
+def cell_interval(
+    metric: str | MetricStats, stats, counts: np.ndarray, level: float = LEVEL
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval ``(low, high)`` of one cell, in the metric's units."""
     return percentile_interval(resample_values(metric, stats, counts), level)
 
@@ -628,8 +668,23 @@ def mean_std_n(values: Sequence[float | None]) -> dict:
 
 # Student's t 0.975 quantiles by degrees of freedom (a table: scipy for a handful of quantiles is a large
 # dependency); a df between two entries takes the smaller df's quantile, the wider interval.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+T_975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+    60: 2.000,
+    120: 1.980,
+}
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
@@ -667,6 +722,10 @@ def own_training_effect(result: CLIntervals) -> list[dict | None]:
             continue
         samples = np.asarray(result.cell_samples[i][j]) - np.asarray(result.cell_samples[0][j])
         interval = percentile_interval(samples, result.level)
-        out.append({"difference": result.cells[i][j] - result.cells[0][j],
-                    "interval": None if interval is None else [interval[0], interval[1]]})
+        out.append(
+            {
+                "difference": result.cells[i][j] - result.cells[0][j],
+                "interval": None if interval is None else [interval[0], interval[1]],
+            }
+        )
     return out

@@ -3,13 +3,15 @@
 A crash never leaves a half-written file under the final name, so a resumed run only ever reads
 complete results and checkpoints.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
@@ -32,7 +34,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # the rename itself survives a power loss
     except OSError as exc:  # name the final path, not the temp file, and say what to do
-        raise HybridclError("cannot save " + describe_os_error(exc, exc.filename if _outside(exc.filename, path) else path)) from exc
+        raise HybridclError(
+            "cannot save " + describe_os_error(exc, exc.filename if _outside(exc.filename, path) else path)
+        ) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -89,8 +93,10 @@ def _recovery(path: Path) -> str:
     seed_dir = path.parent if path.parent.name.startswith("seed-") else None
     run_dir = seed_dir.parent if seed_dir else path.parent
     if path.name == "state.json" and seed_dir:
-        return (f": delete it and run `hybridcl run --resume {run_dir}` to train {seed_dir.name} again "
-                "from its first task (the other seeds are kept)")
+        return (
+            f": delete it and run `hybridcl run --resume {run_dir}` to train {seed_dir.name} again "
+            "from its first task (the other seeds are kept)"
+        )
     if path.name == "results.json":
         return f": rebuild it from the run's checkpoints with `hybridcl eval {run_dir}`"
     return ""
@@ -112,13 +118,13 @@ def _sorted_metadata(data: bytes) -> bytes:
     tensor offsets count from the end of the header, so a header of another length stays valid.
     """
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     if "__metadata__" not in header:
         return data
     header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -139,6 +145,8 @@ def _checkpoint_recovery(path: Path) -> str:
     """For a checkpoint of a run (RUN/seed-N/tasks/I-TASK/*.safetensors): resuming trains that task again."""
     if path.parent.parent.name == "tasks" and path.parent.parent.parent.name.startswith("seed-"):
         run_dir = path.parent.parent.parent.parent
-        return (f": run `hybridcl run --resume {run_dir}` to train that task again from the previous "
-                "task's checkpoint (same config and seed, the same result on the same machine)")
+        return (
+            f": run `hybridcl run --resume {run_dir}` to train that task again from the previous "
+            "task's checkpoint (same config and seed, the same result on the same machine)"
+        )
     return ": delete it and write it again"

@@ -8,10 +8,12 @@ up to t. The model's output head runs on the target positions only (:func:`_head
 cross-entropy is taken in float32 whatever the model's precision, a few hundred rows at a time
 (:class:`_TargetNLL`).
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -32,9 +34,14 @@ def decoder_inputs_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.
     return getattr(base, "prepare_decoder_input_ids_from_labels", None)
 
 
-def token_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str, *,
-                 decoder_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 accuracy: bool = False) -> TokenScores:
+def token_scores(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    kind: str,
+    *,
+    decoder_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    accuracy: bool = False,
+) -> TokenScores:
     """Per-token NLL of the batch's labels, and with ``accuracy`` whether each greedy prediction is right.
 
     ``decoder_inputs`` defaults to :func:`decoder_inputs_fn` of ``model`` (pass it when ``model``
@@ -43,11 +50,16 @@ def token_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: s
     labels = batch["labels"]
     if kind == "seq2seq":
         shift = decoder_inputs or decoder_inputs_fn(model)
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                  "decoder_input_ids": shift(labels)}
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "decoder_input_ids": shift(labels),
+        }
     else:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)  # position t predicts t+1
+        labels = torch.cat(
+            [labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1
+        )  # position t predicts t+1
     mask = labels != IGNORE_INDEX
     with _head_on_rows(model, mask) as narrowed:
         logits = model(**inputs).logits  # [target tokens, vocabulary]
@@ -110,9 +122,11 @@ class _TargetNLL(torch.autograd.Function):
         lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
         nll = torch.empty_like(lse)
         for start in range(0, logits.shape[0], rows):
-            chunk = logits[start:start + rows].float()
-            lse[start:start + rows] = torch.logsumexp(chunk, dim=-1)
-            nll[start:start + rows] = lse[start:start + rows] - chunk.gather(1, targets[start:start + rows, None]).squeeze(1)
+            chunk = logits[start : start + rows].float()
+            lse[start : start + rows] = torch.logsumexp(chunk, dim=-1)
+            nll[start : start + rows] = lse[start : start + rows] - chunk.gather(
+                1, targets[start : start + rows, None]
+            ).squeeze(1)
         ctx.save_for_backward(logits, targets, lse)
         return nll
 

@@ -3,6 +3,7 @@
 Counts come from building the model and its components for real, on PyTorch's meta device (shapes
 without memory or weights), so they need only the architecture config.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,8 +18,11 @@ from hybridcl.model.loading import base_config, model_class
 from hybridcl.strategies import SEED_STRATEGIES, get_strategy
 
 T5_TARGET_OPTIONS = (("q", "v"), ("q", "k", "v", "o"), ("q", "k", "v", "o", "wi"), ("q", "k", "v", "o", "wi", "wo"))
-LLAMA_TARGET_OPTIONS = (("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj"),
-                        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+LLAMA_TARGET_OPTIONS = (
+    ("q_proj", "v_proj"),
+    ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+)
 
 
 def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> ComponentSet:
@@ -27,8 +31,9 @@ def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> C
     with torch.device("meta"):
         model = model_class(arch).from_config(arch)
         model.requires_grad_(False)
-        components = ComponentSet(model, "seq2seq" if arch.is_encoder_decoder else "causal", get_strategy(strategy),
-                                  config.components)
+        components = ComponentSet(
+            model, "seq2seq" if arch.is_encoder_decoder else "causal", get_strategy(strategy), config.components
+        )
         for task in config.tasks[:n_tasks]:
             components.activate(task)
     return components
@@ -82,16 +87,20 @@ def params_table(config: ExperimentConfig) -> str:
         "",
         f"LoRA r={r} by target modules:",
     ]
-    options = T5_TARGET_OPTIONS if family.name == "t5" else LLAMA_TARGET_OPTIONS if family.name == "llama" else (targets,)
+    options = (
+        T5_TARGET_OPTIONS if family.name == "t5" else LLAMA_TARGET_OPTIONS if family.name == "llama" else (targets,)
+    )
     for option in options:
         lines.append(f"  {','.join(option):<58}{lora_count(reference.model, option, r):>14,}")
         if family.name == "t5" and option == ("q", "k", "v", "o", "wi"):
             n = lora_count(reference.model, option, r, include_full_layer=True)
             lines.append(f"  {','.join(option) + ' + the extra block':<58}{n:>14,}")
     if family.name == "t5":
-        lines.append("  (the seed reports 1.78M: its LoRA targets q,k,v,o,wi_0,wi_1,wo, of which codet5-small has\n"
-                     "   q,k,v,o,wo (wo: the same size as wi), on the base and on its extra block: 1,777,664;\n"
-                     "   components.lora.on_full_layer=true does the same, preset=seed-original sets it)")
+        lines.append(
+            "  (the seed reports 1.78M: its LoRA targets q,k,v,o,wi_0,wi_1,wo, of which codet5-small has\n"
+            "   q,k,v,o,wo (wo: the same size as wi), on the base and on its extra block: 1,777,664;\n"
+            "   components.lora.on_full_layer=true does the same, preset=seed-original sets it)"
+        )
     lines += ["", f"{'strategy':<24}{'trainable per task':>20}{'% of base':>11}{f'stored after {T} tasks':>24}"]
     for name in dict.fromkeys((*SEED_STRATEGIES, config.strategy)):
         if name not in SEED_STRATEGIES and (name == "all" or get_strategy(name).train_base):

@@ -4,6 +4,7 @@ Each record turns into the JSON documented in docs/results.md (``to_json``) and 
 (``from_json``), with a format version: a file of another format is refused with a message that
 says what to do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ def _check_format(raw, what: str, where: Path | str, fix: str) -> None:
     if not isinstance(raw, dict):
         raise RunError(f"{where} is not a hybridcl {what} (a JSON object): {fix}")
     if raw.get("format") != FORMAT:
-        raise RunError(f"{where} was written by hybridcl {raw.get('hybridcl', '?')} in format {raw.get('format')}; "
-                       f"this hybridcl ({__version__}) reads format {FORMAT}: start a new run")
+        raise RunError(
+            f"{where} was written by hybridcl {raw.get('hybridcl', '?')} in format {raw.get('format')}; "
+            f"this hybridcl ({__version__}) reads format {FORMAT}: start a new run"
+        )
 
 
 @dataclass
@@ -52,14 +55,24 @@ class SeedState:
         return [t["task"] for t in self.train]
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "hybridcl": __version__, "rows": self.rows, "train": self.train,
-                "routed": {str(i): r for i, r in sorted(self.routed.items())}, "finished": self.finished}
+        return {
+            "format": FORMAT,
+            "hybridcl": __version__,
+            "rows": self.rows,
+            "train": self.train,
+            "routed": {str(i): r for i, r in sorted(self.routed.items())},
+            "finished": self.finished,
+        }
 
     @classmethod
     def from_json(cls, raw, *, where: Path | str = "state.json", seed_dir: Path | str = "the seed folder") -> SeedState:
         _check_format(raw, "state file", where, f"delete {seed_dir} and resume to redo that seed")
-        return cls(rows=raw["rows"], train=raw["train"], routed={int(i): r for i, r in raw.get("routed", {}).items()},
-                   finished=bool(raw.get("finished")))
+        return cls(
+            rows=raw["rows"],
+            train=raw["train"],
+            routed={int(i): r for i, r in raw.get("routed", {}).items()},
+            finished=bool(raw.get("finished")),
+        )
 
 
 @dataclass
@@ -92,15 +105,20 @@ class Matrix:
 
     def with_rows(self, replaced: dict[int, dict[str, list]]) -> Matrix:
         """The same matrix with rows ``i`` replaced by ``replaced[i]`` (metric -> one value per task)."""
-        values = {m: [replaced[i].get(m, row) if i in replaced else row for i, row in enumerate(rows)]
-                  for m, rows in self.values.items()}
+        values = {
+            m: [replaced[i].get(m, row) if i in replaced else row for i, row in enumerate(rows)]
+            for m, rows in self.values.items()
+        }
         return Matrix(self.tasks, self.rows, values)
 
 
 def _final_only(final: list[float | None]) -> dict:
     present = [v for v in final if v is not None]
-    return {"average_final": sum(present) / len(present) if present else None,
-            "n": {"average_final": len(present)}, "n_skipped": {"average_final": len(final) - len(present)}}
+    return {
+        "average_final": sum(present) / len(present) if present else None,
+        "n": {"average_final": len(present)},
+        "n_skipped": {"average_final": len(final) - len(present)},
+    }
 
 
 @dataclass
@@ -126,16 +144,35 @@ class SeedResults:
     humaneval: dict | None = None
 
     @classmethod
-    def build(cls, strategy: str, tasks: list[str], state: SeedState, params: dict, data: dict,
-              routing: dict | None, humaneval: dict | None, intervals: dict[str, dict],
-              eval_precision: str) -> SeedResults:
+    def build(
+        cls,
+        strategy: str,
+        tasks: list[str],
+        state: SeedState,
+        params: dict,
+        data: dict,
+        routing: dict | None,
+        humaneval: dict | None,
+        intervals: dict[str, dict],
+        eval_precision: str,
+    ) -> SeedResults:
         rows = ["base", *state.stages_done]
         matrix = Matrix.from_cells(tasks, rows, state.rows)
-        return cls(strategy=strategy, tasks=tasks, rows=rows, matrix=matrix.values, cl_metrics=matrix.cl_metrics(),
-                   eval_seconds=[[(row.get(t) or {}).get("eval_seconds") for t in tasks] for row in state.rows],
-                   eval_precision=eval_precision,
-                   train=state.train, params=params, data=data, intervals=intervals, routing=routing,
-                   humaneval=humaneval)
+        return cls(
+            strategy=strategy,
+            tasks=tasks,
+            rows=rows,
+            matrix=matrix.values,
+            cl_metrics=matrix.cl_metrics(),
+            eval_seconds=[[(row.get(t) or {}).get("eval_seconds") for t in tasks] for row in state.rows],
+            eval_precision=eval_precision,
+            train=state.train,
+            params=params,
+            data=data,
+            intervals=intervals,
+            routing=routing,
+            humaneval=humaneval,
+        )
 
     def to_json(self) -> dict:
         out = {"format": FORMAT, "hybridcl": __version__, **self.__dict__}
@@ -172,15 +209,25 @@ def _rename_metrics(node):
 def aggregate(seed_results: list[SeedResults]) -> dict:
     """The run's ``results.json``: every number as ``{"mean", "std"}`` over seeds, plus every seed's results."""
     first = seed_results[0]
-    out = {"format": FORMAT, "hybridcl": __version__, "seeds": len(seed_results), "strategy": first.strategy,
-           "eval_precision": first.eval_precision,
-           "tasks": first.tasks, "rows": first.rows, "params": first.params,
-           "per_seed": [r.to_json() for r in seed_results],
-           "matrix": {m: mean_std_nested([r.matrix[m] for r in seed_results]) for m in first.matrix},
-           "cl_metrics": {m: mean_std_nested([r.cl_metrics[m] for r in seed_results]) for m in first.cl_metrics},
-           "train": [{k: mean_std([r.train[i][k] for r in seed_results]) for k in TRAIN_AGGREGATED}
-                     | {"task": first.train[i]["task"]} for i in range(len(first.train))],
-           "routing": _aggregate_routing([r.routing for r in seed_results])}
+    out = {
+        "format": FORMAT,
+        "hybridcl": __version__,
+        "seeds": len(seed_results),
+        "strategy": first.strategy,
+        "eval_precision": first.eval_precision,
+        "tasks": first.tasks,
+        "rows": first.rows,
+        "params": first.params,
+        "per_seed": [r.to_json() for r in seed_results],
+        "matrix": {m: mean_std_nested([r.matrix[m] for r in seed_results]) for m in first.matrix},
+        "cl_metrics": {m: mean_std_nested([r.cl_metrics[m] for r in seed_results]) for m in first.cl_metrics},
+        "train": [
+            {k: mean_std([r.train[i][k] for r in seed_results]) for k in TRAIN_AGGREGATED}
+            | {"task": first.train[i]["task"]}
+            for i in range(len(first.train))
+        ],
+        "routing": _aggregate_routing([r.routing for r in seed_results]),
+    }
     humaneval = _aggregate_humaneval([r.humaneval for r in seed_results])
     if humaneval is not None:
         out["humaneval"] = humaneval
@@ -191,10 +238,23 @@ def _aggregate_routing(runs: list[dict | None]) -> dict | None:
     if not runs or any(r is None for r in runs):
         return None
     first = runs[0]
-    return {"method": first["method"], "tasks": first["tasks"], "n": first["n"],
-            **{k: mean_std_nested([r[k] for r in runs])
-               for k in ("accuracy", "per_task_accuracy", "confusion", "accuracy_per_row", "matrix", "matrix_last_row",
-                         "cl_metrics")}}
+    return {
+        "method": first["method"],
+        "tasks": first["tasks"],
+        "n": first["n"],
+        **{
+            k: mean_std_nested([r[k] for r in runs])
+            for k in (
+                "accuracy",
+                "per_task_accuracy",
+                "confusion",
+                "accuracy_per_row",
+                "matrix",
+                "matrix_last_row",
+                "cl_metrics",
+            )
+        },
+    }
 
 
 def _aggregate_humaneval(runs: list[dict | None]) -> dict | None:

@@ -20,10 +20,11 @@ touches an earlier task's parts), so any forgetting a per-task strategy shows mu
 somewhere else; routing without a task id is the usual suspect, and and :class:`hybridcl.evaluator.MatrixEvaluator` measure it (routing accuracy and the matrix under
 routing, row by row).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -46,15 +47,23 @@ def _losses_one_task(model, pad_id: int, kind: str, encoded: list[list[int]], ba
     out: list[float] = []
     for start in range(0, len(encoded), batch_size):
         # the source is its own target: causal, its LM loss; seq2seq, the loss of reconstructing it
-        features = [{"input_ids": seq, "labels": seq} for seq in encoded[start:start + batch_size]]
+        features = [{"input_ids": seq, "labels": seq} for seq in encoded[start : start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(features, pad_id, kind).items()}
         scores = token_scores(model, batch, kind)
         out.extend((scores.nll.sum(1) / scores.mask.sum(1).clamp(min=1)).tolist())
     return out
 
 
-def prompt_losses(components, tokenizer, kind: str, sources: Sequence[str], tasks: Sequence[str], *,
-                  max_source_len: int = 512, batch_size: int = 16) -> list[list[float]]:
+def prompt_losses(
+    components,
+    tokenizer,
+    kind: str,
+    sources: Sequence[str],
+    tasks: Sequence[str],
+    *,
+    max_source_len: int = 512,
+    batch_size: int = 16,
+) -> list[list[float]]:
     """Mean NLL per token (nats) of each source under each task's components: ``[prompt][task]``.
 
     Leaves the components routed as they were.
@@ -80,7 +89,7 @@ def split_language_tag(prompt: str, tasks: Sequence[str]) -> tuple[str | None, s
     ``(None, prompt)`` for an untagged prompt."""
     match = re.match(r"\s*\[([A-Za-z]+)\]\s*", prompt)
     if match and match.group(1).lower() in tasks:
-        return match.group(1).lower(), prompt[match.end():]
+        return match.group(1).lower(), prompt[match.end() :]
     return None, prompt
 
 
@@ -89,14 +98,23 @@ def choose(losses: Sequence[Sequence[float]], tasks: Sequence[str]) -> list[str]
     return [tasks[min(range(len(row)), key=lambda k: (row[k], k))] for row in losses]
 
 
-def route(components, tokenizer, kind: str, sources: Sequence[str], *, tasks: Sequence[str] | None = None,
-          max_source_len: int = 512, batch_size: int = 16) -> list[str]:
+def route(
+    components,
+    tokenizer,
+    kind: str,
+    sources: Sequence[str],
+    *,
+    tasks: Sequence[str] | None = None,
+    max_source_len: int = 512,
+    batch_size: int = 16,
+) -> list[str]:
     """The task chosen for each source text by :data:`METHOD` (see the module docstring)."""
     tasks = list(tasks) if tasks is not None else routable_tasks(components) or list(components.tasks)
     if len(tasks) == 1:
         return [tasks[0]] * len(sources)
-    losses = prompt_losses(components, tokenizer, kind, sources, tasks, max_source_len=max_source_len,
-                           batch_size=batch_size)
+    losses = prompt_losses(
+        components, tokenizer, kind, sources, tasks, max_source_len=max_source_len, batch_size=batch_size
+    )
     return choose(losses, tasks)
 
 
@@ -121,8 +139,10 @@ def routed_results(matrix: Matrix, routed_rows: dict[int, dict]) -> dict | None:
     last = routed_rows[max(routed_rows)]
     routed = matrix.with_rows({i: r["row"] for i, r in routed_rows.items()})
     return {
-        **{k: last.get(k) for k in ("method", "tasks", "accuracy", "accuracy_interval", "per_task_accuracy",
-                                    "confusion", "n")},
+        **{
+            k: last.get(k)
+            for k in ("method", "tasks", "accuracy", "accuracy_interval", "per_task_accuracy", "confusion", "n")
+        },
         "accuracy_per_row": {str(i): routed_rows[i]["accuracy"] for i in sorted(routed_rows)},
         "matrix": routed.values,
         "matrix_last_row": {m: rows[-1] for m, rows in routed.values.items()},

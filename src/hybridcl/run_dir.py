@@ -8,6 +8,7 @@ runs/<name>/seed-<s>/state.json, results.json, train_log.jsonl, tensorboard/,
 Every file is written through :mod:`hybridcl.io` (atomically). The layout is documented in
 docs/results.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ def write_run_config(run_dir: Path, config: ExperimentConfig, *, overwrite: bool
     path = Path(run_dir) / "config.yaml"
     if path.exists() and not overwrite:
         if load_run_config(run_dir).to_dict() != config.to_dict():
-            raise RunError(f"{run_dir} holds a run with another config: resume it with `hybridcl run --resume {run_dir}` "
-                           "or choose a new run.name")
+            raise RunError(
+                f"{run_dir} holds a run with another config: resume it with `hybridcl run --resume {run_dir}` "
+                "or choose a new run.name"
+            )
         return
     write_text(path, dump_yaml(config))
 

@@ -1,4 +1,5 @@
 """Mean and standard deviation over seeds, and reading such aggregated values back."""
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ folder holds ``sweep.json`` (the axes and the points) and one run folder per poi
 values; every point's config is written and checked before the first one trains, so a bad value
 fails at once and ``hybridcl run --resume SWEEP_DIR`` continues where it stopped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -114,8 +115,10 @@ def write_sweep(sweep_dir: Path, axes: dict[str, list], points: list[SweepPoint]
     for point in points:
         (sweep_dir / point.name).mkdir(exist_ok=True)
         write_run_config(sweep_dir / point.name, point.config)
-    write_json(sweep_dir / SWEEP_FILE, {"format": 1, "axes": axes,
-                                        "points": [{"name": p.name, "values": p.values} for p in points]})
+    write_json(
+        sweep_dir / SWEEP_FILE,
+        {"format": 1, "axes": axes, "points": [{"name": p.name, "values": p.values} for p in points]},
+    )
 
 
 def is_sweep(folder: Path) -> bool:

@@ -8,14 +8,15 @@ batch is split between them, and the loss is the sum over the global batch's tar
 divided by their number, so N processes compute the same step as one process (up to float
 summation order).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -29,7 +30,6 @@ from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
 from hybridcl.loss import decoder_inputs_fn, token_scores
 from hybridcl.model.dropout import use_cpu_dropout
-
 
 _GPU_FLUSH_STEPS = 50  # optimizer steps between reads of the loss on a GPU
 _EAGER_DEVICES = ("cpu",)  # device types where the loss is read back every step
@@ -85,8 +85,12 @@ def make_accelerator(cfg: TrainConfig, device: str) -> Accelerator:
         # runs configurations one after another (tests, sweeps) starts it afresh. Accelerate has no
         # public reset; its own tests call this one.
         AcceleratorState._reset_state()
-    return Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
 
 
 def train_task(
@@ -113,12 +117,16 @@ def train_task(
     lengths = [len(i) + (len(l) if kind == "seq2seq" else 0) for i, l in zip(encoded.input_ids, encoded.labels)]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
-        return batch_indices(lengths, cfg.batch_size, shuffle=cfg.shuffle, seed=seed + epoch,
-                             group_by_length=cfg.group_by_length)
+        return batch_indices(
+            lengths, cfg.batch_size, shuffle=cfg.shuffle, seed=seed + epoch, group_by_length=cfg.group_by_length
+        )
 
     def epoch_loader(batches: list[list[int]]) -> DataLoader:
-        loader = DataLoader(features, batch_sampler=_Batches(batches, cfg.batch_size),
-                            collate_fn=lambda f: collate(f, pad_token_id, kind, mask_padding=cfg.mask_padding_in_loss))
+        loader = DataLoader(
+            features,
+            batch_sampler=_Batches(batches, cfg.batch_size),
+            collate_fn=lambda f: collate(f, pad_token_id, kind, mask_padding=cfg.mask_padding_in_loss),
+        )
         return accelerator.prepare_data_loader(loader)
 
     steps_per_epoch = math.ceil(math.ceil(len(features) / cfg.batch_size) / cfg.grad_accum)
@@ -129,8 +137,9 @@ def train_task(
     # Fused AdamW updates all parameters in a few kernels on a GPU. On a CPU the update is under 1%
     # of a step (LoRA's few small tensors) and the plain loop keeps torch's overflow error, which
     # TrainingDiverged reports.
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=True if accelerator.device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True if accelerator.device.type == "cuda" else None
+    )
     if cfg.lr_schedule == "constant":
         scheduler = get_constant_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps))
     else:
@@ -147,7 +156,9 @@ def train_task(
     model.train()
 
     result = TrainResult(0, 0, 0, 0.0, 0.0, 0.0, float("nan"))
-    bar = tqdm(total=total_steps, desc=f"train {task}", unit="step", disable=not progress or not accelerator.is_main_process)
+    bar = tqdm(
+        total=total_steps, desc=f"train {task}", unit="step", disable=not progress or not accelerator.is_main_process
+    )
     start = time.perf_counter()
     log = log_path.open("a") if log_path is not None and accelerator.is_main_process else None
     # Batch losses stay on the device until a flush reads them back in one transfer: every step on
@@ -179,8 +190,14 @@ def train_task(
             mean = window[0] / window[1]
             if step % cfg.log_every == 0 or step == total_steps:
                 result.losses.append((step, mean))
-                entry = {"task": task, "step": step, "epoch": epoch, "loss": mean, "lr": lr,
-                         "samples_per_s": samples / elapsed}
+                entry = {
+                    "task": task,
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": mean,
+                    "lr": lr,
+                    "samples_per_s": samples / elapsed,
+                }
                 if log is not None:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
@@ -270,8 +287,11 @@ def _matmul_attention_for_cpu_bf16(model: torch.nn.Module, accelerator: Accelera
     benchmarks/profile_step.py, quoted in benchmarks/README.md.
     """
     config = getattr(model, "config", None)
-    if (accelerator.device.type != "cpu" or accelerator.mixed_precision != "bf16"
-            or getattr(config, "_attn_implementation", None) != "sdpa"):
+    if (
+        accelerator.device.type != "cpu"
+        or accelerator.mixed_precision != "bf16"
+        or getattr(config, "_attn_implementation", None) != "sdpa"
+    ):
         return None
     model.set_attn_implementation("eager")
     return "sdpa"

@@ -1,4 +1,5 @@
 """Small source trees with known contents, shared by the data tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,7 +59,8 @@ def add(a, b):
     return result
 '''
 
-MORE_PY = '''\
+MORE_PY = (
+    '''\
 def add(a, b):
     """Add two numbers together and return the sum."""
     total = a + b
@@ -78,9 +80,12 @@ def two_lines(x):
 
 def long_function(x):
     """A very long function that is too long to keep."""
-''' + "".join(f"    x = x + {i}\n" for i in range(120)) + "    return x\n"
+'''
+    + "".join(f"    x = x + {i}\n" for i in range(120))
+    + "    return x\n"
+)
 
-JS = '''\
+JS = """\
 /**
  * Adds two numbers together and returns the result.
  *
@@ -165,7 +170,7 @@ export default function subtract(a, b) {
   const d = a - b;
   return d;
 }
-'''
+"""
 
 
 def python_tree(root: Path) -> Path:
@@ -194,11 +199,13 @@ def many_files_tree(root: Path, n_files: int = 40) -> Path:
         body = "".join(
             f'def func_{i}_{j}(value_{i}_{j}):\n    """Compute result number {i} {j} for the given input."""\n'
             f"    out_{i}_{j} = value_{i}_{j} * {i * 10 + j}\n    return out_{i}_{j}\n\n\n"
-            for j in range(3))
+            for j in range(3)
+        )
         (root / f"mod_{i}.py").write_text(body)
     return root
 
-GO = '''\
+
+GO = """\
 // Copyright 2009 The Go Authors. All rights reserved.
 
 // Package mathx has small helpers.
@@ -237,9 +244,9 @@ func short(x int) int {
 	y := x + 1
 	return y
 }
-'''
+"""
 
-RUBY = '''\
+RUBY = """\
 # frozen_string_literal: true
 
 module Shapes
@@ -275,9 +282,9 @@ module Shapes
     end
   end
 end
-'''
+"""
 
-PHP = '''\
+PHP = """\
 <?php
 
 namespace App;
@@ -321,9 +328,9 @@ class Wallet
         return $n;
     }
 }
-'''
+"""
 
-JAVA = '''\
+JAVA = """\
 package demo;
 
 /** A counter of events. */
@@ -352,7 +359,7 @@ public class Counter {
         return s;
     }
 }
-'''
+"""
 
 
 def languages_tree(root: Path) -> Path:

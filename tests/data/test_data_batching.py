@@ -100,7 +100,9 @@ def test_collate_pads_dynamically():
     assert s["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert s["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert s["labels"].tolist() == [[8, 1, -100, -100], [9, 9, 9, 1]]
-    c = collate([{"input_ids": [5, 6, 1], "labels": [-100, 6, 1]}, {"input_ids": [5, 1], "labels": [-100, 1]}], 0, "causal")
+    c = collate(
+        [{"input_ids": [5, 6, 1], "labels": [-100, 6, 1]}, {"input_ids": [5, 1], "labels": [-100, 1]}], 0, "causal"
+    )
     assert c["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]] and c["labels"].tolist() == [[-100, 6, 1], [-100, 1, -100]]
     assert c["attention_mask"].dtype == torch.long
     with pytest.raises(DataError):
@@ -109,6 +111,8 @@ def test_collate_pads_dynamically():
 
 def test_seq2seq_inputs_carry_the_language():
     py = encode([ex("ab", "xy")], TOK, "seq2seq", 512, 512, progress=False)
-    js = encode([Example("javascript/x::0", "javascript", "text-to-code", "ab", "xy")], TOK, "seq2seq", 512, 512, progress=False)
+    js = encode(
+        [Example("javascript/x::0", "javascript", "text-to-code", "ab", "xy")], TOK, "seq2seq", 512, 512, progress=False
+    )
     assert py.input_ids == [[b + 3 for b in b"Generate Python: ab"] + [1]]
     assert js.input_ids == [[b + 3 for b in b"Generate JavaScript: ab"] + [1]]

@@ -1,9 +1,17 @@
 """The bundled corpus is reproducible: a fresh build equals the shipped files byte for byte."""
+
 import json
 
 import pytest
 
-from hybridcl.data.build import LANGUAGES_SHIPPED, SourceUnavailable, build_corpus, compare_dirs, default_out_dir, shipped_files
+from hybridcl.data.build import (
+    LANGUAGES_SHIPPED,
+    SourceUnavailable,
+    build_corpus,
+    compare_dirs,
+    default_out_dir,
+    shipped_files,
+)
 from hybridcl.data.readers import bundled_languages, read_split
 
 
@@ -13,9 +21,18 @@ def test_build_reproduces_shipped_corpus(tmp_path):
     except SourceUnavailable as exc:  # another Python version, or npm / apt offline without a cache
         pytest.skip(f"pinned corpus sources not available here: {exc}")
     assert compare_dirs(tmp_path) == []
-    assert set(shipped_files(tmp_path)) >= {"manifest.json", "python.train.jsonl.gz", "javascript.valid.jsonl.gz", "LICENSE.cpython.txt",
-                                            "go.test.jsonl.gz", "ruby.train.jsonl.gz", "php.valid.jsonl.gz", "java.test.jsonl.gz",
-                                            "LICENSE.golang-1.19-src.txt", "LICENSE.react-native.txt"}
+    assert set(shipped_files(tmp_path)) >= {
+        "manifest.json",
+        "python.train.jsonl.gz",
+        "javascript.valid.jsonl.gz",
+        "LICENSE.cpython.txt",
+        "go.test.jsonl.gz",
+        "ruby.train.jsonl.gz",
+        "php.valid.jsonl.gz",
+        "java.test.jsonl.gz",
+        "LICENSE.golang-1.19-src.txt",
+        "LICENSE.react-native.txt",
+    }
     assert manifest["languages"]["javascript"]["counts"]["train"] >= 2000
 
 
@@ -27,8 +44,18 @@ def test_shipped_corpus_has_six_languages_three_disjoint_splits_under_10_mb():
         files = {}
         for split in ("train", "valid", "test"):
             records, _ = read_split("bundled", None, language, split)
-            assert len(records) == manifest["languages"][language]["counts"][split] >= 49  # java's test split is the smallest
+            assert (
+                len(records) == manifest["languages"][language]["counts"][split] >= 49
+            )  # java's test split is the smallest
             files[split] = {(r.repo, r.path) for r in records}
-        assert not (files["train"] & files["valid"]) and not (files["train"] & files["test"]) and not (files["valid"] & files["test"])
+        assert (
+            not (files["train"] & files["valid"])
+            and not (files["train"] & files["test"])
+            and not (files["valid"] & files["test"])
+        )
         for source in manifest["languages"][language]["sources"]:
-            assert (default_out_dir() / source["license_file"]).is_file() and source["license"] in ("PSF-2.0", "MIT", "BSD-3-Clause")
+            assert (default_out_dir() / source["license_file"]).is_file() and source["license"] in (
+                "PSF-2.0",
+                "MIT",
+                "BSD-3-Clause",
+            )

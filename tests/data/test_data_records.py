@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from hybridcl.data.records import Record, read_records, write_records
 from hybridcl.errors import DataError
 
-REC = {"repo": "r", "path": "a.py", "func_name": "f", "language": "python", "code": "def f():\n    return 1", "docstring": "Return one now."}
+REC = {
+    "repo": "r",
+    "path": "a.py",
+    "func_name": "f",
+    "language": "python",
+    "code": "def f():\n    return 1",
+    "docstring": "Return one now.",
+}
 
 
 def lines(*objs) -> bytes:
@@ -35,14 +42,17 @@ def test_blank_lines_are_not_records(tmp_path):
     assert len(read_records(p)) == 2
 
 
-@pytest.mark.parametrize("content, line, what", [
-    (lines(REC, b"{not json"), 2, "malformed JSON"),
-    (lines(REC, REC, {k: v for k, v in REC.items() if k != "docstring"}), 3, "missing field 'docstring'"),
-    (lines(REC, b'{"repo": "caf\xe9"}'), 2, "not UTF-8 text (byte 0xe9 at column 14)"),
-    (lines({**REC, "code": 3}), 1, "field 'code' must be a string"),
-    (lines([1, 2]), 1, "expected a JSON object"),
-    (lines({**REC, "code": "\ud800"}), 1, "lone surrogate"),
-])
+@pytest.mark.parametrize(
+    "content, line, what",
+    [
+        (lines(REC, b"{not json"), 2, "malformed JSON"),
+        (lines(REC, REC, {k: v for k, v in REC.items() if k != "docstring"}), 3, "missing field 'docstring'"),
+        (lines(REC, b'{"repo": "caf\xe9"}'), 2, "not UTF-8 text (byte 0xe9 at column 14)"),
+        (lines({**REC, "code": 3}), 1, "field 'code' must be a string"),
+        (lines([1, 2]), 1, "expected a JSON object"),
+        (lines({**REC, "code": "\ud800"}), 1, "lone surrogate"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, content, line, what):
     for name, data in (("x.jsonl", content), ("x.jsonl.gz", gzip.compress(content))):
         p = tmp_path / name
@@ -70,10 +80,19 @@ def test_missing_file(tmp_path):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(st.binary(max_size=300),
-                      st.lists(st.one_of(st.text(max_size=40), st.sampled_from([json.dumps(REC), json.dumps({**REC, "url": None}), "{}", "[]", "null"])),
-                               max_size=6).map(lambda xs: "\n".join(xs).encode("utf-8", "surrogatepass"))),
-       gz=st.booleans())
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.lists(
+            st.one_of(
+                st.text(max_size=40),
+                st.sampled_from([json.dumps(REC), json.dumps({**REC, "url": None}), "{}", "[]", "null"]),
+            ),
+            max_size=6,
+        ).map(lambda xs: "\n".join(xs).encode("utf-8", "surrogatepass")),
+    ),
+    gz=st.booleans(),
+)
 def test_fuzz_read_records_returns_or_raises_data_error(tmp_path, data, gz):
     p = tmp_path / ("f.jsonl.gz" if gz else "f.jsonl")
     p.write_bytes(gzip.compress(data) if gz and data[:1] != b"x" else data)

@@ -13,7 +13,10 @@
 # of MOSES."
 # fmt: off
 
-import sys, math, re, xml.sax.saxutils
+import math
+import re
+import sys
+import xml.sax.saxutils
 
 # Added to bypass NIST-style pre-processing of hyp and ref files -- wade
 nonorm = 0
@@ -150,7 +153,7 @@ def splitPuncts(line):
 def computeMaps(predictions, goldfile):
   predictionMap = {}
   goldMap = {}
-  gf = open(goldfile, 'r')
+  gf = open(goldfile)
 
   for row in predictions:
     cols = row.strip().split('\t')

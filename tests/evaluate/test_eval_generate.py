@@ -5,8 +5,15 @@ import transformers as tf
 from hybridcl.evaluate import greedy
 from hybridcl.evaluate.generate import generate
 
-PROMPTS = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "",
-           "a longer prompt " * 4, "sort a list"]
+PROMPTS = [
+    "def add(a, b):",
+    "x",
+    "return the sum of two numbers in a list",
+    "hello",
+    "",
+    "a longer prompt " * 4,
+    "sort a list",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +42,36 @@ def _constant_head(model, token_id):
 @pytest.fixture(scope="module")
 def t5():
     torch.manual_seed(0)
-    cfg = tf.T5Config(vocab_size=384, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-                      d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                      tie_word_embeddings=False)
+    cfg = tf.T5Config(
+        vocab_size=384,
+        d_model=32,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        d_kv=16,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+    )
     return _no_early_eos(tf.T5ForConditionalGeneration(cfg).eval())
 
 
 @pytest.fixture(scope="module")
 def llama():
     torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=1)
+    cfg = tf.LlamaConfig(
+        vocab_size=384,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
     return _no_early_eos(tf.LlamaForCausalLM(cfg).eval())
 
 
@@ -84,13 +109,14 @@ class Calls:
 def test_batched_equals_one_at_a_time(which, kind, tok, request):
     model = request.getfixturevalue(which)
     batched = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
-    single = [generate(model, tok, [p], kind=kind, max_new_tokens=8, batch_size=1, progress=False)[0]
-              for p in PROMPTS]
+    single = [generate(model, tok, [p], kind=kind, max_new_tokens=8, batch_size=1, progress=False)[0] for p in PROMPTS]
     assert batched == single
     assert len(set(batched)) > 1  # outputs differ by prompt, so order restoration is tested
     reversed_out = generate(model, tok, PROMPTS[::-1], kind=kind, max_new_tokens=8, batch_size=3, progress=False)
     assert reversed_out == batched[::-1]
-    assert batched == generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False, plain=True)
+    assert batched == generate(
+        model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False, plain=True
+    )
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
@@ -119,14 +145,33 @@ def test_max_new_tokens_and_padding(which, kind, tok, request, monkeypatch):
 def test_only_new_text_and_stop_at_eos(kind, tok):
     torch.manual_seed(2)
     if kind == "causal":
-        cfg = tf.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
-                             eos_token_id=1, tie_word_embeddings=False)
+        cfg = tf.LlamaConfig(
+            vocab_size=384,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+            tie_word_embeddings=False,
+        )
         make = lambda: tf.LlamaForCausalLM(cfg).eval()
     else:
-        cfg = tf.T5Config(vocab_size=384, d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
-                          d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                          tie_word_embeddings=False)
+        cfg = tf.T5Config(
+            vocab_size=384,
+            d_model=32,
+            d_ff=64,
+            num_layers=1,
+            num_decoder_layers=1,
+            num_heads=2,
+            d_kv=16,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+            tie_word_embeddings=False,
+        )
         make = lambda: tf.T5ForConditionalGeneration(cfg).eval()
     z = tok.convert_tokens_to_ids("z")
     out = generate(_constant_head(make(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
@@ -141,13 +186,34 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
 
 def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
     for model, kind in ((t5, "seq2seq"), (llama, "causal")):
-        beams = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, num_beams=3,
-                         num_return_sequences=2, progress=False)
+        beams = generate(
+            model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, num_beams=3, num_return_sequences=2, progress=False
+        )
         assert len(beams) == 3 and all(isinstance(b, list) and len(b) == 2 for b in beams)
-        a = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, do_sample=True, top_p=0.9,
-                     temperature=0.7, seed=3, progress=False)
-        b = generate(model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, do_sample=True, top_p=0.9,
-                     temperature=0.7, seed=3, progress=False)
+        a = generate(
+            model,
+            tok,
+            PROMPTS[:3],
+            kind=kind,
+            max_new_tokens=4,
+            do_sample=True,
+            top_p=0.9,
+            temperature=0.7,
+            seed=3,
+            progress=False,
+        )
+        b = generate(
+            model,
+            tok,
+            PROMPTS[:3],
+            kind=kind,
+            max_new_tokens=4,
+            do_sample=True,
+            top_p=0.9,
+            temperature=0.7,
+            seed=3,
+            progress=False,
+        )
         assert a == b  # seeded
     state = torch.random.get_rng_state()
     generate(llama, tok, ["x"], kind="causal", max_new_tokens=2, do_sample=True, progress=False)
@@ -164,13 +230,31 @@ def test_decoded_code_keeps_its_spaces_before_punctuation():
     from _seed_fixtures import plant_successors
 
     tok = tf.ByT5Tokenizer(clean_up_tokenization_spaces=True)
-    cfg = tf.T5Config(vocab_size=384, d_model=64, d_ff=128, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16,
-                      feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    cfg = tf.T5Config(
+        vocab_size=384,
+        d_model=64,
+        d_ff=128,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        d_kv=16,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(0)
     model = tf.T5ForConditionalGeneration(cfg).eval()
     text = "x ,"
-    plant_successors(model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")])
-    assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [text, text]
+    plant_successors(
+        model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")]
+    )
+    assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [
+        text,
+        text,
+    ]
+
+
 class Scripted(tf.LlamaForCausalLM):
     """Writes ``scripts[prompt]`` (ByT5 bytes) after each prompt, then EOS; counts its forward passes
     (``steps``) and the rows of those after the prompts (``step_rows``).
@@ -181,9 +265,17 @@ class Scripted(tf.LlamaForCausalLM):
     so that they follow the row when finished rows leave the batch or new prompts join it."""
 
     def __init__(self, scripts: dict[str, str]):
-        cfg = tf.LlamaConfig(vocab_size=384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=2,
-                             eos_token_id=1)
+        cfg = tf.LlamaConfig(
+            vocab_size=384,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        )
         super().__init__(cfg)
         self.prompts = [tuple(b + 3 for b in prompt.encode()) for prompt in scripts]
         self.scripts = [[b + 3 for b in s.encode()] for s in scripts.values()]
@@ -192,20 +284,23 @@ class Scripted(tf.LlamaForCausalLM):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):
         prompts = cache is None or cache.get_seq_length() == 0
-        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              cache=cache, **kwargs)
+        out = super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kwargs
+        )
         values = out.cache.layers[0].values  # [rows, heads, length, head size]
         width = input_ids.shape[1]
         if prompts:  # left-padded with 0
             who = [self.prompts.index(tuple(t for t in row if t)) for row in input_ids.tolist()]
-            who, length = torch.tensor(who, dtype=values.dtype), torch.tensor([len(self.prompts[k]) for k in who],
-                                                                                dtype=values.dtype)
+            who, length = (
+                torch.tensor(who, dtype=values.dtype),
+                torch.tensor([len(self.prompts[k]) for k in who], dtype=values.dtype),
+            )
         else:
             who, length = values[:, 0, -width - 1, 0].clone(), values[:, 0, -width - 1, 1].clone()
             self.step_rows += len(who)
         values[:, 0, -width:, 0], values[:, 0, -width:, 1] = who[:, None], length[:, None]
         logits = torch.full_like(out.logits, -1e4)
-        kept = position_ids[:, -logits.shape[1]:].tolist()
+        kept = position_ids[:, -logits.shape[1] :].tolist()
         for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist())):
             script = self.scripts[k]
             for j, q in enumerate(kept[row]):
@@ -220,18 +315,29 @@ JS_TWO = "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}\nfunction 
 FENCED = "```python\ndef f():\n    return 1\n```\nThis returns one, and more prose follows."
 
 
-@pytest.mark.parametrize("script,language,expected", [
-    (PY_TWO, "python", "def f(a):\n    return a"),
-    (JS_TWO, "javascript", "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}"),
-    (FENCED, "python", "```python\ndef f():\n    return 1\n```"),
-])
+@pytest.mark.parametrize(
+    "script,language,expected",
+    [
+        (PY_TWO, "python", "def f(a):\n    return a"),
+        (JS_TWO, "javascript", "function f(a = {}) {\n  const s = '}';\n  return {a: s};\n}"),
+        (FENCED, "python", "```python\ndef f():\n    return 1\n```"),
+    ],
+)
 @pytest.mark.parametrize("draft_budget", [0, greedy.DRAFT_BUDGET])
 def test_generation_stops_where_the_function_ends(tok, script, language, expected, draft_budget, monkeypatch):
     """issue 11 #5: a second function, a closing fence and prose are neither generated nor scored."""
     monkeypatch.setattr(greedy, "DRAFT_BUDGET", draft_budget)
     model = Scripted({"p1": script})
-    texts, hit = generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, code_language=language,
-                          return_hit_limit=True, progress=False)
+    texts, hit = generate(
+        model,
+        tok,
+        ["p1"],
+        kind="causal",
+        max_new_tokens=200,
+        code_language=language,
+        return_hit_limit=True,
+        progress=False,
+    )
     assert texts == [expected] and hit == [False]
     # it stopped generating right after the end became visible, not at EOS or the limit: one forward
     # pass per token, fewer where drafted tokens were right
@@ -247,12 +353,29 @@ def test_generation_stops_where_the_function_ends(tok, script, language, expecte
 def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     scripts = [PY_TWO, "def h():\n" + "    x = 1\n" * 20, "def k():\n    return 2\n"]
     model = Scripted(dict(zip(["p1", "p2", "p3"], scripts)))
-    texts, hit = generate(model, tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40, batch_size=3,
-                          code_language="python", return_hit_limit=True, progress=False)
+    texts, hit = generate(
+        model,
+        tok,
+        ["p1", "p2", "p3"],
+        kind="causal",
+        max_new_tokens=40,
+        batch_size=3,
+        code_language="python",
+        return_hit_limit=True,
+        progress=False,
+    )
     assert texts == ["def f(a):\n    return a", scripts[1][:40], scripts[2]]  # the third ended at EOS: as generated
     assert hit == [False, True, False]
-    plain, plain_hit = generate(Scripted(dict(zip(["p1", "p2", "p3"], scripts))), tok, ["p1", "p2", "p3"], kind="causal", max_new_tokens=40,
-                                batch_size=3, return_hit_limit=True, progress=False)
+    plain, plain_hit = generate(
+        Scripted(dict(zip(["p1", "p2", "p3"], scripts))),
+        tok,
+        ["p1", "p2", "p3"],
+        kind="causal",
+        max_new_tokens=40,
+        batch_size=3,
+        return_hit_limit=True,
+        progress=False,
+    )
     # without the rule the first runs on into g() and is cut by the limit
     assert plain == [PY_TWO[:40], scripts[1][:40], scripts[2]] and plain_hit == [True, True, False]
     assert generate(model, tok, [], kind="causal", return_hit_limit=True) == ([], [])
@@ -262,10 +385,21 @@ def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
 def test_ended_rows_leave_and_waiting_prompts_join_with_generates_texts(tok, batch_size):
     """Outputs that end at their function's end, at EOS and at the limit, from prompts of different
     lengths: the same texts and flags as generate batch by batch, with fewer rows computed."""
-    scripts = {"p1": PY_TWO, "a second prompt": "def h():\n" + "    x = 1\n" * 20, "p3": "def k():\n    return 2\n",
-               "the fourth": FENCED, "p5, the last": "def m(x):\n    return x\n@dec\ndef n(): pass\n"}
-    kwargs = dict(kind="causal", max_new_tokens=40, batch_size=batch_size, code_language="python",
-                  return_hit_limit=True, progress=False)
+    scripts = {
+        "p1": PY_TWO,
+        "a second prompt": "def h():\n" + "    x = 1\n" * 20,
+        "p3": "def k():\n    return 2\n",
+        "the fourth": FENCED,
+        "p5, the last": "def m(x):\n    return x\n@dec\ndef n(): pass\n",
+    }
+    kwargs = dict(
+        kind="causal",
+        max_new_tokens=40,
+        batch_size=batch_size,
+        code_language="python",
+        return_hit_limit=True,
+        progress=False,
+    )
     fast_model, plain_model = Scripted(scripts), Scripted(scripts)
     texts, hit = generate(fast_model, tok, list(scripts), **kwargs)
     assert (texts, hit) == generate(plain_model, tok, list(scripts), plain=True, **kwargs)
@@ -279,8 +413,10 @@ def test_drafted_tokens_right_for_a_while_then_wrong_change_no_text(tok):
     """Repeats that diverge ("[1, 2, 3" then "[1, 2, 4"): tokens drafted from earlier text (prompt
     lookup) are right up to a point, then wrong; the text is the script, as generate writes it, in
     fewer forward passes."""
-    scripts = {"p1": "x = [1, 2, 3]\ny = [1, 2, 4]\nz = [1, 2, 3, 4]\nw = [1, 2, 3, 4, 5]\n",
-               "p2, longer": "def f(a):\n    return [a, a, a, b]\n"}
+    scripts = {
+        "p1": "x = [1, 2, 3]\ny = [1, 2, 4]\nz = [1, 2, 3, 4]\nw = [1, 2, 3, 4, 5]\n",
+        "p2, longer": "def f(a):\n    return [a, a, a, b]\n",
+    }
     fast, plain = Scripted(scripts), Scripted(scripts)
     kwargs = dict(kind="causal", max_new_tokens=100, batch_size=2, progress=False)
     texts = generate(fast, tok, list(scripts), **kwargs)
@@ -292,6 +428,15 @@ def test_drafted_tokens_right_for_a_while_then_wrong_change_no_text(tok):
 def test_the_function_end_rule_changes_nothing_when_no_function_ends(which, kind, tok, request):
     model = request.getfixturevalue(which)
     plain = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
-    texts, hit = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False,
-                          code_language="javascript", return_hit_limit=True)
+    texts, hit = generate(
+        model,
+        tok,
+        PROMPTS,
+        kind=kind,
+        max_new_tokens=8,
+        batch_size=3,
+        progress=False,
+        code_language="javascript",
+        return_hit_limit=True,
+    )
     assert texts == plain and hit == [True] * len(PROMPTS)  # EOS suppressed: every output ran to the limit

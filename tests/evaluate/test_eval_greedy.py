@@ -1,4 +1,5 @@
 """The greedy loop (finished rows leave, waiting prompts join) chooses the token ids HF generate chooses."""
+
 import pytest
 import torch
 import transformers as tf
@@ -11,22 +12,54 @@ EOS, PAD = 1, 0
 
 
 def llama():
-    return tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, num_key_value_heads=1, pad_token_id=PAD,
-                                              bos_token_id=2, eos_token_id=EOS))
+    return tf.LlamaForCausalLM(
+        tf.LlamaConfig(
+            vocab_size=384,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            pad_token_id=PAD,
+            bos_token_id=2,
+            eos_token_id=EOS,
+        )
+    )
 
 
 def gpt2():
-    return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=384, n_embd=32, n_layer=2, n_head=2, n_positions=256,
-                                            pad_token_id=PAD, bos_token_id=EOS, eos_token_id=EOS))
+    return tf.GPT2LMHeadModel(
+        tf.GPT2Config(
+            vocab_size=384,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=256,
+            pad_token_id=PAD,
+            bos_token_id=EOS,
+            eos_token_id=EOS,
+        )
+    )
 
 
 def t5():
     # initializer_factor 5: at the default scale a random T5 writes one token whatever the prompt
-    return tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=384, d_model=32, d_ff=64, num_layers=2,
-                                                     num_decoder_layers=2, num_heads=2, d_kv=16,
-                                                     decoder_start_token_id=PAD, pad_token_id=PAD, eos_token_id=EOS,
-                                                     tie_word_embeddings=False, initializer_factor=5.0))
+    return tf.T5ForConditionalGeneration(
+        tf.T5Config(
+            vocab_size=384,
+            d_model=32,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            d_kv=16,
+            decoder_start_token_id=PAD,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            tie_word_embeddings=False,
+            initializer_factor=5.0,
+        )
+    )
 
 
 def ends(rows: list[list[int]]) -> list[bool]:
@@ -41,14 +74,14 @@ class Ends(StoppingCriteria):
         self.start = start
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.tensor(ends([row[self.start:] for row in input_ids.tolist()]))
+        return torch.tensor(ends([row[self.start :] for row in input_ids.tolist()]))
 
 
 def reference(model, prompts, batch_size, encoder_decoder, stop):
     """HF generate batch by batch in the given order; each output cut after its EOS or its end."""
     out = []
     for s in range(0, len(prompts), batch_size):
-        rows = prompts[s:s + batch_size]
+        rows = prompts[s : s + batch_size]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), PAD)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -57,10 +90,18 @@ def reference(model, prompts, batch_size, encoder_decoder, stop):
             ids[r, span], mask[r, span] = torch.tensor(p), 1
         start = 1 if encoder_decoder else width
         criteria = StoppingCriteriaList([Ends(start)] if stop else [])
-        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW, do_sample=False,
-                                   num_beams=1, pad_token_id=PAD, eos_token_id=EOS, stopping_criteria=criteria)
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=MAX_NEW,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            stopping_criteria=criteria,
+        )
         for row in generated[:, start:].tolist():
-            n = next((k + 1 for k in range(len(row)) if row[k] == EOS or (stop and ends([row[:k + 1]])[0])), len(row))
+            n = next((k + 1 for k in range(len(row)) if row[k] == EOS or (stop and ends([row[: k + 1]])[0])), len(row))
             out.append(row[:n])
     return out
 
@@ -94,15 +135,24 @@ def test_the_same_token_ids_as_generate(make, encoder_decoder, stop, draft_budge
     model = make().eval()
     assert plain_greedy(model, encoder_decoder)
     g = torch.Generator().manual_seed(1)
-    prompts = sorted((torch.randint(3, 384, (n,), generator=g).tolist() for n in [9, 3, 14, 5, 7, 2, 11, 6]),
-                     key=lambda p: -len(p))
+    prompts = sorted(
+        (torch.randint(3, 384, (n,), generator=g).tolist() for n in [9, 3, 14, 5, 7, 2, 11, 6]), key=lambda p: -len(p)
+    )
     with torch.inference_mode():
         forwards = Forwards(model)
         expected = reference(model, prompts, 3, encoder_decoder, stop)
         generate_rows, forwards.step_rows, forwards.prefills = forwards.step_rows, 0, []
-        got = greedy_generate(model, prompts, encoder_decoder=encoder_decoder, batch_size=3, max_new_tokens=MAX_NEW,
-                              pad_token_id=PAD, eos_token_id=EOS, ended=ends if stop else None,
-                              draft_budget=draft_budget)
+        got = greedy_generate(
+            model,
+            prompts,
+            encoder_decoder=encoder_decoder,
+            batch_size=3,
+            max_new_tokens=MAX_NEW,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            ended=ends if stop else None,
+            draft_budget=draft_budget,
+        )
     assert got == expected
     lengths = [len(ids) for ids in got]
     if stop:
@@ -130,8 +180,15 @@ def assert_fast_texts_equal_generates(model, kind, monkeypatch):
     from hybridcl.evaluate.generate import generate
 
     tokenizer = tf.ByT5Tokenizer()
-    prompts = ["def add(a, b):", "x", "return the sum of two numbers in a list", "hello", "sort a list",
-               "a longer prompt " * 3, "reverse a string"]
+    prompts = [
+        "def add(a, b):",
+        "x",
+        "return the sum of two numbers in a list",
+        "hello",
+        "sort a list",
+        "a longer prompt " * 3,
+        "reverse a string",
+    ]
     plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False, plain=True)
     monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
     fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
@@ -147,8 +204,12 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
     from hybridcl.strategies import STRATEGIES
 
     torch.manual_seed(0)
-    components = ComponentSet(make().eval(), kind, STRATEGIES["hybrid_task_specific"],
-                              ComponentsConfig(lora=LoraSpec(r=4, alpha=8, dropout=0.0)))
+    components = ComponentSet(
+        make().eval(),
+        kind,
+        STRATEGIES["hybrid_task_specific"],
+        ComponentsConfig(lora=LoraSpec(r=4, alpha=8, dropout=0.0)),
+    )
     components.activate("python")
     model = components.model
     optimizer = torch.optim.AdamW(components.trainable_parameters(), lr=1e-2)
@@ -163,8 +224,15 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
     assert_fast_texts_equal_generates(model, kind, monkeypatch)
 
 
-@pytest.mark.parametrize("make,kind,position", [(llama, "causal", "auto"), (llama, "causal", "decoder:1"),
-                                                (t5, "seq2seq", "decoder"), (t5, "seq2seq", "decoder:1")])
+@pytest.mark.parametrize(
+    "make,kind,position",
+    [
+        (llama, "causal", "auto"),
+        (llama, "causal", "decoder:1"),
+        (t5, "seq2seq", "decoder"),
+        (t5, "seq2seq", "decoder:1"),
+    ],
+)
 def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(make, kind, position, monkeypatch):
     """Row 0 of the matrix evaluates the base model with the extra layer routed off (`base_only`):
     the model's cache then has a layer that no forward fills (keys None). Rows leaving the batch,
@@ -175,8 +243,12 @@ def test_a_full_layer_routed_off_leaves_an_empty_cache_layer_and_the_same_texts(
     from hybridcl.strategies import STRATEGIES
 
     torch.manual_seed(0)
-    components = ComponentSet(make().eval(), kind, STRATEGIES["full_layer_only"],
-                              ComponentsConfig(full_layer=FullLayerSpec(position=position)))
+    components = ComponentSet(
+        make().eval(),
+        kind,
+        STRATEGIES["full_layer_only"],
+        ComponentsConfig(full_layer=FullLayerSpec(position=position)),
+    )
     components.activate("python")
     model = components.model
     with components.base_only():

@@ -1,9 +1,9 @@
 import math
 import sys
 
+import codexglue_bleu_oracle as oracle
 import pytest
 
-import codexglue_bleu_oracle as oracle
 from hybridcl.evaluate import metrics
 from hybridcl.evaluate.metrics import (
     bleu_codexglue_code_to_text,
@@ -73,19 +73,24 @@ def test_bleu_codexglue_hand_computed():
 # it back, so on inputs this small it reads an empty file and divides by zero).
 TEXT_TO_CODE = {
     "code": (
-        ["def add(a, b):\n    return a + b",
-         "function max(a, b) { return a < b ? b : a; }",
-         "def greet(name):\n    print('hello ' + name)",
-         "for (let i = 0; i < n; i++) total += xs[i];",
-         "return sorted(items)",
-         ""],
-        ["def add(a, b):\n    return a + b",
-         "function max(a, b) { return a > b ? a : b; }",
-         "def Greet(name):\n    print('Hello ' + name)",
-         "for (let i = 0; i < n; i++) { total += xs[i]; }",
-         "return sorted(items, key=len)",
-         "x = [i * i for i in range(10)]"],
-        48.81, 16.67,
+        [
+            "def add(a, b):\n    return a + b",
+            "function max(a, b) { return a < b ? b : a; }",
+            "def greet(name):\n    print('hello ' + name)",
+            "for (let i = 0; i < n; i++) total += xs[i];",
+            "return sorted(items)",
+            "",
+        ],
+        [
+            "def add(a, b):\n    return a + b",
+            "function max(a, b) { return a > b ? a : b; }",
+            "def Greet(name):\n    print('Hello ' + name)",
+            "for (let i = 0; i < n; i++) { total += xs[i]; }",
+            "return sorted(items, key=len)",
+            "x = [i * i for i in range(10)]",
+        ],
+        48.81,
+        16.67,
     ),
     "short": (["a b"], ["a b c"], 60.65, 0.0),
     "long": (["if x : return y else : return z"], ["if x : return y"], 51.7, 0.0),
@@ -148,8 +153,9 @@ def test_codebleu_is_none_when_package_missing(monkeypatch):
 
 def test_codebleu_when_installed():
     pytest.importorskip("codebleu")
-    assert codebleu(["def f(a, b):\n    return a + b\n"] * 2, ["def f(a, b):\n    return a + b\n"] * 2,
-                    "python") == pytest.approx(100.0)
+    assert codebleu(
+        ["def f(a, b):\n    return a + b\n"] * 2, ["def f(a, b):\n    return a + b\n"] * 2, "python"
+    ) == pytest.approx(100.0)
     s = codebleu(["function f(a, b) { return a + b; }"], ["function f(a, b) { return a - b; }"], "js")
     assert 0.0 < s < 100.0
 
@@ -158,18 +164,32 @@ def test_score_keys_by_direction():
     preds = ["def f(x):\n    return x + 1\n", "def g(:\n", "print 'hi'"]
     refs = ["def f(x):\n    return x + 1\n", "def g():\n    pass\n", "print('hi')"]
     t2c = score(preds, refs, language="python", direction="text-to-code")
-    assert set(t2c) == {"bleu_codexglue_code_to_text", "bleu_codexglue_text_to_code", "bleu_sacre", "exact_match",
-                        "codebleu", "syntax_pass", "syntax_pass_ast", "syntax_agreement"}
+    assert set(t2c) == {
+        "bleu_codexglue_code_to_text",
+        "bleu_codexglue_text_to_code",
+        "bleu_sacre",
+        "exact_match",
+        "codebleu",
+        "syntax_pass",
+        "syntax_pass_ast",
+        "syntax_agreement",
+    }
     assert t2c["exact_match"] == pytest.approx(100 / 3)
     assert t2c["syntax_pass"] == pytest.approx(200 / 3)  # tree-sitter accepts Python 2 print
     assert t2c["syntax_pass_ast"] == pytest.approx(100 / 3)
     assert t2c["syntax_agreement"] == pytest.approx(200 / 3)
     c2t = score(["adds one", "x"], ["add one", "y"], language="javascript", direction="code-to-text")
-    assert set(c2t) == {"bleu_codexglue_code_to_text", "bleu_codexglue_text_to_code", "bleu_sacre", "exact_match",
-                        "codebleu"}
+    assert set(c2t) == {
+        "bleu_codexglue_code_to_text",
+        "bleu_codexglue_text_to_code",
+        "bleu_sacre",
+        "exact_match",
+        "codebleu",
+    }
     assert c2t["codebleu"] is None
-    js = score(["function f() { return 1; }"], ["function f() { return 1; }"], language="javascript",
-               direction="text-to-code")
+    js = score(
+        ["function f() { return 1; }"], ["function f() { return 1; }"], language="javascript", direction="text-to-code"
+    )
     assert js["syntax_pass"] == 100.0 and "syntax_pass_ast" not in js
     with pytest.raises(ValueError):
         score(["a"], ["a"], language="python", direction="code-to-code")

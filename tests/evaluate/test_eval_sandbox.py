@@ -89,11 +89,7 @@ def test_network_is_blocked():
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     port = server.getsockname()[1]
-    code = (
-        "import socket\n"
-        f"s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-        "print('connected')\n"
-    )
+    code = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')\n"
     try:
         r = run_untrusted(code, timeout_s=10)
     finally:
@@ -112,9 +108,11 @@ def test_network_is_blocked():
 def test_as_root_the_code_runs_as_nobody_in_its_own_namespaces():
     if os.geteuid() != 0:
         pytest.skip("the root case; an ordinary user gets a user namespace instead (next tests)")
-    r = run_untrusted("import os, subprocess\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
-                      "print(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip())\n"
-                      "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n")
+    r = run_untrusted(
+        "import os, subprocess\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+        "print(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip())\n"
+        "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+    )
     assert r.status == "passed", r.stderr
     assert r.stdout.splitlines() == ["65534 65534 []", "65534", "['1', '2']"]  # init and this program: id has exited
     assert {"uid-nobody"} | ISOLATION <= set(r.protections)
@@ -159,13 +157,25 @@ def test_the_code_cannot_read_etc_shadow_or_a_run_folder(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0] == "/etc/shadow blocked FileNotFoundError"
     assert lines[1].startswith("/etc/passwd nobody:x:")  # the jail's own one-line passwd, not the host's
-    assert lines[2:] == [f"{run_dir / 'results.json'} blocked FileNotFoundError", f"{run_dir} blocked FileNotFoundError"]
+    assert lines[2:] == [
+        f"{run_dir / 'results.json'} blocked FileNotFoundError",
+        f"{run_dir} blocked FileNotFoundError",
+    ]
 
 
 def test_the_code_cannot_write_outside_its_temp_folder(tmp_path):
     name = f"hybridcl-pwned-{uuid.uuid4().hex}"
-    targets = [str(tmp_path / name), f"/{name}", f"/usr/{name}", f"/etc/{name}", f"/dev/{name}",
-               f"/dev/shm/{name}", f"/var/tmp/{name}", f"{tempfile.gettempdir()}/../{name}", f"/proc/{name}"]
+    targets = [
+        str(tmp_path / name),
+        f"/{name}",
+        f"/usr/{name}",
+        f"/etc/{name}",
+        f"/dev/{name}",
+        f"/dev/shm/{name}",
+        f"/var/tmp/{name}",
+        f"{tempfile.gettempdir()}/../{name}",
+        f"/proc/{name}",
+    ]
     code = (
         "import os\n"
         f"for path in {targets!r} + ['inside.txt', '/tmp/inside2.txt']:\n"
@@ -179,7 +189,10 @@ def test_the_code_cannot_write_outside_its_temp_folder(tmp_path):
     try:
         r = run_untrusted(code)
         assert r.status == "passed", r.stderr
-        assert r.stdout.splitlines() == [f"{t} blocked" for t in targets] + ["inside.txt written", "/tmp/inside2.txt written"]
+        assert r.stdout.splitlines() == [f"{t} blocked" for t in targets] + [
+            "inside.txt written",
+            "/tmp/inside2.txt written",
+        ]
     finally:
         leaked = [t for t in targets if os.path.exists(t)]
         for t in leaked:
@@ -216,10 +229,12 @@ def test_user_namespace_mode_hides_files_processes_and_network(monkeypatch, tmp_
         pytest.skip("needs root with a fresh /proc to force the user-namespace path")
     monkeypatch.setattr(sandbox, "_isolation", lambda: ("user", True))
     (tmp_path / "secret").write_text("s")
-    code = ("import os\n"
-            "print(os.getuid(), sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
-            f"print(os.path.exists({str(tmp_path / 'secret')!r}), os.path.exists('/etc/shadow'))\n"
-            "try:\n    open('/usr/x', 'w')\nexcept OSError as e:\n    print(type(e).__name__)\n")
+    code = (
+        "import os\n"
+        "print(os.getuid(), sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        f"print(os.path.exists({str(tmp_path / 'secret')!r}), os.path.exists('/etc/shadow'))\n"
+        "try:\n    open('/usr/x', 'w')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    )
     r = run_untrusted(code)
     assert r.status == "passed", r.stderr
     assert r.stdout.splitlines() == ["65534 ['1', '2']", "False False", "OSError"]

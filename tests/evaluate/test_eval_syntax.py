@@ -112,5 +112,10 @@ def test_new_languages(language, code, ok):
 
 
 def test_syntax_ceiling_is_the_references_pass_rate():
-    references = ["push(item) {\n  this.items.push(item);\n}", "function f(a) { return a; }", "function g( {", "get n() { return 1; }"]
+    references = [
+        "push(item) {\n  this.items.push(item);\n}",
+        "function f(a) { return a; }",
+        "function g( {",
+        "get n() { return 1; }",
+    ]
     assert syntax_ceiling(references, "javascript") == 75.0

@@ -3,6 +3,7 @@
 The cache is a ``.npz`` of int32 arrays (read with ``allow_pickle=False``) named by a hash of the
 tokenizer's identity, the model kind, the length limits and the examples.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,11 +66,15 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _cache_key(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int,
-               long_targets: str) -> str:
+def _cache_key(
+    examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int, long_targets: str
+) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len,
-                         long_targets]).encode("utf-8"))
+    h.update(
+        json.dumps(
+            [_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len, long_targets]
+        ).encode("utf-8")
+    )
     for e in examples:
         h.update(json.dumps([e.id, e.language, e.direction, e.source, e.target], ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()[:32]
@@ -79,7 +84,7 @@ def _tokenize(tokenizer: Any, texts: list[str], add_special_tokens: bool, desc: 
     out: list[list[int]] = []
     bar = tqdm(total=len(texts), desc=desc, unit="ex", disable=not progress or len(texts) < 1000)
     for start in range(0, len(texts), _CHUNK):
-        chunk = texts[start:start + _CHUNK]
+        chunk = texts[start : start + _CHUNK]
         out.extend(list(ids) for ids in tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"])
         bar.update(len(chunk))
     bar.close()
@@ -112,12 +117,20 @@ def _cut_keep_eos(ids: list[int], limit: int, eos: int | None) -> list[int]:
     if len(ids) <= limit:
         return ids
     if eos is not None and ids and ids[-1] == eos:
-        return ids[:limit - 1] + [eos]
+        return ids[: limit - 1] + [eos]
     return ids[:limit]
 
 
-def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int,
-           cache_dir: str | Path | None = None, progress: bool = True, long_targets: str = "drop") -> Encoded:
+def encode(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    kind: str,
+    max_source_len: int,
+    max_target_len: int,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    long_targets: str = "drop",
+) -> Encoded:
     """Token ids and labels for ``examples``.
 
     seq2seq: ``input_ids`` = the tokenised prompt, cut to ``max_source_len`` keeping the
@@ -136,10 +149,14 @@ def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_le
     if long_targets not in ("drop", "cut"):
         raise DataError(f"long_targets = {long_targets!r}: choose drop or cut (data.long_targets)")
     if max_source_len < 2 or max_target_len < 2:
-        raise DataError(f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens")
+        raise DataError(
+            f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens"
+        )
     eos = tokenizer.eos_token_id
     if kind == "causal" and eos is None:
-        raise DataError(f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a causal model needs one to end targets")
+        raise DataError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a causal model needs one to end targets"
+        )
     cache_file = None
     if cache_dir is not None:
         key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len, long_targets)
@@ -154,8 +171,16 @@ def encode(examples: Sequence[Example], tokenizer: Any, kind: str, max_source_le
     return encoded
 
 
-def encode_prompts(tokenizer: Any, sources: Sequence[str], languages: Sequence[str], direction: str, kind: str,
-                   max_source_len: int, *, progress: bool = False) -> tuple[list[list[int]], list[bool]]:
+def encode_prompts(
+    tokenizer: Any,
+    sources: Sequence[str],
+    languages: Sequence[str],
+    direction: str,
+    kind: str,
+    max_source_len: int,
+    *,
+    progress: bool = False,
+) -> tuple[list[list[int]], list[bool]]:
     """The prompt's token ids for each source, as training and generation both read it, and whether each was cut.
 
     The language's template goes around the source (:func:`hybridcl.data.tasks.prompt_template`).
@@ -170,7 +195,9 @@ def encode_prompts(tokenizer: Any, sources: Sequence[str], languages: Sequence[s
         prompts.append(f"{prefix}{source}{suffix}")
     out, cut = [], []
     for k, ids in enumerate(_tokenize(tokenizer, prompts, True, "tokenise prompts", progress)):
-        if kind == "causal" and eos is not None and len(ids) > 1 and ids[-1] == eos:  # T5/ByT5-style tokenizers end every text with eos
+        if (
+            kind == "causal" and eos is not None and len(ids) > 1 and ids[-1] == eos
+        ):  # T5/ByT5-style tokenizers end every text with eos
             ids = ids[:-1]
         cut.append(len(ids) > max_source_len)
         if not cut[-1]:
@@ -188,14 +215,23 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
     directions = {e.direction for e in examples}
     if len(directions) > 1:
         raise DataError(f"examples of several directions ({', '.join(sorted(directions))}) cannot be encoded together")
-    prompt_ids, prompt_cut = encode_prompts(tokenizer, [e.source for e in examples], [e.language for e in examples],
-                                            directions.pop(), kind, max_source_len, progress=progress)
+    prompt_ids, prompt_cut = encode_prompts(
+        tokenizer,
+        [e.source for e in examples],
+        [e.language for e in examples],
+        directions.pop(),
+        kind,
+        max_source_len,
+        progress=progress,
+    )
     targets = [e.target for e in examples]
     n_src = n_tgt = n_drop = 0
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
     if kind == "seq2seq":
-        for src, was_cut, tgt in zip(prompt_ids, prompt_cut, _tokenize(tokenizer, targets, True, "tokenise targets", progress)):
+        for src, was_cut, tgt in zip(
+            prompt_ids, prompt_cut, _tokenize(tokenizer, targets, True, "tokenise targets", progress)
+        ):
             if len(tgt) > max_target_len:
                 if drop:
                     n_drop += 1
@@ -221,8 +257,9 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
     return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
 
 
-def _cut_prompt(tokenizer: Any, source: str, language: str, direction: str, full: list[int], limit: int,
-                eos: int | None) -> list[int]:
+def _cut_prompt(
+    tokenizer: Any, source: str, language: str, direction: str, full: list[int], limit: int, eos: int | None
+) -> list[int]:
     """Shorten the source inside the template so the prompt keeps its start and its cue."""
     prefix, suffix = prompt_template(language, direction, "causal")
     head = list(tokenizer(prefix, add_special_tokens=True)["input_ids"])
@@ -250,9 +287,16 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, input_ids=ids, input_offsets=ids_off, labels=lab, label_offsets=lab_off,
-                     truncated=np.array([encoded.n_truncated_source, encoded.n_truncated_target, encoded.n_dropped_target],
-                                        dtype=np.int64))
+            np.savez(
+                handle,
+                input_ids=ids,
+                input_offsets=ids_off,
+                labels=lab,
+                label_offsets=lab_off,
+                truncated=np.array(
+                    [encoded.n_truncated_source, encoded.n_truncated_target, encoded.n_dropped_target], dtype=np.int64
+                ),
+            )
         os.replace(tmp, file)
     except BaseException:
         if os.path.exists(tmp):
@@ -264,16 +308,20 @@ def _load_cache(file: Path) -> Encoded | None:
     """The cached encoding, or None if the file is unreadable (it is then rebuilt)."""
     try:
         with np.load(file, allow_pickle=False) as z:
-            ids, ids_off, lab, lab_off, trunc = (z[k] for k in ("input_ids", "input_offsets", "labels", "label_offsets", "truncated"))
+            ids, ids_off, lab, lab_off, trunc = (
+                z[k] for k in ("input_ids", "input_offsets", "labels", "label_offsets", "truncated")
+            )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a truncated or foreign file
         return None
-    rows = lambda values, offsets: [values[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]  # noqa: E731
+    rows = lambda values, offsets: [values[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]  # noqa: E731
     if len(trunc) != 3:  # another format: rebuilt
         return None
     return Encoded(rows(ids, ids_off), rows(lab, lab_off), int(trunc[0]), int(trunc[1]), int(trunc[2]))
 
 
-def batch_indices(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group_by_length: bool) -> list[list[int]]:
+def batch_indices(
+    lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group_by_length: bool
+) -> list[list[int]]:
     """Batches of example indices; every index appears exactly once.
 
     ``group_by_length`` with ``shuffle``: like Hugging Face's ``LengthGroupedSampler``: a random
@@ -287,22 +335,24 @@ def batch_indices(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: 
     n = len(lengths)
     order = np.random.default_rng(seed).permutation(n).tolist() if shuffle else list(range(n))
     if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if not shuffle:
         order = sorted(order, key=lambda i: -lengths[i])
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     mega = 50 * batch_size
     batches = []
     for start in range(0, n, mega):
-        group = sorted(order[start:start + mega], key=lambda i: -lengths[i])
-        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+        group = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
     if batches:
         longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
         batches[0], batches[longest] = batches[longest], batches[0]
     return batches
 
 
-def collate(features: list[dict], pad_token_id: int, kind: str, *, mask_padding: bool = True) -> dict[str, torch.Tensor]:
+def collate(
+    features: list[dict], pad_token_id: int, kind: str, *, mask_padding: bool = True
+) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest member (right padding; labels padded with -100).
 
     ``mask_padding=False`` pads the labels with ``pad_token_id`` instead, so padding positions are
@@ -325,4 +375,8 @@ def collate(features: list[dict], pad_token_id: int, kind: str, *, mask_padding:
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids], dtype=torch.long)
     label_width = max(len(r) for r in labels) if kind == "seq2seq" else width
     label_pad = IGNORE_INDEX if mask_padding else pad_token_id
-    return {"input_ids": pad(ids, pad_token_id, width), "attention_mask": mask, "labels": pad(labels, label_pad, label_width)}
+    return {
+        "input_ids": pad(ids, pad_token_id, width),
+        "attention_mask": mask,
+        "labels": pad(labels, label_pad, label_width),
+    }

@@ -4,6 +4,7 @@
 ``func`` (a callable taking the parsed args and returning an exit code). Handlers raise
 :class:`DataError` on bad input. ``python -m hybridcl.data.cli ...`` runs them on their own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,37 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("extract", help="build records from a source tree (CodeSearchNet filters, dedup, split by file)")
     p.add_argument("--language", required=True, help=", ".join(EXTRACT_LANGUAGES))
     p.add_argument("--from", dest="source", required=True, metavar="DIR", help="source tree to extract from")
-    p.add_argument("--out", required=True, metavar="FILE",
-                   help="NAME.jsonl.gz writes NAME.train.jsonl.gz and NAME.valid.jsonl.gz (and NAME.test... with --test-fraction); "
-                        "a folder writes <language>.<split>.jsonl.gz in it")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="NAME.jsonl.gz writes NAME.train.jsonl.gz and NAME.valid.jsonl.gz (and NAME.test... with --test-fraction); "
+        "a folder writes <language>.<split>.jsonl.gz in it",
+    )
     p.add_argument("--repo", help="repo field of the records (default: the folder name)")
-    p.add_argument("--url-template", help="url field, with {path} {start} {end}, e.g. https://github.com/o/r/blob/v1/{path}#L{start}-L{end}")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATH",
-                   help="folder or file of DIR to leave out, as a path relative to DIR (src/test; * and ? match within a name; repeatable)")
-    p.add_argument("--valid-fraction", type=float, default=Filters.valid_fraction, help="share of files in the valid split (default %(default)s)")
-    p.add_argument("--test-fraction", type=float, default=Filters.test_fraction, help="share of files in the test split (default %(default)s)")
+    p.add_argument(
+        "--url-template",
+        help="url field, with {path} {start} {end}, e.g. https://github.com/o/r/blob/v1/{path}#L{start}-L{end}",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="folder or file of DIR to leave out, as a path relative to DIR (src/test; * and ? match within a name; repeatable)",
+    )
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=Filters.valid_fraction,
+        help="share of files in the valid split (default %(default)s)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=Filters.test_fraction,
+        help="share of files in the test split (default %(default)s)",
+    )
     p.add_argument("--max-train", type=int, help="keep at most this many train records (deterministic subsample)")
     p.add_argument("--max-val", type=int, help="keep at most this many valid records (deterministic subsample)")
     p.add_argument("--max-code-lines", type=int, default=Filters.max_code_lines)
@@ -46,7 +69,9 @@ def add_commands(subparsers) -> None:
 
     p = sub.add_parser("build", help="rebuild the bundled corpus from its pinned sources (byte for byte)")
     p.add_argument("--out", metavar="DIR", help="where to write (default: the package's data/corpus folder)")
-    p.add_argument("--check", action="store_true", help="build into a temporary folder and compare with the shipped corpus")
+    p.add_argument(
+        "--check", action="store_true", help="build into a temporary folder and compare with the shipped corpus"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_build)
 
@@ -54,7 +79,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="record files (.jsonl/.jsonl.gz); none = the --source")
     p.add_argument("--source", default="bundled", choices=("bundled", "jsonl", "codesearchnet", "hf"))
     p.add_argument("--path", help="data.path for the source")
-    p.add_argument("--language", action="append", help="language(s) to show (default: every language of the bundled corpus)")
+    p.add_argument(
+        "--language", action="append", help="language(s) to show (default: every language of the bundled corpus)"
+    )
     p.set_defaults(func=cmd_stats)
 
 
@@ -69,7 +96,9 @@ def _out_paths(out: str, language: str, splits: list[str]) -> dict[str, Path]:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     if args.language not in EXTRACT_LANGUAGES:
-        raise DataError(f"unsupported language {args.language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}")
+        raise DataError(
+            f"unsupported language {args.language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
+        )
     for name in ("valid_fraction", "test_fraction"):
         value = getattr(args, name)
         if not 0.0 <= value < 1.0:
@@ -77,10 +106,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.valid_fraction + args.test_fraction >= 1.0:
         raise DataError("--valid-fraction + --test-fraction must be below 1 so that some files are left for training")
     root = Path(args.source)
-    filters = Filters(max_code_lines=args.max_code_lines, max_code_chars=args.max_code_chars,
-                      valid_fraction=0.0 if args.no_split else args.valid_fraction, test_fraction=0.0 if args.no_split else args.test_fraction)
+    filters = Filters(
+        max_code_lines=args.max_code_lines,
+        max_code_chars=args.max_code_chars,
+        valid_fraction=0.0 if args.no_split else args.valid_fraction,
+        test_fraction=0.0 if args.no_split else args.test_fraction,
+    )
     caps = {k: v for k, v in (("train", args.max_train), ("valid", args.max_val)) if v is not None}
-    source = TreeSource(str(root), args.repo or root.resolve().name, url_template=args.url_template, exclude=tuple(args.exclude))
+    source = TreeSource(
+        str(root), args.repo or root.resolve().name, url_template=args.url_template, exclude=tuple(args.exclude)
+    )
     result = extract(source, args.language, filters, max_per_split=caps, progress=not args.no_progress)
     print(result.report.table())
     for pattern in args.exclude:
@@ -121,8 +156,10 @@ def _describe(records) -> str:
     lines = [r.code.count("\n") + 1 for r in records]
     words = [len(r.docstring.split()) for r in records]
     files = len({(r.repo, r.path) for r in records})
-    return (f"{len(records)} records from {files} files; code lines median {statistics.median(lines):g} (max {max(lines)}); "
-            f"docstring words median {statistics.median(words):g}")
+    return (
+        f"{len(records)} records from {files} files; code lines median {statistics.median(lines):g} (max {max(lines)}); "
+        f"docstring words median {statistics.median(words):g}"
+    )
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ Then, in this order, and every step counted in an :class:`ExtractReport`:
 4. a split **by file**: the split of a function is decided by a hash of ``repo`` + ``path``, so no
    file is in two splits and the same file always lands in the same split.
 """
+
 from __future__ import annotations
 
 import ast
@@ -45,15 +46,32 @@ from hybridcl.errors import DataError
 
 EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
 SPLITS = ("train", "valid", "test")
-EXTENSIONS = {"python": (".py",), "javascript": (".js", ".mjs", ".cjs"), "go": (".go",), "java": (".java",),
-               "php": (".php",), "ruby": (".rb",)}
+EXTENSIONS = {
+    "python": (".py",),
+    "javascript": (".js", ".mjs", ".cjs"),
+    "go": (".go",),
+    "java": (".java",),
+    "php": (".php",),
+    "ruby": (".rb",),
+}
 _TEST_DIRS = {"test", "tests", "idle_test", "__tests__", "testing", "spec", "specs", "testdata", "Tests"}
 # Constructors and methods every class has, by language (Python's are the __dunder__ names).
 _SPECIAL = {
     "javascript": {"constructor", "toString", "valueOf", "toJSON", "toLocaleString"},
     "go": {"init", "main"},
     "java": {"toString", "equals", "hashCode", "clone", "finalize"},
-    "ruby": {"initialize", "to_s", "inspect", "to_str", "==", "eql?", "hash", "<=>", "method_missing", "respond_to_missing?"},
+    "ruby": {
+        "initialize",
+        "to_s",
+        "inspect",
+        "to_str",
+        "==",
+        "eql?",
+        "hash",
+        "<=>",
+        "method_missing",
+        "respond_to_missing?",
+    },
     "php": set(),  # every __name is special (magic methods), checked by prefix
 }
 _WORD = re.compile(r"\w+")
@@ -122,7 +140,9 @@ class ExtractReport:
 
     language: str
     files_found: int = 0
-    files_skipped: dict[str, int] = field(default_factory=lambda: {"test path": 0, "minified": 0, "not UTF-8": 0, "syntax error": 0})
+    files_skipped: dict[str, int] = field(
+        default_factory=lambda: {"test path": 0, "minified": 0, "not UTF-8": 0, "syntax error": 0}
+    )
     functions_found: int = 0
     filtered: dict[str, int] = field(default_factory=lambda: {key: 0 for key, _ in FILTER_STEPS})
     exact_duplicates: int = 0
@@ -131,7 +151,9 @@ class ExtractReport:
     splits: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     files_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     subsampled: dict[str, int] = field(default_factory=dict)  # split -> examples left after a cap
-    unmatched_excludes: list[str] = field(default_factory=list)  # "ROOT: PATTERN" for exclude / include patterns that matched no path
+    unmatched_excludes: list[str] = field(
+        default_factory=list
+    )  # "ROOT: PATTERN" for exclude / include patterns that matched no path
 
     @property
     def files_parsed(self) -> int:
@@ -164,7 +186,9 @@ class ExtractReport:
         for split in SPLITS:
             if self.splits[split] or split != "test":
                 capped = f", kept {self.subsampled[split]} after the cap" if split in self.subsampled else ""
-                lines.append(f"  split {split}: {self.splits[split]} functions from {self.files_per_split[split]} files{capped}")
+                lines.append(
+                    f"  split {split}: {self.splits[split]} functions from {self.files_per_split[split]} files{capped}"
+                )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -208,15 +232,23 @@ class _Found:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
-def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: Filters = Filters(),
-            max_per_split: dict[str, int] | None = None, progress: bool = True) -> ExtractResult:
+
+def extract(
+    sources: Sequence[TreeSource] | TreeSource,
+    language: str,
+    filters: Filters = Filters(),
+    max_per_split: dict[str, int] | None = None,
+    progress: bool = True,
+) -> ExtractResult:
     """Extract, filter, deduplicate and split the functions of one or more source trees.
 
     ``max_per_split`` caps a split (``{"train": 4000}``) with a deterministic subsample (a hash
     of each record); the report keeps the count before and after the cap.
     """
     if language not in EXTRACT_LANGUAGES:
-        raise DataError(f"unsupported language {language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}")
+        raise DataError(
+            f"unsupported language {language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
+        )
     if isinstance(sources, TreeSource):
         sources = [sources]
     report = ExtractReport(language)
@@ -224,13 +256,17 @@ def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: 
     for source in sources:
         root = Path(source.root)
         if not root.is_dir():
-            raise DataError(f"{root}: not a folder; --from must name a source tree to extract {language} functions from")
+            raise DataError(
+                f"{root}: not a folder; --from must name a source tree to extract {language} functions from"
+            )
         files.extend((source, path) for path in _walk(root, language, source, report))
     if language == "python":
         parse = _python_functions
     else:
+
         def parse(text: str, filename: str) -> list[_Found]:
             return _tree_sitter_functions(text, filename, language)
+
     candidates: list[Record] = []
     for source, path in tqdm(files, desc=f"extract {language}", unit="file", disable=not progress or len(files) < 50):
         rel = path.relative_to(source.root).as_posix()
@@ -249,7 +285,9 @@ def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: 
                 report.filtered[reason] += 1
                 continue
             url = source.url_template.format(path=rel, start=fn.start, end=fn.end) if source.url_template else None
-            candidates.append(Record(source.repo, source.path_prefix + rel, fn.name, language, fn.code, fn.docstring or "", url))
+            candidates.append(
+                Record(source.repo, source.path_prefix + rel, fn.name, language, fn.code, fn.docstring or "", url)
+            )
     records = deduplicate(candidates, filters.near_duplicate_jaccard, report)
     report.kept = len(records)
     splits = split_by_file(records, filters.valid_fraction, filters.test_fraction)
@@ -261,8 +299,10 @@ def extract(sources: Sequence[TreeSource] | TreeSource, language: str, filters: 
             splits[split] = subsample(splits[split], cap)
             report.subsampled[split] = cap
     if not records:
-        raise DataError(f"{', '.join(str(s.root) for s in sources)}: no {language} functions left after filtering "
-                        f"({report.functions_found} found in {report.files_parsed} files); point --from at a tree with documented functions")
+        raise DataError(
+            f"{', '.join(str(s.root) for s in sources)}: no {language} functions left after filtering "
+            f"({report.functions_found} found in {report.files_parsed} files); point --from at a tree with documented functions"
+        )
     return ExtractResult(splits, report)
 
 
@@ -293,7 +333,7 @@ def deduplicate(records: list[Record], threshold: float, report: ExtractReport |
 
 def split_of(repo: str, path: str, valid_fraction: float, test_fraction: float = 0.0) -> str:
     """The split of every function of file ``repo``/``path``: a hash, so it never changes."""
-    digest = hashlib.sha256(f"{repo}\n{path}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{repo}\n{path}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < valid_fraction:
         return "valid"
@@ -302,7 +342,9 @@ def split_of(repo: str, path: str, valid_fraction: float, test_fraction: float =
     return "train"
 
 
-def split_by_file(records: Iterable[Record], valid_fraction: float, test_fraction: float = 0.0) -> dict[str, list[Record]]:
+def split_by_file(
+    records: Iterable[Record], valid_fraction: float, test_fraction: float = 0.0
+) -> dict[str, list[Record]]:
     splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for record in records:
         splits[split_of(record.repo, record.path, valid_fraction, test_fraction)].append(record)
@@ -310,7 +352,9 @@ def split_by_file(records: Iterable[Record], valid_fraction: float, test_fractio
 
 
 def record_key(record: Record) -> str:
-    return hashlib.sha256("\n".join((record.repo, record.path, record.func_name, record.code)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(
+        "\n".join((record.repo, record.path, record.func_name, record.code)).encode("utf-8")
+    ).hexdigest()
 
 
 def subsample(records: list[Record], n: int) -> list[Record]:
@@ -322,14 +366,22 @@ def subsample(records: list[Record], n: int) -> list[Record]:
 # ---------------------------------------------------------------------------------------------
 # Files
 
+
 def _is_test_path(rel: str, language: str) -> bool:
     parts = rel.split("/")
     name = parts[-1]
     stem = name.split(".")[0]
     # FooTest.java / FooTest.php: JUnit's and PHPUnit's naming (camel case, so only there)
     camel = language in ("java", "php") and stem.endswith(("Test", "Tests", "TestCase"))
-    return (any(p in _TEST_DIRS for p in parts[:-1]) or stem.startswith("test_") or stem.endswith(("_test", "_spec"))
-            or stem in ("test", "tests", "conftest") or ".test." in name or ".spec." in name or camel)
+    return (
+        any(p in _TEST_DIRS for p in parts[:-1])
+        or stem.startswith("test_")
+        or stem.endswith(("_test", "_spec"))
+        or stem in ("test", "tests", "conftest")
+        or ".test." in name
+        or ".spec." in name
+        or camel
+    )
 
 
 def _matches(rel: str, pattern: str) -> bool:
@@ -354,14 +406,21 @@ def _walk(root: Path, language: str, source: TreeSource, report: ExtractReport) 
         parts = rel.split("/")
         if any(hit("/".join(parts[:i]), source.include) for i in range(1, len(parts))):
             return True
-        return is_dir and any(len(p.strip("/").split("/")) > len(parts) and _matches(rel, "/".join(p.strip("/").split("/")[:len(parts)]))
-                              for p in source.include)
+        return is_dir and any(
+            len(p.strip("/").split("/")) > len(parts) and _matches(rel, "/".join(p.strip("/").split("/")[: len(parts)]))
+            for p in source.include
+        )
 
     for dirpath, dirnames, filenames in os.walk(root):
         base = Path(dirpath).relative_to(root).as_posix()
         prefix = "" if base == "." else base + "/"
-        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "node_modules", ".git")
-                             and not hit(prefix + d, source.exclude) and under_include(prefix + d, True))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in ("__pycache__", "node_modules", ".git")
+            and not hit(prefix + d, source.exclude)
+            and under_include(prefix + d, True)
+        )
         for name in sorted(filenames):
             if not name.endswith(EXTENSIONS[language]):
                 continue
@@ -401,6 +460,7 @@ def _read_source(path: Path, filters: Filters, report: ExtractReport) -> str | N
 # ---------------------------------------------------------------------------------------------
 # Filters
 
+
 def docstring_summary(docstring: str) -> str:
     """The first paragraph of a docstring with whitespace collapsed (CodeSearchNet's summary)."""
     paragraph = re.split(r"\n\s*\n", docstring.strip(), maxsplit=1)[0]
@@ -421,8 +481,12 @@ def _filter_reason(fn: _Found, language: str, filters: Filters) -> str | None:
     short = fn.name.rsplit(".", 1)[-1]
     if _is_test_name(fn.name):
         return "test"
-    if (fn.special or (language == "python" and short.startswith("__") and short.endswith("__"))
-            or (language == "php" and short.startswith("__")) or short in _SPECIAL.get(language, ())):
+    if (
+        fn.special
+        or (language == "python" and short.startswith("__") and short.endswith("__"))
+        or (language == "php" and short.startswith("__"))
+        or short in _SPECIAL.get(language, ())
+    ):
         return "special"
     n_tokens = len(_WORD.findall(docstring_summary(fn.docstring)))
     if n_tokens < filters.min_docstring_tokens:
@@ -461,7 +525,7 @@ class _NearDuplicateIndex:
             tokens = frozenset([code])
         hashes = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in tokens), dtype=np.uint64, count=len(tokens))
         signature = ((self.a * hashes[None, :] + self.b) % self._PRIME).min(axis=1)
-        keys = [(band, signature[band * self._ROWS:(band + 1) * self._ROWS].tobytes()) for band in range(self._BANDS)]
+        keys = [(band, signature[band * self._ROWS : (band + 1) * self._ROWS].tobytes()) for band in range(self._BANDS)]
         checked: set[int] = set()
         for key in keys:
             for other in self.buckets.get(key, ()):
@@ -481,6 +545,7 @@ class _NearDuplicateIndex:
 # ---------------------------------------------------------------------------------------------
 # Python
 
+
 def _python_functions(text: str, filename: str) -> list[_Found]:
     tree = ast.parse(text, filename=filename)
     lines = text.split("\n")
@@ -492,9 +557,11 @@ def _python_functions(text: str, filename: str) -> list[_Found]:
                 doc = ast.get_docstring(child, clean=True)
                 body_only = doc is not None and len(child.body) == 1
                 first = lines[child.lineno - 1]
-                indent = len(first.encode("utf-8")[:child.col_offset].decode("utf-8", errors="ignore"))
-                code = _dedent_block(lines[child.lineno - 1:child.end_lineno], indent)
-                found.append(_Found(prefix + child.name, code, doc, child.lineno, child.end_lineno, in_function, body_only))
+                indent = len(first.encode("utf-8")[: child.col_offset].decode("utf-8", errors="ignore"))
+                code = _dedent_block(lines[child.lineno - 1 : child.end_lineno], indent)
+                found.append(
+                    _Found(prefix + child.name, code, doc, child.lineno, child.end_lineno, in_function, body_only)
+                )
                 visit(child, f"{prefix}{child.name}.", True)
             elif isinstance(child, ast.ClassDef):
                 visit(child, f"{prefix}{child.name}.", in_function)
@@ -537,12 +604,16 @@ _INLINE_TAG = re.compile(r"\{@(\w+)(?:\s+([^}]*))?\}")
 _LINK_TAGS = {"link", "linkcode", "linkplain", "see"}
 # Comment lines that steer a tool rather than describe the function (eslint, istanbul, TypeScript,
 # rubocop, Go compiler directives, Ruby magic comments): never part of a docstring.
-_DIRECTIVE = re.compile(r"^(?:eslint|istanbul |c8 |jshint|jscs:|global |exported |prettier-ignore|@ts-|rubocop:|"
-                        r"go:|nolint|line \S|export \w|extern \w|frozen_string_literal:|-\*-|TODO|FIXME|XXX)")
+_DIRECTIVE = re.compile(
+    r"^(?:eslint|istanbul |c8 |jshint|jscs:|global |exported |prettier-ignore|@ts-|rubocop:|"
+    r"go:|nolint|line \S|export \w|extern \w|frozen_string_literal:|-\*-|TODO|FIXME|XXX)"
+)
 
 
 def _ts_parser(language: str):
-    if language not in _PARSERS:  # built once per language: loading a grammar takes time, a parser keeps no state between parses
+    if (
+        language not in _PARSERS
+    ):  # built once per language: loading a grammar takes time, a parser keeps no state between parses
         import importlib
 
         import tree_sitter
@@ -550,7 +621,9 @@ def _ts_parser(language: str):
         try:
             module = importlib.import_module(f"tree_sitter_{language}")
         except ImportError:
-            raise DataError(f"extracting {language} needs its tree-sitter grammar: pip install tree-sitter-{language}") from None
+            raise DataError(
+                f"extracting {language} needs its tree-sitter grammar: pip install tree-sitter-{language}"
+            ) from None
         # A PHP file starts with <?php and may hold HTML around the code: the full grammar, not php_only.
         make = module.language_php if language == "php" else module.language
         _PARSERS[language] = tree_sitter.Parser(tree_sitter.Language(make()))
@@ -563,6 +636,7 @@ def render_inline_tags(text: str) -> str:
     ``{@link Foo}`` -> ``Foo``; ``{@link Foo|the foo}`` and ``{@link Foo the foo}`` -> ``the foo``;
     ``{@code a + b}`` -> ``a + b``; ``{@inheritDoc}`` -> nothing.
     """
+
     def plain(match: re.Match) -> str:
         tag, body = match.group(1).lower(), (match.group(2) or "").strip()
         if tag in _LINK_TAGS:
@@ -636,12 +710,12 @@ def line_comment_description(comments: Sequence[str]) -> str:
 
 
 def _text(node, data: bytes) -> str:
-    return data[node.start_byte:node.end_byte].decode("utf-8")
+    return data[node.start_byte : node.end_byte].decode("utf-8")
 
 
 def _starts_line(node, data: bytes) -> bool:
     line_start = data.rfind(b"\n", 0, node.start_byte) + 1
-    return not data[line_start:node.start_byte].strip()
+    return not data[line_start : node.start_byte].strip()
 
 
 def _leading_doc(anchor, data: bytes) -> str | None:
@@ -658,11 +732,15 @@ def _leading_doc(anchor, data: bytes) -> str | None:
         return None
     text = _text(comment, data)
     if text.startswith("/**"):
-        return jsdoc_description(text) if not data[comment.end_byte:anchor.start_byte].strip() else None
+        return jsdoc_description(text) if not data[comment.end_byte : anchor.start_byte].strip() else None
     block: list[str] = []
     below = anchor
-    while (comment is not None and comment.type in _COMMENTS and _starts_line(comment, data)
-           and comment.end_point[0] + 1 == below.start_point[0]):
+    while (
+        comment is not None
+        and comment.type in _COMMENTS
+        and _starts_line(comment, data)
+        and comment.end_point[0] + 1 == below.start_point[0]
+    ):
         text = _text(comment, data)
         if not text.startswith(("//", "#")):
             break
@@ -690,8 +768,8 @@ def _tree_sitter_functions(text: str, filename: str, language: str) -> list[_Fou
 
 def _code_of(decl, data: bytes) -> str:
     line_start = data.rfind(b"\n", 0, decl.start_byte) + 1
-    indent = len(data[line_start:decl.start_byte].decode("utf-8"))
-    return _dedent_block(data[line_start:decl.end_byte].decode("utf-8").split("\n"), indent)
+    indent = len(data[line_start : decl.start_byte].decode("utf-8"))
+    return _dedent_block(data[line_start : decl.end_byte].decode("utf-8").split("\n"), indent)
 
 
 def _owners(node, data: bytes, language: str) -> tuple[list[str], bool]:
@@ -730,8 +808,16 @@ def _declared_function(node, data: bytes, language: str) -> _Found | None:
     if language == "go" and node.type == "method_declaration":
         owners = [r for r in [_go_receiver(node, data)] if r]
     special = node.type == "constructor_declaration"
-    return _Found(".".join([*owners, name]), _code_of(node, data), _leading_doc(node, data),
-                  node.start_point[0] + 1, node.end_point[0] + 1, nested, False, special)
+    return _Found(
+        ".".join([*owners, name]),
+        _code_of(node, data),
+        _leading_doc(node, data),
+        node.start_point[0] + 1,
+        node.end_point[0] + 1,
+        nested,
+        False,
+        special,
+    )
 
 
 def _wraps_function(node) -> bool:
@@ -759,7 +845,12 @@ def _js_function(node, data: bytes, language: str = "javascript") -> _Found | No
         decl = parent if parent is not None and parent.named_child_count == 1 else node
     elif kind == "assignment_expression":
         value = node.child_by_field_name("right")
-        if value is None or value.type not in _FUNCTION_VALUES or node.parent is None or node.parent.type != "expression_statement":
+        if (
+            value is None
+            or value.type not in _FUNCTION_VALUES
+            or node.parent is None
+            or node.parent.type != "expression_statement"
+        ):
             return None
         name_node = node.child_by_field_name("left")
         decl = node.parent
@@ -782,4 +873,12 @@ def _js_function(node, data: bytes, language: str = "javascript") -> _Found | No
                 name = f"{_text(owner_name, data)}.{name}"
     anchor = decl.parent if decl.parent is not None and decl.parent.type == "export_statement" else decl
     nested = False  # nested JavaScript functions are kept: library code often lives in one closure
-    return _Found(name, _code_of(decl, data), _leading_doc(anchor, data), decl.start_point[0] + 1, decl.end_point[0] + 1, nested, False)
+    return _Found(
+        name,
+        _code_of(decl, data),
+        _leading_doc(anchor, data),
+        decl.start_point[0] + 1,
+        decl.end_point[0] + 1,
+        nested,
+        False,
+    )

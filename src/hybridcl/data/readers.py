@@ -3,6 +3,7 @@
 Every reader returns :class:`Record` lists for one language and one split (``train``, ``valid`` or
 ``test``) and raises :class:`DataError` naming the file and line of anything it cannot use.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,21 @@ def bundled_dir() -> Path:
 def bundled_languages() -> list[str]:
     manifest = bundled_dir() / "manifest.json"
     if not manifest.is_file():
-        raise DataError(f"{manifest}: the bundled corpus manifest is missing; reinstall hybridcl or run `hybridcl data build`")
+        raise DataError(
+            f"{manifest}: the bundled corpus manifest is missing; reinstall hybridcl or run `hybridcl data build`"
+        )
     return sorted(json.loads(manifest.read_text(encoding="utf-8"))["languages"])
 
 
-def read_split(source: str, path: str | None, language: str, split: str, *, max_record_bytes: int | None = None,
-               skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
+def read_split(
+    source: str,
+    path: str | None,
+    language: str,
+    split: str,
+    *,
+    max_record_bytes: int | None = None,
+    skipped: Counter | None = None,
+) -> tuple[list[Record], list[str]]:
     """Records of one language and split from ``source``; also returns the files read.
 
     Records longer than ``max_record_bytes`` (bytes of JSON) are skipped before they are parsed,
@@ -55,8 +65,10 @@ def read_split(source: str, path: str | None, language: str, split: str, *, max_
     if source == "bundled":
         languages = bundled_languages()
         if language not in languages:
-            raise DataError(f"unsupported language {language!r} for data.source=bundled: the bundled corpus has {', '.join(languages)}; "
-                            "use data.source=codesearchnet or data.source=jsonl for other languages")
+            raise DataError(
+                f"unsupported language {language!r} for data.source=bundled: the bundled corpus has {', '.join(languages)}; "
+                "use data.source=codesearchnet or data.source=jsonl for other languages"
+            )
         return read_jsonl_split(bundled_dir(), language, split, **bound)
     if source == "jsonl":
         return read_jsonl_split(_need_path(path, source), language, split, **bound)
@@ -73,8 +85,9 @@ def _need_path(path: str | None, source: str) -> Path:
     return Path(path)
 
 
-def read_jsonl_split(root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None,
-                     skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
+def read_jsonl_split(
+    root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None, skipped: Counter | None = None
+) -> tuple[list[Record], list[str]]:
     """``root/<language>.<split>.jsonl.gz`` (or ``.jsonl``), as written by ``hybridcl data extract``."""
     root = Path(root)
     for name in (f"{language}.{split}.jsonl.gz", f"{language}.{split}.jsonl"):
@@ -83,30 +96,41 @@ def read_jsonl_split(root: str | Path, language: str, split: str, *, max_record_
             records = read_records(file, max_bytes=max_record_bytes, skipped=skipped)
             _check_language(records, language, file)
             return records, [str(file)]
-    raise DataError(f"{root}: no {language}.{split}.jsonl.gz or {language}.{split}.jsonl; "
-                    f"create it with `hybridcl data extract --language {language} --from SRC --out {root}/{language}.jsonl.gz`")
+    raise DataError(
+        f"{root}: no {language}.{split}.jsonl.gz or {language}.{split}.jsonl; "
+        f"create it with `hybridcl data extract --language {language} --from SRC --out {root}/{language}.jsonl.gz`"
+    )
 
 
 def _check_language(records: list[Record], language: str, file: Path) -> None:
     for i, record in enumerate(records):
         if record.language != language:
-            raise DataError(f"{file}: record {i + 1} has language {record.language!r}, expected {language!r}; "
-                            "the file name must match the language of its records")
+            raise DataError(
+                f"{file}: record {i + 1} has language {record.language!r}, expected {language!r}; "
+                "the file name must match the language of its records"
+            )
 
 
-def read_codesearchnet(root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None,
-                       skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
+def read_codesearchnet(
+    root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None, skipped: Counter | None = None
+) -> tuple[list[Record], list[str]]:
     """The official release: ``root/<language>/final/jsonl/<split>/*.jsonl.gz``."""
     if language not in CSN_LANGUAGES:
-        raise DataError(f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}")
+        raise DataError(
+            f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}"
+        )
     folder = Path(root) / language / "final" / "jsonl" / split
     files = sorted(folder.glob("*.jsonl.gz"), key=_shard_order) + sorted(folder.glob("*.jsonl"), key=_shard_order)
     if not files:
-        raise DataError(f"{folder}: no .jsonl.gz files; unzip the CodeSearchNet release {language}.zip into {root} "
-                        f"so that {language}/final/jsonl/{split}/ exists")
+        raise DataError(
+            f"{folder}: no .jsonl.gz files; unzip the CodeSearchNet release {language}.zip into {root} "
+            f"so that {language}/final/jsonl/{split}/ exists"
+        )
     records = []
     for file in files:
-        records.extend(read_records(file, max_bytes=max_record_bytes, skipped=skipped))  # the release's rows carry the record fields by the same names
+        records.extend(
+            read_records(file, max_bytes=max_record_bytes, skipped=skipped)
+        )  # the release's rows carry the record fields by the same names
     return records, [str(f) for f in files]
 
 
@@ -126,8 +150,14 @@ def hf_row_to_record(row: Any, where: str) -> Record:
     return record_from_dict({field: row.get(column) for column, field in HF_FIELDS.items()}, where)
 
 
-def read_hf(language: str, split: str, path: str | None = None, *, max_record_bytes: int | None = None,
-            skipped: Counter | None = None) -> tuple[list[Record], list[str]]:
+def read_hf(
+    language: str,
+    split: str,
+    path: str | None = None,
+    *,
+    max_record_bytes: int | None = None,
+    skipped: Counter | None = None,
+) -> tuple[list[Record], list[str]]:
     """The Hugging Face ``code_search_net`` dataset.
 
     ``path`` None or a hub id (default ``code_search_net``): downloaded with ``datasets`` (needs
@@ -136,14 +166,18 @@ def read_hf(language: str, split: str, path: str | None = None, *, max_record_by
     ``test``), read without ``datasets``.
     """
     if language not in CSN_LANGUAGES:
-        raise DataError(f"unsupported language {language!r} for data.source=hf: code_search_net has {', '.join(CSN_LANGUAGES)}")
+        raise DataError(
+            f"unsupported language {language!r} for data.source=hf: code_search_net has {', '.join(CSN_LANGUAGES)}"
+        )
     hf_split = _HF_SPLITS[split]
     if path and Path(path).exists():
         folder = Path(path) / language
         files = sorted(folder.glob(f"{hf_split}*.jsonl.gz")) + sorted(folder.glob(f"{hf_split}*.jsonl"))
         if not files:
-            raise DataError(f"{folder}: no {hf_split}*.jsonl[.gz] files in the code_search_net format; "
-                            "save the dataset with Dataset.to_json or point data.path at a hub id")
+            raise DataError(
+                f"{folder}: no {hf_split}*.jsonl[.gz] files in the code_search_net format; "
+                "save the dataset with Dataset.to_json or point data.path at a hub id"
+            )
         records = []
         for file in files:
             for lineno, row in iter_json_lines(file, max_record_bytes):
@@ -155,15 +189,19 @@ def read_hf(language: str, split: str, path: str | None = None, *, max_record_by
     try:
         import datasets  # optional: pip install 'hybridcl[eval]'
     except ImportError:
-        raise DataError("data.source=hf needs the `datasets` package: pip install datasets (or hybridcl[eval]); "
-                        "or use data.source=codesearchnet with the official release") from None
+        raise DataError(
+            "data.source=hf needs the `datasets` package: pip install datasets (or hybridcl[eval]); "
+            "or use data.source=codesearchnet with the official release"
+        ) from None
     name = path or "code_search_net"
     try:
         dataset = datasets.load_dataset(name, language, split=hf_split)
     except Exception as exc:  # network, hub and script errors all end here; the user needs one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"hf dataset {name} ({language}, {hf_split}): cannot load ({first}); check the network or the HF cache, "
-                        "or use data.source=codesearchnet with a local copy") from None
+        raise DataError(
+            f"hf dataset {name} ({language}, {hf_split}): cannot load ({first}); check the network or the HF cache, "
+            "or use data.source=codesearchnet with a local copy"
+        ) from None
     records = []
     for i, row in enumerate(dataset):
         row = dict(row)

@@ -5,6 +5,7 @@ strict: a corrupt gzip stream, a line that is not UTF-8, malformed JSON, a missi
 field of the wrong type raises :class:`DataError` naming the file and line. Blank lines are not
 records and are passed over.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -52,7 +53,9 @@ class Record:
 def record_from_dict(obj: Any, where: str) -> Record:
     """Check one parsed JSON line and build a :class:`Record`; ``where`` is ``file:line``."""
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each line must be one record object")
+        raise DataError(
+            f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each line must be one record object"
+        )
     values: dict[str, Any] = {}
     for name in FIELDS:
         if name not in obj:
@@ -65,11 +68,15 @@ def record_from_dict(obj: Any, where: str) -> Record:
 
 def _text(value: Any, name: str, where: str) -> str:
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {name!r} must be a string, got {type(value).__name__}; fix or remove this record")
+        raise DataError(
+            f"{where}: field {name!r} must be a string, got {type(value).__name__}; fix or remove this record"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise DataError(f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid Unicode text; fix or remove this record") from None
+        raise DataError(
+            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid Unicode text; fix or remove this record"
+        ) from None
     return value
 
 
@@ -88,7 +95,7 @@ def iter_json_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[
     lineno = 0
     limit = -1 if max_bytes is None else max_bytes + 1  # + 1: room for the newline
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as handle:
             while raw := handle.readline(limit):
                 lineno += 1
                 if len(raw) == limit and not raw.endswith(b"\n"):
@@ -98,7 +105,9 @@ def iter_json_lines(path: str | Path, max_bytes: int | None = None) -> Iterator[
                     continue
                 yield lineno, _parse_line(raw, f"{path}:{lineno}")
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}:{lineno + 1}: corrupt gzip data ({exc or type(exc).__name__}); re-download or re-create the file") from None
+        raise DataError(
+            f"{path}:{lineno + 1}: corrupt gzip data ({exc or type(exc).__name__}); re-download or re-create the file"
+        ) from None
     except OSError as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise DataError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
@@ -109,15 +118,21 @@ def _parse_line(raw: bytes, where: str) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8") from None
+        raise DataError(
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8"
+        ) from None
     if not text.strip():
         return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object") from None
+        raise DataError(
+            f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+        ) from None
     except (ValueError, RecursionError) as exc:
-        raise DataError(f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object") from None
+        raise DataError(
+            f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object"
+        ) from None
 
 
 def read_records(path: str | Path, *, max_bytes: int | None = None, skipped: Counter | None = None) -> list[Record]:

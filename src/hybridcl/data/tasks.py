@@ -8,14 +8,16 @@ characters (half by default), target = the whole function or the rest of it; the
 CodeSearchNet's, docstring included, as the seed used it. With the ``copy`` objective a training
 example is the function and the same function (the seed's ``labels=input_ids``).
 """
+
 from __future__ import annotations
 
 import ast
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
@@ -52,12 +54,20 @@ def _check_direction(direction: str) -> None:
 
 
 def example_id(record: Record) -> str:
-    digest = hashlib.sha256("\n".join((record.repo, record.path, record.func_name, record.code)).encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha256(
+        "\n".join((record.repo, record.path, record.func_name, record.code)).encode("utf-8")
+    ).hexdigest()[:10]
     return f"{record.language}/{record.repo}/{record.path}::{record.func_name}#{digest}"
 
 
-def make_examples(records: list[Record], direction: str, *, completion_prefix: float = 0.5,
-                  completion_target: str = "whole", copy: bool = False) -> list[Example]:
+def make_examples(
+    records: list[Record],
+    direction: str,
+    *,
+    completion_prefix: float = 0.5,
+    completion_target: str = "whole",
+    copy: bool = False,
+) -> list[Example]:
     """One example per record; records whose summary or code-without-docstring is empty are left out.
 
     ``completion``: the source is ``code[:int(len(code) * completion_prefix)]`` (the seed's
@@ -125,12 +135,14 @@ def _strip_python_docstring(code: str) -> str:
     if fn is None or not fn.body:
         return code
     first = fn.body[0]
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+    if not (
+        isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    ):
         return code
     lines = code.split("\n")
     start, end = first.lineno - 1, first.end_lineno  # 0-based [start, end)
-    before = lines[start][:_char_col(lines[start], first.col_offset)]
-    rest = lines[end - 1][_char_col(lines[end - 1], first.end_col_offset):].strip().lstrip(";").strip()
+    before = lines[start][: _char_col(lines[start], first.col_offset)]
+    rest = lines[end - 1][_char_col(lines[end - 1], first.end_col_offset) :].strip().lstrip(";").strip()
     filler = rest or ("pass" if len(fn.body) == 1 else "")  # a body that was only the docstring stays valid
     if before.strip():  # `def f(): "doc"` on one line
         lines[start:end] = [f"{before.rstrip()} {filler}"]
@@ -160,7 +172,11 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
     name = LANGUAGE_NAMES.get(language, language.capitalize())
     if direction == "completion":  # the same cue whether the target is the whole function or the rest
-        return (f"Complete {name}: ", "") if kind == "seq2seq" else (f"Complete this {name} function.\nStart:\n", "\nCompletion:\n")
+        return (
+            (f"Complete {name}: ", "")
+            if kind == "seq2seq"
+            else (f"Complete this {name} function.\nStart:\n", "\nCompletion:\n")
+        )
     if kind == "seq2seq":
         return (f"Generate {name}: " if direction == "text-to-code" else f"Summarize {name}: "), ""
     if direction == "text-to-code":
@@ -182,8 +198,13 @@ def format_prompt(example_or_source: str | Example, language: str, direction: st
     return f"{prefix}{source}{suffix}"
 
 
-def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[[list[Example]], list[bool]] | None,
-          drop: bool) -> tuple[list[Example], int, int]:
+def _draw(
+    examples: list[Example],
+    n: int | None,
+    seed: int,
+    too_long: Callable[[list[Example]], list[bool]] | None,
+    drop: bool,
+) -> tuple[list[Example], int, int]:
     """``(kept, checked, long)``: up to ``n`` examples (all if ``n`` is None), in file order.
 
     The sample is drawn in a fixed order (a hash of ``seed`` and the example id), so it does not
@@ -195,7 +216,9 @@ def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[
     if n is None or len(examples) <= n:
         order = list(range(len(examples)))
     else:
-        order = sorted(range(len(examples)), key=lambda i: hashlib.sha256(f"{seed}\n{examples[i].id}".encode("utf-8")).digest())
+        order = sorted(
+            range(len(examples)), key=lambda i: hashlib.sha256(f"{seed}\n{examples[i].id}".encode()).digest()
+        )
     if too_long is None:
         chosen = order[:n]
         checked = n_long = 0
@@ -206,7 +229,7 @@ def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[
     else:
         chosen, checked, n_long = [], 0, 0
         while checked < len(order) and (n is None or len(chosen) < n):
-            block = order[checked:] if n is None else order[checked:checked + n - len(chosen)]
+            block = order[checked:] if n is None else order[checked : checked + n - len(chosen)]
             flags = too_long([examples[i] for i in block])
             chosen += [i for i, long in zip(block, flags) if not long]
             checked += len(block)
@@ -214,8 +237,9 @@ def _draw(examples: list[Example], n: int | None, seed: int, too_long: Callable[
     return [examples[i] for i in sorted(chosen)], checked, n_long
 
 
-def _first_rows(examples: list[Example], too_long: Callable[[list[Example]], list[bool]] | None,
-                drop: bool) -> tuple[list[Example], int, int]:
+def _first_rows(
+    examples: list[Example], too_long: Callable[[list[Example]], list[bool]] | None, drop: bool
+) -> tuple[list[Example], int, int]:
     """``(kept, checked, long)`` like :func:`_draw`, for rows already selected by position."""
     if too_long is None:
         return examples, 0, 0
@@ -227,9 +251,15 @@ def _first_rows(examples: list[Example], too_long: Callable[[list[Example]], lis
 EVAL_SPLITS = ("valid", "test")
 
 
-def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_split: str = "valid", *,
-                   target_lengths: Callable[[list[Example]], list[int]] | None = None,
-                   with_train: bool = True) -> TaskData:
+def load_task_data(
+    data_cfg: DataConfig,
+    language: str,
+    seed: int = 0,
+    eval_split: str = "valid",
+    *,
+    target_lengths: Callable[[list[Example]], list[int]] | None = None,
+    with_train: bool = True,
+) -> TaskData:
     """Read the train records and the ``eval_split`` records of ``language`` and make examples.
 
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
@@ -251,7 +281,12 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
     """
     if eval_split not in EVAL_SPLITS:
         raise DataError(f"eval.split = {eval_split!r}: choose valid or test")
-    report: dict = {"language": language, "source": data_cfg.source, "direction": data_cfg.direction, "eval_split": eval_split}
+    report: dict = {
+        "language": language,
+        "source": data_cfg.source,
+        "direction": data_cfg.direction,
+        "eval_split": eval_split,
+    }
     if target_lengths is not None:
         report["long_targets"] = {"mode": data_cfg.long_targets, "max_target_len": data_cfg.max_target_len}
         too_long = lambda exs: [n > data_cfg.max_target_len for n in target_lengths(exs)]  # noqa: E731
@@ -261,40 +296,70 @@ def load_task_data(data_cfg: DataConfig, language: str, seed: int = 0, eval_spli
     first_rows = data_cfg.selection == "first_rows"
     if first_rows:
         if eval_split != "valid":
-            raise DataError(f"data.selection = first_rows evaluates on the train split's rows after the training rows; "
-                            f"eval.split = {eval_split} has no meaning there: set eval.split=valid")
+            raise DataError(
+                f"data.selection = first_rows evaluates on the train split's rows after the training rows; "
+                f"eval.split = {eval_split} has no meaning there: set eval.split=valid"
+            )
         report["selection"] = "first_rows"
         first_skipped: Counter = Counter()
-        train_records, train_files = read_split(data_cfg.source, data_cfg.path, language, "train",
-                                                max_record_bytes=data_cfg.max_record_bytes, skipped=first_skipped)
-        rows = {"train": train_records[:data_cfg.max_train],
-                eval_split: train_records[data_cfg.max_train:data_cfg.max_train + data_cfg.max_val]}
-    for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1:]:
+        train_records, train_files = read_split(
+            data_cfg.source,
+            data_cfg.path,
+            language,
+            "train",
+            max_record_bytes=data_cfg.max_record_bytes,
+            skipped=first_skipped,
+        )
+        rows = {
+            "train": train_records[: data_cfg.max_train],
+            eval_split: train_records[data_cfg.max_train : data_cfg.max_train + data_cfg.max_val],
+        }
+    for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1 :]:
         skipped: Counter = Counter()
         if first_rows:
             records, files, skipped = rows[split], train_files, first_skipped
         else:
-            records, files = read_split(data_cfg.source, data_cfg.path, language, split,
-                                        max_record_bytes=data_cfg.max_record_bytes, skipped=skipped)
-        examples = make_examples(records, data_cfg.direction, completion_prefix=data_cfg.completion_prefix,
-                                 completion_target=data_cfg.completion_target,
-                                 copy=split == "train" and data_cfg.train_objective == "copy")
+            records, files = read_split(
+                data_cfg.source,
+                data_cfg.path,
+                language,
+                split,
+                max_record_bytes=data_cfg.max_record_bytes,
+                skipped=skipped,
+            )
+        examples = make_examples(
+            records,
+            data_cfg.direction,
+            completion_prefix=data_cfg.completion_prefix,
+            completion_target=data_cfg.completion_target,
+            copy=split == "train" and data_cfg.train_objective == "copy",
+        )
         if first_rows:  # the seed's rows as they are: a too-long example is dropped, not replaced
             kept, checked, n_long = _first_rows(examples, too_long, drop=data_cfg.long_targets == "drop")
         else:
             kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
-        report[split] = {"files": files, "records": len(records), "skipped_too_long": skipped["too_long"],
-                         "skipped_empty": len(records) - len(examples), "examples": len(examples), "kept": len(kept)}
+        report[split] = {
+            "files": files,
+            "records": len(records),
+            "skipped_too_long": skipped["too_long"],
+            "skipped_empty": len(records) - len(examples),
+            "examples": len(examples),
+            "kept": len(kept),
+        }
         if too_long is not None:
             report[split].update(long_targets_checked=checked, long_targets=n_long)
         if not kept:
             where = files[0] if files else data_cfg.source
             if report[split].get("long_targets"):
-                raise DataError(f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets are longer "
-                                f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set data.long_targets=cut")
-            raise DataError(f"{where}: no {split} examples for {language} ({len(records)} records, "
-                            f"{len(records) - len(examples)} with an empty docstring summary or code, "
-                            f"{skipped['too_long']} longer than data.max_record_bytes={data_cfg.max_record_bytes}); "
-                            "use a source with documented functions")
+                raise DataError(
+                    f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets are longer "
+                    f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set data.long_targets=cut"
+                )
+            raise DataError(
+                f"{where}: no {split} examples for {language} ({len(records)} records, "
+                f"{len(records) - len(examples)} with an empty docstring summary or code, "
+                f"{skipped['too_long']} longer than data.max_record_bytes={data_cfg.max_record_bytes}); "
+                "use a source with documented functions"
+            )
         splits[split] = kept
     return TaskData(language, splits["train"], splits[eval_split], report)

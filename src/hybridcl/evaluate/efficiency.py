@@ -31,7 +31,7 @@ class Meter:
         self.peak_memory_gb = 0.0
         self._start = 0.0
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

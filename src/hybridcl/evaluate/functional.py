@@ -5,6 +5,7 @@ the description) and answers with a whole function. The program that is run is H
 ``prompt + completion + test``: the generated function follows the prompt's stub and replaces it,
 so the tests call the generated code.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,24 +18,41 @@ from hybridcl.evaluate.postprocess import extract_code
 from hybridcl.evaluate.precision import evaluation_precision
 
 
-def humaneval(model, tokenizer, kind: str, cfg: EvalConfig, settings: GenerationSettings, *,
-              progress: bool = True) -> dict:
+def humaneval(
+    model, tokenizer, kind: str, cfg: EvalConfig, settings: GenerationSettings, *, progress: bool = True
+) -> dict:
     """pass@k (0-100) for k in 1, 10, 100 up to ``cfg.humaneval_samples``, with per-problem statuses.
 
     One sample per problem is greedy; several are sampled (``settings``' temperature and top_p)."""
     problems = load_problems(cfg.humaneval_problems)
     n = cfg.humaneval_samples
-    prompts, _ = encode_prompts(tokenizer, [p["prompt"] for p in problems], ["python"] * len(problems),
-                                "text-to-code", kind, settings.max_source_len)
+    prompts, _ = encode_prompts(
+        tokenizer,
+        [p["prompt"] for p in problems],
+        ["python"] * len(problems),
+        "text-to-code",
+        kind,
+        settings.max_source_len,
+    )
     sampling = replace(settings, num_beams=1, do_sample=n > 1, temperature=settings.temperature if n > 1 else 1.0)
     with evaluation_precision(cfg.precision, next(model.parameters()).device):
-        outputs = generate(model, tokenizer, prompts, kind=kind, settings=sampling, num_return_sequences=n,
-                           progress=progress, desc="humaneval", code_language="python")
+        outputs = generate(
+            model,
+            tokenizer,
+            prompts,
+            kind=kind,
+            settings=sampling,
+            num_return_sequences=n,
+            progress=progress,
+            desc="humaneval",
+            code_language="python",
+        )
     samples = [out if isinstance(out, list) else [out] for out in outputs]
     completions = [["\n" + extract_code(text) for text in group] for group in samples]
     ks = [k for k in (1, 10, 100) if k <= n]
-    result = evaluate_completions(problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s,
-                                  allow_unsandboxed=cfg.allow_unsandboxed)
+    result = evaluate_completions(
+        problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s, allow_unsandboxed=cfg.allow_unsandboxed
+    )
     result["samples"] = n
     result["problems"] = len(problems)
     return result

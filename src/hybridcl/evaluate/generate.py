@@ -21,17 +21,16 @@ EOS first are unchanged. With ``return_hit_limit`` the caller also learns which 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
 
+from hybridcl.constants import CODE_DIRECTIONS, Kind
 from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
-
-from hybridcl.constants import CODE_DIRECTIONS, Kind
 
 
 def code_language(task_language: str, direction: str, completion_target: str = "whole") -> str | None:
@@ -84,8 +83,8 @@ def _batch_tensors(seqs: list[list[int]], pad_id: int, left: bool, device) -> tu
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, s in enumerate(seqs):
         if left:
-            ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[row, width - len(s):] = 1
+            ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[row, width - len(s) :] = 1
         else:
             ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[row, : len(s)] = 1
@@ -116,8 +115,16 @@ class GenerationSettings:
     def from_config(cls, config) -> GenerationSettings:
         """The settings of an :class:`~hybridcl.config.ExperimentConfig` (its ``eval`` and ``data``)."""
         e = config.eval
-        return cls(e.max_new_tokens, e.batch_size, e.num_beams, e.do_sample, e.temperature, e.top_p,
-                   config.data.max_source_len, e.no_repeat_ngram_size)
+        return cls(
+            e.max_new_tokens,
+            e.batch_size,
+            e.num_beams,
+            e.do_sample,
+            e.temperature,
+            e.top_p,
+            config.data.max_source_len,
+            e.no_repeat_ngram_size,
+        )
 
 
 def generate(
@@ -200,8 +207,14 @@ def generate(
 
     # beams, sampling and the seed's no_repeat_ngram_size go through generate: its logits processors
     # and beam bookkeeping are not rewritten here
-    fast = (not plain and num_beams == 1 and not do_sample and num_return_sequences == 1
-            and s.no_repeat_ngram_size == 0 and plain_greedy(model, kind == "seq2seq"))
+    fast = (
+        not plain
+        and num_beams == 1
+        and not do_sample
+        and num_return_sequences == 1
+        and s.no_repeat_ngram_size == 0
+        and plain_greedy(model, kind == "seq2seq")
+    )
     results: list = [None] * len(encoded)
     was_training = model.training
     model.eval()
@@ -211,10 +224,20 @@ def generate(
             torch.manual_seed(seed)
             bar = tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False)
             if fast:
-                ended = None if code_language is None else (lambda rows: functions_ended(tokenizer, rows, code_language))
-                outputs = greedy_generate(model, [encoded[i] for i in order], encoder_decoder=kind == "seq2seq",
-                                          batch_size=batch_size, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                          eos_token_id=eos, ended=ended, on_finished=lambda _: bar.update(1))
+                ended = (
+                    None if code_language is None else (lambda rows: functions_ended(tokenizer, rows, code_language))
+                )
+                outputs = greedy_generate(
+                    model,
+                    [encoded[i] for i in order],
+                    encoder_decoder=kind == "seq2seq",
+                    batch_size=batch_size,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                    eos_token_id=eos,
+                    ended=ended,
+                    on_finished=lambda _: bar.update(1),
+                )
                 for i, ids in zip(order, outputs):
                     results[i] = _finish(ids, tokenizer, eos, code_language)
             else:
@@ -224,7 +247,9 @@ def generate(
                     start = ids.shape[1] if kind == "causal" else 1
                     stop = {}
                     if code_language is not None:
-                        stop["stopping_criteria"] = StoppingCriteriaList([FunctionEndCriteria(tokenizer, code_language, start, eos)])
+                        stop["stopping_criteria"] = StoppingCriteriaList(
+                            [FunctionEndCriteria(tokenizer, code_language, start, eos)]
+                        )
                     out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
                     # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
                     decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]

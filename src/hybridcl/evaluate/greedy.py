@@ -39,12 +39,13 @@ of four, 5e-5 between five tokens in one pass and one at a time), which ``genera
 between two batch sizes. Greedy outputs change only where two tokens' logits are that close: the
 benchmark counts identical outputs.
 """
+
 from __future__ import annotations
 
 import inspect
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -65,10 +66,26 @@ DRAFT_BUDGET = 8
 # hybridcl's generate call sets itself (sampling off, one beam, max_new_tokens). Any other key (a
 # repetition penalty, forced or suppressed tokens, a minimum length...) adds a logits processor to
 # generate: then generate runs, not this loop.
-_NEUTRAL_KEYS = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "use_cache",
-                 "output_attentions", "output_hidden_states", "_from_model_config", "transformers_version",
-                 "max_length", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
-                 "early_stopping", "num_return_sequences"}
+_NEUTRAL_KEYS = {
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "_from_model_config",
+    "transformers_version",
+    "max_length",
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "num_beams",
+    "early_stopping",
+    "num_return_sequences",
+}
 
 
 def forward_parameters(model) -> set[str]:
@@ -153,10 +170,13 @@ def greedy_generate(
         drafts = None
         size = budget // len(rows) - 1  # drafted tokens per row that keep the pass within the budget
         if decoder.flexible and size > 0:
-            drafts = [_draft(list(prompts[k]) + outputs[k], min(size, max_new_tokens - len(outputs[k]) - 1),
-                             eos_token_id) for k in rows.prompts]
-        rows = _record(rows, decoder.step(rows, drafts), decoder, outputs, max_new_tokens, eos_token_id, ended,
-                       on_finished)
+            drafts = [
+                _draft(list(prompts[k]) + outputs[k], min(size, max_new_tokens - len(outputs[k]) - 1), eos_token_id)
+                for k in rows.prompts
+            ]
+        rows = _record(
+            rows, decoder.step(rows, drafts), decoder, outputs, max_new_tokens, eos_token_id, ended, on_finished
+        )
     return outputs
 
 
@@ -165,14 +185,18 @@ def _draft(context: list[int], size: int, eos: int | None) -> list[int]:
     (prompt lookup: transformers' ``PromptLookupCandidateGenerator``, its 2- then 1-token match)."""
     if size <= 0:
         return []
-    lookup = PromptLookupCandidateGenerator(eos_token_id=None if eos is None else torch.tensor([eos]),
-                                            num_output_tokens=size, max_length=len(context) + size + 1)
+    lookup = PromptLookupCandidateGenerator(
+        eos_token_id=None if eos is None else torch.tensor([eos]),
+        num_output_tokens=size,
+        max_length=len(context) + size + 1,
+    )
     candidates, _ = lookup.get_candidates(torch.tensor([context]))
-    return candidates[0, len(context):].tolist()
+    return candidates[0, len(context) :].tolist()
 
 
-def _record(rows: _Rows, tokens: list[list[int]], decoder: _Decoder, outputs, max_new_tokens, eos, ended,
-            on_finished) -> _Rows | None:
+def _record(
+    rows: _Rows, tokens: list[list[int]], decoder: _Decoder, outputs, max_new_tokens, eos, ended, on_finished
+) -> _Rows | None:
     """Append each row's chosen ``tokens`` to its output, one at a time, until the output ends (EOS,
     ``max_new_tokens``, ``ended``); drop the rows that ended (None: all of them)."""
     done = [False] * len(rows)
@@ -249,8 +273,12 @@ class _Decoder:
         """Feed every row's pending token (and its drafted tokens); returns the tokens each row chose:
         one, or with a draft the draft's tokens the model agrees with and the one after them."""
         if self.encoder_decoder:
-            rows.cache, chosen = self._forward(encoder_outputs=rows.encoder, attention_mask=rows.encoder_mask,
-                                               decoder_input_ids=rows.pending[:, None], cache=rows.cache)
+            rows.cache, chosen = self._forward(
+                encoder_outputs=rows.encoder,
+                attention_mask=rows.encoder_mask,
+                decoder_input_ids=rows.pending[:, None],
+                cache=rows.cache,
+            )
             rows.pending = chosen[:, 0]
             return [[t] for t in rows.pending.tolist()]
         drafts = drafts or [[] for _ in rows.prompts]
@@ -258,8 +286,8 @@ class _Decoder:
         token = torch.full((len(rows), width), self.pad, dtype=torch.long)
         fed = torch.zeros((len(rows), width), dtype=torch.long)  # 1 = the pending token or a drafted one
         for r, draft in enumerate(drafts):
-            token[r, 1:1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
-            fed[r, :1 + len(draft)] = 1
+            token[r, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            fed[r, : 1 + len(draft)] = 1
         token[:, 0] = rows.pending
         token, fed = token.to(self.device), fed.to(self.device)
         kwargs = {"input_ids": token, "cache": rows.cache}
@@ -275,9 +303,9 @@ class _Decoder:
         tokens = []
         for r, draft in enumerate(drafts):
             agreed = next((j for j, t in enumerate(draft) if chosen[r][j] != t), len(draft))
-            tokens.append(chosen[r][:agreed + 1])
+            tokens.append(chosen[r][: agreed + 1])
             if agreed < len(draft):  # the cache entries of the drafted tokens after the first disagreement
-                rows.mask[r, rows.mask.shape[1] - width + 1 + agreed:] = 0
+                rows.mask[r, rows.mask.shape[1] - width + 1 + agreed :] = 0
         rows.pending = torch.tensor([t[-1] for t in tokens], dtype=torch.long, device=self.device)
         rows.positions = rows.positions + torch.tensor([len(t) for t in tokens], device=self.device)
         if width > 1:
@@ -290,7 +318,9 @@ class _Decoder:
         width = int(counts.max())
         if 2 * width > rows.mask.shape[1]:
             return
-        order = torch.sort(rows.mask, dim=1, stable=True).indices[:, -width:]  # each row's entries, in order, left-padded
+        order = torch.sort(rows.mask, dim=1, stable=True).indices[
+            :, -width:
+        ]  # each row's entries, in order, left-padded
         rows.mask = rows.mask.gather(1, order)
         index = order[:, None, :, None]
         rows.cache = _rebuilt(rows.cache, lambda t: t.gather(2, index.expand(-1, t.shape[1], -1, t.shape[3])))
@@ -299,11 +329,15 @@ class _Decoder:
         """The rows at ``keep`` (indices into the batch), with their caches."""
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         rows.cache.batch_select_indices(index)
-        rows = _Rows([rows.prompts[k] for k in keep], rows.cache, rows.pending[index],
-                     None if rows.mask is None else rows.mask[index],
-                     None if rows.positions is None else rows.positions[index],
-                     None if rows.encoder is None else BaseModelOutput(last_hidden_state=rows.encoder.last_hidden_state[index]),
-                     None if rows.encoder_mask is None else rows.encoder_mask[index])
+        rows = _Rows(
+            [rows.prompts[k] for k in keep],
+            rows.cache,
+            rows.pending[index],
+            None if rows.mask is None else rows.mask[index],
+            None if rows.positions is None else rows.positions[index],
+            None if rows.encoder is None else BaseModelOutput(last_hidden_state=rows.encoder.last_hidden_state[index]),
+            None if rows.encoder_mask is None else rows.encoder_mask[index],
+        )
         if rows.mask is not None and self.flexible:
             first = int(rows.mask.any(0).int().argmax())  # columns before it are padding in every row left
             if first > 0:
@@ -317,14 +351,26 @@ class _Decoder:
         masks, layers = [], []
         for rows in (a, b):
             extra = width - rows.cache.get_seq_length()
-            mask = rows.mask if rows.mask is not None else torch.ones((len(rows), width - extra), dtype=torch.long,
-                                                                       device=self.device)
+            mask = (
+                rows.mask
+                if rows.mask is not None
+                else torch.ones((len(rows), width - extra), dtype=torch.long, device=self.device)
+            )
             masks.append(torch.nn.functional.pad(mask, (extra, 0)))
             layers.append(_edited(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
-        cache = DynamicCache([(None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
-                              for (ka, va), (kb, vb) in zip(*layers)])
-        return _Rows(a.prompts + b.prompts, cache, torch.cat([a.pending, b.pending]), torch.cat(masks),
-                     torch.cat([a.positions, b.positions]))
+        cache = DynamicCache(
+            [
+                (None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
+                for (ka, va), (kb, vb) in zip(*layers)
+            ]
+        )
+        return _Rows(
+            a.prompts + b.prompts,
+            cache,
+            torch.cat([a.pending, b.pending]),
+            torch.cat(masks),
+            torch.cat([a.positions, b.positions]),
+        )
 
 
 def _edited(cache: DynamicCache, edit: Callable[[torch.Tensor], torch.Tensor]) -> list[tuple]:

@@ -8,8 +8,8 @@ run as ``prompt + completion + test + check(entry_point)``, the program human-ev
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from hybridcl.errors import HybridclError
 from hybridcl.evaluate.sandbox import isolation_protections, run_untrusted
@@ -78,11 +78,15 @@ def evaluate_completions(
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
     isolation_protections(allow_unsandboxed)  # refuse once, before any thread starts
-    jobs = [(i, check_program(p, truncate_completion(c) if truncate else c))
-            for i, (p, cs) in enumerate(zip(problems, completions)) for c in cs]
+    jobs = [
+        (i, check_program(p, truncate_completion(c) if truncate else c))
+        for i, (p, cs) in enumerate(zip(problems, completions))
+        for c in cs
+    ]
     with ThreadPoolExecutor(max_workers=workers or 2) as pool:
-        results = list(pool.map(lambda job: run_untrusted(job[1], timeout_s=timeout_s,
-                                                            allow_unsandboxed=allow_unsandboxed), jobs))
+        results = list(
+            pool.map(lambda job: run_untrusted(job[1], timeout_s=timeout_s, allow_unsandboxed=allow_unsandboxed), jobs)
+        )
     statuses: list[list[str]] = [[] for _ in problems]
     protections: set[str] = set()
     for (i, _), r in zip(jobs, results):
@@ -95,7 +99,9 @@ def evaluate_completions(
     out: dict = {}
     for k in ks:
         if per_problem and all(pp["n"] >= k for pp in per_problem):
-            out[f"pass@{k}"] = 100.0 * sum(pass_at_k(pp["n"], pp["correct"], k) for pp in per_problem) / len(per_problem)
+            out[f"pass@{k}"] = (
+                100.0 * sum(pass_at_k(pp["n"], pp["correct"], k) for pp in per_problem) / len(per_problem)
+            )
     out["per_problem"] = per_problem
     out["protections"] = sorted(protections)
     return out

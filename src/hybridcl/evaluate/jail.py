@@ -22,6 +22,7 @@ The launcher ends the way the program ended (same exit code, or killed by the sa
 caller cannot tell it apart from running the program directly. A failed setup step prints
 ``sandbox: setup failed: ...`` and exits with ``SETUP_EXIT``.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -51,8 +52,14 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 
 # statvfs flag -> mount flag: a read-only re-mount inside a user namespace must keep the flags the
 # original mount has (the kernel refuses to clear them there).
-_KEEP_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-               (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+_KEEP_FLAGS = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
 # Devices the program may open: the harmless ones.
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
@@ -71,8 +78,10 @@ def _check(ret: int, what: str) -> None:
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = lambda s: None if s is None else s.encode()
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {source or ''} on {target}")
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {source or ''} on {target}",
+    )
 
 
 def _bind_readonly(source: str, target: str) -> None:

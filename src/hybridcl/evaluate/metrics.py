@@ -35,7 +35,7 @@ import sys
 import warnings
 import xml.sax.saxutils
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hybridcl.constants import CODE_DIRECTIONS, DIRECTIONS
 
@@ -197,8 +197,9 @@ def bleu_codexglue_text_to_code(predictions: Sequence[str], references: Sequence
     return codexglue_text_to_code_bleu_from_counts(matches, candidates, pred_len, ref_len)
 
 
-def codexglue_text_to_code_bleu_from_counts(matches: Sequence[int], candidates: Sequence[int], pred_len: int,
-                                            ref_len: int) -> float:
+def codexglue_text_to_code_bleu_from_counts(
+    matches: Sequence[int], candidates: Sequence[int], pred_len: int, ref_len: int
+) -> float:
     """:func:`bleu_codexglue_text_to_code` (0-100) from corpus counts: clipped n-gram matches and
     predicted n-grams per order, predicted and reference tokens."""
     if pred_len == 0:
@@ -277,8 +278,9 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def bleu_seed_scores(predictions: Sequence[str], references: Sequence[str],
-                     tokenize: Callable[[str], list[str]]) -> list[float]:
+def bleu_seed_scores(
+    predictions: Sequence[str], references: Sequence[str], tokenize: Callable[[str], list[str]]
+) -> list[float]:
     """Each example's seed BLEU (0-100): nltk ``sentence_bleu([tokenize(ref)], tokenize(pred))`` with
     method1 smoothing and weights (0.25,) * 4; 0 for a blank prediction or an empty token list.
 
@@ -299,8 +301,12 @@ def bleu_seed_scores(predictions: Sequence[str], references: Sequence[str],
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nltk warns on orders with no match; method1 handles them
-            out.append(100.0 * sentence_bleu([ref_tokens], pred_tokens, weights=(0.25, 0.25, 0.25, 0.25),
-                                             smoothing_function=smoothing))
+            out.append(
+                100.0
+                * sentence_bleu(
+                    [ref_tokens], pred_tokens, weights=(0.25, 0.25, 0.25, 0.25), smoothing_function=smoothing
+                )
+            )
     return out
 
 
@@ -311,8 +317,13 @@ def bleu_seed(predictions: Sequence[str], references: Sequence[str], tokenize: C
 
 
 def score(
-    predictions: Sequence[str], references: Sequence[str], *, language: str, direction: str,
-    seed_metrics: bool = False, tokenize: Callable[[str], list[str]] | None = None,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    language: str,
+    direction: str,
+    seed_metrics: bool = False,
+    tokenize: Callable[[str], list[str]] | None = None,
     syntax_texts: Sequence[str] | None = None,
 ) -> dict[str, float | None]:
     """All text metrics for one task's predictions (0-100 each, None where undefined).
@@ -342,15 +353,15 @@ def score(
     }
     if seed_metrics:
         if tokenize is None:
-            raise ValueError("seed_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens")
+            raise ValueError(
+                "seed_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens"
+            )
         out["bleu_seed"] = bleu_seed(predictions, references, tokenize)
         if direction in CODE_DIRECTIONS:
             out["syntax_pass_seed"] = syntax.syntax_pass_rate_seed(code, references, language)
     if direction in CODE_DIRECTIONS:
         lang = syntax.canonical_language(language)
-        out["syntax_pass"] = (
-            syntax.syntax_pass_rate(code, lang) if lang in syntax.supported_languages() else None
-        )
+        out["syntax_pass"] = syntax.syntax_pass_rate(code, lang) if lang in syntax.supported_languages() else None
         if lang == "python":
             out["syntax_pass_ast"] = syntax.syntax_pass_rate_ast(code)
             out["syntax_agreement"] = syntax.ast_agreement(code)

@@ -1,4 +1,5 @@
 """Turning a model's raw output into the code or text that is scored."""
+
 from __future__ import annotations
 
 import re

@@ -6,10 +6,11 @@ it learned. :func:`evaluation_precision` states the precision explicitly around 
 evaluation, and :func:`hybridcl.train.train_task` removes Accelerate's autocast wrapper from
 ``model.forward`` when it ends, so the context below is the only thing that decides.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

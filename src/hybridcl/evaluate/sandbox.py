@@ -66,10 +66,8 @@ _OUTPUT_LIMIT = 1 << 20  # characters of stdout/stderr kept
 _JAIL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail.py")
 _NOBODY = (65534, 65534)
 # Read-only in the jail: what the interpreter and the C library need (missing ones are skipped).
-_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
-                 "/etc/localtime")
-_BASE_PROTECTIONS = ["process", "timeout", "rlimit-cpu", "rlimit-as", "rlimit-fsize", "rlimit-core",
-                     "tempdir", "env"]
+_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/localtime")
+_BASE_PROTECTIONS = ["process", "timeout", "rlimit-cpu", "rlimit-as", "rlimit-fsize", "rlimit-core", "tempdir", "env"]
 
 _HARNESS = f"""
 import errno, os, runpy, sys
@@ -113,8 +111,14 @@ def _can_unshare_net() -> bool:
         return False
     _libc()  # load in the parent: dlopen in a forked child is not safe
     try:
-        subprocess.run([sys.executable, "-I", "-c", "pass"], preexec_fn=_unshare_net, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        subprocess.run(
+            [sys.executable, "-I", "-c", "pass"],
+            preexec_fn=_unshare_net,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return True
@@ -137,8 +141,15 @@ def _nobody() -> tuple[int, int] | None:
         os.setuid(ids[0])
 
     try:
-        subprocess.run([sys.executable, "-I", "-c", "pass"], preexec_fn=drop, cwd="/", check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        subprocess.run(
+            [sys.executable, "-I", "-c", "pass"],
+            preexec_fn=drop,
+            cwd="/",
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return ids
@@ -254,10 +265,18 @@ def _readonly_paths() -> list[str]:
 
 def _jail_spec(mode: str, proc: bool, base: str, argv: list[str], rlimits: dict) -> dict:
     uid, gid = _nobody_ids() if mode == "root" else _NOBODY
-    return {"mode": mode, "uid": uid, "gid": gid, "proc": proc, "root": os.path.join(base, "root"),
-            "workdir": os.path.join(base, "work"), "readonly": _readonly_paths(), "argv": argv,
-            "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"},
-            "rlimits": rlimits}
+    return {
+        "mode": mode,
+        "uid": uid,
+        "gid": gid,
+        "proc": proc,
+        "root": os.path.join(base, "root"),
+        "workdir": os.path.join(base, "work"),
+        "readonly": _readonly_paths(),
+        "argv": argv,
+        "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"},
+        "rlimits": rlimits,
+    }
 
 
 def _launcher_argv(spec: dict) -> list[str]:
@@ -290,8 +309,14 @@ def _isolation() -> tuple[str, bool] | str:
         try:
             exe = _interpreter_paths()[0]
             spec = _jail_spec(mode, proc, base, [exe, "-I", "-S", "-c", "import os; assert os.getuid() != 0"], {})
-            r = subprocess.run(_launcher_argv(spec), cwd=base, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
-                               text=True, timeout=60)
+            r = subprocess.run(
+                _launcher_argv(spec),
+                cwd=base,
+                env={"PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if r.returncode == 0:
                 return mode, proc
             reason = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
@@ -323,11 +348,19 @@ def isolation_protections(allow_unsandboxed: bool = False) -> list[str]:
             raise SandboxUnavailable(
                 f"the sandbox cannot isolate generated code on this machine ({iso}): it would see your files "
                 "and run as you; run as root or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1 / "
-                "user.max_user_namespaces), or set eval.allow_unsandboxed=true to run it anyway with weaker protections")
+                "user.max_user_namespaces), or set eval.allow_unsandboxed=true to run it anyway with weaker protections"
+            )
         return sorted(_BASE_PROTECTIONS + _fallback_extras())
     mode, proc = iso
-    extra = ["uid-nobody" if mode == "root" else "user-namespace", "private-filesystem", "pid-namespace",
-             "no-network", "ipc-namespace", "no-new-privs", "rlimit-nproc"]
+    extra = [
+        "uid-nobody" if mode == "root" else "user-namespace",
+        "private-filesystem",
+        "pid-namespace",
+        "no-network",
+        "ipc-namespace",
+        "no-new-privs",
+        "rlimit-nproc",
+    ]
     if proc:
         extra.append("private-proc")
     if _pids_cgroup_root():
@@ -366,9 +399,13 @@ def run_untrusted(
     protections = isolation_protections(allow_unsandboxed)
     iso = _isolation()
     cpu_s = int(math.ceil(timeout_s)) + 1
-    rlimits = {"RLIMIT_CPU": (cpu_s, cpu_s + 1), "RLIMIT_AS": (memory_mb << 20, memory_mb << 20),
-               "RLIMIT_FSIZE": (file_size_mb << 20, file_size_mb << 20), "RLIMIT_CORE": (0, 0),
-               "RLIMIT_NPROC": (max_processes, max_processes)}
+    rlimits = {
+        "RLIMIT_CPU": (cpu_s, cpu_s + 1),
+        "RLIMIT_AS": (memory_mb << 20, memory_mb << 20),
+        "RLIMIT_FSIZE": (file_size_mb << 20, file_size_mb << 20),
+        "RLIMIT_CORE": (0, 0),
+        "RLIMIT_NPROC": (max_processes, max_processes),
+    }
     if isinstance(iso, str):
         return _run_unisolated(code, timeout_s, rlimits, max_processes, protections)
 
@@ -382,8 +419,15 @@ def run_untrusted(
     spec = _jail_spec(mode, proc, base, [_interpreter_paths()[0], "-I", "-B", "harness.py"], rlimits)
     try:
         _write_program(os.path.join(base, "work"), code)
-        return _supervise(_launcher_argv(spec), base, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                          preexec, timeout_s, protections, cgroup)
+        return _supervise(
+            _launcher_argv(spec),
+            base,
+            {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            preexec,
+            timeout_s,
+            protections,
+            cgroup,
+        )
     finally:
         if cgroup:
             _remove_cgroup(cgroup)
@@ -405,11 +449,21 @@ def _supervise(argv, cwd, env, preexec, timeout_s, protections, cgroup) -> Sandb
         # Output goes to files outside the work dir: RLIMIT_FSIZE bounds them, a pipe would not.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        preexec_fn=preexec, start_new_session=True, close_fds=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    preexec_fn=preexec,
+                    start_new_session=True,
+                    close_fds=True,
+                )
             except (OSError, subprocess.SubprocessError) as e:
-                return SandboxResult("error", "", f"sandbox: could not start: {e}", None, protections,
-                                     time.monotonic() - start)
+                return SandboxResult(
+                    "error", "", f"sandbox: could not start: {e}", None, protections, time.monotonic() - start
+                )
             try:
                 rc = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -462,8 +516,9 @@ def _run_unisolated(code, timeout_s, rlimits, max_processes, protections) -> San
         if nobody:
             os.chown(workdir, *nobody)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
-        return _supervise([sys.executable, "-I", "-B", "harness.py"], workdir, env, preexec, timeout_s,
-                          protections, cgroup)
+        return _supervise(
+            [sys.executable, "-I", "-B", "harness.py"], workdir, env, preexec, timeout_s, protections, cgroup
+        )
     finally:
         if cgroup:
             _remove_cgroup(cgroup)

@@ -23,6 +23,7 @@ than this one pass over the text. The JavaScript scanner does not parse: a regul
 recognised by the token before its ``/`` (as JavaScript's grammar does), and a ``}`` inside a
 template literal's ``${...}`` is not counted.
 """
+
 from __future__ import annotations
 
 import re
@@ -194,7 +195,7 @@ def may_have_ended(text: str, language: str | None) -> bool:
     if "`" in tail or (language == "javascript" and "}" in tail):
         return True
     if language == "python":
-        line = text[text.rfind("\n") + 1:]
+        line = text[text.rfind("\n") + 1 :]
         return bool(line) and not line[0].isspace() and len(line) <= _TAIL
     return False
 
@@ -218,7 +219,7 @@ class FunctionEndCriteria(StoppingCriteria):
         self.tokenizer, self.language, self.start, self.eos = tokenizer, language, start, eos_token_id
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        rows = input_ids[:, self.start:].tolist()
+        rows = input_ids[:, self.start :].tolist()
         done = [self.eos is not None and self.eos in row for row in rows]  # finished already; generate handles it
         open_rows = [k for k, d in enumerate(done) if not d]
         for k, flag in zip(open_rows, functions_ended(self.tokenizer, [rows[k] for k in open_rows], self.language)):

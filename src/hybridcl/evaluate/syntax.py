@@ -23,16 +23,27 @@ import importlib
 import pkgutil
 import re
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from hybridcl.errors import ConfigError
 
-_ALIASES = {"py": "python", "js": "javascript", "ts": "typescript", "csharp": "c_sharp", "c#": "c_sharp",
-            "c++": "cpp", "golang": "go"}
+_ALIASES = {
+    "py": "python",
+    "js": "javascript",
+    "ts": "typescript",
+    "csharp": "c_sharp",
+    "c#": "c_sharp",
+    "c++": "cpp",
+    "golang": "go",
+}
 _NOT_GRAMMARS = {"tree_sitter_languages", "tree_sitter_language_pack"}
 _ENTRY = {"php": "language_php_only", "typescript": "language_typescript"}  # grammars with several entry points
-_CLASS_BODY = {"javascript": ("class _ {\n", "\n}"), "typescript": ("class _ {\n", "\n}"), "php": ("class _ {\n", "\n}"),
-               "java": ("class _ {\n", "\n}")}
+_CLASS_BODY = {
+    "javascript": ("class _ {\n", "\n}"),
+    "typescript": ("class _ {\n", "\n}"),
+    "php": ("class _ {\n", "\n}"),
+    "java": ("class _ {\n", "\n}"),
+}
 _PHP_OPEN = re.compile(r"\A\s*<\?php\b")
 
 
@@ -48,7 +59,7 @@ def supported_languages() -> list[str]:
     names = set()
     for mod in pkgutil.iter_modules():
         if mod.name.startswith("tree_sitter_") and mod.name not in _NOT_GRAMMARS:
-            names.add(mod.name[len("tree_sitter_"):])
+            names.add(mod.name[len("tree_sitter_") :])
     return sorted(names)
 
 
@@ -85,7 +96,7 @@ def parses(code: str, language: str) -> bool:
     if lang not in _CLASS_BODY:
         return False
     head, tail = _CLASS_BODY[lang]
-    root = parser.parse(f"{head}{code}{tail}".encode("utf-8")).root_node
+    root = parser.parse(f"{head}{code}{tail}".encode()).root_node
     # one class and nothing else: "a() {}\n}\nclass B {" must not pass by closing the wrapper early
     return not root.has_error and root.named_child_count == 1
 

@@ -13,6 +13,7 @@ Routing a task that has no per-task parts yet (a task not trained so far, evalua
 transfer) uses the parts of the most recently trained task: what a user would get by running the
 model as it stands on a new language.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -74,8 +75,13 @@ class ComponentSet:
         if self.slot is not None:
             key = self.strategy.full_layer.key(task)
             if key not in self.slot.full_layers:
-                self.slot.add(key, self.cfg.full_layer.init, self._template, family_of(self.base).output_projections,
-                              scale=self.cfg.full_layer.init_scale)
+                self.slot.add(
+                    key,
+                    self.cfg.full_layer.init,
+                    self._template,
+                    family_of(self.base).output_projections,
+                    scale=self.cfg.full_layer.init_scale,
+                )
         if self.strategy.lora.used:
             name = self.strategy.lora.key(task)
             if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
@@ -141,7 +147,10 @@ class ComponentSet:
         else:  # LoRA adapts the base only: the extra blocks are trained whole
             exclude = rf".*\.{SLOT_ATTR}\..*"
         config = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
             exclude_modules=exclude,
             fan_in_fan_out=family is not None and family.name == "gpt2",  # GPT-2 stores Conv1D weights transposed
             task_type="SEQ_2_SEQ_LM" if self.kind == "seq2seq" else "CAUSAL_LM",
@@ -195,13 +204,18 @@ class ComponentSet:
                 params[name].copy_(tensor)
 
     def counts(self) -> ParamCounts:
-        base = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n and f".{SLOT_ATTR}." not in n)
+        base = sum(
+            p.numel() for n, p in self.model.named_parameters() if "lora_" not in n and f".{SLOT_ATTR}." not in n
+        )
         lora_total = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
         n_adapters = len(self.model.peft_config) if isinstance(self.model, PeftModel) else 0
         n_blocks = len(self.slot.full_layers) if self.slot is not None else 0
         # LoRA inside a block (components.lora.on_full_layer) counts as LoRA, not as the block
-        block_total = sum(p.numel() for n, p in self.slot.full_layers.named_parameters()
-                          if "lora_" not in n) if self.slot is not None else 0
+        block_total = (
+            sum(p.numel() for n, p in self.slot.full_layers.named_parameters() if "lora_" not in n)
+            if self.slot is not None
+            else 0
+        )
         return ParamCounts(
             base=base,
             lora_per_adapter=lora_total // n_adapters if n_adapters else 0,

@@ -22,12 +22,13 @@ has no relative-position table of its own, so it reuses the bias block 0 compute
 it down the stack). That is why a block cannot go before a stack's first block: T5's first block
 computes the bias the others reuse.
 """
+
 from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -85,12 +86,25 @@ def _same_class_block(model: nn.Module, stack: str, index: int) -> nn.Module:
 
 
 FAMILIES = {
-    "t5": Family("t5", lambda m: {"encoder": m.get_encoder().block, "decoder": m.get_decoder().block},
-                 _t5_block, ("o", "wo"), ("q", "v"), None),
-    "llama": Family("llama", lambda m: {"decoder": m.model.layers}, _same_class_block, ("o_proj", "down_proj"),
-                    ("q_proj", "v_proj"), "num_hidden_layers"),
-    "gpt2": Family("gpt2", lambda m: {"decoder": m.transformer.h}, _same_class_block, ("c_proj",), ("c_attn",),
-                   "n_layer"),
+    "t5": Family(
+        "t5",
+        lambda m: {"encoder": m.get_encoder().block, "decoder": m.get_decoder().block},
+        _t5_block,
+        ("o", "wo"),
+        ("q", "v"),
+        None,
+    ),
+    "llama": Family(
+        "llama",
+        lambda m: {"decoder": m.model.layers},
+        _same_class_block,
+        ("o_proj", "down_proj"),
+        ("q_proj", "v_proj"),
+        "num_hidden_layers",
+    ),
+    "gpt2": Family(
+        "gpt2", lambda m: {"decoder": m.transformer.h}, _same_class_block, ("c_proj",), ("c_attn",), "n_layer"
+    ),
 }
 # Llama-shaped decoders share the "llama" recipe.
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite", "olmo", "smollm3"}
@@ -113,8 +127,9 @@ def family_of(model: nn.Module) -> Family:
 class FullLayerSlot(nn.Module):
     """A place in the block stack that holds named blocks and routes through the active one."""
 
-    def __init__(self, block_factory: Callable[[], nn.Module], passthrough: Callable[..., object],
-                 placement: Placement):
+    def __init__(
+        self, block_factory: Callable[[], nn.Module], passthrough: Callable[..., object], placement: Placement
+    ):
         super().__init__()
         self.full_layers = nn.ModuleDict()
         self.active: str | None = None
@@ -122,8 +137,9 @@ class FullLayerSlot(nn.Module):
         self._factory = block_factory
         self._passthrough = passthrough
 
-    def add(self, key: str, init: str, template: nn.Module | None, zero_names: tuple[str, ...],
-            scale: float = 0.01) -> nn.Module:
+    def add(
+        self, key: str, init: str, template: nn.Module | None, zero_names: tuple[str, ...], scale: float = 0.01
+    ) -> nn.Module:
         """Create the block ``key`` (``init`` = "zero", "copy_last" from ``template``, or "scale":
         every parameter times ``scale``)."""
         if key in self.full_layers:
@@ -178,22 +194,29 @@ def resolve_position(model: nn.Module, position: str = "auto") -> Placement:
     stack, after = parse_position(position, POSITION_KEY)
     stack = stack or next(iter(stacks))
     model_type = model.config.model_type
-    choices = ", ".join(["auto"] + [f"{name}, {name}:K (K from 1 to {_base_size(blocks)})" for name, blocks in stacks.items()])
+    choices = ", ".join(
+        ["auto"] + [f"{name}, {name}:K (K from 1 to {_base_size(blocks)})" for name, blocks in stacks.items()]
+    )
     if stack not in stacks:
-        raise ConfigError(f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a "
-                          f"{' and '.join(stacks)} only: choose one of {choices}")
+        raise ConfigError(
+            f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a "
+            f"{' and '.join(stacks)} only: choose one of {choices}"
+        )
     size = _base_size(stacks[stack])
     after = size if after is None else after
     if after > size:
-        raise ConfigError(f"{POSITION_KEY} = {position!r}: the {stack} of {model_type} has {size} blocks: "
-                          f"choose one of {choices}")
+        raise ConfigError(
+            f"{POSITION_KEY} = {position!r}: the {stack} of {model_type} has {size} blocks: choose one of {choices}"
+        )
     layer_types = getattr(model.config, "layer_types", None) if family.layer_count_attr else None
     if after < size and isinstance(layer_types, list) and len(set(layer_types)) > 1:
         # The decoder picks each layer's attention mask by its position in the stack but its KV-cache
         # entry by its layer index; a block inside a stack of mixed types would shift one against the other.
-        raise ConfigError(f"{POSITION_KEY} = {position!r}: this {model_type} mixes attention types "
-                          f"({', '.join(sorted(set(layer_types)))}) across its layers, so the block can only "
-                          f"go after its last block: use {POSITION_KEY}={stack}")
+        raise ConfigError(
+            f"{POSITION_KEY} = {position!r}: this {model_type} mixes attention types "
+            f"({', '.join(sorted(set(layer_types)))}) across its layers, so the block can only "
+            f"go after its last block: use {POSITION_KEY}={stack}"
+        )
     return Placement(stack, after, size)
 
 
@@ -216,8 +239,9 @@ def attach_slot(model: nn.Module, position: str = "auto") -> FullLayerSlot:
     index = placement.size
     signature = inspect.signature(template.forward)
     passthrough = _t5_passthrough(signature) if family.name == "t5" else _hidden_passthrough(signature)
-    slot = FullLayerSlot(lambda: _init_like_base(model, family.new_block(model, placement.stack, index)),
-                         passthrough, placement)
+    slot = FullLayerSlot(
+        lambda: _init_like_base(model, family.new_block(model, placement.stack, index)), passthrough, placement
+    )
     blocks.insert(placement.after, slot)
     if family.layer_count_attr:
         # Causal stacks iterate `layers[: config.num_hidden_layers]` and size their KV cache by it.
@@ -265,4 +289,3 @@ def _hidden_passthrough(signature: inspect.Signature):
         return signature.bind(*args, **kwargs).arguments["hidden_states"]
 
     return passthrough
-

@@ -14,6 +14,7 @@ Names a config can give (``model.name``):
 Random and tiny models use the hub tokenizer when it is available offline, else transformers'
 file-free byte-level ``ByT5Tokenizer``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,11 +25,11 @@ import pickle
 import shutil
 import socket
 import tempfile
-from urllib.parse import urlparse
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -57,14 +58,35 @@ SHIPPED_CONFIGS = {"Salesforce/codet5-small": "codet5-small.json"}
 
 # Tiny architectures: a few hundred thousand parameters, vocabulary of the byte-level tokenizer (384).
 TINY_CONFIGS = {
-    "t5": lambda: T5Config(vocab_size=384, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                           num_heads=4, feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0,
-                           eos_token_id=1),
-    "llama": lambda: LlamaConfig(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                 pad_token_id=0, bos_token_id=None, eos_token_id=1, tie_word_embeddings=True),
-    "gpt2": lambda: GPT2Config(vocab_size=384, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
-                               pad_token_id=0, bos_token_id=1, eos_token_id=1),
+    "t5": lambda: T5Config(
+        vocab_size=384,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        feed_forward_proj="relu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    ),
+    "llama": lambda: LlamaConfig(
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+    ),
+    "gpt2": lambda: GPT2Config(
+        vocab_size=384, n_embd=64, n_layer=2, n_head=4, n_positions=1024, pad_token_id=0, bos_token_id=1, eos_token_id=1
+    ),
 }
 TINY_SEED = 1234  # tiny and random bases are the same in every process: resumed runs rely on it
 
@@ -116,7 +138,9 @@ def base_config(cfg: ModelConfig) -> PretrainedConfig:
     if name.startswith("tiny:"):
         arch = name.partition(":")[2]
         if arch not in TINY_CONFIGS:
-            raise ModelError(f"unknown tiny model {name!r}: choose one of " + ", ".join(f"tiny:{a}" for a in TINY_CONFIGS))
+            raise ModelError(
+                f"unknown tiny model {name!r}: choose one of " + ", ".join(f"tiny:{a}" for a in TINY_CONFIGS)
+            )
         return TINY_CONFIGS[arch]()
     if name.startswith("random:"):
         name = name.partition(":")[2]
@@ -156,7 +180,8 @@ def _load_pretrained(cfg: ModelConfig):
         raise ModelError(
             f"model {cfg.name}: the pickle checkpoint holds objects other than tensors and was refused by "
             f"torch's safe loader, even with model.allow_pickle=true ({str(exc).splitlines()[0][:200]}): "
-            "get a safetensors checkpoint of this model; it may be malicious") from exc
+            "get a safetensors checkpoint of this model; it may be malicious"
+        ) from exc
     except OSError as exc:
         if not cfg.allow_pickle and "safetensors" in str(exc).lower():
             raise ModelError(
@@ -223,9 +248,11 @@ def _checked_gguf(path: Path) -> Path:
     try:
         GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - gguf raises ValueError, UnicodeDecodeError, IndexError, ... on bad bytes
-        raise ModelError(f"GGUF file {path} is damaged or not a GGUF model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}): download it again or set "
-                         "model.name to another .gguf file") from exc
+        raise ModelError(
+            f"GGUF file {path} is damaged or not a GGUF model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}): download it again or set "
+            "model.name to another .gguf file"
+        ) from exc
     return path
 
 
@@ -245,7 +272,9 @@ def _load_gguf(path: Path):
 def embedded_folder(key: str) -> Path:
     """The safetensors folder of embedded model ``key``, converted from its GGUF file on first use."""
     if key not in EMBEDDED:
-        raise ModelError(f"unknown embedded model {key!r}: choose one of " + ", ".join(f"embedded:{k}" for k in EMBEDDED))
+        raise ModelError(
+            f"unknown embedded model {key!r}: choose one of " + ", ".join(f"embedded:{k}" for k in EMBEDDED)
+        )
     folder = hybridcl_home() / "models" / key
     if (folder / "model.safetensors").is_file():
         return folder

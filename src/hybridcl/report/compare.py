@@ -6,6 +6,7 @@ parameters, training time (the seed's table), then pass rates (syntax, and Human
 a run has it), BWT, FWT, routing accuracy and the forgetting under routing; then, for runs with
 several seeds in common (a sweep), the best run against each other one paired by seed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
 from hybridcl.results import read_results
 from hybridcl.stats import mean
+
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds", "average_loss"}
 
 
@@ -79,44 +81,53 @@ def comparison_rows(run_dirs: list[Path]) -> list[dict]:
         tasks = results["tasks"]
         final = [mean(v) for v in results["matrix"][HEADLINE][-1]]
         # the seed reports each task's score right after its own training: row i of task i
-        own = [mean(results["matrix"][HEADLINE][results["rows"].index(t)][i]) if t in results["rows"] else None
-               for i, t in enumerate(tasks)]
+        own = [
+            mean(results["matrix"][HEADLINE][results["rows"].index(t)][i]) if t in results["rows"] else None
+            for i, t in enumerate(tasks)
+        ]
         metrics = results["cl_metrics"][HEADLINE]
         syntax = results["matrix"].get("syntax_pass")
         final_humaneval = (results.get("humaneval") or {}).get("final") or {}
         passes = {f"humaneval_{k}": mean(v) for k, v in final_humaneval.items() if k.startswith("pass@")}
         routing = results.get("routing") or {}
         loss = results["cl_metrics"].get("loss") or {}
-        rows.append({
-            "strategy": results["strategy"],
-            "run": str(run_dir),
-            **{f"{t}_bleu_own": own[i] for i, t in enumerate(tasks)},
-            **{f"{t}_bleu": final[i] for i, t in enumerate(tasks)},
-            "average_bleu": mean(metrics.get("average_final")),
-            "forgetting_relative": mean(metrics.get("forgetting_relative")),
-            "bwt": mean(metrics.get("bwt")),
-            "fwt": mean(metrics.get("fwt")),
-            "average_loss": mean(loss.get("average_final")),
-            "bwt_loss": mean(loss.get("bwt")),
-            **{f"{t}_syntax_pass": (mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
-            "syntax_pass_final": _avg(mean(v) for v in syntax[-1]) if syntax else None,
-            **passes,
-            "routing_accuracy": mean(routing.get("accuracy")),
-            "forgetting_routed": _forgetting_routed(results),
-            "trainable_params": mean(results["train"][-1]["trainable_params"]),
-            "train_seconds": sum(mean(t["seconds"]) for t in results["train"]),
-            "seeds": results.get("seeds", 1),
-            "tasks": tasks,
-            "intervals": _intervals(results),
-            "per_seed": _seed_values(Path(run_dir)),
-        })
+        rows.append(
+            {
+                "strategy": results["strategy"],
+                "run": str(run_dir),
+                **{f"{t}_bleu_own": own[i] for i, t in enumerate(tasks)},
+                **{f"{t}_bleu": final[i] for i, t in enumerate(tasks)},
+                "average_bleu": mean(metrics.get("average_final")),
+                "forgetting_relative": mean(metrics.get("forgetting_relative")),
+                "bwt": mean(metrics.get("bwt")),
+                "fwt": mean(metrics.get("fwt")),
+                "average_loss": mean(loss.get("average_final")),
+                "bwt_loss": mean(loss.get("bwt")),
+                **{f"{t}_syntax_pass": (mean(syntax[-1][i]) if syntax else None) for i, t in enumerate(tasks)},
+                "syntax_pass_final": _avg(mean(v) for v in syntax[-1]) if syntax else None,
+                **passes,
+                "routing_accuracy": mean(routing.get("accuracy")),
+                "forgetting_routed": _forgetting_routed(results),
+                "trainable_params": mean(results["train"][-1]["trainable_params"]),
+                "train_seconds": sum(mean(t["seconds"]) for t in results["train"]),
+                "seeds": results.get("seeds", 1),
+                "tasks": tasks,
+                "intervals": _intervals(results),
+                "per_seed": _seed_values(Path(run_dir)),
+            }
+        )
     return rows
 
 
 # comparison column -> (metric, CL metric) whose interval it carries
-INTERVAL_OF = {"average_bleu": (HEADLINE, "average_final"), "forgetting_relative": (HEADLINE, "forgetting_relative"),
-               "bwt": (HEADLINE, "bwt"), "fwt": (HEADLINE, "fwt"), "average_loss": ("loss", "average_final"),
-               "bwt_loss": ("loss", "bwt")}
+INTERVAL_OF = {
+    "average_bleu": (HEADLINE, "average_final"),
+    "forgetting_relative": (HEADLINE, "forgetting_relative"),
+    "bwt": (HEADLINE, "bwt"),
+    "fwt": (HEADLINE, "fwt"),
+    "average_loss": ("loss", "average_final"),
+    "bwt_loss": ("loss", "bwt"),
+}
 
 
 def _intervals(results: dict) -> dict[str, list[float] | None]:
@@ -140,7 +151,9 @@ def _seed_values(run_dir: Path) -> dict[str, dict[str, float | None]]:
     out = {}
     for path in sorted(run_dir.glob("seed-*/results.json")):
         cl = read_json(path).get("cl_metrics") or {}
-        out[path.parent.name] = {column: (cl.get(metric) or {}).get(key) for column, (metric, key) in INTERVAL_OF.items()}
+        out[path.parent.name] = {
+            column: (cl.get(metric) or {}).get(key) for column, (metric, key) in INTERVAL_OF.items()
+        }
     return out
 
 
@@ -156,8 +169,12 @@ def paired_by_seed(best: dict, other: dict, column: str) -> dict | None:
     interval = t_interval(differences)
     if interval is None:
         return None
-    return {"vs": other["strategy"], "difference": sum(differences) / len(differences), "interval": list(interval),
-            "seeds": len(differences)}
+    return {
+        "vs": other["strategy"],
+        "difference": sum(differences) / len(differences),
+        "interval": list(interval),
+        "seeds": len(differences),
+    }
 
 
 def _paired_lines(rows: list[dict], labels: dict[str, str]) -> list[str]:
@@ -175,24 +192,44 @@ def _paired_lines(rows: list[dict], labels: dict[str, str]) -> list[str]:
             if paired is None:
                 continue
             low, high = paired["interval"]
-            verdict = ("beyond noise" if low > 0 or high < 0 else
-                       "equal on every seed" if low == high == 0 else "within noise (the interval contains 0)")
+            verdict = (
+                "beyond noise"
+                if low > 0 or high < 0
+                else "equal on every seed"
+                if low == high == 0
+                else "within noise (the interval contains 0)"
+            )
             pick.setdefault("paired", {}).setdefault(column, []).append(paired)
-            lines.append(f"- {labels[column]}: {pick['strategy']} - {row['strategy']} = {paired['difference']:+.2f} "
-                         f"(95% t interval over {paired['seeds']} seeds [{low:+.2f}, {high:+.2f}]): {verdict}")
+            lines.append(
+                f"- {labels[column]}: {pick['strategy']} - {row['strategy']} = {paired['difference']:+.2f} "
+                f"(95% t interval over {paired['seeds']} seeds [{low:+.2f}, {high:+.2f}]): {verdict}"
+            )
     return lines
 
 
 def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
     labels = {f"{t}_bleu_own": f"{_language(t)} BLEU after its training" for t in tasks}
     labels.update({f"{t}_bleu": f"{_language(t)} BLEU after the last task" for t in tasks})
-    labels.update({"average_bleu": "average BLEU", "forgetting_relative": "forgetting (%)",
-                   "trainable_params": "trainable params", "train_seconds": "training time (s)"})
+    labels.update(
+        {
+            "average_bleu": "average BLEU",
+            "forgetting_relative": "forgetting (%)",
+            "trainable_params": "trainable params",
+            "train_seconds": "training time (s)",
+        }
+    )
     labels.update({f"{t}_syntax_pass": f"{_language(t)} syntax pass (%)" for t in tasks})
     labels.update({m: f"HumanEval {m.removeprefix('humaneval_')} (%)" for m in extra})
-    labels.update({"bwt": "BWT", "fwt": "FWT", "average_loss": "loss after the last task (nats/token)",
-                   "bwt_loss": "loss BWT (negative = forgetting)", "routing_accuracy": "routing accuracy (%)",
-                   "forgetting_routed": "forgetting, routed (%)"})
+    labels.update(
+        {
+            "bwt": "BWT",
+            "fwt": "FWT",
+            "average_loss": "loss after the last task (nats/token)",
+            "bwt_loss": "loss BWT (negative = forgetting)",
+            "routing_accuracy": "routing accuracy (%)",
+            "forgetting_routed": "forgetting, routed (%)",
+        }
+    )
     return labels
 
 
@@ -210,23 +247,36 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     for row in rows:
         for k in extra:
             row.setdefault(k, None)
-    seed_columns = [f"{t}_bleu_own" for t in tasks] + [f"{t}_bleu" for t in tasks] + ["average_bleu", "forgetting_relative", "trainable_params",
-                                                   "train_seconds"]
-    more_columns = [f"{t}_syntax_pass" for t in tasks] + extra + ["bwt", "fwt", "average_loss", "bwt_loss",
-                                                                    "routing_accuracy", "forgetting_routed"]
+    seed_columns = (
+        [f"{t}_bleu_own" for t in tasks]
+        + [f"{t}_bleu" for t in tasks]
+        + ["average_bleu", "forgetting_relative", "trainable_params", "train_seconds"]
+    )
+    more_columns = (
+        [f"{t}_syntax_pass" for t in tasks]
+        + extra
+        + ["bwt", "fwt", "average_loss", "bwt_loss", "routing_accuracy", "forgetting_routed"]
+    )
     labels = _labels(tasks, extra)
-    lines = ["# Strategy comparison", "",
-             "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
-             "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
-             "and after the last task; forgetting is the seed's relative "
-             "forgetting in percent (with the task id); trainable parameters while training the last task; training "
-             "time in seconds summed over tasks. Runs with several seeds show means. Brackets: 95% intervals (one "
-             "seed: bootstrap over the evaluation examples; several: the t interval of the mean over seeds); a best "
-             "value whose interval overlaps another run's is within noise of it.", ""]
-    for title, columns in (("The seed's table", seed_columns),
-                           ("Pass rates, transfer and routing", more_columns)):
-        lines += [f"## {title}", "", "| strategy | " + " | ".join(labels[c] for c in columns) + " |",
-                  "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        "# Strategy comparison",
+        "",
+        "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
+        "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
+        "and after the last task; forgetting is the seed's relative "
+        "forgetting in percent (with the task id); trainable parameters while training the last task; training "
+        "time in seconds summed over tasks. Runs with several seeds show means. Brackets: 95% intervals (one "
+        "seed: bootstrap over the evaluation examples; several: the t interval of the mean over seeds); a best "
+        "value whose interval overlaps another run's is within noise of it.",
+        "",
+    ]
+    for title, columns in (("The seed's table", seed_columns), ("Pass rates, transfer and routing", more_columns)):
+        lines += [
+            f"## {title}",
+            "",
+            "| strategy | " + " | ".join(labels[c] for c in columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
         for row in rows:
             lines.append(f"| {row['strategy']} | " + " | ".join(_cell(row, c) for c in columns) + " |")
         lines.append("")
@@ -237,19 +287,30 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
             best.append(f"- {labels[c]}: tie ({_fmt(values[0][0], 0 if c == 'trainable_params' else 2)} for all)")
         elif values:
             pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
-            best.append(f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
-                        f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}")
+            best.append(
+                f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
+                f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}"
+            )
     lines += ["## Best strategy per column", "", *best, ""]
     paired = _paired_lines(rows, labels)
     if paired:
-        lines += ["## The best against each other run, paired by seed", "",
-                  "The difference in each seed (same data, initialisation and evaluation examples), then the 95% t "
-                  "interval of its mean over the seeds both runs have: sharper than overlapping intervals, since "
-                  "what a seed does to both runs cancels.", "", *paired, ""]
+        lines += [
+            "## The best against each other run, paired by seed",
+            "",
+            "The difference in each seed (same data, initialisation and evaluation examples), then the 95% t "
+            "interval of its mean over the seeds both runs have: sharper than overlapping intervals, since "
+            "what a seed does to both runs cancels.",
+            "",
+            *paired,
+            "",
+        ]
     lines += [
-              "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
-              "(see a run's report.md); per-task components forget only through misrouting.", "",
-              "![comparison](comparison.png)", ""]
+        "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
+        "(see a run's report.md); per-task components forget only through misrouting.",
+        "",
+        "![comparison](comparison.png)",
+        "",
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     _chart(rows, tasks, labels, out_dir / "comparison.png")
     write_json(out_dir / "comparison.json", rows)
@@ -283,16 +344,31 @@ def _chart(rows, tasks, labels, path: Path) -> Path:
     groups = [row["strategy"] for row in rows]
     col = lambda c: [row.get(c) for row in rows]  # noqa: E731
     panels = [
-        {"title": "BLEU after the last task", "ylabel": "BLEU (0-100)",
-         "series": {**{_language(t): col(f"{t}_bleu") for t in tasks}, "average": col("average_bleu")}},
-        {"title": "forgetting (relative)", "ylabel": "% of own score lost",
-         "series": {"task id": col("forgetting_relative"), "routed": col("forgetting_routed")}},
-        {"title": "backward and forward transfer (BLEU)", "ylabel": "BLEU points",
-         "series": {"BWT": col("bwt"), "FWT": col("fwt")}},
-        {"title": "syntax pass rate after the last task", "ylabel": "% of outputs",
-         "series": {_language(t): col(f"{t}_syntax_pass") for t in tasks}},
-        {"title": "trainable parameters (last task)", "ylabel": "parameters",
-         "series": {"trainable": col("trainable_params")}},
+        {
+            "title": "BLEU after the last task",
+            "ylabel": "BLEU (0-100)",
+            "series": {**{_language(t): col(f"{t}_bleu") for t in tasks}, "average": col("average_bleu")},
+        },
+        {
+            "title": "forgetting (relative)",
+            "ylabel": "% of own score lost",
+            "series": {"task id": col("forgetting_relative"), "routed": col("forgetting_routed")},
+        },
+        {
+            "title": "backward and forward transfer (BLEU)",
+            "ylabel": "BLEU points",
+            "series": {"BWT": col("bwt"), "FWT": col("fwt")},
+        },
+        {
+            "title": "syntax pass rate after the last task",
+            "ylabel": "% of outputs",
+            "series": {_language(t): col(f"{t}_syntax_pass") for t in tasks},
+        },
+        {
+            "title": "trainable parameters (last task)",
+            "ylabel": "parameters",
+            "series": {"trainable": col("trainable_params")},
+        },
         {"title": "training time, all tasks", "ylabel": "seconds", "series": {"time": col("train_seconds")}},
     ]
     return plots.bar_panels(groups, panels, path)

@@ -7,6 +7,7 @@ words), the architecture and parameter table, the per-task results, the matrix o
 its 95% bootstrap interval over examples, ``value [low, high]``; with several seeds it is the mean
 ± the sample standard deviation over seeds, with n.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,34 +19,55 @@ from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
 from hybridcl.intervals import describe_interval
 from hybridcl.io import write_text
-from hybridcl.results import read_results
 from hybridcl.report import plots
+from hybridcl.results import read_results
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
+
 METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in this order
-    "loss": ("teacher-forced loss: mean negative log-likelihood per target token on every evaluation example "
-             "(lower is better)", "nats per token"),
+    "loss": (
+        "teacher-forced loss: mean negative log-likelihood per target token on every evaluation example "
+        "(lower is better)",
+        "nats per token",
+    ),
     "token_accuracy": ("target tokens the greedy prediction gets right, teacher-forced", "% of target tokens"),
-    "bleu_codexglue_code_to_text": ("CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over "
-                                    "examples", "BLEU (0-100)"),
-    "bleu_codexglue_text_to_code": ("CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, "
-                                    "add-one smoothed", "BLEU (0-100)"),
+    "bleu_codexglue_code_to_text": (
+        "CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over examples",
+        "BLEU (0-100)",
+    ),
+    "bleu_codexglue_text_to_code": (
+        "CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, add-one smoothed",
+        "BLEU (0-100)",
+    ),
     "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
     "codebleu": ("CodeBLEU", "CodeBLEU (0-100)"),
     "exact_match": ("exact match after whitespace normalisation", "% of examples"),
     "syntax_pass": ("outputs that parse (tree-sitter)", "% of outputs"),
     "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
     "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
-    "bleu_seed": ("the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
-                  "averaged over examples (eval.seed_metrics)", "BLEU (0-100)"),
-    "syntax_pass_seed": ("the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
-                         "the reference (eval.seed_metrics; not a parse)", "% of outputs"),
+    "bleu_seed": (
+        "the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
+        "averaged over examples (eval.seed_metrics)",
+        "BLEU (0-100)",
+    ),
+    "syntax_pass_seed": (
+        "the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
+        "the reference (eval.seed_metrics; not a parse)",
+        "% of outputs",
+    ),
     "cut_share": ("generations cut by eval.max_new_tokens before their function (or text) ended", "% of generations"),
 }
-BLEU_NAME = ("CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
-             "averaged over examples; 0-100)")
-CL_COLUMNS = (("average_final", "average after last task"), ("forgetting_relative", "forgetting (relative, %)"),
-              ("forgetting_absolute", "forgetting (absolute)"), ("bwt", "BWT"), ("fwt", "FWT"))
+BLEU_NAME = (
+    "CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
+    "averaged over examples; 0-100)"
+)
+CL_COLUMNS = (
+    ("average_final", "average after last task"),
+    ("forgetting_relative", "forgetting (relative, %)"),
+    ("forgetting_absolute", "forgetting (absolute)"),
+    ("bwt", "BWT"),
+    ("fwt", "FWT"),
+)
 
 
 def std(value):
@@ -88,8 +110,10 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     results = read_results(run_dir / "results.json")
     if "matrix" not in results:
-        raise RunError(f"{run_dir} holds no single run's results: report one of its run folders, "
-                       f"or use `hybridcl compare {run_dir}`")
+        raise RunError(
+            f"{run_dir} holds no single run's results: report one of its run folders, "
+            f"or use `hybridcl compare {run_dir}`"
+        )
     config = _config(run_dir)
     seeds = results.get("seeds", 1)
     show_std = seeds > 1
@@ -104,8 +128,11 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _matrices(run_dir, results, f, show_std, intervals)
     lines += _cl_table(results, f, intervals)
     lines += _zero_shot(results, intervals)
-    lines += _routing(results, f) if config is None or config.eval.routing else [
-        "Routing (rows without the task id) was not evaluated: `eval.routing=false`.", ""]
+    lines += (
+        _routing(results, f)
+        if config is None or config.eval.routing
+        else ["Routing (rows without the task id) was not evaluated: `eval.routing=false`.", ""]
+    )
     lines += _humaneval(results, f)
     lines += _losses(run_dir, results, intervals)
     lines += _efficiency(run_dir, results, f)
@@ -124,19 +151,25 @@ def _config(run_dir: Path):
 
 
 def _summary(results, config, seeds) -> list[str]:
-    lines = [f"- strategy: `{results['strategy']}`", f"- tasks, in training order: {', '.join(results['tasks'])}",
-             f"- seeds: {seeds}" + (" (numbers are mean ± standard deviation over seeds)" if seeds > 1 else "")]
+    lines = [
+        f"- strategy: `{results['strategy']}`",
+        f"- tasks, in training order: {', '.join(results['tasks'])}",
+        f"- seeds: {seeds}" + (" (numbers are mean ± standard deviation over seeds)" if seeds > 1 else ""),
+    ]
     per_seed = results.get("per_seed") or []
     trained_in = sorted({t["precision"] for seed in per_seed for t in seed.get("train", []) if "precision" in t})
     if config is not None:
-        lines += [f"- base model: `{config.model.name}`", f"- direction: {config.data.direction}; data: "
-                  f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
-                  f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
-                  f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"
-                  + (f", {' and '.join(trained_in)}" if trained_in else ""),
-                  f"- evaluation: every cell in {results.get('eval_precision', 'an unrecorded precision')}; at most "
-                  f"{config.eval.max_new_tokens} new tokens, a generated function stopping at its end "
-                  "(`cut_share`: the share the limit cut)"]
+        lines += [
+            f"- base model: `{config.model.name}`",
+            f"- direction: {config.data.direction}; data: "
+            f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
+            f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
+            f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"
+            + (f", {' and '.join(trained_in)}" if trained_in else ""),
+            f"- evaluation: every cell in {results.get('eval_precision', 'an unrecorded precision')}; at most "
+            f"{config.eval.max_new_tokens} new tokens, a generated function stopping at its end "
+            "(`cut_share`: the share the limit cut)",
+        ]
     data = per_seed[0].get("data") if per_seed else None
     if data:
         counts, long = [], []
@@ -154,9 +187,15 @@ def _summary(results, config, seeds) -> list[str]:
             lines.append(f"- examples (train/{scored}; `-`: not read, an evaluation only): " + ", ".join(counts))
         if long:
             mode = data[results["tasks"][0]]["long_targets"]
-            what = "dropped, the samples filled with shorter ones" if mode["mode"] == "drop" else "cut (no end token) in training"
-            lines.append(f"- targets longer than {mode['max_target_len']} tokens (train/{scored}, among the examples "
-                         f"looked at): {', '.join(long)}; {what}")
+            what = (
+                "dropped, the samples filled with shorter ones"
+                if mode["mode"] == "drop"
+                else "cut (no end token) in training"
+            )
+            lines.append(
+                f"- targets longer than {mode['max_target_len']} tokens (train/{scored}, among the examples "
+                f"looked at): {', '.join(long)}; {what}"
+            )
     return lines + [""]
 
 
@@ -168,14 +207,21 @@ def _architecture(results, config, f) -> list[str]:
     if config is not None:
         lines += _arch_lines(config)
     strategy = STRATEGIES.get(results["strategy"])
-    rows = [["base model (trained)" if strategy and strategy.train_base else "base model (frozen)",
-             f"{p['base']:,}", ""],
-            ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
-            [f"full layer (each block{', at ' + p['full_layer_position'] if p.get('full_layer_position') else ''})",
-             f"{p['full_layer_per_block']:,}", pct(p["full_layer_per_block"])],
-            [f"stored components after the last task ({_count(p['adapters'], 'adapter')}, {_count(p['blocks'], 'block')})",
-             f"{p['stored_total']:,}", pct(p["stored_total"])],
-            ["trainable while training the last task", f"{p['trainable_last_task']:,}", pct(p["trainable_last_task"])]]
+    rows = [
+        ["base model (trained)" if strategy and strategy.train_base else "base model (frozen)", f"{p['base']:,}", ""],
+        ["LoRA adapter (each)", f"{p['lora_per_adapter']:,}", pct(p["lora_per_adapter"])],
+        [
+            f"full layer (each block{', at ' + p['full_layer_position'] if p.get('full_layer_position') else ''})",
+            f"{p['full_layer_per_block']:,}",
+            pct(p["full_layer_per_block"]),
+        ],
+        [
+            f"stored components after the last task ({_count(p['adapters'], 'adapter')}, {_count(p['blocks'], 'block')})",
+            f"{p['stored_total']:,}",
+            pct(p["stored_total"]),
+        ],
+        ["trainable while training the last task", f"{p['trainable_last_task']:,}", pct(p["trainable_last_task"])],
+    ]
     lines += _table(["component", "parameters", "% of base"], rows) + [""]
     return lines
 
@@ -193,10 +239,12 @@ def _arch_lines(config) -> list[str]:
     where = "encoder" if kind == "seq2seq" else "decoder"
     stack, after = parse_position(config.components.full_layer.position)
     place = f"after its block {after}" if after else "after its last block"
-    text = (f"`{config.model.name}`: {arch.model_type} ({kind}), {layers} {where} layers, hidden size "
-            f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA r={config.components.lora.r}, "
-            f"alpha={config.components.lora.alpha} on {', '.join(config.components.lora.target_modules or ['the default targets'])}; "
-            f"the full layer is one extra {stack or where} block, {place}.")
+    text = (
+        f"`{config.model.name}`: {arch.model_type} ({kind}), {layers} {where} layers, hidden size "
+        f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA r={config.components.lora.r}, "
+        f"alpha={config.components.lora.alpha} on {', '.join(config.components.lora.target_modules or ['the default targets'])}; "
+        f"the full layer is one extra {stack or where} block, {place}."
+    )
     return [text, ""]
 
 
@@ -207,10 +255,18 @@ def _per_task(results, f) -> list[str]:
     train = {t["task"]: t for t in results["train"]}
     stage_of = {r: i for i, r in enumerate(results["rows"])}
     forgetting = cl.get("forgetting_relative_per_task") or []
-    header = ["task", "BLEU after its own training", "BLEU after the last task", "forgetting (relative, %)",
-              "syntax pass after last (%)", "references' syntax pass (%)", "exact match after last (%)",
-              "final train loss", "train time (s)"]
-    data = ((results.get("per_seed") or [{}])[0].get("data") or {})
+    header = [
+        "task",
+        "BLEU after its own training",
+        "BLEU after the last task",
+        "forgetting (relative, %)",
+        "syntax pass after last (%)",
+        "references' syntax pass (%)",
+        "exact match after last (%)",
+        "final train loss",
+        "train time (s)",
+    ]
+    data = (results.get("per_seed") or [{}])[0].get("data") or {}
     rows = []
     for j, task in enumerate(tasks):
         i = stage_of.get(task)
@@ -218,13 +274,28 @@ def _per_task(results, f) -> list[str]:
         syntax = matrix.get("syntax_pass")
         em = matrix.get("exact_match")
         t = train.get(task, {})
-        rows.append([task, f(after_own), f(bleu[-1][j]) if bleu else "n/a",
-                     f(forgetting[j]) if j < len(forgetting) else "-", f(syntax[-1][j]) if syntax else "n/a",
-                     f((data.get(task) or {}).get("syntax_ceiling")), f(em[-1][j]) if em else "n/a", f(t.get("final_loss"), 3), f(t.get("seconds"))])
-    lines = ["## Results per task", "", f"BLEU is {BLEU_NAME}; forgetting is the seed's "
-             "relative forgetting, 100 * (R[j][j] - R[T][j]) / R[j][j] (the last task has none). The references' "
-             "syntax pass rate is the ceiling for the models' (the share of the scored reference functions that "
-             "parse).", ""]
+        rows.append(
+            [
+                task,
+                f(after_own),
+                f(bleu[-1][j]) if bleu else "n/a",
+                f(forgetting[j]) if j < len(forgetting) else "-",
+                f(syntax[-1][j]) if syntax else "n/a",
+                f((data.get(task) or {}).get("syntax_ceiling")),
+                f(em[-1][j]) if em else "n/a",
+                f(t.get("final_loss"), 3),
+                f(t.get("seconds")),
+            ]
+        )
+    lines = [
+        "## Results per task",
+        "",
+        f"BLEU is {BLEU_NAME}; forgetting is the seed's "
+        "relative forgetting, 100 * (R[j][j] - R[T][j]) / R[j][j] (the last task has none). The references' "
+        "syntax pass rate is the ceiling for the models' (the share of the scored reference functions that "
+        "parse).",
+        "",
+    ]
     return lines + _table(header, rows) + [""]
 
 
@@ -247,29 +318,45 @@ def _findings(results, intervals) -> list[str]:
     loss = intervals.get("loss")
     if not loss or not loss.get("own_training"):
         return []
-    lines = ["## What this run shows", "",
-             "On the teacher-forced loss (nats per target token, lower is better), with 95% bootstrap intervals over "
-             "the evaluation examples, paired between rows (the same resampled examples before and after):", ""]
+    lines = [
+        "## What this run shows",
+        "",
+        "On the teacher-forced loss (nats per target token, lower is better), with 95% bootstrap intervals over "
+        "the evaluation examples, paired between rows (the same resampled examples before and after):",
+        "",
+    ]
     for j, effect in enumerate(loss["own_training"]):
         if effect is not None:
-            lines.append(f"- {describe_interval(f'{tasks[j]}: its own training changed the loss by', effect['difference'], tuple(effect['interval']) if effect['interval'] else None)}")
+            lines.append(
+                f"- {describe_interval(f'{tasks[j]}: its own training changed the loss by', effect['difference'], tuple(effect['interval']) if effect['interval'] else None)}"
+            )
     bwt = loss["cl"].get("bwt_per_task") or []
     bwt_iv = loss["intervals"].get("bwt_per_task") or []
     for j, value in enumerate(bwt):
         if value is not None and j < len(bwt_iv):
             # BWT keeps "negative = forgetting" for a loss too: R[j][j] - R[T][j]
-            lines.append(f"- {describe_interval(f'{tasks[j]}: backward transfer (BWT, negative = forgetting)', value, tuple(bwt_iv[j]) if bwt_iv[j] else None)}")
+            lines.append(
+                f"- {describe_interval(f'{tasks[j]}: backward transfer (BWT, negative = forgetting)', value, tuple(bwt_iv[j]) if bwt_iv[j] else None)}"
+            )
     return lines + [""]
 
 
 def _matrices(run_dir, results, f, show_std, intervals) -> list[str]:
     tasks, labels = results["tasks"], _row_labels(results)
-    lines = ["## Matrices", "", "`R[i][j]`: the metric on task j's evaluation examples (columns) after training the "
-             "task of row i (row `base` = the frozen base before any training). "
-             + ("Each cell: the value [95% bootstrap interval over examples]. " if intervals else
-                "Each cell: mean ± standard deviation over seeds. ")
-             + "Heatmap colours span the metric's whole range (0-100, or 0 to the largest loss), so that small "
-             "differences do not look like contrast.", ""]
+    lines = [
+        "## Matrices",
+        "",
+        "`R[i][j]`: the metric on task j's evaluation examples (columns) after training the "
+        "task of row i (row `base` = the frozen base before any training). "
+        + (
+            "Each cell: the value [95% bootstrap interval over examples]. "
+            if intervals
+            else "Each cell: mean ± standard deviation over seeds. "
+        )
+        + "Heatmap colours span the metric's whole range (0-100, or 0 to the largest loss), so that small "
+        "differences do not look like contrast.",
+        "",
+    ]
     order = [m for m in METRICS if m in results["matrix"]] + [m for m in results["matrix"] if m not in METRICS]
     for metric in order:
         matrix = results["matrix"][metric]
@@ -281,16 +368,27 @@ def _matrices(run_dir, results, f, show_std, intervals) -> list[str]:
             continue
         cell_iv = (intervals.get(metric) or {}).get("cell_intervals")
         if cell_iv:
-            rows = [[labels[i]] + [_with_interval(v, cell_iv[i][j]) for j, v in enumerate(row)] for i, row in enumerate(values)]
+            rows = [
+                [labels[i]] + [_with_interval(v, cell_iv[i][j]) for j, v in enumerate(row)]
+                for i, row in enumerate(values)
+            ]
         else:
             rows = [[labels[i]] + [f(c) for c in row] for i, row in enumerate(matrix)]
         lines += _table(["after training \\ evaluated on", *tasks], rows) + [""]
         name = f"matrix-{metric}.png"
         finite = [v for row in values for v in row if v is not None]
         scale = (0.0, max(finite) * 1.05 or 1.0) if metric in LOWER_IS_BETTER else (0.0, 100.0)
-        plots.heatmap(values, labels, tasks, title=f"{metric} ({results['strategy']})", colorbar_label=unit,
-                      path=run_dir / name, std=[[std(c) for c in row] for row in matrix] if show_std else None,
-                      intervals=cell_iv, scale=scale)
+        plots.heatmap(
+            values,
+            labels,
+            tasks,
+            title=f"{metric} ({results['strategy']})",
+            colorbar_label=unit,
+            path=run_dir / name,
+            std=[[std(c) for c in row] for row in matrix] if show_std else None,
+            intervals=cell_iv,
+            scale=scale,
+        )
         lines += [f"![{metric} matrix]({name})", ""]
     return lines
 
@@ -305,21 +403,38 @@ def _cl_table(results, f, intervals) -> list[str]:
             rows.append([metric] + [_with_interval(mean(values.get(k)), cl_iv.get(k)) for k, _ in CL_COLUMNS])
         else:
             rows.append([metric] + [f(values.get(k)) for k, _ in CL_COLUMNS])
-    lines = ["## Continual-learning metrics", "",
-             "Forgetting (relative) is the seed's: percent of a task's score lost by the end; forgetting (absolute) is "
-             "Chaudhry et al.'s, in the metric's units (best score from the task's own training on, minus the final "
-             "one); BWT and FWT are GEM's (negative BWT = forgetting; FWT against the frozen base). For the loss "
-             "(lower is better) forgetting is a rise and the signs keep their meaning. "
-             + ("Brackets: 95% bootstrap intervals, paired between rows; an interval that contains 0 means the "
-                "difference is within noise." if intervals else "Values: mean ± standard deviation over seeds."), ""]
+    lines = [
+        "## Continual-learning metrics",
+        "",
+        "Forgetting (relative) is the seed's: percent of a task's score lost by the end; forgetting (absolute) is "
+        "Chaudhry et al.'s, in the metric's units (best score from the task's own training on, minus the final "
+        "one); BWT and FWT are GEM's (negative BWT = forgetting; FWT against the frozen base). For the loss "
+        "(lower is better) forgetting is a rise and the signs keep their meaning. "
+        + (
+            "Brackets: 95% bootstrap intervals, paired between rows; an interval that contains 0 means the "
+            "difference is within noise."
+            if intervals
+            else "Values: mean ± standard deviation over seeds."
+        ),
+        "",
+    ]
     skipped = []
     for metric, values in results["cl_metrics"].items():
         for key, label in CL_COLUMNS:
             n_skipped = mean(values.get("n_skipped", {}).get(key))
             if n_skipped:  # a mean over seeds when aggregated
-                skipped.append(f"{metric} {label}: {n_skipped:g} of {n_skipped + (mean(values['n'].get(key)) or 0):g} tasks")
-    notes = [f"Means over the tasks where a metric is defined; tasks left out as undefined (zero denominator or "
-             f"a cell not evaluated): {'; '.join(skipped)}.", ""] if skipped else []
+                skipped.append(
+                    f"{metric} {label}: {n_skipped:g} of {n_skipped + (mean(values['n'].get(key)) or 0):g} tasks"
+                )
+    notes = (
+        [
+            f"Means over the tasks where a metric is defined; tasks left out as undefined (zero denominator or "
+            f"a cell not evaluated): {'; '.join(skipped)}.",
+            "",
+        ]
+        if skipped
+        else []
+    )
     return lines + _table(["metric", *(label for _, label in CL_COLUMNS)], rows) + [""] + notes
 
 
@@ -330,52 +445,77 @@ def _zero_shot(results, intervals) -> list[str]:
     fwt, fwt_iv = loss.get("cl", {}).get("fwt_per_task") or [], loss.get("intervals", {}).get("fwt_per_task") or []
     if not fwt:
         return []
-    lines = ["## Zero-shot transfer to languages not trained yet", "",
-             "Each task scored right before its own training (after the tasks before it) against the frozen base, on "
-             "the loss: FWT per task, positive = the earlier tasks helped a language the model has not been trained on "
-             "yet (for a per-task strategy, the latest task's parts serve the new language).", ""]
+    lines = [
+        "## Zero-shot transfer to languages not trained yet",
+        "",
+        "Each task scored right before its own training (after the tasks before it) against the frozen base, on "
+        "the loss: FWT per task, positive = the earlier tasks helped a language the model has not been trained on "
+        "yet (for a per-task strategy, the latest task's parts serve the new language).",
+        "",
+    ]
     for j, value in enumerate(fwt, start=1):
         if value is not None and j - 1 < len(fwt_iv):
             interval = tuple(fwt_iv[j - 1]) if fwt_iv[j - 1] else None
-            lines.append(f"- {describe_interval(f'{tasks[j]} after {tasks[j - 1]}, before its own training: FWT', value, interval)}")
+            lines.append(
+                f"- {describe_interval(f'{tasks[j]} after {tasks[j - 1]}, before its own training: FWT', value, interval)}"
+            )
     return lines + [""]
 
 
 def _routing(results, f) -> list[str]:
-    lines = ["## Task-agnostic inference (routing)", "",
-             "The matrices above use the task id: each task is evaluated with its own components. With a task id, "
-             "per-task components cannot forget: training a later task never changes an earlier task's parts, so the "
-             "row after the last task repeats each task's own row exactly. Forgetting reported for a per-task "
-             "strategy must therefore come from something else: the seed's 4.38% for the task-specific hybrid came "
-             "from re-evaluating Python after reloading only its LoRA weights onto the plain base in fp16 (the trained "
-             "extra block was gone) with unseeded sampling; without a task id it can come from choosing the wrong "
-             "components. Here each evaluation prompt is routed to the "
-             "task whose components give its source text the lowest loss (causal: the LM loss of the source tokens, "
-             "without the template that names the language; seq2seq: the loss of reconstructing the source), and every "
-             "row from the first one with two tasks' parts on is evaluated again under that choice (earlier rows have "
-             "nothing to choose and are the same).", ""]
+    lines = [
+        "## Task-agnostic inference (routing)",
+        "",
+        "The matrices above use the task id: each task is evaluated with its own components. With a task id, "
+        "per-task components cannot forget: training a later task never changes an earlier task's parts, so the "
+        "row after the last task repeats each task's own row exactly. Forgetting reported for a per-task "
+        "strategy must therefore come from something else: the seed's 4.38% for the task-specific hybrid came "
+        "from re-evaluating Python after reloading only its LoRA weights onto the plain base in fp16 (the trained "
+        "extra block was gone) with unseeded sampling; without a task id it can come from choosing the wrong "
+        "components. Here each evaluation prompt is routed to the "
+        "task whose components give its source text the lowest loss (causal: the LM loss of the source tokens, "
+        "without the template that names the language; seq2seq: the loss of reconstructing the source), and every "
+        "row from the first one with two tasks' parts on is evaluated again under that choice (earlier rows have "
+        "nothing to choose and are the same).",
+        "",
+    ]
     routing = results.get("routing")
     if not routing:
-        return lines + ["Not applicable to this run: its strategy has fewer than two tasks with per-task components, "
-                        "so every prompt uses the same weights with or without a task id.", ""]
+        return lines + [
+            "Not applicable to this run: its strategy has fewer than two tasks with per-task components, "
+            "so every prompt uses the same weights with or without a task id.",
+            "",
+        ]
     tasks = routing["tasks"]
     per_seed = results.get("per_seed") or []
     interval = (per_seed[0].get("routing") or {}).get("accuracy_interval") if len(per_seed) == 1 else None
     chance = 100.0 / len(tasks)
-    accuracy = (_with_interval(mean(routing["accuracy"]), interval) if interval else f(routing["accuracy"]))
+    accuracy = _with_interval(mean(routing["accuracy"]), interval) if interval else f(routing["accuracy"])
     verdict = ""
     if interval:
-        verdict = (" — better than chance" if interval[0] > chance else
-                   " — within noise of chance" if interval[1] >= chance else " — worse than chance")
-    lines += [f"Routing accuracy: **{accuracy}%** of {routing['n']} evaluation prompts (method `{routing['method']}`; "
-              f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so text-to-code prompts "
-              "are hard to route; code shows its language, but the lowest-loss rule need not pick it up (on the "
-              "default model, code-to-text routing was within noise of chance too: "
-              "docs/results/2026-11-27-code-to-text-routing). When the language is known, name it: "
-              "`hybridcl generate --task auto \"[python] ...\"` routes a prompt tagged `[task]` to that task.", ""]
-    confusion_rows = [[t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
-                      for t in routing["confusion"]]
-    lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [""]
+        verdict = (
+            " — better than chance"
+            if interval[0] > chance
+            else " — within noise of chance"
+            if interval[1] >= chance
+            else " — worse than chance"
+        )
+    lines += [
+        f"Routing accuracy: **{accuracy}%** of {routing['n']} evaluation prompts (method `{routing['method']}`; "
+        f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so text-to-code prompts "
+        "are hard to route; code shows its language, but the lowest-loss rule need not pick it up (on the "
+        "default model, code-to-text routing was within noise of chance too: "
+        "docs/results/2026-11-27-code-to-text-routing). When the language is known, name it: "
+        '`hybridcl generate --task auto "[python] ..."` routes a prompt tagged `[task]` to that task.',
+        "",
+    ]
+    confusion_rows = [
+        [t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
+        for t in routing["confusion"]
+    ]
+    lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [
+        ""
+    ]
     last = results["matrix"]
     rows = []
     for metric, routed in routing["matrix_last_row"].items():
@@ -390,8 +530,10 @@ def _routing(results, f) -> list[str]:
     if headline in routing.get("matrix", {}):
         labels = ["base" if r == "base" else f"after {r}" for r in results["rows"]]
         lines += [f"The {headline} matrix under routing:", ""]
-        lines += _table(["after training \\ evaluated on", *results["tasks"]],
-                        [[label, *(f(v) for v in row)] for label, row in zip(labels, routing["matrix"][headline])]) + [""]
+        lines += _table(
+            ["after training \\ evaluated on", *results["tasks"]],
+            [[label, *(f(v) for v in row)] for label, row in zip(labels, routing["matrix"][headline])],
+        ) + [""]
         cl = routing["cl_metrics"][headline]
         lines += [f"Under routing: {', '.join(f'{label} {f(cl.get(key))}' for key, label in CL_COLUMNS)}.", ""]
     return lines
@@ -404,9 +546,14 @@ def _humaneval(results, f) -> list[str]:
     keys = [k for k in humaneval["final"] if k.startswith("pass@")]
     rows = [[when, *(f(humaneval[when].get(k)) for k in keys)] for when in ("base", "final")]
     final = humaneval["final"]
-    lines = ["## HumanEval", "", f"Functional correctness on {final.get('problems')} HumanEval problems, "
-             f"{final.get('samples')} samples each, run in the sandbox; `final` is the model after the last task "
-             "routed to the python task's components (pass@k in percent).", ""]
+    lines = [
+        "## HumanEval",
+        "",
+        f"Functional correctness on {final.get('problems')} HumanEval problems, "
+        f"{final.get('samples')} samples each, run in the sandbox; `final` is the model after the last task "
+        "routed to the python task's components (pass@k in percent).",
+        "",
+    ]
     protections = final.get("protections")
     if protections:
         lines += [f"Sandbox protections in force: {', '.join(protections)}.", ""]
@@ -419,54 +566,104 @@ def _losses(run_dir, results, intervals) -> list[str]:
     lines = ["## Training and validation loss", ""]
     if any(logs.values()):
         plots.loss_curves(logs, tasks, run_dir / "loss.png")
-        lines += ["Training loss (nats per target token) at every logged optimizer step (dots) and its moving average "
-                  "(line), tasks in training order; dotted grey lines mark where a new task starts; with several seeds, "
-                  "one line style per seed.", "", "![training loss](loss.png)", ""]
+        lines += [
+            "Training loss (nats per target token) at every logged optimizer step (dots) and its moving average "
+            "(line), tasks in training order; dotted grey lines mark where a new task starts; with several seeds, "
+            "one line style per seed.",
+            "",
+            "![training loss](loss.png)",
+            "",
+        ]
     else:
         lines += ["No training log (`seed-*/train_log.jsonl`) in this run.", ""]
     loss = results["matrix"].get("loss")
     if loss:
         cell_iv = (intervals.get("loss") or {}).get("cell_intervals")
-        plots.stage_curves([[mean(c) for c in row] for row in loss], cell_iv, _row_labels(results), tasks,
-                           run_dir / "validation-loss.png", ylabel="loss (nats per target token)",
-                           title="Validation loss of each task after each stage")
-        lines += ["Each task's teacher-forced validation loss after each stage (the rows of the loss matrix)"
-                  + (", with 95% bootstrap intervals." if cell_iv else "."), "", "![validation loss](validation-loss.png)", ""]
+        plots.stage_curves(
+            [[mean(c) for c in row] for row in loss],
+            cell_iv,
+            _row_labels(results),
+            tasks,
+            run_dir / "validation-loss.png",
+            ylabel="loss (nats per target token)",
+            title="Validation loss of each task after each stage",
+        )
+        lines += [
+            "Each task's teacher-forced validation loss after each stage (the rows of the loss matrix)"
+            + (", with 95% bootstrap intervals." if cell_iv else "."),
+            "",
+            "![validation loss](validation-loss.png)",
+            "",
+        ]
     return lines
 
 
 def _efficiency(run_dir, results, f) -> list[str]:
     per_seed = results.get("per_seed") or []
     tasks = results["tasks"]
-    header = ["stage", "train time (s)", "samples/s", "tokens/s", "peak memory (GB)", "trainable params",
-              "eval time of its row (s)"]
+    header = [
+        "stage",
+        "train time (s)",
+        "samples/s",
+        "tokens/s",
+        "peak memory (GB)",
+        "trainable params",
+        "eval time of its row (s)",
+    ]
     rows = []
     eval_rows = []
     for i, t in enumerate(results["train"], start=1):
         eval_s = mean_std([_row_sum(r.get("eval_seconds"), i) for r in per_seed]) if per_seed else None
         eval_rows.append(eval_s)
-        rows.append([t["task"], f(t.get("seconds")), f(t.get("samples_per_s"), 1), f(t.get("tokens_per_s"), 0),
-                     f(t.get("peak_memory_gb"), 3), f(t.get("trainable_params"), 0), f(eval_s)])
+        rows.append(
+            [
+                t["task"],
+                f(t.get("seconds")),
+                f(t.get("samples_per_s"), 1),
+                f(t.get("tokens_per_s"), 0),
+                f(t.get("peak_memory_gb"), 3),
+                f(t.get("trainable_params"), 0),
+                f(eval_s),
+            ]
+        )
     base_eval = mean_std([_row_sum(r.get("eval_seconds"), 0) for r in per_seed]) if per_seed else None
     total = mean_std([sum(t["seconds"] for t in r["train"]) for r in per_seed]) if per_seed else None
     rows.append(["**total**", f(total), "", "", "", "", f(mean_std([_total_eval(r) for r in per_seed]))])
-    lines = ["## Efficiency", "", "Training time is wall-clock seconds of the training loop; peak memory is the peak "
-             "GPU memory on a GPU and the peak resident memory of the process on a CPU (GB); evaluation time is the "
-             f"generation and scoring of one matrix row (the base row took {f(base_eval)} s).", ""]
+    lines = [
+        "## Efficiency",
+        "",
+        "Training time is wall-clock seconds of the training loop; peak memory is the peak "
+        "GPU memory on a GPU and the peak resident memory of the process on a CPU (GB); evaluation time is the "
+        f"generation and scoring of one matrix row (the base row took {f(base_eval)} s).",
+        "",
+    ]
     lines += _table(header, rows) + [""]
     groups = [t["task"] for t in results["train"]]
     if groups:
         panels = [
-            {"title": "training time per task", "ylabel": "seconds",
-             "series": {"train": [mean(t.get("seconds")) for t in results["train"]]},
-             "errors": {"train": [std(t.get("seconds")) for t in results["train"]]}},
-            {"title": "training throughput", "ylabel": "samples per second",
-             "series": {"throughput": [mean(t.get("samples_per_s")) for t in results["train"]]},
-             "errors": {"throughput": [std(t.get("samples_per_s")) for t in results["train"]]}},
-            {"title": "peak memory while training", "ylabel": "GB",
-             "series": {"memory": [mean(t.get("peak_memory_gb")) for t in results["train"]]}},
-            {"title": "evaluation time of the row after each task", "ylabel": "seconds",
-             "series": {"eval": [mean(e) for e in eval_rows]}, "errors": {"eval": [std(e) for e in eval_rows]}},
+            {
+                "title": "training time per task",
+                "ylabel": "seconds",
+                "series": {"train": [mean(t.get("seconds")) for t in results["train"]]},
+                "errors": {"train": [std(t.get("seconds")) for t in results["train"]]},
+            },
+            {
+                "title": "training throughput",
+                "ylabel": "samples per second",
+                "series": {"throughput": [mean(t.get("samples_per_s")) for t in results["train"]]},
+                "errors": {"throughput": [std(t.get("samples_per_s")) for t in results["train"]]},
+            },
+            {
+                "title": "peak memory while training",
+                "ylabel": "GB",
+                "series": {"memory": [mean(t.get("peak_memory_gb")) for t in results["train"]]},
+            },
+            {
+                "title": "evaluation time of the row after each task",
+                "ylabel": "seconds",
+                "series": {"eval": [mean(e) for e in eval_rows]},
+                "errors": {"eval": [std(e) for e in eval_rows]},
+            },
         ]
         plots.bar_panels(groups, panels, run_dir / "efficiency.png")
         lines += ["![efficiency](efficiency.png)", ""]

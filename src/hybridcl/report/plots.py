@@ -3,11 +3,12 @@
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global backend
 switch), so writing a report never opens a window or changes the caller's matplotlib state.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -35,11 +36,20 @@ def _num(v) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def heatmap(values: Sequence[Sequence[float | None]], row_labels: Sequence[str], col_labels: Sequence[str], *,
-            title: str, colorbar_label: str, path: Path, std: Sequence[Sequence[float | None]] | None = None,
-            intervals: Sequence[Sequence[Sequence[float] | None]] | None = None,
-            scale: tuple[float, float] | None = None,
-            xlabel: str = "evaluated on task", ylabel: str = "after training") -> Path:
+def heatmap(
+    values: Sequence[Sequence[float | None]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    title: str,
+    colorbar_label: str,
+    path: Path,
+    std: Sequence[Sequence[float | None]] | None = None,
+    intervals: Sequence[Sequence[Sequence[float] | None]] | None = None,
+    scale: tuple[float, float] | None = None,
+    xlabel: str = "evaluated on task",
+    ylabel: str = "after training",
+) -> Path:
     """An annotated heatmap of a matrix (rows x columns); missing cells are grey and say "n/a".
 
     Each cell shows its value and, when given, ``± std`` or its ``[low, high]`` interval. ``scale``
@@ -51,8 +61,9 @@ def heatmap(values: Sequence[Sequence[float | None]], row_labels: Sequence[str],
     fig, axes = _new(1.6 + 1.5 * len(col_labels), 1.3 + 0.65 * len(row_labels))
     ax = axes[0][0]
     finite = data[np.isfinite(data)]
-    vmin, vmax = scale if scale is not None else (
-        (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+    vmin, vmax = (
+        scale if scale is not None else ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+    )
     if vmin == vmax:
         vmin, vmax = vmin - 1.0, vmax + 1.0
     cmap = _cmap("viridis")
@@ -121,8 +132,14 @@ def loss_curves(logs: dict[int, list[dict]], tasks: Sequence[str], path: Path, *
             labelled.add(task)
             color = colors.get(task, "black")
             ax.scatter(xs, ys, color=color, s=6, alpha=0.35, linewidths=0)  # every logged step
-            ax.plot(xs, _smooth(ys), color=color, linestyle=LINESTYLES[sorted(logs).index(seed) % len(LINESTYLES)],
-                    alpha=0.9, label=label)
+            ax.plot(
+                xs,
+                _smooth(ys),
+                color=color,
+                linestyle=LINESTYLES[sorted(logs).index(seed) % len(LINESTYLES)],
+                alpha=0.9,
+                label=label,
+            )
             lo, hi = boundaries.get(task, (xs[0], xs[-1]))
             boundaries[task] = (min(lo, xs[0]), max(hi, xs[-1]))
             offset += max(s for s, _ in points)
@@ -142,13 +159,21 @@ def _smooth(values: Sequence[float]) -> list[float]:
     half = max(0, min(25, len(values) // 20))
     out = []
     for k in range(len(values)):
-        window = values[max(0, k - half): k + half + 1]
+        window = values[max(0, k - half) : k + half + 1]
         out.append(sum(window) / len(window))
     return out
 
 
-def stage_curves(values: Sequence[Sequence[float | None]], intervals: Sequence[Sequence[Sequence[float] | None]] | None,
-                 row_labels: Sequence[str], tasks: Sequence[str], path: Path, *, ylabel: str, title: str) -> Path:
+def stage_curves(
+    values: Sequence[Sequence[float | None]],
+    intervals: Sequence[Sequence[Sequence[float] | None]] | None,
+    row_labels: Sequence[str],
+    tasks: Sequence[str],
+    path: Path,
+    *,
+    ylabel: str,
+    title: str,
+) -> Path:
     """One line per task across the matrix rows (base, then after each stage), with interval bars."""
     fig, axes = _new(1.6 + 1.4 * len(row_labels), 4.0)
     ax = axes[0][0]
@@ -180,14 +205,32 @@ def _bars_on(ax, groups, series, *, title, ylabel, errors=None):
         heights = [_num(v) or 0.0 for v in values]
         err = [(_num(e) or 0.0) for e in errors[name]] if errors and name in errors else None
         color = TASK_COLORS[k % len(TASK_COLORS)] if n > 1 else "#4c72b0"
-        rects = ax.bar(xs, heights, width=width * 0.95, label=name if n > 1 else None, color=color, yerr=err,
-                       capsize=3 if err else 0)
+        rects = ax.bar(
+            xs,
+            heights,
+            width=width * 0.95,
+            label=name if n > 1 else None,
+            color=color,
+            yerr=err,
+            capsize=3 if err else 0,
+        )
         for n_bar, (rect, v) in enumerate(zip(rects, values)):
             top = rect.get_height() + (err[n_bar] if err else 0.0)  # above the error bar
-            ax.annotate("n/a" if _num(v) is None else _short(float(v)), (rect.get_x() + rect.get_width() / 2, top),
-                        ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(groups)), labels=list(groups), rotation=20 if max(map(len, groups)) > 12 else 0,
-                  ha="right" if max(map(len, groups)) > 12 else "center")
+            ax.annotate(
+                "n/a" if _num(v) is None else _short(float(v)),
+                (rect.get_x() + rect.get_width() / 2, top),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(
+        range(len(groups)),
+        labels=list(groups),
+        rotation=20 if max(map(len, groups)) > 12 else 0,
+        ha="right" if max(map(len, groups)) > 12 else "center",
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.8)
@@ -204,8 +247,14 @@ def bar_panels(groups: Sequence[str], panels: list[dict], path: Path, *, cols: i
     rows = math.ceil(len(panels) / cols)
     fig, axes = _new(max(10.0, 1.1 * len(groups) * cols + 2), 3.6 * rows, rows, cols)
     for k, panel in enumerate(panels):
-        _bars_on(axes[k // cols][k % cols], groups, panel["series"], title=panel["title"], ylabel=panel["ylabel"],
-                 errors=panel.get("errors"))
+        _bars_on(
+            axes[k // cols][k % cols],
+            groups,
+            panel["series"],
+            title=panel["title"],
+            ylabel=panel["ylabel"],
+            errors=panel.get("errors"),
+        )
     for k in range(len(panels), rows * cols):
         axes[k // cols][k % cols].set_visible(False)
     return _save(fig, path)

@@ -1,4 +1,5 @@
 """The few numbers printed at the end of ``hybridcl run``; the rest is in ``report.md``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,10 +30,14 @@ def run_summary(run_dir: Path) -> str:
             continue
         for j, task in enumerate(tasks):
             i = own_row(task)
-            lines.append(f"{task:<12}{'':>3}{_fmt(matrix[0][j]):>8}{_fmt(matrix[i][j] if i else None):>16}"
-                         f"{_fmt(matrix[-1][j]):>12}   {label}")
+            lines.append(
+                f"{task:<12}{'':>3}{_fmt(matrix[0][j]):>8}{_fmt(matrix[i][j] if i else None):>16}"
+                f"{_fmt(matrix[-1][j]):>12}   {label}"
+            )
     cl = results["cl_metrics"][HEADLINE]
-    lines.append(f"average BLEU at the end {_fmt(cl.get('average_final'))}; forgetting (relative) "
-                 f"{_fmt(cl.get('forgetting_relative'))}%; BWT {_fmt(cl.get('bwt'), True)}; FWT {_fmt(cl.get('fwt'), True)}")
+    lines.append(
+        f"average BLEU at the end {_fmt(cl.get('average_final'))}; forgetting (relative) "
+        f"{_fmt(cl.get('forgetting_relative'))}%; BWT {_fmt(cl.get('bwt'), True)}; FWT {_fmt(cl.get('fwt'), True)}"
+    )
     lines.append(f"report: {run_dir / 'report.md'}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ baseline's hook on the training loop (see :mod:`hybridcl.strategies.rules`), whi
 training stages (``joint``: one stage over every task). Code that branches on a strategy reads
 these properties, never its name.
 """
+
 from __future__ import annotations
 
 import enum
@@ -54,7 +55,11 @@ class Strategy:
     def isolates_tasks(self) -> bool:
         """With a task id, a trained task's parts never change again (per-task parts on a frozen base)."""
         scopes = (self.lora, self.full_layer)
-        return not self.train_base and any(s.used for s in scopes) and all(s in (Scope.PER_TASK, Scope.NONE) for s in scopes)
+        return (
+            not self.train_base
+            and any(s.used for s in scopes)
+            and all(s in (Scope.PER_TASK, Scope.NONE) for s in scopes)
+        )
 
     @property
     def routable(self) -> bool:
@@ -69,24 +74,61 @@ def _strategy(name, lora, full_layer, **kwargs) -> Strategy:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        _strategy("lora_only", lora="per_task", full_layer="none",
-                  description="a fresh LoRA adapter per task"),
-        _strategy("full_layer_only", lora="none", full_layer="per_task",
-                  description="a fresh extra transformer block per task"),
-        _strategy("hybrid_task_specific", lora="per_task", full_layer="per_task",
-                  description="per-task LoRA + per-task extra block"),
-        _strategy("hybrid_shared_layer", lora="per_task", full_layer="shared",
-                  description="per-task LoRA + one extra block trained on every task"),
-        _strategy("full_finetune", lora="none", full_layer="none", train_base=True,
-                  description="naive sequential fine-tuning of the whole model (forgetting upper bound)"),
-        _strategy("joint", lora="none", full_layer="none", train_base=True, rule="joint",
-                  description="multi-task fine-tuning on all tasks at once (quality upper bound)"),
-        _strategy("replay", lora="shared", full_layer="shared", rule="replay",
-                  description="shared LoRA + shared block, earlier tasks' examples mixed into later tasks"),
-        _strategy("ewc", lora="shared", full_layer="shared", rule="ewc",
-                  description="shared LoRA + shared block with an EWC penalty on their weights"),
-        _strategy("o_lora", lora="stacked", full_layer="none", rule="o_lora",
-                  description="a new LoRA per task, all active together, kept orthogonal to earlier tasks'"),
+        _strategy("lora_only", lora="per_task", full_layer="none", description="a fresh LoRA adapter per task"),
+        _strategy(
+            "full_layer_only",
+            lora="none",
+            full_layer="per_task",
+            description="a fresh extra transformer block per task",
+        ),
+        _strategy(
+            "hybrid_task_specific",
+            lora="per_task",
+            full_layer="per_task",
+            description="per-task LoRA + per-task extra block",
+        ),
+        _strategy(
+            "hybrid_shared_layer",
+            lora="per_task",
+            full_layer="shared",
+            description="per-task LoRA + one extra block trained on every task",
+        ),
+        _strategy(
+            "full_finetune",
+            lora="none",
+            full_layer="none",
+            train_base=True,
+            description="naive sequential fine-tuning of the whole model (forgetting upper bound)",
+        ),
+        _strategy(
+            "joint",
+            lora="none",
+            full_layer="none",
+            train_base=True,
+            rule="joint",
+            description="multi-task fine-tuning on all tasks at once (quality upper bound)",
+        ),
+        _strategy(
+            "replay",
+            lora="shared",
+            full_layer="shared",
+            rule="replay",
+            description="shared LoRA + shared block, earlier tasks' examples mixed into later tasks",
+        ),
+        _strategy(
+            "ewc",
+            lora="shared",
+            full_layer="shared",
+            rule="ewc",
+            description="shared LoRA + shared block with an EWC penalty on their weights",
+        ),
+        _strategy(
+            "o_lora",
+            lora="stacked",
+            full_layer="none",
+            rule="o_lora",
+            description="a new LoRA per task, all active together, kept orthogonal to earlier tasks'",
+        ),
     )
 }
 

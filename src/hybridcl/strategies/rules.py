@@ -8,6 +8,7 @@
   ``lambda/2 * sum F * (theta - theta*)^2``.
 - ``o_lora``: orthogonal subspaces for each task's LoRA (see :class:`OLoRA`).
 """
+
 from __future__ import annotations
 
 import random
@@ -102,16 +103,25 @@ class Replay(Rule):
             return
         opts = self.config.baselines
         available = sum(len(self.data[t].train) for t in earlier)
-        asked = (f"baselines.replay_ratio = {opts.replay_ratio} asks task {task} ({len(self.data[task].train)} training "
-                 f"examples) to replay {need} examples from {', '.join(earlier)}")
+        asked = (
+            f"baselines.replay_ratio = {opts.replay_ratio} asks task {task} ({len(self.data[task].train)} training "
+            f"examples) to replay {need} examples from {', '.join(earlier)}"
+        )
         if need > available:
-            raise ConfigError(f"{asked}, which have only {available} training examples: lower baselines.replay_ratio "
-                              f"or give the earlier tasks more data (data.max_train)")
-        cap = next(c for c in range(opts.replay_buffer, need + 1)
-                   if sum(min(c, len(self.data[t].train)) for t in earlier) >= need)
-        raise ConfigError(f"{asked}, but baselines.replay_buffer = {opts.replay_buffer} keeps only {held}: set "
-                          f"baselines.replay_buffer to at least {cap} (or null: as many as the share needs) or lower "
-                          f"baselines.replay_ratio")
+            raise ConfigError(
+                f"{asked}, which have only {available} training examples: lower baselines.replay_ratio "
+                f"or give the earlier tasks more data (data.max_train)"
+            )
+        cap = next(
+            c
+            for c in range(opts.replay_buffer, need + 1)
+            if sum(min(c, len(self.data[t].train)) for t in earlier) >= need
+        )
+        raise ConfigError(
+            f"{asked}, but baselines.replay_buffer = {opts.replay_buffer} keeps only {held}: set "
+            f"baselines.replay_buffer to at least {cap} (or null: as many as the share needs) or lower "
+            f"baselines.replay_ratio"
+        )
 
     def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
         own = super().training_examples(stage_tasks, seed)
@@ -146,7 +156,10 @@ class EWC(Rule):
         for name, p in model.named_parameters():
             if name in self.fisher:
                 if self.fisher[name].device != p.device:  # loaded on the CPU by a resumed run
-                    self.fisher[name], self.anchor[name] = self.fisher[name].to(p.device), self.anchor[name].to(p.device)
+                    self.fisher[name], self.anchor[name] = (
+                        self.fisher[name].to(p.device),
+                        self.anchor[name].to(p.device),
+                    )
                 term = (self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
                 total = term if total is None else total + term
         return None if total is None else self.config.baselines.ewc_lambda / 2 * total
@@ -181,7 +194,9 @@ class EWC(Rule):
             self.anchor[name] = params[name].detach().clone()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"fisher/{k}": v.cpu() for k, v in self.fisher.items()} | {f"anchor/{k}": v.cpu() for k, v in self.anchor.items()}
+        return {f"fisher/{k}": v.cpu() for k, v in self.fisher.items()} | {
+            f"anchor/{k}": v.cpu() for k, v in self.anchor.items()
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for key, value in state.items():
