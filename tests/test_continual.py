@@ -96,6 +96,21 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, prec
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_run_routes_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Python's router statistics are loaded from its checkpoint on resume, never recomputed from other data."""
+    overrides = ("strategy=hybrid_task_specific",)
+    uninterrupted, resumed = interrupted_and_resumed(tmp_path, monkeypatch, overrides)
+    for i, task in enumerate(["python", "javascript"], start=1):
+        a = load_file(uninterrupted / "seed-0" / "tasks" / f"{i}-{task}" / "router.safetensors")
+        b = load_file(resumed / "seed-0" / "tasks" / f"{i}-{task}" / "router.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert {k.split("/")[0] for k in a} == {"feature_ridge", "mahalanobis", "token_ngram"}
+    routing = read(resumed)["per_seed"][0]["routing"]
+    assert routing == read(uninterrupted)["per_seed"][0]["routing"]
+    assert set(routing["methods"]) == {"feature_ridge", "mahalanobis", "token_ngram", "min_prompt_loss"}
+    assert routing["intervals"]["loss"]["cl"]["forgetting_relative"] is not None
+
+
 def test_a_run_with_the_block_inside_the_decoder_resumes_to_the_same_results(tmp_path, monkeypatch):
     at = ("strategy=hybrid_shared_layer", "components.full_layer.position=decoder:1", "data.max_train=8")
     uninterrupted, resumed = interrupted_and_resumed(tmp_path, monkeypatch, at)

@@ -1,14 +1,18 @@
 """hybridcl.load_run(path).generate(task, prompts), task-agnostic routing and `hybridcl generate`."""
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
+import torch
 
 import hybridcl
 from hybridcl.cli import main
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.tasks import load_task_data
+from hybridcl.routing import Router, Routers
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 
@@ -86,28 +90,41 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     components = ComponentSet(base.model, base.kind, get_strategy("lora_only"), config.components)
     for task in config.tasks:
         components.activate(task)
+    with torch.no_grad():  # javascript's adapter differs from python's, so a misrouted prompt's loss changes
+        for name, param in components.model.named_parameters():
+            if "lora_B.javascript" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
     data = {t: load_task_data(config.data, t) for t in config.tasks}
     routed_sources, generated_prompts = [], []
 
-    def fake_route(components, tokenizer, kind, sources, **kwargs):  # every prompt goes to javascript
-        routed_sources.extend(sources)
-        return ["javascript"] * len(sources)
+    class ToJavaScript(Router):  # every prompt goes to javascript
+        method = "feature_ridge"
+
+        def choose(self, prompts, tasks=None):
+            routed_sources.extend(prompts.texts)
+            return ["javascript"] * len(prompts.texts)
 
     def fake_generate(model, tokenizer, prompts, **kwargs):  # prompts: token ids from the training encoder
         generated_prompts.extend(tokenizer.decode(p, skip_special_tokens=True) for p in prompts)
         return ["other"] * len(prompts), [False] * len(prompts)
 
-    monkeypatch.setattr(evaluator, "route", fake_route)
     monkeypatch.setattr(evaluator, "generate", fake_generate)
-    matrix = evaluator.MatrixEvaluator(config, base, components, data, progress=False)
+    routers = Routers(replace(config.routing, compare=[]))
+    routers.by_method = {"feature_ridge": ToJavaScript(config.routing)}
+    matrix = evaluator.MatrixEvaluator(config, base, components, data, progress=False, routers=routers)
+    losses = {}
+    for t in config.tasks:
+        components.route(t)
+        losses[t] = matrix.loss(t)[1]
     with_id = evaluator.Row(
         2,
         {t: {} for t in config.tasks},
         {t: ["same"] * len(data[t].val) for t in config.tasks},
         {t: [False] * len(data[t].val) for t in config.tasks},
-        {},
+        losses,
     )
-    result = matrix.routed_row(2, with_id).result
+    routed = matrix.routed_row(2, with_id)
+    result = routed.result
     assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
     expected = [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     # cut on the right to data.max_source_len, as training cuts them
@@ -116,3 +133,8 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
         "python": 0.0,
         "javascript": 100.0,
     }
+    # python's prompts were scored with javascript's parts, javascript's kept their task-id loss
+    components.route("javascript")
+    assert routed.stats["python"]["loss"] == pytest.approx(matrix.loss("python")[1]["loss"])
+    assert (routed.stats["javascript"]["loss"] == losses["javascript"]["loss"]).all()
+    assert not np.allclose(routed.stats["python"]["loss"], losses["python"]["loss"])

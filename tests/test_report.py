@@ -4,12 +4,13 @@ import json
 import struct
 
 import pytest
+import torch
 
-from hybridcl.config import load_config
+from hybridcl.config import RoutingConfig, load_config
 from hybridcl.continual import run_experiment
 from hybridcl.report.compare import compare_runs
 from hybridcl.report.markdown import write_report
-from hybridcl.routing import choose, routing_accuracy
+from hybridcl.routing import MinPromptLoss, Prompts, routing_accuracy
 from hybridcl.train import cpu_has_native_bf16
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
@@ -102,7 +103,9 @@ def test_routing_results_are_stored_and_consistent(two_seed_run):
 def test_routing_picks_the_lowest_loss_and_counts_by_hand():
     tasks = ["python", "javascript"]
     losses = [[1.0, 2.0], [3.0, 0.5], [0.7, 0.7], [2.0, 1.9], [0.1, 4.0]]  # a tie goes to the earlier task
-    chosen = choose(losses, tasks)
+    prompts = Prompts([str(k) for k in range(len(losses))], components=None, tokenizer=None, kind="causal")
+    prompts._losses[tuple(tasks)] = torch.tensor(losses)
+    chosen = MinPromptLoss(RoutingConfig()).choose(prompts, tasks)
     assert chosen == ["python", "javascript", "python", "javascript", "python"]
     truth = ["python", "python", "javascript", "javascript", "python"]
     assert routing_accuracy(truth, chosen) == 60.0  # prompts 0, 3 and 4 are right: 3 of 5

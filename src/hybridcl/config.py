@@ -293,6 +293,37 @@ class EvalConfig:
         _positive(self.sandbox_timeout_s, f"{key}.sandbox_timeout_s")
 
 
+ROUTING_METHODS = ("feature_ridge", "mahalanobis", "token_ngram", "min_prompt_loss")
+
+
+@dataclass
+class RoutingConfig:
+    """How a prompt's task is chosen without its id (:mod:`hybridcl.routing`)."""
+
+    # routes the rows scored without the task id and `generate --task auto`
+    method: Literal["feature_ridge", "mahalanobis", "token_ngram", "min_prompt_loss"] = "feature_ridge"
+    # also fitted and scored, for the report's accuracy per method
+    compare: list[str] = field(default_factory=lambda: list(ROUTING_METHODS))
+    random_features: int = 2048  # feature_ridge: width of the random ReLU projection
+    ridge: float = 1.0e-2  # feature_ridge: L2 penalty, relative to the Gram matrix's mean diagonal
+    shrinkage: float = 0.1  # mahalanobis: weight of the mean variance in the shrunk covariance
+    ngram_hash_bits: int = 18  # token_ngram: 2**bits buckets for unigrams and bigrams
+    ngram_smoothing: float = 0.1  # token_ngram: Laplace pseudo-count per bucket
+    seed: int = 0  # feature_ridge's random projection (fixed: a run's saved statistics depend on it)
+
+    def validate(self, key: str) -> None:
+        for method in self.compare:
+            if method not in ROUTING_METHODS:
+                raise ConfigError(unknown_choice(f"{key}.compare", method, ROUTING_METHODS))
+        _positive(self.random_features, f"{key}.random_features")
+        _positive(self.ridge, f"{key}.ridge")
+        if not 0.0 <= self.shrinkage <= 1.0:
+            raise ConfigError(f"{key}.shrinkage = {self.shrinkage}: must be in [0, 1]")
+        if not 4 <= self.ngram_hash_bits <= 24:
+            raise ConfigError(f"{key}.ngram_hash_bits = {self.ngram_hash_bits}: must be 4-24")
+        _positive(self.ngram_smoothing, f"{key}.ngram_smoothing")
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs"
@@ -320,6 +351,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, key: str = "") -> None:

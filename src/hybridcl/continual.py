@@ -40,7 +40,7 @@ from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
-from hybridcl.routing import routed_results
+from hybridcl.routing import STATS_FILE, Prompts, Routers, routed_results
 from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
@@ -68,7 +68,7 @@ class ContinualRecipe:
         # with several processes, every one trains; only the first evaluates and writes
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
-        lengths = target_length_counter(self.base.tokenizer, self.base.kind)
+        self.target_lengths = lengths = target_length_counter(self.base.tokenizer, self.base.kind)
         self.data = {
             t: load_task_data(
                 config.data, t, eval_split=config.eval.split, target_lengths=lengths, with_train=with_train
@@ -78,8 +78,16 @@ class ContinualRecipe:
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
+        # fitted task by task from each task's own training prompts, saved with its components
+        self.routers = Routers(config.routing) if self.strategy.routable and config.eval.routing else None
         self.evaluator = MatrixEvaluator(
-            config, self.base, self.components, self.data, cache_dir=self.cache_dir, progress=self.progress
+            config,
+            self.base,
+            self.components,
+            self.data,
+            cache_dir=self.cache_dir,
+            progress=self.progress,
+            routers=self.routers,
         )
 
     def _activate(self, i: int) -> str:
@@ -94,6 +102,28 @@ class ContinualRecipe:
         stage_dir = self.checkpoints.stage_dir(i, stage)
         self.components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
         self.rule.load_state_dict(load_tensors(stage_dir / "rule.safetensors"))
+        if self.routers is not None and self.main:
+            saved = stage_dir / STATS_FILE
+            try:
+                self.routers.load_task(stage, load_tensors(saved) if saved.is_file() else {})
+            except ValueError:  # saved before routers were fitted, or with other methods: fit them now
+                self._fit_router(stage)
+
+    def _fit_router(self, task: str) -> dict[str, torch.Tensor]:
+        """Add ``task`` to the routers from its own training prompts; returns its statistics for saving."""
+        train = (
+            self.data[task].train or load_task_data(self.config.data, task, target_lengths=self.target_lengths).train
+        )
+        prompts = Prompts(
+            [ex.source for ex in train],
+            self.components,
+            self.base.tokenizer,
+            self.base.kind,
+            self.config.data.max_source_len,
+            self.config.eval.batch_size,
+        )
+        with evaluation_precision(self.config.eval.precision, self.accelerator.device):  # as routing runs
+            return self.routers.fit_task(task, prompts)
 
     def train_stage(self, i: int, tensorboard=None) -> None:
         """Train stage ``i`` and save its checkpoint; its record joins the state at :meth:`evaluate`."""
@@ -131,6 +161,8 @@ class ContinualRecipe:
             stage_dir = self.seed_dir.stage_dir(i, stage)
             save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
             save_tensors(stage_dir / "components.safetensors", self.components.component_state(), metadata=meta)
+            if self.routers is not None:
+                save_tensors(stage_dir / STATS_FILE, self._fit_router(stage), metadata=meta)
         self.state.train.append(
             {
                 "task": stage,
@@ -161,24 +193,20 @@ class ContinualRecipe:
         else:
             row = self.evaluator.row(i)
         self._write_predictions(f"row{i}", row)
-        save_tensors(
-            self.seed_dir.stats_file(i),
-            {
-                f"{task}/{metric}": torch.from_numpy(values)
-                for task, by_metric in row.stats.items()
-                for metric, values in by_metric.items()
-            },
-        )
+        save_tensors(self.seed_dir.stats_file(i), _flat_stats(row.stats))
         self.state.rows.append(row.cells)
         routed = self.evaluator.routed_row(i, row) if i > 0 and self.config.eval.routing else None
         if routed is not None:
             self.state.routed[i] = routed.result
-            for task, chosen in routed.chosen.items():
+            save_tensors(self.seed_dir.routed_stats_file(i), _flat_stats(routed.stats))
+            for task, predictions in routed.predictions.items():
                 self.seed_dir.write_predictions(
                     f"routed-row{i}-{task}",
                     [
                         {"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target}
-                        for ex, c, p in zip(self.evaluator.examples(task), chosen, routed.predictions[task])
+                        for ex, c, p in zip(
+                            self.evaluator.examples(task), routed.chosen[task], predictions, strict=False
+                        )
                     ],
                 )
         self.seed_dir.save_state(self.state)
@@ -193,9 +221,14 @@ class ContinualRecipe:
                 ],
             )
 
-    def _intervals(self, matrix: Matrix) -> dict[str, dict]:
-        """95% bootstrap intervals of every cell and CL metric that decomposes over examples (paired rows)."""
-        stats = [load_tensors(self.seed_dir.stats_file(i)) for i in range(len(self.state.rows))]
+    def _intervals(self, matrix: Matrix, *, routed: bool = False) -> dict[str, dict]:
+        """95% bootstrap intervals of every cell and CL metric that decomposes over examples (paired rows);
+        ``routed``: of the matrix without the task id (rows not routed are the same as with it)."""
+        files = [
+            self.seed_dir.routed_stats_file(i) if routed and i in self.state.routed else self.seed_dir.stats_file(i)
+            for i in range(len(self.state.rows))
+        ]
+        stats = [load_tensors(f) for f in files]
         out = {}
         for metric in matrix.values:
             if not has_interval(metric):
@@ -240,13 +273,21 @@ class ContinualRecipe:
                 "full_layer_position": slot.placement.position if slot is not None else None,
             },
             data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
-            routing=routed_results(matrix, self.state.routed),
+            routing=routed_results(
+                matrix, self.state.routed, self._intervals(matrix, routed=True) if self.state.routed else {}
+            ),
             humaneval=humaneval,
         )
         write_json(self.seed_dir.results_file, results.to_json())
         self.state.finished = True
         self.seed_dir.save_state(self.state)
         return results
+
+
+def _flat_stats(stats: dict[str, dict]) -> dict[str, torch.Tensor]:
+    return {
+        f"{task}/{m}": torch.from_numpy(values) for task, by_metric in stats.items() for m, values in by_metric.items()
+    }
 
 
 def run_seed(

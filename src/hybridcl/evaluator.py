@@ -30,11 +30,11 @@ from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
 from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
-from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_with_stats
+from hybridcl.intervals import ratio_stats, score_with_stats, value
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
-from hybridcl.routing import METHOD, routable_tasks, route, routing_accuracy
+from hybridcl.routing import Prompts, Routers, accuracy_summary, routable_tasks
 
 
 @dataclass
@@ -53,8 +53,9 @@ class RoutedRow:
     """A row scored without the task id (see :func:`hybridcl.routing.routed_results` for the fields)."""
 
     result: dict
-    chosen: dict[str, list[str]]  # task -> the task chosen for each of its prompts
-    predictions: dict[str, list[str]]
+    chosen: dict[str, list[str]]  # task -> the task chosen for each of its loss-scored prompts
+    predictions: dict[str, list[str]]  # task -> the generated prompts' outputs (the first of them)
+    stats: dict[str, dict[str, np.ndarray]]  # as Row.stats, under routing
 
 
 class MatrixEvaluator:
@@ -69,9 +70,10 @@ class MatrixEvaluator:
         *,
         cache_dir: Path | None = None,
         progress: bool = True,
+        routers: Routers | None = None,
     ):
         self.config, self.base, self.components, self.data, self.progress = config, base, components, data, progress
-        self.cache_dir = cache_dir
+        self.cache_dir, self.routers = cache_dir, routers
         self.settings = GenerationSettings.from_config(config)
         self._previous: Row | None = None
 
@@ -137,12 +139,14 @@ class MatrixEvaluator:
         return score(predictions, [ex.target for ex in examples], **self._metric_args(task, predictions))
 
     @torch.no_grad()
-    def loss(self, task: str) -> tuple[dict, dict[str, np.ndarray]]:
+    def loss(self, task: str, indices: list[int] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
         """Teacher-forced ``loss`` (nats per target token) and ``token_accuracy`` (%) on all of ``task``'s
-        evaluation examples, with their per-example statistics, through the components as routed now."""
+        evaluation examples (or those at ``indices``), with their per-example statistics, through the
+        components as routed now."""
         cfg, model = self.config, self.components.model
+        val = self.data[task].val
         encoded = encode(
-            self.data[task].val,
+            val if indices is None else [val[k] for k in indices],
             self.base.tokenizer,
             self.base.kind,
             cfg.data.max_source_len,
@@ -222,66 +226,83 @@ class MatrixEvaluator:
     def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
         """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.
 
-        Correctly routed prompts keep their prediction from ``with_task_id``; misrouted ones are
-        generated again with the chosen task's parts and that task's language in the prompt.
-        """
+        Every loss-scored prompt is routed by ``routing.method`` (and by each method of
+        ``routing.compare``, for their accuracies). Correctly routed prompts keep their loss and
+        prediction from ``with_task_id``; misrouted ones are scored again with the chosen task's parts
+        (and, for generation, that task's language in the prompt)."""
         tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
-        if len(tasks) < 2:
+        if len(tasks) < 2 or self.routers is None:
             return None
-        active = self.components.active
-        per_task_acc, confusion, cells, chosen_all, predictions_all = {}, {}, {}, {}, {}
-        all_true, all_chosen = [], []
+        active, method = self.components.active, self.routers.cfg.method
+        choices: dict[str, dict[str, list[str]]] = {}  # routing method -> task -> choice per prompt
+        cells, predictions, stats = {}, {}, {}
         try:
-            for (
-                task
-            ) in with_task_id.predictions:  # the tasks this row scored (eval.forward_transfer=false skips later ones)
-                examples = self.examples(task)
-                chosen = route(
+            for task in with_task_id.predictions:  # the tasks this row scored (forward_transfer=false skips some)
+                prompts = Prompts(
+                    [ex.source for ex in self.data[task].val],
                     self.components,
                     self.base.tokenizer,
                     self.base.kind,
-                    [ex.source for ex in examples],
-                    tasks=tasks,
-                    max_source_len=self.config.data.max_source_len,
-                    batch_size=self.config.eval.batch_size,
+                    self.config.data.max_source_len,
+                    self.config.eval.batch_size,
                 )
-                all_true += [task] * len(examples)
-                all_chosen += chosen
-                per_task_acc[task] = routing_accuracy([task] * len(examples), chosen)
-                confusion[task] = {t: sum(c == t for c in chosen) for t in tasks}
-                predictions = list(with_task_id.predictions[task])
-                for other in tasks:
-                    idx = [k for k, c in enumerate(chosen) if c == other and other != task]
-                    if not idx:
-                        continue
-                    self.components.route(other)
-                    texts, _ = self.predict(
-                        other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}"
-                    )
-                    for k, text in zip(idx, texts):
-                        predictions[k] = text
-                cells[task] = self.score(task, predictions)
-                chosen_all[task], predictions_all[task] = chosen, predictions
+                for name, router in self.routers.by_method.items():
+                    choices.setdefault(name, {})[task] = router.choose(prompts, tasks)
+                chosen = choices[method][task]
+                predictions[task], stats[task] = self._rescore_misrouted(i, task, chosen, with_task_id)
+                cells[task] = self._routed_cell(task, predictions[task], stats[task])
         finally:
             if active is not None:
                 self.components.route(active)
-        metrics = dict.fromkeys(m for cell in cells.values() for m in cell)
-        right = mean_stats([100.0 if t == c else 0.0 for t, c in zip(all_true, all_chosen)])
-        interval = cell_interval(
-            "routing_accuracy", right, bootstrap_counts(len(right), self.config.eval.bootstrap_resamples)
-        )
         result = {
-            "method": METHOD,
+            "method": method,
             "tasks": tasks,
-            "accuracy": routing_accuracy(all_true, all_chosen),
-            "accuracy_interval": None if interval is None else list(interval),
-            "per_task_accuracy": per_task_acc,
-            "confusion": confusion,
-            "n": len(all_true),
+            **accuracy_summary(choices[method], tasks),
+            "methods": {name: accuracy_summary(by_task, tasks) for name, by_task in choices.items()},
             # the layout of a row of results["matrix"]: metric -> one score per task
-            "row": {m: [cells[t].get(m) if t in cells else None for t in self.config.tasks] for m in metrics},
+            "row": {
+                m: [cells[t].get(m) if t in cells else None for t in self.config.tasks]
+                for m in dict.fromkeys(m for cell in cells.values() for m in cell)
+            },
         }
-        return RoutedRow(result, chosen_all, predictions_all)
+        return RoutedRow(result, choices[method], predictions, stats)
+
+    def _rescore_misrouted(
+        self, i: int, task: str, chosen: list[str], with_task_id: Row
+    ) -> tuple[list[str], dict[str, np.ndarray]]:
+        """``task``'s predictions and per-example statistics when each prompt uses its chosen task's parts."""
+        n_gen = len(self.examples(task))
+        predictions = list(with_task_id.predictions[task])
+        stats = {m: np.array(v, copy=True) for m, v in with_task_id.stats[task].items()}
+        generated = [m for m in stats if m not in ("loss", "token_accuracy")]
+        for other in dict.fromkeys(c for c in chosen if c != task):
+            idx = [k for k, c in enumerate(chosen) if c == other]
+            self.components.route(other)
+            _, loss_stats = self.loss(task, idx)
+            for m, values in loss_stats.items():
+                stats[m][idx] = values
+            gen_idx = [k for k in idx if k < n_gen]
+            if not gen_idx:
+                continue
+            examples = self.examples(task)
+            texts, _ = self.predict(
+                other, [examples[k].source for k in gen_idx], f"row {i}: {task} prompts routed to {other}"
+            )
+            for k, text in zip(gen_idx, texts, strict=True):
+                predictions[k] = text
+        if generated:
+            _, text_stats = score_with_stats(
+                predictions, [ex.target for ex in self.examples(task)], **self._metric_args(task, predictions)
+            )
+            stats.update({m: s for m, s in text_stats.items() if s is not None and m in stats})
+        return predictions, stats
+
+    def _routed_cell(self, task: str, predictions: list[str], stats: dict[str, np.ndarray]) -> dict:
+        """The cell of ``task`` under routing: the generation scores and the loss from the routed statistics."""
+        cell = self.score(task, predictions)
+        for m in ("loss", "token_accuracy"):
+            cell[m] = value(m, stats[m].sum(axis=0))
+        return cell
 
     def humaneval(self) -> dict:
         """HumanEval pass@k of the base model and of the final model routed to the python task."""

@@ -3,7 +3,8 @@
 :func:`load_run` rebuilds the base model and its :class:`~hybridcl.model.components.ComponentSet`
 from the run's ``config.yaml``, activates the tasks in the order they were trained and loads the
 components saved after the last finished task of one seed. ``task="auto"`` chooses each prompt's
-task by :mod:`hybridcl.routing` (the task whose components give the prompt the lowest loss).
+task by :mod:`hybridcl.routing` (``routing.method`` of the run, fitted from the statistics saved with
+each task's components).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ AUTO = "auto"
 class LoadedRun:
     """A run's model with all its components, routed per call to one task's parts."""
 
-    def __init__(self, run_dir: Path, config, base, components, seed: int, stage_dir: Path):
+    def __init__(self, run_dir: Path, config, base, components, seed: int, stage_dir: Path, routers=None):
         self.run_dir, self.config, self.base, self.components = run_dir, config, base, components
-        self.seed, self.stage_dir = seed, stage_dir
+        self.seed, self.stage_dir, self.routers = seed, stage_dir, routers
 
     @property
     def kind(self) -> str:
@@ -56,21 +57,21 @@ class LoadedRun:
         self.components.route(self.check_task(task))
 
     def choose_tasks(self, sources: Sequence[str]) -> list[str]:
-        """The task :mod:`hybridcl.routing` picks for each source text (docstring or code)."""
-        from hybridcl.routing import routable_tasks, route
+        """The task the run's router picks for each source text (docstring, code or start of a function)."""
+        from hybridcl.routing import Prompts, routable_tasks
 
         tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
         if len(tasks) < 2:  # shared or no per-task parts: every task uses the same weights
             return [self.config.tasks[-1] if not tasks else tasks[0]] * len(sources)
-        return route(
+        prompts = Prompts(
+            list(sources),
             self.components,
             self.tokenizer,
             self.kind,
-            sources,
-            tasks=tasks,
-            max_source_len=self.config.data.max_source_len,
-            batch_size=self.config.eval.batch_size,
+            self.config.data.max_source_len,
+            self.config.eval.batch_size,
         )
+        return self.routers.main.choose(prompts, tasks)
 
     def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
         """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text, the start
@@ -169,4 +170,19 @@ def load_run(path: str | Path, *, seed: int | None = None, device: str | None = 
     components.model.eval()
     if device is not None:
         components.model.to(device)
-    return LoadedRun(run_dir, config, base, components, seed, stage_dir)
+    return LoadedRun(run_dir, config, base, components, seed, stage_dir, _load_routers(config, seed_dir, stages))
+
+
+def _load_routers(config, seed_dir, stages: list[str]):
+    """The run's routers from the statistics saved with each stage; a run saved before routers were
+    fitted routes by ``min_prompt_loss``, which needs none."""
+    from hybridcl.io import load_tensors
+    from hybridcl.routing import STATS_FILE, Routers
+
+    saved = [seed_dir.stage_dir(i, stage) / STATS_FILE for i, stage in enumerate(stages, 1)]
+    if not all(path.is_file() for path in saved):
+        return Routers(replace(config.routing, method="min_prompt_loss", compare=[]))
+    routers = Routers(replace(config.routing, compare=[]))
+    for stage, path in zip(stages, saved, strict=True):
+        routers.load_task(stage, load_tensors(path))
+    return routers

@@ -238,10 +238,15 @@ def _aggregate_routing(runs: list[dict | None]) -> dict | None:
     if not runs or any(r is None for r in runs):
         return None
     first = runs[0]
+    methods = {
+        m: {k: mean_std_nested([r["methods"][m][k] for r in runs]) for k in ("accuracy", "per_task_accuracy")}
+        for m in first.get("methods") or {}
+    }
     return {
         "method": first["method"],
         "tasks": first["tasks"],
         "n": first["n"],
+        **({"methods": methods} if methods else {}),
         **{
             k: mean_std_nested([r[k] for r in runs])
             for k in (

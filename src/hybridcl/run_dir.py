@@ -83,6 +83,10 @@ class SeedDir:
         """Per-example statistics of matrix row ``i`` (``<task>/<metric>`` -> [examples, k]), for intervals."""
         return self.path / "stats" / f"row{i}.safetensors"
 
+    def routed_stats_file(self, i: int) -> Path:
+        """As :meth:`stats_file`, for row ``i`` scored without the task id (:mod:`hybridcl.routing`)."""
+        return self.path / "stats" / f"routed-row{i}.safetensors"
+
     def predictions_file(self, name: str) -> Path:
         return self.path / "predictions" / f"{name}.jsonl"
 

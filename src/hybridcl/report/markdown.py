@@ -462,21 +462,28 @@ def _zero_shot(results, intervals) -> list[str]:
     return lines + [""]
 
 
+ROUTING_METHODS_IN_WORDS = {
+    "feature_ridge": "ridge regression on random ReLU features of the frozen base's pooled states",
+    "mahalanobis": "nearest task mean of the frozen base's pooled states, shared covariance",
+    "token_ngram": "naive Bayes over the prompt's token unigrams and bigrams",
+    "min_prompt_loss": "the task whose components give the prompt the lowest loss",
+}
+
+
 def _routing(results, f) -> list[str]:
     lines = [
         "## Task-agnostic inference (routing)",
         "",
-        "The matrices above use the task id: each task is evaluated with its own components. With a task id, "
-        "per-task components cannot forget: training a later task never changes an earlier task's parts, so the "
-        "row after the last task repeats each task's own row exactly. Forgetting reported for a per-task "
-        "strategy must therefore come from something else: the seed's 4.38% for the task-specific hybrid came "
-        "from re-evaluating Python after reloading only its LoRA weights onto the plain base in fp16 (the trained "
-        "extra block was gone) with unseeded sampling; without a task id it can come from choosing the wrong "
-        "components. Here each evaluation prompt is routed to the "
-        "task whose components give its source text the lowest loss (causal: the LM loss of the source tokens, "
-        "without the template that names the language; seq2seq: the loss of reconstructing the source), and every "
-        "row from the first one with two tasks' parts on is evaluated again under that choice (earlier rows have "
-        "nothing to choose and are the same).",
+        "The matrices above use the task id: each task is evaluated with its own components. **With the task "
+        "id, per-task components cannot forget, by construction**: training a later task never changes an "
+        "earlier task's parts, so the row after the last task repeats each task's own row exactly. (The seed's "
+        "4.38% forgetting for the task-specific hybrid came from re-evaluating Python after reloading only its "
+        "LoRA weights onto the plain base in fp16, the trained extra block gone, with unseeded sampling.) Without "
+        "the task id, forgetting comes back through choosing the wrong components. Here a router, fitted task "
+        "by task from statistics of each task's own training prompts (saved with its components; no stored "
+        "examples), picks each evaluation prompt's task from its bare source text (the template, which names "
+        "the language, is left out), and every row with two tasks' parts or more is scored again under that "
+        "choice: misrouted prompts are scored and generated with the chosen task's parts.",
         "",
     ]
     routing = results.get("routing")
@@ -488,55 +495,86 @@ def _routing(results, f) -> list[str]:
         ]
     tasks = routing["tasks"]
     per_seed = results.get("per_seed") or []
-    interval = (per_seed[0].get("routing") or {}).get("accuracy_interval") if len(per_seed) == 1 else None
+    one = (per_seed[0].get("routing") or {}) if len(per_seed) == 1 else {}
     chance = 100.0 / len(tasks)
-    accuracy = _with_interval(mean(routing["accuracy"]), interval) if interval else f(routing["accuracy"])
-    verdict = ""
-    if interval:
-        verdict = (
-            " — better than chance"
-            if interval[0] > chance
-            else " — within noise of chance"
-            if interval[1] >= chance
-            else " — worse than chance"
-        )
-    lines += [
-        f"Routing accuracy: **{accuracy}%** of {routing['n']} evaluation prompts (method `{routing['method']}`; "
-        f"chance is {chance:.1f}%{verdict}). A docstring rarely names its language, so text-to-code prompts "
-        "are hard to route; code shows its language, but the lowest-loss rule need not pick it up (on the "
-        "default model, code-to-text routing was within noise of chance too: "
-        "docs/results/2026-11-27-code-to-text-routing). When the language is known, name it: "
-        '`hybridcl generate --task auto "[python] ..."` routes a prompt tagged `[task]` to that task.',
-        "",
-    ]
+    lines += _routing_methods(routing, one, chance, f)
     confusion_rows = [
         [t, f(routing["per_task_accuracy"].get(t))] + [f(routing["confusion"][t].get(c), 1) for c in tasks]
         for t in routing["confusion"]
     ]
-    lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows) + [
-        ""
+    lines += [f"Where `{routing['method']}` (the run's `routing.method`) sent each task's prompts:", ""]
+    lines += _table(["prompts of task", "routed correctly (%)", *(f"routed to {c}" for c in tasks)], confusion_rows)
+    lines += ["", *_routed_matrix(results, routing, one, f)]
+    return lines
+
+
+def _routing_methods(routing, one_seed, chance, f) -> list[str]:
+    """The accuracy of every fitted method, with its 95% Wilson interval (one seed) and a verdict against chance."""
+    methods = routing.get("methods") or {routing["method"]: routing}
+    rows = []
+    for method, summary in methods.items():
+        interval = ((one_seed.get("methods") or {}).get(method) or {}).get("accuracy_interval")
+        accuracy = _with_interval(mean(summary["accuracy"]), interval) if interval else f(summary["accuracy"])
+        verdict = "n/a"
+        if interval:
+            verdict = "above chance" if interval[0] > chance else "within noise of chance"
+        used = " (routes)" if method == routing["method"] else ""
+        rows.append([f"`{method}`{used}", ROUTING_METHODS_IN_WORDS.get(method, ""), accuracy, verdict])
+    return [
+        f"Routing accuracy on {routing['n']} evaluation prompts (the loss-scored ones; chance "
+        f"{chance:.1f}%; 95% Wilson interval). A prompt tagged `[task]` is never routed: "
+        '`hybridcl generate --task auto "[python] ..."`.',
+        "",
+        *_table(["method", "how it chooses", "accuracy (%)", "against chance"], rows),
+        "",
     ]
+
+
+def _routed_matrix(results, routing, one_seed, f) -> list[str]:
     last = results["matrix"]
     rows = []
     for metric, routed in routing["matrix_last_row"].items():
         if metric not in last or all(mean(v) is None for v in routed):
             continue
-        with_id = last[metric][-1]
-        rows.append([metric, "task id"] + [f(v) for v in with_id])
+        rows.append([metric, "task id"] + [f(v) for v in last[metric][-1]])
         rows.append([metric, "routed"] + [f(v) for v in routed])
-    lines += ["The last matrix row with the task id and under routing:", ""]
+    lines = ["The last matrix row with the task id and under routing:", ""]
     lines += _table(["metric", "components chosen by", *results["tasks"]], rows) + [""]
-    headline = HEADLINE
-    if headline in routing.get("matrix", {}):
-        labels = ["base" if r == "base" else f"after {r}" for r in results["rows"]]
-        lines += [f"The {headline} matrix under routing:", ""]
+    labels = ["base" if r == "base" else f"after {r}" for r in results["rows"]]
+    for metric in dict.fromkeys(["loss", HEADLINE]):
+        if metric not in routing.get("matrix", {}):
+            continue
+        lines += [f"The {metric} matrix under routing:", ""]
         lines += _table(
             ["after training \\ evaluated on", *results["tasks"]],
-            [[label, *(f(v) for v in row)] for label, row in zip(labels, routing["matrix"][headline])],
+            [[label, *(f(v) for v in row)] for label, row in zip(labels, routing["matrix"][metric], strict=True)],
         ) + [""]
-        cl = routing["cl_metrics"][headline]
+        cl = routing["cl_metrics"][metric]
         lines += [f"Under routing: {', '.join(f'{label} {f(cl.get(key))}' for key, label in CL_COLUMNS)}.", ""]
+    lines += _routed_forgetting(results, one_seed)
     return lines
+
+
+def _routed_forgetting(results, one_seed) -> list[str]:
+    """Each earlier task's forgetting (BWT) on the loss under routing, against 0 (= the task id's, for
+    per-task components), with its paired bootstrap interval."""
+    loss = (one_seed.get("intervals") or {}).get("loss")
+    if not loss:
+        return []
+    tasks = results["tasks"]
+    bwt, bwt_iv = loss["cl"].get("bwt_per_task") or [], loss["intervals"].get("bwt_per_task") or []
+    lines = [
+        "On the loss under routing (with the task id, per-task parts give BWT 0 exactly; a BWT whose interval "
+        "contains 0 is forgetting within noise of the task id's):",
+        "",
+    ]
+    for j, value in enumerate(bwt):
+        if value is not None and j < len(bwt_iv):
+            interval = tuple(bwt_iv[j]) if bwt_iv[j] else None
+            lines.append(
+                f"- {describe_interval(f'{tasks[j]}: BWT under routing (negative = forgetting)', value, interval)}"
+            )
+    return lines + [""]
 
 
 def _humaneval(results, f) -> list[str]:
