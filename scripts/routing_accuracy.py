@@ -27,6 +27,7 @@ from hybridcl.config import load_config
 from hybridcl.constants import DIRECTIONS, LANGUAGES
 from hybridcl.data.batching import target_length_counter
 from hybridcl.data.tasks import load_task_data
+from hybridcl.io import load_tensors, save_tensors
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.routing import Prompts, Routers, routing_accuracy, wilson_interval
@@ -43,6 +44,7 @@ def measure(
     n_train: int,
     n_val: int,
     overrides: list[str],
+    cache: Path | None = None,
 ) -> list[dict]:
     """Fit every language of ``languages`` once, then score each subset of them (routing among its languages)."""
     config = load_config(
@@ -54,17 +56,23 @@ def measure(
     lengths = target_length_counter(base.tokenizer, base.kind)
     routers = Routers(replace(config.routing, compare=FEATURE_METHODS))
 
-    def prompts(texts):
-        return Prompts(texts, components, base.tokenizer, base.kind, config.data.max_source_len, 16)
+    def prompts(texts, name):
+        p = Prompts(texts, components, base.tokenizer, base.kind, config.data.max_source_len, 16)
+        if cache is not None:  # the frozen base's features depend on the texts only: compute them once
+            path = cache / f"{direction}-{name}-{len(texts)}.safetensors"
+            if path.is_file():
+                p.__dict__["features"] = load_tensors(path)["features"]
+            else:
+                save_tensors(path, {"features": p.features})
+        return p
 
     evaluation, n_fit = {}, {}
     for language in languages:
         data = load_task_data(config.data, language, target_lengths=lengths)
         started = time.perf_counter()
-        routers.fit_task(language, prompts([ex.source for ex in data.train]))
+        routers.fit_task(language, prompts([ex.source for ex in data.train], f"{language}-train"))
         n_fit[language] = (len(data.train), time.perf_counter() - started)
-        evaluation[language] = prompts([ex.source for ex in data.val])
-        evaluation[language].features  # noqa: B018 (computed once, shared by every method and subset)
+        evaluation[language] = prompts([ex.source for ex in data.val], f"{language}-val")
     return [
         {
             "direction": direction,
@@ -102,6 +110,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=96, help="training prompts per language (the default preset's)")
     parser.add_argument("--val", type=int, default=256, help="evaluation prompts per language")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="a folder keeping the base's features between calls")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. routing.ridge=0.1")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -109,7 +118,9 @@ def main() -> None:
     subsets = [languages] if args.languages else [["python", "javascript"], languages]
     results = []
     for direction in args.directions.split(","):
-        for result in measure(args.preset, direction, languages, subsets, args.train, args.val, args.overrides):
+        for result in measure(
+            args.preset, direction, languages, subsets, args.train, args.val, args.overrides, args.cache
+        ):
             results.append(result)
             for method, r in result["methods"].items():
                 low, high = r["wilson_95"]

@@ -138,3 +138,26 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     assert routed.stats["python"]["loss"] == pytest.approx(matrix.loss("python")[1]["loss"])
     assert (routed.stats["javascript"]["loss"] == losses["javascript"]["loss"]).all()
     assert not np.allclose(routed.stats["python"]["loss"], losses["python"]["loss"])
+
+
+PYTHON_SNIPPET = "def read_config(path):\n    with open(path) as handle:\n        return yaml.safe_load(handle)"
+JAVASCRIPT_SNIPPET = "function readConfig(path) {\n  const text = fs.readFileSync(path, 'utf8');\n  return JSON.parse(text);"
+
+
+@pytest.fixture(scope="module")
+def completion_run(tmp_path_factory):
+    """Per-task LoRA on completion, routed by token n-grams (the tiny model's random features carry no language)."""
+    overrides = [*SMALL, "data.direction=completion", "strategy=lora_only", "routing.method=token_ngram"]
+    return run_experiment(load_config(overrides=overrides), tmp_path_factory.mktemp("auto") / "run", progress=False)
+
+
+def test_generate_auto_routes_each_prompt_of_a_mixed_call_to_its_own_task(completion_run, capsys):
+    run = hybridcl.load_run(completion_run)
+    assert run.routers.main.method == "token_ngram" and run.routers.main.tasks == ["python", "javascript"]
+    texts, chosen = run.generate("auto", [PYTHON_SNIPPET, JAVASCRIPT_SNIPPET], return_tasks=True)
+    assert chosen == ["python", "javascript"]
+    own = [run.generate("python", PYTHON_SNIPPET), run.generate("javascript", JAVASCRIPT_SNIPPET)]
+    assert texts == own
+    assert main(["generate", "--run", str(completion_run), "--task", "auto", PYTHON_SNIPPET, JAVASCRIPT_SNIPPET]) == 0
+    out = capsys.readouterr().out
+    assert out.index("task: python") < out.index("task: javascript")
