@@ -111,7 +111,9 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
     expected = [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     # cut on the right to data.max_source_len, as training cuts them
-    assert len(generated_prompts) == len(expected) and all(e.startswith(g) for g, e in zip(generated_prompts, expected))
+    assert len(generated_prompts) == len(expected) and all(
+        e.startswith(g) for g, e in zip(generated_prompts, expected, strict=True)
+    )
     assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {
         "python": 0.0,
         "javascript": 100.0,

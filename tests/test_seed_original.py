@@ -19,7 +19,8 @@ from hybridcl.data.records import Record
 from hybridcl.data.tasks import format_prompt, load_task_data, make_examples
 from hybridcl.errors import ConfigError, DataError
 from hybridcl.evaluate import generate as generate_module
-from hybridcl.evaluate.metrics import bleu_seed, bleu_seed_scores, score
+from hybridcl.evaluate.metrics import bleu_seed, bleu_seed_scores
+from hybridcl.evaluate.registry import score
 from hybridcl.evaluate.syntax import passes_seed, syntax_pass_rate_seed
 from hybridcl.intervals import example_stats, value
 from hybridcl.model.components import ComponentSet
@@ -124,7 +125,7 @@ def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
     method1 = SmoothingFunction().method1
     by_nltk = [
         100 * sentence_bleu([r.split()], p.split(), smoothing_function=method1) if p else 0.0
-        for p, r in zip(preds, refs)
+        for p, r in zip(preds, refs, strict=True)
     ]
     scores = bleu_seed_scores(preds, refs, str.split)
     assert scores == pytest.approx(by_nltk, abs=1e-12)

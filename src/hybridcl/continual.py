@@ -178,7 +178,9 @@ class ContinualRecipe:
                     f"routed-row{i}-{task}",
                     [
                         {"id": ex.id, "routed_to": c, "prediction": p, "reference": ex.target}
-                        for ex, c, p in zip(self.evaluator.examples(task), chosen, routed.predictions[task])
+                        for ex, c, p in zip(
+                            self.evaluator.examples(task), chosen, routed.predictions[task], strict=True
+                        )
                     ],
                 )
         self.seed_dir.save_state(self.state)
@@ -189,7 +191,7 @@ class ContinualRecipe:
                 f"{name}-{task}",
                 [
                     {"id": ex.id, "prediction": p, "reference": ex.target, "hit_limit": h}
-                    for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task])
+                    for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task], strict=True)
                 ],
             )
 
@@ -258,7 +260,7 @@ def run_seed(
     Returns the seed's results (``None`` on processes other than the main one).
     """
     reevaluate = reevaluate_from is not None
-    if reevaluate:
+    if reevaluate_from is not None:
         finished = reevaluate_from.load_state()
         if not finished.finished:
             raise RunError(
@@ -301,7 +303,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     write_run_config(run_dir, config)
     results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
     if PartialState().is_main_process:
-        write_json(run_dir / "results.json", aggregate(results))
+        write_json(run_dir / "results.json", aggregate([r for r in results if r is not None]))
     return run_dir
 
 
@@ -350,5 +352,5 @@ def evaluate_run(
         for seed in config.run.seeds
     ]
     write_run_config(target, config, overwrite=True)
-    write_json(target / "results.json", aggregate(results))
+    write_json(target / "results.json", aggregate([r for r in results if r is not None]))
     return target

@@ -27,10 +27,11 @@ from hybridcl.constants import CODE_DIRECTIONS
 from hybridcl.data.batching import collate, encode, encode_prompts
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.evaluate.efficiency import Meter
+from hybridcl.evaluate.example_stats import mean_stats, ratio_stats
 from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
-from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
-from hybridcl.intervals import bootstrap_counts, cell_interval, mean_stats, ratio_stats, score_with_stats
+from hybridcl.evaluate.registry import score, score_with_stats
+from hybridcl.intervals import bootstrap_counts, cell_interval
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
@@ -121,7 +122,7 @@ class MatrixEvaluator:
         data = self.config.data
         if data.direction != "completion" or data.completion_target != "rest":
             return None
-        return [ex.source + out for ex, out in zip(self.examples(task), outputs)]
+        return [ex.source + out for ex, out in zip(self.examples(task), outputs, strict=True)]
 
     def _metric_args(self, task: str, predictions: list[str]) -> dict:
         return {
@@ -151,7 +152,7 @@ class MatrixEvaluator:
             progress=False,
             long_targets=cfg.data.long_targets,
         )
-        features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
+        features = [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)]
         order = sorted(
             range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"]))
         )
@@ -165,6 +166,7 @@ class MatrixEvaluator:
                 batch = collate([features[k] for k in idx], self.base.tokenizer.pad_token_id, self.base.kind)
                 scores = token_scores(model, {k: v.to(device) for k, v in batch.items()}, self.base.kind, accuracy=True)
                 nll[idx] = scores.nll.sum(1).double().cpu().numpy()
+                assert scores.mask is not None and scores.correct is not None  # accuracy=True fills them
                 tokens[idx] = scores.mask.sum(1).cpu().numpy()
                 correct[idx] = scores.correct.sum(1).cpu().numpy()
         finally:
@@ -175,15 +177,19 @@ class MatrixEvaluator:
 
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
-        cells, predictions, hit_limit, stats = {}, {}, {}, {}
+        cells: dict[str, dict | None] = {}
+        predictions: dict[str, list[str]] = {}
+        hit_limit: dict[str, list[bool]] = {}
+        stats: dict[str, dict[str, np.ndarray]] = {}
         previous = self._previous if self._reuses_cells(i) else None
         for j, task in enumerate(self.config.tasks):
             if i > 0 and not self.config.eval.forward_transfer and j >= i:
                 cells[task] = None
                 continue
-            if previous is not None and j + 1 < i and previous.cells.get(task):
+            kept = previous.cells.get(task) if previous is not None and j + 1 < i else None
+            if previous is not None and kept:
                 # task j was trained at stage j + 1 < i and nothing of it has trained since row i - 1
-                cells[task] = {"reused_from_row": i - 1, **previous.cells[task], "eval_seconds": 0.0}
+                cells[task] = {"reused_from_row": i - 1, **kept, "eval_seconds": 0.0}
                 predictions[task], stats[task] = previous.predictions[task], previous.stats[task]
                 hit_limit[task] = previous.hit_limit[task]
                 continue
@@ -258,7 +264,7 @@ class MatrixEvaluator:
                     texts, _ = self.predict(
                         other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}"
                     )
-                    for k, text in zip(idx, texts):
+                    for k, text in zip(idx, texts, strict=True):
                         predictions[k] = text
                 cells[task] = self.score(task, predictions)
                 chosen_all[task], predictions_all[task] = chosen, predictions
@@ -266,7 +272,7 @@ class MatrixEvaluator:
             if active is not None:
                 self.components.route(active)
         metrics = dict.fromkeys(m for cell in cells.values() for m in cell)
-        right = mean_stats([100.0 if t == c else 0.0 for t, c in zip(all_true, all_chosen)])
+        right = mean_stats([100.0 if t == c else 0.0 for t, c in zip(all_true, all_chosen, strict=True)])
         interval = cell_interval(
             "routing_accuracy", right, bootstrap_counts(len(right), self.config.eval.bootstrap_resamples)
         )

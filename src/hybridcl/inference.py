@@ -82,7 +82,8 @@ class LoadedRun:
         :func:`hybridcl.data.batching.encode_prompts` (as training encodes them) for the (chosen)
         task's language. Generation settings are the run's
         (:meth:`~hybridcl.evaluate.generate.GenerationSettings.from_config`); ``kwargs`` override
-        them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
+        them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``,
+        ``batch_size``). Returns the texts
         (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
         """
         from hybridcl.data.batching import encode_prompts
@@ -97,7 +98,7 @@ class LoadedRun:
         if task == AUTO:
             from hybridcl.routing import split_language_tag
 
-            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources))
+            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources), strict=True)
             untagged = [k for k, t in enumerate(tags) if t is None]
             with evaluation_precision(cfg.precision, device):  # routing's forward passes too, as in the run
                 routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
@@ -123,7 +124,7 @@ class LoadedRun:
                     progress=False,
                     code_language=code_language(t, direction, self.config.data.completion_target),
                 )
-            for k, text in zip(idx, generated):
+            for k, text in zip(idx, generated, strict=True):
                 texts[k] = text
         out = texts[0] if single else texts
         if return_tasks:

@@ -76,7 +76,8 @@ def params_table(config: ExperimentConfig) -> str:
     block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
     placement = reference.slot.placement
     lines = [
-        f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: {', '.join(config.tasks)}",
+        f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: "
+        f"{', '.join(config.tasks)}",
         f"full layer at components.full_layer.position={config.components.full_layer.position}: "
         f"{placement.describe()} ({placement.position})",
         "",

@@ -17,7 +17,8 @@ fraction of evaluating it. Ties go to the earlier task.
 
 Why it matters: with a task id, per-task components cannot forget (training a later task never
 touches an earlier task's parts), so any forgetting a per-task strategy shows must come from
-somewhere else; routing without a task id is the usual suspect, and and :class:`hybridcl.evaluator.MatrixEvaluator` measure it (routing accuracy and the matrix under
+somewhere else; routing without a task id is the usual suspect, and
+:class:`hybridcl.evaluator.MatrixEvaluator` measures it (routing accuracy and the matrix under
 routing, row by row).
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from hybridcl.constants import Kind
 from hybridcl.data.batching import collate
 from hybridcl.evaluate.generate import encode_texts
 from hybridcl.loss import token_scores
@@ -42,7 +44,7 @@ def routable_tasks(components) -> list[str]:
 
 
 @torch.no_grad()
-def _losses_one_task(model, pad_id: int, kind: str, encoded: list[list[int]], batch_size: int) -> list[float]:
+def _losses_one_task(model, pad_id: int, kind: Kind, encoded: list[list[int]], batch_size: int) -> list[float]:
     device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(encoded), batch_size):
@@ -57,7 +59,7 @@ def _losses_one_task(model, pad_id: int, kind: str, encoded: list[list[int]], ba
 def prompt_losses(
     components,
     tokenizer,
-    kind: str,
+    kind: Kind,
     sources: Sequence[str],
     tasks: Sequence[str],
     *,
@@ -81,7 +83,7 @@ def prompt_losses(
         model.train(was_training)
         if active is not None:
             components.route(active)
-    return [list(row) for row in zip(*columns)] if columns else [[] for _ in sources]
+    return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in sources]
 
 
 def split_language_tag(prompt: str, tasks: Sequence[str]) -> tuple[str | None, str]:
@@ -101,7 +103,7 @@ def choose(losses: Sequence[Sequence[float]], tasks: Sequence[str]) -> list[str]
 def route(
     components,
     tokenizer,
-    kind: str,
+    kind: Kind,
     sources: Sequence[str],
     *,
     tasks: Sequence[str] | None = None,
@@ -124,7 +126,7 @@ def routing_accuracy(true_tasks: Sequence[str], chosen: Sequence[str]) -> float 
         raise ValueError(f"{len(true_tasks)} true tasks but {len(chosen)} choices")
     if not true_tasks:
         return None
-    return 100.0 * sum(t == c for t, c in zip(true_tasks, chosen)) / len(true_tasks)
+    return 100.0 * sum(t == c for t, c in zip(true_tasks, chosen, strict=True)) / len(true_tasks)
 
 
 def routed_results(matrix: Matrix, routed_rows: dict[int, dict]) -> dict | None:

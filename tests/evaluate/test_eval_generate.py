@@ -157,7 +157,7 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
             eos_token_id=1,
             tie_word_embeddings=False,
         )
-        make = lambda: tf.LlamaForCausalLM(cfg).eval()
+        model_class = tf.LlamaForCausalLM
     else:
         cfg = tf.T5Config(
             vocab_size=384,
@@ -172,11 +172,13 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
             eos_token_id=1,
             tie_word_embeddings=False,
         )
-        make = lambda: tf.T5ForConditionalGeneration(cfg).eval()
+        model_class = tf.T5ForConditionalGeneration
     z = tok.convert_tokens_to_ids("z")
-    out = generate(_constant_head(make(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
+    out = generate(
+        _constant_head(model_class(cfg).eval(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False
+    )
     assert out == ["zzzzz", "zzzzz"]  # exactly the new tokens: no prompt text, max_new_tokens respected
-    model = _constant_head(make(), tok.eos_token_id)
+    model = _constant_head(model_class(cfg).eval(), tok.eos_token_id)
     with Calls(model, kind) as calls:
         out = generate(model, tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
     assert out == ["", ""]
@@ -301,7 +303,7 @@ class Scripted(tf.LlamaForCausalLM):
         values[:, 0, -width:, 0], values[:, 0, -width:, 1] = who[:, None], length[:, None]
         logits = torch.full_like(out.logits, -1e4)
         kept = position_ids[:, -logits.shape[1] :].tolist()
-        for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist())):
+        for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist(), strict=True)):
             script = self.scripts[k]
             for j, q in enumerate(kept[row]):
                 logits[row, j, script[q - n + 1] if q - n + 1 < len(script) else 1] = 0.0
@@ -352,7 +354,7 @@ def test_generation_stops_where_the_function_ends(tok, script, language, expecte
 
 def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     scripts = [PY_TWO, "def h():\n" + "    x = 1\n" * 20, "def k():\n    return 2\n"]
-    model = Scripted(dict(zip(["p1", "p2", "p3"], scripts)))
+    model = Scripted(dict(zip(["p1", "p2", "p3"], scripts, strict=True)))
     texts, hit = generate(
         model,
         tok,
@@ -367,7 +369,7 @@ def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     assert texts == ["def f(a):\n    return a", scripts[1][:40], scripts[2]]  # the third ended at EOS: as generated
     assert hit == [False, True, False]
     plain, plain_hit = generate(
-        Scripted(dict(zip(["p1", "p2", "p3"], scripts))),
+        Scripted(dict(zip(["p1", "p2", "p3"], scripts, strict=True))),
         tok,
         ["p1", "p2", "p3"],
         kind="causal",

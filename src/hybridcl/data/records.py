@@ -54,7 +54,8 @@ def record_from_dict(obj: Any, where: str) -> Record:
     """Check one parsed JSON line and build a :class:`Record`; ``where`` is ``file:line``."""
     if not isinstance(obj, dict):
         raise DataError(
-            f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each line must be one record object"
+            f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each "
+            "line must be one record object"
         )
     values: dict[str, Any] = {}
     for name in FIELDS:
@@ -75,7 +76,8 @@ def _text(value: Any, name: str, where: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(
-            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid Unicode text; fix or remove this record"
+            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid "
+            "Unicode text; fix or remove this record"
         ) from None
     return value
 
@@ -119,7 +121,8 @@ def _parse_line(raw: bytes, where: str) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8"
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the "
+            "file as UTF-8"
         ) from None
     if not text.strip():
         return None
@@ -131,7 +134,8 @@ def _parse_line(raw: bytes, where: str) -> Any:
         ) from None
     except (ValueError, RecursionError) as exc:
         raise DataError(
-            f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object"
+            f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each "
+            "line must be one JSON object"
         ) from None
 
 

@@ -166,9 +166,10 @@ def generate(
 
     Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`:
     finished outputs leave the batch and (decoder-only models) waiting prompts take their place
-    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search, sampling, ``no_repeat_ngram_size``
-    and models whose generation config adds to greedy decoding run ``model.generate`` batch by
-    batch, as does ``plain=True`` (the reference the fast loop is tested and measured against).
+    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search,
+    sampling, ``no_repeat_ngram_size`` and models whose generation config adds to greedy decoding
+    run ``model.generate`` batch by batch, as does ``plain=True`` (the reference the fast loop is
+    tested and measured against).
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
@@ -181,10 +182,10 @@ def generate(
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = _pad_id(tokenizer)
-    if isinstance(prompts[0], str):
-        encoded = encode_texts(tokenizer, prompts, kind, s.max_source_len)
+    if all(isinstance(p, str) for p in prompts):
+        encoded = encode_texts(tokenizer, [str(p) for p in prompts], kind, s.max_source_len)
     else:
-        encoded = [list(p) for p in prompts]
+        encoded = [list(p) for p in prompts if not isinstance(p, str)]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
 
     gen_kwargs = dict(
@@ -238,21 +239,23 @@ def generate(
                     ended=ended,
                     on_finished=lambda _: bar.update(1),
                 )
-                for i, ids in zip(order, outputs):
+                for i, ids in zip(order, outputs, strict=True):
                     results[i] = _finish(ids, tokenizer, eos, code_language)
             else:
                 for start in range(0, len(order), batch_size):
                     idx = order[start : start + batch_size]
-                    ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
-                    start = ids.shape[1] if kind == "causal" else 1
+                    input_ids, mask = _batch_tensors(
+                        [encoded[i] for i in idx], pad, left=(kind == "causal"), device=device
+                    )
+                    width = input_ids.shape[1] if kind == "causal" else 1
                     stop = {}
                     if code_language is not None:
                         stop["stopping_criteria"] = StoppingCriteriaList(
-                            [FunctionEndCriteria(tokenizer, code_language, start, eos)]
+                            [FunctionEndCriteria(tokenizer, code_language, width, eos)]
                         )
-                    out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
+                    out = model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs, **stop)
                     # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
-                    decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]
+                    decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, width:]]
                     for n, i in enumerate(idx):
                         group = decoded[n * num_return_sequences : (n + 1) * num_return_sequences]
                         results[i] = group if num_return_sequences > 1 else group[0]

@@ -208,12 +208,12 @@ def _record(
             done[k] = tokens[k][j] == eos or len(output) >= max_new_tokens
         if ended is not None:
             open_ = [k for k in now if not done[k]]
-            for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_])):
+            for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_]), strict=True):
                 done[k] = flag
     if not any(done):
         return rows
     if on_finished is not None:
-        for prompt, d in zip(rows.prompts, done):
+        for prompt, d in zip(rows.prompts, done, strict=True):
             if d:
                 on_finished(prompt)
     keep = [k for k, d in enumerate(done) if not d]
@@ -357,11 +357,11 @@ class _Decoder:
                 else torch.ones((len(rows), width - extra), dtype=torch.long, device=self.device)
             )
             masks.append(torch.nn.functional.pad(mask, (extra, 0)))
-            layers.append(_edited(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
+            layers.append(_edited(rows.cache, lambda t, extra=extra: torch.nn.functional.pad(t, (0, 0, extra, 0))))
         cache = DynamicCache(
             [
                 (None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
-                for (ka, va), (kb, vb) in zip(*layers)
+                for (ka, va), (kb, vb) in zip(*layers, strict=True)
             ]
         )
         return _Rows(

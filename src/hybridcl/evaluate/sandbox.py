@@ -234,7 +234,10 @@ def _rmtree(path: str) -> None:
         func(p)
 
     if os.path.exists(path):
-        shutil.rmtree(path, onexc=retry) if sys.version_info >= (3, 12) else shutil.rmtree(path, onerror=retry)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=retry)
+        else:
+            shutil.rmtree(path, onerror=retry)
 
 
 def _read(f) -> str:
