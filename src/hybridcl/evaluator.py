@@ -1,10 +1,11 @@
 """The matrix evaluator: scores every task with the components as they stand, one matrix row per call.
 
-- :meth:`MatrixEvaluator.row` uses the task id: each task is scored with its own components: the
-  teacher-forced loss on all its evaluation examples (``loss``: mean NLL per target token, nats;
+- :meth:`MatrixEvaluator.row` uses the task id: :func:`plan_row` (pure) says which cells are
+  scored, reused or skipped, and :meth:`MatrixEvaluator.score_cell` scores a task with its own
+  components into a :class:`Cell`: the teacher-forced loss on all its evaluation examples (``loss``: mean NLL per target token, nats;
   ``token_accuracy``: percent of target tokens the greedy prediction gets right), then generation
-  metrics on ``eval.max_examples`` of them. Every cell keeps per-example statistics
-  (:mod:`hybridcl.intervals`) for its bootstrap interval. For strategies that isolate tasks, a
+  metrics on ``eval.max_examples`` of them (:mod:`hybridcl.evaluate.registry`). Every cell keeps
+  per-example statistics (:mod:`hybridcl.evaluate.example_stats`) for its bootstrap interval. For strategies that isolate tasks, a
   task whose parts cannot have changed since the previous row keeps that row's cell
   (``reused_from_row``) instead of being evaluated again.
 - :meth:`MatrixEvaluator.routed_row` scores the same row without it: :mod:`hybridcl.routing` picks
@@ -16,6 +17,8 @@ Predictions are returned, not written: the recipe keeps them and decides where t
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,16 @@ from hybridcl.routing import METHOD, routable_tasks, route, routing_accuracy
 
 
 @dataclass
+class Cell:
+    """One scored cell: its numbers (a cell of ``results["matrix"]``), predictions and statistics."""
+
+    values: dict
+    predictions: list[str]
+    hit_limit: list[bool]  # whether each generation ran into eval.max_new_tokens
+    stats: dict[str, np.ndarray]  # metric -> [examples, k] (hybridcl.evaluate.example_stats)
+
+
+@dataclass
 class Row:
     """One matrix row: a cell per task (``None``: not evaluated), predictions and per-example statistics."""
 
@@ -47,6 +60,44 @@ class Row:
     predictions: dict[str, list[str]]
     hit_limit: dict[str, list[bool]]  # task -> whether each generation ran into eval.max_new_tokens
     stats: dict[str, dict[str, np.ndarray]]  # task -> metric -> [examples, k] (hybridcl.intervals)
+
+    def add(self, task: str, cell: Cell) -> None:
+        self.cells[task] = cell.values
+        self.predictions[task], self.hit_limit[task], self.stats[task] = cell.predictions, cell.hit_limit, cell.stats
+
+    def reused(self, task: str) -> Cell:
+        """``task``'s cell of this row, as the next row keeps it (``reused_from_row``, no time spent)."""
+        values = self.cells[task]
+        if values is None:
+            raise ValueError(f"row {self.index} did not evaluate {task}: nothing to reuse")
+        kept = {"reused_from_row": self.index, **values, "eval_seconds": 0.0}
+        return Cell(kept, self.predictions[task], self.hit_limit[task], self.stats[task])
+
+
+class CellAction(enum.Enum):
+    SKIP = "skip"  # not evaluated (a later task with eval.forward_transfer=false)
+    REUSE = "reuse"  # the previous row's cell: nothing of the task has trained since
+    SCORE = "score"
+
+
+def plan_row(i: int, tasks: Sequence[str], previous: Row | None, *, forward_transfer: bool) -> dict[str, CellAction]:
+    """What row ``i`` does with each task's cell.
+
+    ``previous``: the row a strategy that isolates tasks may reuse cells from (None: reuse nothing).
+    A cell is reused when ``previous`` is row ``i - 1`` and evaluated the task, and the task was
+    trained at stage ``j + 1 < i``: with isolated parts, stage ``i`` trained nothing of it. Later
+    tasks (``j >= i``) are skipped without ``forward_transfer``; row 0 scores every task.
+    """
+    chained = previous is not None and previous.index == i - 1
+    plan = {}
+    for j, task in enumerate(tasks):
+        if i > 0 and not forward_transfer and j >= i:
+            plan[task] = CellAction.SKIP
+        elif chained and previous is not None and j + 1 < i and previous.cells.get(task):
+            plan[task] = CellAction.REUSE
+        else:
+            plan[task] = CellAction.SCORE
+    return plan
 
 
 @dataclass
@@ -177,53 +228,44 @@ class MatrixEvaluator:
 
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
-        cells: dict[str, dict | None] = {}
-        predictions: dict[str, list[str]] = {}
-        hit_limit: dict[str, list[bool]] = {}
-        stats: dict[str, dict[str, np.ndarray]] = {}
-        previous = self._previous if self._reuses_cells(i) else None
-        for j, task in enumerate(self.config.tasks):
-            if i > 0 and not self.config.eval.forward_transfer and j >= i:
-                cells[task] = None
+        cfg = self.config.eval
+        reuse = cfg.reuse_unchanged and self.components.strategy.isolates_tasks
+        plan = plan_row(i, self.config.tasks, self._previous if reuse else None, forward_transfer=cfg.forward_transfer)
+        row = Row(i, {}, {}, {}, {})
+        for task, action in plan.items():
+            if action is CellAction.SKIP:
+                row.cells[task] = None
                 continue
-            kept = previous.cells.get(task) if previous is not None and j + 1 < i else None
-            if previous is not None and kept:
-                # task j was trained at stage j + 1 < i and nothing of it has trained since row i - 1
-                cells[task] = {"reused_from_row": i - 1, **kept, "eval_seconds": 0.0}
-                predictions[task], stats[task] = previous.predictions[task], previous.stats[task]
-                hit_limit[task] = previous.hit_limit[task]
+            if action is CellAction.REUSE:
+                assert self._previous is not None  # plan_row reuses only from a previous row
+                row.add(task, self._previous.reused(task))
                 continue
             if i > 0:
                 self.components.route(task)
-            examples = self.examples(task)
-            with Meter(next(self.components.model.parameters()).device) as meter:
-                predictions[task], hit_limit[task] = self.predict(
-                    task, [ex.source for ex in examples], f"eval row {i} {task}"
-                )
-                scores, text_stats = score_with_stats(
-                    predictions[task], [ex.target for ex in examples], **self._metric_args(task, predictions[task])
-                )
-                losses, stats[task] = self.loss(task)
-            stats[task].update({m: s for m, s in text_stats.items() if s is not None})
-            cells[task] = {
-                **losses,
-                **scores,
-                "cut_share": cut_share(hit_limit[task]),
-                "eval_seconds": meter.seconds,
-                "n": len(examples),
-                "n_loss": len(stats[task]["loss"]),
-            }
-        self._previous = Row(i, cells, predictions, hit_limit, stats)
-        return self._previous
+            row.add(task, self.score_cell(i, task))
+        self._previous = row
+        return row
 
-    def _reuses_cells(self, i: int) -> bool:
-        previous = self._previous
-        return (
-            self.config.eval.reuse_unchanged
-            and self.components.strategy.isolates_tasks
-            and previous is not None
-            and previous.index == i - 1
-        )
+    def score_cell(self, i: int, task: str) -> Cell:
+        """Score ``task`` through the components as routed now: its predictions, the text metrics on
+        them, the teacher-forced loss, the per-example statistics of each, and the time it took."""
+        examples = self.examples(task)
+        with Meter(next(self.components.model.parameters()).device) as meter:
+            predictions, hit_limit = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
+            scores, text_stats = score_with_stats(
+                predictions, [ex.target for ex in examples], **self._metric_args(task, predictions)
+            )
+            losses, stats = self.loss(task)
+        stats.update({m: s for m, s in text_stats.items() if s is not None})
+        cell = {
+            **losses,
+            **scores,
+            "cut_share": cut_share(hit_limit),
+            "eval_seconds": meter.seconds,
+            "n": len(examples),
+            "n_loss": len(stats["loss"]),
+        }
+        return Cell(cell, predictions, hit_limit, stats)
 
     def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
         """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.
