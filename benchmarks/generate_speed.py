@@ -197,7 +197,7 @@ def main() -> None:
                 greedy.DRAFT_BUDGET = sides[side]
                 texts[task] = generate(
                     model, tokenizer, prompts, kind=kind, settings=settings, progress=False, code_language=language
-                )
+                ).texts
                 greedy.DRAFT_BUDGET = default_budget
         return texts
 

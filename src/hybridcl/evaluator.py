@@ -2,11 +2,12 @@
 
 - :meth:`MatrixEvaluator.row` uses the task id: :func:`plan_row` (pure) says which cells are
   scored, reused or skipped, and :meth:`MatrixEvaluator.score_cell` scores a task with its own
-  components into a :class:`Cell`: the teacher-forced loss on all its evaluation examples (``loss``: mean NLL per target token, nats;
-  ``token_accuracy``: percent of target tokens the greedy prediction gets right), then generation
-  metrics on ``eval.max_examples`` of them (:mod:`hybridcl.evaluate.registry`). Every cell keeps
-  per-example statistics (:mod:`hybridcl.evaluate.example_stats`) for its bootstrap interval. For strategies that isolate tasks, a
-  task whose parts cannot have changed since the previous row keeps that row's cell
+  components into a :class:`Cell`: the teacher-forced loss on all its evaluation examples
+  (``loss``: mean NLL per target token, nats; ``token_accuracy``: percent of target tokens the
+  greedy prediction gets right), then generation metrics on ``eval.max_examples`` of them
+  (:mod:`hybridcl.evaluate.registry`). Every cell keeps per-example statistics
+  (:mod:`hybridcl.evaluate.example_stats`) for its bootstrap interval. For strategies that isolate
+  tasks, a task whose parts cannot have changed since the previous row keeps that row's cell
   (``reused_from_row``) instead of being evaluated again.
 - :meth:`MatrixEvaluator.routed_row` scores the same row without it: :mod:`hybridcl.routing` picks
   each prompt's components, and only misrouted prompts are generated again.
@@ -143,7 +144,7 @@ class MatrixEvaluator:
             self.base.kind,
             self.config.data.max_source_len,
         )
-        texts, hit_limit = generate(
+        generated = generate(
             self.components.model,
             self.base.tokenizer,
             prompts,
@@ -152,9 +153,9 @@ class MatrixEvaluator:
             progress=self.progress,
             desc=desc,
             code_language=code_language(language, direction, self.config.data.completion_target),
-            return_hit_limit=True,
         )
-        return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), hit_limit
+        texts = generated.texts
+        return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), generated.hit_limit
 
     def ceilings(self, task: str) -> dict:
         """``syntax_ceiling``: percent of the task's scored references that parse (text-to-code), the

@@ -124,7 +124,7 @@ class LoadedRun:
                     progress=False,
                     code_language=code_language(t, direction, self.config.data.completion_target),
                 )
-            for k, text in zip(idx, generated, strict=True):
+            for k, text in zip(idx, generated.texts, strict=True):
                 texts[k] = text
         out = texts[0] if single else texts
         if return_tasks:

@@ -48,8 +48,7 @@ def humaneval(
             desc="humaneval",
             code_language="python",
         )
-    samples = [out if isinstance(out, list) else [out] for out in outputs]
-    completions = [["\n" + extract_code(text) for text in group] for group in samples]
+    completions = [["\n" + extract_code(text) for text in group] for group in outputs.samples]
     ks = [k for k in (1, 10, 100) if k <= n]
     result = evaluate_completions(
         problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s, allow_unsandboxed=cfg.allow_unsandboxed

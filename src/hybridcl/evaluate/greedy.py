@@ -53,7 +53,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.generation import PromptLookupCandidateGenerator
 from transformers.modeling_outputs import BaseModelOutput
 
-__all__ = ["greedy_generate", "forward_parameters", "plain_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
+__all__ = ["greedy_generate", "forward_parameters", "supports_fast_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
 
 # Token rows one forward pass may hold when drafted tokens are checked: with 8, a lone row checks 7
 # drafted tokens per pass, two rows 3 each, and batches of more than 4 rows draft nothing. Measured
@@ -102,7 +102,7 @@ def decoder_start_token_id(model) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def plain_greedy(model, encoder_decoder: bool) -> bool:
+def supports_fast_greedy(model, encoder_decoder: bool) -> bool:
     """Whether :func:`greedy_generate` chooses what ``generate(do_sample=False, num_beams=1)`` does for
     ``model``: its generation config adds nothing to greedy decoding, its forward takes a ``cache``,
     and an encoder-decoder has a decoder start token."""
@@ -152,7 +152,7 @@ def greedy_generate(
     and returns a flag for each; the ending token is included). ``on_finished(k)`` is called
     when prompt ``k`` is done. ``draft_budget``: token rows a forward pass may hold when it
     checks drafted tokens (default :data:`DRAFT_BUDGET`; 0: no drafts). The model runs in the
-    caller's grad mode (use ``torch.inference_mode``). Use it where :func:`plain_greedy` holds.
+    caller's grad mode (use ``torch.inference_mode``). Use it where :func:`supports_fast_greedy` holds.
     """
     decoder = _Decoder(model, encoder_decoder, pad_token_id, decoder_start_token_id(model) if encoder_decoder else None)
     budget = DRAFT_BUDGET if draft_budget is None else draft_budget
