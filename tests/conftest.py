@@ -69,3 +69,28 @@ def malicious_pickle_model(tmp_path):
     ByT5Tokenizer().save_pretrained(folder)
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
     return folder, marker
+
+
+# Modules whose tests are whole runs (training and evaluation of a tiny model, the real CLI in a
+# subprocess, or a module fixture that runs an experiment): each takes seconds to a minute. They are
+# marked `slow`, so that `pytest -m "not slow"` (make test-fast) runs the unit tests alone; CI and
+# `make test` run everything. A new whole-run test goes in one of these modules or gets the mark.
+WHOLE_RUN_MODULES = frozenset(
+    {
+        "test_cli_errors",
+        "test_continual",
+        "test_embedded",
+        "test_export",
+        "test_multiprocess",
+        "test_reliability",
+        "test_report",
+        "test_seed_preset",
+        "test_sweep",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in WHOLE_RUN_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -9,6 +9,7 @@ from hybridcl.cli import main
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.tasks import load_task_data
+from hybridcl.evaluate.generate import Generations
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 
@@ -95,7 +96,7 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
 
     def fake_generate(model, tokenizer, prompts, **kwargs):  # prompts: token ids from the training encoder
         generated_prompts.extend(tokenizer.decode(p, skip_special_tokens=True) for p in prompts)
-        return ["other"] * len(prompts), [False] * len(prompts)
+        return Generations([["other"]] * len(prompts), [[False]] * len(prompts))
 
     monkeypatch.setattr(evaluator, "route", fake_route)
     monkeypatch.setattr(evaluator, "generate", fake_generate)
