@@ -25,6 +25,7 @@ from hybridcl.evaluate.syntax import passes_seed, syntax_pass_rate_seed
 from hybridcl.intervals import example_stats, value
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import count_parameters
 from hybridcl.params import build_components, params_table
 from hybridcl.strategies import get_strategy
 
@@ -36,7 +37,7 @@ PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double."""\n    retur
 
 def test_seed_original_counts_are_the_write_ups():
     config = load_config("seed-original")
-    c = build_components(config, "hybrid_task_specific", 1).counts()
+    c = count_parameters(build_components(config, "hybrid_task_specific", 1))
     assert (c.lora_per_adapter, c.full_layer_per_block, c.trainable) == (1_777_664, 3_146_752, 4_924_416)
     # the corrected preset adapts the base only
     assert build_components(load_config("seed"), "hybrid_task_specific", 1).counts().lora_per_adapter == 1_671_168

@@ -39,6 +39,7 @@ from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import component_state, count_parameters, load_component_state
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import routed_results
 from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
@@ -92,7 +93,7 @@ class ContinualRecipe:
         """Create stage ``i``'s parts and load their weights (and the rule's state) as saved after it."""
         stage = self._activate(i)
         stage_dir = self.checkpoints.stage_dir(i, stage)
-        self.components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
+        load_component_state(self.components, load_tensors(stage_dir / "components.safetensors"))
         self.rule.load_state_dict(load_tensors(stage_dir / "rule.safetensors"))
 
     def train_stage(self, i: int, tensorboard=None) -> None:
@@ -130,7 +131,7 @@ class ContinualRecipe:
             meta = {"task": stage, "hybridcl": __version__}
             stage_dir = self.seed_dir.stage_dir(i, stage)
             save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
-            save_tensors(stage_dir / "components.safetensors", self.components.component_state(), metadata=meta)
+            save_tensors(stage_dir / "components.safetensors", component_state(self.components), metadata=meta)
         self.state.train.append(
             {
                 "task": stage,
@@ -139,7 +140,7 @@ class ContinualRecipe:
                 "n_truncated_source": encoded.n_truncated_source,
                 "n_truncated_target": encoded.n_truncated_target,
                 "n_examples": len(examples),
-                "trainable_params": self.components.counts().trainable,
+                "trainable_params": count_parameters(self.components).trainable,
                 "precision": "bf16"
                 if self.accelerator.mixed_precision == "bf16"
                 else "fp32",  # train.precision resolved
@@ -218,7 +219,7 @@ class ContinualRecipe:
     def finish(self) -> SeedResults:
         """The seed's results (CL metrics, routing, HumanEval), written to ``results.json``."""
         config = self.config
-        counts = self.components.counts()
+        counts = count_parameters(self.components)
         slot = self.components.slot
         matrix = Matrix.from_cells(config.tasks, ["base", *self.state.stages_done], self.state.rows)
         humaneval = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from hybridcl.errors import RunError
+from hybridcl.model.parameters import load_component_state
 
 AUTO = "auto"
 
@@ -165,7 +166,7 @@ def load_run(path: str | Path, *, seed: int | None = None, device: str | None = 
         for stage in stages:
             components.activate(stage)
     stage_dir = seed_dir.stage_dir(len(stages), stages[-1])
-    components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
+    load_component_state(components, load_tensors(stage_dir / "components.safetensors"))
     components.model.requires_grad_(False)
     components.model.eval()
     if device is not None:

@@ -6,6 +6,7 @@ import transformers as tf
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from hybridcl.evaluate.greedy import greedy_generate, supports_fast_greedy
+from hybridcl.model.parameters import trainable_parameters
 
 MAX_NEW = 24
 EOS, PAD = 1, 0
@@ -213,7 +214,7 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
     )
     components.activate("python")
     model = components.model
-    optimizer = torch.optim.AdamW(components.trainable_parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(trainable_parameters(components.model), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(3):
