@@ -315,9 +315,8 @@ def test_no_repeat_ngram_size_reaches_generate(monkeypatch):
             base.tokenizer,
             ["x"],
             kind="seq2seq",
-            max_new_tokens=3,
+            settings=generate_module.GenerationSettings(max_new_tokens=3, no_repeat_ngram_size=size),
             progress=False,
-            no_repeat_ngram_size=size,
         )
     # size 0: plain greedy, hybridcl's own loop (hybridcl.evaluate.greedy); the seed's 2 needs generate's
     # logits processor and reaches it

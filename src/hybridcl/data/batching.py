@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError
+from hybridcl.io import write_atomic
 
 _CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call
@@ -285,9 +284,9 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
 
     ids, ids_off = flat(encoded.input_ids)
     lab, lab_off = flat(encoded.labels)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 input_ids=ids,
@@ -298,11 +297,8 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
                     [encoded.n_truncated_source, encoded.n_truncated_target, encoded.n_dropped_target], dtype=np.int64
                 ),
             )
-        os.replace(tmp, file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(file, write)
 
 
 def _load_cache(file: Path) -> Encoded | None:

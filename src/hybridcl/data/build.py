@@ -392,6 +392,37 @@ def _unpack_deb(deb: Path, target: Path, keep: tuple[str, ...]) -> None:
     raise DataError(f"{deb}: no data.tar member; the file is not a complete Debian package")
 
 
+def _npm_sources(packages: tuple[NpmPackage, ...], roots: dict[str, Path]) -> list[TreeSource]:
+    """The unpacked npm packages as extraction sources, each file's URL on unpkg."""
+    return [
+        TreeSource(
+            str(roots[p.name]),
+            f"npm:{p.name}@{p.version}",
+            "",
+            f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
+            p.exclude,
+            p.include,
+        )
+        for p in packages
+    ]
+
+
+def _npm_manifest(p: NpmPackage, licenses: dict[str, str]) -> dict:
+    """An npm package's entry in the manifest (``included`` only for a package kept in part)."""
+    entry: dict[str, str | list[str]] = {
+        "name": p.name,
+        "version": p.version,
+        "license": p.license,
+        "license_file": licenses[p.name],
+        "repo": f"npm:{p.name}@{p.version}",
+        "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
+        "tarball_sha256": p.sha256,
+    }
+    if p.include:
+        entry["included"] = list(p.include)
+    return entry | {"excluded": list(p.exclude)}
+
+
 def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=print) -> dict:
     """Build the bundled corpus into ``out_dir`` (default: the package's ``data/corpus``); returns the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir()
@@ -412,32 +443,13 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
             progress=progress,
         )
         results["javascript"] = extract(
-            [
-                TreeSource(
-                    str(roots[p.name]),
-                    f"npm:{p.name}@{p.version}",
-                    "",
-                    f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
-                    p.exclude,
-                )
-                for p in NPM_PACKAGES
-            ],
+            _npm_sources(NPM_PACKAGES, roots),
             "javascript",
             FILTERS,
             progress=progress,
         )
         results["java"] = extract(
-            [
-                TreeSource(
-                    str(roots[p.name]),
-                    f"npm:{p.name}@{p.version}",
-                    "",
-                    f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
-                    p.exclude,
-                    p.include,
-                )
-                for p in JAVA_NPM_PACKAGES
-            ],
+            _npm_sources(JAVA_NPM_PACKAGES, roots),
             "java",
             FILTERS,
             progress=progress,
@@ -491,33 +503,8 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
                 "url": f"https://github.com/python/cpython/tree/v{PYTHON_VERSION}/Lib",
             }
         ],
-        "javascript": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "license": p.license,
-                "license_file": licenses[p.name],
-                "repo": f"npm:{p.name}@{p.version}",
-                "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
-                "tarball_sha256": p.sha256,
-                "excluded": list(p.exclude),
-            }
-            for p in NPM_PACKAGES
-        ],
-        "java": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "license": p.license,
-                "license_file": licenses[p.name],
-                "repo": f"npm:{p.name}@{p.version}",
-                "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
-                "tarball_sha256": p.sha256,
-                "included": list(p.include),
-                "excluded": list(p.exclude),
-            }
-            for p in JAVA_NPM_PACKAGES
-        ],
+        "javascript": [_npm_manifest(p, licenses) for p in NPM_PACKAGES],
+        "java": [_npm_manifest(p, licenses) for p in JAVA_NPM_PACKAGES],
     }
     for language, packages in DEB_PACKAGES.items():
         sources[language] = [

@@ -826,16 +826,7 @@ def _declared_function(node, data: bytes, language: str) -> _Found | None:
     if language == "go" and node.type == "method_declaration":
         owners = [r for r in [_go_receiver(node, data)] if r]
     special = node.type == "constructor_declaration"
-    return _Found(
-        ".".join([*owners, name]),
-        _code_of(node, data),
-        _leading_doc(node, data),
-        node.start_point[0] + 1,
-        node.end_point[0] + 1,
-        nested,
-        False,
-        special,
-    )
+    return _found_at(".".join([*owners, name]), node, node, data, nested, special)
 
 
 def _wraps_function(node) -> bool:
@@ -891,12 +882,18 @@ def _js_function(node, data: bytes, language: str = "javascript") -> _Found | No
                 name = f"{_text(owner_name, data)}.{name}"
     anchor = decl.parent if decl.parent is not None and decl.parent.type == "export_statement" else decl
     nested = False  # nested JavaScript functions are kept: library code often lives in one closure
+    return _found_at(name, decl, anchor, data, nested)
+
+
+def _found_at(name: str, node, doc_anchor, data: bytes, nested: bool, special: bool = False) -> _Found:
+    """The function ``name`` at tree-sitter ``node``, its docstring the comment before ``doc_anchor``."""
     return _Found(
         name,
-        _code_of(decl, data),
-        _leading_doc(anchor, data),
-        decl.start_point[0] + 1,
-        decl.end_point[0] + 1,
+        _code_of(node, data),
+        _leading_doc(doc_anchor, data),
+        node.start_point[0] + 1,
+        node.end_point[0] + 1,
         nested,
         False,
+        special,
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -158,27 +156,24 @@ def read_records(path: str | Path, *, max_bytes: int | None = None, skipped: Cou
 
 
 def write_records(records: Iterable[Record], path: str | Path) -> None:
-    """Write records atomically (temp file + ``os.replace``).
+    """Write records atomically (:func:`hybridcl.io.write_atomic`: temp file, fsync, rename).
 
     A ``.gz`` name is gzip-compressed with mtime 0 and no file name in the header, so the same
     records give the same bytes.
     """
+    from hybridcl.io import write_atomic  # here: hybridcl.io imports torch, which reading records does not need
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw:
             if path.name.endswith(".gz"):
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
                     _write_lines(records, out)
             else:
                 _write_lines(records, raw)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; record files are ordinary data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(path, write)
 
 
 def _write_lines(records: Iterable[Record], out: Any) -> None:

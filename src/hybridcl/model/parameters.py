@@ -9,7 +9,7 @@ these functions decide trainability, build and load the saved state, and count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from peft import PeftModel
@@ -17,10 +17,19 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from hybridcl.errors import ModelError
-from hybridcl.model.full_layer import SLOT_ATTR
+from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot
+from hybridcl.strategies import Strategy
 
-if TYPE_CHECKING:
-    from hybridcl.model.components import ComponentSet
+
+class ComponentSet(Protocol):
+    """What these functions read of a :class:`hybridcl.model.components.ComponentSet` (a protocol, so
+    that the two modules do not import each other)."""
+
+    base: nn.Module
+    model: nn.Module
+    strategy: Strategy
+    slot: FullLayerSlot | None
+
 
 _LORA_NAMES = frozenset(LoraLayer.adapter_layer_names)  # lora_A, lora_B, lora_embedding_A/B, DoRA's magnitude
 
