@@ -15,7 +15,7 @@ and decoded without special tokens and without the tokenizer's English space cle
 For generated code (``code_language``), generation also stops where the function ends
 (:mod:`hybridcl.evaluate.stopping`: a closing code fence, Python's next top-level definition,
 the brace that closes a JavaScript function) and the output is cut there; outputs that end at
-EOS first are unchanged. With ``return_hit_limit`` the caller also learns which outputs ran into
+EOS first are unchanged. :class:`Generations` also says which outputs ran into
 ``max_new_tokens`` before their function (or text) ended, i.e. were cut by the limit.
 """
 
