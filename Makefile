@@ -1,4 +1,4 @@
-.PHONY: install demo test
+.PHONY: install demo lint test test-fast
 
 install:
 	./scripts/install
@@ -8,5 +8,15 @@ install:
 demo: install
 	.venv/bin/hybridcl run preset=default --sweep strategy=hybrid_task_specific,hybrid_shared_layer
 
-test: install
+# The gates CI runs before the tests: format, lint (ruff, configured in pyproject.toml) and the type check of src/.
+lint:
+	.venv/bin/ruff format --check src tests scripts benchmarks
+	.venv/bin/ruff check src tests scripts benchmarks
+	.venv/bin/mypy
+
+test: install lint
 	.venv/bin/python -m pytest
+
+# The fast set (tests not marked slow): under a minute on a developer's machine.
+test-fast: lint
+	.venv/bin/python -m pytest -m "not slow"

@@ -78,7 +78,9 @@ def step_model():
     components = ComponentSet(base.model, base.kind, get_strategy("lora_only"), ComponentsConfig(lora=lora))
     torch.manual_seed(0)
     components.activate("task")
-    batch = collate([{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)], 0, "seq2seq")
+    batch = collate(
+        [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)], 0, "seq2seq"
+    )
     return components.model, batch
 
 

@@ -197,7 +197,7 @@ def main() -> None:
                 greedy.DRAFT_BUDGET = sides[side]
                 texts[task] = generate(
                     model, tokenizer, prompts, kind=kind, settings=settings, progress=False, code_language=language
-                )
+                ).texts
                 greedy.DRAFT_BUDGET = default_budget
         return texts
 
@@ -236,7 +236,11 @@ def main() -> None:
                 }
             )
     for side in list(sides)[2:]:
-        same = sum(a == b for task, _, _ in workload for a, b in zip(outputs["hf_generate"][task], outputs[side][task]))
+        same = sum(
+            a == b
+            for task, _, _ in workload
+            for a, b in zip(outputs["hf_generate"][task], outputs[side][task], strict=True)
+        )
         emit(
             {
                 "system": side,
@@ -248,16 +252,20 @@ def main() -> None:
                 **setting,
             }
         )
-    pairs = [(a, b) for task, _, _ in workload for a, b in zip(outputs["hf_generate"][task], outputs["hybridcl"][task])]
+    pairs = [
+        (a, b)
+        for task, _, _ in workload
+        for a, b in zip(outputs["hf_generate"][task], outputs["hybridcl"][task], strict=True)
+    ]
     same = sum(a == b for a, b in pairs)
     median = {side: statistics.median(s) for side, s in seconds.items()}
     median_cpu = {side: statistics.median(s) for side, s in cpu.items()}
     emit(
         {
             "speedup_vs_hf_generate": round(median["hf_generate"] / median["hybridcl"], 2),
-            "per_round": [round(p / h, 2) for p, h in zip(seconds["hf_generate"], seconds["hybridcl"])],
+            "per_round": [round(p / h, 2) for p, h in zip(seconds["hf_generate"], seconds["hybridcl"], strict=True)],
             "cpu_speedup_vs_hf_generate": round(median_cpu["hf_generate"] / median_cpu["hybridcl"], 2),
-            "cpu_per_round": [round(p / h, 2) for p, h in zip(cpu["hf_generate"], cpu["hybridcl"])],
+            "cpu_per_round": [round(p / h, 2) for p, h in zip(cpu["hf_generate"], cpu["hybridcl"], strict=True)],
             "draft_budget": default_budget,
             "identical_outputs": f"{same}/{len(pairs)}",
             **setting,

@@ -71,7 +71,9 @@ def workload(n: int, peer):
     rng = np.random.default_rng(0)
     src = peer.lengths(rng, n, 40, 8, 512)
     tgt = peer.lengths(rng, n, 180, 16, 512)
-    pairs = [(rng.integers(3, 32100, s).tolist(), rng.integers(3, 32100, t).tolist()) for s, t in zip(src, tgt)]
+    pairs = [
+        (rng.integers(3, 32100, s).tolist(), rng.integers(3, 32100, t).tolist()) for s, t in zip(src, tgt, strict=True)
+    ]
     return Encoded([p[0] for p in pairs], [p[1] for p in pairs], 0, 0)
 
 
@@ -190,7 +192,7 @@ def real_token_count(encoded, kind: str) -> int:
     """Non-padding tokens of one epoch: source + target (seq2seq), the whole sequence (causal)."""
     if kind == "causal":  # input_ids already hold prompt + target
         return sum(len(a) for a in encoded.input_ids)
-    return sum(len(a) + len(b) for a, b in zip(encoded.input_ids, encoded.labels))
+    return sum(len(a) + len(b) for a, b in zip(encoded.input_ids, encoded.labels, strict=True))
 
 
 def run_peer_default(args) -> dict:
@@ -212,7 +214,7 @@ def run_peer_default(args) -> dict:
         ),
     )
     base.tokenizer.padding_side = "right"  # as hybridcl pads, so positions match
-    features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
+    features = [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)]
 
     class Examples(torch.utils.data.Dataset):
         def __len__(self):
@@ -372,7 +374,7 @@ def main() -> None:
             emit({"round": round_ + 1, **line})
     if args.no_peer:
         return
-    ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"])]
+    ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"], strict=True)]
     median = {side: statistics.median(x["train_s"] for x in seen[side]) for side in sides}
     emit(
         {

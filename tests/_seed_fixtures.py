@@ -142,7 +142,7 @@ def _script_ids(tokenizer) -> list[int]:
 
 @torch.no_grad()
 def plant_successors(model, chain: list[int], seed: int = 0) -> None:
-    """Make decoder input ``chain[k]`` predict ``chain[k+1]`` in a T5 with ReLU feed-forwards (see the module docstring).
+    """Make decoder input ``chain[k]`` predict ``chain[k+1]`` in a T5 with ReLU feed-forwards (module docstring).
 
     Needs ``len(chain) <= d_model`` and distinct ids; the model then greedily writes ``chain[1:]``.
 

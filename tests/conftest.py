@@ -69,3 +69,60 @@ def malicious_pickle_model(tmp_path):
     ByT5Tokenizer().save_pretrained(folder)
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
     return folder, marker
+
+
+# Modules whose tests are whole runs (training and evaluation of a tiny model, the real CLI in a
+# subprocess, or a module fixture that runs an experiment): each takes seconds to a minute. They are
+# marked `slow`, so that `pytest -m "not slow"` (make test-fast) runs the unit tests alone; CI and
+# `make test` run everything. A new whole-run test goes in one of these modules or gets the mark.
+WHOLE_RUN_MODULES = frozenset(
+    {
+        "test_cli_errors",
+        "test_continual",
+        "test_embedded",
+        "test_export",
+        "test_multiprocess",
+        "test_reliability",
+        "test_report",
+        "test_seed_preset",
+        "test_sweep",
+    }
+)
+
+# Tests elsewhere that train, build the corpus or fuzz for more than about 4 s each (measured with
+# `pytest -m "not slow" --durations=40` on 2 shared cores).
+SLOW_TESTS = frozenset(
+    {
+        "test_a_shared_block_keeps_the_earlier_tasks_lora_frozen",
+        "test_auto_routing_matches_the_runs_routing",
+        "test_bf16_training_leaves_an_unwrapped_forward_and_fp32_evaluation_is_exact",
+        "test_build_reproduces_shipped_corpus",
+        "test_bundled_corpus_matches_manifest",
+        "test_constant_learning_rate_unshuffled_order_and_unmasked_loss",
+        "test_cpu_bf16_training_attends_with_matrix_products_and_restores_sdpa",
+        "test_cpu_training_uses_cpu_dropout_and_the_same_seed_trains_bit_identical_weights",
+        "test_each_adapter_covers_its_own_block_only",
+        "test_every_task_trained_in_one_process_runs_under_bf16_autocast",
+        "test_fuzz_read_records_returns_or_raises_data_error",
+        "test_load_run_reproduces_the_runs_predictions",
+        "test_overrides_give_a_config_or_config_error",
+        "test_params_cli_prints_the_seeds_numbers",
+        "test_params_table_shows_the_seed_numbers",
+        "test_preset_seed_original_runs_end_to_end",
+        "test_reading_the_loss_every_50_steps_as_on_a_gpu_logs_the_same_lines",
+        "test_reading_the_loss_every_50_steps_still_names_the_step_that_diverged",
+        "test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template",
+        "test_seed_original_runs_on_a_causal_model",
+        "test_strategy_counts_after_two_tasks",
+        "test_the_embedded_models_block_goes_after_any_decoder_layer",
+        "test_the_fast_path_follows_the_plain_path_within_0_2_percent",
+        "test_the_position_is_named_and_a_decoder_block_counted_with_its_cross_attention",
+        "test_yaml_documents_give_a_config_or_config_error",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in WHOLE_RUN_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

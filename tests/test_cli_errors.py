@@ -343,7 +343,7 @@ def test_a_read_only_run_folder(tmp_path, finished_run):
     proc = real_cli(script)
     blocks = proc.stdout.split("rc=")
     assert len(blocks) == 5, proc.stdout + proc.stderr
-    for command, block in zip(commands, blocks[:-1]):
+    for command, block in zip(commands, blocks[:-1], strict=True):
         lines = [x for x in block.splitlines() if x and not x[0].isdigit()]
         assert len(lines) == 1 and "Traceback" not in block, (command, block)
         assert lines[0].startswith("hybridcl: error: ") and f"{run}/" in lines[0], (command, lines)

@@ -9,6 +9,7 @@ from hybridcl.errors import ConfigError
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.full_layer import family_of
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import component_state, count_parameters, load_component_state, trainable_parameters
 from hybridcl.strategies import SEED_STRATEGIES, STRATEGIES
 
 ARCHS = ["tiny:t5", "tiny:llama", "tiny:gpt2"]
@@ -29,7 +30,7 @@ def logits(components, kind):
 
 
 def train_steps(components, kind, seed, steps=3):
-    params = components.trainable_parameters()
+    params = trainable_parameters(components.model)
     opt = torch.optim.AdamW(params, lr=1e-2)
     components.model.train()
     for step in range(steps):
@@ -109,7 +110,7 @@ def test_base_weights_never_change(arch, strategy):
 def test_full_finetune_trains_the_base():
     base, components, _ = setup("tiny:t5", "full_finetune")
     components.activate("python")
-    assert components.counts().trainable == sum(p.numel() for p in base.model.parameters())
+    assert count_parameters(components).trainable == sum(p.numel() for p in base.model.parameters())
 
 
 def test_trainable_parameters_are_only_the_active_tasks_parts():
@@ -118,7 +119,7 @@ def test_trainable_parameters_are_only_the_active_tasks_parts():
     components.activate("javascript")
     names = {n for n, p in components.model.named_parameters() if p.requires_grad}
     assert names and all(".javascript." in n for n in names)
-    c = components.counts()
+    c = count_parameters(components)
     assert (c.n_adapters, c.n_blocks) == (2, 2)
     assert c.trainable == c.lora_per_adapter + c.full_layer_per_block
     assert c.stored_total == 2 * (c.lora_per_adapter + c.full_layer_per_block)
@@ -140,12 +141,12 @@ def test_component_state_round_trip():
     for i, task in enumerate(["python", "javascript"]):
         components.activate(task)
         train_steps(components, base.kind, seed=i)
-    state = components.component_state()
+    state = component_state(components)
     expected = logits(components, base.kind)
     _, fresh, _ = setup("tiny:t5", "hybrid_task_specific")
     for task in ["python", "javascript"]:
         fresh.activate(task)
-    fresh.load_component_state(state)
+    load_component_state(fresh, state)
     assert torch.equal(logits(fresh, base.kind), expected)
 
 
@@ -183,11 +184,11 @@ def test_routing_does_not_change_what_trains_or_its_count(strategy):
     components.activate("javascript")
     before = {n for n, p in components.model.named_parameters() if p.requires_grad}
     expected = 6144 + (32896 if strategy == "hybrid_task_specific" else 0)  # LoRA r=4 on q, v; one T5 block
-    assert components.counts().trainable == expected
+    assert count_parameters(components).trainable == expected
     for task in ("python", "javascript", "go"):
         components.route(task)
         assert {n for n, p in components.model.named_parameters() if p.requires_grad} == before
-        assert components.counts().trainable == expected
+        assert count_parameters(components).trainable == expected
 
 
 def test_new_block_gets_the_base_models_own_init():
@@ -276,7 +277,7 @@ def test_every_position_trains(arch, position):
     block = components.slot.full_layers["python"]
     before = {n: p.detach().clone() for n, p in block.named_parameters()}
     assert set(before) == {n for n, p in block.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(components.trainable_parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(trainable_parameters(components.model), lr=1e-2)
     components.model.train()
     losses = []
     for _ in range(4):  # one batch, four steps: the loss on it falls
@@ -305,7 +306,7 @@ def test_scopes_hold_at_every_position(arch, position, strategy, isolated):
     components.activate("python")
     train_steps(components, base.kind, seed=1)
     after_python = logits(components, base.kind)
-    state = {k: v.clone() for k, v in components.component_state().items()}  # on a CPU, detach() shares storage
+    state = {k: v.clone() for k, v in component_state(components).items()}  # on a CPU, detach() shares storage
     components.activate("javascript")
     assert len(components.slot.full_layers) == (2 if isolated else 1)
     train_steps(components, base.kind, seed=2)
@@ -318,7 +319,7 @@ def test_scopes_hold_at_every_position(arch, position, strategy, isolated):
     )
     _, fresh, _ = setup(arch, strategy, at(position))
     fresh.activate("python")
-    fresh.load_component_state(state)
+    load_component_state(fresh, state)
     assert torch.equal(logits(fresh, base.kind), after_python)
 
 
@@ -369,3 +370,14 @@ def test_a_block_inside_a_stack_of_mixed_attention_types_is_refused():
     components = ComponentSet(base.model, base.kind, STRATEGIES["full_layer_only"], at("decoder"))
     assert base.model.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
     assert components.slot.placement.after == 2
+
+
+def test_is_lora_param_knows_peft_names_and_nothing_else():
+    from hybridcl.model.parameters import is_block_param, is_lora_param
+
+    assert is_lora_param("base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.python.weight")
+    assert is_lora_param("base_model.model.model.embed_tokens.lora_embedding_B.shared")
+    assert not is_lora_param("base_model.model.encoder.block.0.layer.0.SelfAttention.q.base_layer.weight")
+    assert not is_lora_param("model.layers.0.mlp.flora_proj.weight")  # a name that merely contains "lora_"
+    assert is_block_param("encoder.slot.full_layers.python.layer.0.SelfAttention.q.weight")
+    assert not is_block_param("encoder.block.0.layer.0.SelfAttention.q.weight")

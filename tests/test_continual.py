@@ -44,17 +44,22 @@ def test_a_run_fills_the_whole_matrix(tmp_path):
         assert any(".python." in k for k in state)
     log = [json.loads(line) for line in (seed_dir / "train_log.jsonl").read_text().splitlines()]
     assert {e["task"] for e in log} == {"python", "javascript"} and all(e["loss"] > 0 for e in log)
+
     # Per-task parts with a task id: training javascript leaves python's predictions identical.
-    preds = lambda row: (seed_dir / "predictions" / f"row{row}-python.jsonl").read_text()
+    def preds(row):
+        return (seed_dir / "predictions" / f"row{row}-python.jsonl").read_text()
+
     assert preds(1) == preds(2)
 
 
 def test_same_seed_same_numbers(tmp_path):
     a = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "a", progress=False)
     b = run_experiment(config("strategy=hybrid_shared_layer"), tmp_path / "b", progress=False)
-    losses = lambda d: [
-        (e["step"], e["loss"]) for e in map(json.loads, (d / "seed-0" / "train_log.jsonl").read_text().splitlines())
-    ]
+
+    def losses(d):
+        lines = (d / "seed-0" / "train_log.jsonl").read_text().splitlines()
+        return [(e["step"], e["loss"]) for e in map(json.loads, lines)]
+
     assert losses(a) == losses(b)
     ta = load_file(a / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     tb = load_file(b / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")

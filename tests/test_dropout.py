@@ -13,6 +13,7 @@ from hybridcl.data.tasks import load_task_data
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.dropout import CpuDropout, keep_mask, use_cpu_dropout
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import component_state
 from hybridcl.strategies import get_strategy
 from hybridcl.train import make_accelerator, train_task
 
@@ -115,7 +116,7 @@ def _train(seed: int):
         task="python",
         progress=False,
     )
-    return components.model, components.component_state()
+    return components.model, component_state(components)
 
 
 def test_cpu_training_uses_cpu_dropout_and_the_same_seed_trains_bit_identical_weights():

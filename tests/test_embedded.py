@@ -10,6 +10,7 @@ from hybridcl.config import ComponentsConfig, ModelConfig, load_config
 from hybridcl.continual import run_experiment
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import count_parameters
 from hybridcl.strategies import STRATEGIES
 
 
@@ -32,7 +33,7 @@ def test_fresh_hybrid_components_leave_the_real_model_unchanged(smollm2):
         reference = smollm2.model(input_ids=x).logits
     components = ComponentSet(smollm2.model, "causal", STRATEGIES["hybrid_task_specific"], ComponentsConfig())
     components.activate("python")
-    c = components.counts()
+    c = count_parameters(components)
     assert (c.lora_per_adapter, c.full_layer_per_block) == (
         921_600,
         3_540_096,

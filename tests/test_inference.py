@@ -12,6 +12,7 @@ from hybridcl.cli import main
 from hybridcl.config import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.tasks import load_task_data
+from hybridcl.evaluate.generate import Generations
 from hybridcl.routing import Router, Routers
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
@@ -106,7 +107,7 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
 
     def fake_generate(model, tokenizer, prompts, **kwargs):  # prompts: token ids from the training encoder
         generated_prompts.extend(tokenizer.decode(p, skip_special_tokens=True) for p in prompts)
-        return ["other"] * len(prompts), [False] * len(prompts)
+        return Generations([["other"]] * len(prompts), [[False]] * len(prompts))
 
     monkeypatch.setattr(evaluator, "generate", fake_generate)
     routers = Routers(replace(config.routing, compare=[]))
@@ -128,7 +129,9 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
     expected = [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     # cut on the right to data.max_source_len, as training cuts them
-    assert len(generated_prompts) == len(expected) and all(e.startswith(g) for g, e in zip(generated_prompts, expected))
+    assert len(generated_prompts) == len(expected) and all(
+        e.startswith(g) for g, e in zip(generated_prompts, expected, strict=True)
+    )
     assert generated_prompts[0].startswith("Generate JavaScript: ") and result["per_task_accuracy"] == {
         "python": 0.0,
         "javascript": 100.0,
@@ -141,7 +144,9 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
 
 
 PYTHON_SNIPPET = "def read_config(path):\n    with open(path) as handle:\n        return yaml.safe_load(handle)"
-JAVASCRIPT_SNIPPET = "function readConfig(path) {\n  const text = fs.readFileSync(path, 'utf8');\n  return JSON.parse(text);"
+JAVASCRIPT_SNIPPET = (
+    "function readConfig(path) {\n  const text = fs.readFileSync(path, 'utf8');\n  return JSON.parse(text);"
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import sacrebleu
 
 from hybridcl import intervals as iv
 from hybridcl.cl_metrics import cl_metrics
-from hybridcl.evaluate import metrics
+from hybridcl.evaluate import registry
+from hybridcl.report import wording
 
 PREDS = [
     "def add(a, b):\n    return a + b",
@@ -39,7 +40,7 @@ def _flags(pattern: str) -> np.ndarray:
 
 @pytest.mark.parametrize("direction", ["text-to-code", "code-to-text"])
 def test_summed_stats_give_the_metric_score_computes(direction):
-    expected = metrics.score(PREDS, REFS, language="python", direction=direction)
+    expected = registry.score(PREDS, REFS, language="python", direction=direction)
     stats = iv.score_stats(PREDS, REFS, language="python", direction=direction)
     assert set(stats) == set(expected)
     assert stats["codebleu"] is None
@@ -54,9 +55,9 @@ def test_summed_stats_give_the_metric_score_computes(direction):
 def test_scores_and_stats_in_one_pass(direction, monkeypatch):
     """The evaluator's cell: score's numbers and score_stats' rows, each metric computed once (score is
     not called: its sentence BLEUs, sacrebleu and syntax checks would run a second time)."""
-    expected = metrics.score(PREDS, REFS, language="python", direction=direction)
+    expected = registry.score(PREDS, REFS, language="python", direction=direction)
     expected_stats = iv.score_stats(PREDS, REFS, language="python", direction=direction)
-    monkeypatch.setattr(metrics, "score", None)
+    monkeypatch.setattr(registry, "score", None)
     scores, stats = iv.score_with_stats(PREDS, REFS, language="python", direction=direction)
     assert set(scores) == set(expected) and set(stats) == set(expected_stats)
     for name, value in expected.items():
@@ -88,15 +89,15 @@ def test_bleu_sacre_equals_corpus_bleu_including_on_resamples():
     counts = iv.bootstrap_counts(len(preds), n_resamples=5, seed=7)
     values = iv.resample_values("bleu_sacre", stats, counts)
     for b in range(5):
-        rp = [p for p, c in zip(preds, counts[b]) for _ in range(c)]
-        rr = [r for r, c in zip(refs, counts[b]) for _ in range(c)]
+        rp = [p for p, c in zip(preds, counts[b], strict=True) for _ in range(c)]
+        rr = [r for r, c in zip(refs, counts[b], strict=True) for _ in range(c)]
         assert values[b] == pytest.approx(sacrebleu.corpus_bleu(rp, [rr]).score, abs=1e-9)
 
 
 def test_corpus_bleu_rows_from_any_tokenisation_match_sacrebleu():
     hyps = [["def", "f", "(", "x", ")", ":"], ["return", "x", "+", "1"], ["a"]]
     refs = [["def", "g", "(", "x", ")", ":"], ["return", "x", "+", "2"], ["b", "c"]]
-    rows = np.array([iv.corpus_bleu_example_stats(h, r) for h, r in zip(hyps, refs)])
+    rows = np.array([iv.corpus_bleu_example_stats(h, r) for h, r in zip(hyps, refs, strict=True)])
     # hand count for the first pair: 6 tokens; 1-grams def ( x ) : match (5), 2-grams "( x" "x )" ") :"
     # (3), 3-grams "( x )" "x ) :" (2), 4-grams "( x ) :" (1)
     assert rows[0].tolist() == [6, 6, 5, 3, 2, 1, 6, 5, 4, 3]
@@ -196,9 +197,10 @@ def test_identical_rows_give_exactly_zero_forgetting():
     assert res.intervals["bwt"] == (0.0, 0.0)
     assert res.intervals["forgetting_absolute_per_task"] == [(0.0, 0.0)]
     assert (
-        iv.describe_interval("BWT", res.cl["bwt"], res.intervals["bwt"]) == "BWT 0 on every resample: no change at all"
+        wording.describe_interval("BWT", res.cl["bwt"], res.intervals["bwt"])
+        == "BWT 0 on every resample: no change at all"
     )
-    d = iv.describe_difference(res.cells[2][0], res.cells[1][0], res.cell_samples[2][0], res.cell_samples[1][0])
+    d = wording.describe_difference(res.cells[2][0], res.cells[1][0], res.cell_samples[2][0], res.cell_samples[1][0])
     assert (d.low, d.high, d.beyond_noise) == (0.0, 0.0, False)
     assert d.text == "A equals B on every resample"
 
@@ -215,7 +217,7 @@ def test_clear_forgetting_excludes_zero_and_noise_contains_it():
     # the normal approximation gives -40 -+ 9.6; the bootstrap's 1-point steps allow 2 points either way
     assert low == pytest.approx(-49.6, abs=2) and high == pytest.approx(-30.4, abs=2)
     assert res.intervals["forgetting_absolute"][0] > 0
-    text = iv.describe_interval("forgetting", res.cl["forgetting_absolute"], res.intervals["forgetting_absolute"])
+    text = wording.describe_interval("forgetting", res.cl["forgetting_absolute"], res.intervals["forgetting_absolute"])
     assert text.startswith("forgetting +40.00 (95% CI [+") and text.endswith("]): above 0")
 
     # noise: the same accuracy, different examples right -> the paired difference straddles 0
@@ -231,7 +233,7 @@ def test_clear_forgetting_excludes_zero_and_noise_contains_it():
     )
     low, high = noisy.intervals["bwt"]
     assert low < 0 < high
-    assert "within noise" in iv.describe_interval("BWT", noisy.cl["bwt"], noisy.intervals["bwt"])
+    assert "within noise" in wording.describe_interval("BWT", noisy.cl["bwt"], noisy.intervals["bwt"])
 
 
 def test_point_values_are_the_plain_cells_and_cl_metrics():
@@ -285,24 +287,24 @@ def test_direction_is_passed_to_cl_metrics_that_takes_it(monkeypatch):
 
 def test_describe_difference_paired_and_independent():
     a = np.array([5.0, 6.0, 7.0, 8.0, 9.0])
-    d = iv.describe_difference(7.0, 2.0, a, a - 5.0, a_name="after", b_name="base", level=0.5)
+    d = wording.describe_difference(7.0, 2.0, a, a - 5.0, a_name="after", b_name="base", level=0.5)
     assert (d.difference, d.low, d.high, d.beyond_noise) == (5.0, 5.0, 5.0, True)
     assert d.text == "after is higher than base by +5.00 (50% CI of the difference [+5.00, +5.00])"
     # paired, the shift is exact; independent, the spread of each adds up and the difference is noise
-    d = iv.describe_difference(7.0, 6.5, a, a - 0.5, paired=False, level=0.9)
+    d = wording.describe_difference(7.0, 6.5, a, a - 0.5, paired=False, level=0.9)
     assert d.low < 0 < d.high and not d.beyond_noise
     assert d.text.startswith("A and B differ by +0.50, within noise (90% CI of the difference [")
-    assert iv.describe_difference(7.0, 6.5, a, a - 0.5, paired=True).beyond_noise
+    assert wording.describe_difference(7.0, 6.5, a, a - 0.5, paired=True).beyond_noise
 
 
 def test_formatting_and_seeds():
-    assert iv.format_interval(5.4912, (4.1, 6.8)) == "5.49 [4.10, 6.80]"
-    assert iv.format_interval(5.4912, None) == "5.49"
-    assert iv.format_interval(None, None) == "-"
+    assert wording.format_interval(5.4912, (4.1, 6.8)) == "5.49 [4.10, 6.80]"
+    assert wording.format_interval(5.4912, None) == "5.49"
+    assert wording.format_interval(None, None) == "-"
     s = iv.mean_std_n([1.0, 2.0, None, 3.0, math.nan])
     assert s == {"mean": 2.0, "std": 1.0, "n": 3}
-    assert iv.format_mean_std(s) == "2.00 ± 1.00 (n=3)"
-    assert iv.format_mean_std(iv.mean_std_n([])) == "-"
+    assert wording.format_mean_std(s) == "2.00 ± 1.00 (n=3)"
+    assert wording.format_mean_std(iv.mean_std_n([])) == "-"
 
 
 def test_own_training_effect_is_the_paired_difference_from_the_base():

@@ -61,12 +61,18 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         timeout=300,
     )
     two = tmp_path / "two"
-    log = lambda d: [json.loads(line) for line in (d / "seed-0" / "train_log.jsonl").read_text().splitlines()]
+
+    def log(d):
+        return [json.loads(line) for line in (d / "seed-0" / "train_log.jsonl").read_text().splitlines()]
+
     assert [(e["task"], e["step"]) for e in log(one)] == [(e["task"], e["step"]) for e in log(two)]
-    for a, b in zip(log(one), log(two)):
+    for a, b in zip(log(one), log(two), strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5
     x = load_file(one / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     y = load_file(two / "seed-0" / "tasks" / "2-javascript" / "components.safetensors")
     assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], atol=1e-6) for k in x)
-    results = lambda d: json.loads((d / "results.json").read_text())
+
+    def results(d):
+        return json.loads((d / "results.json").read_text())
+
     assert results(one)["matrix"] == results(two)["matrix"]

@@ -2,13 +2,14 @@
 config on the meta device: no download, no weights)."""
 
 from hybridcl.config import load_config
+from hybridcl.model.parameters import count_parameters
 from hybridcl.params import build_components, lora_count, params_table
 
 
 def test_codet5_small_counts_are_exact():
     config = load_config("seed")
     components = build_components(config, "hybrid_task_specific", 1)
-    c = components.counts()
+    c = count_parameters(components)
     assert c.base == 60_492_288
     assert c.full_layer_per_block == 3_146_752
     assert c.lora_per_adapter == 1_671_168  # q,k,v,o,wi at r=16
@@ -29,7 +30,7 @@ def test_strategy_counts_after_two_tasks():
         "hybrid_shared_layer": (lora + block, 2 * lora + block),
     }
     for name, (trainable, stored) in expected.items():
-        c = build_components(config, name, 2).counts()
+        c = count_parameters(build_components(config, name, 2))
         assert (c.trainable, c.stored_total) == (trainable, stored), name
 
 
@@ -50,7 +51,7 @@ def test_the_position_is_named_and_a_decoder_block_counted_with_its_cross_attent
         ("decoder:1", 4_195_840, "after decoder block 1 of 6 (decoder:1)"),
     ]:
         config = load_config("seed", overrides=[f"components.full_layer.position={position}"])
-        c = build_components(config, "hybrid_shared_layer", 2).counts()
+        c = count_parameters(build_components(config, "hybrid_shared_layer", 2))
         assert (c.full_layer_per_block, c.trainable, c.stored_total) == (
             block,
             1_671_168 + block,

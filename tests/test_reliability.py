@@ -305,8 +305,8 @@ def test_divergence_in_the_second_task_keeps_the_first_and_resumes(tmp_path, mon
     assert main(["run", "--no-progress", *SMALL, f"run.output_dir={tmp_path}", "run.name=run"]) == 2
     err = capsys.readouterr().err
     assert (
-        "hybridcl: error: task javascript: the loss became nan at step 1 (epoch 1); finished tasks keep their checkpoints"
-        in err
+        "hybridcl: error: task javascript: the loss became nan at step 1 (epoch 1); finished tasks keep their "
+        "checkpoints" in err
     )
     assert "Traceback" not in err
     seed_dir = run / "seed-0"

@@ -68,8 +68,8 @@ def test_report_has_every_section_and_readable_plots(two_seed_run):
         f"{t} {data[t]['train']['long_targets']}/{data[t]['valid']['long_targets']}" for t in ("python", "javascript")
     )
     assert (
-        f"- targets longer than 64 tokens (train/validation, among the examples looked at): {long}; cut (no end token) in training"
-        in report
+        f"- targets longer than 64 tokens (train/validation, among the examples looked at): {long}; cut (no end "
+        "token) in training" in report
     )
     assert "### cut_share: generations cut by eval.max_new_tokens" in report and "](matrix-cut_share.png)" in report
     for name in ("matrix-bleu_codexglue_code_to_text.png", "matrix-syntax_pass.png", "loss.png", "efficiency.png"):
@@ -90,7 +90,7 @@ def test_routing_results_are_stored_and_consistent(two_seed_run):
             .splitlines()
         ]
         truth = [r["id"].split("/")[0] for r in routed]  # example ids start with the language
-        correct = sum(t == r["routed_to"] for t, r in zip(truth, routed))
+        correct = sum(t == r["routed_to"] for t, r in zip(truth, routed, strict=True))
         assert routing["n"] == len(routed) == 8
         assert 0 <= routing["accuracy"] <= 100 and routing["accuracy"] == pytest.approx(100 * correct / 8)
         assert sum(routing["confusion"][t][t] for t in ("python", "javascript")) == correct

@@ -19,11 +19,13 @@ from hybridcl.data.records import Record
 from hybridcl.data.tasks import format_prompt, load_task_data, make_examples
 from hybridcl.errors import ConfigError, DataError
 from hybridcl.evaluate import generate as generate_module
-from hybridcl.evaluate.metrics import bleu_seed, bleu_seed_scores, score
+from hybridcl.evaluate.metrics import bleu_seed, bleu_seed_scores
+from hybridcl.evaluate.registry import score
 from hybridcl.evaluate.syntax import passes_seed, syntax_pass_rate_seed
 from hybridcl.intervals import example_stats, value
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import count_parameters
 from hybridcl.params import build_components, params_table
 from hybridcl.strategies import get_strategy
 
@@ -35,7 +37,7 @@ PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double."""\n    retur
 
 def test_seed_original_counts_are_the_write_ups():
     config = load_config("seed-original")
-    c = build_components(config, "hybrid_task_specific", 1).counts()
+    c = count_parameters(build_components(config, "hybrid_task_specific", 1))
     assert (c.lora_per_adapter, c.full_layer_per_block, c.trainable) == (1_777_664, 3_146_752, 4_924_416)
     # the corrected preset adapts the base only
     assert build_components(load_config("seed"), "hybrid_task_specific", 1).counts().lora_per_adapter == 1_671_168
@@ -124,7 +126,7 @@ def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
     method1 = SmoothingFunction().method1
     by_nltk = [
         100 * sentence_bleu([r.split()], p.split(), smoothing_function=method1) if p else 0.0
-        for p, r in zip(preds, refs)
+        for p, r in zip(preds, refs, strict=True)
     ]
     scores = bleu_seed_scores(preds, refs, str.split)
     assert scores == pytest.approx(by_nltk, abs=1e-12)
@@ -313,9 +315,8 @@ def test_no_repeat_ngram_size_reaches_generate(monkeypatch):
             base.tokenizer,
             ["x"],
             kind="seq2seq",
-            max_new_tokens=3,
+            settings=generate_module.GenerationSettings(max_new_tokens=3, no_repeat_ngram_size=size),
             progress=False,
-            no_repeat_ngram_size=size,
         )
     # size 0: plain greedy, hybridcl's own loop (hybridcl.evaluate.greedy); the seed's 2 needs generate's
     # logits processor and reaches it

@@ -301,7 +301,7 @@ def test_the_tiny_stand_in_behaves_the_same(codet5_tiny_dir):
     assert type(base.tokenizer).__name__ == "RobertaTokenizer" and base.model.config.d_model == 64
     # embeddings 4100 x 64 + 2 encoder blocks x 32,896 + 2 decoder blocks x 49,344 + 2 x (bias 32 x 4 + final norm 64)
     assert sum(p.numel() for p in base.model.parameters()) == 262_400 + 65_792 + 98_688 + 2 * 192 == 427_264
-    assert generate(base.model, base.tokenizer, ["Return the answer.", "x"], kind="seq2seq", progress=False) == [
+    assert generate(base.model, base.tokenizer, ["Return the answer.", "x"], kind="seq2seq", progress=False).texts == [
         SCRIPT,
         SCRIPT,
     ]

@@ -95,18 +95,18 @@ def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
     last_on_old = final[:-1] if T >= 1 else []
 
     relative: list[float | None] = []
-    for d, f in zip(diag, last_on_old):
+    for d, f in zip(diag, last_on_old, strict=True):
         lost = gain(d, f)
-        relative.append(None if lost is None or d == 0 else 100.0 * lost / d)
+        relative.append(None if lost is None or not d else 100.0 * lost / d)
 
     absolute: list[float | None] = []
     for j in range(1, T):
         # from the task's own row j (the stage that trained it) to the row before the last
-        since_trained = [v for v in (_value(matrix, l, j) for l in range(j, T)) if v is not None]
+        since_trained = [v for v in (_value(matrix, row, j) for row in range(j, T)) if v is not None]
         best = (max if higher_is_better else min)(since_trained) if since_trained else None
         absolute.append(gain(best, final[j - 1]))
 
-    bwt = [gain(f, d) for f, d in zip(last_on_old, diag)]
+    bwt = [gain(f, d) for f, d in zip(last_on_old, diag, strict=True)]
     fwt = [gain(_value(matrix, j - 1, j), _value(matrix, 0, j)) for j in range(2, T + 1)]
 
     per_task = {

@@ -95,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = describe_os_error(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT) and args.run_folder:
-            message = f"{exc.filename or args.run_folder}: disk full: free space and continue with `hybridcl run --resume {args.run_folder}`"
+            message = (
+                f"{exc.filename or args.run_folder}: disk full: free space and continue with "
+                f"`hybridcl run --resume {args.run_folder}`"
+            )
         print(f"hybridcl: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.run_folder:
             print(
-                f"hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume {args.run_folder}`",
+                "hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume "
+                f"{args.run_folder}`",
                 file=sys.stderr,
             )
         else:
@@ -349,7 +353,7 @@ def _generate(args) -> int:
         k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None
     }
     texts, tasks = run.generate(args.task, args.prompts, return_tasks=True, **kwargs)
-    for prompt, task, text in zip(args.prompts, tasks, texts):
+    for prompt, task, text in zip(args.prompts, tasks, texts, strict=True):
         if args.task == "auto" or len(args.prompts) > 1:
             print(f"### task: {task}" + ("" if len(args.prompts) == 1 else f" (prompt: {prompt[:60]!r})"))
         print(text)

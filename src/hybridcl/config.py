@@ -12,6 +12,7 @@ import datetime
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -186,7 +187,8 @@ class DataConfig:
         _positive(self.max_target_len, f"{key}.max_target_len")
         if not 0.0 < self.completion_prefix < 1.0:
             raise ConfigError(
-                f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the characters"
+                f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the "
+                "characters"
             )
         if self.train_objective == "copy" and self.direction != "completion":
             raise ConfigError(
@@ -591,19 +593,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value if value is not None else {}, key)
+        return from_dict(typing.cast(type, tp), value if value is not None else {}, key)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
+        return _coerce_union(args, value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {', '.join(map(str, args))}")
@@ -612,32 +604,64 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} = {value!r} must be a list, e.g. {key}=[a,b]")
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} must be true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} = {value!r} must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} = {value!r} must be a number")
-        if not math.isfinite(value if isinstance(value, float) or abs(value) < 2**1000 else math.inf):
-            raise ConfigError(f"{key} = {value!r} must be a finite number")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads run.name=2024-05-01 as a date
-            return str(value)
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} must be a string")
-        return str(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
     raise TypeError(f"config field {key} has an unsupported type {tp}")  # a bug in hybridcl, not user input
+
+
+def _coerce_union(args: tuple[Any, ...], value: Any, key: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, key)
+        except ConfigError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def _coerce_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r} must be true or false")
+    return value
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} = {value!r} must be an integer")
+    return value
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} = {value!r} must be a number")
+    if not math.isfinite(value if isinstance(value, float) or abs(value) < 2**1000 else math.inf):
+        raise ConfigError(f"{key} = {value!r} must be a finite number")
+    return float(value)
+
+
+def _coerce_str(value: Any, key: str) -> str:
+    if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads run.name=2024-05-01 as a date
+        return str(value)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r} must be a string")
+    return str(value)
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+}
 
 
 def _positive(value: float, key: str) -> None:

@@ -27,9 +27,6 @@ CODE_DIRECTIONS = frozenset({"text-to-code", "completion"})
 Kind = Literal["seq2seq", "causal"]
 KINDS: tuple[str, ...] = ("seq2seq", "causal")
 
-# Metrics where a lower value is better (forgetting is then a rise); every other metric: higher is better.
-LOWER_IS_BETTER = frozenset({"loss"})
-
 # Cell values that describe the evaluation rather than what a task retained: no CL metric of them.
 NOT_CL_METRICS = frozenset({"cut_share"})
 

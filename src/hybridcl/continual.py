@@ -39,6 +39,7 @@ from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.model.parameters import component_state, count_parameters, load_component_state
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import STATS_FILE, Prompts, Routers, routed_results
 from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
@@ -100,7 +101,7 @@ class ContinualRecipe:
         """Create stage ``i``'s parts and load their weights (and the rule's state) as saved after it."""
         stage = self._activate(i)
         stage_dir = self.checkpoints.stage_dir(i, stage)
-        self.components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
+        load_component_state(self.components, load_tensors(stage_dir / "components.safetensors"))
         self.rule.load_state_dict(load_tensors(stage_dir / "rule.safetensors"))
         if self.routers is not None and self.main:
             saved = stage_dir / STATS_FILE
@@ -111,6 +112,7 @@ class ContinualRecipe:
 
     def _fit_router(self, task: str) -> dict[str, torch.Tensor]:
         """Add ``task`` to the routers from its own training prompts; returns its statistics for saving."""
+        assert self.routers is not None  # called only where the strategy routes
         train = (
             self.data[task].train or load_task_data(self.config.data, task, target_lengths=self.target_lengths).train
         )
@@ -160,7 +162,7 @@ class ContinualRecipe:
             meta = {"task": stage, "hybridcl": __version__}
             stage_dir = self.seed_dir.stage_dir(i, stage)
             save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
-            save_tensors(stage_dir / "components.safetensors", self.components.component_state(), metadata=meta)
+            save_tensors(stage_dir / "components.safetensors", component_state(self.components), metadata=meta)
             if self.routers is not None:
                 save_tensors(stage_dir / STATS_FILE, self._fit_router(stage), metadata=meta)
         self.state.train.append(
@@ -171,7 +173,7 @@ class ContinualRecipe:
                 "n_truncated_source": encoded.n_truncated_source,
                 "n_truncated_target": encoded.n_truncated_target,
                 "n_examples": len(examples),
-                "trainable_params": self.components.counts().trainable,
+                "trainable_params": count_parameters(self.components).trainable,
                 "precision": "bf16"
                 if self.accelerator.mixed_precision == "bf16"
                 else "fp32",  # train.precision resolved
@@ -217,7 +219,7 @@ class ContinualRecipe:
                 f"{name}-{task}",
                 [
                     {"id": ex.id, "prediction": p, "reference": ex.target, "hit_limit": h}
-                    for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task])
+                    for ex, p, h in zip(self.evaluator.examples(task), predictions, row.hit_limit[task], strict=True)
                 ],
             )
 
@@ -249,7 +251,7 @@ class ContinualRecipe:
     def finish(self) -> SeedResults:
         """The seed's results (CL metrics, routing, HumanEval), written to ``results.json``."""
         config = self.config
-        counts = self.components.counts()
+        counts = count_parameters(self.components)
         slot = self.components.slot
         matrix = Matrix.from_cells(config.tasks, ["base", *self.state.stages_done], self.state.rows)
         humaneval = None
@@ -299,7 +301,7 @@ def run_seed(
     Returns the seed's results (``None`` on processes other than the main one).
     """
     reevaluate = reevaluate_from is not None
-    if reevaluate:
+    if reevaluate_from is not None:
         finished = reevaluate_from.load_state()
         if not finished.finished:
             raise RunError(
@@ -342,7 +344,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     write_run_config(run_dir, config)
     results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
     if PartialState().is_main_process:
-        write_json(run_dir / "results.json", aggregate(results))
+        write_json(run_dir / "results.json", aggregate([r for r in results if r is not None]))
     return run_dir
 
 
@@ -391,5 +393,5 @@ def evaluate_run(
         for seed in config.run.seeds
     ]
     write_run_config(target, config, overwrite=True)
-    write_json(target / "results.json", aggregate(results))
+    write_json(target / "results.json", aggregate([r for r in results if r is not None]))
     return target

@@ -54,6 +54,6 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
         errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
         errno.EISDIR: "that path is a folder: name a file",
         errno.ENOENT: "check the path",
-    }.get(exc.errno, "check the path and the file system")
+    }.get(exc.errno or 0, "check the path and the file system")
     what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else cause
     return f"{where}: {what}: {advice}"

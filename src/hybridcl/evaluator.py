@@ -1,14 +1,17 @@
 """The matrix evaluator: scores every task with the components as they stand, one matrix row per call.
 
-- :meth:`MatrixEvaluator.row` uses the task id: each task is scored with its own components: the
-  teacher-forced loss on all its evaluation examples (``loss``: mean NLL per target token, nats;
-  ``token_accuracy``: percent of target tokens the greedy prediction gets right), then generation
-  metrics on ``eval.max_examples`` of them. Every cell keeps per-example statistics
-  (:mod:`hybridcl.intervals`) for its bootstrap interval. For strategies that isolate tasks, a
-  task whose parts cannot have changed since the previous row keeps that row's cell
+- :meth:`MatrixEvaluator.row` uses the task id: :func:`plan_row` (pure) says which cells are
+  scored, reused or skipped, and :meth:`MatrixEvaluator.score_cell` scores a task with its own
+  components into a :class:`Cell`: the teacher-forced loss on all its evaluation examples
+  (``loss``: mean NLL per target token, nats; ``token_accuracy``: percent of target tokens the
+  greedy prediction gets right), then generation metrics on ``eval.max_examples`` of them
+  (:mod:`hybridcl.evaluate.registry`). Every cell keeps per-example statistics
+  (:mod:`hybridcl.evaluate.example_stats`) for its bootstrap interval. For strategies that isolate
+  tasks, a task whose parts cannot have changed since the previous row keeps that row's cell
   (``reused_from_row``) instead of being evaluated again.
-- :meth:`MatrixEvaluator.routed_row` scores the same row without it: :mod:`hybridcl.routing` picks
-  each prompt's components, and only misrouted prompts are generated again.
+- :meth:`MatrixEvaluator.routed_row` scores the same row without it: the run's router
+  (:mod:`hybridcl.routing`) picks each prompt's components, and only misrouted prompts are scored
+  and generated again.
 - :meth:`MatrixEvaluator.humaneval` measures HumanEval pass@k through the python task's components.
 
 Predictions are returned, not written: the recipe keeps them and decides where they go.
@@ -16,6 +19,8 @@ Predictions are returned, not written: the recipe keeps them and decides where t
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +32,24 @@ from hybridcl.constants import CODE_DIRECTIONS
 from hybridcl.data.batching import collate, encode, encode_prompts
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.evaluate.efficiency import Meter
+from hybridcl.evaluate.example_stats import ratio_stats
 from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
-from hybridcl.evaluate.metrics import score
 from hybridcl.evaluate.postprocess import extract_code
-from hybridcl.intervals import ratio_stats, score_with_stats, value
+from hybridcl.evaluate.registry import score, score_with_stats, value
 from hybridcl.loss import token_scores
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import Base
 from hybridcl.routing import Prompts, Routers, accuracy_summary, routable_tasks
+
+
+@dataclass
+class Cell:
+    """One scored cell: its numbers (a cell of ``results["matrix"]``), predictions and statistics."""
+
+    values: dict
+    predictions: list[str]
+    hit_limit: list[bool]  # whether each generation ran into eval.max_new_tokens
+    stats: dict[str, np.ndarray]  # metric -> [examples, k] (hybridcl.evaluate.example_stats)
 
 
 @dataclass
@@ -46,6 +61,44 @@ class Row:
     predictions: dict[str, list[str]]
     hit_limit: dict[str, list[bool]]  # task -> whether each generation ran into eval.max_new_tokens
     stats: dict[str, dict[str, np.ndarray]]  # task -> metric -> [examples, k] (hybridcl.intervals)
+
+    def add(self, task: str, cell: Cell) -> None:
+        self.cells[task] = cell.values
+        self.predictions[task], self.hit_limit[task], self.stats[task] = cell.predictions, cell.hit_limit, cell.stats
+
+    def reused(self, task: str) -> Cell:
+        """``task``'s cell of this row, as the next row keeps it (``reused_from_row``, no time spent)."""
+        values = self.cells[task]
+        if values is None:
+            raise ValueError(f"row {self.index} did not evaluate {task}: nothing to reuse")
+        kept = {"reused_from_row": self.index, **values, "eval_seconds": 0.0}
+        return Cell(kept, self.predictions[task], self.hit_limit[task], self.stats[task])
+
+
+class CellAction(enum.Enum):
+    SKIP = "skip"  # not evaluated (a later task with eval.forward_transfer=false)
+    REUSE = "reuse"  # the previous row's cell: nothing of the task has trained since
+    SCORE = "score"
+
+
+def plan_row(i: int, tasks: Sequence[str], previous: Row | None, *, forward_transfer: bool) -> dict[str, CellAction]:
+    """What row ``i`` does with each task's cell.
+
+    ``previous``: the row a strategy that isolates tasks may reuse cells from (None: reuse nothing).
+    A cell is reused when ``previous`` is row ``i - 1`` and evaluated the task, and the task was
+    trained at stage ``j + 1 < i``: with isolated parts, stage ``i`` trained nothing of it. Later
+    tasks (``j >= i``) are skipped without ``forward_transfer``; row 0 scores every task.
+    """
+    chained = previous is not None and previous.index == i - 1
+    plan = {}
+    for j, task in enumerate(tasks):
+        if i > 0 and not forward_transfer and j >= i:
+            plan[task] = CellAction.SKIP
+        elif chained and previous is not None and j + 1 < i and previous.cells.get(task):
+            plan[task] = CellAction.REUSE
+        else:
+            plan[task] = CellAction.SCORE
+    return plan
 
 
 @dataclass
@@ -93,7 +146,7 @@ class MatrixEvaluator:
             self.base.kind,
             self.config.data.max_source_len,
         )
-        texts, hit_limit = generate(
+        generated = generate(
             self.components.model,
             self.base.tokenizer,
             prompts,
@@ -102,9 +155,9 @@ class MatrixEvaluator:
             progress=self.progress,
             desc=desc,
             code_language=code_language(language, direction, self.config.data.completion_target),
-            return_hit_limit=True,
         )
-        return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), hit_limit
+        texts = generated.texts
+        return ([extract_code(t) for t in texts] if direction in CODE_DIRECTIONS else texts), generated.hit_limit
 
     def ceilings(self, task: str) -> dict:
         """``syntax_ceiling``: percent of the task's scored references that parse (text-to-code), the
@@ -123,7 +176,7 @@ class MatrixEvaluator:
         data = self.config.data
         if data.direction != "completion" or data.completion_target != "rest":
             return None
-        return [ex.source + out for ex, out in zip(self.examples(task), outputs)]
+        return [ex.source + out for ex, out in zip(self.examples(task), outputs, strict=True)]
 
     def _metric_args(self, task: str, predictions: list[str]) -> dict:
         return {
@@ -155,7 +208,7 @@ class MatrixEvaluator:
             progress=False,
             long_targets=cfg.data.long_targets,
         )
-        features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
+        features = [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)]
         order = sorted(
             range(len(features)), key=lambda k: -(len(features[k]["input_ids"]) + len(features[k]["labels"]))
         )
@@ -169,6 +222,7 @@ class MatrixEvaluator:
                 batch = collate([features[k] for k in idx], self.base.tokenizer.pad_token_id, self.base.kind)
                 scores = token_scores(model, {k: v.to(device) for k, v in batch.items()}, self.base.kind, accuracy=True)
                 nll[idx] = scores.nll.sum(1).double().cpu().numpy()
+                assert scores.mask is not None and scores.correct is not None  # accuracy=True fills them
                 tokens[idx] = scores.mask.sum(1).cpu().numpy()
                 correct[idx] = scores.correct.sum(1).cpu().numpy()
         finally:
@@ -179,49 +233,44 @@ class MatrixEvaluator:
 
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
-        cells, predictions, hit_limit, stats = {}, {}, {}, {}
-        previous = self._previous if self._reuses_cells(i) else None
-        for j, task in enumerate(self.config.tasks):
-            if i > 0 and not self.config.eval.forward_transfer and j >= i:
-                cells[task] = None
+        cfg = self.config.eval
+        reuse = cfg.reuse_unchanged and self.components.strategy.isolates_tasks
+        plan = plan_row(i, self.config.tasks, self._previous if reuse else None, forward_transfer=cfg.forward_transfer)
+        row = Row(i, {}, {}, {}, {})
+        for task, action in plan.items():
+            if action is CellAction.SKIP:
+                row.cells[task] = None
                 continue
-            if previous is not None and j + 1 < i and previous.cells.get(task):
-                # task j was trained at stage j + 1 < i and nothing of it has trained since row i - 1
-                cells[task] = {"reused_from_row": i - 1, **previous.cells[task], "eval_seconds": 0.0}
-                predictions[task], stats[task] = previous.predictions[task], previous.stats[task]
-                hit_limit[task] = previous.hit_limit[task]
+            if action is CellAction.REUSE:
+                assert self._previous is not None  # plan_row reuses only from a previous row
+                row.add(task, self._previous.reused(task))
                 continue
             if i > 0:
                 self.components.route(task)
-            examples = self.examples(task)
-            with Meter(next(self.components.model.parameters()).device) as meter:
-                predictions[task], hit_limit[task] = self.predict(
-                    task, [ex.source for ex in examples], f"eval row {i} {task}"
-                )
-                scores, text_stats = score_with_stats(
-                    predictions[task], [ex.target for ex in examples], **self._metric_args(task, predictions[task])
-                )
-                losses, stats[task] = self.loss(task)
-            stats[task].update({m: s for m, s in text_stats.items() if s is not None})
-            cells[task] = {
-                **losses,
-                **scores,
-                "cut_share": cut_share(hit_limit[task]),
-                "eval_seconds": meter.seconds,
-                "n": len(examples),
-                "n_loss": len(stats[task]["loss"]),
-            }
-        self._previous = Row(i, cells, predictions, hit_limit, stats)
-        return self._previous
+            row.add(task, self.score_cell(i, task))
+        self._previous = row
+        return row
 
-    def _reuses_cells(self, i: int) -> bool:
-        previous = self._previous
-        return (
-            self.config.eval.reuse_unchanged
-            and self.components.strategy.isolates_tasks
-            and previous is not None
-            and previous.index == i - 1
-        )
+    def score_cell(self, i: int, task: str) -> Cell:
+        """Score ``task`` through the components as routed now: its predictions, the text metrics on
+        them, the teacher-forced loss, the per-example statistics of each, and the time it took."""
+        examples = self.examples(task)
+        with Meter(next(self.components.model.parameters()).device) as meter:
+            predictions, hit_limit = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
+            scores, text_stats = score_with_stats(
+                predictions, [ex.target for ex in examples], **self._metric_args(task, predictions)
+            )
+            losses, stats = self.loss(task)
+        stats.update({m: s for m, s in text_stats.items() if s is not None})
+        cell = {
+            **losses,
+            **scores,
+            "cut_share": cut_share(hit_limit),
+            "eval_seconds": meter.seconds,
+            "n": len(examples),
+            "n_loss": len(stats["loss"]),
+        }
+        return Cell(cell, predictions, hit_limit, stats)
 
     def routed_row(self, i: int, with_task_id: Row) -> RoutedRow | None:
         """Row ``i`` without the task id, or ``None`` when fewer than two tasks own per-task parts.

@@ -24,7 +24,7 @@ import torch
 from hybridcl.errors import RunError, describe_os_error
 
 
-def _empty_target(out: Path) -> Path:
+def _empty_target(out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} exists and is not an empty folder: choose another output folder or delete it")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from hybridcl.errors import RunError
+from hybridcl.model.parameters import load_component_state
 
 AUTO = "auto"
 
@@ -83,7 +84,8 @@ class LoadedRun:
         :func:`hybridcl.data.batching.encode_prompts` (as training encodes them) for the (chosen)
         task's language. Generation settings are the run's
         (:meth:`~hybridcl.evaluate.generate.GenerationSettings.from_config`); ``kwargs`` override
-        them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``). Returns the texts
+        them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``,
+        ``batch_size``). Returns the texts
         (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
         """
         from hybridcl.data.batching import encode_prompts
@@ -98,7 +100,7 @@ class LoadedRun:
         if task == AUTO:
             from hybridcl.routing import split_language_tag
 
-            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources))
+            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources), strict=True)
             untagged = [k for k, t in enumerate(tags) if t is None]
             with evaluation_precision(cfg.precision, device):  # routing's forward passes too, as in the run
                 routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
@@ -124,7 +126,7 @@ class LoadedRun:
                     progress=False,
                     code_language=code_language(t, direction, self.config.data.completion_target),
                 )
-            for k, text in zip(idx, generated):
+            for k, text in zip(idx, generated.texts, strict=True):
                 texts[k] = text
         out = texts[0] if single else texts
         if return_tasks:
@@ -165,7 +167,7 @@ def load_run(path: str | Path, *, seed: int | None = None, device: str | None = 
         for stage in stages:
             components.activate(stage)
     stage_dir = seed_dir.stage_dir(len(stages), stages[-1])
-    components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
+    load_component_state(components, load_tensors(stage_dir / "components.safetensors"))
     components.model.requires_grad_(False)
     components.model.eval()
     if device is not None:

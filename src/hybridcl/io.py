@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from hybridcl.errors import HybridclError, RunError, describe_os_error
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path`` (permissions as the umask allows)."""
     path = Path(path)
     tmp = None

@@ -50,6 +50,8 @@ def token_scores(
     labels = batch["labels"]
     if kind == "seq2seq":
         shift = decoder_inputs or decoder_inputs_fn(model)
+        if shift is None:
+            raise TypeError(f"{type(model).__name__} has no prepare_decoder_input_ids_from_labels: not a seq2seq model")
         inputs = {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],

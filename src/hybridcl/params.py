@@ -15,6 +15,7 @@ from hybridcl.config import ExperimentConfig
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.full_layer import SLOT_ATTR, family_of
 from hybridcl.model.loading import base_config, model_class
+from hybridcl.model.parameters import count_parameters, is_lora_param
 from hybridcl.strategies import SEED_STRATEGIES, get_strategy
 
 T5_TARGET_OPTIONS = (("q", "v"), ("q", "k", "v", "o"), ("q", "k", "v", "o", "wi"), ("q", "k", "v", "o", "wi", "wo"))
@@ -53,7 +54,7 @@ def lora_count(model: nn.Module, targets: tuple[str, ...], r: int, include_full_
     for name, module in model.named_modules():
         if name.split(".")[-1] not in targets or (f".{SLOT_ATTR}." in name and not include_full_layer):
             continue
-        if "lora_" in name or not hasattr(module, "weight") or module.weight.dim() != 2:
+        if is_lora_param(name) or not hasattr(module, "weight") or module.weight.dim() != 2:
             continue
         total += r * sum(module.weight.shape)
     return total
@@ -63,7 +64,7 @@ def params_table(config: ExperimentConfig) -> str:
     r = config.components.lora.r
     T = len(config.tasks)
     reference = build_components(config, "hybrid_task_specific", 1)
-    counts = reference.counts()
+    counts = count_parameters(reference)
     family = family_of(reference.base)
     base = counts.base
     targets = tuple(config.components.lora.target_modules or family.lora_targets)
@@ -76,7 +77,8 @@ def params_table(config: ExperimentConfig) -> str:
     block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
     placement = reference.slot.placement
     lines = [
-        f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: {', '.join(config.tasks)}",
+        f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: "
+        f"{', '.join(config.tasks)}",
         f"full layer at components.full_layer.position={config.components.full_layer.position}: "
         f"{placement.describe()} ({placement.position})",
         "",
@@ -106,7 +108,7 @@ def params_table(config: ExperimentConfig) -> str:
         if name not in SEED_STRATEGIES and (name == "all" or get_strategy(name).train_base):
             continue
         components = build_components(replace(config, strategy=name), name, T)
-        c = components.counts()
+        c = count_parameters(components)
         marker = "  <- config" if name == config.strategy else ""
         lines.append(f"{name:<24}{c.trainable:>20,}{pct(c.trainable):>11}{c.stored_total:>24,}{marker}")
     return "\n".join(lines)

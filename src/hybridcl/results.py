@@ -12,8 +12,9 @@ from pathlib import Path
 
 from hybridcl import __version__
 from hybridcl.cl_metrics import cl_metrics
-from hybridcl.constants import LOWER_IS_BETTER, NOT_CL_METRICS
+from hybridcl.constants import NOT_CL_METRICS
 from hybridcl.errors import RunError
+from hybridcl.evaluate.registry import higher_is_better
 from hybridcl.stats import mean_std, mean_std_nested
 
 FORMAT = 2
@@ -100,7 +101,7 @@ class Matrix:
         """:func:`hybridcl.cl_metrics.cl_metrics` of every metric; only the final average without one stage per task."""
         values = {m: rows for m, rows in self.values.items() if m not in NOT_CL_METRICS}
         if self.one_stage_per_task:
-            return {m: cl_metrics(rows, higher_is_better=m not in LOWER_IS_BETTER) for m, rows in values.items()}
+            return {m: cl_metrics(rows, higher_is_better=higher_is_better(m)) for m, rows in values.items()}
         return {m: _final_only(rows[-1]) for m, rows in values.items()}
 
     def with_rows(self, replaced: dict[int, dict[str, list]]) -> Matrix:
@@ -235,11 +236,12 @@ def aggregate(seed_results: list[SeedResults]) -> dict:
 
 
 def _aggregate_routing(runs: list[dict | None]) -> dict | None:
-    if not runs or any(r is None for r in runs):
+    done = [r for r in runs if r is not None]
+    if not runs or len(done) < len(runs):
         return None
-    first = runs[0]
+    first = done[0]
     methods = {
-        m: {k: mean_std_nested([r["methods"][m][k] for r in runs]) for k in ("accuracy", "per_task_accuracy")}
+        m: {k: mean_std_nested([r["methods"][m][k] for r in done]) for k in ("accuracy", "per_task_accuracy")}
         for m in first.get("methods") or {}
     }
     return {
@@ -248,7 +250,7 @@ def _aggregate_routing(runs: list[dict | None]) -> dict | None:
         "n": first["n"],
         **({"methods": methods} if methods else {}),
         **{
-            k: mean_std_nested([r[k] for r in runs])
+            k: mean_std_nested([r[k] for r in done])
             for k in (
                 "accuracy",
                 "per_task_accuracy",
@@ -264,11 +266,12 @@ def _aggregate_routing(runs: list[dict | None]) -> dict | None:
 
 def _aggregate_humaneval(runs: list[dict | None]) -> dict | None:
     """``{"base"|"final": {"pass@k": {"mean", "std"}, "problems", "samples"}}`` over seeds."""
-    if not runs or any(r is None for r in runs):
+    done = [r for r in runs if r is not None]
+    if not runs or len(done) < len(runs):
         return None
     out = {}
-    for when in runs[0]:
-        keys = [k for k in runs[0][when] if k.startswith("pass@")]
-        out[when] = {k: mean_std([r[when][k] for r in runs]) for k in keys}
-        out[when] |= {k: runs[0][when].get(k) for k in ("problems", "samples", "protections")}
+    for when in done[0]:
+        keys = [k for k in done[0][when] if k.startswith("pass@")]
+        out[when] = {k: mean_std([r[when][k] for r in done]) for k in keys}
+        out[when] |= {k: done[0][when].get(k) for k in ("problems", "samples", "protections")}
     return out

@@ -40,6 +40,7 @@ from typing import ClassVar
 import torch
 
 from hybridcl.config import RoutingConfig
+from hybridcl.constants import Kind
 from hybridcl.data.batching import collate
 from hybridcl.evaluate.generate import encode_texts
 from hybridcl.loss import token_scores
@@ -64,7 +65,7 @@ class Prompts:
     texts: Sequence[str]
     components: object  # a ComponentSet: its frozen base gives the features, its parts the losses
     tokenizer: object
-    kind: str
+    kind: Kind
     max_source_len: int = 512
     batch_size: int = 16
     _losses: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -89,7 +90,7 @@ class Prompts:
 
 
 @torch.no_grad()
-def base_features(components, tokenizer, kind: str, token_ids: list[list[int]], batch_size: int) -> torch.Tensor:
+def base_features(components, tokenizer, kind: Kind, token_ids: list[list[int]], batch_size: int) -> torch.Tensor:
     """Mean-pooled hidden states of the frozen base's last and middle layers, each scaled to unit length.
 
     The encoder's for seq2seq models, the decoder's for causal ones; components are off, so every task
@@ -128,7 +129,7 @@ def _right_padded(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Ten
 
 @torch.no_grad()
 def prompt_losses(
-    components, tokenizer, kind: str, token_ids: list[list[int]], tasks: Sequence[str], batch_size: int
+    components, tokenizer, kind: Kind, token_ids: list[list[int]], tasks: Sequence[str], batch_size: int
 ) -> list[list[float]]:
     """Mean NLL per token (nats) of each prompt under each task's components: ``[prompt][task]``.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,7 +53,7 @@ def parse_axis(item: str) -> tuple[str, list]:
     return key, values
 
 
-def sweep_axes(raw: dict[str, Any], items: list[str] | None = ()) -> dict[str, list]:
+def sweep_axes(raw: dict[str, Any], items: Sequence[str] | None = ()) -> dict[str, list]:
     """The axes of a sweep: ``raw``'s ``sweep:`` section, then ``items`` (``key=v1,v2``), then ``strategy=all``.
 
     Removes the ``sweep`` section from ``raw``; an empty result means a single run.
@@ -86,7 +87,7 @@ def sweep_points(raw: dict[str, Any], axes: dict[str, list]) -> list[SweepPoint]
     keys = list(axes)
     points = []
     for combo in itertools.product(*(axes[k] for k in keys)):
-        values = dict(zip(keys, combo))
+        values = dict(zip(keys, combo, strict=True))
         point = copy.deepcopy(raw)
         for key, value in values.items():
             apply_override(point, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")

@@ -113,8 +113,10 @@ def train_task(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise HybridclError(f"task {task}: the strategy left no trainable parameter")
-    features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
-    lengths = [len(i) + (len(l) if kind == "seq2seq" else 0) for i, l in zip(encoded.input_ids, encoded.labels)]
+    features = [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)]
+    lengths = [
+        len(i) + (len(t) if kind == "seq2seq" else 0) for i, t in zip(encoded.input_ids, encoded.labels, strict=True)
+    ]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
         return batch_indices(
@@ -170,7 +172,7 @@ def train_task(
 
     def read(entries: list[list]) -> list[float]:
         values = torch.stack([e[2] for e in entries]).tolist()
-        for (step, epoch, *_), value in zip(entries, values):
+        for (step, epoch, *_), value in zip(entries, values, strict=True):
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"task {task}: the loss became {value} at step {step} (epoch {epoch}); "
@@ -181,7 +183,7 @@ def train_task(
     def flush() -> None:
         if not pending:
             return
-        for (step, epoch, _, end), value in zip(pending, read(pending)):
+        for (step, epoch, _, end), value in zip(pending, read(pending), strict=True):
             window[0] += value
             window[1] += 1
             if end is None:  # a batch accumulated into a later optimizer step
@@ -212,7 +214,7 @@ def train_task(
     try:
         for epoch in range(n_epochs):
             batches = epoch_batches(epoch)
-            for indices, batch in zip(batches, epoch_loader(batches)):
+            for indices, batch in zip(batches, epoch_loader(batches), strict=True):
                 with accelerator.accumulate(model):
                     scores = token_scores(model, batch, kind, decoder_inputs=decoder_inputs)
                     loss_sum, n_tokens = scores.nll.sum(), scores.mask.sum()

@@ -117,7 +117,10 @@ def test_cap_subsamples_deterministically(tmp_path):
 
 
 def test_near_duplicates_removed_by_jaccard():
-    base = "def f(alpha, beta, gamma, delta, epsilon):\n    return alpha + beta + gamma + delta + epsilon + zeta + eta + theta"
+    base = (
+        "def f(alpha, beta, gamma, delta, epsilon):\n"
+        "    return alpha + beta + gamma + delta + epsilon + zeta + eta + theta"
+    )
     records = [
         Record("r", "a.py", "f", "python", base, "d"),
         Record("r", "b.py", "f", "python", base.replace("theta", "iota"), "d"),  # 10 of 12 shared: 0.83

@@ -69,10 +69,14 @@ def test_every_prompt_names_its_language(kind, direction):
 
 
 def _jsonl_dir(tmp_path, n_train=30, n_valid=5):
-    recs = lambda split, n: [
-        Record("r", f"{split}{i}.py", f"f{i}", "python", f"def f{i}():\n    return {i}", f"Return the number {i} here.")
-        for i in range(n)
-    ]
+    def recs(split, n):
+        return [
+            Record(
+                "r", f"{split}{i}.py", f"f{i}", "python", f"def f{i}():\n    return {i}", f"Return the number {i} here."
+            )
+            for i in range(n)
+        ]
+
     write_records(recs("t", n_train), tmp_path / "python.train.jsonl.gz")
     write_records(recs("v", n_valid), tmp_path / "python.valid.jsonl")
     return tmp_path
@@ -152,7 +156,8 @@ def test_long_targets_are_dropped_from_both_splits_and_counted(tmp_path):
 def test_load_task_data_errors(tmp_path):
     with pytest.raises(
         DataError,
-        match="unsupported language 'rust' for data.source=bundled: the bundled corpus has go, java, javascript, php, python, ruby",
+        match="unsupported language 'rust' for data.source=bundled: "
+        "the bundled corpus has go, java, javascript, php, python, ruby",
     ):
         load_task_data(DataConfig(), "rust")
     with pytest.raises(DataError, match="eval.split = 'validation': choose valid or test"):
@@ -197,7 +202,10 @@ def test_eval_split_test_serves_the_bundled_test_split():
     assert [e.id for e in test.train] == [
         e.id for e in valid.train
     ]  # training data does not depend on the scored split
-    files = lambda examples: {e.id.split("::")[0] for e in examples}
+
+    def files(examples):
+        return {e.id.split("::")[0] for e in examples}
+
     assert not files(test.val) & files(valid.val) and not files(test.val) & files(valid.train)
 
 

@@ -52,7 +52,7 @@ def normalize(s):
         s = re.sub(pattern, replace, s)
     s = xml.sax.saxutils.unescape(s, {'&quot;':'"'})
     # language-dependent part (assuming Western languages):
-    s = " %s " % s
+    s = f" {s} "
     if not preserve_case:
         s = s.lower()         # this might not be identical to the original
     for (pattern, replace) in normalize2:

@@ -4,7 +4,7 @@ import torch
 
 from hybridcl.config import EvalConfig, ModelConfig
 from hybridcl.evaluate import functional
-from hybridcl.evaluate.generate import GenerationSettings
+from hybridcl.evaluate.generate import Generations, GenerationSettings
 from hybridcl.model.loading import load_base
 
 
@@ -18,7 +18,7 @@ def test_generated_functions_are_run_against_the_tests(monkeypatch):
 
     def fake_generate(model, tokenizer, prompts, **kwargs):
         seen.extend(prompts)
-        return [answers[i] for i in range(len(prompts))]
+        return Generations([[answers[i]] for i in range(len(prompts))], [[False]] * len(prompts))
 
     monkeypatch.setattr(functional, "generate", fake_generate)
     model = torch.nn.Linear(1, 1)  # generate is faked; the model only tells the device for eval.precision

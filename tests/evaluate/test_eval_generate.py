@@ -3,7 +3,46 @@ import torch
 import transformers as tf
 
 from hybridcl.evaluate import greedy
-from hybridcl.evaluate.generate import generate
+from hybridcl.evaluate.generate import Generations, GenerationSettings, generate
+
+
+def _generate(
+    model,
+    tok,
+    prompts,
+    *,
+    kind,
+    num_return_sequences=1,
+    seed=0,
+    progress=False,
+    code_language=None,
+    hf_generate=False,
+    return_hit_limit=False,
+    **settings,
+):
+    """:func:`generate` with the settings' fields as keywords; the texts (samples with several per
+    prompt), and with ``return_hit_limit`` the first output's flags too, as the tests compare them."""
+    out = generate(
+        model,
+        tok,
+        prompts,
+        kind=kind,
+        settings=GenerationSettings(**settings),
+        num_return_sequences=num_return_sequences,
+        seed=seed,
+        progress=progress,
+        code_language=code_language,
+        hf_generate=hf_generate,
+    )
+    texts = out.samples if num_return_sequences > 1 else out.texts
+    return (texts, out.hit_limit) if return_hit_limit else texts
+
+
+def test_generations_hold_every_sample_and_the_first_outputs():
+    out = Generations([["a", "b"], ["c", "d"]], [[True, False], [False, False]])
+    assert out.texts == ["a", "c"] and out.hit_limit == [True, False]
+    assert Generations([], []).texts == []
+
 
 PROMPTS = [
     "def add(a, b):",
@@ -108,14 +147,14 @@ class Calls:
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
 def test_batched_equals_one_at_a_time(which, kind, tok, request):
     model = request.getfixturevalue(which)
-    batched = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
-    single = [generate(model, tok, [p], kind=kind, max_new_tokens=8, batch_size=1, progress=False)[0] for p in PROMPTS]
+    batched = _generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    single = [_generate(model, tok, [p], kind=kind, max_new_tokens=8, batch_size=1, progress=False)[0] for p in PROMPTS]
     assert batched == single
     assert len(set(batched)) > 1  # outputs differ by prompt, so order restoration is tested
-    reversed_out = generate(model, tok, PROMPTS[::-1], kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    reversed_out = _generate(model, tok, PROMPTS[::-1], kind=kind, max_new_tokens=8, batch_size=3, progress=False)
     assert reversed_out == batched[::-1]
-    assert batched == generate(
-        model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False, plain=True
+    assert batched == _generate(
+        model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False, hf_generate=True
     )
 
 
@@ -124,7 +163,7 @@ def test_max_new_tokens_and_padding(which, kind, tok, request, monkeypatch):
     monkeypatch.setattr(greedy, "DRAFT_BUDGET", 0)  # one token per step, so that steps count tokens
     model = request.getfixturevalue(which)
     with Calls(model, kind) as calls:
-        out = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=6, batch_size=4, progress=False)
+        out = _generate(model, tok, PROMPTS, kind=kind, max_new_tokens=6, batch_size=4, progress=False)
     assert len(out) == len(PROMPTS)
     lengths = [n for mask in calls.masks for n in mask.sum(1).tolist()]
     assert sorted(lengths) == sorted(len(tok(p)["input_ids"]) - (kind == "causal" and len(p) > 0) for p in PROMPTS)
@@ -157,7 +196,7 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
             eos_token_id=1,
             tie_word_embeddings=False,
         )
-        make = lambda: tf.LlamaForCausalLM(cfg).eval()
+        model_class = tf.LlamaForCausalLM
     else:
         cfg = tf.T5Config(
             vocab_size=384,
@@ -172,13 +211,15 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
             eos_token_id=1,
             tie_word_embeddings=False,
         )
-        make = lambda: tf.T5ForConditionalGeneration(cfg).eval()
+        model_class = tf.T5ForConditionalGeneration
     z = tok.convert_tokens_to_ids("z")
-    out = generate(_constant_head(make(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
+    out = _generate(
+        _constant_head(model_class(cfg).eval(), z), tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False
+    )
     assert out == ["zzzzz", "zzzzz"]  # exactly the new tokens: no prompt text, max_new_tokens respected
-    model = _constant_head(make(), tok.eos_token_id)
+    model = _constant_head(model_class(cfg).eval(), tok.eos_token_id)
     with Calls(model, kind) as calls:
-        out = generate(model, tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
+        out = _generate(model, tok, ["abc", "defgh"], kind=kind, max_new_tokens=5, progress=False)
     assert out == ["", ""]
     # stopped right after EOS: the decoder-only prefill or the encoder-decoder's first step chose it
     assert len(calls.masks) == 1 and calls.step_rows == (0 if kind == "causal" else 2)
@@ -186,11 +227,11 @@ def test_only_new_text_and_stop_at_eos(kind, tok):
 
 def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
     for model, kind in ((t5, "seq2seq"), (llama, "causal")):
-        beams = generate(
+        beams = _generate(
             model, tok, PROMPTS[:3], kind=kind, max_new_tokens=4, num_beams=3, num_return_sequences=2, progress=False
         )
         assert len(beams) == 3 and all(isinstance(b, list) and len(b) == 2 for b in beams)
-        a = generate(
+        a = _generate(
             model,
             tok,
             PROMPTS[:3],
@@ -202,7 +243,7 @@ def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
             seed=3,
             progress=False,
         )
-        b = generate(
+        b = _generate(
             model,
             tok,
             PROMPTS[:3],
@@ -216,11 +257,11 @@ def test_beams_sampling_and_num_return_sequences(tok, t5, llama):
         )
         assert a == b  # seeded
     state = torch.random.get_rng_state()
-    generate(llama, tok, ["x"], kind="causal", max_new_tokens=2, do_sample=True, progress=False)
+    _generate(llama, tok, ["x"], kind="causal", max_new_tokens=2, do_sample=True, progress=False)
     assert torch.equal(state, torch.random.get_rng_state())  # caller's RNG untouched
-    assert generate(llama, tok, [], kind="causal") == []
+    assert _generate(llama, tok, [], kind="causal") == []
     with pytest.raises(ValueError):
-        generate(llama, tok, ["x"], kind="encoder")
+        _generate(llama, tok, ["x"], kind="encoder")
 
 
 def test_decoded_code_keeps_its_spaces_before_punctuation():
@@ -249,7 +290,7 @@ def test_decoded_code_keeps_its_spaces_before_punctuation():
     plant_successors(
         model, [0, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id, tok.convert_tokens_to_ids("J")]
     )
-    assert generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [
+    assert _generate(model, tok, ["abc", "a longer prompt"], kind="seq2seq", max_new_tokens=10, progress=False) == [
         text,
         text,
     ]
@@ -301,7 +342,7 @@ class Scripted(tf.LlamaForCausalLM):
         values[:, 0, -width:, 0], values[:, 0, -width:, 1] = who[:, None], length[:, None]
         logits = torch.full_like(out.logits, -1e4)
         kept = position_ids[:, -logits.shape[1] :].tolist()
-        for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist())):
+        for row, (k, n) in enumerate(zip(who.long().tolist(), length.long().tolist(), strict=True)):
             script = self.scripts[k]
             for j, q in enumerate(kept[row]):
                 logits[row, j, script[q - n + 1] if q - n + 1 < len(script) else 1] = 0.0
@@ -328,7 +369,7 @@ def test_generation_stops_where_the_function_ends(tok, script, language, expecte
     """issue 11 #5: a second function, a closing fence and prose are neither generated nor scored."""
     monkeypatch.setattr(greedy, "DRAFT_BUDGET", draft_budget)
     model = Scripted({"p1": script})
-    texts, hit = generate(
+    texts, hit = _generate(
         model,
         tok,
         ["p1"],
@@ -346,14 +387,14 @@ def test_generation_stops_where_the_function_ends(tok, script, language, expecte
         stop_at = len(expected)
     assert model.steps == stop_at if not draft_budget else model.steps < stop_at
     model = Scripted({"p1": script})
-    assert generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, progress=False) == [script]  # without: EOS
+    assert _generate(model, tok, ["p1"], kind="causal", max_new_tokens=200, progress=False) == [script]  # without: EOS
     assert model.steps == len(script) + 1 if not draft_budget else model.steps < len(script) + 1
 
 
 def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     scripts = [PY_TWO, "def h():\n" + "    x = 1\n" * 20, "def k():\n    return 2\n"]
-    model = Scripted(dict(zip(["p1", "p2", "p3"], scripts)))
-    texts, hit = generate(
+    model = Scripted(dict(zip(["p1", "p2", "p3"], scripts, strict=True)))
+    texts, hit = _generate(
         model,
         tok,
         ["p1", "p2", "p3"],
@@ -366,8 +407,8 @@ def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     )
     assert texts == ["def f(a):\n    return a", scripts[1][:40], scripts[2]]  # the third ended at EOS: as generated
     assert hit == [False, True, False]
-    plain, plain_hit = generate(
-        Scripted(dict(zip(["p1", "p2", "p3"], scripts))),
+    plain, plain_hit = _generate(
+        Scripted(dict(zip(["p1", "p2", "p3"], scripts, strict=True))),
         tok,
         ["p1", "p2", "p3"],
         kind="causal",
@@ -378,7 +419,7 @@ def test_hit_limit_flags_and_unchanged_outputs_in_a_batch(tok):
     )
     # without the rule the first runs on into g() and is cut by the limit
     assert plain == [PY_TWO[:40], scripts[1][:40], scripts[2]] and plain_hit == [True, True, False]
-    assert generate(model, tok, [], kind="causal", return_hit_limit=True) == ([], [])
+    assert _generate(model, tok, [], kind="causal", return_hit_limit=True) == ([], [])
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
@@ -401,8 +442,8 @@ def test_ended_rows_leave_and_waiting_prompts_join_with_generates_texts(tok, bat
         progress=False,
     )
     fast_model, plain_model = Scripted(scripts), Scripted(scripts)
-    texts, hit = generate(fast_model, tok, list(scripts), **kwargs)
-    assert (texts, hit) == generate(plain_model, tok, list(scripts), plain=True, **kwargs)
+    texts, hit = _generate(fast_model, tok, list(scripts), **kwargs)
+    assert (texts, hit) == _generate(plain_model, tok, list(scripts), hf_generate=True, **kwargs)
     assert hit == [False, True, False, False, False]
     assert texts[4] == "def m(x):\n    return x"
     if batch_size > 1:
@@ -419,16 +460,16 @@ def test_drafted_tokens_right_for_a_while_then_wrong_change_no_text(tok):
     }
     fast, plain = Scripted(scripts), Scripted(scripts)
     kwargs = dict(kind="causal", max_new_tokens=100, batch_size=2, progress=False)
-    texts = generate(fast, tok, list(scripts), **kwargs)
-    assert texts == list(scripts.values()) == generate(plain, tok, list(scripts), plain=True, **kwargs)
+    texts = _generate(fast, tok, list(scripts), **kwargs)
+    assert texts == list(scripts.values()) == _generate(plain, tok, list(scripts), hf_generate=True, **kwargs)
     assert fast.steps < plain.steps
 
 
 @pytest.mark.parametrize("which,kind", [("t5", "seq2seq"), ("llama", "causal")])
 def test_the_function_end_rule_changes_nothing_when_no_function_ends(which, kind, tok, request):
     model = request.getfixturevalue(which)
-    plain = generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
-    texts, hit = generate(
+    plain = _generate(model, tok, PROMPTS, kind=kind, max_new_tokens=8, batch_size=3, progress=False)
+    texts, hit = _generate(
         model,
         tok,
         PROMPTS,

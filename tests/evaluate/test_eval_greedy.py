@@ -5,7 +5,8 @@ import torch
 import transformers as tf
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
+from hybridcl.evaluate.greedy import greedy_generate, supports_fast_greedy
+from hybridcl.model.parameters import trainable_parameters
 
 MAX_NEW = 24
 EOS, PAD = 1, 0
@@ -133,7 +134,7 @@ def test_the_same_token_ids_as_generate(make, encoder_decoder, stop, draft_budge
     generate's, cut at the same token."""
     torch.manual_seed(0)
     model = make().eval()
-    assert plain_greedy(model, encoder_decoder)
+    assert supports_fast_greedy(model, encoder_decoder)
     g = torch.Generator().manual_seed(1)
     prompts = sorted(
         (torch.randint(3, 384, (n,), generator=g).tolist() for n in [9, 3, 14, 5, 7, 2, 11, 6]), key=lambda p: -len(p)
@@ -169,15 +170,15 @@ def test_the_same_token_ids_as_generate(make, encoder_decoder, stop, draft_budge
 
 def test_a_generation_config_that_adds_to_greedy_falls_back():
     model = llama()
-    assert plain_greedy(model, False)
+    assert supports_fast_greedy(model, False)
     model.generation_config.repetition_penalty = 1.3
-    assert not plain_greedy(model, False)
+    assert not supports_fast_greedy(model, False)
 
 
 def assert_fast_texts_equal_generates(model, kind, monkeypatch):
     """hybridcl's generate (the greedy loop) gives the texts of its plain, batch-by-batch generate
     path on prompts of varied lengths, three at a time (rows leave, prompts join), and they differ."""
-    from hybridcl.evaluate.generate import generate
+    from hybridcl.evaluate.generate import GenerationSettings, generate
 
     tokenizer = tf.ByT5Tokenizer()
     prompts = [
@@ -189,10 +190,11 @@ def assert_fast_texts_equal_generates(model, kind, monkeypatch):
         "a longer prompt " * 3,
         "reverse a string",
     ]
-    plain = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False, plain=True)
+    settings = GenerationSettings(max_new_tokens=10, batch_size=3)
+    plain = generate(model, tokenizer, prompts, kind=kind, settings=settings, progress=False, hf_generate=True)
     monkeypatch.setattr(model, "generate", None)  # the fast path does not call it
-    fast = generate(model, tokenizer, prompts, kind=kind, max_new_tokens=10, batch_size=3, progress=False)
-    assert fast == plain and len(set(fast)) > 1
+    fast = generate(model, tokenizer, prompts, kind=kind, settings=settings, progress=False)
+    assert fast == plain and len(set(fast.texts)) > 1
 
 
 @pytest.mark.parametrize("make,kind", [(llama, "causal"), (gpt2, "causal"), (t5, "seq2seq")])
@@ -212,7 +214,7 @@ def test_through_lora_and_a_full_layer_the_same_texts_as_generate(make, kind, mo
     )
     components.activate("python")
     model = components.model
-    optimizer = torch.optim.AdamW(components.trainable_parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(trainable_parameters(components.model), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(3):

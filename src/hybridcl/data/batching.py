@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError
+from hybridcl.io import write_atomic
 
 _CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call
@@ -155,7 +154,8 @@ def encode(
     eos = tokenizer.eos_token_id
     if kind == "causal" and eos is None:
         raise DataError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a causal model needs one to end targets"
+            f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} has no eos token; a "
+            "causal model needs one to end targets"
         )
     cache_file = None
     if cache_dir is not None:
@@ -190,7 +190,7 @@ def encode_prompts(
     """
     eos = tokenizer.eos_token_id
     prompts = []
-    for source, language in zip(sources, languages):
+    for source, language in zip(sources, languages, strict=True):
         prefix, suffix = prompt_template(language, direction, kind)
         prompts.append(f"{prefix}{source}{suffix}")
     out, cut = [], []
@@ -230,7 +230,7 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
     labels: list[list[int]] = []
     if kind == "seq2seq":
         for src, was_cut, tgt in zip(
-            prompt_ids, prompt_cut, _tokenize(tokenizer, targets, True, "tokenise targets", progress)
+            prompt_ids, prompt_cut, _tokenize(tokenizer, targets, True, "tokenise targets", progress), strict=True
         ):
             if len(tgt) > max_target_len:
                 if drop:
@@ -243,7 +243,7 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
             labels.append(tgt)
         return Encoded(input_ids, labels, n_src, n_tgt, n_drop)
     target_ids = _tokenize(tokenizer, targets, False, "tokenise targets", progress)
-    for p, was_cut, t in zip(prompt_ids, prompt_cut, target_ids):
+    for p, was_cut, t in zip(prompt_ids, prompt_cut, target_ids, strict=True):
         end = [eos]
         if len(t) + 1 > max_target_len:
             if drop:
@@ -284,9 +284,9 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
 
     ids, ids_off = flat(encoded.input_ids)
     lab, lab_off = flat(encoded.labels)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 input_ids=ids,
@@ -297,11 +297,8 @@ def _save_cache(file: Path, encoded: Encoded) -> None:
                     [encoded.n_truncated_source, encoded.n_truncated_target, encoded.n_dropped_target], dtype=np.int64
                 ),
             )
-        os.replace(tmp, file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(file, write)
 
 
 def _load_cache(file: Path) -> Encoded | None:
@@ -340,7 +337,7 @@ def batch_indices(
         order = sorted(order, key=lambda i: -lengths[i])
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     mega = 50 * batch_size
-    batches = []
+    batches: list[list[int]] = []
     for start in range(0, n, mega):
         group = sorted(order[start : start + mega], key=lambda i: -lengths[i])
         batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from hybridcl.data.extract import EXTENSIONS, ExtractResult, Filters, TreeSource, extract
 from hybridcl.data.records import write_records
@@ -293,7 +294,7 @@ def stdlib_dir() -> Path:
 
 
 def fetch_npm(packages: tuple[NpmPackage, ...], dest: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
-    """``npm pack`` every package into ``dest`` (one npm call), check each sha256, unpack; returns name -> package folder.
+    """``npm pack`` every package into ``dest`` (one npm call), check each sha256, unpack; returns name -> folder.
 
     Only files ending in ``extensions`` and each licence file are unpacked: writing (and then
     deleting) the rest of react-native's 24 MB took longer than the whole extraction.
@@ -309,7 +310,7 @@ def fetch_npm(packages: tuple[NpmPackage, ...], dest: Path, extensions: tuple[st
         cwd=dest,
     )
     roots = {}
-    for package, spec in zip(packages, specs):
+    for package, spec in zip(packages, specs, strict=True):
         tarball = dest / f"{package.name}-{package.version}.tgz"
         if proc.returncode != 0 or not tarball.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -319,7 +320,8 @@ def fetch_npm(packages: tuple[NpmPackage, ...], dest: Path, extensions: tuple[st
         digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
         if digest != package.sha256:
             raise DataError(
-                f"{tarball}: sha256 {digest} differs from the pinned {package.sha256}; the registry served other bytes for {spec}"
+                f"{tarball}: sha256 {digest} differs from the pinned {package.sha256}; the registry served "
+                f"other bytes for {spec}"
             )
         target = dest / package.name
         with tarfile.open(tarball) as tar:
@@ -334,7 +336,8 @@ def fetch_npm(packages: tuple[NpmPackage, ...], dest: Path, extensions: tuple[st
 
 
 def fetch_debs(packages: tuple[DebPackage, ...], dest: Path) -> dict[str, Path]:
-    """``apt-get download NAME=VERSION ...`` into ``dest`` (one apt call), check each sha256, unpack; returns name -> folder."""
+    """``apt-get download NAME=VERSION ...`` into ``dest`` (one apt call), check each sha256, unpack; returns "
+    "name -> folder."""
     apt = shutil.which("apt-get")
     specs = [f"{p.name}={p.version}" for p in packages]
     if apt is None:
@@ -344,7 +347,7 @@ def fetch_debs(packages: tuple[DebPackage, ...], dest: Path) -> dict[str, Path]:
         )
     proc = subprocess.run([apt, "download", *specs], capture_output=True, text=True, cwd=dest)
     roots = {}
-    for package, spec in zip(packages, specs):
+    for package, spec in zip(packages, specs, strict=True):
         debs = sorted(dest.glob(f"{package.name}_*.deb"))
         if proc.returncode != 0 or len(debs) != 1:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -355,7 +358,8 @@ def fetch_debs(packages: tuple[DebPackage, ...], dest: Path) -> dict[str, Path]:
         digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
         if digest != package.sha256:
             raise DataError(
-                f"{debs[0]}: sha256 {digest} differs from the pinned {package.sha256}; the archive served other bytes for {spec}"
+                f"{debs[0]}: sha256 {digest} differs from the pinned {package.sha256}; the archive served other "
+                f"bytes for {spec}"
             )
         target = dest / package.name
         sources = tuple(f"{package.root}/{path}/" for path in package.include) or (f"{package.root}/",)
@@ -388,6 +392,37 @@ def _unpack_deb(deb: Path, target: Path, keep: tuple[str, ...]) -> None:
     raise DataError(f"{deb}: no data.tar member; the file is not a complete Debian package")
 
 
+def _npm_sources(packages: tuple[NpmPackage, ...], roots: dict[str, Path]) -> list[TreeSource]:
+    """The unpacked npm packages as extraction sources, each file's URL on unpkg."""
+    return [
+        TreeSource(
+            str(roots[p.name]),
+            f"npm:{p.name}@{p.version}",
+            "",
+            f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
+            p.exclude,
+            p.include,
+        )
+        for p in packages
+    ]
+
+
+def _npm_manifest(p: NpmPackage, licenses: dict[str, str]) -> dict:
+    """An npm package's entry in the manifest (``included`` only for a package kept in part)."""
+    entry: dict[str, str | list[str]] = {
+        "name": p.name,
+        "version": p.version,
+        "license": p.license,
+        "license_file": licenses[p.name],
+        "repo": f"npm:{p.name}@{p.version}",
+        "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
+        "tarball_sha256": p.sha256,
+    }
+    if p.include:
+        entry["included"] = list(p.include)
+    return entry | {"excluded": list(p.exclude)}
+
+
 def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=print) -> dict:
     """Build the bundled corpus into ``out_dir`` (default: the package's ``data/corpus``); returns the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir()
@@ -408,32 +443,13 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
             progress=progress,
         )
         results["javascript"] = extract(
-            [
-                TreeSource(
-                    str(roots[p.name]),
-                    f"npm:{p.name}@{p.version}",
-                    "",
-                    f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
-                    p.exclude,
-                )
-                for p in NPM_PACKAGES
-            ],
+            _npm_sources(NPM_PACKAGES, roots),
             "javascript",
             FILTERS,
             progress=progress,
         )
         results["java"] = extract(
-            [
-                TreeSource(
-                    str(roots[p.name]),
-                    f"npm:{p.name}@{p.version}",
-                    "",
-                    f"https://unpkg.com/{p.name}@{p.version}/{{path}}",
-                    p.exclude,
-                    p.include,
-                )
-                for p in JAVA_NPM_PACKAGES
-            ],
+            _npm_sources(JAVA_NPM_PACKAGES, roots),
             "java",
             FILTERS,
             progress=progress,
@@ -460,11 +476,11 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
         for p in (*NPM_PACKAGES, *JAVA_NPM_PACKAGES):
             licenses[p.name] = _copy(roots[p.name] / p.license_file, out / f"LICENSE.{p.name}.txt")
         for packages in DEB_PACKAGES.values():
-            for p in packages:  # Debian's copyright file: the licence text of every file in the package
-                licenses[p.name] = _copy(
-                    debs[p.name] / "usr" / "share" / "doc" / p.name / "copyright", out / f"LICENSE.{p.name}.txt"
+            for deb in packages:  # Debian's copyright file: the licence text of every file in the package
+                licenses[deb.name] = _copy(
+                    debs[deb.name] / "usr" / "share" / "doc" / deb.name / "copyright", out / f"LICENSE.{deb.name}.txt"
                 )
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": 1,
         "description": "hybridcl bundled corpus: documented functions extracted with `hybridcl data build` "
         "(CodeSearchNet fields and filters, near-duplicates removed, split by file into train, valid and test).",
@@ -476,7 +492,7 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
         "filters": asdict(FILTERS),
         "languages": {},
     }
-    sources = {
+    sources: dict[str, list[dict]] = {
         "python": [
             {
                 "name": "cpython-stdlib",
@@ -487,33 +503,8 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
                 "url": f"https://github.com/python/cpython/tree/v{PYTHON_VERSION}/Lib",
             }
         ],
-        "javascript": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "license": p.license,
-                "license_file": licenses[p.name],
-                "repo": f"npm:{p.name}@{p.version}",
-                "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
-                "tarball_sha256": p.sha256,
-                "excluded": list(p.exclude),
-            }
-            for p in NPM_PACKAGES
-        ],
-        "java": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "license": p.license,
-                "license_file": licenses[p.name],
-                "repo": f"npm:{p.name}@{p.version}",
-                "url": f"https://www.npmjs.com/package/{p.name}/v/{p.version}",
-                "tarball_sha256": p.sha256,
-                "included": list(p.include),
-                "excluded": list(p.exclude),
-            }
-            for p in JAVA_NPM_PACKAGES
-        ],
+        "javascript": [_npm_manifest(p, licenses) for p in NPM_PACKAGES],
+        "java": [_npm_manifest(p, licenses) for p in JAVA_NPM_PACKAGES],
     }
     for language, packages in DEB_PACKAGES.items():
         sources[language] = [

@@ -31,8 +31,8 @@ def add_commands(subparsers) -> None:
         "--out",
         required=True,
         metavar="FILE",
-        help="NAME.jsonl.gz writes NAME.train.jsonl.gz and NAME.valid.jsonl.gz (and NAME.test... with --test-fraction); "
-        "a folder writes <language>.<split>.jsonl.gz in it",
+        help="NAME.jsonl.gz writes NAME.train.jsonl.gz and NAME.valid.jsonl.gz "
+        "(and NAME.test... with --test-fraction); a folder writes <language>.<split>.jsonl.gz in it",
     )
     p.add_argument("--repo", help="repo field of the records (default: the folder name)")
     p.add_argument(
@@ -44,7 +44,8 @@ def add_commands(subparsers) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="folder or file of DIR to leave out, as a path relative to DIR (src/test; * and ? match within a name; repeatable)",
+        help="folder or file of DIR to leave out, as a path relative to DIR "
+        "(src/test; * and ? match within a name; repeatable)",
     )
     p.add_argument(
         "--valid-fraction",
@@ -157,7 +158,8 @@ def _describe(records) -> str:
     words = [len(r.docstring.split()) for r in records]
     files = len({(r.repo, r.path) for r in records})
     return (
-        f"{len(records)} records from {files} files; code lines median {statistics.median(lines):g} (max {max(lines)}); "
+        f"{len(records)} records from {files} files; code lines median {statistics.median(lines):g} (max "
+        f"{max(lines)}); "
         f"docstring words median {statistics.median(words):g}"
     )
 

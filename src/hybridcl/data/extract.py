@@ -252,42 +252,7 @@ def extract(
     if isinstance(sources, TreeSource):
         sources = [sources]
     report = ExtractReport(language)
-    files = []
-    for source in sources:
-        root = Path(source.root)
-        if not root.is_dir():
-            raise DataError(
-                f"{root}: not a folder; --from must name a source tree to extract {language} functions from"
-            )
-        files.extend((source, path) for path in _walk(root, language, source, report))
-    if language == "python":
-        parse = _python_functions
-    else:
-
-        def parse(text: str, filename: str) -> list[_Found]:
-            return _tree_sitter_functions(text, filename, language)
-
-    candidates: list[Record] = []
-    for source, path in tqdm(files, desc=f"extract {language}", unit="file", disable=not progress or len(files) < 50):
-        rel = path.relative_to(source.root).as_posix()
-        text = _read_source(path, filters, report)
-        if text is None:
-            continue
-        try:
-            found = parse(text, str(path))
-        except SyntaxError:
-            report.files_skipped["syntax error"] += 1
-            continue
-        for fn in found:
-            report.functions_found += 1
-            reason = _filter_reason(fn, language, filters)
-            if reason:
-                report.filtered[reason] += 1
-                continue
-            url = source.url_template.format(path=rel, start=fn.start, end=fn.end) if source.url_template else None
-            candidates.append(
-                Record(source.repo, source.path_prefix + rel, fn.name, language, fn.code, fn.docstring or "", url)
-            )
+    candidates = _candidates(_source_files(sources, language, report), language, filters, report, progress)
     records = deduplicate(candidates, filters.near_duplicate_jaccard, report)
     report.kept = len(records)
     splits = split_by_file(records, filters.valid_fraction, filters.test_fraction)
@@ -301,9 +266,54 @@ def extract(
     if not records:
         raise DataError(
             f"{', '.join(str(s.root) for s in sources)}: no {language} functions left after filtering "
-            f"({report.functions_found} found in {report.files_parsed} files); point --from at a tree with documented functions"
+            f"({report.functions_found} found in {report.files_parsed} files); point --from at a tree with "
+            "documented functions"
         )
     return ExtractResult(splits, report)
+
+
+def _source_files(sources: Sequence[TreeSource], language: str, report: ExtractReport) -> list[tuple[TreeSource, Path]]:
+    files: list[tuple[TreeSource, Path]] = []
+    for source in sources:
+        root = Path(source.root)
+        if not root.is_dir():
+            raise DataError(
+                f"{root}: not a folder; --from must name a source tree to extract {language} functions from"
+            )
+        files.extend((source, path) for path in _walk(root, language, source, report))
+    return files
+
+
+def _candidates(
+    files: list[tuple[TreeSource, Path]], language: str, filters: Filters, report: ExtractReport, progress: bool
+) -> list[Record]:
+    """Every documented function of ``files`` that passes ``filters``, as records (before deduplication)."""
+    candidates: list[Record] = []
+    for source, path in tqdm(files, desc=f"extract {language}", unit="file", disable=not progress or len(files) < 50):
+        rel = path.relative_to(source.root).as_posix()
+        text = _read_source(path, filters, report)
+        if text is None:
+            continue
+        try:
+            found = (
+                _python_functions(text, str(path))
+                if language == "python"
+                else _tree_sitter_functions(text, str(path), language)
+            )
+        except SyntaxError:
+            report.files_skipped["syntax error"] += 1
+            continue
+        for fn in found:
+            report.functions_found += 1
+            reason = _filter_reason(fn, language, filters)
+            if reason:
+                report.filtered[reason] += 1
+                continue
+            url = source.url_template.format(path=rel, start=fn.start, end=fn.end) if source.url_template else None
+            candidates.append(
+                Record(source.repo, source.path_prefix + rel, fn.name, language, fn.code, fn.docstring or "", url)
+            )
+    return candidates
 
 
 def deduplicate(records: list[Record], threshold: float, report: ExtractReport | None = None) -> list[Record]:
@@ -387,7 +397,7 @@ def _is_test_path(rel: str, language: str) -> bool:
 def _matches(rel: str, pattern: str) -> bool:
     """``rel`` (a path relative to the tree's root) is ``pattern``, component by component (fnmatch)."""
     parts, wanted = rel.split("/"), pattern.strip("/").split("/")
-    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
 def _walk(root: Path, language: str, source: TreeSource, report: ExtractReport) -> list[Path]:
@@ -560,7 +570,15 @@ def _python_functions(text: str, filename: str) -> list[_Found]:
                 indent = len(first.encode("utf-8")[: child.col_offset].decode("utf-8", errors="ignore"))
                 code = _dedent_block(lines[child.lineno - 1 : child.end_lineno], indent)
                 found.append(
-                    _Found(prefix + child.name, code, doc, child.lineno, child.end_lineno, in_function, body_only)
+                    _Found(
+                        prefix + child.name,
+                        code,
+                        doc,
+                        child.lineno,
+                        child.end_lineno or child.lineno,
+                        in_function,
+                        body_only,
+                    )
                 )
                 visit(child, f"{prefix}{child.name}.", True)
             elif isinstance(child, ast.ClassDef):
@@ -808,16 +826,7 @@ def _declared_function(node, data: bytes, language: str) -> _Found | None:
     if language == "go" and node.type == "method_declaration":
         owners = [r for r in [_go_receiver(node, data)] if r]
     special = node.type == "constructor_declaration"
-    return _Found(
-        ".".join([*owners, name]),
-        _code_of(node, data),
-        _leading_doc(node, data),
-        node.start_point[0] + 1,
-        node.end_point[0] + 1,
-        nested,
-        False,
-        special,
-    )
+    return _found_at(".".join([*owners, name]), node, node, data, nested, special)
 
 
 def _wraps_function(node) -> bool:
@@ -873,12 +882,18 @@ def _js_function(node, data: bytes, language: str = "javascript") -> _Found | No
                 name = f"{_text(owner_name, data)}.{name}"
     anchor = decl.parent if decl.parent is not None and decl.parent.type == "export_statement" else decl
     nested = False  # nested JavaScript functions are kept: library code often lives in one closure
+    return _found_at(name, decl, anchor, data, nested)
+
+
+def _found_at(name: str, node, doc_anchor, data: bytes, nested: bool, special: bool = False) -> _Found:
+    """The function ``name`` at tree-sitter ``node``, its docstring the comment before ``doc_anchor``."""
     return _Found(
         name,
-        _code_of(decl, data),
-        _leading_doc(anchor, data),
-        decl.start_point[0] + 1,
-        decl.end_point[0] + 1,
+        _code_of(node, data),
+        _leading_doc(doc_anchor, data),
+        node.start_point[0] + 1,
+        node.end_point[0] + 1,
         nested,
         False,
+        special,
     )

@@ -59,14 +59,15 @@ def read_split(
     Records longer than ``max_record_bytes`` (bytes of JSON) are skipped before they are parsed,
     and counted in ``skipped["too_long"]`` if a counter is given.
     """
-    bound = {"max_record_bytes": max_record_bytes, "skipped": skipped}
+    bound: dict[str, Any] = {"max_record_bytes": max_record_bytes, "skipped": skipped}
     if split not in _HF_SPLITS:
         raise DataError(f"unknown split {split!r}: choose train, valid or test")
     if source == "bundled":
         languages = bundled_languages()
         if language not in languages:
             raise DataError(
-                f"unsupported language {language!r} for data.source=bundled: the bundled corpus has {', '.join(languages)}; "
+                f"unsupported language {language!r} for data.source=bundled: the bundled corpus has "
+                f"{', '.join(languages)}; "
                 "use data.source=codesearchnet or data.source=jsonl for other languages"
             )
         return read_jsonl_split(bundled_dir(), language, split, **bound)
@@ -117,7 +118,8 @@ def read_codesearchnet(
     """The official release: ``root/<language>/final/jsonl/<split>/*.jsonl.gz``."""
     if language not in CSN_LANGUAGES:
         raise DataError(
-            f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has {', '.join(CSN_LANGUAGES)}"
+            f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has "
+            f"{', '.join(CSN_LANGUAGES)}"
         )
     folder = Path(root) / language / "final" / "jsonl" / split
     files = sorted(folder.glob("*.jsonl.gz"), key=_shard_order) + sorted(folder.glob("*.jsonl"), key=_shard_order)

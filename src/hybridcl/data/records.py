@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -54,7 +52,8 @@ def record_from_dict(obj: Any, where: str) -> Record:
     """Check one parsed JSON line and build a :class:`Record`; ``where`` is ``file:line``."""
     if not isinstance(obj, dict):
         raise DataError(
-            f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each line must be one record object"
+            f"{where}: expected a JSON object with fields {', '.join(FIELDS)}, got {type(obj).__name__}; each "
+            "line must be one record object"
         )
     values: dict[str, Any] = {}
     for name in FIELDS:
@@ -75,7 +74,8 @@ def _text(value: Any, name: str, where: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(
-            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid Unicode text; fix or remove this record"
+            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid "
+            "Unicode text; fix or remove this record"
         ) from None
     return value
 
@@ -119,7 +119,8 @@ def _parse_line(raw: bytes, where: str) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the file as UTF-8"
+            f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-encode the "
+            "file as UTF-8"
         ) from None
     if not text.strip():
         return None
@@ -131,7 +132,8 @@ def _parse_line(raw: bytes, where: str) -> Any:
         ) from None
     except (ValueError, RecursionError) as exc:
         raise DataError(
-            f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each line must be one JSON object"
+            f"{where}: malformed JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); each "
+            "line must be one JSON object"
         ) from None
 
 
@@ -154,27 +156,24 @@ def read_records(path: str | Path, *, max_bytes: int | None = None, skipped: Cou
 
 
 def write_records(records: Iterable[Record], path: str | Path) -> None:
-    """Write records atomically (temp file + ``os.replace``).
+    """Write records atomically (:func:`hybridcl.io.write_atomic`: temp file, fsync, rename).
 
     A ``.gz`` name is gzip-compressed with mtime 0 and no file name in the header, so the same
     records give the same bytes.
     """
+    from hybridcl.io import write_atomic  # here: hybridcl.io imports torch, which reading records does not need
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw:
             if path.name.endswith(".gz"):
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
                     _write_lines(records, out)
             else:
                 _write_lines(records, raw)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; record files are ordinary data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(path, write)
 
 
 def _write_lines(records: Iterable[Record], out: Any) -> None:

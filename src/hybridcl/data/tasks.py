@@ -140,9 +140,9 @@ def _strip_python_docstring(code: str) -> str:
     ):
         return code
     lines = code.split("\n")
-    start, end = first.lineno - 1, first.end_lineno  # 0-based [start, end)
+    start, end = first.lineno - 1, first.end_lineno or first.lineno  # 0-based [start, end)
     before = lines[start][: _char_col(lines[start], first.col_offset)]
-    rest = lines[end - 1][_char_col(lines[end - 1], first.end_col_offset) :].strip().lstrip(";").strip()
+    rest = lines[end - 1][_char_col(lines[end - 1], first.end_col_offset or 0) :].strip().lstrip(";").strip()
     filler = rest or ("pass" if len(fn.body) == 1 else "")  # a body that was only the docstring stays valid
     if before.strip():  # `def f(): "doc"` on one line
         lines[start:end] = [f"{before.rstrip()} {filler}"]
@@ -231,7 +231,7 @@ def _draw(
         while checked < len(order) and (n is None or len(chosen) < n):
             block = order[checked:] if n is None else order[checked : checked + n - len(chosen)]
             flags = too_long([examples[i] for i in block])
-            chosen += [i for i, long in zip(block, flags) if not long]
+            chosen += [i for i, long in zip(block, flags, strict=True) if not long]
             checked += len(block)
             n_long += sum(flags)
     return [examples[i] for i in sorted(chosen)], checked, n_long
@@ -244,7 +244,7 @@ def _first_rows(
     if too_long is None:
         return examples, 0, 0
     flags = too_long(examples)
-    kept = [e for e, long in zip(examples, flags) if not (drop and long)]
+    kept = [e for e, long in zip(examples, flags, strict=True) if not (drop and long)]
     return kept, len(examples), sum(flags)
 
 
@@ -292,7 +292,7 @@ def load_task_data(
         too_long = lambda exs: [n > data_cfg.max_target_len for n in target_lengths(exs)]  # noqa: E731
     else:
         too_long = None
-    splits = {"train": []}
+    splits: dict[str, list[Example]] = {"train": []}
     first_rows = data_cfg.selection == "first_rows"
     if first_rows:
         if eval_split != "valid":
@@ -310,10 +310,9 @@ def load_task_data(
             max_record_bytes=data_cfg.max_record_bytes,
             skipped=first_skipped,
         )
-        rows = {
-            "train": train_records[: data_cfg.max_train],
-            eval_split: train_records[data_cfg.max_train : data_cfg.max_train + data_cfg.max_val],
-        }
+        n_train = data_cfg.max_train if data_cfg.max_train is not None else len(train_records)
+        n_val = data_cfg.max_val if data_cfg.max_val is not None else len(train_records)
+        rows = {"train": train_records[:n_train], eval_split: train_records[n_train : n_train + n_val]}
     for split, cap in (("train", data_cfg.max_train), (eval_split, data_cfg.max_val))[0 if with_train else 1 :]:
         skipped: Counter = Counter()
         if first_rows:
@@ -352,8 +351,10 @@ def load_task_data(
             where = files[0] if files else data_cfg.source
             if report[split].get("long_targets"):
                 raise DataError(
-                    f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets are longer "
-                    f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set data.long_targets=cut"
+                    f"{where}: no {split} examples for {language}: all {report[split]['long_targets']} targets "
+                    "are longer "
+                    f"than data.max_target_len = {data_cfg.max_target_len} tokens; raise it or set "
+                    "data.long_targets=cut"
                 )
             raise DataError(
                 f"{where}: no {split} examples for {language} ({len(records)} records, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hybridcl.config import EvalConfig
+from hybridcl.constants import Kind
 from hybridcl.data.batching import encode_prompts
 from hybridcl.evaluate.generate import GenerationSettings, generate
 from hybridcl.evaluate.humaneval import evaluate_completions, load_problems
@@ -19,7 +20,7 @@ from hybridcl.evaluate.precision import evaluation_precision
 
 
 def humaneval(
-    model, tokenizer, kind: str, cfg: EvalConfig, settings: GenerationSettings, *, progress: bool = True
+    model, tokenizer, kind: Kind, cfg: EvalConfig, settings: GenerationSettings, *, progress: bool = True
 ) -> dict:
     """pass@k (0-100) for k in 1, 10, 100 up to ``cfg.humaneval_samples``, with per-problem statuses.
 
@@ -47,8 +48,7 @@ def humaneval(
             desc="humaneval",
             code_language="python",
         )
-    samples = [out if isinstance(out, list) else [out] for out in outputs]
-    completions = [["\n" + extract_code(text) for text in group] for group in samples]
+    completions = [["\n" + extract_code(text) for text in group] for group in outputs.samples]
     ks = [k for k in (1, 10, 100) if k <= n]
     result = evaluate_completions(
         problems, completions, ks=ks, timeout_s=cfg.sandbox_timeout_s, allow_unsandboxed=cfg.allow_unsandboxed

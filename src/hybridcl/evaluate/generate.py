@@ -15,21 +15,22 @@ and decoded without special tokens and without the tokenizer's English space cle
 For generated code (``code_language``), generation also stops where the function ends
 (:mod:`hybridcl.evaluate.stopping`: a closing code fence, Python's next top-level definition,
 the brace that closes a JavaScript function) and the output is cut there; outputs that end at
-EOS first are unchanged. With ``return_hit_limit`` the caller also learns which outputs ran into
+EOS first are unchanged. :class:`Generations` also says which outputs ran into
 ``max_new_tokens`` before their function (or text) ended, i.e. were cut by the limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
 
 from hybridcl.constants import CODE_DIRECTIONS, Kind
-from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
+from hybridcl.evaluate.greedy import greedy_generate, supports_fast_greedy
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
 
 
@@ -127,6 +128,27 @@ class GenerationSettings:
         )
 
 
+@dataclass(frozen=True)
+class Generations:
+    """What :func:`generate` returns, in the order of the prompts.
+
+    ``samples[k]``: prompt ``k``'s ``num_return_sequences`` outputs; ``samples_hit_limit[k]``: for each,
+    whether ``max_new_tokens`` cut it (neither EOS nor the end of its function came first).
+    :attr:`texts` and :attr:`hit_limit` are the first output's, one per prompt.
+    """
+
+    samples: list[list[str]]
+    samples_hit_limit: list[list[bool]]
+
+    @property
+    def texts(self) -> list[str]:
+        return [s[0] for s in self.samples]
+
+    @property
+    def hit_limit(self) -> list[bool]:
+        return [h[0] for h in self.samples_hit_limit]
+
+
 def generate(
     model,
     tokenizer,
@@ -139,131 +161,154 @@ def generate(
     progress: bool = True,
     desc: str = "generate",
     code_language: str | None = None,
-    return_hit_limit: bool = False,
-    plain: bool = False,
-    **overrides,
-):
-    """Generate a continuation for every prompt; returns texts in the order of ``prompts``.
+    hf_generate: bool = False,
+) -> Generations:
+    """Generate a continuation for every prompt; returns :class:`Generations` in the order of ``prompts``.
 
     ``prompts`` are token ids (from :func:`hybridcl.data.batching.encode_prompts`, the encoder
     training uses) or raw texts, tokenised here (causal: left-cut to ``max_source_len``).
-    ``settings`` (default :class:`GenerationSettings`) with any of its fields overridden by keyword,
-    e.g. ``max_new_tokens=64``.
+    ``settings`` (default :class:`GenerationSettings`) says how: lengths, beams, sampling.
 
     ``kind`` is ``"seq2seq"`` (output = decoder text) or ``"causal"`` (output = the new tokens
     only). At most ``max_new_tokens`` tokens are generated per output; generation of an output
     stops at EOS, which is not included. ``code_language`` (``"python"``, ``"javascript"``, or
     another language for the code-fence rule alone; None for text, e.g. docstrings): the outputs
     are functions, and each stops and is cut where its function ends (the end is not included:
-    Python's next definition, what follows the closing brace or fence). With
-    ``num_return_sequences > 1`` each entry is a list of that many texts. ``seed`` seeds sampling
+    Python's next definition, what follows the closing brace or fence). ``num_return_sequences``
+    outputs per prompt are in :attr:`Generations.samples`. ``seed`` seeds sampling
     inside a forked RNG, so the caller's RNG state is unchanged. The model is put in eval mode for
     the call and restored afterwards.
 
-    With ``return_hit_limit``, returns ``(texts, hit_limit)``: ``hit_limit`` has the same shape
-    as ``texts``, True where the output reached ``max_new_tokens`` tokens with neither EOS nor
+    ``hit_limit`` is True where an output reached ``max_new_tokens`` tokens with neither EOS nor
     the end of its function, i.e. the limit cut it.
 
     Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`:
     finished outputs leave the batch and (decoder-only models) waiting prompts take their place
-    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search, sampling, ``no_repeat_ngram_size``
-    and models whose generation config adds to greedy decoding run ``model.generate`` batch by
-    batch, as does ``plain=True`` (the reference the fast loop is tested and measured against).
+    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search,
+    sampling, ``no_repeat_ngram_size`` and models whose generation config adds to greedy decoding
+    run ``model.generate`` batch by batch, as does ``hf_generate=True`` (the reference the fast loop is
+    tested and measured against).
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
-    s = replace(settings or GenerationSettings(), **overrides)
-    max_new_tokens, batch_size, num_beams, do_sample = s.max_new_tokens, s.batch_size, s.num_beams, s.do_sample
-    if num_return_sequences > num_beams and not do_sample:
+    s = settings or GenerationSettings()
+    if num_return_sequences > s.num_beams and not s.do_sample:
         raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= it or do_sample=True")
     if not prompts:
-        return ([], []) if return_hit_limit else []
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    pad = _pad_id(tokenizer)
-    if isinstance(prompts[0], str):
-        encoded = encode_texts(tokenizer, prompts, kind, s.max_source_len)
+        return Generations([], [])
+    if all(isinstance(p, str) for p in prompts):
+        encoded = encode_texts(tokenizer, [str(p) for p in prompts], kind, s.max_source_len)
     else:
-        encoded = [list(p) for p in prompts]
+        encoded = [list(p) for p in prompts if not isinstance(p, str)]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
+    sorted_prompts = [encoded[i] for i in order]
+    # beams, sampling and the seed's no_repeat_ngram_size go through generate: its logits processors
+    # and beam bookkeeping are not rewritten here
+    fast = not hf_generate and _greedy_only(s, num_return_sequences) and supports_fast_greedy(model, kind == "seq2seq")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []),
+            torch.inference_mode(),
+            tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False) as bar,
+        ):
+            torch.manual_seed(seed)
+            if fast:
+                outputs = [[o] for o in _fast_greedy(model, tokenizer, sorted_prompts, kind, s, code_language, bar)]
+            else:
+                outputs = _hf_generate(
+                    model, tokenizer, sorted_prompts, kind, s, num_return_sequences, code_language, bar
+                )
+    finally:
+        model.train(was_training)
+    in_order: list[list[tuple[str, bool]]] = [[] for _ in encoded]
+    for i, out in zip(order, outputs, strict=True):
+        in_order[i] = out
+    return Generations([[t for t, _ in r] for r in in_order], [[h for _, h in r] for r in in_order])
 
-    gen_kwargs = dict(
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-        do_sample=do_sample,
+
+def _greedy_only(s: GenerationSettings, num_return_sequences: int) -> bool:
+    return s.num_beams == 1 and not s.do_sample and num_return_sequences == 1 and s.no_repeat_ngram_size == 0
+
+
+def _fast_greedy(
+    model, tokenizer, prompts: list[list[int]], kind: Kind, s: GenerationSettings, code_language: str | None, bar
+) -> list[tuple[str, bool]]:
+    """Greedy outputs of ``prompts`` by :func:`hybridcl.evaluate.greedy.greedy_generate`: (text, hit_limit) each."""
+    eos = tokenizer.eos_token_id
+
+    def ended(rows: list[list[int]]) -> list[bool]:
+        assert code_language is not None
+        return functions_ended(tokenizer, rows, code_language)
+
+    outputs = greedy_generate(
+        model,
+        prompts,
+        encoder_decoder=kind == "seq2seq",
+        batch_size=s.batch_size,
+        max_new_tokens=s.max_new_tokens,
+        pad_token_id=_pad_id(tokenizer),
+        eos_token_id=eos,
+        ended=None if code_language is None else ended,
+        on_finished=lambda _: bar.update(1),
+    )
+    return [_finish(ids, tokenizer, eos, code_language) for ids in outputs]
+
+
+def _hf_generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    kind: Kind,
+    s: GenerationSettings,
+    num_return_sequences: int,
+    code_language: str | None,
+    bar,
+) -> list[list[tuple[str, bool]]]:
+    """``model.generate`` batch by batch: per prompt, ``num_return_sequences`` (text, hit_limit) pairs."""
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, _pad_id(tokenizer)
+    gen_kwargs = _hf_generate_kwargs(s, num_return_sequences, pad, eos)
+    out_all: list[list[tuple[str, bool]]] = []
+    for first in range(0, len(prompts), s.batch_size):
+        batch = prompts[first : first + s.batch_size]
+        input_ids, mask = _batch_tensors(batch, pad, left=(kind == "causal"), device=device)
+        # causal: the new tokens follow the prompt; seq2seq: they follow the decoder start token (BART's is EOS)
+        width = input_ids.shape[1] if kind == "causal" else 1
+        stop = {}
+        if code_language is not None:
+            stop["stopping_criteria"] = StoppingCriteriaList(
+                [FunctionEndCriteria(tokenizer, code_language, width, eos)]
+            )
+        out = model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs, **stop)
+        decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, width:]]
+        n = num_return_sequences
+        out_all += [decoded[k * n : (k + 1) * n] for k in range(len(batch))]
+        bar.update(len(batch))
+    return out_all
+
+
+def _hf_generate_kwargs(s: GenerationSettings, num_return_sequences: int, pad: int, eos: int | None) -> dict:
+    gen_kwargs: dict[str, Any] = dict(
+        max_new_tokens=s.max_new_tokens,
+        num_beams=s.num_beams,
+        do_sample=s.do_sample,
         num_return_sequences=num_return_sequences,
         use_cache=True,
         pad_token_id=pad,
         eos_token_id=eos,
     )
-    if do_sample:
+    if s.do_sample:
         gen_kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
     else:  # neutralise sampling settings a model's generation_config may carry
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    if num_beams > 1:
+    if s.num_beams > 1:
         gen_kwargs.update(early_stopping=True)
     if s.no_repeat_ngram_size > 0:  # the seed's setting (2); 0 leaves the model's generation_config alone
         gen_kwargs.update(no_repeat_ngram_size=s.no_repeat_ngram_size)
-
-    # beams, sampling and the seed's no_repeat_ngram_size go through generate: its logits processors
-    # and beam bookkeeping are not rewritten here
-    fast = (
-        not plain
-        and num_beams == 1
-        and not do_sample
-        and num_return_sequences == 1
-        and s.no_repeat_ngram_size == 0
-        and plain_greedy(model, kind == "seq2seq")
-    )
-    results: list = [None] * len(encoded)
-    was_training = model.training
-    model.eval()
-    devices = [device.index] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(seed)
-            bar = tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False)
-            if fast:
-                ended = (
-                    None if code_language is None else (lambda rows: functions_ended(tokenizer, rows, code_language))
-                )
-                outputs = greedy_generate(
-                    model,
-                    [encoded[i] for i in order],
-                    encoder_decoder=kind == "seq2seq",
-                    batch_size=batch_size,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad,
-                    eos_token_id=eos,
-                    ended=ended,
-                    on_finished=lambda _: bar.update(1),
-                )
-                for i, ids in zip(order, outputs):
-                    results[i] = _finish(ids, tokenizer, eos, code_language)
-            else:
-                for start in range(0, len(order), batch_size):
-                    idx = order[start : start + batch_size]
-                    ids, mask = _batch_tensors([encoded[i] for i in idx], pad, left=(kind == "causal"), device=device)
-                    start = ids.shape[1] if kind == "causal" else 1
-                    stop = {}
-                    if code_language is not None:
-                        stop["stopping_criteria"] = StoppingCriteriaList(
-                            [FunctionEndCriteria(tokenizer, code_language, start, eos)]
-                        )
-                    out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs, **stop)
-                    # causal: drop the prompt; seq2seq: drop the decoder start token (BART's is EOS)
-                    decoded = [_finish(row.tolist(), tokenizer, eos, code_language) for row in out[:, start:]]
-                    for n, i in enumerate(idx):
-                        group = decoded[n * num_return_sequences : (n + 1) * num_return_sequences]
-                        results[i] = group if num_return_sequences > 1 else group[0]
-                    bar.update(len(idx))
-            bar.close()
-    finally:
-        model.train(was_training)
-    texts = [[t for t, _ in r] if num_return_sequences > 1 else r[0] for r in results]
-    if not return_hit_limit:
-        return texts
-    return texts, [[h for _, h in r] if num_return_sequences > 1 else r[1] for r in results]
+    return gen_kwargs
 
 
 def _finish(ids: list[int], tokenizer, eos: int | None, code_language: str | None) -> tuple[str, bool]:

@@ -53,7 +53,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.generation import PromptLookupCandidateGenerator
 from transformers.modeling_outputs import BaseModelOutput
 
-__all__ = ["greedy_generate", "forward_parameters", "plain_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
+__all__ = ["greedy_generate", "forward_parameters", "supports_fast_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
 
 # Token rows one forward pass may hold when drafted tokens are checked: with 8, a lone row checks 7
 # drafted tokens per pass, two rows 3 each, and batches of more than 4 rows draft nothing. Measured
@@ -102,7 +102,7 @@ def decoder_start_token_id(model) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def plain_greedy(model, encoder_decoder: bool) -> bool:
+def supports_fast_greedy(model, encoder_decoder: bool) -> bool:
     """Whether :func:`greedy_generate` chooses what ``generate(do_sample=False, num_beams=1)`` does for
     ``model``: its generation config adds nothing to greedy decoding, its forward takes a ``cache``,
     and an encoder-decoder has a decoder start token."""
@@ -152,7 +152,7 @@ def greedy_generate(
     and returns a flag for each; the ending token is included). ``on_finished(k)`` is called
     when prompt ``k`` is done. ``draft_budget``: token rows a forward pass may hold when it
     checks drafted tokens (default :data:`DRAFT_BUDGET`; 0: no drafts). The model runs in the
-    caller's grad mode (use ``torch.inference_mode``). Use it where :func:`plain_greedy` holds.
+    caller's grad mode (use ``torch.inference_mode``). Use it where :func:`supports_fast_greedy` holds.
     """
     decoder = _Decoder(model, encoder_decoder, pad_token_id, decoder_start_token_id(model) if encoder_decoder else None)
     budget = DRAFT_BUDGET if draft_budget is None else draft_budget
@@ -208,12 +208,12 @@ def _record(
             done[k] = tokens[k][j] == eos or len(output) >= max_new_tokens
         if ended is not None:
             open_ = [k for k in now if not done[k]]
-            for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_])):
+            for k, flag in zip(open_, ended([outputs[rows.prompts[k]] for k in open_]), strict=True):
                 done[k] = flag
     if not any(done):
         return rows
     if on_finished is not None:
-        for prompt, d in zip(rows.prompts, done):
+        for prompt, d in zip(rows.prompts, done, strict=True):
             if d:
                 on_finished(prompt)
     keep = [k for k, d in enumerate(done) if not d]
@@ -357,11 +357,11 @@ class _Decoder:
                 else torch.ones((len(rows), width - extra), dtype=torch.long, device=self.device)
             )
             masks.append(torch.nn.functional.pad(mask, (extra, 0)))
-            layers.append(_edited(rows.cache, lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))))
+            layers.append(_edited(rows.cache, lambda t, extra=extra: torch.nn.functional.pad(t, (0, 0, extra, 0))))
         cache = DynamicCache(
             [
                 (None, None) if ka is None else (torch.cat([ka, kb]), torch.cat([va, vb]))
-                for (ka, va), (kb, vb) in zip(*layers)
+                for (ka, va), (kb, vb) in zip(*layers, strict=True)
             ]
         )
         return _Rows(

@@ -80,7 +80,7 @@ def evaluate_completions(
     isolation_protections(allow_unsandboxed)  # refuse once, before any thread starts
     jobs = [
         (i, check_program(p, truncate_completion(c) if truncate else c))
-        for i, (p, cs) in enumerate(zip(problems, completions))
+        for i, (p, cs) in enumerate(zip(problems, completions, strict=True))
         for c in cs
     ]
     with ThreadPoolExecutor(max_workers=workers or 2) as pool:
@@ -89,12 +89,12 @@ def evaluate_completions(
         )
     statuses: list[list[str]] = [[] for _ in problems]
     protections: set[str] = set()
-    for (i, _), r in zip(jobs, results):
+    for (i, _), r in zip(jobs, results, strict=True):
         statuses[i].append(r.status)
         protections.update(r.protections)
     per_problem = [
         {"task_id": p["task_id"], "n": len(s), "correct": s.count("passed"), "statuses": s}
-        for p, s in zip(problems, statuses)
+        for p, s in zip(problems, statuses, strict=True)
     ]
     out: dict = {}
     for k in ks:

@@ -76,10 +76,13 @@ def _check(ret: int, what: str) -> None:
         raise SetupError(f"{what}: {os.strerror(err)}")
 
 
+def _encoded(s: str | None) -> bytes | None:
+    return None if s is None else s.encode()
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()
     _check(
-        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        _libc.mount(_encoded(source), _encoded(target), _encoded(fstype), ctypes.c_ulong(flags), _encoded(data)),
         f"mount {source or ''} on {target}",
     )
 

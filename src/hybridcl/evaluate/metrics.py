@@ -36,8 +36,7 @@ import warnings
 import xml.sax.saxutils
 from collections import Counter
 from collections.abc import Callable, Sequence
-
-from hybridcl.constants import CODE_DIRECTIONS, DIRECTIONS
+from typing import Any
 
 # ---- CodeXGLUE smoothed BLEU (port of Code-Text/code-to-text/code/bleu.py) -------------------------
 # Module-level settings of the original: nonorm = 0, preserve_case = False, eff_ref_len = "shortest".
@@ -68,7 +67,7 @@ def _normalize(s) -> list[str]:
     for pattern, replace in _NORMALIZE1:
         s = re.sub(pattern, replace, s)
     s = xml.sax.saxutils.unescape(s, {"&quot;": '"'})
-    s = " %s " % s
+    s = f" {s} "
     s = s.lower()
     for pattern, replace in _NORMALIZE2:
         s = re.sub(pattern, replace, s)
@@ -105,7 +104,7 @@ def _cook_test(test: str, item, n: int = 4) -> dict:
 
 
 def _score_cooked(allcomps: list[dict], n: int = 4, smooth: int = 1) -> list[float]:
-    totalcomps = {"testlen": 0, "reflen": 0, "guess": [0] * n, "correct": [0] * n}
+    totalcomps: dict[str, Any] = {"testlen": 0, "reflen": 0, "guess": [0] * n, "correct": [0] * n}
     for comps in allcomps:
         for key in ("testlen", "reflen"):
             totalcomps[key] += comps[key]
@@ -149,9 +148,9 @@ def bleu_codexglue_code_to_text(predictions: Sequence[str], references: Sequence
     Each text is stripped, lower-cased and split into words and punctuation (``splitPuncts``)
     before scoring, as ``computeMaps`` does; one reference per prediction.
     """
-    _check_pair(predictions, references)
+    check_pair(predictions, references)
     total = [0.0] * 5
-    for pred, ref in zip(predictions, references):
+    for pred, ref in zip(predictions, references, strict=True):
         # computeMaps: predictionMap[id] = [splitPuncts(pred.strip().lower())], same for gold
         bl = _sentence_bleu([_split_puncts(ref.strip().lower())], _split_puncts(pred.strip().lower()))
         total = [total[i] + bl[i] for i in range(len(bl))]
@@ -181,11 +180,11 @@ def bleu_codexglue_text_to_code(predictions: Sequence[str], references: Sequence
     the predictions or the references have no token at all; here no predicted token gives 0 and no
     reference token a brevity penalty of 1.
     """
-    _check_pair(predictions, references)
+    check_pair(predictions, references)
     matches = [0] * max_order
     candidates = [0] * max_order
     pred_len = ref_len = 0
-    for pred, ref in zip(predictions, references):
+    for pred, ref in zip(predictions, references, strict=True):
         pred_tokens, ref_tokens = pred.split(), ref.split()
         pred_len += len(pred_tokens)
         ref_len += len(ref_tokens)
@@ -204,7 +203,7 @@ def codexglue_text_to_code_bleu_from_counts(
     predicted n-grams per order, predicted and reference tokens."""
     if pred_len == 0:
         return 0.0
-    log_precision = sum(math.log((m + 1) / (c + 1)) for m, c in zip(matches, candidates)) / len(matches)
+    log_precision = sum(math.log((m + 1) / (c + 1)) for m, c in zip(matches, candidates, strict=True)) / len(matches)
     brevity = 1.0 if pred_len > ref_len else math.exp(1 - ref_len / pred_len)
     return 100.0 * brevity * math.exp(log_precision)
 
@@ -212,7 +211,8 @@ def codexglue_text_to_code_bleu_from_counts(
 # ---- other metrics --------------------------------------------------------------------------------
 
 
-def _check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
+def check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
+    """ValueError unless there are as many predictions as references, and at least one."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
@@ -223,7 +223,7 @@ def bleu_sacre(predictions: Sequence[str], references: Sequence[str]) -> float:
     """sacrebleu corpus BLEU, 0-100 (default 13a tokeniser, one reference per prediction)."""
     import sacrebleu
 
-    _check_pair(predictions, references)
+    check_pair(predictions, references)
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
 
 
@@ -233,8 +233,8 @@ def _ws(text: str) -> str:
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Percent of predictions equal to their reference after whitespace normalisation (0-100)."""
-    _check_pair(predictions, references)
-    hits = sum(_ws(p) == _ws(r) for p, r in zip(predictions, references))
+    check_pair(predictions, references)
+    hits = sum(_ws(p) == _ws(r) for p, r in zip(predictions, references, strict=True))
     return 100.0 * hits / len(predictions)
 
 
@@ -252,7 +252,7 @@ def codebleu(predictions: Sequence[str], references: Sequence[str], language: st
     already installs. Returns None (with one warning per reason) when the package is missing, the
     language is unsupported by it, or its grammar (``tree_sitter_<lang>``) is not installed.
     """
-    _check_pair(predictions, references)
+    check_pair(predictions, references)
     lang = _CODEBLEU_LANG.get(language.lower(), language.lower())
     try:
         from codebleu import calc_codebleu
@@ -288,10 +288,10 @@ def bleu_seed_scores(
     """
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-    _check_pair(predictions, references)
+    check_pair(predictions, references)
     smoothing = SmoothingFunction().method1
     out = []
-    for pred, ref in zip(predictions, references):
+    for pred, ref in zip(predictions, references, strict=True):
         if not pred or not pred.strip():
             out.append(0.0)
             continue
@@ -314,55 +314,3 @@ def bleu_seed(predictions: Sequence[str], references: Sequence[str], tokenize: C
     """The seed's BLEU, 0-100: the mean of :func:`bleu_seed_scores` over examples."""
     scores = bleu_seed_scores(predictions, references, tokenize)
     return sum(scores) / len(scores)
-
-
-def score(
-    predictions: Sequence[str],
-    references: Sequence[str],
-    *,
-    language: str,
-    direction: str,
-    seed_metrics: bool = False,
-    tokenize: Callable[[str], list[str]] | None = None,
-    syntax_texts: Sequence[str] | None = None,
-) -> dict[str, float | None]:
-    """All text metrics for one task's predictions (0-100 each, None where undefined).
-
-    Keys: ``bleu_codexglue_code_to_text``, ``bleu_codexglue_text_to_code``, ``bleu_sacre``,
-    ``exact_match``, ``codebleu`` (None for code-to-text:
-    the outputs are docstrings, not code). For text-to-code also ``syntax_pass`` (tree-sitter; None
-    when no grammar is installed for ``language``) and, for Python, ``syntax_pass_ast`` (``ast``)
-    and ``syntax_agreement`` (percent of outputs on which the two parsers agree). Completion outputs
-    are code too and get the same. ``seed_metrics`` adds ``bleu_seed`` (needs ``tokenize``, the
-    model tokenizer's ``tokenize``) and, for code, ``syntax_pass_seed``. ``syntax_texts`` (one per
-    prediction) is the code the syntax checks read instead of the predictions: for the completion
-    of a function's rest, the function's start followed by the prediction.
-    """
-    from hybridcl.evaluate import syntax
-
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction {direction!r}: expected one of {DIRECTIONS}")
-    code = list(syntax_texts) if syntax_texts is not None else predictions
-    _check_pair(code, predictions)
-    out: dict[str, float | None] = {
-        "bleu_codexglue_code_to_text": bleu_codexglue_code_to_text(predictions, references),
-        "bleu_codexglue_text_to_code": bleu_codexglue_text_to_code(predictions, references),
-        "bleu_sacre": bleu_sacre(predictions, references),
-        "exact_match": exact_match(predictions, references),
-        "codebleu": codebleu(predictions, references, language) if direction in CODE_DIRECTIONS else None,
-    }
-    if seed_metrics:
-        if tokenize is None:
-            raise ValueError(
-                "seed_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens"
-            )
-        out["bleu_seed"] = bleu_seed(predictions, references, tokenize)
-        if direction in CODE_DIRECTIONS:
-            out["syntax_pass_seed"] = syntax.syntax_pass_rate_seed(code, references, language)
-    if direction in CODE_DIRECTIONS:
-        lang = syntax.canonical_language(language)
-        out["syntax_pass"] = syntax.syntax_pass_rate(code, lang) if lang in syntax.supported_languages() else None
-        if lang == "python":
-            out["syntax_pass_ast"] = syntax.syntax_pass_rate_ast(code)
-            out["syntax_agreement"] = syntax.ast_agreement(code)
-    return out

@@ -110,18 +110,7 @@ def _can_unshare_net() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     _libc()  # load in the parent: dlopen in a forked child is not safe
-    try:
-        subprocess.run(
-            [sys.executable, "-I", "-c", "pass"],
-            preexec_fn=_unshare_net,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
+    return _interpreter_starts(_unshare_net)
 
 
 @functools.cache
@@ -140,10 +129,15 @@ def _nobody() -> tuple[int, int] | None:
         os.setgid(ids[1])
         os.setuid(ids[0])
 
+    return ids if _interpreter_starts(drop) else None
+
+
+def _interpreter_starts(preexec_fn) -> bool:
+    """Whether ``python -I -c pass`` starts with ``preexec_fn`` run in the child first (from ``/``)."""
     try:
         subprocess.run(
             [sys.executable, "-I", "-c", "pass"],
-            preexec_fn=drop,
+            preexec_fn=preexec_fn,
             cwd="/",
             check=True,
             stdout=subprocess.DEVNULL,
@@ -151,8 +145,8 @@ def _nobody() -> tuple[int, int] | None:
             timeout=30,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return ids
+        return False
+    return True
 
 
 @functools.cache
@@ -234,7 +228,10 @@ def _rmtree(path: str) -> None:
         func(p)
 
     if os.path.exists(path):
-        shutil.rmtree(path, onexc=retry) if sys.version_info >= (3, 12) else shutil.rmtree(path, onerror=retry)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=retry)
+        else:
+            shutil.rmtree(path, onerror=retry)
 
 
 def _read(f) -> str:

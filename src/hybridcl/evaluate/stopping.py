@@ -94,35 +94,13 @@ def _javascript_end(text: str) -> int | None:
     opened = False
     last = ""  # the last significant character, to tell a regular expression from a division
     while i < n:
+        skipped = _skip_inert(text, i, last)
+        if skipped is not None:
+            i, last = skipped
+            if i < 0:
+                return None
+            continue
         c = text[i]
-        if text.startswith(_FENCE, i) and (i == 0 or text[i - 1] == "\n"):  # a Markdown fence line, not code
-            i = text.find("\n", i)
-            if i < 0:
-                return None
-            continue
-        if c in "\"'`":
-            i = _skip_string(text, i, c)
-            if i < 0:
-                return None
-            last = c
-            continue
-        if text.startswith("//", i):
-            i = text.find("\n", i)
-            if i < 0:
-                return None
-            continue
-        if text.startswith("/*", i):
-            i = text.find("*/", i + 2)
-            if i < 0:
-                return None
-            i += 2
-            continue
-        if c == "/" and (last == "" or last in _REGEX_BEFORE):
-            i = _skip_regex(text, i)
-            if i < 0:
-                return None
-            last = "/"
-            continue
         if c in "([":
             paren += 1
         elif c in ")]":
@@ -137,6 +115,27 @@ def _javascript_end(text: str) -> int | None:
         if not c.isspace():
             last = c
         i += 1
+    return None
+
+
+def _skip_inert(text: str, i: int, last: str) -> tuple[int, str] | None:
+    """Skip a Markdown fence line, string, comment or regular expression starting at ``i``.
+
+    Returns the index after it (-1 when it is not closed yet) and the new last significant character,
+    or None when code starts at ``i``.
+    """
+    c = text[i]
+    if text.startswith(_FENCE, i) and (i == 0 or text[i - 1] == "\n"):  # a Markdown fence line, not code
+        return text.find("\n", i), last
+    if c in "\"'`":
+        return _skip_string(text, i, c), c
+    if text.startswith("//", i):
+        return text.find("\n", i), last
+    if text.startswith("/*", i):
+        close = text.find("*/", i + 2)
+        return (close + 2 if close >= 0 else -1), last
+    if c == "/" and (last == "" or last in _REGEX_BEFORE):
+        return _skip_regex(text, i), "/"
     return None
 
 
@@ -222,6 +221,8 @@ class FunctionEndCriteria(StoppingCriteria):
         rows = input_ids[:, self.start :].tolist()
         done = [self.eos is not None and self.eos in row for row in rows]  # finished already; generate handles it
         open_rows = [k for k, d in enumerate(done) if not d]
-        for k, flag in zip(open_rows, functions_ended(self.tokenizer, [rows[k] for k in open_rows], self.language)):
+        for k, flag in zip(
+            open_rows, functions_ended(self.tokenizer, [rows[k] for k in open_rows], self.language), strict=True
+        ):
             done[k] = flag
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]

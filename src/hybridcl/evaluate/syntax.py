@@ -177,4 +177,4 @@ def syntax_pass_rate_seed(predictions: Sequence[str], references: Sequence[str],
     """Percent (0-100) of predictions that pass :func:`passes_seed` (the seed's "Pass Rate" x 100)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    return _rate([passes_seed(p, r, language) for p, r in zip(predictions, references)])
+    return _rate([passes_seed(p, r, language) for p, r in zip(predictions, references, strict=True)])

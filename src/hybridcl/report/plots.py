@@ -178,7 +178,7 @@ def stage_curves(
     fig, axes = _new(1.6 + 1.4 * len(row_labels), 4.0)
     ax = axes[0][0]
     for j, task in enumerate(tasks):
-        pts = [(i, _num(row[j])) for i, row in enumerate(values) if j < len(row) and _num(row[j]) is not None]
+        pts = [(i, v) for i, row in enumerate(values) if j < len(row) and (v := _num(row[j])) is not None]
         if not pts:
             continue
         xs, ys = [i for i, _ in pts], [v for _, v in pts]
@@ -186,8 +186,12 @@ def stage_curves(
         errors = None
         if intervals is not None:
             ivs = [intervals[i][j] for i in xs]
-            if all(iv is not None for iv in ivs):
-                errors = [[y - iv[0] for y, iv in zip(ys, ivs)], [iv[1] - y for y, iv in zip(ys, ivs)]]
+            known = [iv for iv in ivs if iv is not None]
+            if len(known) == len(ivs):
+                errors = [
+                    [y - iv[0] for y, iv in zip(ys, known, strict=True)],
+                    [iv[1] - y for y, iv in zip(ys, known, strict=True)],
+                ]
         ax.errorbar(xs, ys, yerr=errors, color=color, marker="o", capsize=4, label=task)
     ax.set_xticks(range(len(row_labels)), labels=list(row_labels))
     ax.set_ylabel(ylabel)
@@ -214,7 +218,7 @@ def _bars_on(ax, groups, series, *, title, ylabel, errors=None):
             yerr=err,
             capsize=3 if err else 0,
         )
-        for n_bar, (rect, v) in enumerate(zip(rects, values)):
+        for n_bar, (rect, v) in enumerate(zip(rects, values, strict=True)):
             top = rect.get_height() + (err[n_bar] if err else 0.0)  # above the error bar
             ax.annotate(
                 "n/a" if _num(v) is None else _short(float(v)),

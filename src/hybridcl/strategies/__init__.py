@@ -16,7 +16,7 @@ from hybridcl.errors import ConfigError, unknown_choice
 SHARED_KEY = "shared"  # the name of the one copy of a shared component (adapter name, full-layer key)
 
 
-class Scope(str, enum.Enum):
+class Scope(enum.StrEnum):
     """How a component is kept across tasks."""
 
     PER_TASK = "per_task"  # a fresh copy per task, frozen once its task ends

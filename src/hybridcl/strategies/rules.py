@@ -114,7 +114,7 @@ class Replay(Rule):
             )
         cap = next(
             c
-            for c in range(opts.replay_buffer, need + 1)
+            for c in range(opts.replay_buffer or 0, need + 1)
             if sum(min(c, len(self.data[t].train)) for t in earlier) >= need
         )
         raise ConfigError(
@@ -221,6 +221,8 @@ class OLoRA(Rule):
         return super().training_examples(stage_tasks, seed)
 
     def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if self.current is None:
+            return None
         earlier = self.config.tasks[: self.config.tasks.index(self.current)]
         if not earlier:
             return None
