@@ -104,6 +104,7 @@ SLOW_TESTS = frozenset(
         "test_each_adapter_covers_its_own_block_only",
         "test_every_task_trained_in_one_process_runs_under_bf16_autocast",
         "test_fuzz_read_records_returns_or_raises_data_error",
+        "test_generate_command_and_its_errors",
         "test_load_run_reproduces_the_runs_predictions",
         "test_overrides_give_a_config_or_config_error",
         "test_params_cli_prints_the_seeds_numbers",

@@ -98,3 +98,21 @@ def test_yaml_file_extends_a_preset(tmp_path):
     f.write_text("extends: seed\ntrain:\n  epochs: 3\n")
     c = load_config(file=f)
     assert c.train.epochs == 3 and c.train.lr == 5e-4 and c.model.name == "Salesforce/codet5-small"
+
+
+def test_the_old_name_of_reference_metrics_still_reads_with_a_notice(capsys, monkeypatch):
+    """eval.seed_metrics (the reference experiment's metrics, not a random seed) is now
+    eval.reference_metrics; committed runs' config.yaml files still load."""
+    from pathlib import Path
+
+    from hybridcl import config
+    from hybridcl.run_dir import load_run_config
+
+    monkeypatch.setattr(config, "_noticed", set())
+    assert load_config(overrides=["preset=smoke", "eval.seed_metrics=true"]).eval.reference_metrics is True
+    committed = Path(__file__).parents[1] / "docs/results/2026-11-27-seed-flaws/seed-original"
+    assert load_run_config(committed).eval.reference_metrics is True
+    assert load_config("seed-original").eval.reference_metrics is True
+    err = capsys.readouterr().err
+    assert "config key eval.seed_metrics is now eval.reference_metrics" in err
+    assert err.count("eval.seed_metrics") == 1  # once per process

@@ -40,14 +40,16 @@ def test_seed_original_counts_are_the_write_ups():
     c = count_parameters(build_components(config, "hybrid_task_specific", 1))
     assert (c.lora_per_adapter, c.full_layer_per_block, c.trainable) == (1_777_664, 3_146_752, 4_924_416)
     # the corrected preset adapts the base only
-    assert build_components(load_config("seed"), "hybrid_task_specific", 1).counts().lora_per_adapter == 1_671_168
+    assert (
+        count_parameters(build_components(load_config("seed"), "hybrid_task_specific", 1)).lora_per_adapter == 1_671_168
+    )
 
 
 def test_a_shared_block_keeps_the_earlier_tasks_lora_frozen():
     # on_full_layer: javascript's adapter covers the shared block, python's LoRA in it must not train
-    c = build_components(load_config("seed-original"), "hybrid_shared_layer", 2).counts()
+    c = count_parameters(build_components(load_config("seed-original"), "hybrid_shared_layer", 2))
     assert (c.trainable, c.stored_total) == (4_924_416, 2 * 1_777_664 + 3_146_752)
-    c = build_components(load_config("seed-original"), "hybrid_task_specific", 2).counts()
+    c = count_parameters(build_components(load_config("seed-original"), "hybrid_task_specific", 2))
     assert (c.trainable, c.stored_total) == (4_924_416, 2 * 4_924_416)
 
 
@@ -137,8 +139,8 @@ def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
     stats = example_stats("bleu_seed", preds, refs, tokenize=str.split)
     assert value("bleu_seed", stats.sum(0)) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
     with pytest.raises(ValueError, match="tokenize"):
-        score(preds, refs, language="python", direction="completion", seed_metrics=True)
-    out = score(preds, refs, language="python", direction="completion", seed_metrics=True, tokenize=str.split)
+        score(preds, refs, language="python", direction="completion", reference_metrics=True)
+    out = score(preds, refs, language="python", direction="completion", reference_metrics=True, tokenize=str.split)
     assert out["bleu_seed"] == pytest.approx(sum(by_nltk) / 4, abs=1e-12) and "syntax_pass_seed" in out
     assert "bleu_seed" not in score(preds, refs, language="python", direction="completion")  # default unchanged
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -252,9 +253,9 @@ class EvalConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this size is generated twice (the seed: 2)
-    # also score bleu_seed (nltk sentence BLEU on the tokenizer's tokens) and syntax_pass_seed
-    # (the seed's compile / brace checks), to compare with the seed's numbers
-    seed_metrics: bool = False
+    # also score the reference experiment's metrics, bleu_seed (nltk sentence BLEU on the tokenizer's
+    # tokens) and syntax_pass_seed (its compile / brace checks), to compare with its numbers
+    reference_metrics: bool = False
     max_examples: int | None = None  # validation examples generated per task; None = all
     split: Literal["valid", "test"] = (
         "valid"  # the data every matrix cell is scored on: select on valid, report on test
@@ -568,6 +569,24 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+# Keys renamed since; a config (or a run's resolved config.yaml) that has the old name still reads,
+# with a one-line notice. `eval.seed_metrics`: "seed" is the random seed (run.seeds), not the
+# reference experiment hybridcl reproduces.
+RENAMED_KEYS = {"eval.seed_metrics": "eval.reference_metrics"}
+_noticed: set[str] = set()
+
+
+def _renamed(full: str) -> str:
+    """The current name of config key ``full`` (dotted); a notice on stderr, once, for an old one."""
+    new = RENAMED_KEYS.get(full)
+    if new is None:
+        return full
+    if full not in _noticed:
+        _noticed.add(full)
+        print(f"hybridcl: note: config key {full} is now {new}; read as {new}", file=sys.stderr)
+    return new
+
+
 def from_dict(cls: type, raw: Any, key: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and type."""
     if not isinstance(raw, dict):
@@ -576,7 +595,8 @@ def from_dict(cls: type, raw: Any, key: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in raw.items():
-        full = f"{key}.{name}" if key else str(name)
+        full = _renamed(f"{key}.{name}" if key else str(name))
+        name = full.rsplit(".", 1)[-1]
         if name not in fields:
             raise ConfigError(unknown_choice("config key", full, [f"{key}.{n}" if key else n for n in fields]))
         try:

@@ -182,7 +182,7 @@ class MatrixEvaluator:
         return {
             "language": task,
             "direction": self.config.data.direction,
-            "seed_metrics": self.config.eval.seed_metrics,
+            "reference_metrics": self.config.eval.reference_metrics,
             "tokenize": self.base.tokenizer.tokenize,
             "syntax_texts": self._syntax_texts(task, predictions),
         }

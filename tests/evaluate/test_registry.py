@@ -13,7 +13,7 @@ REFERENCES = ["def add(a, b):\n    return a + b", "def f():\n    pass", "y = 2",
 
 def test_every_text_metric_with_rows_scores_as_its_rows_sum():
     """score (each metric's own function) equals value(summed rows) for every declared text metric."""
-    context = dict(language="python", direction="text-to-code", seed_metrics=True, tokenize=str.split)
+    context = dict(language="python", direction="text-to-code", reference_metrics=True, tokenize=str.split)
     scores = registry.score(PREDICTIONS, REFERENCES, **context)
     with_stats, stats = registry.score_with_stats(PREDICTIONS, REFERENCES, **context)
     names = [m.name for m in registry.all_metrics() if m.applies is not None]
@@ -32,8 +32,8 @@ def test_code_to_text_leaves_the_code_metrics_out():
         "bleu_codexglue_code_to_text",
         "bleu_codexglue_text_to_code",
         "bleu_sacre",
-        "exact_match",
         "codebleu",
+        "exact_match",
     ]
     assert scores["codebleu"] is None
 
@@ -58,7 +58,8 @@ def test_adding_a_metric_is_one_entry(monkeypatch):
         registry.Metric(
             "shorter",
             True,
-            "percent of outputs shorter than their reference",
+            "outputs shorter than their reference",
+            "% of outputs",
             mean_metric("shorter"),
             lambda batch: True,
             lambda batch: float(lengths(batch)[:, 0].mean()),

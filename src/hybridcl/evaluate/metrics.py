@@ -18,7 +18,7 @@ CodeXGLUE scores its two directions with two different BLEUs; both are here, nam
 - ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
   leading/trailing whitespace ignored; case-sensitive).
 - ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
-- ``bleu_seed`` (with ``seed_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
+- ``bleu_seed`` (with ``reference_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
   ``SmoothingFunction().method1`` and uniform 4-gram weights on the model tokenizer's tokens (BPE
   pieces), case kept, averaged over examples, reported 0-100 (the seed printed 0-1). A blank
   prediction scores 0, as in the seed. ``syntax_pass_seed`` is the seed's pass check

@@ -55,7 +55,7 @@ class TextBatch:
         text.check_pair(self.code, self.predictions)
         if self.reference_metrics and self.tokenize is None:
             raise ValueError(
-                "seed_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens"
+                "reference_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens"
             )
 
     @property
@@ -88,7 +88,8 @@ class Metric:
 
     name: str
     higher_is_better: bool
-    description: str
+    description: str  # what the report says it is
+    unit: str  # the report's axis label
     stats: MetricStats | None
     applies: Applies | None = None
     score: Scorer | None = None
@@ -102,7 +103,7 @@ def register_metric(metric: Metric | MetricStats, description: str = "") -> None
     """Declare a metric (a :class:`Metric`, or a bare :class:`MetricStats` for a metric whose rows
     the caller builds, e.g. pass@k over problems)."""
     if isinstance(metric, MetricStats):
-        metric = Metric(metric.name, metric.higher_is_better, description, metric)
+        metric = Metric(metric.name, metric.higher_is_better, description or metric.name, metric.name, metric)
     _METRICS[metric.name] = metric
 
 
@@ -115,7 +116,7 @@ def get_metric(name: str) -> Metric:
 
 
 def all_metrics() -> list[Metric]:
-    """Every declared metric, in declaration order (the order of a cell's keys)."""
+    """Every declared metric, in declaration order (the order of a cell's keys and of the report)."""
     return list(_METRICS.values())
 
 
@@ -168,8 +169,8 @@ def text_metrics(batch: TextBatch) -> list[Metric]:
 def score(predictions: Sequence[str], references: Sequence[str], **context) -> dict[str, float | None]:
     """Every text metric that applies (0-100 each, None where undefined), each scored by its own
     function (corpus BLEU over the corpus, not from rows). ``context``: the other
-    :class:`TextBatch` fields (``language``, ``direction``; ``seed_metrics`` is accepted for
-    ``reference_metrics``).
+    :class:`TextBatch` fields (``language``, ``direction``, ``reference_metrics``, ``tokenize``,
+    ``syntax_texts``).
     """
     batch = _batch(predictions, references, context)
     return {m.name: m.score(batch) for m in text_metrics(batch) if m.score is not None}
@@ -218,9 +219,6 @@ def example_stats(metric: str, predictions: Sequence[str], references: Sequence[
 
 
 def _batch(predictions: Sequence[str], references: Sequence[str], context: dict) -> TextBatch:
-    context = dict(context)
-    context.setdefault("reference_metrics", context.pop("seed_metrics", False))
-    context.pop("seed_metrics", None)
     return TextBatch(predictions, references, **context)
 
 
@@ -314,7 +312,8 @@ def _declare_text_metrics() -> None:
         Metric(
             "bleu_codexglue_code_to_text",
             True,
-            "CodeXGLUE code-to-text smoothed sentence BLEU-4 averaged over examples (0-100)",
+            "CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over examples",
+            "BLEU (0-100)",
             mean_metric("bleu_codexglue_code_to_text"),
             _always,
             lambda b: text.bleu_codexglue_code_to_text(b.predictions, b.references),
@@ -323,7 +322,8 @@ def _declare_text_metrics() -> None:
         Metric(
             "bleu_codexglue_text_to_code",
             True,
-            "CodeXGLUE text-to-code corpus BLEU-4 over whitespace tokens (0-100)",
+            "CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, add-one smoothed",
+            "BLEU (0-100)",
             corpus_bleu_metric("bleu_codexglue_text_to_code", text.codexglue_text_to_code_bleu_from_counts),
             _always,
             lambda b: text.bleu_codexglue_text_to_code(b.predictions, b.references),
@@ -334,51 +334,37 @@ def _declare_text_metrics() -> None:
         Metric(
             "bleu_sacre",
             True,
-            "sacrebleu corpus BLEU (13a tokens, exp smoothing; 0-100)",
+            "sacreBLEU corpus BLEU",
+            "BLEU (0-100)",
             corpus_bleu_metric("bleu_sacre", _sacrebleu_score),
             _always,
             lambda b: text.bleu_sacre(b.predictions, b.references),
             _bleu_sacre_rows,
         ),
         Metric(
+            "codebleu",
+            True,
+            "CodeBLEU",
+            "CodeBLEU (0-100)",
+            None,
+            _always,
+            lambda b: text.codebleu(b.predictions, b.references, b.language) if b.is_code else None,
+        ),
+        Metric(
             "exact_match",
             True,
-            "percent of outputs equal to their reference after whitespace normalisation",
+            "exact match after whitespace normalisation",
+            "% of examples",
             mean_metric("exact_match"),
             _always,
             lambda b: text.exact_match(b.predictions, b.references),
             lambda b: mean_stats([text.exact_match([p], [r]) for p, r in b.pairs]),
         ),
         Metric(
-            "codebleu",
-            True,
-            "CodeBLEU (Ren et al. 2020) via the optional codebleu package; code only, no interval (0-100)",
-            None,
-            _always,
-            lambda b: text.codebleu(b.predictions, b.references, b.language) if b.is_code else None,
-        ),
-        Metric(
-            "bleu_seed",
-            True,
-            "the reference experiment's BLEU: nltk sentence BLEU over model tokens, mean over examples (0-100)",
-            mean_metric("bleu_seed"),
-            _reference,
-            lambda b: text.bleu_seed(b.predictions, b.references, _tokenize(b)),
-            lambda b: mean_stats(text.bleu_seed_scores(b.predictions, b.references, _tokenize(b))),
-        ),
-        Metric(
-            "syntax_pass_seed",
-            True,
-            "the reference experiment's syntax check: percent of outputs that parse as its code did",
-            mean_metric("syntax_pass_seed"),
-            _reference_code,
-            lambda b: syntax.syntax_pass_rate_seed(b.code, b.references, b.language),
-            _syntax_pass_seed_rows,
-        ),
-        Metric(
             "syntax_pass",
             True,
-            "percent of outputs that parse (tree-sitter); None without the language's grammar",
+            "outputs that parse (tree-sitter)",
+            "% of outputs",
             mean_metric("syntax_pass"),
             _code,
             _syntax_pass_score,
@@ -387,7 +373,8 @@ def _declare_text_metrics() -> None:
         Metric(
             "syntax_pass_ast",
             True,
-            "percent of Python outputs that Python's ast parses",
+            "Python outputs that parse with `ast`",
+            "% of outputs",
             mean_metric("syntax_pass_ast"),
             _python_code,
             lambda b: syntax.syntax_pass_rate_ast(b.code),
@@ -396,22 +383,46 @@ def _declare_text_metrics() -> None:
         Metric(
             "syntax_agreement",
             True,
-            "percent of Python outputs on which tree-sitter and ast agree",
+            "outputs on which tree-sitter and `ast` agree",
+            "% of outputs",
             mean_metric("syntax_agreement"),
             _python_code,
             lambda b: syntax.ast_agreement(b.code),
             lambda b: _percent_flags([syntax.parses(p, "python") == syntax.parses_ast(p) for p in b.code]),
         ),
+        Metric(
+            "bleu_seed",
+            True,
+            "the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
+            "averaged over examples (eval.reference_metrics)",
+            "BLEU (0-100)",
+            mean_metric("bleu_seed"),
+            _reference,
+            lambda b: text.bleu_seed(b.predictions, b.references, _tokenize(b)),
+            lambda b: mean_stats(text.bleu_seed_scores(b.predictions, b.references, _tokenize(b))),
+        ),
+        Metric(
+            "syntax_pass_seed",
+            True,
+            "the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
+            "the reference (eval.reference_metrics; not a parse)",
+            "% of outputs",
+            mean_metric("syntax_pass_seed"),
+            _reference_code,
+            lambda b: syntax.syntax_pass_rate_seed(b.code, b.references, b.language),
+            _syntax_pass_seed_rows,
+        ),
     ):
         register_metric(metric)
 
 
-_declare_text_metrics()
 register_metric(
     Metric(
         "loss",
         False,
-        "teacher-forced loss: mean negative log-likelihood per target token (nats; lower is better)",
+        "teacher-forced loss: mean negative log-likelihood per target token on every evaluation example "
+        "(lower is better)",
+        "nats per token",
         MetricStats("loss", ("nll_sum", "n_tokens"), mean_aggregate, higher_is_better=False),
     )
 )
@@ -419,15 +430,18 @@ register_metric(
     Metric(
         "token_accuracy",
         True,
-        "percent of target tokens the greedy prediction gets right under teacher forcing",
+        "target tokens the greedy prediction gets right, teacher-forced",
+        "% of target tokens",
         MetricStats("token_accuracy", ("correct_tokens", "n_tokens"), percent_aggregate),
     )
 )
+_declare_text_metrics()
 register_metric(
     Metric(
         "routing_accuracy",
         True,
-        "percent of prompts the router sends to their own task",
+        "prompts the router sends to their own task",
+        "% of prompts",
         mean_metric("routing_accuracy"),
     )
 )

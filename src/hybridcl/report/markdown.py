@@ -16,7 +16,7 @@ from pathlib import Path
 from hybridcl.config import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.errors import RunError
-from hybridcl.evaluate.registry import higher_is_better
+from hybridcl.evaluate.registry import all_metrics, get_metric, higher_is_better
 from hybridcl.io import write_text
 from hybridcl.report import plots
 from hybridcl.report.wording import describe_interval
@@ -24,39 +24,22 @@ from hybridcl.results import read_results
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
 
-METRICS = {  # name -> (what it is, unit for axes); the report shows matrices in this order
-    "loss": (
-        "teacher-forced loss: mean negative log-likelihood per target token on every evaluation example "
-        "(lower is better)",
-        "nats per token",
-    ),
-    "token_accuracy": ("target tokens the greedy prediction gets right, teacher-forced", "% of target tokens"),
-    "bleu_codexglue_code_to_text": (
-        "CodeXGLUE's code-to-text BLEU-4: smoothed sentence BLEU, lower-cased, averaged over examples",
-        "BLEU (0-100)",
-    ),
-    "bleu_codexglue_text_to_code": (
-        "CodeXGLUE's text-to-code BLEU-4: one corpus BLEU over whitespace tokens, case kept, add-one smoothed",
-        "BLEU (0-100)",
-    ),
-    "bleu_sacre": ("sacreBLEU corpus BLEU", "BLEU (0-100)"),
-    "codebleu": ("CodeBLEU", "CodeBLEU (0-100)"),
-    "exact_match": ("exact match after whitespace normalisation", "% of examples"),
-    "syntax_pass": ("outputs that parse (tree-sitter)", "% of outputs"),
-    "syntax_pass_ast": ("Python outputs that parse with `ast`", "% of outputs"),
-    "syntax_agreement": ("outputs on which tree-sitter and `ast` agree", "% of outputs"),
-    "bleu_seed": (
-        "the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
-        "averaged over examples (eval.seed_metrics)",
-        "BLEU (0-100)",
-    ),
-    "syntax_pass_seed": (
-        "the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
-        "the reference (eval.seed_metrics; not a parse)",
-        "% of outputs",
-    ),
+# Cell values that are not metrics: what they are and their unit (the metrics' are in the registry).
+CELL_VALUES = {
     "cut_share": ("generations cut by eval.max_new_tokens before their function (or text) ended", "% of generations"),
 }
+
+
+def _what_and_unit(name: str) -> tuple[str, str]:
+    if name in CELL_VALUES:
+        return CELL_VALUES[name]
+    try:
+        metric = get_metric(name)
+    except ValueError:
+        return name, name
+    return metric.description, metric.unit
+
+
 BLEU_NAME = (
     "CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, lower-cased, "
     "averaged over examples; 0-100)"
@@ -361,11 +344,12 @@ def _matrices(run_dir, results, f, show_std, intervals) -> list[str]:
         "differences do not look like contrast.",
         "",
     ]
-    order = [m for m in METRICS if m in results["matrix"]] + [m for m in results["matrix"] if m not in METRICS]
+    known = [m.name for m in all_metrics()] + list(CELL_VALUES)
+    order = [m for m in known if m in results["matrix"]] + [m for m in results["matrix"] if m not in known]
     for metric in order:
         matrix = results["matrix"][metric]
         values = [[mean(c) for c in row] for row in matrix]
-        what, unit = METRICS.get(metric, (metric, metric))
+        what, unit = _what_and_unit(metric)
         lines += [f"### {metric}: {what}", ""]
         if all(v is None for row in values for v in row):
             lines += ["Not computed in this run (n/a in every cell).", ""]
