@@ -160,6 +160,11 @@ class DataConfig:
     # splits. `first_rows`: the seed's selection: the train split's rows in file order, the first
     # max_train for training and the next max_val as the evaluation set (no eval split is read).
     selection: Literal["sample", "first_rows"] = "sample"
+    # `fixed`: every random seed (run.seeds) trains on the same max_train examples; `per_seed`: each
+    # seed draws its own max_train examples from the train split (a hash of the seed; all of them
+    # where fewer), so seeds are replicates over training data. The evaluation set is drawn once,
+    # the same for every seed either way, so seeds pair example by example.
+    train_subset: Literal["fixed", "per_seed"] = "fixed"
     max_train: int | None = None  # examples per task; None = all
     max_val: int | None = None
     max_source_len: int = 512  # tokens
@@ -191,6 +196,11 @@ class DataConfig:
         if self.train_objective == "copy" and self.direction != "completion":
             raise ConfigError(
                 f"{key}.train_objective = copy needs {key}.direction = completion (it trains on the function alone)"
+            )
+        if self.selection == "first_rows" and self.train_subset == "per_seed":
+            raise ConfigError(
+                f"{key}.train_subset = per_seed draws each seed's training examples; {key}.selection = first_rows "
+                f"takes the first rows in file order: set {key}.train_subset=fixed or {key}.selection=sample"
             )
         if self.selection == "first_rows" and (self.max_train is None or self.max_val is None):
             raise ConfigError(

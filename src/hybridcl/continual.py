@@ -69,12 +69,19 @@ class ContinualRecipe:
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
         lengths = target_length_counter(self.base.tokenizer, self.base.kind)
+        # the evaluation set is the same for every seed; the training set too unless data.train_subset = per_seed
+        train_seed = self.seed if config.data.train_subset == "per_seed" else 0
         self.data = {
             t: load_task_data(
-                config.data, t, eval_split=config.eval.split, target_lengths=lengths, with_train=with_train
+                config.data,
+                t,
+                eval_split=config.eval.split,
+                train_seed=train_seed,
+                target_lengths=lengths,
+                with_train=with_train,
             )
             for t in config.tasks
-        }  # the same for every seed
+        }
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"

@@ -257,6 +257,7 @@ def load_task_data(
     seed: int = 0,
     eval_split: str = "valid",
     *,
+    train_seed: int | None = None,
     target_lengths: Callable[[list[Example]], list[int]] | None = None,
     with_train: bool = True,
 ) -> TaskData:
@@ -265,7 +266,9 @@ def load_task_data(
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
     :attr:`TaskData.val` holds, and the one every matrix cell is scored on. ``max_train`` /
     ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each example id; the kept
-    examples stay in file order); ``max_val`` caps whichever split is scored. With
+    examples stay in file order); ``max_val`` caps whichever split is scored. ``train_seed`` (default:
+    ``seed``) draws the training sample alone, so a run's random seeds can train on different
+    examples while the evaluation set (drawn with ``seed``) stays the same. With
     ``data_cfg.selection == "first_rows"`` (the seed's) only the train split is read: its rows
     ``[0, max_train)`` train and rows ``[max_train, max_train + max_val)`` are the evaluation set,
     in file order, nothing drawn. ``target_lengths``
@@ -337,7 +340,8 @@ def load_task_data(
         if first_rows:  # the seed's rows as they are: a too-long example is dropped, not replaced
             kept, checked, n_long = _first_rows(examples, too_long, drop=data_cfg.long_targets == "drop")
         else:
-            kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
+            draw_seed = seed if split != "train" or train_seed is None else train_seed
+            kept, checked, n_long = _draw(examples, cap, draw_seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {
             "files": files,
             "records": len(records),
