@@ -21,6 +21,13 @@ intervals exclude 0 on the same side; otherwise "within noise", with the margin 
 (the largest distance of either interval's ends from 0) and whether that lies inside the equivalence
 margin (±1 BLEU, ±0.01 nats, ±1 point of forgetting).
 
+Three kinds of claims have no paired shares: "JavaScript passes syntax more often than Python" compares
+two tasks' examples (unpaired: the bootstrap resamples each task independently, and a two-sample
+permutation test replaces the sign flip); the first-epoch training loss (from ``train[k].losses``,
+weighted by the steps each logged window covers) and the training time per step (seconds over steps,
+all stages) are measured once per seed: the t interval over seeds alone decides them, outside Holm's
+correction, and the time is only meaningful from an idle machine.
+
 A share per example exists for metrics that are a mean over examples or a ratio of sums whose
 denominators (target tokens) are the same for both sides: BLEU (CodeXGLUE's sentence BLEU averaged over
 examples), the loss, syntax pass. For the relative forgetting the test is of its numerator (the
@@ -29,6 +36,8 @@ per-example differences between a task's own row and the last row), its denomina
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from hybridcl.constants import HEADLINE_METRIC
-from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval
+from hybridcl.errors import RunError
+from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
 from hybridcl.io import load_tensors, read_json
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
+from hybridcl.run_dir import load_run_config
 
 EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
 MC_DRAWS = 100_000  # random sign patterns beyond that
@@ -46,7 +57,12 @@ ALPHA = 0.05
 # equivalence margins by metric (a "within noise" verdict says whether its intervals lie inside them)
 MARGINS = {HEADLINE_METRIC: (1.0, "BLEU"), "loss": (0.01, "nats")}
 FORGETTING_MARGIN = (1.0, "points")
+SYNTAX_MARGIN = (5.0, "points")
 SYNERGY = "synergy"  # the interaction contrast's pseudo-strategy B
+# claim column -> (metric, CL metric or "own": the task's cell right after its own training)
+COLUMNS = {**INTERVAL_OF, "own_loss": ("loss", "own"), "syntax_languages": ("syntax_pass", "final")}
+# columns measured once per seed (no per-example statistics): the t interval over seeds only
+SEED_COLUMNS = {"first_epoch_loss": (0.01, "nats"), "seconds_per_step": (None, "s")}
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class Claim:
     column: str
     sign: int
     parts: tuple[str, ...] = ()
+    task: str | None = None  # the task of a per-task column (own_loss, first_epoch_loss, syntax_languages)
+    other_task: str | None = None  # syntax_languages: task minus other_task, one strategy
 
 
 HYB, SHARED, LORA, FULL = "hybrid_task_specific", "hybrid_shared_layer", "lora_only", "full_layer_only"
@@ -108,6 +126,35 @@ CLAIMS = [
         +1,
     ),
     Claim("the shared hybrid beats the task-specific one on average BLEU", SHARED, HYB, "average_bleu", +1),
+    Claim(
+        "a shared layer makes JavaScript learn faster: its loss after its own training is lower",
+        SHARED,
+        HYB,
+        "own_loss",
+        -1,
+        task="javascript",
+    ),
+    Claim(
+        "a shared layer makes JavaScript learn faster: its first-epoch training loss is lower",
+        SHARED,
+        HYB,
+        "first_epoch_loss",
+        -1,
+        task="javascript",
+    ),
+    Claim(
+        "JavaScript passes syntax more often than Python (hybrid task-specific, after the last task)",
+        HYB,
+        None,
+        "syntax_languages",
+        +1,
+        task="javascript",
+        other_task="python",
+    ),
+    Claim("hybrid task-specific trains faster per step than LoRA-only (s/step)", HYB, LORA, "seconds_per_step", -1),
+    Claim(
+        "hybrid task-specific trains faster per step than full-layer-only (s/step)", HYB, FULL, "seconds_per_step", -1
+    ),
 ]
 
 
@@ -175,11 +222,14 @@ def cell_shares(metric: str, stats: np.ndarray) -> np.ndarray:
     return scale * stats[:, 0] / stats[:, 1].sum()
 
 
-def key_shares(cells: list[list[np.ndarray]], key: str, higher_is_better: bool) -> list[np.ndarray]:
+def key_shares(
+    cells: list[list[np.ndarray]], key: str, higher_is_better: bool, task_index: int | None = None
+) -> list[np.ndarray]:
     """Per task column, each example's share of the CL metric ``key`` (``average_final``, ``bwt``,
-    ``fwt``, ``forgetting_relative``, or ``base_average``: the base row's mean over the trained tasks) of
-    a matrix of cell shares ``cells[i][j]`` (rows: base, then one per task in order). Their total is the
-    metric as ``hybridcl.cl_metrics`` computes it."""
+    ``fwt``, ``forgetting_relative``, ``base_average``: the base row's mean over the trained tasks, or
+    ``own``: task ``task_index``'s cell right after its own training) of a matrix of cell shares
+    ``cells[i][j]`` (rows: base, then one per task in order). Their total is the metric as
+    ``hybridcl.cl_metrics`` computes it."""
     T = len(cells) - 1
     sign = 1.0 if higher_is_better else -1.0
     out = []
@@ -189,6 +239,8 @@ def key_shares(cells: list[list[np.ndarray]], key: str, higher_is_better: bool) 
             v = v + cells[T][j] / T
         elif key == "base_average" and j < T:
             v = v + cells[0][j] / T
+        elif key == "own" and j == task_index:
+            v = v + cells[j + 1][j]
         elif key == "bwt" and j < T - 1:
             v = v + sign * (cells[T][j] - cells[j + 1][j]) / (T - 1)
         elif key == "fwt" and 1 <= j < T:
@@ -196,10 +248,21 @@ def key_shares(cells: list[list[np.ndarray]], key: str, higher_is_better: bool) 
         elif key == "forgetting_relative" and j < T - 1:
             diag = cells[j + 1][j]
             v = v + 100.0 * sign * (diag - cells[T][j]) / diag.sum() / (T - 1)
-        elif key not in ("average_final", "base_average", "bwt", "fwt", "forgetting_relative"):
+        elif key not in ("average_final", "base_average", "own", "bwt", "fwt", "forgetting_relative"):
             raise ValueError(f"no per-example shares for the CL metric {key!r}")
         out.append(v)
     return out
+
+
+def _tasks(run_dir: Path) -> list[str]:
+    return read_json(run_dir / "results.json")["tasks"]
+
+
+def _task_index(run_dir: Path, task: str | None) -> int | None:
+    tasks = _tasks(run_dir)
+    if task is not None and task not in tasks:
+        raise ValueError(f"{run_dir} has no task {task!r} (its tasks: {', '.join(tasks)})")
+    return None if task is None else tasks.index(task)
 
 
 def seed_stats(run_dir: Path, metric: str) -> dict[str, list[list[np.ndarray]]]:
@@ -220,14 +283,15 @@ def seed_stats(run_dir: Path, metric: str) -> dict[str, list[list[np.ndarray]]]:
     return out
 
 
-def seed_shares(run_dir: Path, column: str, key: str | None = None) -> dict[str, np.ndarray]:
+def seed_shares(run_dir: Path, column: str, key: str | None = None, task: str | None = None) -> dict[str, np.ndarray]:
     """Seed -> the per-example shares (all task columns concatenated) of ``column``'s CL metric."""
-    metric, cl_key = INTERVAL_OF[column]
+    metric, cl_key = COLUMNS[column]
     hib = metric_stats(metric).higher_is_better
+    j = _task_index(run_dir, task)
     out = {}
     for seed, stats in seed_stats(run_dir, metric).items():
         cells = [[cell_shares(metric, st) for st in row] for row in stats]
-        out[seed] = np.concatenate(key_shares(cells, key or cl_key, hib))
+        out[seed] = np.concatenate(key_shares(cells, key or cl_key, hib, j))
     return out
 
 
@@ -251,63 +315,144 @@ def check_same_examples(runs: list[Path], metric: str) -> None:
                 )
 
 
-def claim_shares(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
-    """Seed -> the per-example shares of the claim's value (their sum is the value on that seed)."""
-    a = runs[claim.a]
-    if claim.b == SYNERGY:
-        metric = INTERVAL_OF[claim.column][0]
-        direction = 1.0 if metric_stats(metric).higher_is_better else -1.0
-        members = [claim.a, *claim.parts]
-        check_same_examples([runs[m] for m in members], metric)
-        gains = []
-        for m in members:
-            final, base = seed_shares(runs[m], claim.column), seed_shares(runs[m], claim.column, "base_average")
-            gains.append({s: direction * (final[s] - base[s]) for s in final})
-        seeds = sorted(set.intersection(*(set(g) for g in gains)))
-        return {s: gains[0][s] - sum(g[s] for g in gains[1:]) for s in seeds}
-    sa = seed_shares(a, claim.column)
+def _synergy(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+    """Seed -> the interaction contrast of ``of(run, column, key)`` (shares or bootstrap samples):
+    the claim's strategy's gain over its base row minus each part's, in the metric's direction."""
+    direction = 1.0 if metric_stats(COLUMNS[claim.column][0]).higher_is_better else -1.0
+    gains = []
+    for m in (claim.a, *claim.parts):
+        final, base = of(runs[m], claim.column), of(runs[m], claim.column, "base_average")
+        gains.append({s: direction * (final[s] - base[s]) for s in final})
+    seeds = sorted(set.intersection(*(set(g) for g in gains)))
+    return {s: gains[0][s] - sum(g[s] for g in gains[1:]) for s in seeds}
+
+
+def _paired(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+    sa = of(runs[claim.a], claim.column, task=claim.task)
     if claim.b is None:
         return sa
-    check_same_examples([a, runs[claim.b]], INTERVAL_OF[claim.column][0])
-    sb = seed_shares(runs[claim.b], claim.column)
+    sb = of(runs[claim.b], claim.column, task=claim.task)
     return {s: sa[s] - sb[s] for s in sorted(set(sa) & set(sb))}
+
+
+def claim_shares(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
+    """Seed -> the per-example shares of the claim's value (their sum is the value on that seed)."""
+    members = [claim.a, *claim.parts, *([claim.b] if claim.b not in (None, SYNERGY) else [])]
+    check_same_examples([runs[m] for m in members], COLUMNS[claim.column][0])
+    return _synergy(claim, runs, seed_shares) if claim.b == SYNERGY else _paired(claim, runs, seed_shares)
 
 
 # ---- the interval over examples -------------------------------------------------------------------
 
 
-def example_samples(run_dir: Path, column: str, key: str | None = None) -> dict[str, np.ndarray]:
+def example_samples(
+    run_dir: Path, column: str, key: str | None = None, task: str | None = None
+) -> dict[str, np.ndarray]:
     """Seed folder name -> the column's value on each of 1,000 bootstrap resamples of the evaluation
     examples (``key="base_average"``: the base row's mean over the tasks). The resample counts depend
     only on the number of examples per task (seeded), so runs on the same examples pair."""
-    metric, cl_key = INTERVAL_OF[column]
+    metric, cl_key = COLUMNS[column]
+    key = key or cl_key
+    j = _task_index(run_dir, task)
     out = {}
     for seed, stats in seed_stats(run_dir, metric).items():
         result = cl_intervals(metric, stats)
         if key == "base_average":
-            T = len(stats) - 1
-            out[seed] = np.mean([result.cell_samples[0][j] for j in range(T)], axis=0)
+            out[seed] = np.mean([result.cell_samples[0][i] for i in range(len(stats) - 1)], axis=0)
+        elif key == "own":
+            out[seed] = np.asarray(result.cell_samples[j + 1][j])
+        elif key == "final":
+            out[seed] = np.asarray(result.cell_samples[-1][j])
         else:
-            out[seed] = result.samples[key or cl_key]
+            out[seed] = result.samples[key]
     return out
 
 
 def claim_samples(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
     """Seed -> the claim's value on each bootstrap resample of the examples."""
-    if claim.b == SYNERGY:
-        metric = INTERVAL_OF[claim.column][0]
-        direction = 1.0 if metric_stats(metric).higher_is_better else -1.0
-        gains = []
-        for m in (claim.a, *claim.parts):
-            final, base = example_samples(runs[m], claim.column), example_samples(runs[m], claim.column, "base_average")
-            gains.append({s: direction * (final[s] - base[s]) for s in final})
-        seeds = sorted(set.intersection(*(set(g) for g in gains)))
-        return {s: gains[0][s] - sum(g[s] for g in gains[1:]) for s in seeds}
-    sa = example_samples(runs[claim.a], claim.column)
-    if claim.b is None:
-        return sa
-    sb = example_samples(runs[claim.b], claim.column)
-    return {s: sa[s] - sb[s] for s in sorted(set(sa) & set(sb))}
+    return _synergy(claim, runs, example_samples) if claim.b == SYNERGY else _paired(claim, runs, example_samples)
+
+
+# ---- claims measured once per seed, and one across two tasks --------------------------------------
+
+
+def permutation_test(x, y, *, exact_max: int = 1 << 20, draws: int = MC_DRAWS, seed: int = 0) -> tuple[float, str]:
+    """Two-sided two-sample permutation test of mean(x) == mean(y) over unpaired examples: ``(p, method)``.
+    Exact (every split of the pooled values into groups of len(x) and len(y)) when there are at most
+    ``exact_max`` splits, else ``draws`` random splits and p = (1 + hits) / (1 + draws)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    pooled, nx = np.concatenate([x, y]), len(x)
+    observed = abs(x.mean() - y.mean())
+    tol = 1e-9 * max(1.0, np.abs(pooled).max())
+    total = pooled.sum()
+
+    def diffs(groups: np.ndarray) -> np.ndarray:  # [k, nx] indices of x's group
+        sx = pooled[groups].sum(axis=1)
+        return np.abs(sx / nx - (total - sx) / (len(pooled) - nx))
+
+    if math.comb(len(pooled), nx) <= exact_max:
+        groups = np.array(list(itertools.combinations(range(len(pooled)), nx)))
+        return float(np.mean(diffs(groups) >= observed - tol)), f"exact permutation, {len(x)} + {len(y)}"
+    rng = np.random.default_rng(seed)
+    hits = sum(
+        int(
+            np.count_nonzero(
+                diffs(rng.permuted(np.tile(np.arange(len(pooled)), (k, 1)), axis=1)[:, :nx]) >= observed - tol
+            )
+        )
+        for k in [min(10_000, draws - start) for start in range(0, draws, 10_000)]
+    )
+    return (1 + hits) / (1 + draws), f"Monte Carlo permutation, {len(x)} + {len(y)}, {draws:,} draws"
+
+
+def language_claim(claim: Claim, runs: dict[str, Path]) -> tuple[list[float], tuple | None, float, str]:
+    """``claim.task`` minus ``claim.other_task`` in one strategy's last row (different examples:
+    unpaired): per-seed values, the bootstrap interval (independent resamples of each task) and the
+    permutation test of the examples' values averaged over seeds."""
+    run = runs[claim.a]
+    metric = COLUMNS[claim.column][0]
+    a, b = _task_index(run, claim.task), _task_index(run, claim.other_task)
+    stats = seed_stats(run, metric)
+    values = {s: [[value(metric, st.sum(0)) for st in row] for row in rows] for s, rows in stats.items()}
+    per_seed = [v[-1][a] - v[-1][b] for v in values.values()]
+    ta, tb = (
+        example_samples(run, claim.column, task=claim.task),
+        example_samples(run, claim.column, task=claim.other_task),
+    )
+    interval = percentile_interval(np.mean([ta[s] - tb[s] for s in ta], axis=0))
+    scale = float(metric_stats(metric).aggregate(np.array([1.0, 1.0])))
+    per_example = [
+        np.mean([scale * rows[-1][j][:, 0] / rows[-1][j][:, 1] for rows in stats.values()], axis=0) for j in (a, b)
+    ]
+    p, method = permutation_test(*per_example)
+    return per_seed, interval, p, method
+
+
+def seed_value(run_dir: Path, seed_dir: str, column: str, task: str | None) -> float:
+    """A per-seed training measurement from ``seed-<s>/results.json``'s ``train`` records:
+    ``seconds_per_step`` (all stages' seconds over their steps) or ``first_epoch_loss`` (``task``'s
+    logged training losses over its first epoch, weighted by the steps each logged window covers)."""
+    records = read_json(run_dir / seed_dir / "results.json")["train"]
+    if column == "seconds_per_step":
+        return sum(r["seconds"] for r in records) / sum(r["steps"] for r in records)
+    (record,) = [r for r in records if r["task"] == task]
+    per_epoch = record["steps"] / load_run_config(run_dir).train.epochs
+    total = weight = 0.0
+    previous = 0
+    for step, loss in record["losses"]:
+        if step > per_epoch + 1e-9:
+            break
+        total, weight, previous = total + loss * (step - previous), weight + (step - previous), step
+    if not weight:
+        raise ValueError(f"{run_dir / seed_dir}: no training loss logged in {task}'s first epoch")
+    return total / weight
+
+
+def seed_claim(claim: Claim, runs: dict[str, Path]) -> list[float]:
+    """Per seed (the seeds both runs have): ``a`` minus ``b`` of a once-per-seed measurement."""
+    a, b = runs[claim.a], runs[claim.b]
+    seeds = sorted({p.name for p in a.glob("seed-*")} & {p.name for p in b.glob("seed-*")})
+    return [seed_value(a, s, claim.column, claim.task) - seed_value(b, s, claim.column, claim.task) for s in seeds]
 
 
 # ---- one claim, one table -------------------------------------------------------------------------
@@ -320,7 +465,7 @@ class ClaimResult:
     per_seed: list[float]
     seed_interval: tuple[float, float] | None
     example_interval: tuple[float, float] | None
-    p: float
+    p: float | None  # None: measured once per seed, no test over examples
     method: str
     p_holm: float | None = None
 
@@ -330,19 +475,32 @@ class ClaimResult:
 
 
 def evaluate_claim(claim: Claim, runs: dict[str, Path]) -> ClaimResult:
-    """The claim's value per seed, its two intervals and its sign-flip p-value (Holm's comes later)."""
-    shares = claim_shares(claim, runs)
-    per_seed = [float(v.sum()) for v in shares.values()]
-    samples = claim_samples(claim, runs)
-    by_examples = percentile_interval(np.mean(list(samples.values()), axis=0)) if samples else None
-    p, method = sign_flip_test(np.mean(list(shares.values()), axis=0))
+    """The claim's value per seed, its two intervals and its p-value over examples (Holm's comes later)."""
+    if claim.column in SEED_COLUMNS:
+        per_seed = seed_claim(claim, runs)
+        return ClaimResult(
+            claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), None, None, "once per seed: no test"
+        )
+    if claim.column == "syntax_languages":
+        per_seed, by_examples, p, method = language_claim(claim, runs)
+    else:
+        shares = claim_shares(claim, runs)
+        per_seed = [float(v.sum()) for v in shares.values()]
+        samples = claim_samples(claim, runs)
+        by_examples = percentile_interval(np.mean(list(samples.values()), axis=0)) if samples else None
+        p, method = sign_flip_test(np.mean(list(shares.values()), axis=0))
     return ClaimResult(claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), by_examples, p, method)
 
 
-def margin_of(column: str) -> tuple[float, str]:
+def margin_of(column: str) -> tuple[float | None, str]:
+    """The equivalence margin of a claim's column (None: none stated) and its unit."""
     if column == "forgetting_relative":
         return FORGETTING_MARGIN
-    return MARGINS.get(INTERVAL_OF[column][0], (0.0, ""))
+    if column in SEED_COLUMNS:
+        return SEED_COLUMNS[column]
+    if column == "syntax_languages":
+        return SYNTAX_MARGIN
+    return MARGINS.get(COLUMNS[column][0], (None, ""))
 
 
 def verdict(r: ClaimResult) -> str:
@@ -354,8 +512,13 @@ def verdict(r: ClaimResult) -> str:
     above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
     if len(ivs) == 2 and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
         return "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite, beyond noise"
+    if r.p is None and len(ivs) == 1 and (above or below):  # measured once per seed: the t interval alone
+        word = "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite"
+        return f"{word} over seeds (no test over examples, not in Holm's correction)"
     bound = max(abs(x) for iv in ivs for x in iv) if ivs else float("nan")
     margin, unit = margin_of(r.claim.column)
+    if margin is None:
+        return f"within noise: rules out effects beyond ±{bound:.3f} {unit}"
     inside = "inside" if bound <= margin else "not inside"
     return f"within noise: rules out effects beyond ±{bound:.3f} ({inside} ±{margin:g} {unit})"
 
@@ -363,7 +526,13 @@ def verdict(r: ClaimResult) -> str:
 def _label(claim: Claim) -> str:
     if claim.b == SYNERGY:
         return f"{claim.a} - {' - '.join(claim.parts)} (gains)"
+    if claim.other_task:
+        return f"{claim.a}: {claim.task} - {claim.other_task}"
     return claim.a if claim.b is None else f"{claim.a} - {claim.b}"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
 
 
 def _iv(iv) -> str:
@@ -399,7 +568,7 @@ def claims_results(studies: list[Path], claims: list[Claim] = CLAIMS) -> list[Cl
             continue
         try:
             out.append(evaluate_claim(claim, runs))
-        except ValueError as e:  # no per-example statistics of its metric, or other evaluation examples
+        except (ValueError, RunError) as e:  # no statistics of its metric or no seed results; other examples
             out.append(Untested(claim, f"not testable here: {e}"))
     results = [r for r in out if isinstance(r, ClaimResult)]
     for r, adjusted in zip(results, holm([r.p for r in results]), strict=True):
@@ -410,7 +579,7 @@ def claims_results(studies: list[Path], claims: list[Claim] = CLAIMS) -> list[Cl
 def claims_table(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
     lines = [
         "| claim | measured (mean over seeds) | 95% interval over seeds (t) | 95% interval over examples "
-        "(bootstrap) | sign-flip p (over examples) | Holm-adjusted p | seeds | verdict |",
+        "(bootstrap) | p over examples (sign-flip; permutation) | Holm-adjusted p | seeds | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in claims_results(studies, claims):
@@ -419,7 +588,7 @@ def claims_table(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
             continue
         lines.append(
             f"| {r.claim.text} | {_label(r.claim)}: {r.value:+.3f} | {_iv(r.seed_interval)} | "
-            f"{_iv(r.example_interval)} | {r.p:.2g} ({r.method}) | {r.p_holm:.2g} | {len(r.per_seed)} | {verdict(r)} |"
+            f"{_iv(r.example_interval)} | {_p(r.p)} ({r.method}) | {_p(r.p_holm)} | {len(r.per_seed)} | {verdict(r)} |"
         )
     return "\n".join(lines)
 

@@ -176,3 +176,25 @@ def test_committed_study_per_seed_values_are_the_results_files():
         expected.append(key(a) - key(b))
     assert r.per_seed == pytest.approx(expected, abs=1e-9)
     assert r.method == "exact, n=12"  # 16 examples, 4 with equal BLEU on both (mean over seeds)
+
+
+def test_two_sample_permutation_by_hand():
+    # pooled 1, 2, 3, 4 split 2 + 2: the 6 differences of means are -2, -1, 0, 0, 1, 2; |d| >= 2 in 2 of 6
+    assert sc.permutation_test([1.0, 2.0], [3.0, 4.0]) == (pytest.approx(1 / 3), "exact permutation, 2 + 2")
+    p, method = sc.permutation_test([1.0, 2.0], [3.0, 4.0], exact_max=2, draws=20_000)
+    assert abs(p - 1 / 3) < 0.01 and method.startswith("Monte Carlo permutation, 2 + 2")
+    assert sc.permutation_test([0.0] * 3, [0.0] * 3)[0] == 1.0
+
+
+def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
+    run = tmp_path / "run"
+    (run / "seed-0").mkdir(parents=True)
+    from hybridcl.config import load_config
+    from hybridcl.run_dir import write_run_config
+
+    write_run_config(run, load_config("smoke", ["train.epochs=2"]))
+    # 8 steps over 2 epochs: the first epoch is steps 1-4, logged as windows ending at 1 (1 step) and 4 (3 steps)
+    record = {"task": "javascript", "steps": 8, "seconds": 4.0, "losses": [[1, 3.0], [4, 1.0], [8, 0.5]]}
+    write_json(run / "seed-0" / "results.json", {"train": [record, {"task": "python", "steps": 2, "seconds": 2.0}]})
+    assert sc.seed_value(run, "seed-0", "first_epoch_loss", "javascript") == pytest.approx((3.0 + 3 * 1.0) / 4)
+    assert sc.seed_value(run, "seed-0", "seconds_per_step", None) == pytest.approx(6.0 / 10)
