@@ -152,6 +152,9 @@ class DataConfig:
     # (completion_target=whole, the seed) or the rest of it (rest)
     direction: Literal["text-to-code", "code-to-text", "completion"] = "text-to-code"
     completion_prefix: float = 0.5  # share of the function's characters in the prompt
+    # `named`: every prompt names its language (data/tasks.py prompt_template); `raw`: the source text
+    # alone, no instruction (the seed's completion prompts: the code prefix as it is)
+    prompt: Literal["named", "raw"] = "named"
     completion_target: Literal["whole", "rest"] = "whole"
     # Training pairs: `pairs` trains on (source, target) as evaluated; `copy` trains the completion
     # direction on (function, the same function): the seed's labels=input_ids objective.
@@ -192,6 +195,11 @@ class DataConfig:
         if not 0.0 < self.completion_prefix < 1.0:
             raise ConfigError(
                 f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the characters"
+            )
+        if self.prompt == "raw" and self.direction != "completion":
+            raise ConfigError(
+                f"{key}.prompt = raw needs {key}.direction = completion: a bare docstring or function does not say "
+                f"what to produce; set {key}.prompt=named"
             )
         if self.train_objective == "copy" and self.direction != "completion":
             raise ConfigError(

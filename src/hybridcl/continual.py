@@ -116,6 +116,7 @@ class ContinualRecipe:
             cache_dir=self.cache_dir,
             progress=self.progress and self.main,
             long_targets=self.config.data.long_targets,
+            prompt=self.config.data.prompt,
         )
         with Meter(self.accelerator.device) as meter:
             result = train_task(

@@ -90,6 +90,7 @@ class MatrixEvaluator:
             direction,
             self.base.kind,
             self.config.data.max_source_len,
+            prompt=self.config.data.prompt,
         )
         texts, hit_limit = generate(
             self.components.model,
@@ -150,6 +151,7 @@ class MatrixEvaluator:
             cache_dir=self.cache_dir,
             progress=False,
             long_targets=cfg.data.long_targets,
+            prompt=cfg.data.prompt,
         )
         features = [{"input_ids": i, "labels": l} for i, l in zip(encoded.input_ids, encoded.labels)]
         order = sorted(
