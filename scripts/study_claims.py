@@ -81,11 +81,22 @@ class Claim:
 
 
 HYB, SHARED, LORA, FULL = "hybrid_task_specific", "hybrid_shared_layer", "lora_only", "full_layer_only"
+MATCHED = "lora_matched"  # the folder of the parameter-matched LoRA-only (scripts/study_at_scale.py)
 CLAIMS = [
     Claim("hybrid task-specific beats LoRA-only on average BLEU", HYB, LORA, "average_bleu", +1),
     Claim("hybrid task-specific beats full-layer-only on average BLEU", HYB, FULL, "average_bleu", +1),
+    Claim(
+        "hybrid task-specific beats the parameter-matched LoRA-only on average BLEU", HYB, MATCHED, "average_bleu", +1
+    ),
     Claim("hybrid task-specific beats LoRA-only on the loss after the last task", HYB, LORA, "average_loss", -1),
     Claim("hybrid task-specific beats full-layer-only on the loss after the last task", HYB, FULL, "average_loss", -1),
+    Claim(
+        "hybrid task-specific beats the parameter-matched LoRA-only on the loss after the last task",
+        HYB,
+        MATCHED,
+        "average_loss",
+        -1,
+    ),
     Claim(
         "the whole is greater than the sum of its parts (average BLEU gain: hybrid - LoRA-only - full-layer-only)",
         HYB,
@@ -540,10 +551,16 @@ def _iv(iv) -> str:
 
 
 def strategy_runs(studies: list[Path]) -> dict[str, Path]:
-    """Strategy name -> its run folder (the first where two runs have one strategy)."""
+    """Strategy name and folder name -> the run folder. Where two runs have one strategy (``lora_only``
+    and ``lora_matched``, the parameter-matched one), the strategy's name goes to the folder named
+    after it, else to the first; the other is reached by its folder name."""
     runs: dict[str, Path] = {}
-    for run in expand_run_dirs(studies):
-        runs.setdefault(read_json(run / "results.json")["strategy"], Path(run))
+    found = [(read_json(run / "results.json")["strategy"], Path(run)) for run in expand_run_dirs(studies)]
+    for _, run in found:
+        runs.setdefault(run.name, run)
+    for strategy, run in found:
+        if run.name == strategy or strategy not in runs:
+            runs[strategy] = run
     return runs
 
 

@@ -23,6 +23,11 @@ _spec.loader.exec_module(sc)
 TASKS = ["python", "javascript"]
 
 
+def claim(a, b, column):
+    (found,) = [c for c in sc.CLAIMS if (c.a, c.b, c.column) == (a, b, column)]
+    return found
+
+
 # ---- the sign-flip test ---------------------------------------------------------------------------
 
 
@@ -123,12 +128,12 @@ def synergy_sweep(tmp_path):
 
 def test_interaction_contrast_by_hand(synergy_sweep):
     runs = sc.strategy_runs([synergy_sweep])
-    claim = sc.CLAIMS[4]
-    assert claim.b == sc.SYNERGY and claim.column == "average_bleu"
-    shares = sc.claim_shares(claim, runs)
+    synergy = claim("hybrid_task_specific", sc.SYNERGY, "average_bleu")
+    assert synergy.parts == ("lora_only", "full_layer_only")
+    shares = sc.claim_shares(synergy, runs)
     # each of the 4 examples carries a quarter of the contrast: 1 (seed 0), 1.5 (seed 1)
     assert shares["seed-0"] == pytest.approx([1.0] * 4) and shares["seed-1"] == pytest.approx([1.5] * 4)
-    r = sc.evaluate_claim(claim, runs)
+    r = sc.evaluate_claim(synergy, runs)
     assert r.per_seed == pytest.approx([4.0, 6.0]) and r.value == pytest.approx(5.0)
     # t interval of [4, 6]: 5 +- 12.706 * sqrt(2) / sqrt(2)
     assert r.seed_interval == pytest.approx((5 - 12.706, 5 + 12.706))
@@ -157,7 +162,7 @@ def test_runs_on_other_examples_do_not_pair(tmp_path):
     _write_run(tmp_path / "s" / "a", "hybrid_task_specific", {0: [BASE, BASE, BASE]}, metric="loss")
     _write_run(tmp_path / "s" / "b", "lora_only", {0: [BASE, BASE, [[1.0, 2.0, 3.0], [1.0, 2.0]]]}, metric="loss")
     with pytest.raises(ValueError, match="same evaluation examples"):
-        sc.claim_shares(sc.CLAIMS[2], sc.strategy_runs([tmp_path / "s"]))
+        sc.claim_shares(claim("hybrid_task_specific", "lora_only", "average_loss"), sc.strategy_runs([tmp_path / "s"]))
 
 
 # ---- the committed study -------------------------------------------------------------------------
@@ -168,7 +173,7 @@ STUDY = ROOT / "docs" / "results" / "2026-11-27-study" / "study-completion"
 @pytest.mark.skipif(not STUDY.is_dir(), reason="the committed study is not in this checkout")
 def test_committed_study_per_seed_values_are_the_results_files():
     runs = sc.strategy_runs([STUDY])
-    r = sc.evaluate_claim(sc.CLAIMS[0], runs)  # hybrid - LoRA-only, average BLEU
+    r = sc.evaluate_claim(claim("hybrid_task_specific", "lora_only", "average_bleu"), runs)
     expected = []
     for seed in ("seed-0", "seed-1", "seed-2"):
         a, b = (read_json(runs[s] / seed / "results.json") for s in ("hybrid_task_specific", "lora_only"))
@@ -198,3 +203,15 @@ def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
     write_json(run / "seed-0" / "results.json", {"train": [record, {"task": "python", "steps": 2, "seconds": 2.0}]})
     assert sc.seed_value(run, "seed-0", "first_epoch_loss", "javascript") == pytest.approx((3.0 + 3 * 1.0) / 4)
     assert sc.seed_value(run, "seed-0", "seconds_per_step", None) == pytest.approx(6.0 / 10)
+
+
+def test_the_parameter_matched_lora_is_found_by_its_folder(tmp_path):
+    # two lora_only runs: the one in a folder named lora_only keeps the strategy's name
+    for folder in ("lora_matched", "lora_only", "hybrid_task_specific"):
+        strategy = "hybrid_task_specific" if folder.startswith("hybrid") else "lora_only"
+        _write_run(tmp_path / "main" / folder, strategy, {0: [BASE, BASE, BASE]})
+    runs = sc.strategy_runs([tmp_path / "main"])
+    assert runs["lora_only"].name == "lora_only" and runs["lora_matched"].name == "lora_matched"
+    assert sc.claims_results([tmp_path / "main"], [claim("hybrid_task_specific", "lora_matched", "average_bleu")])[
+        0
+    ].per_seed == [0.0]
