@@ -182,3 +182,39 @@ def test_units_are_fitted_from_the_measurement_runs(tmp_path):
     assert units["fixed_s_per_run"] == pytest.approx(20.0)
     assert units["train_s_per_function_epoch"]["hybrid_task_specific"] == pytest.approx(0.25)
     assert units["kept_share"] == {"python": pytest.approx(0.6), "javascript": pytest.approx(0.6)}
+
+
+def test_the_gpu_plans_resolve():
+    seed = {p.folder: p for p in sas.plan("gpu-seed")}
+    (config,) = cost.part_configs(seed["main/hybrid_task_specific"])
+    assert (config.model.name, config.data.source, config.data.max_train, config.data.max_val) == (
+        "Salesforce/codet5-small",
+        "hf",
+        8000,
+        2000,
+    )
+    assert config.eval.max_examples == 200 and config.data.train_subset == "per_seed" and config.run.seeds == [0, 1, 2]
+    assert {"position/encoder-3", "position/decoder"} <= set(seed)
+    (matched,) = cost.part_configs(seed["main/lora_matched"])
+    assert (matched.components.lora.r, matched.components.lora.alpha) == (46, 92)  # codet5-small: 46 x 104,448
+    (bundled,) = cost.part_configs({p.folder: p for p in sas.plan("gpu-bundled")}["main/lora_only"])
+    assert bundled.data.max_train is None and bundled.data.max_val is None and bundled.eval.max_examples == 200
+    # every bundled function, thinned by the measured share within max_target_len
+    seconds = cost.seed_run_seconds(bundled, {**UNITS, "kept_share": {"python": 0.5, "javascript": 0.5}})
+    assert seconds["train"] == pytest.approx(0.25 * 2 * round(0.5 * 3903) + 0.25 * 2 * round(0.5 * 2672))
+
+
+def test_the_gpu_script_says_when_there_is_no_gpu():
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script would run the study")
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "study_gpu.sh")],
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "no GPU here" in done.stderr and "nothing was run" in done.stderr
