@@ -40,19 +40,30 @@ import study_at_scale  # noqa: E402
 MEASURE_STRATEGIES = [*study_at_scale.ADAPTERS, "full_finetune"]
 
 
-def measurement_parts(scale: str) -> list[tuple[str, list[str]]]:
+SIZES = {"train": 32, "generated": (8, 24), "scored": (48, 144)}
+
+
+def measurement_parts(scale: str, sizes: dict = SIZES) -> list[tuple[str, list[str]]]:
     """``(folder, hybridcl run arguments)`` of the measurement: every strategy at one size, then the
     task-specific hybrid at two more (generated, loss-scored) sizes, so the cell fit has three points."""
     base, _ = study_at_scale.SCALES[scale]
-    tiny = [*base, "run.seeds=[0]", "data.max_train=32", "train.epochs=1", "eval.split=valid"]
+    (few, more), (small, large) = sizes["generated"], sizes["scored"]
+    tiny = [*base, "run.seeds=[0]", f"data.max_train={sizes['train']}", "train.epochs=1", "eval.split=valid"]
     return [
         (
             "strategies",
-            [*tiny, "data.max_val=48", "eval.max_examples=8", "--sweep", f"strategy={','.join(MEASURE_STRATEGIES)}"],
+            [*tiny, f"data.max_val={small}", f"eval.max_examples={few}"]
+            + ["--sweep", f"strategy={','.join(MEASURE_STRATEGIES)}"],
         ),
         (
             "cells",
-            [*tiny, "strategy=hybrid_task_specific", "eval.max_examples=24", "--sweep", "data.max_val=48,144"],
+            [
+                *tiny,
+                "strategy=hybrid_task_specific",
+                f"eval.max_examples={more}",
+                "--sweep",
+                f"data.max_val={small},{large}",
+            ],
         ),
     ]
 
@@ -97,10 +108,14 @@ def fit_units(runs: list[tuple[Path, float]]) -> dict:
                             seconds.append(s)
                 for t, report in r["data"].items():
                     checked, long = report["train"].get("long_targets_checked"), report["train"].get("long_targets")
-                    if checked:
-                        kept.setdefault(t, []).append(1.0 - long / checked)
+                    dropped = (report.get("long_targets") or {}).get("mode", "drop") == "drop"
+                    if checked:  # long targets are kept (cut) unless dropped
+                        kept.setdefault(t, []).append(1.0 - long / checked if dropped else 1.0)
         overhead += wall - spent
-    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(np.array(design), np.array(seconds), rcond=None)
+    design_arr, seconds_arr = np.array(design), np.array(seconds)
+    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(design_arr, seconds_arr, rcond=None)
+    if cell_s < 0:  # a noisy machine's fit: no negative cost per cell, refit without it
+        cell_s, ((gen_s, loss_s), *_) = 0.0, np.linalg.lstsq(design_arr[:, 1:], seconds_arr, rcond=None)
     per_strategy = {s: float(np.mean(v)) for s, v in train.items()}
     return {
         "train_s_per_function_epoch": {"default": float(np.median(list(per_strategy.values()))), **per_strategy},
@@ -113,10 +128,10 @@ def fit_units(runs: list[tuple[Path, float]]) -> dict:
     }
 
 
-def measure(out: Path, scale: str) -> dict:
+def measure(out: Path, scale: str, sizes: dict = SIZES) -> dict:
     """Run (or resume, or reuse) the measurement sweeps in ``out``, fit the units, write ``out/units.json``."""
     runs = []
-    for folder, args in measurement_parts(scale):
+    for folder, args in measurement_parts(scale, sizes):
         path = out / folder
         timing = out / f"{folder}.seconds"
         if not study_at_scale.finished(path):

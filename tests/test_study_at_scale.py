@@ -12,6 +12,7 @@ from hybridcl.config import load_config
 from hybridcl.run_dir import write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
+HYBRID = "hybrid_task_specific"
 
 
 def _load(name):
@@ -218,3 +219,26 @@ def test_the_gpu_script_says_when_there_is_no_gpu():
         text=True,
     )
     assert done.returncode == 1 and "no GPU here" in done.stderr and "nothing was run" in done.stderr
+
+
+def test_measure_runs_the_tiny_runs_and_fits_units_from_real_results(tmp_path, monkeypatch):
+    """The measurement end to end on the smoke model (seconds): real results.json files give every unit."""
+    import os
+
+    monkeypatch.setitem(
+        sas.SCALES,
+        "cpu",
+        (["preset=smoke", "data.direction=completion", "eval.max_new_tokens=4", "run.device=cpu"], []),
+    )
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(cost, "MEASURE_STRATEGIES", ["hybrid_shared_layer"])  # 3 runs: a minute or so idle
+    sizes = {"train": 8, "generated": (2, 4), "scored": (4, 12)}
+    units = cost.measure(tmp_path, "cpu", sizes)
+    assert set(units["train_s_per_function_epoch"]) == {"default", "hybrid_shared_layer", HYBRID}
+    assert all(v > 0 for v in units["train_s_per_function_epoch"].values())
+    # (2 generated, 4 scored): the shared hybrid's 6 cells; (4, 4) and (4, 12): the task-specific one's 5 each
+    assert units["cells_fitted"] == 6 + 5 + 5 and units["fixed_s_per_run"] > 0 and units["cell_s"] >= 0
+    assert units["kept_share"] == {"python": 1.0, "javascript": 1.0}  # the smoke preset cuts long targets
+    assert json.loads((tmp_path / "units.json").read_text()) == units
+    again = cost.measure(tmp_path, "cpu", sizes)  # finished runs are read, not run again
+    assert again["train_s_per_function_epoch"] == units["train_s_per_function_epoch"]
