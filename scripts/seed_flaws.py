@@ -37,6 +37,7 @@ SWITCHES = {  # run name -> (what is fixed, the overrides that fix it)
         "train on what is evaluated (prefix -> function), not the copy objective",
         ["data.train_objective=pairs"],
     ),
+    "fix-prompt": ("a prompt that names the language instead of the raw code prefix", ["data.prompt=named"]),
     "fix-padding": ("mask padding in the loss", ["train.mask_padding_in_loss=true"]),
     "fix-lora-block": ("LoRA on the base only, the block trained whole", ["components.lora.on_full_layer=false"]),
     "fix-init": ("zero-initialised block output projections instead of x0.01", ["components.full_layer.init=zero"]),

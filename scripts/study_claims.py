@@ -1,149 +1,611 @@
-"""The seed's claims, checked against a finished sweep (the study of issue 14): one markdown table.
+"""The seed's claims, checked against a finished sweep (the study of issue 14/23): one markdown table.
 
     python scripts/study_claims.py STUDY_DIR [MORE ...]   # sweep folders made by `hybridcl run --sweep strategy=...`
 
-Each claim is a paired difference between two strategies of the sweep, or one strategy's CL metric,
-with two 95% intervals of its mean over seeds:
+Each claim is a paired difference between two strategies of the sweep, one strategy's CL metric, or the
+interaction contrast of synergy (the hybrid's gain over the base minus LoRA-only's minus full-layer-only's),
+read from each seed's ``stats/row<i>.safetensors`` (the per-example statistics of every matrix cell):
 
-- over seeds: the t interval of the per-seed differences (what training with another seed could give);
+- measured: the mean over seeds;
+- over seeds: the 95% t interval of the per-seed values (what training with another seed could give);
 - over evaluation examples: a paired bootstrap of the examples (1,000 resamples, the same resampled
-  examples in every row, seed and strategy, from each seed's ``stats/row<i>.safetensors``), the
-  seed-mean recomputed per resample (what other evaluation examples could give).
+  examples in every row, seed and strategy), the seed-mean recomputed per resample;
+- a paired sign-flip test over examples: each evaluation example (of every task) contributes its share
+  of the claim's value (averaged over seeds; the evaluation set is the same on every seed); under "no
+  difference" each share's sign is a coin flip. Exact (all 2^n sign patterns) for n <= 20 examples,
+  else Monte Carlo with 100,000 random patterns, p = (1 + hits) / (1 + draws). Two-sided;
+- Holm's step-down correction of those p-values over the claims of one table.
 
-The verdict: "holds" / "does not hold" when both intervals exclude 0 on the claimed side / the other,
-"within noise" when either contains 0.
+The verdict: "holds" / "does not hold: the opposite" when the Holm-adjusted p is below 0.05 and both
+intervals exclude 0 on the same side; otherwise "within noise", with the margin the intervals rule out
+(the largest distance of either interval's ends from 0) and whether that lies inside the equivalence
+margin (±1 BLEU, ±0.01 nats, ±1 point of forgetting).
+
+Three kinds of claims have no paired shares: "JavaScript passes syntax more often than Python" compares
+two tasks' examples (unpaired: the bootstrap resamples each task independently, and a two-sample
+permutation test replaces the sign flip); the first-epoch training loss (from ``train[k].losses``,
+weighted by the steps each logged window covers) and the training time per step (seconds over steps,
+all stages) are measured once per seed: the t interval over seeds alone decides them, outside Holm's
+correction, and the time is only meaningful from an idle machine.
+
+A share per example exists for metrics that are a mean over examples or a ratio of sums whose
+denominators (target tokens) are the same for both sides: BLEU (CodeXGLUE's sentence BLEU averaged over
+examples), the loss, syntax pass. For the relative forgetting the test is of its numerator (the
+per-example differences between a task's own row and the last row), its denominator held at its value.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hybridcl.intervals import cl_intervals, percentile_interval
+from hybridcl.constants import HEADLINE_METRIC
+from hybridcl.errors import RunError
+from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
 from hybridcl.io import load_tensors, read_json
-from hybridcl.report.compare import INTERVAL_OF, comparison_rows, expand_run_dirs, paired_by_seed
+from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
+from hybridcl.run_dir import load_run_config
 
-# (claim, strategy A, strategy B or None, column, the sign the claim predicts for A - B, or for A alone)
+EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
+MC_DRAWS = 100_000  # random sign patterns beyond that
+ALPHA = 0.05
+# equivalence margins by metric (a "within noise" verdict says whether its intervals lie inside them)
+MARGINS = {HEADLINE_METRIC: (1.0, "BLEU"), "loss": (0.01, "nats")}
+FORGETTING_MARGIN = (1.0, "points")
+SYNTAX_MARGIN = (5.0, "points")
+SYNERGY = "synergy"  # the interaction contrast's pseudo-strategy B
+# claim column -> (metric, CL metric or "own": the task's cell right after its own training)
+COLUMNS = {**INTERVAL_OF, "own_loss": ("loss", "own"), "syntax_languages": ("syntax_pass", "final")}
+# columns measured once per seed (no per-example statistics): the t interval over seeds only
+SEED_COLUMNS = {"first_epoch_loss": (0.01, "nats"), "seconds_per_step": (None, "s")}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``a`` (minus ``b``) in ``column`` is predicted to have ``sign``; ``b = SYNERGY``: the interaction
+    contrast of ``a`` against ``parts`` (gains over each run's own base row, in the metric's direction)."""
+
+    text: str
+    a: str
+    b: str | None
+    column: str
+    sign: int
+    parts: tuple[str, ...] = ()
+    task: str | None = None  # the task of a per-task column (own_loss, first_epoch_loss, syntax_languages)
+    other_task: str | None = None  # syntax_languages: task minus other_task, one strategy
+
+
+HYB, SHARED, LORA, FULL = "hybrid_task_specific", "hybrid_shared_layer", "lora_only", "full_layer_only"
+MATCHED = "lora_matched"  # the folder of the parameter-matched LoRA-only (scripts/study_at_scale.py)
 CLAIMS = [
-    ("hybrid task-specific beats LoRA-only on average BLEU", "hybrid_task_specific", "lora_only", "average_bleu", +1),
-    (
-        "hybrid task-specific beats full-layer-only on average BLEU",
-        "hybrid_task_specific",
-        "full_layer_only",
+    Claim("hybrid task-specific beats LoRA-only on average BLEU", HYB, LORA, "average_bleu", +1),
+    Claim("hybrid task-specific beats full-layer-only on average BLEU", HYB, FULL, "average_bleu", +1),
+    Claim(
+        "hybrid task-specific beats the parameter-matched LoRA-only on average BLEU", HYB, MATCHED, "average_bleu", +1
+    ),
+    Claim("hybrid task-specific beats LoRA-only on the loss after the last task", HYB, LORA, "average_loss", -1),
+    Claim("hybrid task-specific beats full-layer-only on the loss after the last task", HYB, FULL, "average_loss", -1),
+    Claim(
+        "hybrid task-specific beats the parameter-matched LoRA-only on the loss after the last task",
+        HYB,
+        MATCHED,
+        "average_loss",
+        -1,
+    ),
+    Claim(
+        "the whole is greater than the sum of its parts (average BLEU gain: hybrid - LoRA-only - full-layer-only)",
+        HYB,
+        SYNERGY,
         "average_bleu",
         +1,
+        (LORA, FULL),
     ),
-    (
-        "hybrid task-specific beats LoRA-only on the loss after the last task",
-        "hybrid_task_specific",
-        "lora_only",
+    Claim(
+        "the whole is greater than the sum of its parts (loss gain: hybrid - LoRA-only - full-layer-only)",
+        HYB,
+        SYNERGY,
         "average_loss",
-        -1,
+        +1,
+        (LORA, FULL),
     ),
-    (
-        "hybrid task-specific beats full-layer-only on the loss after the last task",
-        "hybrid_task_specific",
-        "full_layer_only",
-        "average_loss",
-        -1,
-    ),
-    ("full-layer-only shows negative forgetting (seed: -6.20%)", "full_layer_only", None, "forgetting_relative", -1),
-    ("hybrid task-specific forgets (seed: +4.38%)", "hybrid_task_specific", None, "forgetting_relative", +1),
-    (
+    Claim("full-layer-only shows negative forgetting (seed: -6.20%)", FULL, None, "forgetting_relative", -1),
+    Claim("hybrid task-specific forgets (seed: +4.38%)", HYB, None, "forgetting_relative", +1),
+    Claim(
         "a shared layer transfers knowledge backwards (BLEU BWT above the task-specific hybrid's)",
-        "hybrid_shared_layer",
-        "hybrid_task_specific",
+        SHARED,
+        HYB,
         "bwt",
         +1,
     ),
-    (
+    Claim(
         "a shared layer transfers knowledge backwards (loss BWT above the task-specific hybrid's)",
-        "hybrid_shared_layer",
-        "hybrid_task_specific",
+        SHARED,
+        HYB,
         "bwt_loss",
         +1,
     ),
-    (
+    Claim(
         "a shared layer helps later tasks before their training (FWT above the task-specific hybrid's)",
-        "hybrid_shared_layer",
-        "hybrid_task_specific",
+        SHARED,
+        HYB,
         "fwt",
         +1,
     ),
-    (
-        "the shared hybrid beats the task-specific one on average BLEU",
-        "hybrid_shared_layer",
-        "hybrid_task_specific",
-        "average_bleu",
+    Claim("the shared hybrid beats the task-specific one on average BLEU", SHARED, HYB, "average_bleu", +1),
+    Claim(
+        "a shared layer makes JavaScript learn faster: its loss after its own training is lower",
+        SHARED,
+        HYB,
+        "own_loss",
+        -1,
+        task="javascript",
+    ),
+    Claim(
+        "a shared layer makes JavaScript learn faster: its first-epoch training loss is lower",
+        SHARED,
+        HYB,
+        "first_epoch_loss",
+        -1,
+        task="javascript",
+    ),
+    Claim(
+        "JavaScript passes syntax more often than Python (hybrid task-specific, after the last task)",
+        HYB,
+        None,
+        "syntax_languages",
         +1,
+        task="javascript",
+        other_task="python",
+    ),
+    Claim("hybrid task-specific trains faster per step than LoRA-only (s/step)", HYB, LORA, "seconds_per_step", -1),
+    Claim(
+        "hybrid task-specific trains faster per step than full-layer-only (s/step)", HYB, FULL, "seconds_per_step", -1
     ),
 ]
 
 
-def verdict(intervals: list[tuple[float, float]], sign: int) -> str:
-    if all(low == high == 0.0 for low, high in intervals):
-        return "does not hold: exactly 0 on every seed and resample"
-    if all(low > 0 for low, _ in intervals) or all(high < 0 for _, high in intervals):
-        return "holds" if (intervals[0][0] > 0) == (sign > 0) else "does not hold: the opposite, beyond noise"
-    return "within noise (an interval contains 0)"
+# ---- the tests ------------------------------------------------------------------------------------
 
 
-def example_samples(run_dir: Path, column: str) -> dict[str, np.ndarray]:
-    """Seed folder name -> the column's value on each of 1,000 bootstrap resamples of the evaluation
-    examples. The resample counts depend only on the number of examples per task (seeded), so two runs
-    on the same examples are resampled alike: their samples pair."""
-    metric, key = INTERVAL_OF[column]
-    tasks = read_json(run_dir / "results.json")["tasks"]
-    out = {}
-    for seed_dir in sorted(run_dir.glob("seed-*")):
-        rows = sorted(seed_dir.glob("stats/row*.safetensors"), key=lambda p: int(p.stem.removeprefix("row")))
-        stats = [load_tensors(p) for p in rows]
-        cells = [[None if (st := row.get(f"{t}/{metric}")) is None else st.numpy() for t in tasks] for row in stats]
-        out[seed_dir.name] = cl_intervals(metric, cells).samples[key]
+def sign_flip_test(shares, *, exact_max: int = EXACT_MAX, draws: int = MC_DRAWS, seed: int = 0) -> tuple[float, str]:
+    """Two-sided paired sign-flip test of ``sum(shares) == 0``: ``(p, method)``.
+
+    ``shares``: one number per example whose sum is the statistic (e.g. the per-example differences
+    between two strategies); examples whose share is 0 are left out (n counts the others). Exact for
+    n <= ``exact_max``: p is the fraction of the 2^n sign patterns (the observed one included) whose
+    |sum| reaches the observed |sum|. Beyond, ``draws`` random patterns and p = (1 + hits) / (1 + draws)
+    (Phipson & Smyth 2010). All shares 0: p = 1.
+    """
+    d = np.asarray(shares, dtype=float).ravel()
+    if d.size == 0:
+        raise ValueError("sign_flip_test needs at least one example")
+    if not np.any(d):
+        return 1.0, f"all {d.size} differences are 0"
+    d = d[d != 0]  # a zero's sign changes no sum: dropping it leaves p as is and keeps more tests exact
+    n = d.size
+    observed = abs(d.sum())
+    tol = 1e-9 * max(1.0, np.abs(d).sum())
+    if n <= exact_max:
+        hits = 0
+        bits = np.arange(n)
+        for start in range(0, 2**n, 1 << 16):
+            codes = np.arange(start, min(start + (1 << 16), 2**n))[:, None]
+            signs = 1.0 - 2.0 * ((codes >> bits) & 1)
+            hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
+        return hits / 2**n, f"exact, n={n}"
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, draws, 10_000):
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(min(10_000, draws - start), n))
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
+    return (1 + hits) / (1 + draws), f"Monte Carlo, n={n}, {draws:,} draws"
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None entries skipped and kept): the k-th smallest of m is
+    multiplied by m - k + 1, made non-decreasing in that order, capped at 1."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
     return out
 
 
-def example_interval(a: Path, b: Path | None, column: str) -> tuple[float, float] | None:
-    """The 95% bootstrap interval over evaluation examples of the seed-mean of ``a - b`` (or of ``a``)."""
-    sa = example_samples(a, column)
-    sb = example_samples(b, column) if b is not None else {}
-    seeds = sorted(set(sa) & set(sb)) if b is not None else sorted(sa)
-    if not seeds:
-        return None
-    per_seed = [sa[s] - sb[s] if b is not None else sa[s] for s in seeds]
-    return percentile_interval(np.mean(per_seed, axis=0))
+# ---- per-example shares of a CL metric ------------------------------------------------------------
 
 
-def claims_table(studies: list[Path]) -> str:
-    rows = {row["strategy"]: row for row in comparison_rows(expand_run_dirs(studies))}
+def cell_shares(metric: str, stats: np.ndarray) -> np.ndarray:
+    """Each example's share of one cell's value (they sum to it): ``scale * numerator / sum(denominators)``
+    for a metric that is a mean over examples or a ratio of sums; ValueError for any other (corpus BLEU)."""
+    spec = metric_stats(metric)
+    if len(spec.columns) != 2:
+        raise ValueError(f"{spec.name} is not a mean or ratio over examples: no per-example shares")
+    stats = np.asarray(stats, dtype=float)
+    scale = float(spec.aggregate(np.array([1.0, 1.0])))
+    return scale * stats[:, 0] / stats[:, 1].sum()
+
+
+def key_shares(
+    cells: list[list[np.ndarray]], key: str, higher_is_better: bool, task_index: int | None = None
+) -> list[np.ndarray]:
+    """Per task column, each example's share of the CL metric ``key`` (``average_final``, ``bwt``,
+    ``fwt``, ``forgetting_relative``, ``base_average``: the base row's mean over the trained tasks, or
+    ``own``: task ``task_index``'s cell right after its own training) of a matrix of cell shares
+    ``cells[i][j]`` (rows: base, then one per task in order). Their total is the metric as
+    ``hybridcl.cl_metrics`` computes it."""
+    T = len(cells) - 1
+    sign = 1.0 if higher_is_better else -1.0
+    out = []
+    for j in range(len(cells[0])):
+        v = np.zeros_like(cells[0][j])
+        if key == "average_final" and j < T:
+            v = v + cells[T][j] / T
+        elif key == "base_average" and j < T:
+            v = v + cells[0][j] / T
+        elif key == "own" and j == task_index:
+            v = v + cells[j + 1][j]
+        elif key == "bwt" and j < T - 1:
+            v = v + sign * (cells[T][j] - cells[j + 1][j]) / (T - 1)
+        elif key == "fwt" and 1 <= j < T:
+            v = v + sign * (cells[j][j] - cells[0][j]) / (T - 1)
+        elif key == "forgetting_relative" and j < T - 1:
+            diag = cells[j + 1][j]
+            v = v + 100.0 * sign * (diag - cells[T][j]) / diag.sum() / (T - 1)
+        elif key not in ("average_final", "base_average", "own", "bwt", "fwt", "forgetting_relative"):
+            raise ValueError(f"no per-example shares for the CL metric {key!r}")
+        out.append(v)
+    return out
+
+
+def _tasks(run_dir: Path) -> list[str]:
+    return read_json(run_dir / "results.json")["tasks"]
+
+
+def _task_index(run_dir: Path, task: str | None) -> int | None:
+    tasks = _tasks(run_dir)
+    if task is not None and task not in tasks:
+        raise ValueError(f"{run_dir} has no task {task!r} (its tasks: {', '.join(tasks)})")
+    return None if task is None else tasks.index(task)
+
+
+def seed_stats(run_dir: Path, metric: str) -> dict[str, list[list[np.ndarray]]]:
+    """Seed folder name -> ``stats[i][j]``, the per-example statistics of ``metric`` of each cell
+    (rows: base, then one per task; the run's rows must be exactly that)."""
+    results = read_json(run_dir / "results.json")
+    tasks = results["tasks"]
+    if results.get("rows") not in (None, ["base", *tasks]):
+        raise ValueError(f"{run_dir}: rows {results['rows']} are not [base, *tasks]: no per-example shares")
+    out = {}
+    for seed_dir in sorted(run_dir.glob("seed-*")):
+        paths = sorted(seed_dir.glob("stats/row*.safetensors"), key=lambda p: int(p.stem.removeprefix("row")))
+        rows = [load_tensors(p) for p in paths]
+        missing = [(i, t) for i, row in enumerate(rows) for t in tasks if f"{t}/{metric}" not in row]
+        if missing:
+            raise ValueError(f"{seed_dir}: no {metric} statistics for (row, task) {missing[:3]}")
+        out[seed_dir.name] = [[row[f"{t}/{metric}"].numpy().astype(float) for t in tasks] for row in rows]
+    return out
+
+
+def seed_shares(run_dir: Path, column: str, key: str | None = None, task: str | None = None) -> dict[str, np.ndarray]:
+    """Seed -> the per-example shares (all task columns concatenated) of ``column``'s CL metric."""
+    metric, cl_key = COLUMNS[column]
+    hib = metric_stats(metric).higher_is_better
+    j = _task_index(run_dir, task)
+    out = {}
+    for seed, stats in seed_stats(run_dir, metric).items():
+        cells = [[cell_shares(metric, st) for st in row] for row in stats]
+        out[seed] = np.concatenate(key_shares(cells, key or cl_key, hib, j))
+    return out
+
+
+def _denominators(run_dir: Path, metric: str) -> dict[str, list[np.ndarray]]:
+    return {s: [st[:, 1] for row in rows for st in row] for s, rows in seed_stats(run_dir, metric).items()}
+
+
+def check_same_examples(runs: list[Path], metric: str) -> None:
+    """The runs' cells have the same per-example denominators (target tokens; 1 per generated example)
+    on every seed: the same evaluation examples, so per-example shares pair."""
+    ref = _denominators(runs[0], metric)
+    for run in runs[1:]:
+        other = _denominators(run, metric)
+        for seed in set(ref) & set(other):
+            if len(ref[seed]) != len(other[seed]) or any(
+                a.shape != b.shape or not np.allclose(a, b) for a, b in zip(ref[seed], other[seed], strict=True)
+            ):
+                raise ValueError(
+                    f"{runs[0]} and {run} ({seed}) were not scored on the same evaluation examples for {metric}: "
+                    "their per-example shares do not pair"
+                )
+
+
+def _synergy(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+    """Seed -> the interaction contrast of ``of(run, column, key)`` (shares or bootstrap samples):
+    the claim's strategy's gain over its base row minus each part's, in the metric's direction."""
+    direction = 1.0 if metric_stats(COLUMNS[claim.column][0]).higher_is_better else -1.0
+    gains = []
+    for m in (claim.a, *claim.parts):
+        final, base = of(runs[m], claim.column), of(runs[m], claim.column, "base_average")
+        gains.append({s: direction * (final[s] - base[s]) for s in final})
+    seeds = sorted(set.intersection(*(set(g) for g in gains)))
+    return {s: gains[0][s] - sum(g[s] for g in gains[1:]) for s in seeds}
+
+
+def _paired(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+    sa = of(runs[claim.a], claim.column, task=claim.task)
+    if claim.b is None:
+        return sa
+    sb = of(runs[claim.b], claim.column, task=claim.task)
+    return {s: sa[s] - sb[s] for s in sorted(set(sa) & set(sb))}
+
+
+def claim_shares(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
+    """Seed -> the per-example shares of the claim's value (their sum is the value on that seed)."""
+    members = [claim.a, *claim.parts, *([claim.b] if claim.b not in (None, SYNERGY) else [])]
+    check_same_examples([runs[m] for m in members], COLUMNS[claim.column][0])
+    return _synergy(claim, runs, seed_shares) if claim.b == SYNERGY else _paired(claim, runs, seed_shares)
+
+
+# ---- the interval over examples -------------------------------------------------------------------
+
+
+def example_samples(
+    run_dir: Path, column: str, key: str | None = None, task: str | None = None
+) -> dict[str, np.ndarray]:
+    """Seed folder name -> the column's value on each of 1,000 bootstrap resamples of the evaluation
+    examples (``key="base_average"``: the base row's mean over the tasks). The resample counts depend
+    only on the number of examples per task (seeded), so runs on the same examples pair."""
+    metric, cl_key = COLUMNS[column]
+    key = key or cl_key
+    j = _task_index(run_dir, task)
+    out = {}
+    for seed, stats in seed_stats(run_dir, metric).items():
+        result = cl_intervals(metric, stats)
+        if key == "base_average":
+            out[seed] = np.mean([result.cell_samples[0][i] for i in range(len(stats) - 1)], axis=0)
+        elif key == "own":
+            out[seed] = np.asarray(result.cell_samples[j + 1][j])
+        elif key == "final":
+            out[seed] = np.asarray(result.cell_samples[-1][j])
+        else:
+            out[seed] = result.samples[key]
+    return out
+
+
+def claim_samples(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
+    """Seed -> the claim's value on each bootstrap resample of the examples."""
+    return _synergy(claim, runs, example_samples) if claim.b == SYNERGY else _paired(claim, runs, example_samples)
+
+
+# ---- claims measured once per seed, and one across two tasks --------------------------------------
+
+
+def permutation_test(x, y, *, exact_max: int = 1 << 20, draws: int = MC_DRAWS, seed: int = 0) -> tuple[float, str]:
+    """Two-sided two-sample permutation test of mean(x) == mean(y) over unpaired examples: ``(p, method)``.
+    Exact (every split of the pooled values into groups of len(x) and len(y)) when there are at most
+    ``exact_max`` splits, else ``draws`` random splits and p = (1 + hits) / (1 + draws)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    pooled, nx = np.concatenate([x, y]), len(x)
+    observed = abs(x.mean() - y.mean())
+    tol = 1e-9 * max(1.0, np.abs(pooled).max())
+    total = pooled.sum()
+
+    def diffs(groups: np.ndarray) -> np.ndarray:  # [k, nx] indices of x's group
+        sx = pooled[groups].sum(axis=1)
+        return np.abs(sx / nx - (total - sx) / (len(pooled) - nx))
+
+    if math.comb(len(pooled), nx) <= exact_max:
+        groups = np.array(list(itertools.combinations(range(len(pooled)), nx)))
+        return float(np.mean(diffs(groups) >= observed - tol)), f"exact permutation, {len(x)} + {len(y)}"
+    rng = np.random.default_rng(seed)
+    hits = sum(
+        int(
+            np.count_nonzero(
+                diffs(rng.permuted(np.tile(np.arange(len(pooled)), (k, 1)), axis=1)[:, :nx]) >= observed - tol
+            )
+        )
+        for k in [min(10_000, draws - start) for start in range(0, draws, 10_000)]
+    )
+    return (1 + hits) / (1 + draws), f"Monte Carlo permutation, {len(x)} + {len(y)}, {draws:,} draws"
+
+
+def language_claim(claim: Claim, runs: dict[str, Path]) -> tuple[list[float], tuple | None, float, str]:
+    """``claim.task`` minus ``claim.other_task`` in one strategy's last row (different examples:
+    unpaired): per-seed values, the bootstrap interval (independent resamples of each task) and the
+    permutation test of the examples' values averaged over seeds."""
+    run = runs[claim.a]
+    metric = COLUMNS[claim.column][0]
+    a, b = _task_index(run, claim.task), _task_index(run, claim.other_task)
+    stats = seed_stats(run, metric)
+    values = {s: [[value(metric, st.sum(0)) for st in row] for row in rows] for s, rows in stats.items()}
+    per_seed = [v[-1][a] - v[-1][b] for v in values.values()]
+    ta, tb = (
+        example_samples(run, claim.column, task=claim.task),
+        example_samples(run, claim.column, task=claim.other_task),
+    )
+    interval = percentile_interval(np.mean([ta[s] - tb[s] for s in ta], axis=0))
+    scale = float(metric_stats(metric).aggregate(np.array([1.0, 1.0])))
+    per_example = [
+        np.mean([scale * rows[-1][j][:, 0] / rows[-1][j][:, 1] for rows in stats.values()], axis=0) for j in (a, b)
+    ]
+    p, method = permutation_test(*per_example)
+    return per_seed, interval, p, method
+
+
+def seed_value(run_dir: Path, seed_dir: str, column: str, task: str | None) -> float:
+    """A per-seed training measurement from ``seed-<s>/results.json``'s ``train`` records:
+    ``seconds_per_step`` (all stages' seconds over their steps) or ``first_epoch_loss`` (``task``'s
+    logged training losses over its first epoch, weighted by the steps each logged window covers)."""
+    records = read_json(run_dir / seed_dir / "results.json")["train"]
+    if column == "seconds_per_step":
+        return sum(r["seconds"] for r in records) / sum(r["steps"] for r in records)
+    (record,) = [r for r in records if r["task"] == task]
+    per_epoch = record["steps"] / load_run_config(run_dir).train.epochs
+    total = weight = 0.0
+    previous = 0
+    for step, loss in record["losses"]:
+        if step > per_epoch + 1e-9:
+            break
+        total, weight, previous = total + loss * (step - previous), weight + (step - previous), step
+    if not weight:
+        raise ValueError(f"{run_dir / seed_dir}: no training loss logged in {task}'s first epoch")
+    return total / weight
+
+
+def seed_claim(claim: Claim, runs: dict[str, Path]) -> list[float]:
+    """Per seed (the seeds both runs have): ``a`` minus ``b`` of a once-per-seed measurement."""
+    a, b = runs[claim.a], runs[claim.b]
+    seeds = sorted({p.name for p in a.glob("seed-*")} & {p.name for p in b.glob("seed-*")})
+    return [seed_value(a, s, claim.column, claim.task) - seed_value(b, s, claim.column, claim.task) for s in seeds]
+
+
+# ---- one claim, one table -------------------------------------------------------------------------
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    value: float  # mean over seeds
+    per_seed: list[float]
+    seed_interval: tuple[float, float] | None
+    example_interval: tuple[float, float] | None
+    p: float | None  # None: measured once per seed, no test over examples
+    method: str
+    p_holm: float | None = None
+
+    def exactly_zero(self) -> bool:
+        ivs = [self.seed_interval, self.example_interval]
+        return self.value == 0.0 and all(iv is not None and iv[0] == iv[1] == 0.0 for iv in ivs) and self.p == 1.0
+
+
+def evaluate_claim(claim: Claim, runs: dict[str, Path]) -> ClaimResult:
+    """The claim's value per seed, its two intervals and its p-value over examples (Holm's comes later)."""
+    if claim.column in SEED_COLUMNS:
+        per_seed = seed_claim(claim, runs)
+        return ClaimResult(
+            claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), None, None, "once per seed: no test"
+        )
+    if claim.column == "syntax_languages":
+        per_seed, by_examples, p, method = language_claim(claim, runs)
+    else:
+        shares = claim_shares(claim, runs)
+        per_seed = [float(v.sum()) for v in shares.values()]
+        samples = claim_samples(claim, runs)
+        by_examples = percentile_interval(np.mean(list(samples.values()), axis=0)) if samples else None
+        p, method = sign_flip_test(np.mean(list(shares.values()), axis=0))
+    return ClaimResult(claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), by_examples, p, method)
+
+
+def margin_of(column: str) -> tuple[float | None, str]:
+    """The equivalence margin of a claim's column (None: none stated) and its unit."""
+    if column == "forgetting_relative":
+        return FORGETTING_MARGIN
+    if column in SEED_COLUMNS:
+        return SEED_COLUMNS[column]
+    if column == "syntax_languages":
+        return SYNTAX_MARGIN
+    return MARGINS.get(COLUMNS[column][0], (None, ""))
+
+
+def verdict(r: ClaimResult) -> str:
+    """Holds / does not hold (Holm-adjusted p < 0.05 and both intervals on one side of 0), else within
+    noise with the margin its intervals rule out."""
+    if r.exactly_zero():
+        return "does not hold: exactly 0 on every seed and example"
+    ivs = [iv for iv in (r.seed_interval, r.example_interval) if iv is not None]
+    above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
+    if len(ivs) == 2 and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
+        return "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite, beyond noise"
+    if r.p is None and len(ivs) == 1 and (above or below):  # measured once per seed: the t interval alone
+        word = "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite"
+        return f"{word} over seeds (no test over examples, not in Holm's correction)"
+    bound = max(abs(x) for iv in ivs for x in iv) if ivs else float("nan")
+    margin, unit = margin_of(r.claim.column)
+    if margin is None:
+        return f"within noise: rules out effects beyond ±{bound:.3f} {unit}"
+    inside = "inside" if bound <= margin else "not inside"
+    return f"within noise: rules out effects beyond ±{bound:.3f} ({inside} ±{margin:g} {unit})"
+
+
+def _label(claim: Claim) -> str:
+    if claim.b == SYNERGY:
+        return f"{claim.a} - {' - '.join(claim.parts)} (gains)"
+    if claim.other_task:
+        return f"{claim.a}: {claim.task} - {claim.other_task}"
+    return claim.a if claim.b is None else f"{claim.a} - {claim.b}"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
+
+
+def _iv(iv) -> str:
+    return "n/a" if iv is None else f"[{iv[0]:+.3f}, {iv[1]:+.3f}]"
+
+
+def strategy_runs(studies: list[Path]) -> dict[str, Path]:
+    """Strategy name and folder name -> the run folder. Where two runs have one strategy (``lora_only``
+    and ``lora_matched``, the parameter-matched one), the strategy's name goes to the folder named
+    after it, else to the first; the other is reached by its folder name."""
+    runs: dict[str, Path] = {}
+    found = [(read_json(run / "results.json")["strategy"], Path(run)) for run in expand_run_dirs(studies)]
+    for _, run in found:
+        runs.setdefault(run.name, run)
+    for strategy, run in found:
+        if run.name == strategy or strategy not in runs:
+            runs[strategy] = run
+    return runs
+
+
+@dataclass(frozen=True)
+class Untested:
+    """A claim the study cannot test, and why."""
+
+    claim: Claim
+    reason: str
+
+
+def claims_results(studies: list[Path], claims: list[Claim] = CLAIMS) -> list[ClaimResult | Untested]:
+    """Every claim's result (:class:`Untested` where the study lacks a strategy or the metric's per-example
+    statistics), the tested ones' p-values Holm-adjusted together."""
+    runs = strategy_runs(studies)
+    out: list[ClaimResult | Untested] = []
+    for claim in claims:
+        needed = [claim.a, *([claim.b] if claim.b not in (None, SYNERGY) else []), *claim.parts]
+        missing = [n for n in needed if n not in runs]
+        if missing:
+            out.append(Untested(claim, f"not in this study ({', '.join(missing)})"))
+            continue
+        try:
+            out.append(evaluate_claim(claim, runs))
+        except (ValueError, RunError) as e:  # no statistics of its metric or no seed results; other examples
+            out.append(Untested(claim, f"not testable here: {e}"))
+    results = [r for r in out if isinstance(r, ClaimResult)]
+    for r, adjusted in zip(results, holm([r.p for r in results]), strict=True):
+        r.p_holm = adjusted
+    return out
+
+
+def claims_table(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
     lines = [
         "| claim | measured (mean over seeds) | 95% interval over seeds (t) | 95% interval over examples "
-        "(bootstrap) | seeds | verdict |",
-        "|---|---|---|---|---|---|",
+        "(bootstrap) | p over examples (sign-flip; permutation) | Holm-adjusted p | seeds | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for claim, a, b, column, sign in CLAIMS:
-        if a not in rows or (b is not None and b not in rows):
-            lines.append(f"| {claim} | not in this study | | | | |")
+    for r in claims_results(studies, claims):
+        if isinstance(r, Untested):
+            lines.append(f"| {r.claim.text} | {r.reason} | | | | | | |")
             continue
-        if b is None:
-            values = [v[column] for v in rows[a]["per_seed"].values() if v[column] is not None]
-            interval = rows[a]["intervals"].get(column)
-            measured, seeds = f"{a}: {rows[a][column]:+.2f}", len(values)
-        else:
-            paired = paired_by_seed(rows[a], rows[b], column)
-            interval = paired and paired["interval"]
-            measured = f"{a} - {b}: {paired['difference']:+.2f}" if paired else "n/a"
-            seeds = paired["seeds"] if paired else 0
-        by_examples = example_interval(Path(rows[a]["run"]), Path(rows[b]["run"]) if b else None, column)
-        if not interval or not by_examples:
-            lines.append(f"| {claim} | {measured} | needs two seeds | | {seeds} | |")
-            continue
-        (low, high), (elow, ehigh) = interval, by_examples
         lines.append(
-            f"| {claim} | {measured} | [{low:+.2f}, {high:+.2f}] | [{elow:+.2f}, {ehigh:+.2f}] | {seeds} | "
-            f"{verdict([interval, by_examples], sign)} |"
+            f"| {r.claim.text} | {_label(r.claim)}: {r.value:+.3f} | {_iv(r.seed_interval)} | "
+            f"{_iv(r.example_interval)} | {_p(r.p)} ({r.method}) | {_p(r.p_holm)} | {len(r.per_seed)} | {verdict(r)} |"
         )
     return "\n".join(lines)
 

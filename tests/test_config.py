@@ -13,6 +13,13 @@ def test_presets_load_and_validate():
     assert (seed.data.max_train, seed.data.max_val, seed.data.max_source_len) == (8000, 2000, 512)
     assert load_config("default").model.name == "embedded:smollm2-135m-instruct"
     assert load_config("smoke").model.name == "tiny:t5"
+    study = load_config("study")  # issue 23's scale: at least 512 x 2 epochs, 100 generated, 256 loss-scored
+    assert (study.model.name, study.data.train_subset, study.run.seeds) == (
+        "embedded:smollm2-135m-instruct",
+        "per_seed",
+        [0, 1, 2],
+    )
+    assert (study.data.max_train, study.train.epochs, study.eval.max_examples, study.data.max_val) == (512, 2, 100, 256)
 
 
 def test_overrides_are_typed():
@@ -70,6 +77,7 @@ def test_overrides_are_typed():
             "choose one of auto, encoder, decoder, encoder:K, decoder:K",
         ),
         ("components.full_layer.position=Encoder", "components.full_layer.position = 'Encoder' is not allowed"),
+        ("data.train_subset=random", "data.train_subset = 'random' is not allowed: choose one of fixed, per_seed"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -116,3 +124,9 @@ def test_the_old_name_of_reference_metrics_still_reads_with_a_notice(capsys, mon
     err = capsys.readouterr().err
     assert "config key eval.seed_metrics is now eval.reference_metrics" in err
     assert err.count("eval.seed_metrics") == 1  # once per process
+
+
+def test_per_seed_training_subsets_need_a_drawn_selection():
+    with pytest.raises(ConfigError, match="data.train_subset = per_seed draws each seed's training examples"):
+        load_config(overrides=["preset=seed-original", "data.train_subset=per_seed"])
+    assert load_config(overrides=["preset=smoke", "data.train_subset=per_seed"]).data.train_subset == "per_seed"

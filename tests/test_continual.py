@@ -431,3 +431,23 @@ def test_eval_scores_other_data_into_a_new_folder_and_leaves_the_run_alone(tmp_p
     assert len(ids) == 6 and all(i.startswith("python/") for i in ids)
     assert main(["eval", str(run_dir), "--data", str(data), "--out", str(out), "--no-progress"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("subset", ["per_seed", "fixed"])
+def test_each_seed_draws_its_own_training_subset_and_every_seed_the_same_eval_set(tmp_path, subset):
+    """issue 23: data.train_subset = per_seed makes seeds replicates over training data; evaluation stays paired."""
+    from hybridcl.continual import ContinualRecipe
+    from hybridcl.results import SeedState
+    from hybridcl.run_dir import SeedDir
+
+    cfg = config(f"data.train_subset={subset}", "data.max_train=8", "data.max_val=6")
+    ids = {}
+    for seed in (0, 1):
+        recipe = ContinualRecipe(cfg, SeedDir(tmp_path, seed), progress=False)
+        recipe.setup(SeedState())
+        ids[seed] = {t: ([e.id for e in d.train], [e.id for e in d.val]) for t, d in recipe.data.items()}
+    for task in cfg.tasks:
+        (train0, val0), (train1, val1) = ids[0][task], ids[1][task]
+        assert len(train0) == len(train1) == 8 and len(val0) == 6
+        assert val0 == val1  # the same evaluation examples, in the same order
+        assert (set(train0) != set(train1)) == (subset == "per_seed")

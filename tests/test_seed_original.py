@@ -193,6 +193,32 @@ def test_completion_encodes_for_both_kinds():
         assert text == PY.code, name
 
 
+def test_the_seeds_prompt_is_the_code_prefix_alone():
+    """issue 23: the seed prompted its completions with the raw code prefix; `Complete Python: ` was hybridcl's."""
+    from hybridcl.data.batching import encode_prompts
+    from hybridcl.model.loading import load_base as load
+
+    assert load_config("seed-original").data.prompt == "raw" and load_config("seed").data.prompt == "named"
+    assert format_prompt("def f(", "python", "completion", "seq2seq", "raw") == "def f("
+    assert format_prompt("function g(", "javascript", "completion", "causal", "raw") == "function g("
+    (ex,) = make_examples([PY], "completion")
+    for name in ("tiny:t5", "tiny:llama"):
+        base = load(ModelConfig(name=name))
+        (ids,), _ = encode_prompts(base.tokenizer, [ex.source], ["python"], "completion", base.kind, 256, prompt="raw")
+        assert base.tokenizer.decode(ids, skip_special_tokens=True) == ex.source, name
+        # training sees the same prompt: the labels follow the prompt's tokens
+        enc = encode([ex], base.tokenizer, base.kind, 256, 256, progress=False, prompt="raw")
+        source = enc.input_ids[0] if base.kind == "seq2seq" else enc.input_ids[0][: len(ids)]
+        assert source == ids, name
+        # a prompt longer than max_source_len keeps its start, as the seed's truncation=True did
+        (cut,), (was_cut,) = encode_prompts(
+            base.tokenizer, [ex.source], ["python"], "completion", base.kind, 8, prompt="raw"
+        )
+        assert was_cut and len(cut) == 8 and cut[:7] == ids[:7], name
+    with pytest.raises(ConfigError, match="data.prompt = raw needs data.direction = completion"):
+        load_config(overrides=["data.prompt=raw"])
+
+
 def test_copy_objective_and_completion_config_checks():
     with pytest.raises(ConfigError, match="data.train_objective = copy needs data.direction = completion"):
         load_config(overrides=["data.train_objective=copy"])

@@ -154,6 +154,9 @@ class DataConfig:
     # (completion_target=whole, the seed) or the rest of it (rest)
     direction: Literal["text-to-code", "code-to-text", "completion"] = "text-to-code"
     completion_prefix: float = 0.5  # share of the function's characters in the prompt
+    # `named`: every prompt names its language (data/tasks.py prompt_template); `raw`: the source text
+    # alone, no instruction (the seed's completion prompts: the code prefix as it is)
+    prompt: Literal["named", "raw"] = "named"
     completion_target: Literal["whole", "rest"] = "whole"
     # Training pairs: `pairs` trains on (source, target) as evaluated; `copy` trains the completion
     # direction on (function, the same function): the seed's labels=input_ids objective.
@@ -162,6 +165,11 @@ class DataConfig:
     # splits. `first_rows`: the seed's selection: the train split's rows in file order, the first
     # max_train for training and the next max_val as the evaluation set (no eval split is read).
     selection: Literal["sample", "first_rows"] = "sample"
+    # `fixed`: every random seed (run.seeds) trains on the same max_train examples; `per_seed`: each
+    # seed draws its own max_train examples from the train split (a hash of the seed; all of them
+    # where fewer), so seeds are replicates over training data. The evaluation set is drawn once,
+    # the same for every seed either way, so seeds pair example by example.
+    train_subset: Literal["fixed", "per_seed"] = "fixed"
     max_train: int | None = None  # examples per task; None = all
     max_val: int | None = None
     max_source_len: int = 512  # tokens
@@ -191,9 +199,19 @@ class DataConfig:
                 f"{key}.completion_prefix = {self.completion_prefix}: must be in (0, 1), e.g. 0.5 for half the "
                 "characters"
             )
+        if self.prompt == "raw" and self.direction != "completion":
+            raise ConfigError(
+                f"{key}.prompt = raw needs {key}.direction = completion: a bare docstring or function does not say "
+                f"what to produce; set {key}.prompt=named"
+            )
         if self.train_objective == "copy" and self.direction != "completion":
             raise ConfigError(
                 f"{key}.train_objective = copy needs {key}.direction = completion (it trains on the function alone)"
+            )
+        if self.selection == "first_rows" and self.train_subset == "per_seed":
+            raise ConfigError(
+                f"{key}.train_subset = per_seed draws each seed's training examples; {key}.selection = first_rows "
+                f"takes the first rows in file order: set {key}.train_subset=fixed or {key}.selection=sample"
             )
         if self.selection == "first_rows" and (self.max_train is None or self.max_val is None):
             raise ConfigError(

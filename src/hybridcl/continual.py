@@ -70,12 +70,19 @@ class ContinualRecipe:
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
         self.target_lengths = lengths = target_length_counter(self.base.tokenizer, self.base.kind)
+        # the evaluation set is the same for every seed; the training set too unless data.train_subset = per_seed
+        self.train_seed = train_seed = self.seed if config.data.train_subset == "per_seed" else 0
         self.data = {
             t: load_task_data(
-                config.data, t, eval_split=config.eval.split, target_lengths=lengths, with_train=with_train
+                config.data,
+                t,
+                eval_split=config.eval.split,
+                train_seed=train_seed,
+                target_lengths=lengths,
+                with_train=with_train,
             )
             for t in config.tasks
-        }  # the same for every seed
+        }
         self.rule = make_rule(self.strategy, config, self.data)
         self.stages = self.rule.stages(config.tasks)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
@@ -114,7 +121,10 @@ class ContinualRecipe:
         """Add ``task`` to the routers from its own training prompts; returns its statistics for saving."""
         assert self.routers is not None  # called only where the strategy routes
         train = (
-            self.data[task].train or load_task_data(self.config.data, task, target_lengths=self.target_lengths).train
+            self.data[task].train
+            or load_task_data(
+                self.config.data, task, train_seed=self.train_seed, target_lengths=self.target_lengths
+            ).train
         )
         prompts = Prompts(
             [ex.source for ex in train],
@@ -141,6 +151,7 @@ class ContinualRecipe:
             cache_dir=self.cache_dir,
             progress=self.progress and self.main,
             long_targets=self.config.data.long_targets,
+            prompt=self.config.data.prompt,
         )
         with Meter(self.accelerator.device) as meter:
             result = train_task(

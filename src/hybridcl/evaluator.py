@@ -145,6 +145,7 @@ class MatrixEvaluator:
             direction,
             self.base.kind,
             self.config.data.max_source_len,
+            prompt=self.config.data.prompt,
         )
         generated = generate(
             self.components.model,
@@ -207,6 +208,7 @@ class MatrixEvaluator:
             cache_dir=self.cache_dir,
             progress=False,
             long_targets=cfg.data.long_targets,
+            prompt=cfg.data.prompt,
         )
         features = [{"input_ids": i, "labels": t} for i, t in zip(encoded.input_ids, encoded.labels, strict=True)]
         order = sorted(

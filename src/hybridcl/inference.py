@@ -114,7 +114,13 @@ class LoadedRun:
             idx = [k for k, c in enumerate(chosen) if c == t]
             self.components.route(t)
             prompts, _ = encode_prompts(
-                self.tokenizer, [sources[k] for k in idx], [t] * len(idx), direction, self.kind, settings.max_source_len
+                self.tokenizer,
+                [sources[k] for k in idx],
+                [t] * len(idx),
+                direction,
+                self.kind,
+                settings.max_source_len,
+                prompt=self.config.data.prompt,
             )
             with evaluation_precision(cfg.precision, device):
                 generated = generate(

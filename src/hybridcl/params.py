@@ -60,6 +60,19 @@ def lora_count(model: nn.Module, targets: tuple[str, ...], r: int, include_full_
     return total
 
 
+def matched_lora_rank(config: ExperimentConfig, target: str = "hybrid_task_specific") -> tuple[int, int, int]:
+    """``(r, lora_count_at_r, target_count)``: the LoRA rank (on the config's LoRA targets) whose adapter
+    has the trainable count nearest ``target``'s per task, for a parameter-matched LoRA-only. A LoRA count
+    is linear in r (r * (in + out) per adapted matrix), so r = round(target / count at r = 1), at least 1.
+    Keep ``components.lora.alpha / r`` as configured to keep LoRA's scaling."""
+    reference = build_components(config, target, 1)
+    wanted = reference.counts().trainable
+    targets = tuple(config.components.lora.target_modules or family_of(reference.base).lora_targets)
+    per_rank = lora_count(reference.model, targets, 1, include_full_layer=config.components.lora.on_full_layer)
+    r = max(1, round(wanted / per_rank))
+    return r, r * per_rank, wanted
+
+
 def params_table(config: ExperimentConfig) -> str:
     r = config.components.lora.r
     T = len(config.tasks)
@@ -111,4 +124,9 @@ def params_table(config: ExperimentConfig) -> str:
         c = count_parameters(components)
         marker = "  <- config" if name == config.strategy else ""
         lines.append(f"{name:<24}{c.trainable:>20,}{pct(c.trainable):>11}{c.stored_total:>24,}{marker}")
+    matched_r, matched, hybrid = matched_lora_rank(config)
+    lines.append(
+        f"parameter-matched LoRA-only: components.lora.r={matched_r} ({matched:,} trainable per task, "
+        f"the task-specific hybrid {hybrid:,})"
+    )
     return "\n".join(lines)

@@ -314,3 +314,17 @@ def test_hf_hub_through_datasets(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DataError, match="needs the `datasets` package"):
         read_split("hf", None, "javascript", "train")
+
+
+def test_train_seed_draws_the_training_sample_alone(tmp_path):
+    cfg = DataConfig(source="jsonl", path=str(_jsonl_dir(tmp_path)), max_train=10, max_val=3, direction="code-to-text")
+    a = load_task_data(cfg, "python", seed=0, train_seed=0)
+    b = load_task_data(cfg, "python", seed=0, train_seed=1)
+    assert [e.id for e in a.val] == [e.id for e in b.val]  # the evaluation sample is seed's
+    assert [e.id for e in a.train] != [e.id for e in b.train]
+    assert [e.id for e in b.train] == [e.id for e in load_task_data(cfg, "python", seed=1).train]
+    # all examples where fewer than max_train: every seed trains on all of them
+    every = replace(cfg, max_train=100)
+    assert {e.id for e in load_task_data(every, "python", train_seed=0).train} == {
+        e.id for e in load_task_data(every, "python", train_seed=5).train
+    }

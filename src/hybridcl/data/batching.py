@@ -66,14 +66,19 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def _cache_key(
-    examples: Sequence[Example], tokenizer: Any, kind: str, max_source_len: int, max_target_len: int, long_targets: str
+    examples: Sequence[Example],
+    tokenizer: Any,
+    kind: str,
+    max_source_len: int,
+    max_target_len: int,
+    long_targets: str,
+    prompt: str = "named",
 ) -> str:
     h = hashlib.sha256()
-    h.update(
-        json.dumps(
-            [_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len, long_targets]
-        ).encode("utf-8")
-    )
+    settings = [_CACHE_FORMAT, tokenizer_fingerprint(tokenizer), kind, max_source_len, max_target_len, long_targets]
+    if prompt != "named":  # the named prompts' keys stay as they were
+        settings.append(prompt)
+    h.update(json.dumps(settings).encode("utf-8"))
     for e in examples:
         h.update(json.dumps([e.id, e.language, e.direction, e.source, e.target], ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()[:32]
@@ -129,6 +134,7 @@ def encode(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     long_targets: str = "drop",
+    prompt: str = "named",
 ) -> Encoded:
     """Token ids and labels for ``examples``.
 
@@ -141,7 +147,7 @@ def encode(
     A target longer than ``max_target_len`` (eos included, :func:`target_lengths`): with
     ``long_targets="drop"`` the example is left out (``n_dropped_target``); with ``"cut"`` its
     first ``max_target_len`` tokens are kept and no eos, since a cut function does not end there
-    (``n_truncated_target``).
+    (``n_truncated_target``). ``prompt``: ``data.prompt`` (``raw``: no template around the source).
     """
     if kind not in KINDS:
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -159,13 +165,15 @@ def encode(
         )
     cache_file = None
     if cache_dir is not None:
-        key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len, long_targets)
+        key = _cache_key(examples, tokenizer, kind, max_source_len, max_target_len, long_targets, prompt)
         cache_file = Path(cache_dir) / f"encoded-{kind}-{key}.npz"
         if cache_file.is_file():
             cached = _load_cache(cache_file)
             if cached is not None and len(cached) + cached.n_dropped_target == len(examples):
                 return cached
-    encoded = _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, long_targets == "drop")
+    encoded = _encode(
+        examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, long_targets == "drop", prompt
+    )
     if cache_file is not None:
         _save_cache(cache_file, encoded)
     return encoded
@@ -180,6 +188,7 @@ def encode_prompts(
     max_source_len: int,
     *,
     progress: bool = False,
+    prompt: str = "named",
 ) -> tuple[list[list[int]], list[bool]]:
     """The prompt's token ids for each source, as training and generation both read it, and whether each was cut.
 
@@ -187,11 +196,12 @@ def encode_prompts(
     seq2seq: cut on the right to ``max_source_len``, keeping the tokenizer's closing eos. causal: no
     closing eos (the model continues the prompt); a prompt that is too long is shortened inside the
     template, so it keeps its start (which names the language) and its cue (``Code:``).
+    ``prompt="raw"`` (``data.prompt``): the source alone, cut on the right like the seed's tokenizer.
     """
     eos = tokenizer.eos_token_id
     prompts = []
     for source, language in zip(sources, languages, strict=True):
-        prefix, suffix = prompt_template(language, direction, kind)
+        prefix, suffix = prompt_template(language, direction, kind, prompt)
         prompts.append(f"{prefix}{source}{suffix}")
     out, cut = [], []
     for k, ids in enumerate(_tokenize(tokenizer, prompts, True, "tokenise prompts", progress)):
@@ -204,12 +214,16 @@ def encode_prompts(
             out.append(ids)
         elif kind == "seq2seq":
             out.append(_cut_keep_eos(ids, max_source_len, eos))
+        elif prompt == "raw":  # no template to keep: the start, as truncation=True keeps it
+            out.append(ids[:max_source_len])
         else:
             out.append(_cut_prompt(tokenizer, sources[k], languages[k], direction, ids, max_source_len, eos))
     return out, cut
 
 
-def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, drop: bool) -> Encoded:
+def _encode(
+    examples, tokenizer, kind, max_source_len, max_target_len, eos, progress, drop: bool, prompt: str = "named"
+) -> Encoded:
     if not examples:
         return Encoded([], [], 0, 0)
     directions = {e.direction for e in examples}
@@ -223,6 +237,7 @@ def _encode(examples, tokenizer, kind, max_source_len, max_target_len, eos, prog
         kind,
         max_source_len,
         progress=progress,
+        prompt=prompt,
     )
     targets = [e.target for e in examples]
     n_src = n_tgt = n_drop = 0

@@ -157,8 +157,9 @@ def _char_col(line: str, byte_col: int) -> int:
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
 
-def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]:
-    """``(prefix, suffix)`` put around the source text to make the prompt.
+def prompt_template(language: str, direction: str, kind: str, prompt: str = "named") -> tuple[str, str]:
+    """``(prefix, suffix)`` put around the source text to make the prompt; ``("", "")`` for
+    ``prompt="raw"`` (``data.prompt``: the source alone, as the seed prompted its completions).
 
     Every template names the language, whatever the model kind: strategies that share weights
     across tasks (``joint``, ``full_finetune``, ``replay``, ``ewc``, ``o_lora``, a shared layer)
@@ -170,6 +171,10 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
     _check_direction(direction)
     if kind not in KINDS:
         raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if prompt not in ("named", "raw"):
+        raise DataError(f"prompt = {prompt!r}: choose named or raw (data.prompt)")
+    if prompt == "raw":
+        return "", ""
     name = LANGUAGE_NAMES.get(language, language.capitalize())
     if direction == "completion":  # the same cue whether the target is the whole function or the rest
         return (
@@ -184,7 +189,9 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
     return f"{name} code:\n", "\nDescription:\n"
 
 
-def format_prompt(example_or_source: str | Example, language: str, direction: str, kind: str) -> str:
+def format_prompt(
+    example_or_source: str | Example, language: str, direction: str, kind: str, prompt: str = "named"
+) -> str:
     """The model input for a source text: :func:`prompt_template`'s prefix + source + suffix.
 
     seq2seq: ``"Generate Python: {doc}"`` (text-to-code), ``"Summarize Python: {code}"``
@@ -194,7 +201,7 @@ def format_prompt(example_or_source: str | Example, language: str, direction: st
     ``"Complete this Python function.\\nStart:\\n{start}\\nCompletion:\\n"`` (completion).
     """
     source = example_or_source.source if isinstance(example_or_source, Example) else example_or_source
-    prefix, suffix = prompt_template(language, direction, kind)
+    prefix, suffix = prompt_template(language, direction, kind, prompt)
     return f"{prefix}{source}{suffix}"
 
 
@@ -257,6 +264,7 @@ def load_task_data(
     seed: int = 0,
     eval_split: str = "valid",
     *,
+    train_seed: int | None = None,
     target_lengths: Callable[[list[Example]], list[int]] | None = None,
     with_train: bool = True,
 ) -> TaskData:
@@ -265,7 +273,9 @@ def load_task_data(
     ``eval_split`` (``valid`` or ``test``, the config's ``eval.split``) is the split that
     :attr:`TaskData.val` holds, and the one every matrix cell is scored on. ``max_train`` /
     ``max_val`` keep a deterministic subsample (a hash of ``seed`` and each example id; the kept
-    examples stay in file order); ``max_val`` caps whichever split is scored. With
+    examples stay in file order); ``max_val`` caps whichever split is scored. ``train_seed`` (default:
+    ``seed``) draws the training sample alone, so a run's random seeds can train on different
+    examples while the evaluation set (drawn with ``seed``) stays the same. With
     ``data_cfg.selection == "first_rows"`` (the seed's) only the train split is read: its rows
     ``[0, max_train)`` train and rows ``[max_train, max_train + max_val)`` are the evaluation set,
     in file order, nothing drawn. ``target_lengths``
@@ -336,7 +346,8 @@ def load_task_data(
         if first_rows:  # the seed's rows as they are: a too-long example is dropped, not replaced
             kept, checked, n_long = _first_rows(examples, too_long, drop=data_cfg.long_targets == "drop")
         else:
-            kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
+            draw_seed = seed if split != "train" or train_seed is None else train_seed
+            kept, checked, n_long = _draw(examples, cap, draw_seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {
             "files": files,
             "records": len(records),

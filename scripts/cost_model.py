@@ -1,0 +1,269 @@
+"""The wall time of scripts/study_at_scale.py's plan, predicted from measured per-unit costs.
+
+    python scripts/cost_model.py measure OUT [--scale cpu]      # tiny runs in OUT; writes OUT/units.json
+    python scripts/cost_model.py predict UNITS.json [--scale cpu] [--json]
+
+The units (seconds, on the machine they were measured on):
+
+- ``train_s_per_function_epoch``: per strategy (``default`` for one not measured): training seconds per
+  training function per epoch (results.json's ``train[k].seconds / samples``);
+- ``generate_s_per_function``, ``loss_s_per_function``, ``cell_s``: one evaluated cell costs
+  ``cell_s + generate_s_per_function * generated + loss_s_per_function * loss-scored`` (a least-squares fit
+  over every computed cell of the measurement runs, which vary both counts);
+- ``fixed_s_per_run``: what one seed of one run costs besides training and its cells (process start, model
+  loading, tokenising, writing): the measurement sweeps' wall time minus their training and evaluation
+  seconds, per seed-run;
+- ``kept_share``: per task, the share of functions within ``data.max_target_len`` (from the data report),
+  for the parts that take every function (``data.max_train=null``).
+
+The prediction counts, per run of the plan and per seed: training functions x epochs per task; the cells
+computed (row 0 and every trained row, each task; a per-task strategy's earlier tasks are reused, not
+computed: ``eval.reuse_unchanged``); and in each cell the ``eval.max_examples`` generated and the
+``data.max_val`` loss-scored functions. Parts whose learning rate comes from the grid are counted at any
+rate (the rate does not change the cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_at_scale  # noqa: E402
+
+MEASURE_STRATEGIES = [*study_at_scale.ADAPTERS, "full_finetune"]
+
+
+SIZES = {"train": 32, "generated": (8, 24), "scored": (48, 144)}
+
+
+def measurement_parts(scale: str, sizes: dict = SIZES) -> list[tuple[str, list[str]]]:
+    """``(folder, hybridcl run arguments)`` of the measurement: every strategy at one size, then the
+    task-specific hybrid at two more (generated, loss-scored) sizes, so the cell fit has three points."""
+    base, _ = study_at_scale.SCALES[scale]
+    (few, more), (small, large) = sizes["generated"], sizes["scored"]
+    tiny = [*base, "run.seeds=[0]", f"data.max_train={sizes['train']}", "train.epochs=1", "eval.split=valid"]
+    return [
+        (
+            "strategies",
+            [*tiny, f"data.max_val={small}", f"eval.max_examples={few}"]
+            + ["--sweep", f"strategy={','.join(MEASURE_STRATEGIES)}"],
+        ),
+        (
+            "cells",
+            [
+                *tiny,
+                "strategy=hybrid_task_specific",
+                f"eval.max_examples={more}",
+                "--sweep",
+                f"data.max_val={small},{large}",
+            ],
+        ),
+    ]
+
+
+# ---- measuring --------------------------------------------------------------------------------------
+
+
+def seed_results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("**/seed-*/results.json"))]
+
+
+def cell_counts(results: dict, config) -> dict[str, list[list[int]]]:
+    """The generated and loss-scored functions of each cell, from the data report and the config."""
+    n_loss = [results["data"][t][config.eval.split]["kept"] for t in results["tasks"]]
+    n_gen = [min(n, config.eval.max_examples or n) for n in n_loss]
+    rows = len(results["eval_seconds"])
+    return {"n_generated": [n_gen] * rows, "n_loss": [n_loss] * rows}
+
+
+def fit_units(runs: list[tuple[Path, float]]) -> dict:
+    """The units from finished measurement sweeps: ``runs`` = ``(sweep folder, its wall seconds)``."""
+    from hybridcl.run_dir import load_run_config
+
+    train: dict[str, list[float]] = {}
+    design, seconds, kept = [], [], {}
+    overhead, seed_runs = 0.0, 0
+    for folder, wall in runs:
+        spent = 0.0
+        for run in sorted({p.parent.parent for p in folder.glob("*/seed-*/results.json")}):
+            config = load_run_config(run)
+            for r in seed_results(run):
+                seed_runs += 1
+                for record in r["train"]:
+                    train.setdefault(r["strategy"], []).append(record["seconds"] / record["samples"])
+                    spent += record["seconds"]
+                counts = cell_counts(r, config)
+                for i, row in enumerate(r["eval_seconds"]):
+                    for j, s in enumerate(row):
+                        spent += s or 0.0
+                        if s:
+                            design.append([1.0, counts["n_generated"][i][j], counts["n_loss"][i][j]])
+                            seconds.append(s)
+                for t, report in r["data"].items():
+                    checked, long = report["train"].get("long_targets_checked"), report["train"].get("long_targets")
+                    dropped = (report.get("long_targets") or {}).get("mode", "drop") == "drop"
+                    if checked:  # long targets are kept (cut) unless dropped
+                        kept.setdefault(t, []).append(1.0 - long / checked if dropped else 1.0)
+        overhead += wall - spent
+    design_arr, seconds_arr = np.array(design), np.array(seconds)
+    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(design_arr, seconds_arr, rcond=None)
+    if cell_s < 0:  # a noisy machine's fit: no negative cost per cell, refit without it
+        cell_s, ((gen_s, loss_s), *_) = 0.0, np.linalg.lstsq(design_arr[:, 1:], seconds_arr, rcond=None)
+    per_strategy = {s: float(np.mean(v)) for s, v in train.items()}
+    return {
+        "train_s_per_function_epoch": {"default": float(np.median(list(per_strategy.values()))), **per_strategy},
+        "generate_s_per_function": float(gen_s),
+        "loss_s_per_function": float(loss_s),
+        "cell_s": float(cell_s),
+        "fixed_s_per_run": overhead / max(seed_runs, 1),
+        "kept_share": {t: float(np.mean(v)) for t, v in kept.items()},
+        "cells_fitted": len(seconds),
+    }
+
+
+def measure(out: Path, scale: str, sizes: dict = SIZES) -> dict:
+    """Run (or resume, or reuse) the measurement sweeps in ``out``, fit the units, write ``out/units.json``."""
+    runs = []
+    for folder, args in measurement_parts(scale, sizes):
+        path = out / folder
+        timing = out / f"{folder}.seconds"
+        if not study_at_scale.finished(path):
+            cmd = [sys.executable, "-m", "hybridcl", "run", "--no-progress"]
+            cmd += ["--resume", str(path)] if path.exists() else [*args, f"run.output_dir={out}", f"run.name={folder}"]
+            print("+", " ".join(cmd), flush=True)
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            previous = float(timing.read_text()) if timing.is_file() else 0.0
+            timing.write_text(f"{previous + time.perf_counter() - start}\n")
+        runs.append((path, float(timing.read_text())))
+    units = fit_units(runs)
+    (out / "units.json").write_text(json.dumps(units, indent=2) + "\n")
+    return units
+
+
+# ---- predicting -------------------------------------------------------------------------------------
+
+
+def _n(cap: int | None, task: str, units: dict, available: int | None) -> int:
+    if cap is not None and (available is None or cap <= available):
+        return cap
+    if available is None:
+        raise SystemExit(f"{task}: every function is taken but the count is unknown: give data.max_train/max_val")
+    return round(available * units.get("kept_share", {}).get(task, 1.0))
+
+
+def available(config, task: str, split: str) -> int | None:
+    """Functions in the split before the length filter (bundled and local sources; None for hf)."""
+    if config.data.source == "hf":
+        return None
+    from hybridcl.data.readers import read_split
+
+    records, _ = read_split(config.data.source, config.data.path, task, split)
+    return len(records)
+
+
+def computed_cells(config) -> int:
+    """Cells evaluated (not reused) over row 0 and every trained row."""
+    from hybridcl.strategies import get_strategy
+
+    T = len(config.tasks)
+    reuse = config.eval.reuse_unchanged and get_strategy(config.strategy).isolates_tasks
+    total = T  # row 0
+    for i in range(1, T + 1):
+        tasks = range(T) if config.eval.forward_transfer else range(i)
+        total += sum(1 for j in tasks if not (reuse and j + 1 < i))
+    return total
+
+
+def seed_run_seconds(config, units: dict) -> dict[str, float]:
+    """One seed of one run: training, loss, generation, fixed, in seconds."""
+    train_units = units["train_s_per_function_epoch"]
+    per_fe = train_units.get(config.strategy, train_units["default"])
+    train = val = 0
+    for t in config.tasks:
+        train += _n(config.data.max_train, t, units, available(config, t, "train"))
+        val += _n(config.data.max_val, t, units, available(config, t, config.eval.split))
+    val_per_task = val / len(config.tasks)
+    gen_per_task = min(val_per_task, config.eval.max_examples or val_per_task)
+    n_cells = computed_cells(config)
+    return {
+        "train": per_fe * train * config.train.epochs,
+        "loss": units["loss_s_per_function"] * val_per_task * n_cells,
+        "generate": units["generate_s_per_function"] * gen_per_task * n_cells,
+        "cells": units.get("cell_s", 0.0) * n_cells,
+        "fixed": units["fixed_s_per_run"],
+    }
+
+
+def part_configs(part: study_at_scale.Part) -> list:
+    """The configs a part runs (a sweep's every point), at a placeholder rate where the grid chooses it."""
+    from hybridcl.config import build_config, raw_config
+    from hybridcl.sweep import sweep_axes, sweep_points
+
+    overrides = [*part.overrides, *(["train.lr=1e-3"] if part.lr_from else [])]
+    raw = raw_config(None, overrides)
+    axes = sweep_axes(raw, part.sweeps)
+    return [p.config for p in sweep_points(raw, axes)] if axes else [build_config(raw)]
+
+
+def predict(units: dict, scale: str) -> list[dict]:
+    """Per part of the plan: its runs, seed-runs and predicted seconds by kind."""
+    rows = []
+    for part in study_at_scale.plan(scale):
+        if part.kind != "run":
+            continue
+        total = {"train": 0.0, "loss": 0.0, "generate": 0.0, "cells": 0.0, "fixed": 0.0}
+        configs = part_configs(part)
+        for config in configs:
+            for key, seconds in seed_run_seconds(config, units).items():
+                total[key] += seconds * len(config.run.seeds)
+        seed_runs = sum(len(c.run.seeds) for c in configs)
+        rows.append({"part": part.folder, "runs": len(configs), "seed_runs": seed_runs, **total})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| part | runs x seeds | train | loss | generate | cells | fixed | total |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
+    keys = ("train", "loss", "generate", "cells", "fixed")
+    for r in rows:
+        total = sum(r[k] for k in keys)
+        lines.append(
+            f"| {r['part']} | {r['seed_runs']} | " + " | ".join(minutes(r[k]) for k in keys) + f" | {minutes(total)} |"
+        )
+    grand = sum(r[k] for r in rows for k in keys)
+    lines.append(f"| **all** | {sum(r['seed_runs'] for r in rows)} | | | | | | **{grand / 3600:.2f} h** |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="run the tiny measurement runs and fit the units")
+    m.add_argument("out", type=Path)
+    m.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
+    p = sub.add_parser("predict", help="predict the plan's wall time from units.json")
+    p.add_argument("units", type=Path)
+    p.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
+    p.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "measure":
+        print(json.dumps(measure(args.out, args.scale), indent=2))
+        return 0
+    rows = predict(json.loads(args.units.read_text()), args.scale)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

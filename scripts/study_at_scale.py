@@ -1,0 +1,267 @@
+"""Issue 23's study at a scale that resolves it, in resumable parts (the plan; the lead runs it).
+
+    python scripts/study_at_scale.py [--out runs/study-at-scale] [--docs docs/results/DATE-study-at-scale]
+                                     [--scale cpu|gpu-seed|gpu-bundled] [--only PART ...] [--skip PART ...]
+                                     [--dry-run]
+
+Every part is one ``hybridcl run`` (a sweep or a single run) in ``OUT/<part>``: started if its folder is
+absent, continued with ``hybridcl run --resume`` if it is there unfinished, skipped once finished. Stop the
+script at any time and start it again with the same arguments: it carries on where it stopped. When a
+part finishes, its small outputs (configs, results, reports, plots, per-example statistics, training
+logs; no checkpoints, predictions or caches) are copied into ``DOCS/<part>`` and its wall time is added
+to ``DOCS/timings.json``. Parts run one after another, never side by side.
+
+The parts (``--scale cpu``: the embedded SmolLM2-135M-Instruct and the bundled corpus, ``preset=study``:
+512 training functions per task drawn per seed, 2 epochs, 256 loss-scored functions per task, the first
+100 generated; completion, Python -> JavaScript, the seed's task):
+
+1. ``lr-adapters``, ``lr-matched``, ``lr-full``: the learning-rate grids on seed 0 (3e-4, 1e-3, 3e-3 for
+   the seed's four strategies and the parameter-matched LoRA-only; 1e-5, 3e-5, 1e-4 for full fine-tuning),
+   scored by the loss on the **test** split (one function generated per cell: the choice reads the loss
+   alone). The bundled test split has fewer than 256 JavaScript functions within 128 tokens, so the study
+   reports on the valid split, and the rates are chosen on functions it never reports on.
+2. ``pick``: ``scripts/pick_lr.py`` per grid -> ``OUT/chosen/<grid>/chosen_lr.json`` (and the configs).
+3. ``main``: the seed's four strategies, the parameter-matched LoRA-only (``lora_matched``: the rank whose
+   count matches the hybrid's, ``params.matched_lora_rank``, alpha = 2r as the preset's 16/8) and full
+   fine-tuning, each at its chosen rate, seeds 0, 1, 2 -> ``python scripts/study_claims.py OUT/main``.
+4. ``rank``: the task-specific hybrid at LoRA r = 4, 16, 64 (alpha = 2r; r = 8 is ``main``'s).
+5. ``position``: the task-specific hybrid with its block in the middle of the decoder (the last is
+   ``main``'s); ``--scale gpu-seed`` also after the decoder's last block (codet5 has both stacks).
+6. ``third-language``: the seed's four strategies on Python -> JavaScript -> Go.
+
+``--scale gpu-bundled``: the same on the whole bundled corpus (every training function, every valid
+function loss-scored, 200 generated) on a GPU; ``--scale gpu-seed``: ``preset=seed`` (codet5-small, the
+Hugging Face ``code_search_net`` dataset, 8,000 training functions per task, 2,000 scored, 200
+generated). ``scripts/study_gpu.sh`` chooses between them. ``scripts/cost_model.py`` predicts the wall
+time of a plan from measured units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+ADAPTERS = ["lora_only", "full_layer_only", "hybrid_task_specific", "hybrid_shared_layer"]
+ADAPTER_LRS = [3e-4, 1e-3, 3e-3]
+FULL_LRS = [1e-5, 3e-5, 1e-4]
+HYBRID = "hybrid_task_specific"
+
+# scale -> (the overrides every part starts from, where "the middle" and "the last" block sit)
+SCALES = {
+    "cpu": (["preset=study", "data.direction=completion"], ["decoder:15"]),
+    "gpu-bundled": (
+        ["preset=study", "data.direction=completion", "data.max_train=null", "data.max_val=null"]
+        + ["eval.max_examples=200", "run.device=auto"],
+        ["decoder:15"],
+    ),
+    "gpu-seed": (
+        ["preset=seed", "data.direction=completion", "data.source=hf", "data.path=null", "data.train_subset=per_seed"]
+        + ["run.seeds=[0,1,2]", "eval.routing=false", "eval.max_examples=200", "run.device=auto"],
+        ["encoder:3", "decoder"],
+    ),
+}
+
+
+@dataclass
+class Part:
+    """One ``hybridcl run`` of the plan: ``OUT/<folder>``, its overrides and sweeps. ``lr_from``:
+    ``(grid part, group)`` whose chosen rate it runs at (read from ``OUT/chosen`` when it starts)."""
+
+    folder: str
+    overrides: list[str]
+    sweeps: list[str] = field(default_factory=list)
+    lr_from: tuple[str, str] | None = None
+    kind: str = "run"  # "run", or "pick" (choose the grids' rates; no training)
+
+
+def matched_lora(base: list[str]) -> list[str]:
+    """The overrides of the parameter-matched LoRA-only: the rank whose count matches the hybrid's."""
+    from hybridcl.config import load_config
+    from hybridcl.params import matched_lora_rank
+
+    config = load_config(overrides=base)
+    r, _, _ = matched_lora_rank(config)
+    ratio = config.components.lora.alpha / config.components.lora.r
+    return ["strategy=lora_only", f"components.lora.r={r}", f"components.lora.alpha={ratio * r:g}"]
+
+
+def _floats(values: list[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def plan(scale: str = "cpu") -> list[Part]:
+    """The study's parts in the order they run."""
+    base, positions = SCALES[scale]
+    grid = [*base, "run.seeds=[0]", "eval.split=test", "eval.max_examples=1"]
+    report = [*base, "eval.split=valid"]
+    matched = matched_lora(base)
+    parts = [
+        Part("lr-adapters", grid, [f"strategy={','.join(ADAPTERS)}", f"train.lr={_floats(ADAPTER_LRS)}"]),
+        Part("lr-matched", [*grid, *matched], [f"train.lr={_floats(ADAPTER_LRS)}"]),
+        Part("lr-full", [*grid, "strategy=full_finetune"], [f"train.lr={_floats(FULL_LRS)}"]),
+        Part("chosen", [], kind="pick"),
+    ]
+    for s in ADAPTERS:
+        parts.append(Part(f"main/{s}", [*report, f"strategy={s}"], lr_from=("lr-adapters", s)))
+    parts.append(Part("main/lora_matched", [*report, *matched], lr_from=("lr-matched", "grid")))
+    parts.append(Part("main/full_finetune", [*report, "strategy=full_finetune"], lr_from=("lr-full", "grid")))
+    for r in (4, 16, 64):
+        parts.append(
+            Part(
+                f"rank/r={r}",
+                [*report, f"strategy={HYBRID}", f"components.lora.r={r}", f"components.lora.alpha={2 * r}"],
+                lr_from=("lr-adapters", HYBRID),
+            )
+        )
+    for position in positions:
+        parts.append(
+            Part(
+                f"position/{position.replace(':', '-')}",
+                [*report, f"strategy={HYBRID}", f"components.full_layer.position={position}"],
+                lr_from=("lr-adapters", HYBRID),
+            )
+        )
+    for s in ADAPTERS:
+        parts.append(
+            Part(
+                f"third-language/{s}",
+                [*report, "tasks=[python,javascript,go]", f"strategy={s}"],
+                lr_from=("lr-adapters", s),
+            )
+        )
+    return parts
+
+
+# ---- running a part -------------------------------------------------------------------------------
+
+
+def finished(folder: Path) -> bool:
+    """A run folder with its final ``results.json``, or a sweep folder whose every point has one."""
+    if (folder / "sweep.json").is_file():
+        points = json.loads((folder / "sweep.json").read_text())["points"]
+        return all(finished(folder / p["name"]) for p in points)
+    results = folder / "results.json"
+    return results.is_file() and "matrix" in json.loads(results.read_text())
+
+
+def chosen_lr(out: Path, lr_from: tuple[str, str]) -> float:
+    grid, group = lr_from
+    path = out / "chosen" / grid / "chosen_lr.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: the 'chosen' part (after the lr grids) has not run yet")
+    return float(json.loads(path.read_text())[group]["lr"])
+
+
+def command(part: Part, out: Path) -> list[str]:
+    """The ``hybridcl run`` command that starts or continues the part."""
+    hybridcl = [sys.executable, "-m", "hybridcl", "run", "--no-progress"]
+    folder = out / part.folder
+    if folder.exists():
+        return [*hybridcl, "--resume", str(folder)]
+    lr = [f"train.lr={chosen_lr(out, part.lr_from):g}"] if part.lr_from else []
+    where = [f"run.output_dir={folder.parent}", f"run.name={folder.name}"]
+    sweeps = [arg for item in part.sweeps for arg in ("--sweep", item)]
+    return [*hybridcl, *part.overrides, *lr, *where, *sweeps]
+
+
+SMALL_SUFFIXES = {".json", ".jsonl", ".md", ".yaml", ".png"}
+LEFT_OUT = {"tasks", "predictions", "cache", "checkpoints"}
+
+
+def small_outputs(folder: Path) -> list[Path]:
+    """The files of a run or sweep folder worth committing: configs, results, reports, plots, training
+    logs and the per-example statistics (``stats/``); not checkpoints, predictions or caches."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        parts = set(path.relative_to(folder).parts[:-1])
+        if not path.is_file() or parts & LEFT_OUT:
+            continue
+        if path.suffix in SMALL_SUFFIXES or path.parent.name == "stats":
+            out.append(path)
+    return out
+
+
+def copy_small(folder: Path, docs: Path) -> int:
+    """Copy :func:`small_outputs` of ``folder`` to ``docs`` (same layout); the number of files."""
+    files = small_outputs(folder)
+    for path in files:
+        target = docs / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return len(files)
+
+
+def record_time(docs: Path, part: str, seconds: float) -> None:
+    path = docs / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[part] = timings.get(part, 0.0) + seconds  # an interrupted part adds each go's time
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def pick(out: Path, docs: Path, dry_run: bool) -> None:
+    for grid in ("lr-adapters", "lr-matched", "lr-full"):
+        cmd = [sys.executable, str(SCRIPTS / "pick_lr.py"), str(out / grid), "--out", str(out / "chosen" / grid)]
+        print("+", " ".join(cmd), flush=True)
+        if not dry_run:
+            subprocess.run(cmd, check=True)
+            copy_small(out / "chosen" / grid, docs / "chosen" / grid)
+
+
+def run_part(part: Part, out: Path, docs: Path, dry_run: bool) -> None:
+    if part.kind == "pick":
+        pick(out, docs, dry_run)
+        return
+    folder = out / part.folder
+    if finished(folder):
+        print(f"= {part.folder}: finished", flush=True)
+        return
+    cmd = (
+        command(part, out)
+        if not dry_run or not part.lr_from
+        else ["hybridcl run", *part.overrides, "train.lr=<chosen>"]
+    )
+    print("+", " ".join(cmd), flush=True)
+    if dry_run:
+        return
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    record_time(docs, part.folder, time.perf_counter() - start)
+    print(f"= {part.folder}: {copy_small(folder, docs / part.folder)} files -> {docs / part.folder}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/study-at-scale"))
+    parser.add_argument("--docs", type=Path, default=Path(f"docs/results/{date.today()}-study-at-scale"))
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--only", nargs="*", default=None, help="run these parts (folder prefixes) only")
+    parser.add_argument("--skip", nargs="*", default=[], help="leave these parts (folder prefixes) out")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    for part in plan(args.scale):
+        selected = args.only is None or any(part.folder.startswith(p) for p in args.only)
+        if selected and not any(part.folder.startswith(p) for p in args.skip):
+            run_part(part, args.out, args.docs, args.dry_run)
+    if not args.dry_run and finished(args.out / "main" / HYBRID):
+        claims = subprocess.run(
+            [sys.executable, str(SCRIPTS / "study_claims.py"), str(args.out / "main")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        (args.docs / "claims.md").write_text(claims)
+        print(f"= claims table -> {args.docs / 'claims.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

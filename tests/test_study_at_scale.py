@@ -1,0 +1,244 @@
+"""scripts/study_at_scale.py and scripts/cost_model.py (issue 23): the plan meets the study's scale, parts
+resume and copy their small outputs, and the cost model predicts from units by hand."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybridcl.config import load_config
+from hybridcl.run_dir import write_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+HYBRID = "hybrid_task_specific"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sas = _load("study_at_scale")
+cost = _load("cost_model")
+
+
+@pytest.fixture(scope="module")
+def cpu_plan():
+    return sas.plan("cpu")
+
+
+def test_the_plan_is_at_the_studys_scale(cpu_plan):
+    reported = [p for p in cpu_plan if p.kind == "run" and not p.folder.startswith("lr-")]
+    assert {p.folder for p in reported} >= {
+        "main/lora_only",
+        "main/full_layer_only",
+        "main/hybrid_task_specific",
+        "main/hybrid_shared_layer",
+        "main/lora_matched",
+        "main/full_finetune",
+        "rank/r=4",
+        "rank/r=16",
+        "rank/r=64",
+        "position/decoder-15",
+        "third-language/hybrid_task_specific",
+    }
+    for part in reported:
+        (config,) = cost.part_configs(part)
+        assert config.model.name == "embedded:smollm2-135m-instruct" and config.data.source == "bundled"
+        assert config.data.max_train >= 512 and config.train.epochs >= 2, part.folder
+        assert config.eval.max_examples >= 100 and config.data.max_val >= 256, part.folder
+        assert config.run.seeds == [0, 1, 2] and config.data.train_subset == "per_seed", part.folder
+        assert config.data.direction == "completion" and config.eval.split == "valid", part.folder
+        assert config.tasks[:2] == ["python", "javascript"] and part.lr_from is not None
+    (matched,) = cost.part_configs(next(p for p in cpu_plan if p.folder == "main/lora_matched"))
+    assert (matched.strategy, matched.components.lora.r, matched.components.lora.alpha) == ("lora_only", 69, 138)
+    grids = {p.folder: cost.part_configs(p) for p in cpu_plan if p.folder.startswith("lr-")}
+    assert sorted(c.train.lr for c in grids["lr-full"]) == [1e-5, 3e-5, 1e-4]
+    assert len(grids["lr-adapters"]) == 12 and all(c.eval.split == "test" for g in grids.values() for c in g)
+
+
+def test_a_part_starts_resumes_and_is_skipped_when_finished(tmp_path, cpu_plan):
+    part = next(p for p in cpu_plan if p.folder == "main/hybrid_task_specific")
+    with pytest.raises(SystemExit, match="chosen_lr.json is missing"):
+        sas.command(part, tmp_path)
+    (tmp_path / "chosen" / "lr-adapters").mkdir(parents=True)
+    (tmp_path / "chosen" / "lr-adapters" / "chosen_lr.json").write_text(
+        json.dumps({"hybrid_task_specific": {"lr": 3e-3}})
+    )
+    cmd = sas.command(part, tmp_path)
+    assert (
+        "train.lr=0.003" in cmd
+        and f"run.output_dir={tmp_path / 'main'}" in cmd
+        and "run.name=hybrid_task_specific" in cmd
+    )
+    folder = tmp_path / "main" / "hybrid_task_specific"
+    folder.mkdir(parents=True)
+    assert sas.command(part, tmp_path)[-2:] == ["--resume", str(folder)] and not sas.finished(folder)
+    (folder / "results.json").write_text(json.dumps({"matrix": {}}))
+    assert sas.finished(folder)
+
+
+def test_only_small_outputs_are_copied(tmp_path):
+    run = tmp_path / "run"
+    for name in [
+        "config.yaml",
+        "results.json",
+        "report.md",
+        "loss.png",
+        "seed-0/results.json",
+        "seed-0/train_log.jsonl",
+        "seed-0/stats/row0.safetensors",
+        "seed-0/tasks/1-python/components.safetensors",
+        "seed-0/tasks/1-python/state.json",
+        "seed-0/predictions/row1-python.jsonl",
+        "cache/encoded-causal-x.npz",
+    ]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    assert sas.copy_small(run, tmp_path / "docs") == 7
+    copied = sorted(str(p.relative_to(tmp_path / "docs")) for p in (tmp_path / "docs").rglob("*") if p.is_file())
+    assert copied == [
+        "config.yaml",
+        "loss.png",
+        "report.md",
+        "results.json",
+        "seed-0/results.json",
+        "seed-0/stats/row0.safetensors",
+        "seed-0/train_log.jsonl",
+    ]
+
+
+# ---- the cost model -------------------------------------------------------------------------------
+
+
+def test_computed_cells_leave_out_the_reused_ones():
+    cfg = lambda *o: load_config("study", list(o))  # noqa: E731
+    assert cost.computed_cells(cfg("strategy=hybrid_task_specific")) == 2 + 2 + 1  # row 2 reuses Python's
+    assert cost.computed_cells(cfg("strategy=hybrid_shared_layer")) == 2 + 2 + 2
+    assert cost.computed_cells(cfg("strategy=lora_only", "tasks=[python,javascript,go]")) == 3 + 3 + 2 + 1
+
+
+UNITS = {
+    "train_s_per_function_epoch": {"default": 0.25, "full_finetune": 1.0},
+    "generate_s_per_function": 0.5,
+    "loss_s_per_function": 0.02,
+    "cell_s": 2.0,
+    "fixed_s_per_run": 30.0,
+    "kept_share": {},
+}
+
+
+def test_a_seed_run_by_hand():
+    config = load_config("study", ["strategy=hybrid_task_specific", "data.direction=completion"])
+    # 512 x 2 tasks x 2 epochs x 0.25; 5 cells x (256 x 0.02 loss, 100 x 0.5 generation, 2 s)
+    assert cost.seed_run_seconds(config, UNITS) == pytest.approx(
+        {"train": 512.0, "loss": 5 * 5.12, "generate": 5 * 50.0, "cells": 10.0, "fixed": 30.0}
+    )
+    full = load_config("study", ["strategy=full_finetune", "data.direction=completion"])
+    assert cost.seed_run_seconds(full, UNITS)["train"] == 2048.0 and cost.computed_cells(full) == 6
+
+
+def test_the_plans_prediction_adds_up(cpu_plan):
+    rows = {r["part"]: r for r in cost.predict(UNITS, "cpu")}
+    main = rows["main/hybrid_task_specific"]
+    assert main["seed_runs"] == 3 and main["train"] == pytest.approx(3 * 512.0)
+    grid = rows["lr-adapters"]  # 12 runs of one seed, one generated function per cell
+    assert grid["seed_runs"] == 12 and grid["generate"] == pytest.approx(0.5 * (5 + 5 + 5 + 6) * 3)
+    assert "| **all** |" in cost.table(list(rows.values()))
+
+
+def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict):
+    """A seed whose cells took exactly cell_s + gen x n_gen + loss x n_loss seconds."""
+    write_run_config(run, load_config("smoke", [f"strategy={strategy}", f"eval.max_examples={n_gen}"]))
+    s = units["cell_s"] + units["generate_s_per_function"] * n_gen + units["loss_s_per_function"] * n_loss
+    data = {
+        t: {"valid": {"kept": n_loss}, "train": {"long_targets_checked": 10, "long_targets": 4}}
+        for t in ("python", "javascript")
+    }
+    result = {
+        "strategy": strategy,
+        "tasks": ["python", "javascript"],
+        "data": data,
+        "eval_seconds": [[s, s], [s, s], [0.0, s]],
+        "train": [{"seconds": 8.0, "samples": 32}, {"seconds": 8.0, "samples": 32}],
+    }
+    (run / "seed-0").mkdir(parents=True)
+    (run / "seed-0" / "results.json").write_text(json.dumps(result))
+    return 16.0 + 5 * s
+
+
+def test_units_are_fitted_from_the_measurement_runs(tmp_path):
+    truth = {"cell_s": 1.5, "generate_s_per_function": 0.4, "loss_s_per_function": 0.03}
+    spent = 0.0
+    for name, (n_gen, n_loss) in {"a": (8, 48), "b": (24, 48), "c": (24, 144)}.items():
+        spent += _fake_seed(tmp_path / "sweep" / name, "hybrid_task_specific", n_gen, n_loss, truth)
+    units = cost.fit_units([(tmp_path / "sweep", spent + 3 * 20.0)])
+    for key, value in truth.items():
+        assert units[key] == pytest.approx(value)
+    assert units["fixed_s_per_run"] == pytest.approx(20.0)
+    assert units["train_s_per_function_epoch"]["hybrid_task_specific"] == pytest.approx(0.25)
+    assert units["kept_share"] == {"python": pytest.approx(0.6), "javascript": pytest.approx(0.6)}
+
+
+def test_the_gpu_plans_resolve():
+    seed = {p.folder: p for p in sas.plan("gpu-seed")}
+    (config,) = cost.part_configs(seed["main/hybrid_task_specific"])
+    assert (config.model.name, config.data.source, config.data.max_train, config.data.max_val) == (
+        "Salesforce/codet5-small",
+        "hf",
+        8000,
+        2000,
+    )
+    assert config.eval.max_examples == 200 and config.data.train_subset == "per_seed" and config.run.seeds == [0, 1, 2]
+    assert {"position/encoder-3", "position/decoder"} <= set(seed)
+    (matched,) = cost.part_configs(seed["main/lora_matched"])
+    assert (matched.components.lora.r, matched.components.lora.alpha) == (46, 92)  # codet5-small: 46 x 104,448
+    (bundled,) = cost.part_configs({p.folder: p for p in sas.plan("gpu-bundled")}["main/lora_only"])
+    assert bundled.data.max_train is None and bundled.data.max_val is None and bundled.eval.max_examples == 200
+    # every bundled function, thinned by the measured share within max_target_len
+    seconds = cost.seed_run_seconds(bundled, {**UNITS, "kept_share": {"python": 0.5, "javascript": 0.5}})
+    assert seconds["train"] == pytest.approx(0.25 * 2 * round(0.5 * 3903) + 0.25 * 2 * round(0.5 * 2672))
+
+
+def test_the_gpu_script_says_when_there_is_no_gpu():
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script would run the study")
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "study_gpu.sh")],
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "no GPU here" in done.stderr and "nothing was run" in done.stderr
+
+
+def test_measure_runs_the_tiny_runs_and_fits_units_from_real_results(tmp_path, monkeypatch):
+    """The measurement end to end on the smoke model (seconds): real results.json files give every unit."""
+    import os
+
+    monkeypatch.setitem(
+        sas.SCALES,
+        "cpu",
+        (["preset=smoke", "data.direction=completion", "eval.max_new_tokens=4", "run.device=cpu"], []),
+    )
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(cost, "MEASURE_STRATEGIES", ["hybrid_shared_layer"])  # 3 runs: a minute or so idle
+    sizes = {"train": 8, "generated": (2, 4), "scored": (4, 12)}
+    units = cost.measure(tmp_path, "cpu", sizes)
+    assert set(units["train_s_per_function_epoch"]) == {"default", "hybrid_shared_layer", HYBRID}
+    assert all(v > 0 for v in units["train_s_per_function_epoch"].values())
+    # (2 generated, 4 scored): the shared hybrid's 6 cells; (4, 4) and (4, 12): the task-specific one's 5 each
+    assert units["cells_fitted"] == 6 + 5 + 5 and units["fixed_s_per_run"] > 0 and units["cell_s"] >= 0
+    assert units["kept_share"] == {"python": 1.0, "javascript": 1.0}  # the smoke preset cuts long targets
+    assert json.loads((tmp_path / "units.json").read_text()) == units
+    again = cost.measure(tmp_path, "cpu", sizes)  # finished runs are read, not run again
+    assert again["train_s_per_function_epoch"] == units["train_s_per_function_epoch"]

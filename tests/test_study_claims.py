@@ -1,0 +1,217 @@
+"""scripts/study_claims.py (issue 23): the sign-flip test, Holm's correction, the interaction contrast of
+synergy and the per-example shares, against hand-computed values."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hybridcl.cl_metrics import cl_metrics
+from hybridcl.constants import HEADLINE_METRIC
+from hybridcl.intervals import value
+from hybridcl.io import read_json, save_tensors, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("study_claims", ROOT / "scripts" / "study_claims.py")
+sc = importlib.util.module_from_spec(_spec)
+sys.modules["study_claims"] = sc  # dataclasses look their module up by name
+_spec.loader.exec_module(sc)
+
+TASKS = ["python", "javascript"]
+
+
+def claim(a, b, column):
+    (found,) = [c for c in sc.CLAIMS if (c.a, c.b, c.column) == (a, b, column)]
+    return found
+
+
+# ---- the sign-flip test ---------------------------------------------------------------------------
+
+
+def test_sign_flip_exact_by_hand():
+    # +-1 +-2 +-3: the 8 sums are 6, 4, 2, 0, 0, -2, -4, -6; |sum| >= 6 in 2 of 8
+    assert sc.sign_flip_test([1.0, 2.0, 3.0]) == (0.25, "exact, n=3")
+    # 3 +-1 +-1 ...: sums 5, 3, 3, 1, -1, -3, -3, -5: again 2 of 8
+    assert sc.sign_flip_test([3.0, 1.0, 1.0])[0] == 0.25
+    # eight positive differences: only all-plus and all-minus reach 8 (the issue's p at n = 8 is at least this)
+    assert sc.sign_flip_test([0.5] * 8)[0] == 2 / 256
+    # a zero sum: every pattern reaches it
+    assert sc.sign_flip_test([1.0, -1.0])[0] == 1.0
+    # zeros change no sum: left out of n, p unchanged
+    assert sc.sign_flip_test([1.0, 2.0, 0.0, 3.0, 0.0]) == (0.25, "exact, n=3")
+    assert sc.sign_flip_test([0.0, 0.0]) == (1.0, "all 2 differences are 0")
+
+
+def test_sign_flip_monte_carlo_beyond_the_exact_limit():
+    # 25 equal differences: only 2 of 2^25 patterns reach the sum, so no random draw does
+    p, method = sc.sign_flip_test([1.0] * 25, draws=1000)
+    assert (p, method) == (1 / 1001, "Monte Carlo, n=25, 1,000 draws")
+    p, method = sc.sign_flip_test([1.0, -1.0] * 11, exact_max=4, draws=2000)
+    assert p == 1.0 and method.startswith("Monte Carlo, n=22")
+    # the Monte Carlo p of a case with an exact answer lands near it: 1, 2, 3 and 22 ones of either sign
+    exact, _ = sc.sign_flip_test([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # 6 of 64 reach 21 -> 2/64
+    assert exact == 2 / 64
+    mc, _ = sc.sign_flip_test([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], exact_max=3, draws=20_000)
+    assert abs(mc - 2 / 64) < 0.005
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert sc.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert sc.holm([0.2, None, 0.9]) == pytest.approx([0.4, None, 0.9])  # 0.2 x 2; 0.9 x 1
+    assert sc.holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, then never below it
+    assert sc.holm([]) == []
+
+
+# ---- per-example shares ---------------------------------------------------------------------------
+
+
+def _ratio_matrix(rng, n=(5, 7), rows=3):
+    tokens = [rng.integers(1, 30, size=k).astype(float) for k in n]
+    return [[np.column_stack([rng.uniform(0.5, 3.0, size=len(t)) * t, t]) for t in tokens] for _ in range(rows)]
+
+
+@pytest.mark.parametrize("key", ["average_final", "bwt", "fwt", "forgetting_relative"])
+@pytest.mark.parametrize("metric", ["loss", HEADLINE_METRIC])
+def test_shares_sum_to_the_cl_metric(key, metric):
+    rng = np.random.default_rng(3)
+    stats = _ratio_matrix(rng, rows=4, n=(5, 7, 4))  # base + 3 tasks
+    if metric != "loss":
+        stats = [[np.column_stack([st[:, 0] / st[:, 1] * 10, np.ones(len(st))]) for st in row] for row in stats]
+    hib = metric != "loss"
+    cells = [[sc.cell_shares(metric, st) for st in row] for row in stats]
+    total = float(np.concatenate(sc.key_shares(cells, key, hib)).sum())
+    matrix = [[value(metric, st.sum(0)) for st in row] for row in stats]
+    assert total == pytest.approx(cl_metrics(matrix, higher_is_better=hib)[key], rel=1e-12)
+
+
+def test_a_corpus_metric_has_no_shares():
+    with pytest.raises(ValueError, match="not a mean or ratio"):
+        sc.cell_shares("bleu_sacre", np.ones((2, 10)))
+
+
+# ---- the interaction contrast on a hand-made sweep ------------------------------------------------
+
+
+def _write_run(folder: Path, strategy: str, seeds: dict[int, list[list[list[float]]]], metric=HEADLINE_METRIC):
+    """A run folder with ``seeds[s][i][j]``: the per-example values of row i, task j (mean-type rows)."""
+    folder.mkdir(parents=True)
+    write_json(folder / "results.json", {"strategy": strategy, "tasks": TASKS, "rows": ["base", *TASKS], "matrix": {}})
+    for s, rows in seeds.items():
+        for i, row in enumerate(rows):
+            tensors = {
+                f"{t}/{metric}": torch.tensor([[v, 1.0] for v in vals], dtype=torch.float64)
+                for t, vals in zip(TASKS, row, strict=True)
+            }
+            save_tensors(folder / f"seed-{s}" / "stats" / f"row{i}.safetensors", tensors)
+
+
+BASE = [[10.0, 20.0], [30.0, 40.0]]  # python mean 15, javascript mean 35: base average 25
+
+
+def _final(shift):
+    return [[v + shift for v in task] for task in BASE]
+
+
+@pytest.fixture
+def synergy_sweep(tmp_path):
+    # gains over the base (average after the last task - base average), seed 0 / seed 1:
+    # hybrid 10 / 12, LoRA-only 2 / 2, full-layer-only 4 / 4 -> contrast 4 / 6
+    for name, shifts in [("hybrid_task_specific", (10, 12)), ("lora_only", (2, 2)), ("full_layer_only", (4, 4))]:
+        seeds = {s: [BASE, _final(shift), _final(shift)] for s, shift in enumerate(shifts)}
+        _write_run(tmp_path / "sweep" / name, name, seeds)
+    return tmp_path / "sweep"
+
+
+def test_interaction_contrast_by_hand(synergy_sweep):
+    runs = sc.strategy_runs([synergy_sweep])
+    synergy = claim("hybrid_task_specific", sc.SYNERGY, "average_bleu")
+    assert synergy.parts == ("lora_only", "full_layer_only")
+    shares = sc.claim_shares(synergy, runs)
+    # each of the 4 examples carries a quarter of the contrast: 1 (seed 0), 1.5 (seed 1)
+    assert shares["seed-0"] == pytest.approx([1.0] * 4) and shares["seed-1"] == pytest.approx([1.5] * 4)
+    r = sc.evaluate_claim(synergy, runs)
+    assert r.per_seed == pytest.approx([4.0, 6.0]) and r.value == pytest.approx(5.0)
+    # t interval of [4, 6]: 5 +- 12.706 * sqrt(2) / sqrt(2)
+    assert r.seed_interval == pytest.approx((5 - 12.706, 5 + 12.706))
+    # four positive shares: 2 of 16 sign patterns reach the sum
+    assert (r.p, r.method) == (0.125, "exact, n=4")
+    # every example's contrast is 4 (seed 0) or 6 (seed 1): every bootstrap resample gives 5
+    assert r.example_interval == pytest.approx((5.0, 5.0))
+
+
+def test_claims_table_applies_holm_and_says_what_is_missing(synergy_sweep):
+    table = sc.claims_table([synergy_sweep])
+    synergy = next(line for line in table.splitlines() if "sum of its parts (average BLEU" in line)
+    # tested here (BLEU statistics only): hybrid vs LoRA, hybrid vs full layer, the contrast (p 0.125 each: all
+    # shares positive) and two forgettings (p 1: rows 1 and 2 are equal). Holm over 5: 0.125 x 5 = 0.625,
+    # 0.125 x 4 and x 3 lifted to it, 1 x 2 capped at 1 -> 0.625, 0.625, 0.625, 1, 1
+    results = [r for r in sc.claims_results([synergy_sweep]) if isinstance(r, sc.ClaimResult)]
+    assert [r.p for r in results] == [0.125, 0.125, 0.125, 1.0, 1.0]
+    assert [r.p_holm for r in results] == pytest.approx([0.625, 0.625, 0.625, 1.0, 1.0])
+    assert "| 0.12 (exact, n=4) | 0.62 |" in synergy
+    assert "not in this study (hybrid_shared_layer)" in table
+    assert "not testable here" in table and "no loss statistics" in table
+    assert "within noise: rules out effects beyond ±17.706 (not inside ±1 BLEU)" in synergy
+
+
+def test_runs_on_other_examples_do_not_pair(tmp_path):
+    _write_run(tmp_path / "s" / "a", "hybrid_task_specific", {0: [BASE, BASE, BASE]}, metric="loss")
+    _write_run(tmp_path / "s" / "b", "lora_only", {0: [BASE, BASE, [[1.0, 2.0, 3.0], [1.0, 2.0]]]}, metric="loss")
+    with pytest.raises(ValueError, match="same evaluation examples"):
+        sc.claim_shares(claim("hybrid_task_specific", "lora_only", "average_loss"), sc.strategy_runs([tmp_path / "s"]))
+
+
+# ---- the committed study -------------------------------------------------------------------------
+
+STUDY = ROOT / "docs" / "results" / "2026-11-27-study" / "study-completion"
+
+
+@pytest.mark.skipif(not STUDY.is_dir(), reason="the committed study is not in this checkout")
+def test_committed_study_per_seed_values_are_the_results_files():
+    runs = sc.strategy_runs([STUDY])
+    r = sc.evaluate_claim(claim("hybrid_task_specific", "lora_only", "average_bleu"), runs)
+    expected = []
+    for seed in ("seed-0", "seed-1", "seed-2"):
+        a, b = (read_json(runs[s] / seed / "results.json") for s in ("hybrid_task_specific", "lora_only"))
+        key = lambda res: res["cl_metrics"][HEADLINE_METRIC]["average_final"]  # noqa: E731
+        expected.append(key(a) - key(b))
+    assert r.per_seed == pytest.approx(expected, abs=1e-9)
+    assert r.method == "exact, n=12"  # 16 examples, 4 with equal BLEU on both (mean over seeds)
+
+
+def test_two_sample_permutation_by_hand():
+    # pooled 1, 2, 3, 4 split 2 + 2: the 6 differences of means are -2, -1, 0, 0, 1, 2; |d| >= 2 in 2 of 6
+    assert sc.permutation_test([1.0, 2.0], [3.0, 4.0]) == (pytest.approx(1 / 3), "exact permutation, 2 + 2")
+    p, method = sc.permutation_test([1.0, 2.0], [3.0, 4.0], exact_max=2, draws=20_000)
+    assert abs(p - 1 / 3) < 0.01 and method.startswith("Monte Carlo permutation, 2 + 2")
+    assert sc.permutation_test([0.0] * 3, [0.0] * 3)[0] == 1.0
+
+
+def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
+    run = tmp_path / "run"
+    (run / "seed-0").mkdir(parents=True)
+    from hybridcl.config import load_config
+    from hybridcl.run_dir import write_run_config
+
+    write_run_config(run, load_config("smoke", ["train.epochs=2"]))
+    # 8 steps over 2 epochs: the first epoch is steps 1-4, logged as windows ending at 1 (1 step) and 4 (3 steps)
+    record = {"task": "javascript", "steps": 8, "seconds": 4.0, "losses": [[1, 3.0], [4, 1.0], [8, 0.5]]}
+    write_json(run / "seed-0" / "results.json", {"train": [record, {"task": "python", "steps": 2, "seconds": 2.0}]})
+    assert sc.seed_value(run, "seed-0", "first_epoch_loss", "javascript") == pytest.approx((3.0 + 3 * 1.0) / 4)
+    assert sc.seed_value(run, "seed-0", "seconds_per_step", None) == pytest.approx(6.0 / 10)
+
+
+def test_the_parameter_matched_lora_is_found_by_its_folder(tmp_path):
+    # two lora_only runs: the one in a folder named lora_only keeps the strategy's name
+    for folder in ("lora_matched", "lora_only", "hybrid_task_specific"):
+        strategy = "hybrid_task_specific" if folder.startswith("hybrid") else "lora_only"
+        _write_run(tmp_path / "main" / folder, strategy, {0: [BASE, BASE, BASE]})
+    runs = sc.strategy_runs([tmp_path / "main"])
+    assert runs["lora_only"].name == "lora_only" and runs["lora_matched"].name == "lora_matched"
+    assert sc.claims_results([tmp_path / "main"], [claim("hybrid_task_specific", "lora_matched", "average_bleu")])[
+        0
+    ].per_seed == [0.0]
