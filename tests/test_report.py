@@ -229,13 +229,14 @@ def test_run_summary_prints_the_headline_numbers(tmp_path):
         },
     }
     (tmp_path / "results.json").write_text(json.dumps(results))
+    # no config.yaml: the direction is unknown, so the headline BLEU and the code metrics it has
     assert run_summary(tmp_path).splitlines() == [
-        "task               base  after its task  at the end",
-        "python             1.00           10.00        8.00   BLEU",
-        "javascript         2.00           12.50       12.50   BLEU",
-        "python             0.00           50.00       40.00   syntax %",
-        "javascript         0.00           75.00       75.00   syntax %",
-        "average BLEU at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
+        "metric             task            base  after its task  at the end",
+        "BLEU code-to-text  python          1.00           10.00        8.00",
+        "BLEU code-to-text  javascript      2.00           12.50       12.50",
+        "syntax %           python          0.00           50.00       40.00",
+        "syntax %           javascript      0.00           75.00       75.00",
+        "BLEU code-to-text: average at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
         f"report: {tmp_path / 'report.md'}",
     ]
 

@@ -39,6 +39,7 @@ from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
+from hybridcl.progress import note
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import routed_results
 from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
@@ -125,6 +126,10 @@ class ContinualRecipe:
                 penalty=self.rule.penalty,
                 progress=self.progress,
             )
+        if self.main:
+            note(
+                f"stage {i}/{len(self.stages)} {stage}: {result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
+            )
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
         if self.main:
             meta = {"task": stage, "hybridcl": __version__}
@@ -152,6 +157,7 @@ class ContinualRecipe:
         if self.main:
             with evaluation_precision(self.config.eval.precision, self.accelerator.device):
                 self._evaluate(i)
+            note(f"row {i} of the matrix evaluated ({'base model' if i == 0 else 'after ' + self.stages[i - 1].name})")
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, i: int) -> None:

@@ -256,7 +256,9 @@ class MatrixEvaluator:
                         continue
                     self.components.route(other)
                     texts, _ = self.predict(
-                        other, [examples[k].source for k in idx], f"row {i} routed {task} -> {other}"
+                        other,
+                        [examples[k].source for k in idx],
+                        f"row {i}: {task} prompts routed to {other}, generated again",
                     )
                     for k, text in zip(idx, texts):
                         predictions[k] = text

@@ -90,6 +90,7 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
     from peft import PeftModel
 
     from hybridcl.inference import load_run
+    from hybridcl.model.loading import base_model_id
 
     out = _empty_target(out)
     run = load_run(run_dir, seed=seed)
@@ -115,8 +116,7 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
         folder = Path(tmp) if key == "default" else Path(tmp) / key  # PEFT puts named adapters in a subfolder
         config_file = folder / "adapter_config.json"
         config = json.loads(config_file.read_text())
-        if ":" not in name:  # a hub id or folder a user can load the base from
-            config["base_model_name_or_path"] = name
+        config["base_model_name_or_path"] = base_model_id(name)  # never null, never relative to the cwd
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         _write_provenance(folder, run, task, "peft")
         _move_into(folder, out)

@@ -22,7 +22,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, PartialState
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from hybridcl.config import TrainConfig
@@ -30,6 +29,7 @@ from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
 from hybridcl.loss import decoder_inputs_fn, token_scores
 from hybridcl.model.dropout import use_cpu_dropout
+from hybridcl.progress import progress_bar
 
 _GPU_FLUSH_STEPS = 50  # optimizer steps between reads of the loss on a GPU
 _EAGER_DEVICES = ("cpu",)  # device types where the loss is read back every step
@@ -156,8 +156,8 @@ def train_task(
     model.train()
 
     result = TrainResult(0, 0, 0, 0.0, 0.0, 0.0, float("nan"))
-    bar = tqdm(
-        total=total_steps, desc=f"train {task}", unit="step", disable=not progress or not accelerator.is_main_process
+    bar = progress_bar(
+        total=total_steps, desc=f"train {task}", unit="step", enabled=progress and accelerator.is_main_process
     )
     start = time.perf_counter()
     log = log_path.open("a") if log_path is not None and accelerator.is_main_process else None

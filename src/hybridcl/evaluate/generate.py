@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
 
 from hybridcl.constants import CODE_DIRECTIONS, Kind
 from hybridcl.evaluate.greedy import greedy_generate, plain_greedy
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
+from hybridcl.progress import progress_bar
 
 
 def code_language(task_language: str, direction: str, completion_target: str = "whole") -> str | None:
@@ -222,7 +222,7 @@ def generate(
     try:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
-            bar = tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False)
+            bar = progress_bar(total=len(encoded), desc=desc, unit="ex", enabled=progress, leave=False)
             if fast:
                 ended = (
                     None if code_language is None else (lambda rows: functions_ended(tokenizer, rows, code_language))
