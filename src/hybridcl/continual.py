@@ -31,6 +31,7 @@ from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
+from hybridcl.environment import environment_record
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.precision import evaluation_precision
@@ -307,7 +308,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     write_run_config(run_dir, config)
     results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
     if PartialState().is_main_process:
-        write_json(run_dir / "results.json", aggregate(results))
+        write_json(run_dir / "results.json", {**aggregate(results), "environment": environment_record()})
     return run_dir
 
 
@@ -356,5 +357,5 @@ def evaluate_run(
         for seed in config.run.seeds
     ]
     write_run_config(target, config, overwrite=True)
-    write_json(target / "results.json", aggregate(results))
+    write_json(target / "results.json", {**aggregate(results), "environment": environment_record()})
     return target

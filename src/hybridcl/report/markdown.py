@@ -16,6 +16,7 @@ from pathlib import Path
 from hybridcl.config import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LOWER_IS_BETTER
+from hybridcl.environment import environment_lines
 from hybridcl.errors import RunError
 from hybridcl.intervals import describe_interval
 from hybridcl.io import write_text
@@ -136,6 +137,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _humaneval(results, f)
     lines += _losses(run_dir, results, intervals)
     lines += _efficiency(run_dir, results, f)
+    lines += ["## Environment", "", *environment_lines(results.get("environment"))]
     path = run_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
