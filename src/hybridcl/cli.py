@@ -369,6 +369,12 @@ def _add_report_commands(sub) -> None:
         "--merged", metavar="OUT", help="a plain Hugging Face model folder (LoRA merged, full layer as a real layer)"
     )
     form.add_argument("--peft", metavar="OUT", help="the task's LoRA adapter in PEFT's format (LoRA-only strategies)")
+    export.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="then upload the folder to this Hugging Face Hub repository (created if missing; needs a login)",
+    )
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.set_defaults(func=_export)
 
 
@@ -456,9 +462,16 @@ def _export(args) -> int:
     from hybridcl.export import export_merged, export_peft
 
     if args.merged:
-        print(export_merged(args.run, args.task, Path(args.merged), seed=args.seed))
+        out = export_merged(args.run, args.task, Path(args.merged), seed=args.seed)
     else:
-        print(export_peft(args.run, args.task, Path(args.peft), seed=args.seed))
+        out = export_peft(args.run, args.task, Path(args.peft), seed=args.seed)
+    if args.push_to_hub:
+        from hybridcl.model_card import push_to_hub
+
+        print(
+            f"hybridcl: uploaded {out} to {push_to_hub(out, args.push_to_hub, private=args.private)}", file=sys.stderr
+        )
+    print(out)
     return 0
 
 
