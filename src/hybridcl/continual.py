@@ -43,9 +43,10 @@ from hybridcl.model.loading import load_base
 from hybridcl.progress import note
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import routed_results
-from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
+from hybridcl.run_dir import SeedDir, load_run_config, new_run_dir, write_run_config
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
+from hybridcl.trackers import Trackers
 from hybridcl.train import make_accelerator, train_task
 
 
@@ -97,7 +98,7 @@ class ContinualRecipe:
         self.components.load_component_state(load_tensors(stage_dir / "components.safetensors"))
         self.rule.load_state_dict(load_tensors(stage_dir / "rule.safetensors"))
 
-    def train_stage(self, i: int, tensorboard=None) -> None:
+    def train_stage(self, i: int, trackers=None) -> None:
         """Train stage ``i`` and save its checkpoint; its record joins the state at :meth:`evaluate`."""
         stage = self._activate(i)
         stage_tasks = self.stages[i - 1].tasks
@@ -123,14 +124,13 @@ class ContinualRecipe:
                 seed=self.seed * 1000 + i,
                 task=stage,
                 log_path=self.seed_dir.train_log,
-                tensorboard=tensorboard,
+                trackers=trackers,
                 penalty=self.rule.penalty,
                 progress=self.progress,
             )
         if self.main:
-            note(
-                f"stage {i}/{len(self.stages)} {stage}: {result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
-            )
+            took = f"{result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
+            note(f"stage {i}/{len(self.stages)} {stage}: {took}")
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
         if self.main:
             meta = {"task": stage, "hybridcl": __version__}
@@ -288,17 +288,25 @@ def run_seed(
     recipe.setup(state, with_train=not reevaluate)
     if recipe.main and not reevaluate:
         seed_dir.drop_unfinished_log(state.stages_done)
-    with TensorBoard(seed_dir.tensorboard, enabled=recipe.main and not reevaluate) as tensorboard:
+    tracked = recipe.main and not reevaluate
+    with Trackers(config.run.report_to, seed_dir, run_config=config.to_dict(), enabled=tracked) as trackers:
         if not state.rows:
             recipe.evaluate(0)
+            trackers.row(state, 0)
         for i in range(1, len(recipe.stages) + 1):
+            trackers.at(state.train[: i - 1])
             if i <= len(state.train):  # finished before (an interrupted run, or `hybridcl eval`)
                 recipe.restore_stage(i)
+                trackers.at(state.train[:i])
             else:
-                recipe.train_stage(i, tensorboard)
+                recipe.train_stage(i, trackers)
+                trackers.stage(i, state.train[-1])
             if len(state.rows) <= i:
                 recipe.evaluate(i)
-    return recipe.finish() if recipe.main else None
+                trackers.row(state, i)
+        results = recipe.finish() if recipe.main else None
+        trackers.results(results)
+    return results
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, progress: bool = True) -> Path:

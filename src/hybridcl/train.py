@@ -104,7 +104,7 @@ def train_task(
     seed: int,
     task: str,
     log_path: Path | None = None,
-    tensorboard=None,
+    trackers=None,
     penalty: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -201,9 +201,8 @@ def train_task(
                 if log is not None:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
-                if tensorboard is not None:
-                    tensorboard.add_scalar(f"{task}/loss", mean, step)
-                    tensorboard.add_scalar(f"{task}/lr", lr, step)
+                if trackers is not None:  # hybridcl.trackers.Trackers: one global step axis over the stages
+                    trackers.train_step(step, mean, lr)
                 window[:] = [0.0, 0]
             # the bar shows the mean loss since the last log line
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", samples_s=f"{samples / elapsed:.1f}", refresh=False)
