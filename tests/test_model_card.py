@@ -111,3 +111,28 @@ def test_hub_bases_get_their_licence():
     assert base_license("Salesforce/codet5-small") == "apache-2.0"
     assert base_license("HuggingFaceTB/SmolLM2-135M-Instruct") == "apache-2.0"
     assert base_license("tiny:t5") is None
+
+
+def test_an_embedded_base_is_named_by_its_hub_source_with_a_note():
+    from huggingface_hub import ModelCard
+
+    from hybridcl.model_card import card_text
+
+    info = {
+        "form": "peft",
+        "task": "python",
+        "tasks": ["python"],
+        "seed": 0,
+        "hybridcl": "0",
+        "strategy": "lora_only",
+        "direction": "text-to-code",
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "base_model_config": "embedded:smollm2-135m-instruct",
+        "base_license": "apache-2.0",
+        "merged_components": {"lora_adapters": ["python"], "full_layer": None},
+        "prompt": {"prefix": "p ", "suffix": " s", "example": "p x s"},
+        "data": [],
+    }
+    card = ModelCard(card_text(info, [], "causal"))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert "dequantised from a GGUF quantisation" in card.text and card.data.pipeline_tag == "text-generation"

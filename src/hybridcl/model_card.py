@@ -144,6 +144,17 @@ def _load_snippet(info: dict, kind: str, form: str) -> list[str]:
     ]
 
 
+def _base_note(info: dict) -> str:
+    """What differs between the base trained on and the named one (an embedded model's quantisation)."""
+    configured = info.get("base_model_config", "")
+    if configured.startswith("embedded:") and configured != info["base_model"]:
+        return (
+            f"; trained on `{configured}`, hybridcl's copy of it dequantised from a GGUF quantisation, "
+            "so its weights differ slightly from the hub's"
+        )
+    return ""
+
+
 def card_text(info: dict, column: list[dict], kind: str) -> str:
     """The card: the hub metadata header, then the sections the module docstring lists."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -172,7 +183,7 @@ def card_text(info: dict, column: list[dict], kind: str) -> str:
         f"with hybrid parameter-efficient components, on the tasks {', '.join(info['tasks'])} in that order "
         f"(seed {info['seed']}). This folder is the model for the task **{task}**.",
         "",
-        f"- base model: `{base}` (licence: {info['base_license'] or 'unknown'})",
+        f"- base model: `{base}` (licence: {info['base_license'] or 'unknown'})" + _base_note(info),
         f"- strategy: `{info['strategy']}`; components {what}{'; '.join(parts) or 'none'}",
         f"- direction: {info['direction']}",
         "",
