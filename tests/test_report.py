@@ -309,7 +309,7 @@ def test_a_format_1_run_still_renders_and_cannot_be_resumed(tmp_path, capsys):
         "routing": None,
     }
     (tmp_path / "results.json").write_text(json.dumps(old))
-    assert "python             1.00            9.00        8.00   BLEU" in run_summary(tmp_path)
+    assert "BLEU code-to-text  python          1.00            9.00        8.00" in run_summary(tmp_path)
     assert "| python | 9.00 | 8.00 |" in write_report(tmp_path).read_text()
     (tmp_path / "seed-0").mkdir()
     (tmp_path / "seed-0" / "state.json").write_text(json.dumps({"format": 1, "rows": [], "train": []}))
