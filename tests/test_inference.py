@@ -51,7 +51,8 @@ def test_auto_routing_matches_the_runs_routing(llama_run):
 def test_generate_command_and_its_errors(llama_run, capsys):
     assert main(["generate", "--run", str(llama_run), "--task", "python", "Add two numbers."]) == 0
     expected = hybridcl.load_run(llama_run).generate("python", "Add two numbers.")
-    assert capsys.readouterr().out == expected + "\n"
+    shown = expected if expected.strip() else "(empty output)"
+    assert capsys.readouterr().out == f"### prompt 1 of 1: task python\n{shown}\n"
     assert main(["generate", "--run", str(llama_run), "--task", "ruby", "x"]) == 2
     assert "task 'ruby' is not a task of run" in capsys.readouterr().err
     assert main(["generate", "--run", str(llama_run / "nope"), "--task", "python", "x"]) == 2

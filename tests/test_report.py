@@ -232,13 +232,14 @@ def test_run_summary_prints_the_headline_numbers(tmp_path):
         },
     }
     (tmp_path / "results.json").write_text(json.dumps(results))
+    # no config.yaml: the direction is unknown, so the headline BLEU and the code metrics it has
     assert run_summary(tmp_path).splitlines() == [
-        "task               base  after its task  at the end",
-        "python             1.00           10.00        8.00   BLEU",
-        "javascript         2.00           12.50       12.50   BLEU",
-        "python             0.00           50.00       40.00   syntax %",
-        "javascript         0.00           75.00       75.00   syntax %",
-        "average BLEU at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
+        "metric             task            base  after its task  at the end",
+        "BLEU code-to-text  python          1.00           10.00        8.00",
+        "BLEU code-to-text  javascript      2.00           12.50       12.50",
+        "syntax %           python          0.00           50.00       40.00",
+        "syntax %           javascript      0.00           75.00       75.00",
+        "BLEU code-to-text: average at the end 10.25; forgetting (relative) 20.00%; BWT -2.00; FWT +1.00",
         f"report: {tmp_path / 'report.md'}",
     ]
 
@@ -311,7 +312,7 @@ def test_a_format_1_run_still_renders_and_cannot_be_resumed(tmp_path, capsys):
         "routing": None,
     }
     (tmp_path / "results.json").write_text(json.dumps(old))
-    assert "python             1.00            9.00        8.00   BLEU" in run_summary(tmp_path)
+    assert "BLEU code-to-text  python          1.00            9.00        8.00" in run_summary(tmp_path)
     assert "| python | 9.00 | 8.00 |" in write_report(tmp_path).read_text()
     (tmp_path / "seed-0").mkdir()
     (tmp_path / "seed-0" / "state.json").write_text(json.dumps({"format": 1, "rows": [], "train": []}))

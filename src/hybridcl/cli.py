@@ -3,16 +3,18 @@
     hybridcl run [preset=NAME] [key=value ...]      train and evaluate a task sequence
     hybridcl run ... --sweep KEY=V1,V2              one run per combination of values, then the comparison
     hybridcl run --resume RUN_DIR                   continue an interrupted run or sweep
+    hybridcl config show [preset=NAME] [key=value ...]  print the resolved config (every key) without running
     hybridcl eval RUN_DIR [eval.key=value ...]      re-evaluate a finished run's checkpoints
     hybridcl params [preset=NAME] [key=value ...]   the architecture and parameter table
     hybridcl data extract|build|stats ...           build record files and the bundled corpus
     hybridcl setup                                  put the embedded model in place (offline)
     hybridcl report RUN_DIR                         (re)write report.md and its plots
     hybridcl compare RUN_DIR... [--out DIR]         cross-strategy table and bar charts
-    hybridcl generate --run RUN_DIR --task T|auto PROMPT...
+    hybridcl generate --run RUN_DIR --task T|auto [--json] PROMPT...
     hybridcl export --run RUN_DIR --task T --merged OUT | --peft OUT
 
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
+``key=value`` overrides may come before or after a command's options.
 """
 
 from __future__ import annotations
@@ -24,19 +26,28 @@ import sys
 from pathlib import Path
 
 from hybridcl.errors import HybridclError, describe_os_error
+from hybridcl.progress import log_to_stderr
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    from hybridcl import __version__
+    from hybridcl.config import preset_names
+
     parser = argparse.ArgumentParser(
         prog="hybridcl", description="Continual learning of code models with hybrid PEFT components."
     )
+    parser.add_argument("--version", action="version", version=f"hybridcl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
         "run",
         help="train and evaluate a task sequence",
-        description="Overrides: preset=NAME config=FILE key.sub=value ...",
+        description=(
+            f"Overrides: preset=NAME config=FILE key.sub=value ... Presets: {', '.join(preset_names())} "
+            "(default: default). `hybridcl config show [preset=NAME] [key=value ...]` prints every key "
+            "and its resolved value without running."
+        ),
     )
     run.add_argument("overrides", nargs="*", help="preset=NAME, config=FILE.yaml, or key=value (e.g. train.epochs=1)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run (or sweep) in RUN_DIR with its saved config")
@@ -76,13 +87,32 @@ def main(argv: list[str] | None = None) -> int:
 
     add_commands(sub)
     _add_report_commands(sub)
+    _add_config_command(sub)
+    return parser
 
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may also follow a command's options
+    (argparse takes positionals in one run only, so the ones after an option come back as extras)."""
+    parser = _parser()
     argv, sweeps = _take_sweeps(list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not isinstance(getattr(args, "overrides", None), list) or any(
+            e.startswith("-") or "=" not in e for e in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if sweeps:
         args.sweep = [*(args.sweep or []), *sweeps]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     args.run_folder = None  # set by `run` once it knows its folder, for the messages below
     _quiet_libraries()
+    log_to_stderr()
     try:
         result = args.func(args)
     except HybridclError as exc:
@@ -157,8 +187,15 @@ def _run(args) -> int:
             raise RunError("--resume takes no overrides: a resumed run keeps the config it was started with")
         run_dir = Path(args.resume)
         if is_sweep(run_dir):
-            return _run_sweep(run_dir, load_sweep(run_dir), progress)
+            points = load_sweep(run_dir)
+            if all(_finished(run_dir / p.name, p.config) for p in points):
+                print(f"hybridcl: sweep {run_dir} is finished: nothing to do ({run_dir / 'comparison.md'})")
+                return 0
+            return _run_sweep(run_dir, points, progress)
         config = load_run_config(run_dir)
+        if _finished(run_dir, config):
+            print(f"hybridcl: run {run_dir} is finished: nothing to do (report: {run_dir / 'report.md'})")
+            return 0
     else:
         raw = raw_config(overrides=args.overrides)
         axes = sweep_axes(raw, args.sweep)
@@ -217,6 +254,16 @@ def _write_sweep_reports(sweep_dir: Path, names: list[str]) -> None:
     for name in names:
         write_report(sweep_dir / name)
     compare_runs([sweep_dir / name for name in names], sweep_dir)
+
+
+def _finished(run_dir: Path, config) -> bool:
+    """Every seed of the run finished and its results written: a resume has nothing to do."""
+    from hybridcl.run_dir import SeedDir
+
+    seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
+    return (run_dir / "results.json").is_file() and all(
+        s.first_unreadable_stage(st := s.load_state()) is None and st.finished for s in seeds
+    )
 
 
 def _main_process() -> bool:
@@ -311,6 +358,10 @@ def _add_report_commands(sub) -> None:
     gen.add_argument("--seed", type=int, help="which seed's components (default: the run's first seed)")
     gen.add_argument("--max-new-tokens", type=int, help="default: the run's eval.max_new_tokens")
     gen.add_argument("--num-beams", type=int, help="default: the run's eval.num_beams")
+    gen.add_argument("--do-sample", action=argparse.BooleanOptionalAction, help="sample instead of greedy/beam search")
+    gen.add_argument("--temperature", type=float, help="sampling temperature (with --do-sample)")
+    gen.add_argument("--top-p", type=float, help="nucleus sampling's probability mass (with --do-sample)")
+    gen.add_argument("--json", action="store_true", help="print one JSON object per prompt: prompt, task, output")
     gen.set_defaults(func=_generate)
 
     export = sub.add_parser("export", help="export one task's model: merged transformers folder or PEFT adapter")
@@ -322,7 +373,32 @@ def _add_report_commands(sub) -> None:
         "--merged", metavar="OUT", help="a plain Hugging Face model folder (LoRA merged, full layer as a real layer)"
     )
     form.add_argument("--peft", metavar="OUT", help="the task's LoRA adapter in PEFT's format (LoRA-only strategies)")
+    export.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="then upload the folder to this Hugging Face Hub repository (created if missing; needs a login)",
+    )
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.set_defaults(func=_export)
+
+
+def _add_config_command(sub) -> None:
+    config = sub.add_parser("config", help="show the resolved config")
+    commands = config.add_subparsers(dest="config_command", required=True)
+    show = commands.add_parser(
+        "show",
+        help="print every config key with its resolved value (preset, file and overrides applied)",
+        description="Prints the YAML `hybridcl run` with the same arguments would write as the run's config.yaml.",
+    )
+    show.add_argument("overrides", nargs="*", help="preset=NAME, config=FILE.yaml, or key=value")
+    show.set_defaults(func=_config_show)
+
+
+def _config_show(args) -> int:
+    from hybridcl.config import dump_yaml, load_config
+
+    print(dump_yaml(load_config(overrides=args.overrides)), end="")
+    return 0
 
 
 def _report(args) -> int:
@@ -334,29 +410,55 @@ def _report(args) -> int:
 
 def _compare(args) -> int:
     from hybridcl.report.compare import compare_runs
+    from hybridcl.sweep import is_sweep
 
-    out = Path(args.out) if args.out else Path(os.path.commonpath([str(Path(d).resolve()) for d in args.run_dirs]))
-    print(compare_runs([Path(d) for d in args.run_dirs], out))
+    run_dirs = [Path(d).resolve() for d in args.run_dirs]
+    if args.out:
+        out = Path(args.out)
+    elif len(run_dirs) == 1 and not is_sweep(run_dirs[0]):  # never into the run folder itself
+        out = run_dirs[0].parent
+    else:
+        out = Path(os.path.commonpath([str(d) for d in run_dirs]))
+    print(_relative(compare_runs([Path(d) for d in args.run_dirs], out)))
     return 0
 
 
+def _relative(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies below it, as the user typed it."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+_GENERATE_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p")
+
+
 def _generate(args) -> int:
+    import json
+
     from hybridcl.errors import ConfigError
     from hybridcl.inference import load_run
 
-    # The same rule as eval.max_new_tokens / eval.num_beams, checked before the run is loaded.
+    # The same rules as the eval.* keys, checked before the run is loaded.
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} = {value}: must be greater than 0")
+    if args.temperature is not None and args.temperature <= 0:
+        raise ConfigError(f"--temperature = {args.temperature}: must be greater than 0")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p = {args.top_p}: must be in (0, 1]")
     run = load_run(args.run, seed=args.seed)
-    kwargs = {
-        k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if v is not None
-    }
+    kwargs = {k: getattr(args, k) for k in _GENERATE_FLAGS if getattr(args, k) is not None}
     texts, tasks = run.generate(args.task, args.prompts, return_tasks=True, **kwargs)
-    for prompt, task, text in zip(args.prompts, tasks, texts, strict=True):
-        if args.task == "auto" or len(args.prompts) > 1:
-            print(f"### task: {task}" + ("" if len(args.prompts) == 1 else f" (prompt: {prompt[:60]!r})"))
-        print(text)
+    n = len(args.prompts)
+    for k, (prompt, task, text) in enumerate(zip(args.prompts, tasks, texts, strict=True), start=1):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "task": task, "output": text}))
+            continue
+        print(f"### prompt {k} of {n}: task {task}" + ("" if n == 1 else f" ({prompt[:60]!r})"))
+        print(text if text.strip() else "(empty output)")
     return 0
 
 
@@ -364,9 +466,16 @@ def _export(args) -> int:
     from hybridcl.export import export_merged, export_peft
 
     if args.merged:
-        print(export_merged(args.run, args.task, Path(args.merged), seed=args.seed))
+        out = export_merged(args.run, args.task, Path(args.merged), seed=args.seed)
     else:
-        print(export_peft(args.run, args.task, Path(args.peft), seed=args.seed))
+        out = export_peft(args.run, args.task, Path(args.peft), seed=args.seed)
+    if args.push_to_hub:
+        from hybridcl.model_card import push_to_hub
+
+        print(
+            f"hybridcl: uploaded {out} to {push_to_hub(out, args.push_to_hub, private=args.private)}", file=sys.stderr
+        )
+    print(out)
     return 0
 
 

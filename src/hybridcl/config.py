@@ -345,14 +345,24 @@ class RoutingConfig:
         _positive(self.ngram_smoothing, f"{key}.ngram_smoothing")
 
 
+REPORT_TO = ("tensorboard", "wandb", "mlflow", "csv", "none")
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs"
     name: str | None = None  # None = <preset>-<strategy>-<timestamp>
     seeds: list[int] = field(default_factory=lambda: [0])
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # experiment trackers (hybridcl.trackers): tensorboard, wandb, mlflow, csv, or [none]
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def validate(self, key: str) -> None:
+        for tracker in self.report_to:
+            if tracker not in REPORT_TO:
+                raise ConfigError(unknown_choice(f"{key}.report_to", tracker, REPORT_TO))
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ConfigError(f"{key}.report_to = {self.report_to}: `none` cannot be combined with other trackers")
         if not self.seeds:
             raise ConfigError(f"{key}.seeds is empty: give at least one seed, e.g. {key}.seeds=[0]")
         if len(set(self.seeds)) != len(self.seeds):

@@ -31,6 +31,7 @@ from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
+from hybridcl.environment import environment_record
 from hybridcl.errors import ConfigError, RunError
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.precision import evaluation_precision
@@ -40,11 +41,13 @@ from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.model.parameters import component_state, count_parameters, load_component_state
+from hybridcl.progress import note
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import STATS_FILE, Prompts, Routers, routed_results
-from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
+from hybridcl.run_dir import SeedDir, load_run_config, new_run_dir, write_run_config
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
+from hybridcl.trackers import Trackers
 from hybridcl.train import make_accelerator, train_task
 
 
@@ -137,7 +140,7 @@ class ContinualRecipe:
         with evaluation_precision(self.config.eval.precision, self.accelerator.device):  # as routing runs
             return self.routers.fit_task(task, prompts)
 
-    def train_stage(self, i: int, tensorboard=None) -> None:
+    def train_stage(self, i: int, trackers=None) -> None:
         """Train stage ``i`` and save its checkpoint; its record joins the state at :meth:`evaluate`."""
         stage = self._activate(i)
         stage_tasks = self.stages[i - 1].tasks
@@ -164,10 +167,13 @@ class ContinualRecipe:
                 seed=self.seed * 1000 + i,
                 task=stage,
                 log_path=self.seed_dir.train_log,
-                tensorboard=tensorboard,
+                trackers=trackers,
                 penalty=self.rule.penalty,
                 progress=self.progress,
             )
+        if self.main:
+            took = f"{result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
+            note(f"stage {i}/{len(self.stages)} {stage}: {took}")
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
         if self.main:
             meta = {"task": stage, "hybridcl": __version__}
@@ -197,6 +203,7 @@ class ContinualRecipe:
         if self.main:
             with evaluation_precision(self.config.eval.precision, self.accelerator.device):
                 self._evaluate(i)
+            note(f"row {i} of the matrix evaluated ({'base model' if i == 0 else 'after ' + self.stages[i - 1].name})")
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, i: int) -> None:
@@ -335,17 +342,25 @@ def run_seed(
     recipe.setup(state, with_train=not reevaluate)
     if recipe.main and not reevaluate:
         seed_dir.drop_unfinished_log(state.stages_done)
-    with TensorBoard(seed_dir.tensorboard, enabled=recipe.main and not reevaluate) as tensorboard:
+    tracked = recipe.main and not reevaluate
+    with Trackers(config.run.report_to, seed_dir, run_config=config.to_dict(), enabled=tracked) as trackers:
         if not state.rows:
             recipe.evaluate(0)
+            trackers.row(state, 0)
         for i in range(1, len(recipe.stages) + 1):
+            trackers.at(state.train[: i - 1])
             if i <= len(state.train):  # finished before (an interrupted run, or `hybridcl eval`)
                 recipe.restore_stage(i)
+                trackers.at(state.train[:i])
             else:
-                recipe.train_stage(i, tensorboard)
+                recipe.train_stage(i, trackers)
+                trackers.stage(i, state.train[-1])
             if len(state.rows) <= i:
                 recipe.evaluate(i)
-    return recipe.finish() if recipe.main else None
+                trackers.row(state, i)
+        results = recipe.finish() if recipe.main else None
+        trackers.results(results)
+    return results
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, progress: bool = True) -> Path:
@@ -355,7 +370,10 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     write_run_config(run_dir, config)
     results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
     if PartialState().is_main_process:
-        write_json(run_dir / "results.json", aggregate([r for r in results if r is not None]))
+        write_json(
+            run_dir / "results.json",
+            {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
+        )
     return run_dir
 
 
@@ -404,5 +422,8 @@ def evaluate_run(
         for seed in config.run.seeds
     ]
     write_run_config(target, config, overwrite=True)
-    write_json(target / "results.json", aggregate([r for r in results if r is not None]))
+    write_json(
+        target / "results.json",
+        {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
+    )
     return target

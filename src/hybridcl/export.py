@@ -50,6 +50,10 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
     components = run.components
     components.route(task)
     model = components.model
+    merged = {
+        "lora_adapters": components.adapter_keys(task) if isinstance(model, PeftModel) else [],
+        "full_layer": components.layer_key(task) if components.slot is not None else None,
+    }
     if isinstance(model, PeftModel):
         dtype = next(model.parameters()).dtype
         # Merge in float64 and round once: W + scale * B @ A lands on the nearest representable weight.
@@ -76,7 +80,7 @@ def export_merged(run_dir: str | Path, task: str, out: str | Path, *, seed: int 
     with _writing(out), tempfile.TemporaryDirectory(dir=_parent(out), prefix=f".{out.name}.") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         run.tokenizer.save_pretrained(tmp)
-        _write_provenance(Path(tmp), run, task, "merged")
+        _write_provenance(Path(tmp), run, task, "merged", merged)
         _move_into(Path(tmp), out)
     return out
 
@@ -90,6 +94,7 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
     from peft import PeftModel
 
     from hybridcl.inference import load_run
+    from hybridcl.model.loading import base_model_id
 
     out = _empty_target(out)
     run = load_run(run_dir, seed=seed)
@@ -115,10 +120,9 @@ def export_peft(run_dir: str | Path, task: str, out: str | Path, *, seed: int | 
         folder = Path(tmp) if key == "default" else Path(tmp) / key  # PEFT puts named adapters in a subfolder
         config_file = folder / "adapter_config.json"
         config = json.loads(config_file.read_text())
-        if ":" not in name:  # a hub id or folder a user can load the base from
-            config["base_model_name_or_path"] = name
+        config["base_model_name_or_path"] = base_model_id(name)  # never null, never relative to the cwd
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        _write_provenance(folder, run, task, "peft")
+        _write_provenance(folder, run, task, "peft", {"lora_adapters": [key], "full_layer": None})
         _move_into(folder, out)
     return out
 
@@ -150,18 +154,31 @@ def _move_into(src: Path, out: Path) -> None:
         shutil.move(str(item), str(out / item.name))
 
 
-def _write_provenance(folder: Path, run, task: str, form: str) -> None:
+def _write_provenance(folder: Path, run, task: str, form: str, merged: dict) -> None:
+    """``hybridcl_export.json`` (what was exported from where, by name and absolute path only) and the
+    model card ``README.md``."""
     from hybridcl import __version__
+    from hybridcl.model.loading import base_model_id
+    from hybridcl.model_card import base_license, card_text, data_sources, prompt_info, task_column
 
+    base = base_model_id(run.config.model.name)
     info = {
         "hybridcl": __version__,
-        "run": str(run.run_dir),
+        "run": str(Path(run.run_dir).resolve()),
         "seed": run.seed,
         "task": task,
+        "tasks": run.config.tasks,
         "form": form,
         "strategy": run.config.strategy,
-        "base_model": run.config.model.name,
-        "components": str(run.stage_dir / "components.safetensors"),
+        "base_model": base,
+        "base_model_config": run.config.model.name,
+        "base_license": base_license(base),
+        "merged_components": merged,
+        "components": str(Path(run.stage_dir).resolve() / "components.safetensors"),
         "direction": run.config.data.direction,
+        "prompt": prompt_info(run.config, task, run.kind),
+        "data": data_sources(run.config, task),
     }
     (folder / "hybridcl_export.json").write_text(json.dumps(info, indent=2) + "\n")
+    column = task_column(run.run_dir, run.seed, task, run.config.data.direction)
+    (folder / "README.md").write_text(card_text(info, column, run.kind), encoding="utf-8")

@@ -66,7 +66,7 @@ def matched_lora_rank(config: ExperimentConfig, target: str = "hybrid_task_speci
     is linear in r (r * (in + out) per adapted matrix), so r = round(target / count at r = 1), at least 1.
     Keep ``components.lora.alpha / r`` as configured to keep LoRA's scaling."""
     reference = build_components(config, target, 1)
-    wanted = reference.counts().trainable
+    wanted = count_parameters(reference).trainable
     targets = tuple(config.components.lora.target_modules or family_of(reference.base).lora_targets)
     per_rank = lora_count(reference.model, targets, 1, include_full_layer=config.components.lora.on_full_layer)
     r = max(1, round(wanted / per_rank))

@@ -1,8 +1,8 @@
-"""A run folder: its layout, its resolved config, each seed's saved state, logs and TensorBoard.
+"""A run folder: its layout, its resolved config, each seed's saved state and logs.
 
 ```
 runs/<name>/config.yaml, results.json, report.md, cache/
-runs/<name>/seed-<s>/state.json, results.json, train_log.jsonl, tensorboard/,
+runs/<name>/seed-<s>/state.json, results.json, train_log.jsonl, tensorboard/, metrics.csv, wandb/,
                      tasks/<i>-<stage>/{components,rule}.safetensors, predictions/*.jsonl
 ```
 Every file is written through :mod:`hybridcl.io` (atomically). The layout is documented in
@@ -121,21 +121,3 @@ class SeedDir:
         kept = [line for line in lines if line.strip() and json.loads(line).get("task") in finished]
         if len(kept) != len(lines):
             write_text(path, "".join(line + "\n" for line in kept))
-
-
-class TensorBoard:
-    """A TensorBoard writer for the main process (``None`` inside the block on other processes)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled, self.writer = path, enabled, None
-
-    def __enter__(self):
-        if self.enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.path))
-        return self.writer
-
-    def __exit__(self, *exc):
-        if self.writer is not None:
-            self.writer.close()

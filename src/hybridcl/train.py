@@ -22,7 +22,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, PartialState
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from hybridcl.config import TrainConfig
@@ -30,6 +29,7 @@ from hybridcl.data.batching import Encoded, batch_indices, collate
 from hybridcl.errors import HybridclError
 from hybridcl.loss import decoder_inputs_fn, token_scores
 from hybridcl.model.dropout import use_cpu_dropout
+from hybridcl.progress import progress_bar
 
 _GPU_FLUSH_STEPS = 50  # optimizer steps between reads of the loss on a GPU
 _EAGER_DEVICES = ("cpu",)  # device types where the loss is read back every step
@@ -104,7 +104,7 @@ def train_task(
     seed: int,
     task: str,
     log_path: Path | None = None,
-    tensorboard=None,
+    trackers=None,
     penalty: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -158,8 +158,8 @@ def train_task(
     model.train()
 
     result = TrainResult(0, 0, 0, 0.0, 0.0, 0.0, float("nan"))
-    bar = tqdm(
-        total=total_steps, desc=f"train {task}", unit="step", disable=not progress or not accelerator.is_main_process
+    bar = progress_bar(
+        total=total_steps, desc=f"train {task}", unit="step", enabled=progress and accelerator.is_main_process
     )
     start = time.perf_counter()
     log = log_path.open("a") if log_path is not None and accelerator.is_main_process else None
@@ -203,9 +203,8 @@ def train_task(
                 if log is not None:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
-                if tensorboard is not None:
-                    tensorboard.add_scalar(f"{task}/loss", mean, step)
-                    tensorboard.add_scalar(f"{task}/lr", lr, step)
+                if trackers is not None:  # hybridcl.trackers.Trackers: one global step axis over the stages
+                    trackers.train_step(step, mean, lr)
                 window[:] = [0.0, 0]
             # the bar shows the mean loss since the last log line
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", samples_s=f"{samples / elapsed:.1f}", refresh=False)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError
 from hybridcl.io import write_atomic
+from hybridcl.progress import progress_bar
 
 _CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call
@@ -86,7 +86,7 @@ def _cache_key(
 
 def _tokenize(tokenizer: Any, texts: list[str], add_special_tokens: bool, desc: str, progress: bool) -> list[list[int]]:
     out: list[list[int]] = []
-    bar = tqdm(total=len(texts), desc=desc, unit="ex", disable=not progress or len(texts) < 1000)
+    bar = progress_bar(total=len(texts), desc=desc, unit="ex", enabled=progress and len(texts) >= 1000)
     for start in range(0, len(texts), _CHUNK):
         chunk = texts[start : start + _CHUNK]
         out.extend(list(ids) for ids in tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"])

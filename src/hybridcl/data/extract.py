@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hybridcl.data.records import Record
 from hybridcl.errors import DataError
+from hybridcl.progress import progress_bar
 
 EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
 SPLITS = ("train", "valid", "test")
@@ -289,7 +289,9 @@ def _candidates(
 ) -> list[Record]:
     """Every documented function of ``files`` that passes ``filters``, as records (before deduplication)."""
     candidates: list[Record] = []
-    for source, path in tqdm(files, desc=f"extract {language}", unit="file", disable=not progress or len(files) < 50):
+    for source, path in progress_bar(
+        files, desc=f"extract {language}", unit="file", enabled=progress and len(files) >= 50
+    ):
         rel = path.relative_to(source.root).as_posix()
         text = _read_source(path, filters, report)
         if text is None:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
 
 from hybridcl.constants import CODE_DIRECTIONS, Kind
 from hybridcl.evaluate.greedy import greedy_generate, supports_fast_greedy
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
+from hybridcl.progress import progress_bar
 
 
 def code_language(task_language: str, direction: str, completion_target: str = "whole") -> str | None:
@@ -212,7 +212,7 @@ def generate(
         with (
             torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []),
             torch.inference_mode(),
-            tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress, leave=False) as bar,
+            progress_bar(total=len(encoded), desc=desc, unit="ex", enabled=progress, leave=False) as bar,
         ):
             torch.manual_seed(seed)
             if fast:

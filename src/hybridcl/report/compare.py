@@ -290,8 +290,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
                 f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
                 f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}"
             )
-    lines += ["## Best strategy per column", "", *best, ""]
-    paired = _paired_lines(rows, labels)
+    if len(rows) > 1:  # one run has no best
+        lines += ["## Best strategy per column", "", *best, ""]
+    paired = _paired_lines(rows, labels) if len(rows) > 1 else []
     if paired:
         lines += [
             "## The best against each other run, paired by seed",
@@ -330,8 +331,11 @@ def _noise(rows: list[dict], column: str, best: str) -> str:
     if column not in INTERVAL_OF:
         return ""
     intervals = {row["strategy"]: row["intervals"].get(column) for row in rows if row[column] is not None}
-    if any(iv is None for iv in intervals.values()) or len(intervals) < 2:
-        return "; no interval for every run, so no statement about noise"
+    missing = [name for name, iv in intervals.items() if iv is None]
+    if len(intervals) < 2:
+        return ""
+    if missing:
+        return f"; no interval for {', '.join(missing)}, so no statement about noise"
     lo, hi = intervals[best]
     close = [name for name, (a, b) in intervals.items() if name != best and a <= hi and lo <= b]
     if close:

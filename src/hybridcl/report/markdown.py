@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hybridcl.config import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
+from hybridcl.environment import environment_lines
 from hybridcl.errors import RunError
 from hybridcl.evaluate.registry import all_metrics, get_metric, higher_is_better
 from hybridcl.io import write_text
@@ -118,6 +119,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _humaneval(results, f)
     lines += _losses(run_dir, results, intervals)
     lines += _efficiency(run_dir, results, f)
+    lines += ["## Environment", "", *environment_lines(results.get("environment"))]
     path = run_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
