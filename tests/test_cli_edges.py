@@ -90,7 +90,14 @@ def test_progress_in_a_log_has_no_carriage_returns_and_names_what_it_does(cli_ru
     assert "\r" not in err
     assert re.search(r"^train python: 1/1 step in [\d.]+ s, loss=", err, re.M)
     assert re.search(r"^hybridcl: stage 2/2 javascript: 1 steps in [\d.]+ s, loss [\d.]+$", err, re.M)
-    assert re.search(r"^row 2: (python|javascript) prompts routed to (python|javascript), generated again", err, re.M)
+    run = cli_run[0]
+    routed = [
+        (task, json.loads(line)["routed_to"])
+        for task in ("python", "javascript")
+        for line in (run / "seed-0" / "predictions" / f"routed-row2-{task}.jsonl").read_text().splitlines()
+    ]
+    for task, other in {(t, c) for t, c in routed if t != c}:  # a generated prompt sent to another task's parts
+        assert re.search(rf"^row 2: {task} prompts routed to {other}, scored and generated again", err, re.M)
     assert "->" not in err
 
 

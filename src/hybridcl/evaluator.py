@@ -337,7 +337,9 @@ class MatrixEvaluator:
                 continue
             examples = self.examples(task)
             texts, _ = self.predict(
-                other, [examples[k].source for k in gen_idx], f"row {i}: {task} prompts routed to {other}"
+                other,
+                [examples[k].source for k in gen_idx],
+                f"row {i}: {task} prompts routed to {other}, scored and generated again",
             )
             for k, text in zip(gen_idx, texts, strict=True):
                 predictions[k] = text
