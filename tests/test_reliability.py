@@ -132,6 +132,49 @@ def test_sigkill_mid_task_then_resume_gives_the_same_matrix(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# One writer per run folder
+
+
+def test_a_run_folder_has_one_writer_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    """While a real run trains, a second `run` into the same folder, a `run --resume` and an `eval` of
+    it exit 2 with one line naming the holder's pid (before the lock, the second run succeeded and
+    both wrote train_log.jsonl); after kill -9 of the holder, `--resume` takes the stale lock over."""
+    args = [*SMALL, "train.log_every=1", "train.epochs=10", f"run.output_dir={tmp_path}", "run.name=one"]
+    run, seed_dir = tmp_path / "one", tmp_path / "one" / "seed-0"
+    # The holder waits 120 s before each matrix row, the first before training: it stays alive.
+    holder = start([sys.executable, "-c", SLOW_EVAL.replace("1.0", "120.0"), *cli(*args)[3:]], tmp_path / "h.err")
+    try:
+        wait_for(lambda: (run / ".lock").exists() and (run / "config.yaml").exists(), holder, "the run started")
+        second = [
+            cli(*args),
+            cli("--resume", str(run)),
+            [sys.executable, "-m", "hybridcl.cli", "eval", "--no-progress", str(run)],
+        ]
+        for argv in second:
+            proc = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
+            lines = [x for x in proc.stderr.splitlines() if not x.startswith("hybridcl: run folder")]
+            assert proc.returncode == 2 and len(lines) == 1, (argv, proc.stderr[-2000:])
+            assert lines[0] == (
+                f"hybridcl: error: {run} is in use by hybridcl process {holder.pid} (lock {run}/.lock): "
+                "wait for it to finish or stop it, or choose another run.name"
+            )
+        assert holder.poll() is None and (run / "config.yaml").exists()  # the holder's folder is untouched
+        holder.send_signal(signal.SIGKILL)
+        assert holder.wait(30) == -signal.SIGKILL
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert (run / ".lock").read_text() == f"{holder.pid}\n"  # the dead holder's lock file stays behind
+    final = subprocess.run(cli("--resume", str(run)), env=ENV, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert state_of(seed_dir)["finished"]
+    lines = [json.loads(line) for line in (seed_dir / "train_log.jsonl").read_text().splitlines()]
+    for task in ("python", "javascript"):  # one writer's lines: each task's steps 1, 2, 3, ... once
+        steps = [x["step"] for x in lines if x["task"] == task]
+        assert steps == list(range(1, len(steps) + 1)) and steps, task
+
+
+# ---------------------------------------------------------------------------------------------
 # Atomic files
 
 

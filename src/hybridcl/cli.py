@@ -144,7 +144,7 @@ def _run(args) -> int:
     from hybridcl.continual import run_experiment
     from hybridcl.errors import ConfigError, RunError
     from hybridcl.params import check_architecture
-    from hybridcl.run_dir import load_run_config, new_run_dir
+    from hybridcl.run_dir import RunLocked, load_run_config, new_run_dir
     from hybridcl.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
 
     progress = not args.no_progress
@@ -178,6 +178,8 @@ def _run(args) -> int:
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
     try:
         run_experiment(config, run_dir, progress=progress)
+    except RunLocked:
+        raise  # the folder is another live run's: never remove it
     except (HybridclError, OSError):
         if fresh:
             _remove_unstarted(run_dir)

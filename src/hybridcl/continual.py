@@ -41,7 +41,7 @@ from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import routed_results
-from hybridcl.run_dir import SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
+from hybridcl.run_dir import RunLock, SeedDir, TensorBoard, load_run_config, new_run_dir, write_run_config
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
 from hybridcl.train import make_accelerator, train_task
@@ -298,10 +298,12 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     """Run (or resume, if ``run_dir`` holds a started run) every seed; return the run folder."""
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(run_dir, config)
-    results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
-    if PartialState().is_main_process:
-        write_json(run_dir / "results.json", aggregate(results))
+    main = PartialState().is_main_process
+    with RunLock(run_dir, enabled=main):
+        write_run_config(run_dir, config)
+        results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
+        if main:
+            write_json(run_dir / "results.json", aggregate(results))
     return run_dir
 
 
@@ -345,10 +347,11 @@ def evaluate_run(
         if target.exists() and any(target.iterdir()):
             raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
         target.mkdir(parents=True, exist_ok=True)
-    results = [
-        run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
-        for seed in config.run.seeds
-    ]
-    write_run_config(target, config, overwrite=True)
-    write_json(target / "results.json", aggregate(results))
+    with RunLock(target):
+        results = [
+            run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
+            for seed in config.run.seeds
+        ]
+        write_run_config(target, config, overwrite=True)
+        write_json(target / "results.json", aggregate(results))
     return target
