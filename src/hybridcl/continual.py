@@ -31,7 +31,7 @@ from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
-from hybridcl.errors import ConfigError, RunError
+from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.precision import evaluation_precision
 from hybridcl.evaluator import MatrixEvaluator, Row
@@ -327,7 +327,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
-        raise ConfigError(f"hybridcl eval takes eval.* settings only, not {bad[0]!r}: training is not repeated")
+        raise ConfigError(f"hybridcl eval takes eval.* settings only, not {quote(bad[0])}: training is not repeated")
     if data is not None and out is None:
         raise ConfigError("hybridcl eval --data needs --out DIR: scores on other data never replace the run's own")
     raw = load_run_config(run_dir).to_dict()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcl.errors import RunError
+from hybridcl.errors import RunError, quote
 
 AUTO = "auto"
 
@@ -48,7 +48,7 @@ class LoadedRun:
         if task == AUTO or task in self.config.tasks:
             return task
         raise RunError(
-            f"task {task!r} is not a task of run {self.run_dir}: choose one of {', '.join([*self.config.tasks, AUTO])}"
+            f"task {quote(task)} is not a task of run {self.run_dir}: choose one of {', '.join([*self.config.tasks, AUTO])}"
         )
 
     def route(self, task: str) -> None:

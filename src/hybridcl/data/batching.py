@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 _CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call
@@ -99,7 +99,7 @@ def target_lengths(examples: Sequence[Example], tokenizer: Any, kind: str) -> li
     with ``max_target_len``.
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     texts = [e.target for e in examples]
     if not texts:
         return []
@@ -145,9 +145,9 @@ def encode(
     (``n_truncated_target``).
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     if long_targets not in ("drop", "cut"):
-        raise DataError(f"long_targets = {long_targets!r}: choose drop or cut (data.long_targets)")
+        raise DataError(f"long_targets = {quote(long_targets)}: choose drop or cut (data.long_targets)")
     if max_source_len < 2 or max_target_len < 2:
         raise DataError(
             f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens"
@@ -362,7 +362,7 @@ def collate(
     causal: ``input_ids``, ``attention_mask``, ``labels``, all the same length.
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     if not features:
         raise DataError("collate got an empty batch: batches must hold at least one example")
 

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hybridcl.data.records import Record
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
 SPLITS = ("train", "valid", "test")
@@ -247,7 +247,7 @@ def extract(
     """
     if language not in EXTRACT_LANGUAGES:
         raise DataError(
-            f"unsupported language {language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
+            f"unsupported language {quote(language)} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
         )
     if isinstance(sources, TreeSource):
         sources = [sources]

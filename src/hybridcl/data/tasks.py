@@ -23,7 +23,7 @@ from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
 from hybridcl.data.readers import read_split
 from hybridcl.data.records import Record
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 if TYPE_CHECKING:
     from hybridcl.config import DataConfig
@@ -50,7 +50,7 @@ class TaskData:
 
 def _check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
-        raise DataError(f"unknown direction {direction!r}: choose one of {', '.join(DIRECTIONS)}")
+        raise DataError(f"unknown direction {quote(direction)}: choose one of {', '.join(DIRECTIONS)}")
 
 
 def example_id(record: Record) -> str:
@@ -78,9 +78,11 @@ def make_examples(
     """
     _check_direction(direction)
     if copy and direction != "completion":
-        raise DataError(f"the copy objective needs the completion direction, not {direction!r}")
+        raise DataError(f"the copy objective needs the completion direction, not {quote(direction)}")
     if completion_target not in ("whole", "rest"):
-        raise DataError(f"completion_target = {completion_target!r}: choose whole or rest (data.completion_target)")
+        raise DataError(
+            f"completion_target = {quote(completion_target)}: choose whole or rest (data.completion_target)"
+        )
     if direction == "completion":
         return _completion_examples(records, completion_prefix, completion_target, copy)
     out = []
@@ -169,7 +171,7 @@ def prompt_template(language: str, direction: str, kind: str) -> tuple[str, str]
     """
     _check_direction(direction)
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     name = LANGUAGE_NAMES.get(language, language.capitalize())
     if direction == "completion":  # the same cue whether the target is the whole function or the rest
         return (
@@ -280,7 +282,7 @@ def load_task_data(
     :class:`DataError` if a split is empty.
     """
     if eval_split not in EVAL_SPLITS:
-        raise DataError(f"eval.split = {eval_split!r}: choose valid or test")
+        raise DataError(f"eval.split = {quote(eval_split)}: choose valid or test")
     report: dict = {
         "language": language,
         "source": data_cfg.source,
