@@ -144,7 +144,7 @@ def test_a_run_folder_has_one_writer_and_a_dead_holders_lock_is_taken_over(tmp_p
     # The holder waits 120 s before each matrix row, the first before training: it stays alive.
     holder = start([sys.executable, "-c", SLOW_EVAL.replace("1.0", "120.0"), *cli(*args)[3:]], tmp_path / "h.err")
     try:
-        wait_for(lambda: (run / ".lock").exists() and (run / "config.yaml").exists(), holder, "the run started")
+        wait_for((run / "config.yaml").exists, holder, "the run started")  # written under the lock
         second = [
             cli(*args),
             cli("--resume", str(run)),
