@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
+from hybridcl.data.provenance import file_records
 from hybridcl.data.readers import read_split
 from hybridcl.data.records import Record
 from hybridcl.errors import DataError, quote
@@ -341,7 +342,7 @@ def load_task_data(
         else:
             kept, checked, n_long = _draw(examples, cap, seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {
-            "files": files,
+            "files": file_records(files, data_cfg.source, data_cfg.path),
             "records": len(records),
             "skipped_too_long": skipped["too_long"],
             "skipped_empty": len(records) - len(examples),
