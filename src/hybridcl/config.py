@@ -222,6 +222,10 @@ class TrainConfig:
     mask_padding_in_loss: bool = True
     max_steps: int | None = None  # per task; None = epochs decide
     log_every: int = 1  # optimizer steps between training-log lines (the report plots every line)
+    # optimizer steps between mid-task checkpoints (trainable state, optimizer, scheduler, RNG, data
+    # position: train_state.py), also written on SIGTERM/SIGINT; `--resume` continues from the last
+    # one. null: only on a signal. The default costs under 2% of training time (docs/reliability.md)
+    checkpoint_every: int | None = 50
 
     def validate(self, key: str) -> None:
         _positive(self.epochs, f"{key}.epochs")
@@ -236,6 +240,8 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive(self.max_steps, f"{key}.max_steps")
         _positive(self.log_every, f"{key}.log_every")
+        if self.checkpoint_every is not None:
+            _positive(self.checkpoint_every, f"{key}.checkpoint_every")
 
 
 @dataclass

@@ -45,6 +45,7 @@ from hybridcl.run_dir import RunLock, SeedDir, TensorBoard, load_run_config, new
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
 from hybridcl.train import make_accelerator, train_task
+from hybridcl.train_state import read_progress
 
 
 class ContinualRecipe:
@@ -88,6 +89,14 @@ class ContinualRecipe:
         self.components.activate(stage)
         return stage
 
+    def resumed_at(self, i: int) -> tuple[str, int] | None:
+        """Stage ``i``'s name and the step its mid-task checkpoint holds, if it has one."""
+        if i > len(self.stages):
+            return None
+        stage = self.stages[i - 1].name
+        progress = read_progress(self.seed_dir.progress_file(i, stage))
+        return (stage, progress["steps"]) if progress is not None and progress.get("task") == stage else None
+
     def restore_stage(self, i: int) -> None:
         """Create stage ``i``'s parts and load their weights (and the rule's state) as saved after it."""
         stage = self._activate(i)
@@ -124,6 +133,7 @@ class ContinualRecipe:
                 tensorboard=tensorboard,
                 penalty=self.rule.penalty,
                 progress=self.progress,
+                checkpoint=self.seed_dir.progress_file(i, stage),
             )
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
         if self.main:
@@ -131,6 +141,7 @@ class ContinualRecipe:
             stage_dir = self.seed_dir.stage_dir(i, stage)
             save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
             save_tensors(stage_dir / "components.safetensors", self.components.component_state(), metadata=meta)
+            self.seed_dir.drop_progress(i, stage)
         self.state.train.append(
             {
                 "task": stage,
@@ -280,7 +291,7 @@ def run_seed(
     recipe = ContinualRecipe(config, seed_dir, checkpoints=reevaluate_from, progress=progress)
     recipe.setup(state, with_train=not reevaluate)
     if recipe.main and not reevaluate:
-        seed_dir.drop_unfinished_log(state.stages_done)
+        seed_dir.drop_unfinished_log(state.stages_done, recipe.resumed_at(len(state.train) + 1))
     with TensorBoard(seed_dir.tensorboard, enabled=recipe.main and not reevaluate) as tensorboard:
         if not state.rows:
             recipe.evaluate(0)

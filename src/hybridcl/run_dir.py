@@ -118,6 +118,14 @@ class SeedDir:
         """Per-example statistics of matrix row ``i`` (``<task>/<metric>`` -> [examples, k]), for intervals."""
         return self.path / "stats" / f"row{i}.safetensors"
 
+    def progress_file(self, i: int, stage: str) -> Path:
+        """The mid-task checkpoint of stage ``i`` while it trains (:mod:`hybridcl.train_state`)."""
+        return self.path / "progress" / f"{i}-{stage}.safetensors"
+
+    def drop_progress(self, i: int, stage: str) -> None:
+        """Stage ``i`` is trained and its checkpoint saved: its mid-task checkpoint is no longer needed."""
+        self.progress_file(i, stage).unlink(missing_ok=True)
+
     def predictions_file(self, name: str) -> Path:
         return self.path / "predictions" / f"{name}.jsonl"
 
@@ -143,15 +151,22 @@ class SeedDir:
     def write_predictions(self, name: str, lines: list[dict]) -> None:
         write_text(self.predictions_file(name), "".join(json.dumps(line) + "\n" for line in lines))
 
-    def drop_unfinished_log(self, finished: list[str]) -> None:
-        """On resume, forget the log lines of a stage whose training was interrupted: it starts over."""
+    def drop_unfinished_log(self, finished: list[str], resumed: tuple[str, int] | None = None) -> None:
+        """On resume, forget the log lines of a stage whose training was interrupted: it starts over,
+        or (``resumed``: its name and the step of its mid-task checkpoint) continues after that step."""
         path = self.train_log
         if not path.exists():
             return
         lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("task") in finished]
+        kept = [line for line in lines if line.strip() and _kept(json.loads(line), finished, resumed)]
         if len(kept) != len(lines):
             write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _kept(line: dict, finished: list[str], resumed: tuple[str, int] | None) -> bool:
+    if line.get("task") in finished:
+        return True
+    return resumed is not None and line.get("task") == resumed[0] and line.get("step", 0) <= resumed[1]
 
 
 class TensorBoard:
