@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from hybridcl.cli import main
-from hybridcl.config import load_config
+from hybridcl.config import build_config, load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.readers import bundled_dir
 from hybridcl.errors import ConfigError
@@ -572,3 +572,66 @@ def test_humaneval_without_isolation_is_refused_before_training(capsys, tmp_path
     )
     assert line.endswith("or set eval.allow_unsandboxed=true to run it anyway with weaker protections")
     assert list(tmp_path.iterdir()) == []  # refused before a run folder was made
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded errors: a message quotes at most ~200 characters of a value; YAML is capped before validation
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """``components.lora.target_modules`` as a list nesting ``levels`` levels of ``width`` aliases:
+    a few hundred bytes of YAML that expand to width**levels strings."""
+
+    def level(k: int) -> str:
+        if k == 0:
+            return "&a0 q_proj"
+        return f"&a{k} [{level(k - 1)}, " + ", ".join([f"*a{k - 1}"] * (width - 1)) + "]"
+
+    return f"preset: smoke\ncomponents:\n  lora:\n    target_modules: {level(levels)}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_validation(capsys, tmp_path):
+    """Was: the one-line error quoted the whole expanded value (226 MB of output, 27 s, 1.05 GB)."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    assert len(bomb.read_bytes()) < 1000
+    rc, line, err = run_cli(capsys, "run", "--no-progress", f"config={bomb}")
+    assert rc == 2 and len(err) < 1000
+    assert line == (
+        f"hybridcl: error: {bomb}: the YAML expands to more than 100,000 values through its aliases (*name): "
+        "write the values out instead of nesting aliases"
+    )
+    rc, line, err = run_cli(capsys, "params", "components.lora.target_modules=" + alias_bomb().split(": ", 3)[-1])
+    assert rc == 2 and "expands to more than 100,000 values" in line and len(err) < 1000
+
+
+def test_an_error_quotes_at_most_200_characters_of_a_value():
+    """The same bomb built in Python (no YAML cap on the way) and a 10 MB string: the messages that
+    quote them stay short."""
+    value = "q_proj"
+    for _ in range(9):
+        value = [value] * 9
+    raw = load_config(overrides=["preset=smoke"]).to_dict()
+    raw["components"]["lora"]["target_modules"] = value
+    with pytest.raises(ConfigError) as info:
+        build_config(raw)
+    message = str(info.value)
+    assert message.startswith("components.lora.target_modules[0] = [[[[") and message.endswith("must be a string")
+    assert len(message) < 300 and "(9 items)" in message
+    raw["components"]["lora"]["target_modules"] = None
+    raw["train"]["precision"] = "x" * 10_000_000
+    with pytest.raises(ConfigError) as info:
+        build_config(raw)
+    assert len(str(info.value)) < 400 and "(10,000,000 characters)" in str(info.value)
+
+
+def test_a_10_mb_config_is_refused_unread(capsys, tmp_path):
+    """Was: read, parsed and validated whole; its 10 MB run.name reached the error message."""
+    big = tmp_path / "big.yaml"
+    big.write_text("preset: smoke\nrun:\n  name: " + "x" * 10_000_000 + "\n")
+    rc, line, err = run_cli(capsys, "run", "--no-progress", f"config={big}")
+    assert rc == 2 and len(err) < 1000
+    assert line == (
+        f"hybridcl: error: {big}: 10,000,028 bytes, more than the 1,048,576 a config file may have: "
+        "a config holds settings, not data; shorten it"
+    )

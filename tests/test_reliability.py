@@ -132,6 +132,49 @@ def test_sigkill_mid_task_then_resume_gives_the_same_matrix(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# One writer per run folder
+
+
+def test_a_run_folder_has_one_writer_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    """While a real run trains, a second `run` into the same folder, a `run --resume` and an `eval` of
+    it exit 2 with one line naming the holder's pid (before the lock, the second run succeeded and
+    both wrote train_log.jsonl); after kill -9 of the holder, `--resume` takes the stale lock over."""
+    args = [*SMALL, "train.log_every=1", "train.epochs=10", f"run.output_dir={tmp_path}", "run.name=one"]
+    run, seed_dir = tmp_path / "one", tmp_path / "one" / "seed-0"
+    # The holder waits 120 s before each matrix row, the first before training: it stays alive.
+    holder = start([sys.executable, "-c", SLOW_EVAL.replace("1.0", "120.0"), *cli(*args)[3:]], tmp_path / "h.err")
+    try:
+        wait_for((run / "config.yaml").exists, holder, "the run started")  # written under the lock
+        second = [
+            cli(*args),
+            cli("--resume", str(run)),
+            [sys.executable, "-m", "hybridcl.cli", "eval", "--no-progress", str(run)],
+        ]
+        for argv in second:
+            proc = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
+            lines = [x for x in proc.stderr.splitlines() if not x.startswith("hybridcl: run folder")]
+            assert proc.returncode == 2 and len(lines) == 1, (argv, proc.stderr[-2000:])
+            assert lines[0] == (
+                f"hybridcl: error: {run} is in use by hybridcl process {holder.pid} (lock {run}/.lock): "
+                "wait for it to finish or stop it, or choose another run.name"
+            )
+        assert holder.poll() is None and (run / "config.yaml").exists()  # the holder's folder is untouched
+        holder.send_signal(signal.SIGKILL)
+        assert holder.wait(30) == -signal.SIGKILL
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert (run / ".lock").read_text() == f"{holder.pid}\n"  # the dead holder's lock file stays behind
+    final = subprocess.run(cli("--resume", str(run)), env=ENV, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert state_of(seed_dir)["finished"]
+    lines = [json.loads(line) for line in (seed_dir / "train_log.jsonl").read_text().splitlines()]
+    for task in ("python", "javascript"):  # one writer's lines: each task's steps 1, 2, 3, ... once
+        steps = [x["step"] for x in lines if x["task"] == task]
+        assert steps == list(range(1, len(steps) + 1)) and steps, task
+
+
+# ---------------------------------------------------------------------------------------------
 # Atomic files
 
 
@@ -592,7 +635,9 @@ def test_a_run_reports_records_over_the_bound(tmp_path):
     )
     report = load_task_data(config.data, "python").report
     assert report["train"] == {
-        "files": [str(tmp_path / "python.train.jsonl")],
+        "files": [
+            {"root": "data.path", "path": "python.train.jsonl", "sha256": _sha256(tmp_path / "python.train.jsonl")}
+        ],
         "records": 2,
         "skipped_too_long": 1,
         "skipped_empty": 0,
@@ -647,3 +692,155 @@ def test_the_protections_in_force_are_recorded_in_results_json(tmp_path, capsys)
         assert {"private-filesystem", "pid-namespace", "no-network"} <= set(humaneval[model]["protections"])
         if os.geteuid() == 0:
             assert "uid-nobody" in humaneval[model]["protections"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Portable records: data files by relative path and sha256
+
+
+def test_a_moved_run_records_relative_data_files_and_says_when_one_changed(tmp_path, capsys):
+    """results.json names each data file relative to its root with its sha256 (it held absolute
+    paths); `report` and `eval` of the run moved elsewhere work, and say when a file changed."""
+    import gzip
+    import hashlib
+    import shutil
+
+    from hybridcl.data.provenance import file_records
+    from hybridcl.data.readers import bundled_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid"):
+        shutil.copy(bundled_dir() / f"python.{split}.jsonl.gz", data)
+    args = ["preset=smoke", "tasks=[python]", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4"]
+    where = ["data.source=jsonl", f"data.path={data}", f"run.output_dir={tmp_path / 'a'}", "run.name=r"]
+    assert main(["run", "--no-progress", *args, *where]) == 0
+    text = (tmp_path / "a" / "r" / "results.json").read_text()
+    assert str(tmp_path) not in text
+    files = json.loads(text)["per_seed"][0]["data"]["python"]["valid"]["files"]
+    valid = data / "python.valid.jsonl.gz"
+    assert files == [
+        {"root": "data.path", "path": "python.valid.jsonl.gz", "sha256": hashlib.sha256(valid.read_bytes()).hexdigest()}
+    ]
+    assert file_records([str(bundled_dir() / "go.train.jsonl.gz")], "bundled", None)[0]["path"] == "go.train.jsonl.gz"
+
+    moved = tmp_path / "b" / "r"
+    shutil.move(tmp_path / "a" / "r", moved)
+    capsys.readouterr()
+    assert main(["report", str(moved)]) == 0 and main(["eval", "--no-progress", str(moved)]) == 0
+    assert "note" not in capsys.readouterr().err
+
+    valid.write_bytes(gzip.compress(gzip.decompress(valid.read_bytes()), mtime=1))  # same records, other bytes
+    assert main(["report", str(moved)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hybridcl: note:")]
+    assert len(notes) == 1 and notes[0].startswith(
+        "hybridcl: note: data file python.valid.jsonl.gz (under data.path) has changed since the run: sha256 "
+    )
+
+    old = json.loads((moved / "results.json").read_text())  # an older results.json: absolute path strings
+    for seed in old["per_seed"]:  # (after `eval`, the valid split is the one recorded)
+        seed["data"]["python"]["valid"]["files"] = ["/elsewhere/python.valid.jsonl.gz"]
+    (moved / "results.json").write_text(json.dumps(old))
+    assert main(["report", str(moved)]) == 0
+    assert "1 data file was recorded without a hash (an older hybridcl): not checked" in capsys.readouterr().err
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints within a task: SIGTERM at step k, --resume, bit-identical
+
+# The same CLI, but the process sends itself SIGTERM inside javascript's optimizer step K (through
+# the scheduler's step, which ends each optimizer step): the signal lands at a known step.
+SIGTERM_AT_STEP = (
+    "import os, signal, sys\n"
+    "import hybridcl.continual as C, hybridcl.train as T\n"
+    "K = int(os.environ['STOP_AT_STEP'])\n"
+    "train, build = C.train_task, T.build_scheduler\n"
+    "def build_counting(*a, **k):\n"
+    "    scheduler = build(*a, **k)\n"
+    "    base = type(scheduler)\n"
+    "    class Counted(base):  # a subclass, not an attribute: the scheduler's state_dict stays the same\n"
+    "        calls = 0\n"
+    "        def step(self, *x, **y):\n"
+    "            base.step(self, *x, **y); Counted.calls += 1\n"
+    "            if Counted.calls == K: os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    scheduler.__class__ = Counted\n"
+    "    return scheduler\n"
+    "def train_task(*a, task, **k):\n"
+    "    T.build_scheduler = build_counting if task == 'javascript' else build\n"
+    "    try: return train(*a, task=task, **k)\n"
+    "    finally: T.build_scheduler = build\n"
+    "C.train_task = train_task\n"
+    "from hybridcl.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+TIMING = {"seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "eval_seconds"}
+
+
+def _differences(a, b, path: str = "") -> list[str]:
+    """The paths where two JSON values differ, timings aside."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted((set(a) | set(b)) - TIMING)
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {str(a)[:60]} != {str(b)[:60]}"]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sigterm_mid_task_then_resume_is_bit_identical(tmp_path, precision):
+    """SIGTERM at step 5 of javascript's 16 steps (checkpoints every 3 steps): exit 143 with a
+    checkpoint at step 5; `--resume` continues from it (not from the task's start) and ends with the
+    same bytes of every checkpoint, matrix statistic and results.json (timings aside) as a run never
+    interrupted, in fp32 and bf16 autocast."""
+    k = 5
+    args = [*SMALL, "train.epochs=8", "train.checkpoint_every=3", f"train.precision={precision}"]
+    args += ["train.log_every=1", f"run.output_dir={tmp_path}"]
+    reference = start(cli(*args, "run.name=ref"), tmp_path / "ref.err")
+    env = {**ENV, "STOP_AT_STEP": str(k)}
+    cut, seed_dir = tmp_path / "cut", tmp_path / "cut" / "seed-0"
+    try:
+        victim = subprocess.run(
+            [sys.executable, "-c", SIGTERM_AT_STEP, *cli(*args, "run.name=cut")[3:]],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert victim.returncode == 128 + signal.SIGTERM, victim.stderr[-3000:]
+        assert victim.stderr.splitlines()[-1] == (
+            f"hybridcl: interrupted; saved at step {k} of task javascript: continue with `hybridcl run --resume {cut}`"
+        )
+        progress = seed_dir / "progress" / "2-javascript.safetensors"
+        from hybridcl.train_state import read_progress
+
+        saved = read_progress(progress)
+        assert (saved["steps"], saved["total_steps"], saved["epoch"], saved["batch"]) == (k, 16, 2, 1)
+        assert [t["task"] for t in state_of(seed_dir)["train"]] == ["python"]
+        assert [x for x in log_tasks(seed_dir) if x == "javascript"] == ["javascript"] * k
+
+        resumed = subprocess.run(cli("--resume", str(cut)), env=ENV, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert reference.wait(600) == 0, (tmp_path / "ref.err").read_text()[-3000:]
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+    assert not progress.exists()  # dropped once the task's checkpoint is saved
+    ref_dir = tmp_path / "ref" / "seed-0"
+    for part in ("tasks", "stats"):
+        assert _files(seed_dir / part) == _files(ref_dir / part)
+    for name in ("results.json", "seed-0/results.json"):
+        got, ref = (json.loads((d / name).read_text()) for d in (cut, tmp_path / "ref"))
+        assert _differences(got, ref) == []
+    ref_log, got_log = (
+        [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()] for d in (ref_dir, seed_dir)
+    )
+    for line in ref_log + got_log:
+        del line["samples_per_s"]
+    assert got_log == ref_log  # every step's loss once, as in the uninterrupted run

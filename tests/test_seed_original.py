@@ -387,7 +387,7 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
         8,
         4,
     )
-    assert all("/train-" in f for f in data["valid"]["files"])
+    assert all("/train-" in f["path"] for f in data["valid"]["files"])
     for stage in results["per_seed"][0]["train"]:
         assert stage["n_examples"] == 8
     base = load_base(ModelConfig(name=str(codet5_tiny_dir)))

@@ -137,11 +137,13 @@ def test_preset_seed_runs_end_to_end(codet5_small_dir, codesearchnet_dir, tmp_pa
     assert results["rows"] == ["base", "python", "javascript"] and results["strategy"] == "hybrid_shared_layer"
     assert results["params"]["lora_per_adapter"] == 1_671_168 and results["params"]["full_layer_per_block"] == 3_146_752
     data = results["per_seed"][0]["data"]
-    assert [f.rsplit("/", 1)[1] for f in data["python"]["train"]["files"]] == [
+    assert [f["path"].rsplit("/", 1)[1] for f in data["python"]["train"]["files"]] == [
         "python_train_0.jsonl.gz",
         "python_train_1.jsonl.gz",
     ]
-    assert data["javascript"]["valid"]["files"][0].endswith("javascript/final/jsonl/valid/javascript_valid_0.jsonl.gz")
+    assert data["javascript"]["valid"]["files"][0]["path"].endswith(
+        "javascript/final/jsonl/valid/javascript_valid_0.jsonl.gz"
+    )
     for stage in results["per_seed"][0]["train"]:
         assert stage["n_examples"] == 8 and stage["n_truncated_target"] == 0 and stage["final_loss"] > 0
     # The decoder started at <pad>, <s> was dropped from the text, generation stopped at </s> (not

@@ -131,17 +131,21 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"hybridcl: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if args.run_folder:
-            print(
-                "hybridcl: interrupted; finished tasks are saved: continue with `hybridcl run --resume "
-                f"{args.run_folder}`",
-                file=sys.stderr,
-            )
-        else:
-            print("hybridcl: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, args.run_folder)
     return result or 0
+
+
+def _interrupted(exc: KeyboardInterrupt, run_folder) -> int:
+    """The line after Ctrl-C or SIGTERM, and the exit code (128 + the signal)."""
+    step = getattr(exc, "step", None)  # train_state.TrainingInterrupted: stopped after a checkpoint
+    if step is None or not getattr(exc, "saved", False):
+        saved = "finished tasks are saved"
+    else:
+        saved = f"saved at step {step} of task {getattr(exc, 'task', '?')}"
+    resume = f": continue with `hybridcl run --resume {run_folder}`" if run_folder else ""
+    print(f"hybridcl: interrupted; {saved}{resume}" if run_folder else "hybridcl: interrupted", file=sys.stderr)
+    return 128 + getattr(exc, "signum", 2)
 
 
 def _take_sweeps(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -178,7 +182,7 @@ def _run(args) -> int:
     from hybridcl.continual import run_experiment
     from hybridcl.errors import ConfigError, RunError
     from hybridcl.params import check_architecture
-    from hybridcl.run_dir import load_run_config, new_run_dir
+    from hybridcl.run_dir import RunLocked, load_run_config, new_run_dir
     from hybridcl.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
 
     progress = not args.no_progress
@@ -219,6 +223,8 @@ def _run(args) -> int:
     print(f"hybridcl: run folder {run_dir}", file=sys.stderr)
     try:
         run_experiment(config, run_dir, progress=progress)
+    except RunLocked:
+        raise  # the folder is another live run's: never remove it
     except (HybridclError, OSError):
         if fresh:
             _remove_unstarted(run_dir)
@@ -303,6 +309,7 @@ def _eval(args) -> int:
         names = [p.name for p in load_sweep(run_dir)]
         target = out or run_dir
         for name in names:
+            _data_notes(run_dir / name)
             evaluate_run(
                 run_dir / name,
                 args.overrides,
@@ -312,6 +319,7 @@ def _eval(args) -> int:
             )
         _write_sweep_reports(target, names)
     else:
+        _data_notes(run_dir)
         target = evaluate_run(run_dir, args.overrides, data=data, out=out, progress=not args.no_progress)
         write_report(target)
     print(target)
@@ -404,8 +412,22 @@ def _config_show(args) -> int:
 def _report(args) -> int:
     from hybridcl.report.markdown import write_report
 
+    _data_notes(Path(args.run_dir))
     print(write_report(Path(args.run_dir)))
     return 0
+
+
+def _data_notes(run_dir: Path) -> None:
+    """One stderr line per data file the run recorded that is missing here or has another sha256."""
+    from hybridcl.data.provenance import check_data_files
+    from hybridcl.io import read_json
+    from hybridcl.run_dir import load_run_config
+
+    if not (run_dir / "results.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return
+    data = load_run_config(run_dir).data
+    for note in check_data_files(read_json(run_dir / "results.json"), data.source, data.path):
+        print(f"hybridcl: note: {note}", file=sys.stderr)
 
 
 def _compare(args) -> int:

@@ -23,7 +23,7 @@ import yaml
 
 from hybridcl.constants import LANGUAGES
 from hybridcl.data.records import MAX_RECORD_BYTES
-from hybridcl.errors import ConfigError, unknown_choice
+from hybridcl.errors import ConfigError, quote, unknown_choice
 from hybridcl.strategies import STRATEGIES
 
 
@@ -106,7 +106,7 @@ def parse_position(value: str, key: str = "components.full_layer.position") -> t
     # isdecimal, not int(): int() also takes " 3", "+3" and "3_0"
     if stack in FULL_LAYER_STACKS and number.isdecimal() and number.isascii() and int(number) >= 1:
         return stack, int(number)
-    raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {POSITION_CHOICES}")
+    raise ConfigError(f"{key} = {quote(value)} is not allowed: choose one of {POSITION_CHOICES}")
 
 
 @dataclass
@@ -243,6 +243,10 @@ class TrainConfig:
     mask_padding_in_loss: bool = True
     max_steps: int | None = None  # per task; None = epochs decide
     log_every: int = 1  # optimizer steps between training-log lines (the report plots every line)
+    # optimizer steps between mid-task checkpoints (trainable state, optimizer, scheduler, RNG, data
+    # position: train_state.py), also written on SIGTERM/SIGINT; `--resume` continues from the last
+    # one. null: only on a signal. The default costs under 2% of training time (docs/reliability.md)
+    checkpoint_every: int | None = 50
 
     def validate(self, key: str) -> None:
         _positive(self.epochs, f"{key}.epochs")
@@ -257,6 +261,8 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive(self.max_steps, f"{key}.max_steps")
         _positive(self.log_every, f"{key}.log_every")
+        if self.checkpoint_every is not None:
+            _positive(self.checkpoint_every, f"{key}.checkpoint_every")
 
 
 @dataclass
@@ -432,7 +438,18 @@ def build_config(raw: dict[str, Any]) -> ExperimentConfig:
 def load_config_file(path: str | Path) -> ExperimentConfig:
     """A validated config from a YAML file that holds every key (e.g. a run's resolved ``config.yaml``)."""
     path = Path(path)
+    _check_size(path)
     return build_config(_parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path)))
+
+
+def _check_size(path: Path) -> None:
+    """Refuse a config file over :data:`MAX_YAML_BYTES` before reading it."""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{path}: {size:,} bytes, more than the {MAX_YAML_BYTES:,} a config file may have: "
+            "a config holds settings, not data; shorten it"
+        )
 
 
 def raw_config(
@@ -444,7 +461,7 @@ def raw_config(
         key, sep, value = item.partition("=")
         if key in ("preset", "config") and sep and not value.strip():  # not silently the default
             raise ConfigError(
-                f"override {item!r} is empty: give a preset name (one of {', '.join(preset_names())}) "
+                f"override {quote(item)} is empty: give a preset name (one of {', '.join(preset_names())}) "
                 "or a YAML file, e.g. preset=smoke or config=my.yaml"
             )
         if key == "preset" and sep:  # a bare `preset` is a mistake, not the default preset
@@ -483,7 +500,7 @@ def _validate_nested(obj: Any, key: str) -> None:
 
 def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name in seen:
-        raise ConfigError(f"preset {name!r} extends itself through {' -> '.join(seen)}")
+        raise ConfigError(f"preset {quote(name)} extends itself through {' -> '.join(seen)}")
     # Only the shipped presets, by name: `extends: ../../x` or `preset=/etc/x` must not read other files.
     if not isinstance(name, str) or name not in preset_names():
         raise ConfigError(unknown_choice("preset", str(name), preset_names()))
@@ -505,6 +522,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    _check_size(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -515,7 +533,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     parent = raw.pop("extends", None)
     if parent is not None and not (isinstance(parent, str) and parent in preset_names()):
         raise ConfigError(
-            f"{path}: extends: {parent!r} is not a preset: extends names one of "
+            f"{path}: extends: {quote(parent)} is not a preset: extends names one of "
             f"{', '.join(preset_names())}; put the keys of another file in this one"
         )
     return _merge(_load_preset(parent), raw) if parent else raw
@@ -540,20 +558,64 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(
                         None,
                         None,
-                        f"key {key!r} appears twice (first on line {first + 1}): keep one",
+                        f"key {quote(key)} appears twice (first on line {first + 1}): keep one",
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep)
 
 
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses a mapping with the same key twice (``ConstructorError``)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+MAX_YAML_BYTES = 1 << 20  # a config file (every preset is under 4 KB)
+MAX_YAML_NODES = 100_000  # values after aliases are expanded (a full resolved config has about 150)
+
+
+def load_yaml(text: str, where: str = "YAML input") -> Any:
+    """``yaml.safe_load`` that refuses a mapping with the same key twice (``ConstructorError``), and
+    (``ConfigError``) text over :data:`MAX_YAML_BYTES` or a document whose aliases expand to more
+    than :data:`MAX_YAML_NODES` values (an "alias bomb": a few hundred bytes that expand to 9**9
+    values), checked on the composed node graph before any value is built."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{where}: {len(text):,} characters of YAML, more than the {MAX_YAML_BYTES:,} a config may have: "
+            "a config holds settings, not data; shorten it"
+        )
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values through its aliases (*name): "
+                "write the values out instead of nesting aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], cap: int) -> int:
+    """How many values ``node`` stands for once every alias is copied out (counted once per shared
+    node, so the count costs the size of the file, not of the expansion); stops past ``cap``."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, cap)
+        if total > cap:
+            break
+    sizes[id(node)] = total
+    return total
 
 
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        raw = load_yaml(text)
+        raw = load_yaml(text, where)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -581,7 +643,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=1)")
+        raise ConfigError(f"override {quote(item)} is not of the form key=value (e.g. train.epochs=1)")
     try:
         value = load_yaml(text) if text != "" else None
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on a date like 2001-13-01
@@ -618,7 +680,7 @@ def _renamed(full: str) -> str:
 def from_dict(cls: type, raw: Any, key: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and type."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{key or 'config'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{key or 'config'} must be a mapping, got {quote(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -646,11 +708,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return _coerce_union(args, value, key)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {', '.join(map(str, args))}")
+            raise ConfigError(f"{key} = {quote(value)} is not allowed: choose one of {', '.join(map(str, args))}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key} = {value!r} must be a list, e.g. {key}=[a,b]")
+            raise ConfigError(f"{key} = {quote(value)} must be a list, e.g. {key}=[a,b]")
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp in _SCALARS:
         return _SCALARS[tp](value, key)
@@ -673,13 +735,13 @@ def _coerce_union(args: tuple[Any, ...], value: Any, key: str) -> Any:
 
 def _coerce_bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r} must be true or false")
+        raise ConfigError(f"{key} = {quote(value)} must be true or false")
     return value
 
 
 def _coerce_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} = {value!r} must be an integer")
+        raise ConfigError(f"{key} = {quote(value)} must be an integer")
     return value
 
 
@@ -690,9 +752,9 @@ def _coerce_float(value: Any, key: str) -> float:
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} = {value!r} must be a number")
+        raise ConfigError(f"{key} = {quote(value)} must be a number")
     if not math.isfinite(value if isinstance(value, float) or abs(value) < 2**1000 else math.inf):
-        raise ConfigError(f"{key} = {value!r} must be a finite number")
+        raise ConfigError(f"{key} = {quote(value)} must be a finite number")
     return float(value)
 
 
@@ -700,7 +762,7 @@ def _coerce_str(value: Any, key: str) -> str:
     if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads run.name=2024-05-01 as a date
         return str(value)
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r} must be a string")
+        raise ConfigError(f"{key} = {quote(value)} must be a string")
     return str(value)
 
 

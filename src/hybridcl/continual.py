@@ -32,7 +32,7 @@ from hybridcl.config import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
 from hybridcl.environment import environment_record
-from hybridcl.errors import ConfigError, RunError
+from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.precision import evaluation_precision
 from hybridcl.evaluator import MatrixEvaluator, Row
@@ -44,11 +44,12 @@ from hybridcl.model.parameters import component_state, count_parameters, load_co
 from hybridcl.progress import note
 from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
 from hybridcl.routing import STATS_FILE, Prompts, Routers, routed_results
-from hybridcl.run_dir import SeedDir, load_run_config, new_run_dir, write_run_config
+from hybridcl.run_dir import RunLock, SeedDir, load_run_config, new_run_dir, write_run_config
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
 from hybridcl.trackers import Trackers
 from hybridcl.train import make_accelerator, train_task
+from hybridcl.train_state import read_progress
 
 
 class ContinualRecipe:
@@ -106,6 +107,14 @@ class ContinualRecipe:
         torch.manual_seed(self.seed * 1000 + i)  # new parts get the same random init on resume
         self.components.activate(stage)
         return stage
+
+    def resumed_at(self, i: int) -> tuple[str, int] | None:
+        """Stage ``i``'s name and the step its mid-task checkpoint holds, if it has one."""
+        if i > len(self.stages):
+            return None
+        stage = self.stages[i - 1].name
+        progress = read_progress(self.seed_dir.progress_file(i, stage))
+        return (stage, progress["steps"]) if progress is not None and progress.get("task") == stage else None
 
     def restore_stage(self, i: int) -> None:
         """Create stage ``i``'s parts and load their weights (and the rule's state) as saved after it."""
@@ -170,6 +179,7 @@ class ContinualRecipe:
                 trackers=trackers,
                 penalty=self.rule.penalty,
                 progress=self.progress,
+                checkpoint=self.seed_dir.progress_file(i, stage),
             )
         if self.main:
             took = f"{result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
@@ -182,6 +192,7 @@ class ContinualRecipe:
             save_tensors(stage_dir / "components.safetensors", component_state(self.components), metadata=meta)
             if self.routers is not None:
                 save_tensors(stage_dir / STATS_FILE, self._fit_router(stage), metadata=meta)
+            self.seed_dir.drop_progress(i, stage)
         self.state.train.append(
             {
                 "task": stage,
@@ -304,6 +315,11 @@ class ContinualRecipe:
         return results
 
 
+def _with_environment(results: list[SeedResults | None]) -> dict:
+    """The run's ``results.json``: the seeds' results aggregated, and what the run ran on."""
+    return {**aggregate([r for r in results if r is not None]), "environment": environment_record()}
+
+
 def _flat_stats(stats: dict[str, dict]) -> dict[str, torch.Tensor]:
     return {
         f"{task}/{m}": torch.from_numpy(values) for task, by_metric in stats.items() for m, values in by_metric.items()
@@ -341,7 +357,7 @@ def run_seed(
     recipe = ContinualRecipe(config, seed_dir, checkpoints=reevaluate_from, progress=progress)
     recipe.setup(state, with_train=not reevaluate)
     if recipe.main and not reevaluate:
-        seed_dir.drop_unfinished_log(state.stages_done)
+        seed_dir.drop_unfinished_log(state.stages_done, recipe.resumed_at(len(state.train) + 1))
     tracked = recipe.main and not reevaluate
     with Trackers(config.run.report_to, seed_dir, run_config=config.to_dict(), enabled=tracked) as trackers:
         if not state.rows:
@@ -367,13 +383,15 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     """Run (or resume, if ``run_dir`` holds a started run) every seed; return the run folder."""
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(run_dir, config)
-    results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
-    if PartialState().is_main_process:
-        write_json(
-            run_dir / "results.json",
-            {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
-        )
+    main = PartialState().is_main_process
+    with RunLock(run_dir, enabled=main):
+        write_run_config(run_dir, config)
+        results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
+        if main:
+            write_json(
+                run_dir / "results.json",
+                {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
+            )
     return run_dir
 
 
@@ -397,7 +415,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     bad = [o for o in overrides if not o.startswith("eval.")]
     if bad:
-        raise ConfigError(f"hybridcl eval takes eval.* settings only, not {bad[0]!r}: training is not repeated")
+        raise ConfigError(f"hybridcl eval takes eval.* settings only, not {quote(bad[0])}: training is not repeated")
     if data is not None and out is None:
         raise ConfigError("hybridcl eval --data needs --out DIR: scores on other data never replace the run's own")
     raw = load_run_config(run_dir).to_dict()
@@ -417,13 +435,14 @@ def evaluate_run(
         if target.exists() and any(target.iterdir()):
             raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
         target.mkdir(parents=True, exist_ok=True)
-    results = [
-        run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
-        for seed in config.run.seeds
-    ]
-    write_run_config(target, config, overwrite=True)
-    write_json(
-        target / "results.json",
-        {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
-    )
+    with RunLock(target):
+        results = [
+            run_seed(config, SeedDir(target, seed), progress=progress, reevaluate_from=SeedDir(run_dir, seed))
+            for seed in config.run.seeds
+        ]
+        write_run_config(target, config, overwrite=True)
+        write_json(
+            target / "results.json",
+            {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
+        )
     return target

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+
+QUOTE_LIMIT = 200  # characters of a value an error message quotes
+PATH_LIMIT = 4096  # characters of a path (Linux's PATH_MAX: no longer path can be opened)
+# reprlib stops at these sizes and depths, so a value of any size (a YAML alias bomb expands to
+# hundreds of millions of items) costs microseconds to quote.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 4
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxarray = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 8
+_REPR.maxdeque = 8
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = QUOTE_LIMIT + 10
 
 
 class HybridclError(Exception):
@@ -26,12 +37,25 @@ class RunError(HybridclError):
     """A run folder is missing, incompatible or inconsistent."""
 
 
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters (longer ones end in ``...``
+    and say how long the value was when it has a length)."""
+    text = _REPR.repr(value)
+    if len(text) <= limit:
+        return text
+    size = (
+        f" ({len(value):,} {'characters' if isinstance(value, str) else 'items'})" if hasattr(value, "__len__") else ""
+    )
+    return text[: limit - 3] + "..." + size
+
+
 def unknown_choice(what: str, value: object, allowed: Iterable[str]) -> str:
     """The message for a value that is not one of ``allowed``, with the closest match as a hint."""
     allowed = list(allowed)
-    close = difflib.get_close_matches(str(value), allowed, n=1)
+    text = str(value)
+    close = difflib.get_close_matches(text, allowed, n=1) if len(text) <= QUOTE_LIMIT else []
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown {what} {value!r}{hint}: allowed are {', '.join(allowed)}"
+    return f"unknown {what} {quote(value)}{hint}: allowed are {', '.join(allowed)}"
 
 
 def describe_os_error(exc: OSError, path: object = None) -> str:
@@ -43,6 +67,8 @@ def describe_os_error(exc: OSError, path: object = None) -> str:
     import errno
 
     where = str(path if path is not None else exc.filename or "a file")
+    if len(where) > PATH_LIMIT:  # a path is quoted whole up to the kernel's PATH_MAX, to be acted on
+        where = where[: PATH_LIMIT - 3] + f"... ({len(where):,} characters)"
     cause = exc.strerror or str(exc)
     advice = {
         errno.ENOSPC: "free space there and run the command again (a run continues with `hybridcl run --resume`)",

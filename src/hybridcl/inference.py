@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcl.errors import RunError
+from hybridcl.errors import RunError, quote
 from hybridcl.model.parameters import load_component_state
 
 AUTO = "auto"
@@ -50,7 +50,8 @@ class LoadedRun:
         if task == AUTO or task in self.config.tasks:
             return task
         raise RunError(
-            f"task {task!r} is not a task of run {self.run_dir}: choose one of {', '.join([*self.config.tasks, AUTO])}"
+            f"task {quote(task)} is not a task of run {self.run_dir}: "
+            f"choose one of {', '.join([*self.config.tasks, AUTO])}"
         )
 
     def route(self, task: str) -> None:

@@ -150,3 +150,36 @@ def _checkpoint_recovery(path: Path) -> str:
             "task's checkpoint (same config and seed, the same result on the same machine)"
         )
     return ": delete it and write it again"
+
+
+class FolderLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``path``, holding this process's pid.
+
+    The kernel releases the lock when its holder exits, however it exits (kill -9 included), so a
+    lock file left behind by a dead process is taken over by the next one. ``acquire`` returns
+    ``None`` on success, else the holder's pid as written in the file (``0`` if unreadable).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self) -> int | None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            return int(holder) if holder.isdigit() else 0
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None

@@ -95,11 +95,15 @@ def progress_bar(
     unit: str = "it",
     enabled: bool = True,
     leave: bool = True,
+    initial: int = 0,
 ):
-    """A progress bar: tqdm on a terminal, :class:`LineProgress` in a log, silent when not ``enabled``."""
+    """A progress bar: tqdm on a terminal, :class:`LineProgress` in a log, silent when not ``enabled``;
+    ``initial``: the count it starts from (a task resumed mid-way)."""
     if enabled and not sys.stderr.isatty():
-        return LineProgress(total if iterable is None or total is not None else _len(iterable), desc, unit, iterable)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave)
+        bar = LineProgress(total if iterable is None or total is not None else _len(iterable), desc, unit, iterable)
+        bar.n = initial
+        return bar
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, initial=initial)
 
 
 def _len(iterable) -> int | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from hybridcl import __version__
 from hybridcl.config import ExperimentConfig, dump_yaml, load_config_file
 from hybridcl.errors import ConfigError, RunError
-from hybridcl.io import load_tensors, read_json, write_json, write_text
+from hybridcl.io import FolderLock, load_tensors, read_json, write_json, write_text
 from hybridcl.results import SeedState
 
 
@@ -26,6 +26,41 @@ def new_run_dir(config: ExperimentConfig) -> Path:
     """``run.output_dir/run.name``, or a dated name ``<preset>-<strategy>-<YYYYmmdd-HHMMSS>``."""
     name = config.run.name or f"{config.preset}-{config.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
     return Path(config.run.output_dir) / name
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLocked(RunError):
+    """Another live process writes into this run folder."""
+
+
+class RunLock:
+    """One writer per run folder: ``run``, ``run --resume`` and ``eval`` hold ``RUN_DIR/.lock`` (an
+    ``fcntl`` advisory lock) for their whole life; a second one raises :class:`RunLocked` naming the
+    holder's pid. The kernel drops the lock of a process that dies (kill -9 too), so a stale lock file
+    is taken over. With several processes (``accelerate launch``) only the main one locks.
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.lock = FolderLock(self.run_dir / LOCK_FILE)
+
+    def __enter__(self) -> RunLock:
+        if not self.enabled:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        holder = self.lock.acquire()
+        if holder is not None:
+            who = f"process {holder}" if holder else "another process"
+            raise RunLocked(
+                f"{self.run_dir} is in use by hybridcl {who} (lock {self.run_dir / LOCK_FILE}): "
+                "wait for it to finish or stop it, or choose another run.name"
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
 
 
 def load_run_config(run_dir: Path) -> ExperimentConfig:
@@ -87,6 +122,14 @@ class SeedDir:
         """As :meth:`stats_file`, for row ``i`` scored without the task id (:mod:`hybridcl.routing`)."""
         return self.path / "stats" / f"routed-row{i}.safetensors"
 
+    def progress_file(self, i: int, stage: str) -> Path:
+        """The mid-task checkpoint of stage ``i`` while it trains (:mod:`hybridcl.train_state`)."""
+        return self.path / "progress" / f"{i}-{stage}.safetensors"
+
+    def drop_progress(self, i: int, stage: str) -> None:
+        """Stage ``i`` is trained and its checkpoint saved: its mid-task checkpoint is no longer needed."""
+        self.progress_file(i, stage).unlink(missing_ok=True)
+
     def predictions_file(self, name: str) -> Path:
         return self.path / "predictions" / f"{name}.jsonl"
 
@@ -112,12 +155,19 @@ class SeedDir:
     def write_predictions(self, name: str, lines: list[dict]) -> None:
         write_text(self.predictions_file(name), "".join(json.dumps(line) + "\n" for line in lines))
 
-    def drop_unfinished_log(self, finished: list[str]) -> None:
-        """On resume, forget the log lines of a stage whose training was interrupted: it starts over."""
+    def drop_unfinished_log(self, finished: list[str], resumed: tuple[str, int] | None = None) -> None:
+        """On resume, forget the log lines of a stage whose training was interrupted: it starts over,
+        or (``resumed``: its name and the step of its mid-task checkpoint) continues after that step."""
         path = self.train_log
         if not path.exists():
             return
         lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("task") in finished]
+        kept = [line for line in lines if line.strip() and _kept(json.loads(line), finished, resumed)]
         if len(kept) != len(lines):
             write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _kept(line: dict, finished: list[str], resumed: tuple[str, int] | None) -> bool:
+    if line.get("task") in finished:
+        return True
+    return resumed is not None and line.get("task") == resumed[0] and line.get("step", 0) <= resumed[1]

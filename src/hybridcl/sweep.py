@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from hybridcl.config import ExperimentConfig, apply_override, build_config
-from hybridcl.errors import ConfigError, RunError
+from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.io import read_json, write_json
 from hybridcl.run_dir import load_run_config, write_run_config
 from hybridcl.strategies import ALL_STRATEGIES
@@ -45,11 +45,11 @@ def parse_axis(item: str) -> tuple[str, list]:
     """``"key=v1,v2"`` -> ``("key", [v1, v2])``; values are YAML (``tasks=[python,go],[go,python]``)."""
     key, sep, text = item.partition("=")
     if not sep or not key or not text:
-        raise ConfigError(f"--sweep {item!r} is not of the form key=value1,value2 (e.g. components.lora.r=4,8,16)")
+        raise ConfigError(f"--sweep {quote(item)} is not of the form key=value1,value2 (e.g. components.lora.r=4,8,16)")
     try:
         values = yaml.safe_load(f"[{text}]")
     except yaml.YAMLError:
-        raise ConfigError(f"--sweep {item!r}: the values are not a comma-separated list") from None
+        raise ConfigError(f"--sweep {quote(item)}: the values are not a comma-separated list") from None
     return key, values
 
 

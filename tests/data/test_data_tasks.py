@@ -87,7 +87,13 @@ def test_load_task_data_jsonl_subsample(tmp_path):
     a = load_task_data(cfg, "python", seed=0)
     assert len(a.train) == 10 and len(a.val) == 5
     assert a.report["train"] == {
-        "files": [str(tmp_path / "python.train.jsonl.gz")],
+        "files": [
+            {
+                "root": "data.path",
+                "path": "python.train.jsonl.gz",
+                "sha256": _sha256(tmp_path / "python.train.jsonl.gz"),
+            }
+        ],
         "records": 30,
         "skipped_too_long": 0,
         "skipped_empty": 0,
@@ -328,3 +334,9 @@ def test_train_seed_draws_the_training_sample_alone(tmp_path):
     assert {e.id for e in load_task_data(every, "python", train_seed=0).train} == {
         e.id for e in load_task_data(every, "python", train_seed=5).train
     }
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -19,7 +19,7 @@ import torch
 
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 from hybridcl.io import write_atomic
 from hybridcl.progress import progress_bar
 
@@ -103,7 +103,7 @@ def target_lengths(examples: Sequence[Example], tokenizer: Any, kind: str) -> li
     with ``max_target_len``.
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     texts = [e.target for e in examples]
     if not texts:
         return []
@@ -150,9 +150,9 @@ def encode(
     (``n_truncated_target``). ``prompt``: ``data.prompt`` (``raw``: no template around the source).
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     if long_targets not in ("drop", "cut"):
-        raise DataError(f"long_targets = {long_targets!r}: choose drop or cut (data.long_targets)")
+        raise DataError(f"long_targets = {quote(long_targets)}: choose drop or cut (data.long_targets)")
     if max_source_len < 2 or max_target_len < 2:
         raise DataError(
             f"max_source_len = {max_source_len}, max_target_len = {max_target_len}: both must be at least 2 tokens"
@@ -374,7 +374,7 @@ def collate(
     causal: ``input_ids``, ``attention_mask``, ``labels``, all the same length.
     """
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     if not features:
         raise DataError("collate got an empty batch: batches must hold at least one example")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hybridcl.data.extract import EXTRACT_LANGUAGES, SPLITS, Filters, TreeSource, extract
 from hybridcl.data.records import read_records, write_records
-from hybridcl.errors import DataError, HybridclError
+from hybridcl.errors import DataError, HybridclError, quote
 
 
 def add_commands(subparsers) -> None:
@@ -98,7 +98,7 @@ def _out_paths(out: str, language: str, splits: list[str]) -> dict[str, Path]:
 def cmd_extract(args: argparse.Namespace) -> int:
     if args.language not in EXTRACT_LANGUAGES:
         raise DataError(
-            f"unsupported language {args.language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
+            f"unsupported language {quote(args.language)} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
         )
     for name in ("valid_fraction", "test_fraction"):
         value = getattr(args, name)

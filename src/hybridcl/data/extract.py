@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridcl.data.records import Record
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 from hybridcl.progress import progress_bar
 
 EXTRACT_LANGUAGES = ("python", "javascript", "go", "java", "php", "ruby")
@@ -247,7 +247,7 @@ def extract(
     """
     if language not in EXTRACT_LANGUAGES:
         raise DataError(
-            f"unsupported language {language!r} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
+            f"unsupported language {quote(language)} for extraction: choose one of {', '.join(EXTRACT_LANGUAGES)}"
         )
     if isinstance(sources, TreeSource):
         sources = [sources]

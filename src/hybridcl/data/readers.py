@@ -15,7 +15,7 @@ from typing import Any
 
 from hybridcl.constants import LANGUAGES as CSN_LANGUAGES  # CodeSearchNet's six
 from hybridcl.data.records import TOO_LONG, Record, iter_json_lines, read_records, record_from_dict
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 SOURCES = ("bundled", "codesearchnet", "jsonl", "hf")
 _HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
@@ -61,12 +61,12 @@ def read_split(
     """
     bound: dict[str, Any] = {"max_record_bytes": max_record_bytes, "skipped": skipped}
     if split not in _HF_SPLITS:
-        raise DataError(f"unknown split {split!r}: choose train, valid or test")
+        raise DataError(f"unknown split {quote(split)}: choose train, valid or test")
     if source == "bundled":
         languages = bundled_languages()
         if language not in languages:
             raise DataError(
-                f"unsupported language {language!r} for data.source=bundled: the bundled corpus has "
+                f"unsupported language {quote(language)} for data.source=bundled: the bundled corpus has "
                 f"{', '.join(languages)}; "
                 "use data.source=codesearchnet or data.source=jsonl for other languages"
             )
@@ -77,7 +77,7 @@ def read_split(
         return read_codesearchnet(_need_path(path, source), language, split, **bound)
     if source == "hf":
         return read_hf(language, split, path, **bound)
-    raise DataError(f"unknown data source {source!r}: choose one of {', '.join(SOURCES)}")
+    raise DataError(f"unknown data source {quote(source)}: choose one of {', '.join(SOURCES)}")
 
 
 def _need_path(path: str | None, source: str) -> Path:
@@ -107,7 +107,7 @@ def _check_language(records: list[Record], language: str, file: Path) -> None:
     for i, record in enumerate(records):
         if record.language != language:
             raise DataError(
-                f"{file}: record {i + 1} has language {record.language!r}, expected {language!r}; "
+                f"{file}: record {i + 1} has language {quote(record.language)}, expected {quote(language)}; "
                 "the file name must match the language of its records"
             )
 
@@ -118,7 +118,7 @@ def read_codesearchnet(
     """The official release: ``root/<language>/final/jsonl/<split>/*.jsonl.gz``."""
     if language not in CSN_LANGUAGES:
         raise DataError(
-            f"unsupported language {language!r} for data.source=codesearchnet: CodeSearchNet has "
+            f"unsupported language {quote(language)} for data.source=codesearchnet: CodeSearchNet has "
             f"{', '.join(CSN_LANGUAGES)}"
         )
     folder = Path(root) / language / "final" / "jsonl" / split
@@ -148,7 +148,9 @@ def hf_row_to_record(row: Any, where: str) -> Record:
         raise DataError(f"{where}: expected a JSON object with the code_search_net columns, got {type(row).__name__}")
     missing = [column for column in HF_FIELDS if column not in row and column != "func_code_url"]
     if missing:
-        raise DataError(f"{where}: missing field {missing[0]!r}; a code_search_net row needs {', '.join(HF_FIELDS)}")
+        raise DataError(
+            f"{where}: missing field {quote(missing[0])}; a code_search_net row needs {', '.join(HF_FIELDS)}"
+        )
     return record_from_dict({field: row.get(column) for column, field in HF_FIELDS.items()}, where)
 
 
@@ -169,7 +171,7 @@ def read_hf(
     """
     if language not in CSN_LANGUAGES:
         raise DataError(
-            f"unsupported language {language!r} for data.source=hf: code_search_net has {', '.join(CSN_LANGUAGES)}"
+            f"unsupported language {quote(language)} for data.source=hf: code_search_net has {', '.join(CSN_LANGUAGES)}"
         )
     hf_split = _HF_SPLITS[split]
     if path and Path(path).exists():

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 FIELDS = ("repo", "path", "func_name", "language", "code", "docstring")  # required, strings
 # Records (JSON lines) longer than this are skipped unread by a run (``data.max_record_bytes``): one
@@ -58,7 +58,9 @@ def record_from_dict(obj: Any, where: str) -> Record:
     values: dict[str, Any] = {}
     for name in FIELDS:
         if name not in obj:
-            raise DataError(f"{where}: missing field {name!r}; each record needs {', '.join(FIELDS)} (url optional)")
+            raise DataError(
+                f"{where}: missing field {quote(name)}; each record needs {', '.join(FIELDS)} (url optional)"
+            )
         values[name] = _text(obj[name], name, where)
     url = obj.get("url")
     values["url"] = None if url is None else _text(url, "url", where)
@@ -68,13 +70,13 @@ def record_from_dict(obj: Any, where: str) -> Record:
 def _text(value: Any, name: str, where: str) -> str:
     if not isinstance(value, str):
         raise DataError(
-            f"{where}: field {name!r} must be a string, got {type(value).__name__}; fix or remove this record"
+            f"{where}: field {quote(name)} must be a string, got {type(value).__name__}; fix or remove this record"
         )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise DataError(
-            f"{where}: field {name!r} holds an invalid \\u escape (a lone surrogate), which is not valid "
+            f"{where}: field {quote(name)} holds an invalid \\u escape (a lone surrogate), which is not valid "
             "Unicode text; fix or remove this record"
         ) from None
     return value

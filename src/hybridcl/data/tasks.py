@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
+from hybridcl.data.provenance import file_records
 from hybridcl.data.readers import read_split
 from hybridcl.data.records import Record
-from hybridcl.errors import DataError
+from hybridcl.errors import DataError, quote
 
 if TYPE_CHECKING:
     from hybridcl.config import DataConfig
@@ -50,7 +51,7 @@ class TaskData:
 
 def _check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
-        raise DataError(f"unknown direction {direction!r}: choose one of {', '.join(DIRECTIONS)}")
+        raise DataError(f"unknown direction {quote(direction)}: choose one of {', '.join(DIRECTIONS)}")
 
 
 def example_id(record: Record) -> str:
@@ -78,9 +79,11 @@ def make_examples(
     """
     _check_direction(direction)
     if copy and direction != "completion":
-        raise DataError(f"the copy objective needs the completion direction, not {direction!r}")
+        raise DataError(f"the copy objective needs the completion direction, not {quote(direction)}")
     if completion_target not in ("whole", "rest"):
-        raise DataError(f"completion_target = {completion_target!r}: choose whole or rest (data.completion_target)")
+        raise DataError(
+            f"completion_target = {quote(completion_target)}: choose whole or rest (data.completion_target)"
+        )
     if direction == "completion":
         return _completion_examples(records, completion_prefix, completion_target, copy)
     out = []
@@ -170,9 +173,9 @@ def prompt_template(language: str, direction: str, kind: str, prompt: str = "nam
     """
     _check_direction(direction)
     if kind not in KINDS:
-        raise DataError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise DataError(f"unknown model kind {quote(kind)}: choose one of {', '.join(KINDS)}")
     if prompt not in ("named", "raw"):
-        raise DataError(f"prompt = {prompt!r}: choose named or raw (data.prompt)")
+        raise DataError(f"prompt = {quote(prompt)}: choose named or raw (data.prompt)")
     if prompt == "raw":
         return "", ""
     name = LANGUAGE_NAMES.get(language, language.capitalize())
@@ -290,7 +293,7 @@ def load_task_data(
     :class:`DataError` if a split is empty.
     """
     if eval_split not in EVAL_SPLITS:
-        raise DataError(f"eval.split = {eval_split!r}: choose valid or test")
+        raise DataError(f"eval.split = {quote(eval_split)}: choose valid or test")
     report: dict = {
         "language": language,
         "source": data_cfg.source,
@@ -349,7 +352,7 @@ def load_task_data(
             draw_seed = seed if split != "train" or train_seed is None else train_seed
             kept, checked, n_long = _draw(examples, cap, draw_seed, too_long, drop=data_cfg.long_targets == "drop")
         report[split] = {
-            "files": files,
+            "files": file_records(files, data_cfg.source, data_cfg.path),
             "records": len(records),
             "skipped_too_long": skipped["too_long"],
             "skipped_empty": len(records) - len(examples),

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import torch
 
+from hybridcl.errors import quote
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -22,7 +24,7 @@ def evaluation_precision(precision: str, device: torch.device | str) -> Iterator
     """Run the body in ``precision`` on ``device``'s type: ``fp32`` disables any autocast (float32
     weights give float32 logits), ``bf16`` autocasts matrix products to bfloat16."""
     if precision not in PRECISIONS:
-        raise ValueError(f"eval.precision = {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"eval.precision = {quote(precision)}: choose one of {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         yield

