@@ -64,7 +64,7 @@ SCALES = {
     ),
     "gpu-seed": (
         ["preset=seed", "data.direction=completion", "data.source=hf", "data.path=null", "data.train_subset=per_seed"]
-        + ["run.seeds=[0,1,2]", "eval.routing=false", "eval.max_examples=200", "run.device=auto"],
+        + ["run.seeds=[0,1,2]", "eval.max_examples=200", "run.device=auto"],
         ["encoder:3", "decoder"],
     ),
 }

@@ -349,7 +349,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * max(centre - half, 0.0), 100 * min(centre + half, 1.0)
+    # rounded before clipping: at p = 1 the upper bound is exactly 1 (float sums give 0.9999999999999999)
+    return 100 * max(round(centre - half, 12), 0.0), 100 * min(round(centre + half, 12), 1.0)
 
 
 def accuracy_summary(chosen: dict[str, list[str]], tasks: Sequence[str]) -> dict:
