@@ -308,7 +308,10 @@ def test_disk_full_on_a_real_small_file_system(tmp_path):
     private_mounts_or_skip()
     full = tmp_path / "full"
     full.mkdir()
-    args = " ".join(["run", "--no-progress", *TINY, f"run.output_dir={full}", "run.name=r"])
+    # a small router (feature_ridge keeps a random_features^2 Gram matrix per task) so the run fits 10 MB
+    args = " ".join(
+        ["run", "--no-progress", *TINY, "routing.random_features=64", f"run.output_dir={full}", "run.name=r"]
+    )
     proc = real_cli(
         f"mount -t tmpfs -o size=100k tmpfs {full} && $HYBRIDCL {args}; echo rc=$?; "
         f"ls -a {full}/r/seed-0/tasks/1-python; "
@@ -479,7 +482,10 @@ def test_generate_flags_are_validated(capsys, finished_run, flag, value):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["preset="], "override 'preset=' is empty: give a preset name (one of default, seed, seed-original, smoke)"),
+        (
+            ["preset="],
+            "override 'preset=' is empty: give a preset name (one of default, seed, seed-original, smoke, study)",
+        ),
         (["config="], "override 'config=' is empty"),
         (["preset=../presets/smoke"], "unknown preset '../presets/smoke'"),
         (
@@ -525,7 +531,7 @@ def test_extends_names_a_preset_only(capsys, tmp_path):
         rc, line, _ = run_cli(capsys, "run", f"config={path}")
         assert rc == 2 and line == (
             f"hybridcl: error: {path}: extends: {parent!r} is not a preset: extends names one of "
-            "default, seed, seed-original, smoke; put the keys of another file in this one"
+            "default, seed, seed-original, smoke, study; put the keys of another file in this one"
         )
 
 

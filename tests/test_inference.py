@@ -166,4 +166,4 @@ def test_generate_auto_routes_each_prompt_of_a_mixed_call_to_its_own_task(comple
     assert texts == own
     assert main(["generate", "--run", str(completion_run), "--task", "auto", PYTHON_SNIPPET, JAVASCRIPT_SNIPPET]) == 0
     out = capsys.readouterr().out
-    assert out.index("task: python") < out.index("task: javascript")
+    assert out.index("task python") < out.index("task javascript")

@@ -72,11 +72,11 @@ def test_the_embedded_models_block_goes_after_any_decoder_layer():
 def test_parameter_matched_lora_rank_on_the_default_model():
     # SmolLM2-135M, LoRA r=8 on its default targets: 460,800 = 8 x 57,600; the hybrid: 460,800 + 3,540,096
     config = load_config("default")
-    assert build_components(config, "hybrid_task_specific", 1).counts().trainable == 4_000_896
+    assert count_parameters(build_components(config, "hybrid_task_specific", 1)).trainable == 4_000_896
     # 4,000,896 / 57,600 = 69.46: r=69 gives 3,974,400 (26,496 short), r=70 4,032,000 (31,104 over)
     assert matched_lora_rank(config) == (69, 3_974_400, 4_000_896)
     matched = load_config("default", overrides=["strategy=lora_only", "components.lora.r=69"])
-    assert build_components(matched, "lora_only", 1).counts().trainable == 3_974_400
+    assert count_parameters(build_components(matched, "lora_only", 1)).trainable == 3_974_400
     assert "parameter-matched LoRA-only: components.lora.r=69 (3,974,400 trainable per task" in params_table(config)
     # codet5-small (the seed preset): 1,671,168 / 16 = 104,448 per rank; 4,817,920 / 104,448 = 46.13
     assert matched_lora_rank(load_config("seed")) == (46, 46 * 104_448, 1_671_168 + 3_146_752)

@@ -157,8 +157,8 @@ def test_preset_seed_runs_end_to_end(codet5_small_dir, codesearchnet_dir, tmp_pa
     assert syntax == [[100.0, 0.0]] * 3  # SCRIPT is valid Python and not JavaScript
 
     capsys.readouterr()
-    assert main(["generate", "--run", str(run), "--task", "python", "Return the answer."]) == 0
-    assert capsys.readouterr().out.strip() == SCRIPT
+    assert main(["generate", "--run", str(run), "--task", "python", "--json", "Return the answer."]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == SCRIPT
 
 
 def test_allow_pickle_still_prefers_safetensors(codet5_small_dir, tmp_path):

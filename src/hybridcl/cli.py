@@ -426,7 +426,11 @@ def _data_notes(run_dir: Path) -> None:
     if not (run_dir / "results.json").is_file() or not (run_dir / "config.yaml").is_file():
         return
     data = load_run_config(run_dir).data
-    for note in check_data_files(read_json(run_dir / "results.json"), data.source, data.path):
+    try:
+        recorded = read_json(run_dir / "results.json")
+    except HybridclError:  # a damaged results.json: `hybridcl eval` rebuilds it, `report` says so itself
+        return
+    for note in check_data_files(recorded, data.source, data.path):
         print(f"hybridcl: note: {note}", file=sys.stderr)
 
 
