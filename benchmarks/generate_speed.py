@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="per task (default: the preset's eval.max_examples)")
     parser.add_argument("--tasks", default=None, help="comma-separated (default: the preset's tasks)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="both sides (default: eval.batch_size)")
     parser.add_argument(
         "--draft-budgets",
         default=None,
@@ -146,7 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.preset)
     n = args.prompts or config.eval.max_examples
-    config = load_config(args.preset, [f"data.max_val={max(n, config.data.max_val)}"])
+    batch = [f"eval.batch_size={args.batch_size}"] if args.batch_size else []
+    config = load_config(args.preset, [f"data.max_val={max(n, config.data.max_val)}", *batch])
     settings = GenerationSettings.from_config(config)
     base = load_base(config.model)
     model, tokenizer, kind = base.model.eval(), base.tokenizer, base.kind

@@ -185,6 +185,7 @@ def run_hybridcl(args) -> dict:
         "final_loss": round(result.final_loss, 4),
         "losses": [[s, round(v, 4)] for s, v in result.losses],
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "base_params": sum(p.numel() for p in base.model.parameters()),
     }
 
 
@@ -205,7 +206,10 @@ def run_peer_default(args) -> dict:
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     config, base, encoded, lora, targets = default_workload(args)
+    base_params = sum(p.numel() for p in base.model.parameters())
     cuda = args.device != "cpu" and torch.cuda.is_available()
+    precision, attention = args.peer_setting.split("-")
+    base.model.set_attn_implementation(attention)
     torch.manual_seed(0)
     model = get_peft_model(
         base.model,
@@ -230,7 +234,7 @@ def run_peer_default(args) -> dict:
         learning_rate=config.train.lr,
         max_grad_norm=1.0,
         weight_decay=0.0,
-        bf16=cuda,
+        bf16=precision == "bf16",
         use_cpu=not cuda,
         train_sampling_strategy="group_by_length",
         logging_steps=1,
@@ -263,7 +267,8 @@ def run_peer_default(args) -> dict:
         "model": config.model.name,
         "examples": len(features),
         "epochs": args.epochs,
-        "precision": "bf16" if cuda else "fp32",
+        "precision": precision,
+        "attention": attention,
         "train_s": round(seconds, 1),
         "samples_per_s": round(samples / seconds, 2),
         "real_tokens_per_s": round(args.epochs * real_token_count(encoded, base.kind) / seconds),
@@ -272,19 +277,59 @@ def run_peer_default(args) -> dict:
         "final_loss": losses[-1][1] if losses else None,
         "losses": losses,
         "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()}",
+        "base_params": base_params,
     }
 
 
 def run_peer(args) -> dict:
     if args.workload == "default":
-        return {"system": "peer", **run_peer_default(args)}
+        return {"system": "peer", "setting": args.peer_setting, **run_peer_default(args)}
     peer = load_peer(args.peer)
+    precision, attention = args.peer_setting.split("-")
+    _set_peer_script(peer, bf16=precision == "bf16", attention=attention)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         peer.main("tuned", args.examples, args.epochs)
     theirs = json.loads(out.getvalue().strip().splitlines()[-1])
     theirs["peak_rss_gb"] = round(peak_rss_gb(), 2)
-    return {"system": "peer", **theirs}
+    return {"system": "peer", "setting": args.peer_setting, "precision": precision, "attention": attention, **theirs}
+
+
+def _set_peer_script(peer, *, bf16: bool, attention: str) -> None:
+    """The peer script's ``tuned`` mode at one setting: its training arguments with ``bf16`` (the
+    Trainer's autocast; the script turns it on only on a GPU) and its model with ``attention``."""
+    arguments, model_class = peer.Seq2SeqTrainingArguments, peer.T5ForConditionalGeneration
+
+    def training_arguments(*a, **kw):
+        return arguments(*a, **{**kw, "bf16": bf16})
+
+    def model(config):
+        config._attn_implementation = attention
+        return model_class(config)
+
+    peer.Seq2SeqTrainingArguments, peer.T5ForConditionalGeneration = training_arguments, model
+
+
+def peer_settings(requested: str, device: str, workload: str) -> tuple[list[str], str | None]:
+    """The peer settings to measure (``precision-attention``) and why any were left out.
+
+    ``best`` is every setting a user of the peer could pick on this machine: float32 and, where the
+    processor multiplies bf16 natively (a GPU, or a CPU with AVX512-BF16 or AMX), the Trainer's bf16
+    autocast; each with SDPA and eager attention. Where bf16 is emulated it is left out: it is slower
+    than float32 by orders of magnitude (``cpu_peak.py`` records the two GEMM peaks on every line)."""
+    import torch
+
+    from hybridcl.train import cpu_has_native_bf16
+
+    if requested != "best":
+        return requested.split(","), None
+    cuda = device != "cpu" and torch.cuda.is_available()
+    native = torch.cuda.is_bf16_supported() if cuda else cpu_has_native_bf16()
+    attentions = ["sdpa", "eager"]
+    precisions = ["fp32", "bf16"] if native else ["fp32"]
+    settings = [f"{p}-{a}" for p in precisions for a in attentions]
+    emulated = "bf16 left out: this processor has no native bf16 (its GEMM is emulated: see bf16_gflops)"
+    return settings, None if native else emulated
 
 
 def device_name(device: str) -> str:
@@ -315,11 +360,18 @@ def main() -> None:
         choices=["auto", "fp32", "bf16"],
         help="hybridcl's train.precision (auto: bf16 where the processor has it)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="peer, hybridcl pairs, interleaved")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every side, interleaved")
     parser.add_argument("--peer", type=Path, default=PEER, help="path of peer_hf_trainer.py")
+    parser.add_argument(
+        "--peer-settings",
+        default="best",
+        help="the peer's settings, precision-attention (fp32-sdpa, fp32-eager, bf16-sdpa, bf16-eager), "
+        "comma-separated; best: every one this machine offers (bf16 only where it is native)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="hybridcl only")
     parser.add_argument("--results", type=Path, default=None, help="the .jsonl every line is appended to")
     parser.add_argument("--side", choices=["hybridcl", "peer"], help=argparse.SUPPRESS)  # one child's side
+    parser.add_argument("--peer-setting", default="fp32-sdpa", help=argparse.SUPPRESS)  # the peer child's setting
     args = parser.parse_args()
 
     if args.side:
@@ -333,6 +385,7 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     run_id = datetime.datetime.now().isoformat(timespec="seconds")
     command = " ".join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
+    peaks = gemm_peaks(args.device)
 
     def emit(line: dict) -> None:
         line = {"benchmark": "train_speed", "run": run_id, **line}
@@ -340,57 +393,83 @@ def main() -> None:
         with results.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
-    emit({"command": command, **machine()})
-    child = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--workload",
-        args.workload,
-        "--examples",
-        str(args.examples),
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--strategy",
-        args.strategy,
-        "--device",
-        args.device,
-        "--precision",
-        args.precision,
-        "--peer",
-        str(args.peer),
-    ]
-    sides = ["hybridcl"] if args.no_peer else ["peer", "hybridcl"]
+    settings, left_out = ([], None) if args.no_peer else peer_settings(args.peer_settings, args.device, args.workload)
+    emit({"command": command, "peer_settings": settings, "left_out": left_out, **peaks, **machine()})
+    sides = [*(f"peer:{s}" for s in settings), "hybridcl"]
     seen: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
         for side in sides:
-            proc = subprocess.run([*child, "--side", side], capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stderr[-4000:])
-                sys.exit(f"the {side} run failed (exit {proc.returncode})")
-            line = json.loads(proc.stdout.strip().splitlines()[-1])
+            line = run_child(args, side)
+            line.update(fraction_of_peak(line, peaks, args.workload))
             seen[side].append(line)
             emit({"round": round_ + 1, **line})
-    if args.no_peer:
-        return
-    ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen["peer"], seen["hybridcl"], strict=True)]
-    median = {side: statistics.median(x["train_s"] for x in seen[side]) for side in sides}
-    emit(
-        {
-            "speedup_vs_peer": round(median["peer"] / median["hybridcl"], 2),
-            "per_round": [round(r, 2) for r in ratios],
-            "peer_train_s": round(median["peer"], 1),
-            "hybridcl_train_s": round(median["hybridcl"], 1),
-            "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in seen[side]) for side in sides},
-            "workload": args.workload,
-            "examples": seen["hybridcl"][0]["examples"],
-            "epochs": args.epochs,
-            "final_loss": {side: [x.get("final_loss") for x in seen[side]] for side in sides},
-            "device": seen["hybridcl"][0]["device"],
-            **machine(),
-        }
-    )
+    if not args.no_peer:
+        emit({**summary(seen, settings, args), **peaks, **machine()})
+
+
+def run_child(args, side: str) -> dict:
+    """One side's training in a child process of its own (its own peak RSS); its result line."""
+    system, _, setting = side.partition(":")
+    child = [sys.executable, str(Path(__file__).resolve()), "--side", system, "--peer-setting", setting or "fp32-sdpa"]
+    for name in ("workload", "examples", "epochs", "batch_size", "strategy", "device", "precision", "peer"):
+        child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    proc = subprocess.run(child, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        sys.exit(f"the {side} run failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gemm_peaks(device: str) -> dict:
+    """The machine's float32 and bf16 matrix-multiply peaks (``cpu_peak.py``), GFLOP/s; none on a GPU."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return {}
+    from cpu_peak import gemm_flops
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {f"{p}_gflops": round(gemm_flops(d) / 1e9, 1) for p, d in dtypes.items()}
+
+
+def fraction_of_peak(line: dict, peaks: dict, workload: str) -> dict:
+    """The GFLOP/s a side reaches at 4 x parameters per real token (forward 2P, backward to the inputs
+    2P: the frozen weights get no gradients) and its fraction of the GEMM peak of its precision; for
+    hybridcl an upper estimate (prompt tokens skip the head there)."""
+    from cpu_peak import CODET5_SMALL_PARAMS
+
+    params = line.get("base_params") or (CODET5_SMALL_PARAMS if workload == "seed" else None)
+    peak = peaks.get(f"{line.get('precision', 'fp32')}_gflops")
+    if not params or not peak or "real_tokens_per_s" not in line:
+        return {}
+    gflops = line["real_tokens_per_s"] * 4 * params / 1e9
+    return {"gflops": round(gflops, 1), "fraction_of_peak": round(gflops / peak, 3)}
+
+
+def summary(seen: dict[str, list[dict]], settings: list[str], args) -> dict:
+    """The ratio of medians against the peer at its fastest setting, and against its float32 best."""
+    median = {side: statistics.median(x["train_s"] for x in lines) for side, lines in seen.items()}
+    peers = {s: median[f"peer:{s}"] for s in settings}
+    best = min(peers, key=peers.get)
+    fp32 = [s for s in settings if s.startswith("fp32")]
+    best_fp32 = min(fp32, key=peers.get) if fp32 else None
+    mine = seen["hybridcl"]
+    ratios = [p["train_s"] / h["train_s"] for p, h in zip(seen[f"peer:{best}"], mine, strict=True)]
+    return {
+        "speedup_vs_peer_best": round(peers[best] / median["hybridcl"], 2),
+        "peer_best_setting": best,
+        "per_round": [round(r, 2) for r in ratios],
+        "speedup_vs_peer_fp32": round(peers[best_fp32] / median["hybridcl"], 2) if best_fp32 else None,
+        "peer_train_s": {s: round(v, 1) for s, v in peers.items()},
+        "hybridcl_train_s": round(median["hybridcl"], 1),
+        "peak_rss_gb": {side: max(x["peak_rss_gb"] for x in lines) for side, lines in seen.items()},
+        "fraction_of_peak": {side: lines[-1].get("fraction_of_peak") for side, lines in seen.items()},
+        "workload": args.workload,
+        "examples": mine[0]["examples"],
+        "epochs": args.epochs,
+        "final_loss": {side: [x.get("final_loss") for x in lines] for side, lines in seen.items()},
+        "device": mine[0]["device"],
+    }
 
 
 if __name__ == "__main__":

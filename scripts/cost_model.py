@@ -26,6 +26,7 @@ rate (the rate does not change the cost).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -169,21 +170,22 @@ def available(config, task: str, split: str) -> int | None:
     return len(records)
 
 
-def computed_cells(config) -> int:
-    """Cells evaluated (not reused) over row 0 and every trained row."""
+def computed_cells(config, *, row0: bool = True) -> int:
+    """Cells evaluated (not reused) over every trained row and, with ``row0``, row 0."""
     from hybridcl.strategies import get_strategy
 
     T = len(config.tasks)
     reuse = config.eval.reuse_unchanged and get_strategy(config.strategy).isolates_tasks
-    total = T  # row 0
+    total = T if row0 else 0
     for i in range(1, T + 1):
         tasks = range(T) if config.eval.forward_transfer else range(i)
         total += sum(1 for j in tasks if not (reuse and j + 1 < i))
     return total
 
 
-def seed_run_seconds(config, units: dict) -> dict[str, float]:
-    """One seed of one run: training, loss, generation, fixed, in seconds."""
+def seed_run_seconds(config, units: dict, *, row0: bool = True) -> dict[str, float]:
+    """One seed of one run: training, loss, generation, fixed, in seconds (``row0``: with row 0's
+    cells; the plan computes them once, ``eval.base_cells``)."""
     train_units = units["train_s_per_function_epoch"]
     per_fe = train_units.get(config.strategy, train_units["default"])
     train = val = 0
@@ -192,7 +194,7 @@ def seed_run_seconds(config, units: dict) -> dict[str, float]:
         val += _n(config.data.max_val, t, units, available(config, t, config.eval.split))
     val_per_task = val / len(config.tasks)
     gen_per_task = min(val_per_task, config.eval.max_examples or val_per_task)
-    n_cells = computed_cells(config)
+    n_cells = computed_cells(config, row0=row0)
     return {
         "train": per_fe * train * config.train.epochs,
         "loss": units["loss_s_per_function"] * val_per_task * n_cells,
@@ -214,18 +216,29 @@ def part_configs(part: study_at_scale.Part) -> list:
 
 
 def predict(units: dict, scale: str) -> list[dict]:
-    """Per part of the plan: its runs, seed-runs and predicted seconds by kind."""
-    rows = []
+    """Per part of the plan: its runs, seed-runs and predicted seconds by kind; last, row 0's cells,
+    computed once per evaluation setting for the whole plan (``eval.base_cells``)."""
+    rows, row0 = [], {}
     for part in study_at_scale.plan(scale):
         if part.kind != "run":
             continue
         total = {"train": 0.0, "loss": 0.0, "generate": 0.0, "cells": 0.0, "fixed": 0.0}
         configs = part_configs(part)
         for config in configs:
-            for key, seconds in seed_run_seconds(config, units).items():
+            for key, seconds in seed_run_seconds(config, units, row0=False).items():
                 total[key] += seconds * len(config.run.seeds)
+            for task in config.tasks:
+                setting = (task, config.eval.split, config.eval.max_examples, config.data.max_val)
+                row0.setdefault(setting, (config, task))
         seed_runs = sum(len(c.run.seeds) for c in configs)
         rows.append({"part": part.folder, "runs": len(configs), "seed_runs": seed_runs, **total})
+    base = {"train": 0.0, "loss": 0.0, "generate": 0.0, "cells": 0.0, "fixed": 0.0}
+    for config, task in row0.values():
+        one = dataclasses.replace(config, tasks=[task], strategy="lora_only")
+        cell = seed_run_seconds(one, units)
+        for key in ("loss", "generate", "cells"):
+            base[key] += cell[key] / computed_cells(one)  # row 0's one cell of this task
+    rows.append({"part": "row 0 (once)", "runs": 0, "seed_runs": 0, **base})
     return rows
 
 

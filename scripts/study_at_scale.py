@@ -4,9 +4,11 @@
                                      [--scale cpu|gpu-seed|gpu-bundled] [--only PART ...] [--skip PART ...]
                                      [--dry-run]
 
-Every part is one ``hybridcl run`` (a sweep or a single run) in ``OUT/<part>``: started if its folder is
-absent, continued with ``hybridcl run --resume`` if it is there unfinished, skipped once finished. Stop the
-script at any time and start it again with the same arguments: it carries on where it stopped. When a
+Row 0, the base model's cells, is computed by the first run and read by every other one
+(``eval.base_cells=OUT/base-cells``). Every part is one ``hybridcl run`` (a sweep or a single run) in
+``OUT/<part>``: started if its folder is absent, continued with ``hybridcl run --resume`` if it is there
+unfinished, skipped once finished. Stop the script at any time and start it again with the same
+arguments: it carries on where it stopped. When a
 part finishes, its small outputs (configs, results, reports, plots, per-example statistics, training
 logs; no checkpoints, predictions or caches) are copied into ``DOCS/<part>`` and its wall time is added
 to ``DOCS/timings.json``. Parts run one after another, never side by side.
@@ -15,11 +17,13 @@ The parts (``--scale cpu``: the embedded SmolLM2-135M-Instruct and the bundled c
 512 training functions per task drawn per seed, 2 epochs, 256 loss-scored functions per task, the first
 100 generated; completion, Python -> JavaScript, the seed's task):
 
-1. ``lr-adapters``, ``lr-matched``, ``lr-full``: the learning-rate grids on seed 0 (3e-4, 1e-3, 3e-3 for
-   the seed's four strategies and the parameter-matched LoRA-only; 1e-5, 3e-5, 1e-4 for full fine-tuning),
-   scored by the loss on the **test** split (one function generated per cell: the choice reads the loss
-   alone). The bundled test split has fewer than 256 JavaScript functions within 128 tokens, so the study
-   reports on the valid split, and the rates are chosen on functions it never reports on.
+1. ``lr-adapters``, ``lr-matched``, ``lr-full``: the learning-rate grids on seed 0 and the first task
+   (Python; 3e-4, 1e-3, 3e-3 for LoRA-only, full-layer-only, the hybrid (on one task the shared-layer
+   hybrid is the task-specific one, so it takes that rate) and the parameter-matched LoRA-only; 1e-5,
+   3e-5, 1e-4 for full fine-tuning), scored by the loss on the **test** split (one function generated
+   per cell, no routing: the choice reads the loss alone). The bundled test split has fewer than 256
+   JavaScript functions within 128 tokens, so the study reports on the valid split, and the rates are
+   chosen on functions it never reports on.
 2. ``pick``: ``scripts/pick_lr.py`` per grid -> ``OUT/chosen/<grid>/chosen_lr.json`` (and the configs).
 3. ``main``: the seed's four strategies, the parameter-matched LoRA-only (``lora_matched``: the rank whose
    count matches the hybrid's, ``params.matched_lora_rank``, alpha = 2r as the preset's 16/8) and full
@@ -53,6 +57,14 @@ ADAPTERS = ["lora_only", "full_layer_only", "hybrid_task_specific", "hybrid_shar
 ADAPTER_LRS = [3e-4, 1e-3, 3e-3]
 FULL_LRS = [1e-5, 3e-5, 1e-4]
 HYBRID = "hybrid_task_specific"
+GRID_ADAPTERS = ["lora_only", "full_layer_only", HYBRID]
+
+
+def grid_group(strategy: str) -> str:
+    """The grid group whose rate ``strategy`` runs at: on one task the shared-layer hybrid is the
+    task-specific one (one block, one set of adapters), so it takes that grid's rate."""
+    return HYBRID if strategy == "hybrid_shared_layer" else strategy
+
 
 # scale -> (the overrides every part starts from, where "the middle" and "the last" block sit)
 SCALES = {
@@ -100,17 +112,19 @@ def _floats(values: list[float]) -> str:
 def plan(scale: str = "cpu") -> list[Part]:
     """The study's parts in the order they run."""
     base, positions = SCALES[scale]
-    grid = [*base, "run.seeds=[0]", "eval.split=test", "eval.max_examples=1"]
+    # The grids train the first task only (the hybrids are the same model there: one grid serves both)
+    # and score its loss alone: no routing, one function generated.
+    grid = [*base, "tasks=[python]", "run.seeds=[0]", "eval.split=test", "eval.max_examples=1", "eval.routing=false"]
     report = [*base, "eval.split=valid"]
     matched = matched_lora(base)
     parts = [
-        Part("lr-adapters", grid, [f"strategy={','.join(ADAPTERS)}", f"train.lr={_floats(ADAPTER_LRS)}"]),
+        Part("lr-adapters", grid, [f"strategy={','.join(GRID_ADAPTERS)}", f"train.lr={_floats(ADAPTER_LRS)}"]),
         Part("lr-matched", [*grid, *matched], [f"train.lr={_floats(ADAPTER_LRS)}"]),
         Part("lr-full", [*grid, "strategy=full_finetune"], [f"train.lr={_floats(FULL_LRS)}"]),
         Part("chosen", [], kind="pick"),
     ]
     for s in ADAPTERS:
-        parts.append(Part(f"main/{s}", [*report, f"strategy={s}"], lr_from=("lr-adapters", s)))
+        parts.append(Part(f"main/{s}", [*report, f"strategy={s}"], lr_from=("lr-adapters", grid_group(s))))
     parts.append(Part("main/lora_matched", [*report, *matched], lr_from=("lr-matched", "grid")))
     parts.append(Part("main/full_finetune", [*report, "strategy=full_finetune"], lr_from=("lr-full", "grid")))
     for r in (4, 16, 64):
@@ -134,7 +148,7 @@ def plan(scale: str = "cpu") -> list[Part]:
             Part(
                 f"third-language/{s}",
                 [*report, "tasks=[python,javascript,go]", f"strategy={s}"],
-                lr_from=("lr-adapters", s),
+                lr_from=("lr-adapters", grid_group(s)),
             )
         )
     return parts
@@ -167,7 +181,8 @@ def command(part: Part, out: Path) -> list[str]:
     if folder.exists():
         return [*hybridcl, "--resume", str(folder)]
     lr = [f"train.lr={chosen_lr(out, part.lr_from):g}"] if part.lr_from else []
-    where = [f"run.output_dir={folder.parent}", f"run.name={folder.name}"]
+    # row 0 (the base model's cells) is computed once for the whole study: hybridcl.evaluate.base_cells
+    where = [f"run.output_dir={folder.parent}", f"run.name={folder.name}", f"eval.base_cells={out / 'base-cells'}"]
     sweeps = [arg for item in part.sweeps for arg in ("--sweep", item)]
     return [*hybridcl, *part.overrides, *lr, *where, *sweeps]
 

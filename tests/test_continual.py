@@ -451,3 +451,27 @@ def test_each_seed_draws_its_own_training_subset_and_every_seed_the_same_eval_se
         assert len(train0) == len(train1) == 8 and len(val0) == 6
         assert val0 == val1  # the same evaluation examples, in the same order
         assert (set(train0) != set(train1)) == (subset == "per_seed")
+
+
+def test_row_0_from_base_cells_equals_the_computed_one_across_strategies(tmp_path):
+    cells = f"eval.base_cells={tmp_path / 'base-cells'}"
+    run_experiment(config("strategy=lora_only", cells), tmp_path / "first", progress=False)
+    assert len(list((tmp_path / "base-cells").glob("*.json"))) == 2  # one cell per task
+    shared = run_experiment(config("strategy=hybrid_task_specific", cells), tmp_path / "shared", progress=False)
+    alone = run_experiment(config("strategy=hybrid_task_specific"), tmp_path / "alone", progress=False)
+    state = read(shared / "seed-0", "state.json")
+    assert all(cell["base_cells"] and cell["eval_seconds"] == 0.0 for cell in state["rows"][0].values())
+    assert not any("base_cells" in cell for row in state["rows"][1:] for cell in row.values())
+    assert not any("base_cells" in cell for cell in read(alone / "seed-0", "state.json")["rows"][0].values())
+    for metric, rows in read(alone / "seed-0")["matrix"].items():
+        assert read(shared / "seed-0")["matrix"][metric] == rows, metric
+    # the evaluation's time counts the cells computed: row 0 came from base-cells, row 2 reused Python's
+    shared_time, alone_time = (read(r / "seed-0")["evaluation"] for r in (shared, alone))
+    assert (shared_time["cells"], alone_time["cells"]) == (3, 5)
+    assert alone_time["generated"] == 5 * 4 and alone_time["loss_scored"] == 5 * 4  # 4 functions per cell
+    assert shared_time["generate_seconds"] > 0 and shared_time["routing_seconds"] > 0
+    row0 = "stats/row0.safetensors"
+    assert (shared / "seed-0" / row0).read_bytes() == (alone / "seed-0" / row0).read_bytes()
+    for task in ("python", "javascript"):
+        name = f"predictions/row0-{task}.jsonl"
+        assert (shared / "seed-0" / name).read_text() == (alone / "seed-0" / name).read_text()

@@ -59,7 +59,11 @@ def test_the_plan_is_at_the_studys_scale(cpu_plan):
     assert (matched.strategy, matched.components.lora.r, matched.components.lora.alpha) == ("lora_only", 69, 138)
     grids = {p.folder: cost.part_configs(p) for p in cpu_plan if p.folder.startswith("lr-")}
     assert sorted(c.train.lr for c in grids["lr-full"]) == [1e-5, 3e-5, 1e-4]
-    assert len(grids["lr-adapters"]) == 12 and all(c.eval.split == "test" for g in grids.values() for c in g)
+    assert len(grids["lr-adapters"]) == 9 and all(c.eval.split == "test" for g in grids.values() for c in g)
+    # the grids train the first task alone; the shared-layer hybrid runs at the task-specific one's rate
+    assert all(c.tasks == ["python"] and not c.eval.routing for g in grids.values() for c in g)
+    shared = next(p for p in cpu_plan if p.folder == "main/hybrid_shared_layer")
+    assert shared.lr_from == ("lr-adapters", "hybrid_task_specific")
 
 
 def test_a_part_starts_resumes_and_is_skipped_when_finished(tmp_path, cpu_plan):
@@ -147,8 +151,13 @@ def test_the_plans_prediction_adds_up(cpu_plan):
     rows = {r["part"]: r for r in cost.predict(UNITS, "cpu")}
     main = rows["main/hybrid_task_specific"]
     assert main["seed_runs"] == 3 and main["train"] == pytest.approx(3 * 512.0)
-    grid = rows["lr-adapters"]  # 12 runs of one seed, one generated function per cell
-    assert grid["seed_runs"] == 12 and grid["generate"] == pytest.approx(0.5 * (5 + 5 + 5 + 6) * 3)
+    grid = rows["lr-adapters"]  # 9 runs of one seed on Python, row 1's one cell, one generated function
+    assert grid["seed_runs"] == 9 and grid["generate"] == pytest.approx(0.5 * 9)
+    assert main["generate"] == pytest.approx(3 * 3 * 100 * 0.5)  # rows 1 and 2 only: row 0 is computed once
+    # row 0 once per task and evaluation setting: the grids' (test, 1 generated) and the reports' (valid,
+    # 100 generated) for Python and JavaScript, and Go's (third-language)
+    once = rows["row 0 (once)"]
+    assert once["generate"] == pytest.approx(0.5 * (1 + 100 + 100 + 100)) and once["cells"] == pytest.approx(4 * 2.0)
     assert "| **all** |" in cost.table(list(rows.values()))
 
 

@@ -291,6 +291,9 @@ class EvalConfig:
     # With a task id, a task whose parts cannot change since the last row keeps that row's cell
     # (strategies that isolate tasks) instead of generating again; false recomputes every cell.
     reuse_unchanged: bool = True
+    # A folder shared by runs on the same base model (a sweep, a study): row 0, the base model's
+    # cells, is computed by the first run and read back by the others (hybridcl.evaluate.base_cells).
+    base_cells: str | None = None
     bootstrap_resamples: int = 1000  # for the 95% intervals of every cell and CL metric
     humaneval: bool = False
     humaneval_samples: int = 1  # completions per problem; pass@k needs samples >= k

@@ -20,6 +20,7 @@ Predictions are returned, not written: the recipe keeps them and decides where t
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from hybridcl.config import ExperimentConfig
 from hybridcl.constants import CODE_DIRECTIONS
 from hybridcl.data.batching import collate, encode, encode_prompts
 from hybridcl.data.tasks import Example, TaskData
+from hybridcl.evaluate.base_cells import BaseCells
 from hybridcl.evaluate.efficiency import Meter
 from hybridcl.evaluate.example_stats import ratio_stats
 from hybridcl.evaluate.generate import GenerationSettings, code_language, cut_share, generate
@@ -129,6 +131,8 @@ class MatrixEvaluator:
         self.cache_dir, self.routers = cache_dir, routers
         self.settings = GenerationSettings.from_config(config)
         self._previous: Row | None = None
+        folder = config.eval.base_cells
+        self.base_cells = BaseCells(folder, config, components.model) if folder else None
 
     def examples(self, task: str) -> list[Example]:
         """The examples task ``task`` is scored on (``eval.max_examples`` of its validation split)."""
@@ -249,26 +253,42 @@ class MatrixEvaluator:
                 continue
             if i > 0:
                 self.components.route(task)
-            row.add(task, self.score_cell(i, task))
+            row.add(task, self._base_cell(task) if i == 0 and self.base_cells else self.score_cell(i, task))
         self._previous = row
         return row
+
+    def _base_cell(self, task: str) -> Cell:
+        """Row 0's cell of ``task`` from ``eval.base_cells``, scored and stored there if absent."""
+        assert self.base_cells is not None
+        key = self.base_cells.key(task, self.examples(task))
+        stored = self.base_cells.get(key)
+        if stored is not None:
+            return Cell(**stored)
+        cell = self.score_cell(0, task)
+        self.base_cells.put(key, cell.values, cell.predictions, cell.hit_limit, cell.stats)
+        return cell
 
     def score_cell(self, i: int, task: str) -> Cell:
         """Score ``task`` through the components as routed now: its predictions, the text metrics on
         them, the teacher-forced loss, the per-example statistics of each, and the time it took."""
         examples = self.examples(task)
-        with Meter(next(self.components.model.parameters()).device) as meter:
-            predictions, hit_limit = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
+        device = next(self.components.model.parameters()).device
+        with Meter(device) as meter:
+            with Meter(device) as generating:
+                predictions, hit_limit = self.predict(task, [ex.source for ex in examples], f"eval row {i} {task}")
             scores, text_stats = score_with_stats(
                 predictions, [ex.target for ex in examples], **self._metric_args(task, predictions)
             )
-            losses, stats = self.loss(task)
+            with Meter(device) as scoring:
+                losses, stats = self.loss(task)
         stats.update({m: s for m, s in text_stats.items() if s is not None})
         cell = {
             **losses,
             **scores,
             "cut_share": cut_share(hit_limit),
             "eval_seconds": meter.seconds,
+            "generate_seconds": generating.seconds,
+            "loss_seconds": scoring.seconds,
             "n": len(examples),
             "n_loss": len(stats["loss"]),
         }
@@ -287,6 +307,7 @@ class MatrixEvaluator:
         active, method = self.components.active, self.routers.cfg.method
         choices: dict[str, dict[str, list[str]]] = {}  # routing method -> task -> choice per prompt
         cells, predictions, stats = {}, {}, {}
+        start = time.perf_counter()
         try:
             for task in with_task_id.predictions:  # the tasks this row scored (forward_transfer=false skips some)
                 prompts = Prompts(
@@ -308,6 +329,7 @@ class MatrixEvaluator:
         result = {
             "method": method,
             "tasks": tasks,
+            "seconds": time.perf_counter() - start,  # routing every prompt, and scoring the misrouted again
             **accuracy_summary(choices[method], tasks),
             "methods": {name: accuracy_summary(by_task, tasks) for name, by_task in choices.items()},
             # the layout of a row of results["matrix"]: metric -> one score per task

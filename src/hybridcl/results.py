@@ -23,7 +23,7 @@ FORMAT = 2
 # its seeds cannot be resumed (their rows were scored by the old evaluation).
 RENAMED_IN_FORMAT_2 = {"bleu_codexglue": "bleu_codexglue_code_to_text"}
 # Keys of a matrix cell that describe the cell rather than score the model.
-CELL_INFO = ("n", "n_loss", "eval_seconds", "reused_from_row")
+CELL_INFO = ("n", "n_loss", "eval_seconds", "generate_seconds", "loss_seconds", "reused_from_row", "base_cells")
 TRAIN_AGGREGATED = ("seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "final_loss", "trainable_params")
 
 
@@ -143,6 +143,8 @@ class SeedResults:
     (:meth:`hybridcl.intervals.CLIntervals.to_json`); metrics that do not decompose over examples have none."""
     routing: dict | None = None
     humaneval: dict | None = None
+    evaluation: dict | None = None
+    """Where evaluation time went (:func:`evaluation_time`); absent in results of hybridcl before it."""
 
     @classmethod
     def build(
@@ -173,6 +175,7 @@ class SeedResults:
             intervals=intervals,
             routing=routing,
             humaneval=humaneval,
+            evaluation=evaluation_time(state),
         )
 
     def to_json(self) -> dict:
@@ -186,6 +189,21 @@ class SeedResults:
         _check_format(raw, "results file", where, "rewrite it with `hybridcl eval RUN_DIR`")
         fields = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         return cls(**fields)
+
+
+def evaluation_time(state: SeedState) -> dict:
+    """The seed's evaluation time by kind: generation and loss scoring summed over the cells computed
+    here (not reused from an earlier row or read from ``eval.base_cells``) with the functions each
+    handled, and routing (every row scored without the task id)."""
+    cells = [c for row in state.rows for c in row.values() if c and "generate_seconds" in c and c["eval_seconds"] > 0]
+    return {
+        "cells": len(cells),
+        "generated": sum(c["n"] for c in cells),
+        "generate_seconds": sum(c["generate_seconds"] for c in cells),
+        "loss_scored": sum(c["n_loss"] for c in cells),
+        "loss_seconds": sum(c["loss_seconds"] for c in cells),
+        "routing_seconds": sum(r.get("seconds", 0.0) for r in state.routed.values()),
+    }
 
 
 def read_results(path: Path) -> dict:

@@ -111,9 +111,12 @@ def new_sweep_dir(raw: dict[str, Any], axes: dict[str, list]) -> Path:
 
 
 def write_sweep(sweep_dir: Path, axes: dict[str, list], points: list[SweepPoint]) -> None:
-    """Create the sweep folder: ``sweep.json`` and every point's folder with its ``config.yaml``."""
+    """Create the sweep folder: ``sweep.json`` and every point's folder with its ``config.yaml``. Points
+    that do not name an ``eval.base_cells`` folder share ``<sweep>/base-cells``: row 0 is computed once."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     for point in points:
+        if point.config.eval.base_cells is None:
+            point.config.eval.base_cells = str(sweep_dir / "base-cells")
         (sweep_dir / point.name).mkdir(exist_ok=True)
         write_run_config(sweep_dir / point.name, point.config)
     write_json(

@@ -665,6 +665,7 @@ def _efficiency(run_dir, results, f) -> list[str]:
         "",
     ]
     lines += _table(header, rows) + [""]
+    lines += _evaluation_throughput(per_seed, f)
     groups = [t["task"] for t in results["train"]]
     if groups:
         panels = [
@@ -696,6 +697,27 @@ def _efficiency(run_dir, results, f) -> list[str]:
         lines += ["![efficiency](efficiency.png)", ""]
     del tasks
     return lines
+
+
+def _evaluation_throughput(per_seed: list[dict], f) -> list[str]:
+    """One line: the evaluation's generation and loss-scoring throughput and its routing time (mean
+    over seeds), from each seed's ``evaluation`` record; nothing for results written before it."""
+    records = [r["evaluation"] for r in per_seed if r.get("evaluation")]
+    if not records:
+        return []
+
+    def rate(count: str, seconds: str) -> str:
+        total = sum(r[seconds] for r in records)
+        return f(sum(r[count] for r in records) / total, 2) if total else "-"
+
+    m = {k: sum(r[k] for r in records) / len(records) for k in records[0]}
+    return [
+        f"Evaluation per seed: {f(m['cells'], 0)} cells computed; generation of {f(m['generated'], 0)} functions "
+        f"took {f(m['generate_seconds'])} s ({rate('generated', 'generate_seconds')} functions/s), the loss of "
+        f"{f(m['loss_scored'], 0)} functions {f(m['loss_seconds'])} s ({rate('loss_scored', 'loss_seconds')} "
+        f"functions/s), routing without the task id {f(m['routing_seconds'])} s.",
+        "",
+    ]
 
 
 def _row_sum(eval_seconds, i):
