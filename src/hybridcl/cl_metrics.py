@@ -63,6 +63,16 @@ def _diff(a: float | None, b: float | None) -> float | None:
 MEANS = ("average_final", "forgetting_relative", "forgetting_absolute", "bwt", "fwt")
 
 
+def _tasks_trained(matrix: Matrix) -> int:
+    """T, the rows after row 0; raises ValueError for a matrix a row of which misses a trained task."""
+    if len(matrix) == 0:
+        raise ValueError("matrix has no rows: row 0 (the base model) is required")
+    for i, row in enumerate(matrix[1:], start=1):
+        if len(row) < i:
+            raise ValueError(f"matrix row {i} has {len(row)} columns; it needs at least {i} (tasks 1..{i})")
+    return len(matrix) - 1
+
+
 def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
     """Continual-learning metrics of one metric's matrix (see the module docstring for formulas).
 
@@ -77,12 +87,7 @@ def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
     mean, the number of tasks it averages and the number of tasks left out as undefined (None).
     A mean is None when no task defines it.
     """
-    if len(matrix) == 0:
-        raise ValueError("matrix has no rows: row 0 (the base model) is required")
-    T = len(matrix) - 1
-    for i, row in enumerate(matrix[1:], start=1):
-        if len(row) < i:
-            raise ValueError(f"matrix row {i} has {len(row)} columns; it needs at least {i} (tasks 1..{i})")
+    T = _tasks_trained(matrix)
     sign = 1.0 if higher_is_better else -1.0
 
     def gain(a: float | None, b: float | None) -> float | None:

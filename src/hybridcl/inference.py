@@ -98,16 +98,7 @@ class LoadedRun:
         task = self.check_task(task)
         cfg = self.config.eval
         device = next(self.model.parameters()).device
-        if task == AUTO:
-            from hybridcl.routing import split_language_tag
-
-            tags, sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources), strict=True)
-            untagged = [k for k, t in enumerate(tags) if t is None]
-            with evaluation_precision(cfg.precision, device):  # routing's forward passes too, as in the run
-                routed = iter(self.choose_tasks([sources[k] for k in untagged]) if untagged else [])
-            chosen = [t if t is not None else next(routed) for t in tags]
-        else:
-            chosen = [task] * len(sources)
+        sources, chosen = self._tasks_of(sources) if task == AUTO else (sources, [task] * len(sources))
         settings = replace(GenerationSettings.from_config(self.config), **kwargs)
         direction = self.config.data.direction
         texts: list = [None] * len(sources)
@@ -139,6 +130,18 @@ class LoadedRun:
         if return_tasks:
             return out, (chosen[0] if single else chosen)
         return out
+
+    def _tasks_of(self, sources: list[str]) -> tuple[list[str], list[str]]:
+        """``task="auto"``: each prompt's language tag removed, and its task (the tag's, else routed)."""
+        from hybridcl.evaluate.precision import evaluation_precision
+        from hybridcl.routing import split_language_tag
+
+        tags, untagged_sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources), strict=True)
+        untagged = [k for k, t in enumerate(tags) if t is None]
+        # routing's forward passes in the evaluation's precision too, as in the run
+        with evaluation_precision(self.config.eval.precision, next(self.model.parameters()).device):
+            routed = iter(self.choose_tasks([untagged_sources[k] for k in untagged]) if untagged else [])
+        return list(untagged_sources), [t if t is not None else next(routed) for t in tags]
 
 
 def load_run(path: str | Path, *, seed: int | None = None, device: str | None = None) -> LoadedRun:

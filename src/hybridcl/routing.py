@@ -41,7 +41,7 @@ import torch
 
 from hybridcl.config import RoutingConfig
 from hybridcl.constants import Kind
-from hybridcl.data.batching import collate
+from hybridcl.data.batching import collate, pad_batch
 from hybridcl.evaluate.generate import encode_texts
 from hybridcl.loss import token_scores
 from hybridcl.results import Matrix
@@ -105,7 +105,7 @@ def base_features(components, tokenizer, kind: Kind, token_ids: list[list[int]],
         with components.base_only():
             for start in range(0, len(token_ids), batch_size):
                 seqs = token_ids[start : start + batch_size]
-                ids, mask = _right_padded(seqs, pad_id, device)
+                ids, mask = pad_batch(seqs, pad_id, device=device)
                 # the body only: the output head's logits are not needed (a fifth of a small model's cost)
                 net = components.base.get_encoder() if kind == "seq2seq" else components.base.base_model
                 hidden = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
@@ -115,16 +115,6 @@ def base_features(components, tokenizer, kind: Kind, token_ids: list[list[int]],
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
-
-
-def _right_padded(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()

@@ -54,6 +54,13 @@ class TrainResult:
     final_loss: float
     losses: list[tuple[int, float]] = field(default_factory=list)  # (optimizer step, mean loss)
 
+    def finish(self, seconds: float) -> None:
+        """Set the task's wall seconds and what follows from them, and the last logged loss."""
+        self.seconds = seconds
+        self.samples_per_s = self.samples / seconds
+        self.tokens_per_s = self.tokens / seconds
+        self.final_loss = self.losses[-1][1] if self.losses else float("nan")
+
 
 def cpu_has_native_bf16() -> bool:
     """Whether this processor multiplies bf16 matrices in hardware (AVX512-BF16 or AMX) and torch's
@@ -255,10 +262,7 @@ def train_task(
         if log is not None:
             log.close()
         _unprepare(model, accelerator, attention)
-    result.seconds = time.perf_counter() - loop.start
-    result.samples_per_s = result.samples / result.seconds
-    result.tokens_per_s = result.tokens / result.seconds
-    result.final_loss = result.losses[-1][1] if result.losses else float("nan")
+    result.finish(time.perf_counter() - loop.start)
     model.eval()
     accelerator.free_memory()
     return result

@@ -362,6 +362,21 @@ def batch_indices(
     return batches
 
 
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool = False, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the longest sequence (``left``: at the start, where a decoder-only prompt
+    ends where generation starts) and the attention mask (1 = a real token), on ``device``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids.to(device), mask.to(device)
+
+
 def collate(
     features: list[dict], pad_token_id: int, kind: str, *, mask_padding: bool = True
 ) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from hybridcl.constants import CODE_DIRECTIONS, Kind
+from hybridcl.data.batching import pad_batch
 from hybridcl.evaluate.greedy import greedy_generate, supports_fast_greedy
 from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end, functions_ended
 from hybridcl.progress import progress_bar
@@ -76,20 +77,6 @@ def encode_texts(tokenizer, texts: Sequence[str], kind: Kind, max_source_len: in
             seq = seq[: max_source_len - 1] + [seq[-1]] if eos is not None and seq[-1] == eos else seq[:max_source_len]
         out.append(seq)
     return out
-
-
-def _batch_tensors(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        if left:
-            ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[row, width - len(s) :] = 1
-        else:
-            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[row, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _cut_at_eos(ids: list[int], eos: int | None) -> list[int]:
@@ -182,12 +169,10 @@ def generate(
     ``hit_limit`` is True where an output reached ``max_new_tokens`` tokens with neither EOS nor
     the end of its function, i.e. the limit cut it.
 
-    Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`:
-    finished outputs leave the batch and (decoder-only models) waiting prompts take their place
-    and drafted tokens are checked, with the tokens ``model.generate`` chooses. Beam search,
-    sampling, ``no_repeat_ngram_size`` and models whose generation config adds to greedy decoding
-    run ``model.generate`` batch by batch, as does ``hf_generate=True`` (the reference the fast loop is
-    tested and measured against).
+    Greedy decoding of one output per prompt runs :func:`hybridcl.evaluate.greedy.greedy_generate`
+    (the tokens ``model.generate`` chooses, fewer passes); beams, sampling, ``no_repeat_ngram_size``,
+    generation configs that add to greedy decoding and ``hf_generate=True`` (the reference the fast
+    loop is tested and measured against) run ``model.generate`` batch by batch.
     """
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind {kind!r}: expected 'seq2seq' or 'causal'")
@@ -202,8 +187,7 @@ def generate(
         encoded = [list(p) for p in prompts if not isinstance(p, str)]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
     sorted_prompts = [encoded[i] for i in order]
-    # beams, sampling and the seed's no_repeat_ngram_size go through generate: its logits processors
-    # and beam bookkeeping are not rewritten here
+    # beams, sampling and no_repeat_ngram_size go through generate (its logits processors, its beams)
     fast = not hf_generate and _greedy_only(s, num_return_sequences) and supports_fast_greedy(model, kind == "seq2seq")
     device = next(model.parameters()).device
     was_training = model.training
@@ -223,7 +207,13 @@ def generate(
                 )
     finally:
         model.train(was_training)
-    in_order: list[list[tuple[str, bool]]] = [[] for _ in encoded]
+    return _in_input_order(order, outputs)
+
+
+def _in_input_order(order: list[int], outputs: list[list[tuple[str, bool]]]) -> Generations:
+    """The :class:`Generations` of ``outputs`` (``(text, hit_limit)`` per sample, one list per prompt
+    in the sorted order ``order``) in the prompts' input order."""
+    in_order: list[list[tuple[str, bool]]] = [[] for _ in outputs]
     for i, out in zip(order, outputs, strict=True):
         in_order[i] = out
     return Generations([[t for t, _ in r] for r in in_order], [[h for _, h in r] for r in in_order])
@@ -274,7 +264,7 @@ def _hf_generate(
     out_all: list[list[tuple[str, bool]]] = []
     for first in range(0, len(prompts), s.batch_size):
         batch = prompts[first : first + s.batch_size]
-        input_ids, mask = _batch_tensors(batch, pad, left=(kind == "causal"), device=device)
+        input_ids, mask = pad_batch(batch, pad, left=(kind == "causal"), device=device)
         # causal: the new tokens follow the prompt; seq2seq: they follow the decoder start token (BART's is EOS)
         width = input_ids.shape[1] if kind == "causal" else 1
         stop = {}

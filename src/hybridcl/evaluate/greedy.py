@@ -53,6 +53,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.generation import PromptLookupCandidateGenerator
 from transformers.modeling_outputs import BaseModelOutput
 
+from hybridcl.data.batching import pad_batch
+
 __all__ = ["greedy_generate", "forward_parameters", "supports_fast_greedy", "decoder_start_token_id", "DRAFT_BUDGET"]
 
 # Token rows one forward pass may hold when drafted tokens are checked: with 8, a lone row checks 7
@@ -242,15 +244,8 @@ class _Decoder:
 
     def start(self, group: list[int], prompts) -> _Rows:
         """Encode/prefill the prompts in ``group``; their first tokens become pending."""
-        seqs = [list(prompts[k]) for k in group]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):  # decoder-only: left padding (the prompt ends where generation starts)
-            span = slice(0, len(seq)) if self.encoder_decoder else slice(width - len(seq), width)
-            ids[r, span] = torch.tensor(seq, dtype=torch.long)
-            mask[r, span] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        seqs = [prompts[k] for k in group]
+        ids, mask = pad_batch(seqs, self.pad, left=not self.encoder_decoder, device=self.device)
         if self.encoder_decoder:
             encoder = self.model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
             start = torch.full((len(seqs), 1), self.decoder_start, dtype=torch.long, device=self.device)

@@ -666,37 +666,44 @@ def _efficiency(run_dir, results, f) -> list[str]:
     ]
     lines += _table(header, rows) + [""]
     lines += _evaluation_throughput(per_seed, f)
-    groups = [t["task"] for t in results["train"]]
-    if groups:
-        panels = [
-            {
-                "title": "training time per task",
-                "ylabel": "seconds",
-                "series": {"train": [mean(t.get("seconds")) for t in results["train"]]},
-                "errors": {"train": [std(t.get("seconds")) for t in results["train"]]},
-            },
-            {
-                "title": "training throughput",
-                "ylabel": "samples per second",
-                "series": {"throughput": [mean(t.get("samples_per_s")) for t in results["train"]]},
-                "errors": {"throughput": [std(t.get("samples_per_s")) for t in results["train"]]},
-            },
-            {
-                "title": "peak memory while training",
-                "ylabel": "GB",
-                "series": {"memory": [mean(t.get("peak_memory_gb")) for t in results["train"]]},
-            },
-            {
-                "title": "evaluation time of the row after each task",
-                "ylabel": "seconds",
-                "series": {"eval": [mean(e) for e in eval_rows]},
-                "errors": {"eval": [std(e) for e in eval_rows]},
-            },
-        ]
-        plots.bar_panels(groups, panels, run_dir / "efficiency.png")
+    if results["train"]:
+        plots.bar_panels(
+            [t["task"] for t in results["train"]], _efficiency_panels(results, eval_rows), run_dir / "efficiency.png"
+        )
         lines += ["![efficiency](efficiency.png)", ""]
     del tasks
     return lines
+
+
+def _efficiency_panels(results: dict, eval_rows: list) -> list[dict]:
+    """The efficiency figure's panels: training time, throughput and memory per task, and the
+    evaluation time of the row after each."""
+    train = results["train"]
+    return [
+        {
+            "title": "training time per task",
+            "ylabel": "seconds",
+            "series": {"train": [mean(t.get("seconds")) for t in train]},
+            "errors": {"train": [std(t.get("seconds")) for t in train]},
+        },
+        {
+            "title": "training throughput",
+            "ylabel": "samples per second",
+            "series": {"throughput": [mean(t.get("samples_per_s")) for t in train]},
+            "errors": {"throughput": [std(t.get("samples_per_s")) for t in train]},
+        },
+        {
+            "title": "peak memory while training",
+            "ylabel": "GB",
+            "series": {"memory": [mean(t.get("peak_memory_gb")) for t in train]},
+        },
+        {
+            "title": "evaluation time of the row after each task",
+            "ylabel": "seconds",
+            "series": {"eval": [mean(e) for e in eval_rows]},
+            "errors": {"eval": [std(e) for e in eval_rows]},
+        },
+    ]
 
 
 def _evaluation_throughput(per_seed: list[dict], f) -> list[str]:
