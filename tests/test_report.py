@@ -422,3 +422,12 @@ def test_routing_with_three_tasks_and_no_forward_transfer_scores_the_trained_tas
     assert routing["n"] == 6  # 2 prompts of each of the 3 tasks in the last row
     rows = routing["matrix"]["bleu_codexglue_code_to_text"]
     assert rows[1][2] is None and rows[2][2] is None and rows[3][2] is not None  # go is scored from its own row on
+
+
+def test_compare_of_one_run_says_so_instead_of_reading_intervals_against_others(tmp_path):
+    a = _fake_run(tmp_path / "a", "lora_only", 20.0, 10.0, 0.0, 1000, 30.0, 50.0)
+    md = compare_runs([a], tmp_path / "out").read_text()
+    assert "One run: add others to `hybridcl compare`" in md
+    assert "overlaps another run's" not in md and "## Best strategy per column" not in md
+    two = compare_runs([a, _fake_run(tmp_path / "b", "hybrid_shared_layer", 25.0, 12.0, 4.0, 5000, 60.0, 80.0)], tmp_path)
+    assert "overlaps another run's is within noise of it" in two.read_text()

@@ -234,12 +234,7 @@ def _labels(tasks: list[str], extra: list[str]) -> dict[str, str]:
 
 def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write ``comparison.md``, ``comparison.json`` and ``comparison.png`` for ``run_dirs`` into ``out_dir``."""
-    run_dirs = expand_run_dirs(run_dirs)
-    rows = comparison_rows(run_dirs)
-    names = [row["strategy"] for row in rows]
-    for row in rows:  # two runs of one strategy (other data, model or seeds): name them by folder too
-        if names.count(row["strategy"]) > 1:
-            row["strategy"] = f"{row['strategy']} ({Path(row['run']).name})"
+    rows = _named_rows(expand_run_dirs(run_dirs))
     out_dir = Path(out_dir)
     tasks = rows[0]["tasks"]
     extra = sorted({k for row in rows for k in row if k.startswith("humaneval_pass@")})
@@ -257,18 +252,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         + ["bwt", "fwt", "average_loss", "bwt_loss", "routing_accuracy", "forgetting_routed"]
     )
     labels = _labels(tasks, extra)
-    lines = [
-        "# Strategy comparison",
-        "",
-        "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
-        "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
-        "and after the last task; forgetting is the seed's relative "
-        "forgetting in percent (with the task id); trainable parameters while training the last task; training "
-        "time in seconds summed over tasks. Runs with several seeds show means. Brackets: 95% intervals (one "
-        "seed: bootstrap over the evaluation examples; several: the t interval of the mean over seeds); a best "
-        "value whose interval overlaps another run's is within noise of it.",
-        "",
-    ]
+    lines = ["# Strategy comparison", "", _intro(len(rows)), ""]
     for title, columns in (("The seed's table", seed_columns), ("Pass rates, transfer and routing", more_columns)):
         lines += [
             f"## {title}",
@@ -279,43 +263,71 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         for row in rows:
             lines.append(f"| {row['strategy']} | " + " | ".join(_cell(row, c) for c in columns) + " |")
         lines.append("")
-    best = []
-    for c in seed_columns + more_columns:
-        values = [(row[c], row["strategy"]) for row in rows if row[c] is not None]
-        if values and len({v for v, _ in values}) == 1 and len(values) > 1:
-            best.append(f"- {labels[c]}: tie ({_fmt(values[0][0], 0 if c == 'trainable_params' else 2)} for all)")
-        elif values:
-            pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
-            best.append(
-                f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], 0 if c == 'trainable_params' else 2)}, "
-                f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}"
-            )
-    if len(rows) > 1:  # one run has no best
-        lines += ["## Best strategy per column", "", *best, ""]
-    paired = _paired_lines(rows, labels) if len(rows) > 1 else []
-    if paired:
-        lines += [
-            "## The best against each other run, paired by seed",
-            "",
-            "The difference in each seed (same data, initialisation and evaluation examples), then the 95% t "
-            "interval of its mean over the seeds both runs have: sharper than overlapping intervals, since "
-            "what a seed does to both runs cancels.",
-            "",
-            *paired,
-            "",
-        ]
-    lines += [
-        "Routing: each prompt goes to the components with the lowest loss on it, without the task id "
-        "(see a run's report.md); per-task components forget only through misrouting.",
-        "",
-        "![comparison](comparison.png)",
-        "",
-    ]
+    if len(rows) > 1:  # one run has no best, and nothing to pair with
+        lines += ["## Best strategy per column", "", *_best_lines(rows, seed_columns + more_columns, labels), ""]
+        paired = _paired_lines(rows, labels)
+        if paired:
+            lines += ["## The best against each other run, paired by seed", "", PAIRED_INTRO, "", *paired, ""]
+    lines += [ROUTING_NOTE, "", "![comparison](comparison.png)", ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     _chart(rows, tasks, labels, out_dir / "comparison.png")
     write_json(out_dir / "comparison.json", rows)
     write_text(out_dir / "comparison.md", "\n".join(lines))
     return out_dir / "comparison.md"
+
+
+PAIRED_INTRO = (
+    "The difference in each seed (same data, initialisation and evaluation examples), then the 95% t "
+    "interval of its mean over the seeds both runs have: sharper than overlapping intervals, since "
+    "what a seed does to both runs cancels."
+)
+ROUTING_NOTE = (
+    "Routing: each prompt goes to the components of the task its run's router chooses, without the task "
+    "id (`routing.method`; see a run's report.md); per-task components forget only through misrouting."
+)
+
+
+def _intro(n_runs: int) -> str:
+    """What the tables hold; with several runs, how to read their intervals against each other."""
+    text = (
+        "BLEU is CodeXGLUE's code-to-text BLEU-4 (`bleu_codexglue_code_to_text`: smoothed sentence BLEU, "
+        "lower-cased, averaged over examples; 0-100), right after each task's own training (the seed's table) "
+        "and after the last task; forgetting is the seed's relative forgetting in percent (with the task id); "
+        "trainable parameters while training the last task; training time in seconds summed over tasks. Runs "
+        "with several seeds show means. Brackets: 95% intervals (one seed: bootstrap over the evaluation "
+        "examples; several: the t interval of the mean over seeds)"
+    )
+    if n_runs == 1:
+        return text + ". One run: add others to `hybridcl compare` to set strategies against each other."
+    return text + "; a best value whose interval overlaps another run's is within noise of it."
+
+
+def _named_rows(run_dirs: list[Path]) -> list[dict]:
+    """The comparison row of each run; two runs of one strategy (other data, model or seeds) are
+    named by their folder too."""
+    rows = comparison_rows(run_dirs)
+    names = [row["strategy"] for row in rows]
+    for row in rows:
+        if names.count(row["strategy"]) > 1:
+            row["strategy"] = f"{row['strategy']} ({Path(row['run']).name})"
+    return rows
+
+
+def _best_lines(rows: list[dict], columns: list[str], labels: dict[str, str]) -> list[str]:
+    """Per column, the best run (or a tie), and whether it is within noise of another."""
+    best = []
+    for c in columns:
+        values = [(row[c], row["strategy"]) for row in rows if row[c] is not None]
+        digits = 0 if c == "trainable_params" else 2
+        if values and len({v for v, _ in values}) == 1 and len(values) > 1:
+            best.append(f"- {labels[c]}: tie ({_fmt(values[0][0], digits)} for all)")
+        elif values:
+            pick = min(values, key=lambda v: v[0]) if c in LOWER_IS_BETTER else max(values, key=lambda v: v[0])
+            best.append(
+                f"- {labels[c]}: **{pick[1]}** ({_fmt(pick[0], digits)}, "
+                f"{'lower' if c in LOWER_IS_BETTER else 'higher'} is better){_noise(rows, c, pick[1])}"
+            )
+    return best
 
 
 def _cell(row: dict, column: str) -> str:
