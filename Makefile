@@ -15,7 +15,7 @@ lint:
 	.venv/bin/mypy
 
 test: install lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 # The fast set (tests not marked slow): under a minute on a developer's machine.
 test-fast: lint

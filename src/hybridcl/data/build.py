@@ -31,6 +31,7 @@ from typing import Any
 from hybridcl.data.extract import EXTENSIONS, ExtractResult, Filters, TreeSource, extract
 from hybridcl.data.records import write_records
 from hybridcl.errors import DataError
+from hybridcl.io import write_text
 
 PYTHON_VERSION = "3.11.7"
 CPYTHON_URL = f"https://github.com/python/cpython/blob/v{PYTHON_VERSION}/Lib/{{path}}#L{{start}}-L{{end}}"
@@ -427,59 +428,8 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
     """Build the bundled corpus into ``out_dir`` (default: the package's ``data/corpus``); returns the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     started = time.perf_counter()
-    stdlib = stdlib_dir()
-    results = {}
     with tempfile.TemporaryDirectory(prefix="hybridcl-build-") as tmp:
-        tmp_path = Path(tmp)
-        roots = {
-            **fetch_npm(NPM_PACKAGES, tmp_path, EXTENSIONS["javascript"]),
-            **fetch_npm(JAVA_NPM_PACKAGES, tmp_path, EXTENSIONS["java"]),
-        }
-        debs = fetch_debs(tuple(p for packages in DEB_PACKAGES.values() for p in packages), tmp_path)
-        results["python"] = extract(
-            [TreeSource(str(stdlib), "python/cpython", "Lib/", CPYTHON_URL, exclude=("site-packages",))],
-            "python",
-            FILTERS,
-            progress=progress,
-        )
-        results["javascript"] = extract(
-            _npm_sources(NPM_PACKAGES, roots),
-            "javascript",
-            FILTERS,
-            progress=progress,
-        )
-        results["java"] = extract(
-            _npm_sources(JAVA_NPM_PACKAGES, roots),
-            "java",
-            FILTERS,
-            progress=progress,
-        )
-        for language, packages in DEB_PACKAGES.items():
-            results[language] = extract(
-                [
-                    TreeSource(
-                        str(debs[p.name] / p.root),
-                        p.repo or _deb_repo(p),
-                        p.path_prefix,
-                        p.url_template,
-                        p.exclude,
-                        p.include,
-                    )
-                    for p in packages
-                ],
-                language,
-                FILTERS,
-                progress=progress,
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        licenses = {"cpython": _copy(stdlib / "LICENSE.txt", out / "LICENSE.cpython.txt")}
-        for p in (*NPM_PACKAGES, *JAVA_NPM_PACKAGES):
-            licenses[p.name] = _copy(roots[p.name] / p.license_file, out / f"LICENSE.{p.name}.txt")
-        for packages in DEB_PACKAGES.values():
-            for deb in packages:  # Debian's copyright file: the licence text of every file in the package
-                licenses[deb.name] = _copy(
-                    debs[deb.name] / "usr" / "share" / "doc" / deb.name / "copyright", out / f"LICENSE.{deb.name}.txt"
-                )
+        results, licenses = _extract_all(Path(tmp), out, progress)
     manifest: dict[str, Any] = {
         "format": 1,
         "description": "hybridcl bundled corpus: documented functions extracted with `hybridcl data build` "
@@ -492,6 +442,51 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
         "filters": asdict(FILTERS),
         "languages": {},
     }
+    sources = _source_records(licenses)
+    for language in LANGUAGES_SHIPPED:
+        manifest["languages"][language] = _write_language(out, language, results[language], sources[language])
+        echo(results[language].report.table())
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    echo(f"corpus written to {out} in {time.perf_counter() - started:.1f} s")
+    return manifest
+
+
+def _extract_all(tmp_path: Path, out: Path, progress: bool) -> tuple[dict, dict[str, str]]:
+    """Fetch every source package into ``tmp_path``, extract each language's functions, and copy
+    the packages' licence files into ``out``; the extraction results and the licence file names."""
+    stdlib = stdlib_dir()
+    roots = {
+        **fetch_npm(NPM_PACKAGES, tmp_path, EXTENSIONS["javascript"]),
+        **fetch_npm(JAVA_NPM_PACKAGES, tmp_path, EXTENSIONS["java"]),
+    }
+    debs = fetch_debs(tuple(p for packages in DEB_PACKAGES.values() for p in packages), tmp_path)
+    cpython = TreeSource(str(stdlib), "python/cpython", "Lib/", CPYTHON_URL, exclude=("site-packages",))
+    trees = {
+        "python": [cpython],
+        "javascript": _npm_sources(NPM_PACKAGES, roots),
+        "java": _npm_sources(JAVA_NPM_PACKAGES, roots),
+    }
+    for language, packages in DEB_PACKAGES.items():
+        trees[language] = [
+            TreeSource(
+                str(debs[p.name] / p.root), p.repo or _deb_repo(p), p.path_prefix, p.url_template, p.exclude, p.include
+            )
+            for p in packages
+        ]
+    results = {language: extract(sources, language, FILTERS, progress=progress) for language, sources in trees.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    licenses = {"cpython": _copy(stdlib / "LICENSE.txt", out / "LICENSE.cpython.txt")}
+    for p in (*NPM_PACKAGES, *JAVA_NPM_PACKAGES):
+        licenses[p.name] = _copy(roots[p.name] / p.license_file, out / f"LICENSE.{p.name}.txt")
+    for packages in DEB_PACKAGES.values():
+        for deb in packages:  # Debian's copyright file: the licence text of every file in the package
+            copyright_file = debs[deb.name] / "usr" / "share" / "doc" / deb.name / "copyright"
+            licenses[deb.name] = _copy(copyright_file, out / f"LICENSE.{deb.name}.txt")
+    return results, licenses
+
+
+def _source_records(licenses: dict[str, str]) -> dict[str, list[dict]]:
+    """Each language's source packages as the manifest records them."""
     sources: dict[str, list[dict]] = {
         "python": [
             {
@@ -524,12 +519,7 @@ def build_corpus(out_dir: str | Path | None = None, progress: bool = True, echo=
             }
             for p in packages
         ]
-    for language in LANGUAGES_SHIPPED:
-        manifest["languages"][language] = _write_language(out, language, results[language], sources[language])
-        echo(results[language].report.table())
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    echo(f"corpus written to {out} in {time.perf_counter() - started:.1f} s")
-    return manifest
+    return sources
 
 
 def _deb_repo(package: DebPackage) -> str:
