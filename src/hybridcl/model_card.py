@@ -157,19 +157,10 @@ def _base_note(info: dict) -> str:
 
 def card_text(info: dict, column: list[dict], kind: str) -> str:
     """The card: the hub metadata header, then the sections the module docstring lists."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     form, task = info["form"], info["task"]
     base = info["base_model"]
-    data = ModelCardData(
-        base_model=base if is_hub_id(base) else None,
-        license=info["base_license"] or "other",
-        license_name=None if info["base_license"] else "unknown",
-        library_name="peft" if form == "peft" else "transformers",
-        pipeline_tag="text2text-generation" if kind == "seq2seq" else "text-generation",
-        tags=["hybridcl", "continual-learning", "code", task, info["direction"], info["strategy"]]
-        + (["lora"] if info["merged_components"]["lora_adapters"] else []),
-    )
     merged = info["merged_components"]
     parts = [f"LoRA adapters {', '.join(merged['lora_adapters'])}"] if merged["lora_adapters"] else []
     parts += [f"the full layer `{merged['full_layer']}` as a real block"] if merged["full_layer"] else []
@@ -216,7 +207,23 @@ def card_text(info: dict, column: list[dict], kind: str) -> str:
         ),
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
+    return ModelCard(f"---\n{_card_data(info, kind).to_yaml()}\n---\n\n" + "\n".join(lines)).content
+
+
+def _card_data(info: dict, kind: str):
+    """The card's hub metadata (``huggingface_hub.ModelCardData``)."""
+    from huggingface_hub import ModelCardData
+
+    base = info["base_model"]
+    return ModelCardData(
+        base_model=base if is_hub_id(base) else None,
+        license=info["base_license"] or "other",
+        license_name=None if info["base_license"] else "unknown",
+        library_name="peft" if info["form"] == "peft" else "transformers",
+        pipeline_tag="text2text-generation" if kind == "seq2seq" else "text-generation",
+        tags=["hybridcl", "continual-learning", "code", info["task"], info["direction"], info["strategy"]]
+        + (["lora"] if info["merged_components"]["lora_adapters"] else []),
+    )
 
 
 def push_to_hub(folder: Path, repo_id: str, *, private: bool = False) -> str:

@@ -24,6 +24,28 @@ def add_commands(subparsers) -> None:
     sub = data.add_subparsers(dest="data_command", metavar="{extract,build,stats}")
     sub.required = True
 
+    _add_extract(sub)
+
+    p = sub.add_parser("build", help="rebuild the bundled corpus from its pinned sources (byte for byte)")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: the package's data/corpus folder)")
+    p.add_argument(
+        "--check", action="store_true", help="build into a temporary folder and compare with the shipped corpus"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("stats", help="counts and lengths of record files or of a data source")
+    p.add_argument("files", nargs="*", metavar="FILE", help="record files (.jsonl/.jsonl.gz); none = the --source")
+    p.add_argument("--source", default="bundled", choices=("bundled", "jsonl", "codesearchnet", "hf"))
+    p.add_argument("--path", help="data.path for the source")
+    p.add_argument(
+        "--language", action="append", help="language(s) to show (default: every language of the bundled corpus)"
+    )
+    p.set_defaults(func=cmd_stats)
+
+
+def _add_extract(sub) -> None:
+    """``hybridcl data extract``'s arguments."""
     p = sub.add_parser("extract", help="build records from a source tree (CodeSearchNet filters, dedup, split by file)")
     p.add_argument("--language", required=True, help=", ".join(EXTRACT_LANGUAGES))
     p.add_argument("--from", dest="source", required=True, metavar="DIR", help="source tree to extract from")
@@ -67,23 +89,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--report", metavar="JSON", help="also write the filter counts to this JSON file")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("build", help="rebuild the bundled corpus from its pinned sources (byte for byte)")
-    p.add_argument("--out", metavar="DIR", help="where to write (default: the package's data/corpus folder)")
-    p.add_argument(
-        "--check", action="store_true", help="build into a temporary folder and compare with the shipped corpus"
-    )
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser("stats", help="counts and lengths of record files or of a data source")
-    p.add_argument("files", nargs="*", metavar="FILE", help="record files (.jsonl/.jsonl.gz); none = the --source")
-    p.add_argument("--source", default="bundled", choices=("bundled", "jsonl", "codesearchnet", "hf"))
-    p.add_argument("--path", help="data.path for the source")
-    p.add_argument(
-        "--language", action="append", help="language(s) to show (default: every language of the bundled corpus)"
-    )
-    p.set_defaults(func=cmd_stats)
 
 
 def _out_paths(out: str, language: str, splits: list[str]) -> dict[str, Path]:

@@ -154,6 +154,26 @@ def hf_row_to_record(row: Any, where: str) -> Record:
     return record_from_dict({field: row.get(column) for column, field in HF_FIELDS.items()}, where)
 
 
+def _read_hf_folder(
+    folder: Path, hf_split: str, max_record_bytes: int | None, skipped: Counter | None
+) -> tuple[list[Record], list[str]]:
+    """``read_hf`` from a local folder of ``<hf split>*.jsonl[.gz]`` files in the dataset's format."""
+    files = sorted(folder.glob(f"{hf_split}*.jsonl.gz")) + sorted(folder.glob(f"{hf_split}*.jsonl"))
+    if not files:
+        raise DataError(
+            f"{folder}: no {hf_split}*.jsonl[.gz] files in the code_search_net format; "
+            "save the dataset with Dataset.to_json or point data.path at a hub id"
+        )
+    records = []
+    for file in files:
+        for lineno, row in iter_json_lines(file, max_record_bytes):
+            if row is TOO_LONG and skipped is not None:
+                skipped["too_long"] += 1
+            elif row is not None and row is not TOO_LONG:
+                records.append(hf_row_to_record(row, f"{file}:{lineno}"))
+    return records, [str(f) for f in files]
+
+
 def read_hf(
     language: str,
     split: str,
@@ -175,21 +195,7 @@ def read_hf(
         )
     hf_split = _HF_SPLITS[split]
     if path and Path(path).exists():
-        folder = Path(path) / language
-        files = sorted(folder.glob(f"{hf_split}*.jsonl.gz")) + sorted(folder.glob(f"{hf_split}*.jsonl"))
-        if not files:
-            raise DataError(
-                f"{folder}: no {hf_split}*.jsonl[.gz] files in the code_search_net format; "
-                "save the dataset with Dataset.to_json or point data.path at a hub id"
-            )
-        records = []
-        for file in files:
-            for lineno, row in iter_json_lines(file, max_record_bytes):
-                if row is TOO_LONG and skipped is not None:
-                    skipped["too_long"] += 1
-                elif row is not None and row is not TOO_LONG:
-                    records.append(hf_row_to_record(row, f"{file}:{lineno}"))
-        return records, [str(f) for f in files]
+        return _read_hf_folder(Path(path) / language, hf_split, max_record_bytes, skipped)
     try:
         import datasets  # optional: pip install 'hybridcl[eval]'
     except ImportError:

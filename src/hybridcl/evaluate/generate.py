@@ -21,6 +21,7 @@ EOS first are unchanged. :class:`Generations` also says which outputs ran into
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,25 +190,30 @@ def generate(
     sorted_prompts = [encoded[i] for i in order]
     # beams, sampling and no_repeat_ngram_size go through generate (its logits processors, its beams)
     fast = not hf_generate and _greedy_only(s, num_return_sequences) and supports_fast_greedy(model, kind == "seq2seq")
+    with (
+        _eval_mode(model, seed),
+        progress_bar(total=len(encoded), desc=desc, unit="ex", enabled=progress, leave=False) as bar,
+    ):
+        if fast:
+            outputs = [[o] for o in _fast_greedy(model, tokenizer, sorted_prompts, kind, s, code_language, bar)]
+        else:
+            outputs = _hf_generate(model, tokenizer, sorted_prompts, kind, s, num_return_sequences, code_language, bar)
+    return _in_input_order(order, outputs)
+
+
+@contextlib.contextmanager
+def _eval_mode(model, seed: int):
+    """``model`` in eval mode under ``torch.inference_mode``, sampling seeded by ``seed`` inside a forked
+    RNG (the caller's RNG state is unchanged); the model's mode is restored afterwards."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with (
-            torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []),
-            torch.inference_mode(),
-            progress_bar(total=len(encoded), desc=desc, unit="ex", enabled=progress, leave=False) as bar,
-        ):
+        with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []), torch.inference_mode():
             torch.manual_seed(seed)
-            if fast:
-                outputs = [[o] for o in _fast_greedy(model, tokenizer, sorted_prompts, kind, s, code_language, bar)]
-            else:
-                outputs = _hf_generate(
-                    model, tokenizer, sorted_prompts, kind, s, num_return_sequences, code_language, bar
-                )
+            yield
     finally:
         model.train(was_training)
-    return _in_input_order(order, outputs)
 
 
 def _in_input_order(order: list[int], outputs: list[list[tuple[str, bool]]]) -> Generations:

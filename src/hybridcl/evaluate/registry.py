@@ -306,6 +306,8 @@ def _tokenize(batch: TextBatch) -> Callable[[str], list[str]]:
 
 
 def _declare_text_metrics() -> None:
+    """Register the text metrics. One long table on purpose: each entry declares one metric whole
+    (name, direction, description, unit, formula, statistics), and this is the one place they are listed."""
     from hybridcl.evaluate import syntax
 
     for metric in (
