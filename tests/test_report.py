@@ -429,5 +429,7 @@ def test_compare_of_one_run_says_so_instead_of_reading_intervals_against_others(
     md = compare_runs([a], tmp_path / "out").read_text()
     assert "One run: add others to `hybridcl compare`" in md
     assert "overlaps another run's" not in md and "## Best strategy per column" not in md
-    two = compare_runs([a, _fake_run(tmp_path / "b", "hybrid_shared_layer", 25.0, 12.0, 4.0, 5000, 60.0, 80.0)], tmp_path)
+    two = compare_runs(
+        [a, _fake_run(tmp_path / "b", "hybrid_shared_layer", 25.0, 12.0, 4.0, 5000, 60.0, 80.0)], tmp_path
+    )
     assert "overlaps another run's is within noise of it" in two.read_text()

@@ -37,10 +37,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-Matrix = Sequence[Sequence[float | None]]
+# One metric's matrix as rows of values (row i = after stage i, None = not evaluated);
+# hybridcl.results.Matrix holds every metric's and builds these.
+MetricRows = Sequence[Sequence[float | None]]
 
 
-def _value(matrix: Matrix, i: int, j: int) -> float | None:
+def _value(matrix: MetricRows, i: int, j: int) -> float | None:
     """R[i][j] with 1-based task j; None when missing or NaN."""
     row = matrix[i]
     if j - 1 >= len(row):
@@ -63,7 +65,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 MEANS = ("average_final", "forgetting_relative", "forgetting_absolute", "bwt", "fwt")
 
 
-def _tasks_trained(matrix: Matrix) -> int:
+def _tasks_trained(matrix: MetricRows) -> int:
     """T, the rows after row 0; raises ValueError for a matrix a row of which misses a trained task."""
     if len(matrix) == 0:
         raise ValueError("matrix has no rows: row 0 (the base model) is required")
@@ -73,7 +75,7 @@ def _tasks_trained(matrix: Matrix) -> int:
     return len(matrix) - 1
 
 
-def cl_metrics(matrix: Matrix, higher_is_better: bool = True) -> dict:
+def cl_metrics(matrix: MetricRows, higher_is_better: bool = True) -> dict:
     """Continual-learning metrics of one metric's matrix (see the module docstring for formulas).
 
     ``higher_is_better``: False for a metric where lower is better (a loss); forgetting is then a

@@ -381,10 +381,10 @@ class MatrixEvaluator:
 
     def humaneval(self) -> dict:
         """HumanEval pass@k of the base model and of the final model routed to the python task."""
-        from hybridcl.evaluate.functional import humaneval
+        from hybridcl.evaluate.humaneval import run_humaneval
 
         def run():
-            return humaneval(
+            return run_humaneval(
                 self.components.model,
                 self.base.tokenizer,
                 self.base.kind,

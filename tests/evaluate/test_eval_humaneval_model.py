@@ -3,7 +3,7 @@
 import torch
 
 from hybridcl.config import EvalConfig, ModelConfig
-from hybridcl.evaluate import functional
+from hybridcl.evaluate import humaneval
 from hybridcl.evaluate.generate import Generations, GenerationSettings
 from hybridcl.model.loading import load_base
 
@@ -20,10 +20,10 @@ def test_generated_functions_are_run_against_the_tests(monkeypatch):
         seen.extend(prompts)
         return Generations([[answers[i]] for i in range(len(prompts))], [[False]] * len(prompts))
 
-    monkeypatch.setattr(functional, "generate", fake_generate)
+    monkeypatch.setattr(humaneval, "generate", fake_generate)
     model = torch.nn.Linear(1, 1)  # generate is faked; the model only tells the device for eval.precision
     tokenizer = load_base(ModelConfig(name="tiny:llama")).tokenizer
-    result = functional.humaneval(
+    result = humaneval.run_humaneval(
         model, tokenizer, "causal", EvalConfig(humaneval_problems=2, sandbox_timeout_s=20), GenerationSettings()
     )
     assert result["pass@1"] == 50.0 and result["problems"] == 2 and result["samples"] == 1
