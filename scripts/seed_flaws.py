@@ -1,4 +1,4 @@
-"""The flaw-by-flaw table of docs/reproduction.md: preset=seed-original, then one part at a time switched
+"""The flaw-by-flaw table of docs/reproduction.md: preset=reference-original, then one part at a time switched
 to hybridcl's choice, on the same data and seed; prints a markdown table with 95% bootstrap intervals.
 
     python scripts/seed_flaws.py OUT_DIR [key=value ...]      # extra overrides apply to every run
@@ -15,7 +15,7 @@ from pathlib import Path
 # The offline stand-ins: the embedded causal model (LoRA on the analogues of q,k,v,o,wo) and the
 # bundled corpus, at a size a CPU finishes in minutes.
 COMMON = [
-    "preset=seed-original",
+    "preset=reference-original",
     "model.name=embedded:smollm2-135m-instruct",
     "data.source=bundled",
     "data.path=null",
@@ -54,7 +54,11 @@ SWITCHES = {  # run name -> (what is fixed, the overrides that fix it)
         ["data.selection=sample"],
     ),
 }
-METRICS = (("bleu_seed", "bleu_seed"), ("syntax_pass_seed", "seed pass %"), ("syntax_pass", "syntax pass %"))
+METRICS = (
+    ("bleu_reference", "bleu_reference"),
+    ("syntax_pass_reference", "reference pass %"),
+    ("syntax_pass", "syntax pass %"),
+)
 
 
 def _cell(intervals: dict, metric: str, row: int, task: int) -> str:
@@ -80,7 +84,7 @@ def table(out: Path) -> str:
     header = ["run", "fixed"]
     for _, label in METRICS:
         header += [f"Python {label}", f"JavaScript {label}"]
-    header += ["forgetting bleu_seed (%)", "Python loss"]
+    header += ["forgetting bleu_reference (%)", "Python loss"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, (what, _) in SWITCHES.items():
         file = out / name / "results.json"
@@ -91,7 +95,7 @@ def table(out: Path) -> str:
         cells = [name, what]
         for metric, _ in METRICS:  # each task after its own training: row 1 for python, row 2 for javascript
             cells += [_cell(intervals, metric, 1, 0), _cell(intervals, metric, 2, 1)]
-        cells += [_forgetting(intervals, "bleu_seed"), _cell(intervals, "loss", 1, 0)]
+        cells += [_forgetting(intervals, "bleu_reference"), _cell(intervals, "loss", 1, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

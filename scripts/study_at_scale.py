@@ -1,7 +1,7 @@
 """Issue 23's study at a scale that resolves it, in resumable parts (the plan; the lead runs it).
 
     python scripts/study_at_scale.py [--out runs/study-at-scale] [--docs docs/results/DATE-study-at-scale]
-                                     [--scale cpu|gpu-seed|gpu-bundled] [--only PART ...] [--skip PART ...]
+                                     [--scale cpu|gpu-reference|gpu-bundled] [--only PART ...] [--skip PART ...]
                                      [--dry-run]
 
 Row 0, the base model's cells, is computed by the first run and read by every other one
@@ -30,11 +30,11 @@ The parts (``--scale cpu``: the embedded SmolLM2-135M-Instruct and the bundled c
    fine-tuning, each at its chosen rate, seeds 0, 1, 2 -> ``python scripts/study_claims.py OUT/main``.
 4. ``rank``: the task-specific hybrid at LoRA r = 4, 16, 64 (alpha = 2r; r = 8 is ``main``'s).
 5. ``position``: the task-specific hybrid with its block in the middle of the decoder (the last is
-   ``main``'s); ``--scale gpu-seed`` also after the decoder's last block (codet5 has both stacks).
+   ``main``'s); ``--scale gpu-reference`` also after the decoder's last block (codet5 has both stacks).
 6. ``third-language``: the seed's four strategies on Python -> JavaScript -> Go.
 
 ``--scale gpu-bundled``: the same on the whole bundled corpus (every training function, every valid
-function loss-scored, 200 generated) on a GPU; ``--scale gpu-seed``: ``preset=seed`` (codet5-small, the
+function loss-scored, 200 generated) on a GPU; ``--scale gpu-reference``: ``preset=reference`` (codet5-small, the
 Hugging Face ``code_search_net`` dataset, 8,000 training functions per task, 2,000 scored, 200
 generated). ``scripts/study_gpu.sh`` chooses between them. ``scripts/cost_model.py`` predicts the wall
 time of a plan from measured units.
@@ -74,8 +74,9 @@ SCALES = {
         + ["eval.max_examples=200", "run.device=auto"],
         ["decoder:15"],
     ),
-    "gpu-seed": (
-        ["preset=seed", "data.direction=completion", "data.source=hf", "data.path=null", "data.train_subset=per_seed"]
+    "gpu-reference": (
+        ["preset=reference", "data.direction=completion", "data.source=hf", "data.path=null"]
+        + ["data.train_subset=per_seed"]
         + ["run.seeds=[0,1,2]", "eval.max_examples=200", "run.device=auto"],
         ["encoder:3", "decoder"],
     ),

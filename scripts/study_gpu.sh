@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 23's study in one call on one GPU: preset=seed (codet5-small, the Hugging Face code_search_net
+# Issue 23's study in one call on one GPU: preset=reference (codet5-small, the Hugging Face code_search_net
 # dataset: 8,000 training functions per task, 2,000 scored, 200 generated) where the hub can be reached,
 # otherwise the default model (the embedded SmolLM2-135M-Instruct) on the whole bundled corpus. It
 # measures the cost units first (tiny runs), prints the predicted wall time of the plan, then runs the
@@ -31,8 +31,8 @@ except Exception as exc:  # offline, no datasets package, hub down: the bundled 
     sys.exit(1)
 PYEOF
 then
-  SCALE=gpu-seed
-  echo "study_gpu.sh: the hub is reachable: preset=seed (codet5-small, code_search_net, 8K/2K per task)"
+  SCALE=gpu-reference
+  echo "study_gpu.sh: the hub is reachable: preset=reference (codet5-small, code_search_net, 8K/2K per task)"
 else
   SCALE=gpu-bundled
   echo "study_gpu.sh: running the default model on the whole bundled corpus instead"

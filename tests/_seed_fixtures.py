@@ -3,7 +3,7 @@
 The ``seed`` preset reads ``Salesforce/codet5-small`` from the hub and the official CodeSearchNet
 release from ``data.path``; neither can be downloaded here. These builders make local folders with
 the same files, names and formats, from the corpus bundled with hybridcl, so that
-``hybridcl run preset=seed model.name=FOLDER data.path=FOLDER`` runs the real code paths offline:
+``hybridcl run preset=reference model.name=FOLDER data.path=FOLDER`` runs the real code paths offline:
 
 ``build_codet5_small(dest)`` writes, like the hub repository:
 

@@ -47,7 +47,7 @@ def test_run_help_lists_the_presets_and_config_show(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "Presets: default, seed, seed-original, smoke" in text and "hybridcl config show" in text
+    assert "Presets: default, reference, reference-original, smoke" in text and "hybridcl config show" in text
 
 
 def test_config_show_prints_the_resolved_config(capsys):

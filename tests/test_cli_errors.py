@@ -484,7 +484,8 @@ def test_generate_flags_are_validated(capsys, finished_run, flag, value):
     [
         (
             ["preset="],
-            "override 'preset=' is empty: give a preset name (one of default, seed, seed-original, smoke, study)",
+            "override 'preset=' is empty: give a preset name "
+            "(one of default, reference, reference-original, smoke, study)",
         ),
         (["config="], "override 'config=' is empty"),
         (["preset=../presets/smoke"], "unknown preset '../presets/smoke'"),
@@ -531,7 +532,7 @@ def test_extends_names_a_preset_only(capsys, tmp_path):
         rc, line, _ = run_cli(capsys, "run", f"config={path}")
         assert rc == 2 and line == (
             f"hybridcl: error: {path}: extends: {parent!r} is not a preset: extends names one of "
-            "default, seed, seed-original, smoke, study; put the keys of another file in this one"
+            "default, reference, reference-original, smoke, study; put the keys of another file in this one"
         )
 
 

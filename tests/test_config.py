@@ -5,8 +5,8 @@ from hybridcl.errors import ConfigError
 
 
 def test_presets_load_and_validate():
-    assert {"default", "seed", "smoke"} <= set(preset_names())
-    seed = load_config("seed")
+    assert {"default", "reference", "smoke"} <= set(preset_names())
+    seed = load_config("reference")
     assert seed.model.name == "Salesforce/codet5-small"
     assert (seed.components.lora.r, seed.components.lora.alpha, seed.components.lora.dropout) == (16, 32, 0.1)
     assert (seed.train.epochs, seed.train.batch_size, seed.train.lr, seed.train.grad_clip) == (2, 8, 5e-4, 1.0)
@@ -25,7 +25,7 @@ def test_presets_load_and_validate():
 def test_overrides_are_typed():
     c = load_config(
         overrides=[
-            "preset=seed",
+            "preset=reference",
             "train.epochs=1",
             "strategy=lora_only",
             "tasks=[python]",
@@ -33,7 +33,7 @@ def test_overrides_are_typed():
             "data.max_train=null",
         ]
     )
-    assert c.preset == "seed" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
+    assert c.preset == "reference" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
     assert c.strategy == "lora_only" and c.tasks == ["python"]
     assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
     assert c.eval.split == "valid" and load_config(overrides=["preset=smoke", "eval.split=test"]).eval.split == "test"
@@ -42,7 +42,8 @@ def test_overrides_are_typed():
         for p in ("encoder", "decoder:5", "auto")
     ]
     assert (
-        positions == ["encoder", "decoder:5", "auto"] and load_config("seed").components.full_layer.position == "auto"
+        positions == ["encoder", "decoder:5", "auto"]
+        and load_config("reference").components.full_layer.position == "auto"
     )
 
 
@@ -62,7 +63,7 @@ def test_overrides_are_typed():
         ("components.lora.dropout=1.5", "components.lora.dropout = 1.5: must be in [0, 1)"),
         ("run.seeds=[]", "run.seeds is empty"),
         ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),
-        ("preset=sed", "unknown preset 'sed' (did you mean seed?)"),
+        ("preset=refrence", "unknown preset 'refrence' (did you mean reference?)"),
         ("noequals", "is not of the form key=value"),
         (
             "components.full_layer.position=middle",
@@ -103,7 +104,7 @@ def test_yaml_file_errors_name_file_and_line(tmp_path):
 
 def test_yaml_file_extends_a_preset(tmp_path):
     f = tmp_path / "mine.yaml"
-    f.write_text("extends: seed\ntrain:\n  epochs: 3\n")
+    f.write_text("extends: reference\ntrain:\n  epochs: 3\n")
     c = load_config(file=f)
     assert c.train.epochs == 3 and c.train.lr == 5e-4 and c.model.name == "Salesforce/codet5-small"
 
@@ -120,7 +121,7 @@ def test_the_old_name_of_reference_metrics_still_reads_with_a_notice(capsys, mon
     assert load_config(overrides=["preset=smoke", "eval.seed_metrics=true"]).eval.reference_metrics is True
     committed = Path(__file__).parents[1] / "docs/results/2026-11-27-seed-flaws/seed-original"
     assert load_run_config(committed).eval.reference_metrics is True
-    assert load_config("seed-original").eval.reference_metrics is True
+    assert load_config("reference-original").eval.reference_metrics is True
     err = capsys.readouterr().err
     assert "config key eval.seed_metrics is now eval.reference_metrics" in err
     assert err.count("eval.seed_metrics") == 1  # once per process
@@ -128,5 +129,22 @@ def test_the_old_name_of_reference_metrics_still_reads_with_a_notice(capsys, mon
 
 def test_per_seed_training_subsets_need_a_drawn_selection():
     with pytest.raises(ConfigError, match="data.train_subset = per_seed draws each seed's training examples"):
-        load_config(overrides=["preset=seed-original", "data.train_subset=per_seed"])
+        load_config(overrides=["preset=reference-original", "data.train_subset=per_seed"])
     assert load_config(overrides=["preset=smoke", "data.train_subset=per_seed"]).data.train_subset == "per_seed"
+
+
+def test_the_old_names_of_the_reference_experiment_still_read_with_a_notice(capsys, tmp_path):
+    import json
+
+    from hybridcl import config as config_module
+    from hybridcl.results import read_results
+
+    config_module._noticed.discard("seed-original")
+    assert load_config("seed-original") == load_config("reference-original")
+    assert "preset seed-original is now reference-original" in capsys.readouterr().err
+    old = {"format": 2, "matrix": {"bleu_seed": [[1.0]], "syntax_pass_seed": [[50.0]]}, "per_seed": [{"bleu_seed": 2}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    read = read_results(tmp_path / "results.json")
+    assert read["matrix"] == {"bleu_reference": [[1.0]], "syntax_pass_reference": [[50.0]]}
+    assert read["per_seed"] == [{"bleu_reference": 2}]
+    assert "names bleu_seed / syntax_pass_seed" in capsys.readouterr().err

@@ -93,5 +93,5 @@ def test_the_default_presets_generation_limit_covers_every_scored_target(smollm2
 
 
 def test_the_seed_presets_generation_limit_covers_every_kept_target():
-    cfg = load_config(overrides=["preset=seed"])  # 512-token targets, longer ones dropped
+    cfg = load_config(overrides=["preset=reference"])  # 512-token targets, longer ones dropped
     assert (cfg.data.max_target_len, cfg.data.long_targets, cfg.eval.max_new_tokens) == (512, "drop", 512)

@@ -158,7 +158,7 @@ yaml_text = st.one_of(
 @example("[" * 3000)  # RecursionError from PyYAML's parser
 @example("extends: [1]\n")
 @example("extends: smoke\ntrain: {epochs: .nan}\n")
-@example("extends: smoke\nextends: seed\n")
+@example("extends: smoke\nextends: reference\n")
 @example("? [a]\n: 1\n")  # unhashable key
 @example("1: 2\n")  # non-string key
 @example("null: 1\n")

@@ -7,7 +7,7 @@ from hybridcl.params import build_components, lora_count, matched_lora_rank, par
 
 
 def test_codet5_small_counts_are_exact():
-    config = load_config("seed")
+    config = load_config("reference")
     components = build_components(config, "hybrid_task_specific", 1)
     c = count_parameters(components)
     assert c.base == 60_492_288
@@ -21,7 +21,7 @@ def test_codet5_small_counts_are_exact():
 
 
 def test_strategy_counts_after_two_tasks():
-    config = load_config("seed")
+    config = load_config("reference")
     lora, block = 1_671_168, 3_146_752
     expected = {
         "lora_only": (lora, 2 * lora),
@@ -35,7 +35,7 @@ def test_strategy_counts_after_two_tasks():
 
 
 def test_params_table_shows_the_seed_numbers():
-    table = params_table(load_config("seed"))
+    table = params_table(load_config("reference"))
     for text in ("60,492,288", "3,146,752", "1,671,168", "1,777,664", "hybrid_shared_layer", "7.96%"):
         assert text in table
 
@@ -50,7 +50,7 @@ def test_the_position_is_named_and_a_decoder_block_counted_with_its_cross_attent
         ("decoder", 4_195_840, "after decoder block 6 of 6, the last (decoder:6)"),
         ("decoder:1", 4_195_840, "after decoder block 1 of 6 (decoder:1)"),
     ]:
-        config = load_config("seed", overrides=[f"components.full_layer.position={position}"])
+        config = load_config("reference", overrides=[f"components.full_layer.position={position}"])
         c = count_parameters(build_components(config, "hybrid_shared_layer", 2))
         assert (c.full_layer_per_block, c.trainable, c.stored_total) == (
             block,
@@ -79,4 +79,4 @@ def test_parameter_matched_lora_rank_on_the_default_model():
     assert count_parameters(build_components(matched, "lora_only", 1)).trainable == 3_974_400
     assert "parameter-matched LoRA-only: components.lora.r=69 (3,974,400 trainable per task" in params_table(config)
     # codet5-small (the seed preset): 1,671,168 / 16 = 104,448 per rank; 4,817,920 / 104,448 = 46.13
-    assert matched_lora_rank(load_config("seed")) == (46, 46 * 104_448, 1_671_168 + 3_146_752)
+    assert matched_lora_rank(load_config("reference")) == (46, 46 * 104_448, 1_671_168 + 3_146_752)

@@ -1,4 +1,4 @@
-"""issue 17: the seed as it actually ran (``preset=seed-original``) and each of its parts as a switch.
+"""issue 17: the seed as it actually ran (``preset=reference-original``) and each of its parts as a switch.
 
 The seed: bitrifttech/llm_expansion_experiments at 9a2e462, hybrid_lora_full_layer_experiment/
 hybrid_experiment.py. docs/reproduction.md lists each part and the key that switches it.
@@ -19,7 +19,7 @@ from hybridcl.data.records import Record
 from hybridcl.data.tasks import format_prompt, load_task_data, make_examples
 from hybridcl.errors import ConfigError, DataError
 from hybridcl.evaluate import generate as generate_module
-from hybridcl.evaluate.metrics import bleu_seed, bleu_seed_scores
+from hybridcl.evaluate.metrics import bleu_reference, bleu_reference_scores
 from hybridcl.evaluate.registry import score
 from hybridcl.evaluate.syntax import passes_seed, syntax_pass_rate_seed
 from hybridcl.intervals import example_stats, value
@@ -36,29 +36,30 @@ PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double."""\n    retur
 
 
 def test_seed_original_counts_are_the_write_ups():
-    config = load_config("seed-original")
+    config = load_config("reference-original")
     c = count_parameters(build_components(config, "hybrid_task_specific", 1))
     assert (c.lora_per_adapter, c.full_layer_per_block, c.trainable) == (1_777_664, 3_146_752, 4_924_416)
     # the corrected preset adapts the base only
     assert (
-        count_parameters(build_components(load_config("seed"), "hybrid_task_specific", 1)).lora_per_adapter == 1_671_168
+        count_parameters(build_components(load_config("reference"), "hybrid_task_specific", 1)).lora_per_adapter
+        == 1_671_168
     )
 
 
 def test_a_shared_block_keeps_the_earlier_tasks_lora_frozen():
     # on_full_layer: javascript's adapter covers the shared block, python's LoRA in it must not train
-    c = count_parameters(build_components(load_config("seed-original"), "hybrid_shared_layer", 2))
+    c = count_parameters(build_components(load_config("reference-original"), "hybrid_shared_layer", 2))
     assert (c.trainable, c.stored_total) == (4_924_416, 2 * 1_777_664 + 3_146_752)
-    c = count_parameters(build_components(load_config("seed-original"), "hybrid_task_specific", 2))
+    c = count_parameters(build_components(load_config("reference-original"), "hybrid_task_specific", 2))
     assert (c.trainable, c.stored_total) == (4_924_416, 2 * 4_924_416)
 
 
 def test_params_cli_prints_the_seeds_numbers(capsys):
-    assert main(["params", "preset=seed-original"]) == 0
+    assert main(["params", "preset=reference-original"]) == 0
     out = capsys.readouterr().out
     assert "1,777,664" in out and "4,924,416" in out
     assert out.count("hybrid_task_specific") == 1  # the config's strategy is listed once
-    assert "1,777,664" in params_table(load_config("seed"))  # the alternatives line
+    assert "1,777,664" in params_table(load_config("reference"))  # the alternatives line
 
 
 def test_each_adapter_covers_its_own_block_only(codet5_tiny_dir):
@@ -122,7 +123,7 @@ def test_scaled_block_is_the_seeds_extra_layer(codet5_tiny_dir):
 # ---- metrics ---------------------------------------------------------------------------------------
 
 
-def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
+def test_bleu_reference_is_nltk_method1_on_the_tokenizers_tokens():
     preds = ["def f ( x ) : return y", "a b x y", "", "a b"]
     refs = ["def f ( x ) : return x", "a b c d", "a b", "A b"]
     method1 = SmoothingFunction().method1
@@ -130,22 +131,22 @@ def test_bleu_seed_is_nltk_method1_on_the_tokenizers_tokens():
         100 * sentence_bleu([r.split()], p.split(), smoothing_function=method1) if p else 0.0
         for p, r in zip(preds, refs, strict=True)
     ]
-    scores = bleu_seed_scores(preds, refs, str.split)
+    scores = bleu_reference_scores(preds, refs, str.split)
     assert scores == pytest.approx(by_nltk, abs=1e-12)
     assert scores == pytest.approx(
         [84.08964152537145, 16.990442448471224, 0.0, 14.95348781221221], abs=1e-9
     )  # case kept
-    assert bleu_seed(preds, refs, str.split) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
-    stats = example_stats("bleu_seed", preds, refs, tokenize=str.split)
-    assert value("bleu_seed", stats.sum(0)) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
+    assert bleu_reference(preds, refs, str.split) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
+    stats = example_stats("bleu_reference", preds, refs, tokenize=str.split)
+    assert value("bleu_reference", stats.sum(0)) == pytest.approx(sum(by_nltk) / 4, abs=1e-12)
     with pytest.raises(ValueError, match="tokenize"):
         score(preds, refs, language="python", direction="completion", reference_metrics=True)
     out = score(preds, refs, language="python", direction="completion", reference_metrics=True, tokenize=str.split)
-    assert out["bleu_seed"] == pytest.approx(sum(by_nltk) / 4, abs=1e-12) and "syntax_pass_seed" in out
-    assert "bleu_seed" not in score(preds, refs, language="python", direction="completion")  # default unchanged
+    assert out["bleu_reference"] == pytest.approx(sum(by_nltk) / 4, abs=1e-12) and "syntax_pass_reference" in out
+    assert "bleu_reference" not in score(preds, refs, language="python", direction="completion")  # default unchanged
 
 
-def test_syntax_pass_seed_is_the_seeds_check_misrouting_included():
+def test_syntax_pass_reference_is_the_seeds_check_misrouting_included():
     assert passes_seed("def f():\n    return 1", "def f(): pass", "python")
     assert not passes_seed("def f(:\n", "def f(): pass", "python")
     assert not passes_seed("   ", "x", "python")
@@ -156,7 +157,7 @@ def test_syntax_pass_seed_is_the_seeds_check_misrouting_included():
     assert passes_seed("anything", "no cue here", "go")
     assert syntax_pass_rate_seed(["def f(): pass", "def f(:"], ["", ""], "python") == 50.0
     preds, refs = ["function g() { return 1; }", "function h() {}"], ["function g() {}", "import x from 'y'"]
-    stats = example_stats("syntax_pass_seed", preds, refs, language="javascript")
+    stats = example_stats("syntax_pass_reference", preds, refs, language="javascript")
     assert stats[:, 0].tolist() == [100.0, 0.0]
 
 
@@ -198,7 +199,7 @@ def test_the_seeds_prompt_is_the_code_prefix_alone():
     from hybridcl.data.batching import encode_prompts
     from hybridcl.model.loading import load_base as load
 
-    assert load_config("seed-original").data.prompt == "raw" and load_config("seed").data.prompt == "named"
+    assert load_config("reference-original").data.prompt == "raw" and load_config("reference").data.prompt == "named"
     assert format_prompt("def f(", "python", "completion", "seq2seq", "raw") == "def f("
     assert format_prompt("function g(", "javascript", "completion", "causal", "raw") == "function g("
     (ex,) = make_examples([PY], "completion")
@@ -360,7 +361,7 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
     rc = main(
         [
             "run",
-            "preset=seed-original",
+            "preset=reference-original",
             f"model.name={codet5_tiny_dir}",
             f"data.path={hf_code_search_net_dir}",
             "data.max_train=8",
@@ -410,11 +411,11 @@ def test_preset_seed_original_runs_end_to_end(codet5_tiny_dir, hf_code_search_ne
                 else 0.0
                 for e in lines
             ]
-            assert results["matrix"]["bleu_seed"][row][j]["mean"] == pytest.approx(sum(expected) / 3, abs=1e-9)
+            assert results["matrix"]["bleu_reference"][row][j]["mean"] == pytest.approx(sum(expected) / 3, abs=1e-9)
             passed = [passes_seed(e["prediction"], e["reference"], task) for e in lines]
-            assert results["matrix"]["syntax_pass_seed"][row][j]["mean"] == pytest.approx(100 * sum(passed) / 3)
+            assert results["matrix"]["syntax_pass_reference"][row][j]["mean"] == pytest.approx(100 * sum(passed) / 3)
     report = (run / "report.md").read_text()
-    assert "bleu_seed" in report and "syntax_pass_seed" in report
+    assert "bleu_reference" in report and "syntax_pass_reference" in report
     assert config is None or config["data"]["direction"] == "completion"
 
 
@@ -424,7 +425,7 @@ def test_seed_original_runs_on_a_causal_model(tmp_path, capsys):
     rc = main(
         [
             "run",
-            "preset=seed-original",
+            "preset=reference-original",
             "model.name=tiny:llama",
             "data.source=bundled",
             "data.path=null",
@@ -445,6 +446,6 @@ def test_seed_original_runs_on_a_causal_model(tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "causal" / "results.json").read_text())
-    assert results["params"]["lora_per_adapter"] > 0 and "bleu_seed" in results["matrix"]
+    assert results["params"]["lora_per_adapter"] > 0 and "bleu_reference" in results["matrix"]
     # task isolation with the task id: python's cells after javascript are python's own
     assert results["matrix"]["loss"][2][0] == results["matrix"]["loss"][1][0]

@@ -1,4 +1,4 @@
-"""``preset=seed`` end to end, offline, on stand-ins for Salesforce/codet5-small and CodeSearchNet.
+"""``preset=reference`` end to end, offline, on stand-ins for Salesforce/codet5-small and CodeSearchNet.
 
 The stand-ins (tests/_seed_fixtures.py, fixtures in conftest.py) have the real files and formats:
 the published config, a RobertaTokenizer's vocab.json / merges.txt / special-tokens files, weights
@@ -29,7 +29,7 @@ HUB_FILES = {
     "added_tokens.json",
     "model.safetensors",
 }
-PUBLISHED = load_config(overrides=["preset=seed"]).model.name
+PUBLISHED = load_config(overrides=["preset=reference"]).model.name
 
 
 def test_the_stand_in_is_codet5_small_file_for_file(codet5_small_dir):
@@ -113,7 +113,7 @@ def test_preset_seed_runs_end_to_end(codet5_small_dir, codesearchnet_dir, tmp_pa
     rc = main(
         [
             "run",
-            "preset=seed",
+            "preset=reference",
             f"model.name={hub}",
             f"data.path={codesearchnet_dir}",
             "data.max_train=8",
@@ -175,7 +175,7 @@ def test_a_hub_folder_with_only_the_pickle_is_refused(codet5_small_dir, tmp_path
     rc = main(
         [
             "run",
-            "preset=seed",
+            "preset=reference",
             f"model.name={hub}",
             "data.source=bundled",
             f"run.output_dir={tmp_path}",
@@ -267,7 +267,7 @@ def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(
             "-m",
             "hybridcl",
             "run",
-            "preset=seed",
+            "preset=reference",
             f"data.path={codesearchnet_dir}",
             "data.max_train=4",
             "tasks=[python]",

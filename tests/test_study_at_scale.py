@@ -195,7 +195,7 @@ def test_units_are_fitted_from_the_measurement_runs(tmp_path):
 
 
 def test_the_gpu_plans_resolve():
-    seed = {p.folder: p for p in sas.plan("gpu-seed")}
+    seed = {p.folder: p for p in sas.plan("gpu-reference")}
     (config,) = cost.part_configs(seed["main/hybrid_task_specific"])
     assert (config.model.name, config.data.source, config.data.max_train, config.data.max_val) == (
         "Salesforce/codet5-small",

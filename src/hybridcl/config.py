@@ -277,8 +277,8 @@ class EvalConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this size is generated twice (the seed: 2)
-    # also score the reference experiment's metrics, bleu_seed (nltk sentence BLEU on the tokenizer's
-    # tokens) and syntax_pass_seed (its compile / brace checks), to compare with its numbers
+    # also score the reference experiment's metrics, bleu_reference (nltk sentence BLEU on the tokenizer's
+    # tokens) and syntax_pass_reference (its compile / brace checks), to compare with its numbers
     reference_metrics: bool = False
     max_examples: int | None = None  # validation examples generated per task; None = all
     split: Literal["valid", "test"] = (
@@ -502,6 +502,7 @@ def _validate_nested(obj: Any, key: str) -> None:
 
 
 def _load_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    name = _renamed_preset(name)
     if name in seen:
         raise ConfigError(f"preset {quote(name)} extends itself through {' -> '.join(seen)}")
     # Only the shipped presets, by name: `extends: ../../x` or `preset=/etc/x` must not read other files.
@@ -534,6 +535,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     raw = _parse_yaml(text, str(path))
     parent = raw.pop("extends", None)
+    parent = _renamed_preset(parent) if parent is not None else None
     if parent is not None and not (isinstance(parent, str) and parent in preset_names()):
         raise ConfigError(
             f"{path}: extends: {quote(parent)} is not a preset: extends names one of "
@@ -666,7 +668,20 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 # with a one-line notice. `eval.seed_metrics`: "seed" is the random seed (run.seeds), not the
 # reference experiment hybridcl reproduces.
 RENAMED_KEYS = {"eval.seed_metrics": "eval.reference_metrics"}
+# Presets renamed for the same reason: the reference experiment's settings, its protocol as it ran.
+RENAMED_PRESETS = {"seed": "reference", "seed-original": "reference-original"}
 _noticed: set[str] = set()
+
+
+def _renamed_preset(name: str) -> str:
+    """The current name of preset ``name``; a notice on stderr, once, for an old one."""
+    new = RENAMED_PRESETS.get(name) if isinstance(name, str) else None
+    if new is None:
+        return name
+    if name not in _noticed:
+        _noticed.add(name)
+        print(f"hybridcl: note: preset {name} is now {new}; read as {new}", file=sys.stderr)
+    return new
 
 
 def _renamed(full: str) -> str:

@@ -114,7 +114,7 @@ def params_table(config: ExperimentConfig) -> str:
         lines.append(
             "  (the seed reports 1.78M: its LoRA targets q,k,v,o,wi_0,wi_1,wo, of which codet5-small has\n"
             "   q,k,v,o,wo (wo: the same size as wi), on the base and on its extra block: 1,777,664;\n"
-            "   components.lora.on_full_layer=true does the same, preset=seed-original sets it)"
+            "   components.lora.on_full_layer=true does the same, preset=reference-original sets it)"
         )
     lines += ["", f"{'strategy':<24}{'trainable per task':>20}{'% of base':>11}{f'stored after {T} tasks':>24}"]
     for name in dict.fromkeys((*SEED_STRATEGIES, config.strategy)):

@@ -7,6 +7,7 @@ says what to do.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ FORMAT = 2
 # and had no loss matrix, intervals or evaluation precision. Its results still render (read_results);
 # its seeds cannot be resumed (their rows were scored by the old evaluation).
 RENAMED_IN_FORMAT_2 = {"bleu_codexglue": "bleu_codexglue_code_to_text"}
+# The reference experiment's two metrics were named after "the seed" (the project reproduced), which a
+# reader takes for the random seed; results written before the rename read under the new names.
+RENAMED_METRICS = {"bleu_seed": "bleu_reference", "syntax_pass_seed": "syntax_pass_reference"}
 # Keys of a matrix cell that describe the cell rather than score the model.
 CELL_INFO = ("n", "n_loss", "eval_seconds", "generate_seconds", "loss_seconds", "reused_from_row", "base_cells")
 TRAIN_AGGREGATED = ("seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "final_loss", "trainable_params")
@@ -212,16 +216,22 @@ def read_results(path: Path) -> dict:
 
     raw = read_json(path)
     if isinstance(raw, dict) and raw.get("format") == 1:
-        raw = _rename_metrics(raw)
+        raw = _rename_metrics(raw, RENAMED_IN_FORMAT_2)
         raw["format"] = FORMAT
+    if isinstance(raw, dict) and any(old in raw.get("matrix", {}) for old in RENAMED_METRICS):
+        print(
+            f"hybridcl: note: {path} names bleu_seed / syntax_pass_seed: read as {', '.join(RENAMED_METRICS.values())}",
+            file=sys.stderr,
+        )
+        raw = _rename_metrics(raw, RENAMED_METRICS)
     return raw
 
 
-def _rename_metrics(node):
+def _rename_metrics(node, renamed: dict[str, str]):
     if isinstance(node, dict):
-        return {RENAMED_IN_FORMAT_2.get(k, k): _rename_metrics(v) for k, v in node.items()}
+        return {renamed.get(k, k): _rename_metrics(v, renamed) for k, v in node.items()}
     if isinstance(node, list):
-        return [_rename_metrics(v) for v in node]
+        return [_rename_metrics(v, renamed) for v in node]
     return node
 
 

@@ -18,13 +18,13 @@ CodeXGLUE scores its two directions with two different BLEUs; both are here, nam
 - ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
   leading/trailing whitespace ignored; case-sensitive).
 - ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
-- ``bleu_seed`` (with ``reference_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
+- ``bleu_reference`` (with ``reference_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
   ``SmoothingFunction().method1`` and uniform 4-gram weights on the model tokenizer's tokens (BPE
   pieces), case kept, averaged over examples, reported 0-100 (the seed printed 0-1). A blank
-  prediction scores 0, as in the seed. ``syntax_pass_seed`` is the seed's pass check
+  prediction scores 0, as in the seed. ``syntax_pass_reference`` is the seed's pass check
   (:func:`hybridcl.evaluate.syntax.passes_seed`).
 
-The seed's write-up called its BLEU "BLEU"; it is ``bleu_seed``, not CodeXGLUE's code-to-text BLEU.
+The seed's write-up called its BLEU "BLEU"; it is ``bleu_reference``, not CodeXGLUE's code-to-text BLEU.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def bleu_seed_scores(
+def bleu_reference_scores(
     predictions: Sequence[str], references: Sequence[str], tokenize: Callable[[str], list[str]]
 ) -> list[float]:
     """Each example's seed BLEU (0-100): nltk ``sentence_bleu([tokenize(ref)], tokenize(pred))`` with
@@ -310,7 +310,9 @@ def bleu_seed_scores(
     return out
 
 
-def bleu_seed(predictions: Sequence[str], references: Sequence[str], tokenize: Callable[[str], list[str]]) -> float:
-    """The seed's BLEU, 0-100: the mean of :func:`bleu_seed_scores` over examples."""
-    scores = bleu_seed_scores(predictions, references, tokenize)
+def bleu_reference(
+    predictions: Sequence[str], references: Sequence[str], tokenize: Callable[[str], list[str]]
+) -> float:
+    """The seed's BLEU, 0-100: the mean of :func:`bleu_reference_scores` over examples."""
+    scores = bleu_reference_scores(predictions, references, tokenize)
     return sum(scores) / len(scores)

@@ -36,8 +36,8 @@ class TextBatch:
 
     ``syntax_texts`` (one per prediction) is the code the syntax checks read instead of the
     predictions: for the completion of a function's rest, the function's start followed by the
-    prediction. ``reference_metrics`` adds the reference experiment's metrics (``bleu_seed``,
-    which needs ``tokenize``, the model tokenizer's ``tokenize``, and ``syntax_pass_seed``).
+    prediction. ``reference_metrics`` adds the reference experiment's metrics (``bleu_reference``,
+    which needs ``tokenize``, the model tokenizer's ``tokenize``, and ``syntax_pass_reference``).
     """
 
     predictions: Sequence[str]
@@ -55,7 +55,7 @@ class TextBatch:
         text.check_pair(self.code, self.predictions)
         if self.reference_metrics and self.tokenize is None:
             raise ValueError(
-                "reference_metrics needs tokenize= (the model tokenizer's tokenize): bleu_seed counts its tokens"
+                "reference_metrics needs tokenize= (the model tokenizer's tokenize): bleu_reference counts its tokens"
             )
 
     @property
@@ -273,7 +273,7 @@ def _syntax_pass_rows(batch: TextBatch) -> np.ndarray | None:
     return None if language is None else _percent_flags([syntax.parses(p, language) for p in batch.code])
 
 
-def _syntax_pass_seed_rows(batch: TextBatch) -> np.ndarray:
+def _syntax_pass_reference_rows(batch: TextBatch) -> np.ndarray:
     from hybridcl.evaluate import syntax
 
     code = zip(batch.code, batch.references, strict=True)
@@ -301,7 +301,7 @@ def _sacrebleu_score(correct: list[int], total: list[int], hyp_len: int, ref_len
 
 def _tokenize(batch: TextBatch) -> Callable[[str], list[str]]:
     if batch.tokenize is None:
-        raise ValueError("bleu_seed needs tokenize= (the model tokenizer's tokenize)")
+        raise ValueError("bleu_reference needs tokenize= (the model tokenizer's tokenize)")
     return batch.tokenize
 
 
@@ -393,26 +393,26 @@ def _declare_text_metrics() -> None:
             lambda b: _percent_flags([syntax.parses(p, "python") == syntax.parses_ast(p) for p in b.code]),
         ),
         Metric(
-            "bleu_seed",
+            "bleu_reference",
             True,
             "the seed's BLEU: nltk sentence BLEU-4, method1 smoothing, on the model tokenizer's tokens, case kept, "
             "averaged over examples (eval.reference_metrics)",
             "BLEU (0-100)",
-            mean_metric("bleu_seed"),
+            mean_metric("bleu_reference"),
             _reference,
-            lambda b: text.bleu_seed(b.predictions, b.references, _tokenize(b)),
-            lambda b: mean_stats(text.bleu_seed_scores(b.predictions, b.references, _tokenize(b))),
+            lambda b: text.bleu_reference(b.predictions, b.references, _tokenize(b)),
+            lambda b: mean_stats(text.bleu_reference_scores(b.predictions, b.references, _tokenize(b))),
         ),
         Metric(
-            "syntax_pass_seed",
+            "syntax_pass_reference",
             True,
             "the seed's pass check: Python compile(), JavaScript `{` and `}` present, routed by keywords of "
             "the reference (eval.reference_metrics; not a parse)",
             "% of outputs",
-            mean_metric("syntax_pass_seed"),
+            mean_metric("syntax_pass_reference"),
             _reference_code,
             lambda b: syntax.syntax_pass_rate_seed(b.code, b.references, b.language),
-            _syntax_pass_seed_rows,
+            _syntax_pass_reference_rows,
         ),
     ):
         register_metric(metric)
