@@ -49,7 +49,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -215,6 +214,13 @@ def copy_small(folder: Path, docs: Path) -> int:
     return len(files)
 
 
+def collect(out: Path, docs: Path) -> int:
+    """Copy the small outputs of every finished run under ``out`` (each with its final results.json,
+    the finished points of an unfinished sweep included) to the same place under ``docs``."""
+    runs = sorted(p.parent for p in out.glob("**/results.json") if p.parent.name[:5] != "seed-" and finished(p.parent))
+    return sum(copy_small(run, docs / run.relative_to(out)) for run in runs)
+
+
 def record_time(docs: Path, part: str, seconds: float) -> None:
     path = docs / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}
@@ -257,12 +263,21 @@ def run_part(part: Part, out: Path, docs: Path, dry_run: bool) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/study-at-scale"))
-    parser.add_argument("--docs", type=Path, default=Path(f"docs/results/{date.today()}-study-at-scale"))
+    # one folder for the whole study, whatever day a part finishes on (named for the day it started)
+    parser.add_argument("--docs", type=Path, default=Path("docs/results/2026-12-03-study-at-scale"))
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", nargs="*", default=None, help="run these parts (folder prefixes) only")
     parser.add_argument("--skip", nargs="*", default=[], help="leave these parts (folder prefixes) out")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: copy the small outputs of every finished run (a sweep's finished points too) to DOCS",
+    )
     args = parser.parse_args(argv)
+    if args.collect:
+        print(f"= {collect(args.out, args.docs)} files -> {args.docs}")
+        return 0
     for part in plan(args.scale):
         selected = args.only is None or any(part.folder.startswith(p) for p in args.only)
         if selected and not any(part.folder.startswith(p) for p in args.skip):

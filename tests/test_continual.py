@@ -475,3 +475,24 @@ def test_row_0_from_base_cells_equals_the_computed_one_across_strategies(tmp_pat
     for task in ("python", "javascript"):
         name = f"predictions/row0-{task}.jsonl"
         assert (shared / "seed-0" / name).read_text() == (alone / "seed-0" / name).read_text()
+
+
+def test_routed_rows_compute_the_frozen_base_features_of_the_evaluation_prompts_once(tmp_path, monkeypatch):
+    from hybridcl import routing
+
+    sizes = []
+    features = routing.base_features
+
+    def counted(components, tokenizer, kind, token_ids, batch_size):
+        sizes.append(len(token_ids))
+        return features(components, tokenizer, kind, token_ids, batch_size)
+
+    monkeypatch.setattr(routing, "base_features", counted)
+    run_experiment(
+        config("strategy=hybrid_task_specific", "tasks=[python,javascript,go]"), tmp_path / "run", progress=False
+    )
+    # the 16 training prompts of each task once (the router's fit), the 4 evaluation prompts of each
+    # task once, though rows 2 and 3 are both routed
+    state = read(tmp_path / "run" / "seed-0", "state.json")
+    assert sorted(state["routed"]) == ["2", "3"]
+    assert sorted(sizes) == [4, 4, 4, 16, 16, 16]

@@ -251,3 +251,19 @@ def test_measure_runs_the_tiny_runs_and_fits_units_from_real_results(tmp_path, m
     assert json.loads((tmp_path / "units.json").read_text()) == units
     again = cost.measure(tmp_path, "cpu", sizes)  # finished runs are read, not run again
     assert again["train_s_per_function_epoch"] == units["train_s_per_function_epoch"]
+
+
+def test_collect_copies_the_finished_points_of_an_unfinished_sweep(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    sweep = out / "lr-adapters"
+    for point, done in (("lr=0.001", True), ("lr=0.003", False)):
+        (sweep / point / "seed-0").mkdir(parents=True)
+        (sweep / point / "config.yaml").write_text("x")
+        (sweep / point / "seed-0" / "results.json").write_text(json.dumps({"matrix": {}}))
+        if done:
+            (sweep / point / "results.json").write_text(json.dumps({"matrix": {}}))
+    (sweep / "sweep.json").write_text(json.dumps({"points": [{"name": "lr=0.001"}, {"name": "lr=0.003"}]}))
+    assert not sas.finished(sweep)
+    assert sas.collect(out, docs) == 3  # config.yaml, results.json, seed-0/results.json of the finished point
+    assert (docs / "lr-adapters" / "lr=0.001" / "seed-0" / "results.json").is_file()
+    assert not (docs / "lr-adapters" / "lr=0.003").exists()

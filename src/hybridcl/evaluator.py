@@ -131,6 +131,7 @@ class MatrixEvaluator:
         self.cache_dir, self.routers = cache_dir, routers
         self.settings = GenerationSettings.from_config(config)
         self._previous: Row | None = None
+        self._prompts: dict[str, Prompts] = {}  # task -> its routing prompts (features kept between rows)
         folder = config.eval.base_cells
         self.base_cells = BaseCells(folder, config, components.model) if folder else None
 
@@ -310,14 +311,7 @@ class MatrixEvaluator:
         start = time.perf_counter()
         try:
             for task in with_task_id.predictions:  # the tasks this row scored (forward_transfer=false skips some)
-                prompts = Prompts(
-                    [ex.source for ex in self.data[task].val],
-                    self.components,
-                    self.base.tokenizer,
-                    self.base.kind,
-                    self.config.data.max_source_len,
-                    self.config.eval.batch_size,
-                )
+                prompts = self._routing_prompts(task)
                 for name, router in self.routers.by_method.items():
                     choices.setdefault(name, {})[task] = router.choose(prompts, tasks)
                 chosen = choices[method][task]
@@ -339,6 +333,23 @@ class MatrixEvaluator:
             },
         }
         return RoutedRow(result, choices[method], predictions, stats)
+
+    def _routing_prompts(self, task: str) -> Prompts:
+        """``task``'s evaluation prompts for the routers. Their token ids and frozen-base features are
+        the same in every row and computed once per run; their losses under the parts are not."""
+        prompts = Prompts(
+            [ex.source for ex in self.data[task].val],
+            self.components,
+            self.base.tokenizer,
+            self.base.kind,
+            self.config.data.max_source_len,
+            self.config.eval.batch_size,
+        )
+        earlier = self._prompts.get(task)
+        if earlier is not None:  # cached_property values live in the instance's __dict__
+            prompts.__dict__.update({k: v for k, v in vars(earlier).items() if k in ("token_ids", "features")})
+        self._prompts[task] = prompts
+        return prompts
 
     def _rescore_misrouted(
         self, i: int, task: str, chosen: list[str], with_task_id: Row
