@@ -19,4 +19,4 @@ test: install lint
 
 # The fast set (tests not marked slow): under a minute on a developer's machine.
 test-fast: lint
-	.venv/bin/python -m pytest -m "not slow"
+	.venv/bin/python -m pytest -n 2 -m "not slow"
