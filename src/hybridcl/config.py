@@ -675,23 +675,18 @@ _noticed: set[str] = set()
 
 def _renamed_preset(name: str) -> str:
     """The current name of preset ``name``; a notice on stderr, once, for an old one."""
-    new = RENAMED_PRESETS.get(name) if isinstance(name, str) else None
-    if new is None:
-        return name
-    if name not in _noticed:
-        _noticed.add(name)
-        print(f"hybridcl: note: preset {name} is now {new}; read as {new}", file=sys.stderr)
-    return new
+    return _renamed(name, RENAMED_PRESETS, "preset") if isinstance(name, str) else name
 
 
-def _renamed(full: str) -> str:
-    """The current name of config key ``full`` (dotted); a notice on stderr, once, for an old one."""
-    new = RENAMED_KEYS.get(full)
+def _renamed(old: str, table: dict[str, str] = RENAMED_KEYS, what: str = "config key") -> str:
+    """The current name of ``old`` (a dotted config key, or what ``what`` says) in ``table``; a notice
+    on stderr, once, for an old name."""
+    new = table.get(old)
     if new is None:
-        return full
-    if full not in _noticed:
-        _noticed.add(full)
-        print(f"hybridcl: note: config key {full} is now {new}; read as {new}", file=sys.stderr)
+        return old
+    if old not in _noticed:
+        _noticed.add(old)
+        print(f"hybridcl: note: {what} {old} is now {new}; read as {new}", file=sys.stderr)
     return new
 
 
