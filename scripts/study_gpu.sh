@@ -42,4 +42,4 @@ OUT=runs/study-at-scale-$SCALE
 "$PY" scripts/cost_model.py measure "$OUT-units" --scale "$SCALE"
 echo "study_gpu.sh: predicted wall time of the plan ($SCALE):"
 "$PY" scripts/cost_model.py predict "$OUT-units/units.json" --scale "$SCALE"
-exec "$PY" scripts/study_at_scale.py --scale "$SCALE" --out "$OUT" "$@"
+exec "$PY" scripts/study_at_scale.py --scale "$SCALE" --out "$OUT" --docs "docs/results/$(date +%F)-study-$SCALE" "$@"
