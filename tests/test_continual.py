@@ -475,6 +475,12 @@ def test_row_0_from_base_cells_equals_the_computed_one_across_strategies(tmp_pat
     for task in ("python", "javascript"):
         name = f"predictions/row0-{task}.jsonl"
         assert (shared / "seed-0" / name).read_text() == (alone / "seed-0" / name).read_text()
+    # more loss-scored functions with the same generated ones: another row 0, not the stored one
+    more = run_experiment(
+        config("strategy=lora_only", "data.max_val=6", "eval.max_examples=4", cells), tmp_path / "more", progress=False
+    )
+    row0 = read(more / "seed-0", "state.json")["rows"][0]
+    assert all("base_cells" not in cell and cell["n_loss"] == 6 for cell in row0.values())
 
 
 def test_routed_rows_compute_the_frozen_base_features_of_the_evaluation_prompts_once(tmp_path, monkeypatch):

@@ -261,7 +261,7 @@ class MatrixEvaluator:
     def _base_cell(self, task: str) -> Cell:
         """Row 0's cell of ``task`` from ``eval.base_cells``, scored and stored there if absent."""
         assert self.base_cells is not None
-        key = self.base_cells.key(task, self.examples(task))
+        key = self.base_cells.key(task, self.data[task].val)  # the loss scores them all
         stored = self.base_cells.get(key)
         if stored is not None:
             return Cell(**stored)

@@ -30,7 +30,7 @@ from hybridcl.config import ExperimentConfig
 from hybridcl.io import load_tensors, read_json, save_tensors, write_json
 
 # what of data.* and eval.* shapes a cell of row 0 (the rest, e.g. data.max_train, does not)
-_DATA_KEYS = ("direction", "completion_target", "prompt", "max_source_len", "max_target_len", "long_targets", "split")
+_DATA_KEYS = ("direction", "completion_target", "prompt", "max_source_len", "max_target_len", "long_targets")
 _EVAL_KEYS = (
     "max_new_tokens",
     "precision",
@@ -63,7 +63,8 @@ class BaseCells:
         self._model: Any = model  # a Hugging Face model (PEFT-wrapped or not)
 
     def key(self, task: str, examples: list) -> str:
-        """The cell's key: the settings, the task's examples and the model's probe logits, hashed."""
+        """The cell's key: the settings, the task's evaluation examples (every loss-scored one; the
+        generated ones are their first ``eval.max_examples``) and the model's probe logits, hashed."""
         digest = hashlib.sha256(self._settings.encode())
         digest.update(self._probe_digest().encode())
         digest.update(task.encode())
