@@ -24,7 +24,10 @@ The parts (``--scale cpu``: the embedded SmolLM2-135M-Instruct and the bundled c
    per cell, no routing: the choice reads the loss alone). The bundled test split has fewer than 256
    JavaScript functions within 128 tokens, so the study reports on the valid split, and the rates are
    chosen on functions it never reports on.
-2. ``pick``: ``scripts/pick_lr.py`` per grid -> ``OUT/chosen/<grid>/chosen_lr.json`` (and the configs).
+2. ``lr-widen``: where a grid's best rate is at its end, one more run half a decade past it
+   (``OUT/lr-widen/<grid>/<group>__lr=<rate>``), at most twice per group, until the best is inside.
+   ``pick``: ``scripts/pick_lr.py`` per grid and its widenings -> ``OUT/chosen/<grid>/chosen_lr.json``
+   (and the configs).
 3. ``main``: the seed's four strategies, the parameter-matched LoRA-only (``lora_matched``: the rank whose
    count matches the hybrid's, ``params.matched_lora_rank``, alpha = 2r as the preset's 16/8) and full
    fine-tuning, each at its chosen rate, seeds 0, 1, 2 -> ``python scripts/study_claims.py OUT/main``.
@@ -52,11 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
 ADAPTERS = ["lora_only", "full_layer_only", "hybrid_task_specific", "hybrid_shared_layer"]
 ADAPTER_LRS = [3e-4, 1e-3, 3e-3]
 FULL_LRS = [1e-5, 3e-5, 1e-4]
 HYBRID = "hybrid_task_specific"
 GRID_ADAPTERS = ["lora_only", "full_layer_only", HYBRID]
+GRIDS = ["lr-adapters", "lr-matched", "lr-full"]
+MAX_WIDENINGS = 2  # per group: past 1e-2 (or 3e-6 for full fine-tuning) the grid's rates are implausible
 
 
 def grid_group(strategy: str) -> str:
@@ -91,7 +97,7 @@ class Part:
     overrides: list[str]
     sweeps: list[str] = field(default_factory=list)
     lr_from: tuple[str, str] | None = None
-    kind: str = "run"  # "run", or "pick" (choose the grids' rates; no training)
+    kind: str = "run"  # "run"; "widen" (run past a grid's end where its best sits); "pick" (choose the rates)
 
 
 def matched_lora(base: list[str]) -> list[str]:
@@ -121,6 +127,7 @@ def plan(scale: str = "cpu") -> list[Part]:
         Part("lr-adapters", grid, [f"strategy={','.join(GRID_ADAPTERS)}", f"train.lr={_floats(ADAPTER_LRS)}"]),
         Part("lr-matched", [*grid, *matched], [f"train.lr={_floats(ADAPTER_LRS)}"]),
         Part("lr-full", [*grid, "strategy=full_finetune"], [f"train.lr={_floats(FULL_LRS)}"]),
+        Part("lr-widen", [], kind="widen"),
         Part("chosen", [], kind="pick"),
     ]
     for s in ADAPTERS:
@@ -229,9 +236,43 @@ def record_time(docs: Path, part: str, seconds: float) -> None:
     path.write_text(json.dumps(timings, indent=2) + "\n")
 
 
+def grid_folders(out: Path, grid: str) -> list[Path]:
+    """The grid's sweep folder and the sweeps that widen it."""
+    return [out / grid, *sorted(p.parent for p in (out / "lr-widen" / grid).glob("*/sweep.json"))]
+
+
+def widenings(out: Path, grid: str) -> list[tuple[str, list[str]]]:
+    """``(folder, sweep items)`` of the runs past the grid's end that its finished runs call for now:
+    one per group whose best rate is at an end, until it has been widened :data:`MAX_WIDENINGS` times."""
+    import pick_lr
+
+    todo = []
+    for group, c in pick_lr.choose([p for f in grid_folders(out, grid) for p in pick_lr.grid_points(f)]).items():
+        done = len(list((out / "lr-widen" / grid).glob(f"{group}__lr=*")))
+        if c["beyond"] is not None and done < MAX_WIDENINGS:
+            items = [f"{k}={v}" for k, v in c["values"].items()] + [f"train.lr={c['beyond']:g}"]
+            todo.append((f"lr-widen/{grid}/{group}__lr={c['beyond']:g}", items))
+    return todo
+
+
+def widen(parts: list[Part], out: Path, docs: Path, dry_run: bool) -> None:
+    """Run past each grid's end where its best rate sits, until every best is inside (or widened twice)."""
+    if dry_run:
+        print("+ lr-widen: one run half a decade past each grid's end where its best rate sits", flush=True)
+        return
+    for grid in GRIDS:
+        overrides = next(p.overrides for p in parts if p.folder == grid)
+        for folder in grid_folders(out, grid)[1:]:  # a widening cut short first
+            run_part(Part(str(folder.relative_to(out)), overrides), out, docs, dry_run)
+        while todo := widenings(out, grid):
+            for folder, items in todo:
+                run_part(Part(folder, overrides, items), out, docs, dry_run)
+
+
 def pick(out: Path, docs: Path, dry_run: bool) -> None:
-    for grid in ("lr-adapters", "lr-matched", "lr-full"):
-        cmd = [sys.executable, str(SCRIPTS / "pick_lr.py"), str(out / grid), "--out", str(out / "chosen" / grid)]
+    for grid in GRIDS:
+        folders = [str(f) for f in grid_folders(out, grid)]
+        cmd = [sys.executable, str(SCRIPTS / "pick_lr.py"), *folders, "--out", str(out / "chosen" / grid)]
         print("+", " ".join(cmd), flush=True)
         if not dry_run:
             subprocess.run(cmd, check=True)
@@ -255,8 +296,10 @@ def run_part(part: Part, out: Path, docs: Path, dry_run: bool) -> None:
     if dry_run:
         return
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    record_time(docs, part.folder, time.perf_counter() - start)
+    code = subprocess.run(cmd).returncode
+    record_time(docs, part.folder, time.perf_counter() - start)  # a go cut short counts too
+    if code != 0:
+        raise SystemExit(f"{part.folder}: hybridcl stopped (exit status {code}); start the script again to resume it")
     print(f"= {part.folder}: {copy_small(folder, docs / part.folder)} files -> {docs / part.folder}", flush=True)
 
 
@@ -278,9 +321,14 @@ def main(argv: list[str]) -> int:
     if args.collect:
         print(f"= {collect(args.out, args.docs)} files -> {args.docs}")
         return 0
-    for part in plan(args.scale):
+    parts = plan(args.scale)
+    for part in parts:
         selected = args.only is None or any(part.folder.startswith(p) for p in args.only)
-        if selected and not any(part.folder.startswith(p) for p in args.skip):
+        if not selected or any(part.folder.startswith(p) for p in args.skip):
+            continue
+        if part.kind == "widen":
+            widen(parts, args.out, args.docs, args.dry_run)
+        else:
             run_part(part, args.out, args.docs, args.dry_run)
     if not args.dry_run and finished(args.out / "main" / HYBRID):
         claims = subprocess.run(

@@ -61,7 +61,10 @@ def test_each_strategy_gets_the_lr_of_its_lowest_validation_loss(tmp_path, capsy
 
 
 def test_a_choice_at_the_grids_edge_is_flagged(tmp_path):
-    points = [{"run": tmp_path, "group": "g", "lr": lr, "loss": loss} for lr, loss in [(1, 3.0), (2, 2.0), (3, 1.0)]]
+    points = [
+        {"run": tmp_path, "group": "g", "values": {}, "lr": lr, "loss": loss}
+        for lr, loss in [(1, 3.0), (2, 2.0), (3, 1.0)]
+    ]
     assert pick_lr.choose(points)["g"]["at_edge"] is True
 
 
@@ -69,3 +72,34 @@ def test_a_folder_without_an_lr_axis_is_refused(tmp_path):
     write_json(tmp_path / "sweep.json", {"format": 1, "axes": {"strategy": ["lora_only"]}, "points": []})
     with pytest.raises(SystemExit, match="no train.lr axis"):
         pick_lr.grid_points(tmp_path)
+
+
+def test_the_rate_past_an_edge_is_half_a_decade_along_the_grids_ladder():
+    assert pick_lr.half_decade(3e-3, 1) == 1e-2 and pick_lr.half_decade(1e-2, 1) == 3e-2
+    assert pick_lr.half_decade(1e-5, -1) == 3e-6 and pick_lr.half_decade(3e-4, -1) == 1e-4
+    lrs = [3e-4, 1e-3, 3e-3]
+    assert pick_lr.beyond(lrs, 3e-3) == 1e-2 and pick_lr.beyond(lrs, 3e-4) == 1e-4
+    assert pick_lr.beyond(lrs, 1e-3) is None and pick_lr.beyond([1e-3], 1e-3) is None
+
+
+def test_a_diverged_run_loses_and_a_widening_folder_joins_the_grid(tmp_path, capsys):
+    points = [
+        {"run": tmp_path, "group": "g", "values": {}, "lr": lr, "loss": loss}
+        for lr, loss in [(1, 3.0), (2, float("nan")), (3, 2.5)]
+    ]
+    assert pick_lr.choose(points)["g"]["lr"] == 3 and pick_lr.choose(points)["g"]["beyond"] is not None
+    sweep = _grid(tmp_path)  # lora_only is best at 1e-3 inside the grid; a wider run at 1e-2 beats it
+    wider = tmp_path / "lr-grid-wider"
+    name = "strategy=lora_only__lr=0.01"
+    (wider / name).mkdir(parents=True)
+    write_run_config(wider / name, load_config("smoke", ["strategy=lora_only", "train.lr=0.01"]))
+    write_json(wider / name / "results.json", {"cl_metrics": {"loss": {"average_final": {"mean": 2.1, "std": 0}}}})
+    point = {"name": name, "values": {"strategy": "lora_only", "train.lr": 0.01}}
+    write_json(
+        wider / "sweep.json", {"format": 1, "axes": {"strategy": ["lora_only"], "train.lr": [0.01]}, "points": [point]}
+    )
+    assert pick_lr.main([str(sweep), str(wider), "--out", str(tmp_path / "chosen")]) == 0
+    out = capsys.readouterr().out
+    assert "lora_only: train.lr=0.01 (validation loss 2.1000;" in out and "widen it to 0.03)" in out
+    chosen = pick_lr.choose([p for f in (sweep, wider) for p in pick_lr.grid_points(f)])
+    assert chosen["lora_only"]["beyond"] == 3e-2 and chosen["lora_only"]["values"] == {"strategy": "lora_only"}

@@ -3,6 +3,7 @@ resume and copy their small outputs, and the cost model predicts from units by h
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_the_plan_is_at_the_studys_scale(cpu_plan):
         assert config.tasks[:2] == ["python", "javascript"] and part.lr_from is not None
     (matched,) = cost.part_configs(next(p for p in cpu_plan if p.folder == "main/lora_matched"))
     assert (matched.strategy, matched.components.lora.r, matched.components.lora.alpha) == ("lora_only", 69, 138)
-    grids = {p.folder: cost.part_configs(p) for p in cpu_plan if p.folder.startswith("lr-")}
+    grids = {p.folder: cost.part_configs(p) for p in cpu_plan if p.folder in sas.GRIDS}
     assert sorted(c.train.lr for c in grids["lr-full"]) == [1e-5, 3e-5, 1e-4]
     assert len(grids["lr-adapters"]) == 9 and all(c.eval.split == "test" for g in grids.values() for c in g)
     # the grids train the first task alone; the shared-layer hybrid runs at the task-specific one's rate
@@ -267,3 +268,52 @@ def test_collect_copies_the_finished_points_of_an_unfinished_sweep(tmp_path):
     assert sas.collect(out, docs) == 3  # config.yaml, results.json, seed-0/results.json of the finished point
     assert (docs / "lr-adapters" / "lr=0.001" / "seed-0" / "results.json").is_file()
     assert not (docs / "lr-adapters" / "lr=0.003").exists()
+
+
+def _sweep(folder: Path, points: dict[tuple[str | None, float], float | None]) -> None:
+    """A sweep folder whose points ``(strategy or None, lr) -> loss`` (None: not finished) pick_lr reads."""
+    entries = []
+    for (strategy, lr), loss in points.items():
+        values = {"strategy": strategy, "train.lr": lr} if strategy else {"train.lr": lr}
+        name = "__".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+        (folder / name).mkdir(parents=True)
+        if loss is not None:
+            stats = {"loss": {"average_final": {"mean": loss, "std": 0.0}}}
+            (folder / name / "results.json").write_text(json.dumps({"matrix": {}, "cl_metrics": stats}))
+        entries.append({"name": name, "values": values})
+    axes = {k: sorted({e["values"][k] for e in entries}) for k in entries[0]["values"]}
+    (folder / "sweep.json").write_text(json.dumps({"axes": axes, "points": entries}))
+
+
+def test_a_grid_whose_best_rate_is_at_its_end_is_widened_at_most_twice(tmp_path, cpu_plan, monkeypatch):
+    out = tmp_path / "out"
+    _sweep(out / "lr-adapters", {("lora_only", 3e-4): 1.14, ("lora_only", 1e-3): 1.10, ("lora_only", 3e-3): 1.09})
+    _sweep(out / "lr-matched", {(None, 3e-4): 1.2, (None, 1e-3): 1.1, (None, 3e-3): 1.3})
+    _sweep(out / "lr-full", {(None, 1e-5): 1.0, (None, 3e-5): 1.1, (None, 1e-4): 1.2})
+    # an interrupted widening of the full fine-tuning grid, below its end
+    _sweep(out / "lr-widen" / "lr-full" / "grid__lr=3e-06", {(None, 3e-6): None})
+    ran = []
+
+    def fake_run(part, out_, docs, dry_run):  # hybridcl run: the loss keeps falling with the rate
+        ran.append((part.folder, part.sweeps, part.overrides))
+        lr = float(part.folder.rsplit("=", 1)[1])
+        strategy = next((s.split("=")[1] for s in part.sweeps if s.startswith("strategy=")), None)
+        folder = out_ / part.folder
+        if folder.exists():
+            shutil.rmtree(folder)
+        _sweep(folder, {(strategy, lr): 1.0 - lr if strategy else 0.9})
+
+    monkeypatch.setattr(sas, "run_part", fake_run)
+    sas.widen(cpu_plan, out, tmp_path / "docs", dry_run=False)
+    adapters, full = (next(p.overrides for p in cpu_plan if p.folder == g) for g in ("lr-adapters", "lr-full"))
+    assert ran == [
+        ("lr-widen/lr-adapters/lora_only__lr=0.01", ["strategy=lora_only", "train.lr=0.01"], adapters),
+        ("lr-widen/lr-adapters/lora_only__lr=0.03", ["strategy=lora_only", "train.lr=0.03"], adapters),
+        ("lr-widen/lr-full/grid__lr=3e-06", [], full),  # the interrupted one resumes first
+        ("lr-widen/lr-full/grid__lr=1e-06", ["train.lr=1e-06"], full),  # 3e-6 won: past it; then twice widened
+    ]
+    assert [str(f.relative_to(out)) for f in sas.grid_folders(out, "lr-full")] == [
+        "lr-full",
+        "lr-widen/lr-full/grid__lr=1e-06",
+        "lr-widen/lr-full/grid__lr=3e-06",
+    ]
