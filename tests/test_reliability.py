@@ -7,6 +7,7 @@ runs in-process on the tiny T5 of the ``smoke`` preset.
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -848,3 +849,15 @@ def test_sigterm_mid_task_then_resume_is_bit_identical(tmp_path, precision):
     for line in ref_log + got_log:
         del line["samples_per_s"]
     assert got_log == ref_log  # every step's loss once, as in the uninterrupted run
+
+
+def test_no_committed_result_names_a_path_of_the_machine_it_ran_on():
+    """docs/results travels to every clone: data files are recorded relative to their root, with a hash."""
+    machine_path = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users|mnt|private|var)/")
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results"
+    named = [
+        str(p.relative_to(docs))
+        for p in docs.rglob("*")
+        if p.is_file() and p.suffix in {".json", ".jsonl", ".yaml", ".md"} and machine_path.search(p.read_text())
+    ]
+    assert named == []
