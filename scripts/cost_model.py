@@ -1,6 +1,7 @@
 """The wall time of scripts/study_at_scale.py's plan, predicted from measured per-unit costs.
 
     python scripts/cost_model.py measure OUT [--scale cpu]      # tiny runs in OUT; writes OUT/units.json
+    python scripts/cost_model.py fit SWEEP ... --timings T.json [--generate-s-per-function S] --out UNITS.json
     python scripts/cost_model.py predict UNITS.json [--scale cpu] [--json]
 
 The units (seconds, on the machine they were measured on):
@@ -84,8 +85,11 @@ def cell_counts(results: dict, config) -> dict[str, list[list[int]]]:
     return {"n_generated": [n_gen] * rows, "n_loss": [n_loss] * rows}
 
 
-def fit_units(runs: list[tuple[Path, float]]) -> dict:
-    """The units from finished measurement sweeps: ``runs`` = ``(sweep folder, its wall seconds)``."""
+def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -> dict:
+    """The units from finished sweeps: ``runs`` = ``(sweep folder, its wall seconds)``. ``generate_s``:
+    the generation unit measured elsewhere, for sweeps whose cells all generate as many functions (the
+    study's grids generate one): the cells then fit the loss unit and the cost per cell alone (the loss
+    unit alone, with no cost per cell, when they also all score as many functions)."""
     from hybridcl.run_dir import load_run_config
 
     train: dict[str, list[float]] = {}
@@ -113,10 +117,7 @@ def fit_units(runs: list[tuple[Path, float]]) -> dict:
                     if checked:  # long targets are kept (cut) unless dropped
                         kept.setdefault(t, []).append(1.0 - long / checked if dropped else 1.0)
         overhead += wall - spent
-    design_arr, seconds_arr = np.array(design), np.array(seconds)
-    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(design_arr, seconds_arr, rcond=None)
-    if cell_s < 0:  # a noisy machine's fit: no negative cost per cell, refit without it
-        cell_s, ((gen_s, loss_s), *_) = 0.0, np.linalg.lstsq(design_arr[:, 1:], seconds_arr, rcond=None)
+    cell_s, gen_s, loss_s = _fit_cells(np.array(design), np.array(seconds), generate_s)
     per_strategy = {s: float(np.mean(v)) for s, v in train.items()}
     return {
         "train_s_per_function_epoch": {"default": float(np.median(list(per_strategy.values()))), **per_strategy},
@@ -127,6 +128,23 @@ def fit_units(runs: list[tuple[Path, float]]) -> dict:
         "kept_share": {t: float(np.mean(v)) for t, v in kept.items()},
         "cells_fitted": len(seconds),
     }
+
+
+def _fit_cells(design: np.ndarray, seconds: np.ndarray, generate_s: float | None) -> tuple[float, float, float]:
+    """``(cell_s, generate_s, loss_s)``: least squares of the cells' seconds on ``[1, generated, scored]``;
+    no negative cost per cell (a noisy machine's fit is refitted without it)."""
+    if generate_s is not None:
+        seconds, design = seconds - generate_s * design[:, 1], design[:, [0, 2]]
+        if np.ptp(design[:, 1]) == 0:  # every cell scores as many functions: the time is all theirs
+            return 0.0, generate_s, float(np.mean(seconds) / design[0, 1])
+        (cell_s, loss_s), *_ = np.linalg.lstsq(design, seconds, rcond=None)
+        if cell_s < 0:
+            cell_s, ((loss_s,), *_) = 0.0, np.linalg.lstsq(design[:, 1:], seconds, rcond=None)
+        return float(cell_s), generate_s, float(loss_s)
+    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(design, seconds, rcond=None)
+    if cell_s < 0:
+        cell_s, ((gen_s, loss_s), *_) = 0.0, np.linalg.lstsq(design[:, 1:], seconds, rcond=None)
+    return float(cell_s), float(gen_s), float(loss_s)
 
 
 def measure(out: Path, scale: str, sizes: dict = SIZES) -> dict:
@@ -265,6 +283,11 @@ def main(argv: list[str]) -> int:
     m = sub.add_parser("measure", help="run the tiny measurement runs and fit the units")
     m.add_argument("out", type=Path)
     m.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
+    f = sub.add_parser("fit", help="fit the units from finished sweeps (the study's grids) and their wall times")
+    f.add_argument("sweeps", type=Path, nargs="+")
+    f.add_argument("--timings", type=Path, required=True, help="JSON: sweep folder name -> its wall seconds")
+    f.add_argument("--generate-s-per-function", type=float, help="measured elsewhere, when the sweeps cannot fit it")
+    f.add_argument("--out", type=Path, required=True, help="where units.json goes")
     p = sub.add_parser("predict", help="predict the plan's wall time from units.json")
     p.add_argument("units", type=Path)
     p.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
@@ -272,6 +295,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "measure":
         print(json.dumps(measure(args.out, args.scale), indent=2))
+        return 0
+    if args.command == "fit":
+        walls = json.loads(args.timings.read_text())
+        units = fit_units([(s, walls[s.name]) for s in args.sweeps], args.generate_s_per_function)
+        args.out.write_text(json.dumps(units, indent=2) + "\n")
+        print(json.dumps(units, indent=2))
         return 0
     rows = predict(json.loads(args.units.read_text()), args.scale)
     print(json.dumps(rows, indent=2) if args.json else table(rows))

@@ -317,3 +317,18 @@ def test_a_grid_whose_best_rate_is_at_its_end_is_widened_at_most_twice(tmp_path,
         "lr-widen/lr-full/grid__lr=1e-06",
         "lr-widen/lr-full/grid__lr=3e-06",
     ]
+
+
+def test_units_fit_from_the_grids_cells_with_the_generation_unit_given(tmp_path):
+    truth = {"cell_s": 1.5, "generate_s_per_function": 0.4, "loss_s_per_function": 0.03}
+    spent = sum(
+        _fake_seed(tmp_path / "grid" / name, "lora_only", 1, n_loss, truth)
+        for name, n_loss in {"a": 48, "b": 144}.items()
+    )
+    units = cost.fit_units([(tmp_path / "grid", spent)], generate_s=0.4)
+    assert [units[k] for k in truth] == pytest.approx([1.5, 0.4, 0.03])
+    # every cell the same size (the study's grids): the time is the loss unit's, no cost per cell
+    (tmp_path / "same").mkdir()
+    _fake_seed(tmp_path / "same" / "a", "lora_only", 1, 256, truth)
+    units = cost.fit_units([(tmp_path / "same", 100.0)], generate_s=0.4)
+    assert units["cell_s"] == 0.0 and units["loss_s_per_function"] == pytest.approx((1.5 + 0.03 * 256) / 256)
