@@ -40,6 +40,7 @@ import itertools
 import math
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, 
 from hybridcl.io import load_tensors, read_json
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
 from hybridcl.run_dir import load_run_config
+from hybridcl.strategies import get_strategy
 
 EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
 MC_DRAWS = 100_000  # random sign patterns beyond that
@@ -276,17 +278,26 @@ def _task_index(run_dir: Path, task: str | None) -> int | None:
     return None if task is None else tasks.index(task)
 
 
-def seed_stats(run_dir: Path, metric: str) -> dict[str, list[list[np.ndarray]]]:
+def row_files(seed_dir: Path, routed: bool = False) -> list[Path]:
+    """A seed's per-row statistics files in row order; ``routed``: row i scored without the task id
+    (``stats/routed-row<i>``) where the run routed it. A row not routed is the same in both settings:
+    row 0 (the base), a row with one task's parts trained, every row of a strategy without per-task parts."""
+    paths = sorted(seed_dir.glob("stats/row*.safetensors"), key=lambda p: int(p.stem.removeprefix("row")))
+    if not routed:
+        return paths
+    return [p.with_name(f"routed-{p.name}") if p.with_name(f"routed-{p.name}").is_file() else p for p in paths]
+
+
+def seed_stats(run_dir: Path, metric: str, routed: bool = False) -> dict[str, list[list[np.ndarray]]]:
     """Seed folder name -> ``stats[i][j]``, the per-example statistics of ``metric`` of each cell
-    (rows: base, then one per task; the run's rows must be exactly that)."""
+    (rows: base, then one per task; the run's rows must be exactly that; ``routed``: :func:`row_files`)."""
     results = read_json(run_dir / "results.json")
     tasks = results["tasks"]
     if results.get("rows") not in (None, ["base", *tasks]):
         raise ValueError(f"{run_dir}: rows {results['rows']} are not [base, *tasks]: no per-example shares")
     out = {}
     for seed_dir in sorted(run_dir.glob("seed-*")):
-        paths = sorted(seed_dir.glob("stats/row*.safetensors"), key=lambda p: int(p.stem.removeprefix("row")))
-        rows = [load_tensors(p) for p in paths]
+        rows = [load_tensors(p) for p in row_files(seed_dir, routed)]
         missing = [(i, t) for i, row in enumerate(rows) for t in tasks if f"{t}/{metric}" not in row]
         if missing:
             raise ValueError(f"{seed_dir}: no {metric} statistics for (row, task) {missing[:3]}")
@@ -294,28 +305,30 @@ def seed_stats(run_dir: Path, metric: str) -> dict[str, list[list[np.ndarray]]]:
     return out
 
 
-def seed_shares(run_dir: Path, column: str, key: str | None = None, task: str | None = None) -> dict[str, np.ndarray]:
+def seed_shares(
+    run_dir: Path, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
+) -> dict[str, np.ndarray]:
     """Seed -> the per-example shares (all task columns concatenated) of ``column``'s CL metric."""
     metric, cl_key = COLUMNS[column]
     hib = metric_stats(metric).higher_is_better
     j = _task_index(run_dir, task)
     out = {}
-    for seed, stats in seed_stats(run_dir, metric).items():
+    for seed, stats in seed_stats(run_dir, metric, routed).items():
         cells = [[cell_shares(metric, st) for st in row] for row in stats]
         out[seed] = np.concatenate(key_shares(cells, key or cl_key, hib, j))
     return out
 
 
-def _denominators(run_dir: Path, metric: str) -> dict[str, list[np.ndarray]]:
-    return {s: [st[:, 1] for row in rows for st in row] for s, rows in seed_stats(run_dir, metric).items()}
+def _denominators(run_dir: Path, metric: str, routed: bool) -> dict[str, list[np.ndarray]]:
+    return {s: [st[:, 1] for row in rows for st in row] for s, rows in seed_stats(run_dir, metric, routed).items()}
 
 
-def check_same_examples(runs: list[Path], metric: str) -> None:
+def check_same_examples(runs: list[Path], metric: str, routed: bool = False) -> None:
     """The runs' cells have the same per-example denominators (target tokens; 1 per generated example)
     on every seed: the same evaluation examples, so per-example shares pair."""
-    ref = _denominators(runs[0], metric)
+    ref = _denominators(runs[0], metric, routed)
     for run in runs[1:]:
-        other = _denominators(run, metric)
+        other = _denominators(run, metric, routed)
         for seed in set(ref) & set(other):
             if len(ref[seed]) != len(other[seed]) or any(
                 a.shape != b.shape or not np.allclose(a, b) for a, b in zip(ref[seed], other[seed], strict=True)
@@ -346,18 +359,19 @@ def _paired(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
     return {s: sa[s] - sb[s] for s in sorted(set(sa) & set(sb))}
 
 
-def claim_shares(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
+def claim_shares(claim: Claim, runs: dict[str, Path], routed: bool = False) -> dict[str, np.ndarray]:
     """Seed -> the per-example shares of the claim's value (their sum is the value on that seed)."""
     members = [claim.a, *claim.parts, *([claim.b] if claim.b not in (None, SYNERGY) else [])]
-    check_same_examples([runs[m] for m in members], COLUMNS[claim.column][0])
-    return _synergy(claim, runs, seed_shares) if claim.b == SYNERGY else _paired(claim, runs, seed_shares)
+    check_same_examples([runs[m] for m in members], COLUMNS[claim.column][0], routed)
+    of = partial(seed_shares, routed=routed)
+    return _synergy(claim, runs, of) if claim.b == SYNERGY else _paired(claim, runs, of)
 
 
 # ---- the interval over examples -------------------------------------------------------------------
 
 
 def example_samples(
-    run_dir: Path, column: str, key: str | None = None, task: str | None = None
+    run_dir: Path, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
 ) -> dict[str, np.ndarray]:
     """Seed folder name -> the column's value on each of 1,000 bootstrap resamples of the evaluation
     examples (``key="base_average"``: the base row's mean over the tasks). The resample counts depend
@@ -366,7 +380,7 @@ def example_samples(
     key = key or cl_key
     j = _task_index(run_dir, task)
     out = {}
-    for seed, stats in seed_stats(run_dir, metric).items():
+    for seed, stats in seed_stats(run_dir, metric, routed).items():
         result = cl_intervals(metric, stats)
         if key == "base_average":
             out[seed] = np.mean([result.cell_samples[0][i] for i in range(len(stats) - 1)], axis=0)
@@ -379,9 +393,10 @@ def example_samples(
     return out
 
 
-def claim_samples(claim: Claim, runs: dict[str, Path]) -> dict[str, np.ndarray]:
+def claim_samples(claim: Claim, runs: dict[str, Path], routed: bool = False) -> dict[str, np.ndarray]:
     """Seed -> the claim's value on each bootstrap resample of the examples."""
-    return _synergy(claim, runs, example_samples) if claim.b == SYNERGY else _paired(claim, runs, example_samples)
+    of = partial(example_samples, routed=routed)
+    return _synergy(claim, runs, of) if claim.b == SYNERGY else _paired(claim, runs, of)
 
 
 # ---- claims measured once per seed, and one across two tasks --------------------------------------
@@ -416,19 +431,21 @@ def permutation_test(x, y, *, exact_max: int = 1 << 20, draws: int = MC_DRAWS, s
     return (1 + hits) / (1 + draws), f"Monte Carlo permutation, {len(x)} + {len(y)}, {draws:,} draws"
 
 
-def language_claim(claim: Claim, runs: dict[str, Path]) -> tuple[list[float], tuple | None, float, str]:
+def language_claim(
+    claim: Claim, runs: dict[str, Path], routed: bool = False
+) -> tuple[list[float], tuple | None, float, str]:
     """``claim.task`` minus ``claim.other_task`` in one strategy's last row (different examples:
     unpaired): per-seed values, the bootstrap interval (independent resamples of each task) and the
     permutation test of the examples' values averaged over seeds."""
     run = runs[claim.a]
     metric = COLUMNS[claim.column][0]
     a, b = _task_index(run, claim.task), _task_index(run, claim.other_task)
-    stats = seed_stats(run, metric)
+    stats = seed_stats(run, metric, routed)
     values = {s: [[value(metric, st.sum(0)) for st in row] for row in rows] for s, rows in stats.items()}
     per_seed = [v[-1][a] - v[-1][b] for v in values.values()]
     ta, tb = (
-        example_samples(run, claim.column, task=claim.task),
-        example_samples(run, claim.column, task=claim.other_task),
+        example_samples(run, claim.column, task=claim.task, routed=routed),
+        example_samples(run, claim.column, task=claim.other_task, routed=routed),
     )
     interval = percentile_interval(np.mean([ta[s] - tb[s] for s in ta], axis=0))
     scale = float(metric_stats(metric).aggregate(np.array([1.0, 1.0])))
@@ -479,25 +496,27 @@ class ClaimResult:
     p: float | None  # None: measured once per seed, no test over examples
     method: str
     p_holm: float | None = None
+    by_construction: str | None = None  # why the value cannot be anything but what it is, where it cannot
 
     def exactly_zero(self) -> bool:
         ivs = [self.seed_interval, self.example_interval]
         return self.value == 0.0 and all(iv is not None and iv[0] == iv[1] == 0.0 for iv in ivs) and self.p == 1.0
 
 
-def evaluate_claim(claim: Claim, runs: dict[str, Path]) -> ClaimResult:
-    """The claim's value per seed, its two intervals and its p-value over examples (Holm's comes later)."""
+def evaluate_claim(claim: Claim, runs: dict[str, Path], routed: bool = False) -> ClaimResult:
+    """The claim's value per seed, its two intervals and its p-value over examples (Holm's comes later);
+    ``routed``: from the rows scored without the task id (:func:`row_files`)."""
     if claim.column in SEED_COLUMNS:
         per_seed = seed_claim(claim, runs)
         return ClaimResult(
             claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), None, None, "once per seed: no test"
         )
     if claim.column == "syntax_languages":
-        per_seed, by_examples, p, method = language_claim(claim, runs)
+        per_seed, by_examples, p, method = language_claim(claim, runs, routed)
     else:
-        shares = claim_shares(claim, runs)
+        shares = claim_shares(claim, runs, routed)
         per_seed = [float(v.sum()) for v in shares.values()]
-        samples = claim_samples(claim, runs)
+        samples = claim_samples(claim, runs, routed)
         by_examples = percentile_interval(np.mean(list(samples.values()), axis=0)) if samples else None
         p, method = sign_flip_test(np.mean(list(shares.values()), axis=0))
     return ClaimResult(claim, float(np.mean(per_seed)), per_seed, t_interval(per_seed), by_examples, p, method)
@@ -518,7 +537,11 @@ def verdict(r: ClaimResult) -> str:
     """Holds / does not hold (Holm-adjusted p < 0.05 and both intervals on one side of 0), else within
     noise with the margin its intervals rule out."""
     if r.exactly_zero():
-        return "does not hold: exactly 0 on every seed and example"
+        return (
+            f"does not hold: 0 by construction ({r.by_construction})"
+            if r.by_construction
+            else ("does not hold: exactly 0 on every seed and example")
+        )
     ivs = [iv for iv in (r.seed_interval, r.example_interval) if iv is not None]
     above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
     if len(ivs) == 2 and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
@@ -572,34 +595,58 @@ class Untested:
     reason: str
 
 
-def claims_results(studies: list[Path], claims: list[Claim] = CLAIMS) -> list[ClaimResult | Untested]:
-    """Every claim's result (:class:`Untested` where the study lacks a strategy or the metric's per-example
-    statistics), the tested ones' p-values Holm-adjusted together."""
+def _by_construction(claim: Claim, runs: dict[str, Path], routed: bool) -> str | None:
+    """Why the claim's value is 0 whatever the data, or None: with the task id, a strategy whose parts
+    are all per task never changes a trained task's parts, so its forgetting and BWT are 0."""
+    strategy = read_json(runs[claim.a] / "results.json")["strategy"]
+    if routed or claim.b is not None or claim.column not in ("forgetting_relative", "bwt", "bwt_loss"):
+        return None
+    if not get_strategy(strategy).isolates_tasks:
+        return None
+    return "with the task id each task keeps its own parts, which later tasks never change"
+
+
+def setting_results(
+    studies: list[Path], claims: list[Claim] = CLAIMS, routed: bool = False
+) -> list[ClaimResult | Untested]:
+    """Every claim's result in one setting (:class:`Untested` where the study lacks a strategy or the
+    metric's per-example statistics), before Holm's correction; ``routed``: from the rows scored without
+    the task id (claims measured once per seed, of training alone, are left out there: the same)."""
     runs = strategy_runs(studies)
     out: list[ClaimResult | Untested] = []
-    for claim in claims:
+    for claim in [c for c in claims if not (routed and c.column in SEED_COLUMNS)]:
         needed = [claim.a, *([claim.b] if claim.b not in (None, SYNERGY) else []), *claim.parts]
         missing = [n for n in needed if n not in runs]
         if missing:
             out.append(Untested(claim, f"not in this study ({', '.join(missing)})"))
             continue
         try:
-            out.append(evaluate_claim(claim, runs))
+            out.append(evaluate_claim(claim, runs, routed))
+            out[-1].by_construction = _by_construction(claim, runs, routed)
         except (ValueError, RunError) as e:  # no statistics of its metric or no seed results; other examples
             out.append(Untested(claim, f"not testable here: {e}"))
-    results = [r for r in out if isinstance(r, ClaimResult)]
-    for r, adjusted in zip(results, holm([r.p for r in results]), strict=True):
+    return out
+
+
+def claims_results(
+    studies: list[Path], claims: list[Claim] = CLAIMS, settings: tuple[bool, ...] = (False,)
+) -> dict[bool, list[ClaimResult | Untested]]:
+    """Routed or not -> :func:`setting_results`, the p-values of every tested claim of every setting
+    Holm-adjusted together (one family: every claim the study states)."""
+    out = {routed: setting_results(studies, claims, routed) for routed in settings}
+    tested = [r for results in out.values() for r in results if isinstance(r, ClaimResult)]
+    for r, adjusted in zip(tested, holm([r.p for r in tested]), strict=True):
         r.p_holm = adjusted
     return out
 
 
-def claims_table(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
+def claims_table(results: list[ClaimResult | Untested]) -> str:
     lines = [
         "| claim | measured (mean over seeds) | 95% interval over seeds (t) | 95% interval over examples "
         "(bootstrap) | p over examples (sign-flip; permutation) | Holm-adjusted p | seeds | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in claims_results(studies, claims):
+    for r in results:
         if isinstance(r, Untested):
             lines.append(f"| {r.claim.text} | {r.reason} | | | | | | |")
             continue
@@ -610,7 +657,32 @@ def claims_table(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
     return "\n".join(lines)
 
 
+def routed_anywhere(studies: list[Path]) -> bool:
+    """Some run of the study scored a row without the task id."""
+    return any(next(run.glob("seed-*/stats/routed-row*.safetensors"), None) for run in expand_run_dirs(studies))
+
+
+def report(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
+    """The claims table with the task id and, where the study routed its rows, the one without it; Holm's
+    correction runs over both tables together."""
+    results = claims_results(studies, claims, (False, True) if routed_anywhere(studies) else (False,))
+    parts = ["## With the task id", "", claims_table(results[False])]
+    if True in results:
+        parts += [
+            "",
+            "## Without the task id (each prompt's parts chosen by the run's router)",
+            "",
+            "Rows the run did not route are the same as with the task id: row 0 (the base), a row with one "
+            "task's parts, every row of a strategy without per-task parts (full fine-tuning). Claims of "
+            "training alone (the first-epoch loss, the time per step) do not depend on the setting and are "
+            "in the table above only. Holm's correction runs over the claims of both tables.",
+            "",
+            claims_table(results[True]),
+        ]
+    return "\n".join(parts)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    print(claims_table([Path(a) for a in sys.argv[1:]]))
+    print(report([Path(a) for a in sys.argv[1:]]))

@@ -144,12 +144,12 @@ def test_interaction_contrast_by_hand(synergy_sweep):
 
 
 def test_claims_table_applies_holm_and_says_what_is_missing(synergy_sweep):
-    table = sc.claims_table([synergy_sweep])
+    table = sc.report([synergy_sweep])
     synergy = next(line for line in table.splitlines() if "sum of its parts (average BLEU" in line)
     # tested here (BLEU statistics only): hybrid vs LoRA, hybrid vs full layer, the contrast (p 0.125 each: all
     # shares positive) and two forgettings (p 1: rows 1 and 2 are equal). Holm over 5: 0.125 x 5 = 0.625,
     # 0.125 x 4 and x 3 lifted to it, 1 x 2 capped at 1 -> 0.625, 0.625, 0.625, 1, 1
-    results = [r for r in sc.claims_results([synergy_sweep]) if isinstance(r, sc.ClaimResult)]
+    results = [r for r in sc.claims_results([synergy_sweep])[False] if isinstance(r, sc.ClaimResult)]
     assert [r.p for r in results] == [0.125, 0.125, 0.125, 1.0, 1.0]
     assert [r.p_holm for r in results] == pytest.approx([0.625, 0.625, 0.625, 1.0, 1.0])
     assert "| 0.12 (exact, n=4) | 0.62 |" in synergy
@@ -212,6 +212,37 @@ def test_the_parameter_matched_lora_is_found_by_its_folder(tmp_path):
         _write_run(tmp_path / "main" / folder, strategy, {0: [BASE, BASE, BASE]})
     runs = sc.strategy_runs([tmp_path / "main"])
     assert runs["lora_only"].name == "lora_only" and runs["lora_matched"].name == "lora_matched"
-    assert sc.claims_results([tmp_path / "main"], [claim("hybrid_task_specific", "lora_matched", "average_bleu")])[
-        0
-    ].per_seed == [0.0]
+    (result,) = sc.claims_results([tmp_path / "main"], [claim("hybrid_task_specific", "lora_matched", "average_bleu")])[
+        False
+    ]
+    assert result.per_seed == [0.0]
+
+
+def test_without_the_task_id_the_claims_read_the_routed_rows_and_holm_spans_both_tables(synergy_sweep):
+    # routed, the hybrid's last row loses 8 points of Python BLEU per example (seed 0: [20, 30] -> [12, 22])
+    hybrid = synergy_sweep / "hybrid_task_specific"
+    for s, shift in enumerate((10, 12)):
+        final = _final(shift)
+        routed = [[v - 8 for v in final[0]], final[1]]
+        tensors = {
+            f"{t}/{HEADLINE_METRIC}": torch.tensor([[v, 1.0] for v in vals], dtype=torch.float64)
+            for t, vals in zip(TASKS, routed, strict=True)
+        }
+        save_tensors(hybrid / f"seed-{s}" / "stats" / "routed-row2.safetensors", tensors)
+    assert [p.name for p in sc.row_files(hybrid / "seed-0", routed=True)] == [
+        "row0.safetensors",
+        "row1.safetensors",
+        "routed-row2.safetensors",
+    ]
+    results = sc.claims_results([synergy_sweep], settings=(False, True))
+    forgets = claim("hybrid_task_specific", None, "forgetting_relative")
+    with_id, routed = (next(r for r in results[k] if r.claim == forgets) for k in (False, True))
+    # with the task id rows 1 and 2 are equal: 0 by construction; routed, Python's BLEU falls from its
+    # diagonal 25 to 17 on seed 0 -> 100 * 8 / 25 = 32%; from 27 to 19 on seed 1 -> 100 * 8 / 27
+    assert sc.verdict(with_id).startswith("does not hold: 0 by construction (with the task id")
+    assert routed.per_seed == pytest.approx([32.0, 800 / 27])
+    # the two tables are one family: 5 tested claims each, Holm over 10 (0.125 x 10 capped at 1)
+    tested = [r for k in (False, True) for r in results[k] if isinstance(r, sc.ClaimResult)]
+    assert len(tested) == 10 and min(r.p_holm for r in tested) == pytest.approx(1.0)
+    table = sc.report([synergy_sweep])
+    assert "## Without the task id" in table and table.count("| claim |") == 2
