@@ -470,6 +470,14 @@ def test_row_0_from_base_cells_equals_the_computed_one_across_strategies(tmp_pat
     assert (shared_time["cells"], alone_time["cells"]) == (3, 5)
     assert alone_time["generated"] == 5 * 4 and alone_time["loss_scored"] == 5 * 4  # 4 functions per cell
     assert shared_time["generate_seconds"] > 0 and shared_time["routing_seconds"] > 0
+    # the wall time holds them all, training too, and the report splits it
+    parts = ("train_seconds", "generate_seconds", "loss_seconds", "routing_seconds")
+    assert shared_time["train_seconds"] == sum(t["seconds"] for t in read(shared / "seed-0")["train"]) > 0
+    assert shared_time["wall_seconds"] > sum(shared_time[k] for k in parts)
+    assert read(shared / "seed-0", "state.json")["wall_seconds"] >= shared_time["wall_seconds"]
+    from hybridcl.report.markdown import write_report
+
+    assert "Wall time per seed: " in write_report(shared).read_text()
     row0 = "stats/row0.safetensors"
     assert (shared / "seed-0" / row0).read_bytes() == (alone / "seed-0" / row0).read_bytes()
     for task in ("python", "javascript"):

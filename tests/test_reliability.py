@@ -782,7 +782,7 @@ SIGTERM_AT_STEP = (
 )
 TIMING = {"seconds", "samples_per_s", "tokens_per_s", "peak_memory_gb", "eval_seconds"}
 # the evaluation record's and routing's seconds
-TIMING |= {"generate_seconds", "loss_seconds", "routing_seconds"}
+TIMING |= {"generate_seconds", "loss_seconds", "routing_seconds", "train_seconds", "wall_seconds"}
 # what the process was (its command line above all: the resumed run's is `run --resume`), not what it computed
 TIMING |= {"environment"}
 

@@ -22,6 +22,7 @@ resumed run ends with the same results as an uninterrupted one (CPU, same seed).
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -62,6 +63,7 @@ class ContinualRecipe:
         self.checkpoints = checkpoints or seed_dir  # where stages are restored from (`hybridcl eval --out`)
 
     def setup(self, state: SeedState, *, with_train: bool = True) -> None:
+        self._clock = time.perf_counter()  # the seed's wall time counts from here (SeedState.wall_seconds)
         random.seed(self.seed)
         torch.manual_seed(self.seed)
         config = self.config
@@ -240,6 +242,15 @@ class ContinualRecipe:
                         )
                     ],
                 )
+        self._save_state()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.state.wall_seconds += now - self._clock
+        self._clock = now
+
+    def _save_state(self) -> None:
+        self._tick()
         self.seed_dir.save_state(self.state)
 
     def _write_predictions(self, name: str, row: Row) -> None:
@@ -287,11 +298,14 @@ class ContinualRecipe:
         if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
             with evaluation_precision(config.eval.precision, self.accelerator.device):
                 humaneval = self.evaluator.humaneval()
+        intervals = self._intervals(matrix)
+        routed = self._intervals(matrix, routed=True) if self.state.routed else {}
+        self._tick()  # results.json's wall time: up to here
         results = SeedResults.build(
             config.strategy,
             config.tasks,
             self.state,
-            intervals=self._intervals(matrix),
+            intervals=intervals,
             eval_precision=config.eval.precision,
             params={
                 "base": counts.base,
@@ -304,14 +318,12 @@ class ContinualRecipe:
                 "full_layer_position": slot.placement.position if slot is not None else None,
             },
             data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
-            routing=routed_results(
-                matrix, self.state.routed, self._intervals(matrix, routed=True) if self.state.routed else {}
-            ),
+            routing=routed_results(matrix, self.state.routed, routed),
             humaneval=humaneval,
         )
         write_json(self.seed_dir.results_file, results.to_json())
         self.state.finished = True
-        self.seed_dir.save_state(self.state)
+        self._save_state()
         return results
 
 

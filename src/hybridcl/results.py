@@ -54,6 +54,9 @@ class SeedState:
     """Row index -> that row evaluated without the task id (:mod:`hybridcl.routing`)."""
     finished: bool = False
     """Every stage trained and evaluated, and ``results.json`` written."""
+    wall_seconds: float = 0.0
+    """Wall-clock seconds spent on the seed so far, every go of a resumed run added (from model loading
+    on, to the last save: a go cut short loses its time since then)."""
 
     @property
     def stages_done(self) -> list[str]:
@@ -67,6 +70,7 @@ class SeedState:
             "train": self.train,
             "routed": {str(i): r for i, r in sorted(self.routed.items())},
             "finished": self.finished,
+            "wall_seconds": self.wall_seconds,
         }
 
     @classmethod
@@ -77,6 +81,7 @@ class SeedState:
             train=raw["train"],
             routed={int(i): r for i, r in raw.get("routed", {}).items()},
             finished=bool(raw.get("finished")),
+            wall_seconds=float(raw.get("wall_seconds", 0.0)),
         )
 
 
@@ -196,11 +201,14 @@ class SeedResults:
 
 
 def evaluation_time(state: SeedState) -> dict:
-    """The seed's evaluation time by kind: generation and loss scoring summed over the cells computed
-    here (not reused from an earlier row or read from ``eval.base_cells``) with the functions each
-    handled, and routing (every row scored without the task id)."""
+    """The seed's time by kind: generation and loss scoring summed over the cells computed here (not
+    reused from an earlier row or read from ``eval.base_cells``) with the functions each handled,
+    routing (every row scored without the task id), training, and the seed's wall time (what they
+    leave is the rest: loading the model and data, fitting routers, metrics, writing)."""
     cells = [c for row in state.rows for c in row.values() if c and "generate_seconds" in c and c["eval_seconds"] > 0]
     return {
+        "wall_seconds": state.wall_seconds,
+        "train_seconds": sum(t["seconds"] for t in state.train),
         "cells": len(cells),
         "generated": sum(c["n"] for c in cells),
         "generate_seconds": sum(c["generate_seconds"] for c in cells),

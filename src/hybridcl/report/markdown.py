@@ -718,13 +718,23 @@ def _evaluation_throughput(per_seed: list[dict], f) -> list[str]:
         return f(sum(r[count] for r in records) / total, 2) if total else "-"
 
     m = {k: sum(r[k] for r in records) / len(records) for k in records[0]}
-    return [
+    lines = [
         f"Evaluation per seed: {f(m['cells'], 0)} cells computed; generation of {f(m['generated'], 0)} functions "
         f"took {f(m['generate_seconds'])} s ({rate('generated', 'generate_seconds')} functions/s), the loss of "
         f"{f(m['loss_scored'], 0)} functions {f(m['loss_seconds'])} s ({rate('loss_scored', 'loss_seconds')} "
         f"functions/s), routing without the task id {f(m['routing_seconds'])} s.",
         "",
     ]
+    if m.get("wall_seconds"):  # results written before the wall time was recorded have none
+        parts = ("train_seconds", "generate_seconds", "loss_seconds", "routing_seconds")
+        rest = m["wall_seconds"] - sum(m[k] for k in parts)
+        lines[-1:-1] = [
+            "",
+            f"Wall time per seed: {f(m['wall_seconds'])} s = training {f(m['train_seconds'])} + generation "
+            f"{f(m['generate_seconds'])} + loss scoring {f(m['loss_seconds'])} + routing {f(m['routing_seconds'])} "
+            f"+ the rest {f(rest)} (loading the model and data, fitting routers, metrics, writing).",
+        ]
+    return lines
 
 
 def _row_sum(eval_seconds, i):
