@@ -2,7 +2,7 @@
 
     python scripts/cost_model.py measure OUT [--scale cpu]      # tiny runs in OUT; writes OUT/units.json
     python scripts/cost_model.py fit SWEEP ... --timings T.json [--generate-s-per-function S] --out UNITS.json
-    python scripts/cost_model.py predict UNITS.json [--scale cpu] [--json]
+    python scripts/cost_model.py predict UNITS.json [--scale cpu] [--json] [--measured TIMINGS.json]
 
 The units (seconds, on the machine they were measured on):
 
@@ -260,20 +260,36 @@ def predict(units: dict, scale: str) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], measured: dict[str, float] | None = None) -> str:
+    """The prediction per part in minutes; with ``measured`` (part -> wall seconds: the study's
+    ``timings.json``) beside each part's total, "-" where the part has not run."""
+    extra = " measured |" if measured is not None else ""
     lines = [
-        "| part | runs x seeds | train | loss | generate | cells | fixed | total |",
-        "|---|---|---|---|---|---|---|---|",
+        "| part | runs x seeds | train | loss | generate | cells | fixed | total |" + extra,
+        "|---|---|---|---|---|---|---|---|" + ("---|" if extra else ""),
     ]
     minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
     keys = ("train", "loss", "generate", "cells", "fixed")
     for r in rows:
         total = sum(r[k] for k in keys)
-        lines.append(
+        line = (
             f"| {r['part']} | {r['seed_runs']} | " + " | ".join(minutes(r[k]) for k in keys) + f" | {minutes(total)} |"
         )
+        if measured is not None:
+            line += f" {minutes(measured[r['part']])} |" if r["part"] in measured else " - |"
+        lines.append(line)
+    for part in sorted(set(measured or {}) - {r["part"] for r in rows}):  # the grids' widenings
+        lines.append(
+            f"| {part} | not predicted (a grid widened past its end) | | | | | | | {minutes(measured[part])} |"
+        )
     grand = sum(r[k] for r in rows for k in keys)
-    lines.append(f"| **all** | {sum(r['seed_runs'] for r in rows)} | | | | | | **{grand / 3600:.2f} h** |")
+    last = f"| **all** | {sum(r['seed_runs'] for r in rows)} | | | | | | **{grand / 3600:.2f} h** |"
+    if measured is not None:
+        done = [r["part"] for r in rows if r["part"] in measured]
+        predicted = sum(r[k] for r in rows if r["part"] in done for k in keys)
+        spent = sum(measured[p] for p in done)
+        last += f" {spent / 3600:.2f} h of the {predicted / 3600:.2f} h predicted for those parts |"
+    lines.append(last)
     return "\n".join(lines)
 
 
@@ -292,6 +308,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("units", type=Path)
     p.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--measured", type=Path, help="timings.json of the study: each part's measured wall time beside it")
     args = parser.parse_args(argv)
     if args.command == "measure":
         print(json.dumps(measure(args.out, args.scale), indent=2))
@@ -303,7 +320,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(units, indent=2))
         return 0
     rows = predict(json.loads(args.units.read_text()), args.scale)
-    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    measured = json.loads(args.measured.read_text()) if args.measured else None
+    print(json.dumps(rows, indent=2) if args.json else table(rows, measured))
     return 0
 
 

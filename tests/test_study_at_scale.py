@@ -160,6 +160,13 @@ def test_the_plans_prediction_adds_up(cpu_plan):
     once = rows["row 0 (once)"]
     assert once["generate"] == pytest.approx(0.5 * (1 + 100 + 100 + 100)) and once["cells"] == pytest.approx(4 * 2.0)
     assert "| **all** |" in cost.table(list(rows.values()))
+    measured = {"lr-adapters": 4800.0, "lr-widen/lr-adapters/lora_only__lr=0.01": 600.0}
+    lines = cost.table(list(rows.values()), measured).splitlines()
+    predicted = sum(grid[k] for k in ("train", "loss", "generate", "cells", "fixed"))
+    assert next(x for x in lines if x.startswith("| lr-adapters |")).endswith("| 80.0 min |")
+    assert next(x for x in lines if x.startswith("| main/lora_only |")).endswith("| - |")
+    assert "| lr-widen/lr-adapters/lora_only__lr=0.01 | not predicted" in "\n".join(lines)
+    assert lines[-1].endswith(f" 1.33 h of the {predicted / 3600:.2f} h predicted for those parts |")
 
 
 def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict):
