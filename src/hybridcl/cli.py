@@ -242,7 +242,8 @@ def _run(args) -> int:
 def _run_sweep(sweep_dir: Path, points, progress: bool) -> int:
     from hybridcl.continual import run_experiment
 
-    print(f"hybridcl: sweep folder {sweep_dir} ({len(points)} run{"s" if len(points) != 1 else ""})", file=sys.stderr)
+    runs = f"{len(points)} run" + ("s" if len(points) != 1 else "")
+    print(f"hybridcl: sweep folder {sweep_dir} ({runs})", file=sys.stderr)
     for point in points:
         print(f"hybridcl: run {point.name}", file=sys.stderr)
         run_experiment(point.config, sweep_dir / point.name, progress=progress)
