@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     for group, c in chosen.items():
         grid = ", ".join(f"{lr}: {loss:.4f}" if loss is not None else f"{lr}: n/a" for lr, loss in c["grid"].items())
         edge = f"  (at the grid's edge: widen it to {c['beyond']:g})" if c["at_edge"] else ""
-        print(f"{group}: train.lr={c['lr']} (validation loss {c['loss']:.4f}; grid {grid}){edge}")
+        print(f"{group}: train.lr={c['lr']} (loss {c['loss']:.4f} on the scored split; grid {grid}){edge}")
     return 0
 
 

@@ -126,13 +126,14 @@ def test_missing_data_file(capsys, tmp_path):
     assert f"{empty}: no python.train.jsonl.gz or python.train.jsonl; create it with `hybridcl data extract" in line
 
 
+# mtime=0: the test ids hold the bytes, and pytest-xdist's workers must collect the same ids
 @pytest.mark.parametrize(
     "content, expected",
     [
         (b"\x1f\x8b\x08\x00garbage", "python.train.jsonl.gz:1: corrupt gzip data"),
-        (gzip.compress(b'{"repo": "r"}\n'), "python.train.jsonl.gz:1: missing field 'path'"),
-        (gzip.compress(b'{"repo": "r", \n'), "python.train.jsonl.gz:1: malformed JSON"),
-        (gzip.compress(b"\n\xff\xfe\n"), "python.train.jsonl.gz:2: not UTF-8 text"),
+        (gzip.compress(b'{"repo": "r"}\n', mtime=0), "python.train.jsonl.gz:1: missing field 'path'"),
+        (gzip.compress(b'{"repo": "r", \n', mtime=0), "python.train.jsonl.gz:1: malformed JSON"),
+        (gzip.compress(b"\n\xff\xfe\n", mtime=0), "python.train.jsonl.gz:2: not UTF-8 text"),
     ],
 )
 def test_corrupt_data_file(capsys, tmp_path, content, expected):

@@ -56,7 +56,8 @@ def test_each_strategy_gets_the_lr_of_its_lowest_validation_loss(tmp_path, capsy
     assert load_config(file=tmp_path / "chosen" / "full_finetune.yaml").train.lr == 3e-5
     out = capsys.readouterr().out
     assert (
-        "lora_only: train.lr=0.001 (validation loss 2.2200; grid 0.0003: 2.3100, 0.001: 2.2200, 0.003: 2.2600)" in out
+        "lora_only: train.lr=0.001 (loss 2.2200 on the scored split; grid 0.0003: 2.3100, 0.001: 2.2200, 0.003: 2.2600)"
+        in out
     )
 
 
@@ -100,6 +101,6 @@ def test_a_diverged_run_loses_and_a_widening_folder_joins_the_grid(tmp_path, cap
     )
     assert pick_lr.main([str(sweep), str(wider), "--out", str(tmp_path / "chosen")]) == 0
     out = capsys.readouterr().out
-    assert "lora_only: train.lr=0.01 (validation loss 2.1000;" in out and "widen it to 0.03)" in out
+    assert "lora_only: train.lr=0.01 (loss 2.1000 on the scored split;" in out and "widen it to 0.03)" in out
     chosen = pick_lr.choose([p for f in (sweep, wider) for p in pick_lr.grid_points(f)])
     assert chosen["lora_only"]["beyond"] == 3e-2 and chosen["lora_only"]["values"] == {"strategy": "lora_only"}
