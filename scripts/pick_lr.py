@@ -1,4 +1,4 @@
-"""Each strategy's learning rate, chosen on the validation loss from a grid (issue 23's fairness step).
+"""Each strategy's learning rate, chosen on the loss of held-out functions from a grid (issue 23's fairness step).
 
     hybridcl run preset=study run.seeds=[0] eval.split=valid run.name=lr-grid \\
         --sweep strategy=lora_only,full_layer_only,hybrid_task_specific,hybrid_shared_layer \\
@@ -7,8 +7,9 @@
 
 For every group of runs that differ only in ``train.lr`` (the sweep's other values: a strategy, or a
 strategy with ``components.lora.r`` for the parameter-matched LoRA-only), picks the run with the lowest
-validation loss after the last task (``cl_metrics.loss.average_final``, nats per target token, mean over
-the seeds run) and writes that run's resolved config as ``OUT/<group>.yaml``, so the study runs each
+loss on the scored split (``eval.split``) after the last task (``cl_metrics.loss.average_final``, nats per
+target token, mean over the seeds run; ``scripts/study_at_scale.py`` scores its grids on the test split
+and reports on the valid one) and writes that run's resolved config as ``OUT/<group>.yaml``, so the study runs each
 strategy at its own rate: ``hybridcl run config=OUT/<group>.yaml run.seeds=[0,1,2] eval.split=test``.
 ``OUT/chosen_lr.json`` records the grid: each group's learning rates, their losses and the choice. A
 chosen rate at an end of the grid is flagged with the rate half a decade past it (``beyond``: the optimum
