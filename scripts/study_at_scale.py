@@ -223,9 +223,16 @@ def copy_small(folder: Path, docs: Path) -> int:
 
 def collect(out: Path, docs: Path) -> int:
     """Copy the small outputs of every finished run under ``out`` (each with its final results.json,
-    the finished points of an unfinished sweep included) to the same place under ``docs``."""
-    runs = sorted(p.parent for p in out.glob("**/results.json") if p.parent.name[:5] != "seed-" and finished(p.parent))
-    return sum(copy_small(run, docs / run.relative_to(out)) for run in runs)
+    the finished points of an unfinished sweep included) to the same place under ``docs``; of a run
+    still going, its config and its finished seeds (so a long part's seeds are kept as they finish)."""
+    results = list(out.glob("**/results.json"))
+    runs = sorted(p.parent for p in results if p.parent.name[:5] != "seed-" and finished(p.parent))
+    seeds = sorted(p.parent for p in results if p.parent.name[:5] == "seed-" and not finished(p.parent.parent))
+    copied = sum(copy_small(run, docs / run.relative_to(out)) for run in runs)
+    for seed in seeds:
+        copied += copy_small(seed, docs / seed.relative_to(out))
+        shutil.copyfile(seed.parent / "config.yaml", docs / seed.parent.relative_to(out) / "config.yaml")
+    return copied + len(seeds)
 
 
 def record_time(docs: Path, part: str, seconds: float) -> None:

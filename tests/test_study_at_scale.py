@@ -272,9 +272,17 @@ def test_collect_copies_the_finished_points_of_an_unfinished_sweep(tmp_path):
             (sweep / point / "results.json").write_text(json.dumps({"matrix": {}}))
     (sweep / "sweep.json").write_text(json.dumps({"points": [{"name": "lr=0.001"}, {"name": "lr=0.003"}]}))
     assert not sas.finished(sweep)
-    assert sas.collect(out, docs) == 3  # config.yaml, results.json, seed-0/results.json of the finished point
+    # the finished point: config.yaml, results.json, seed-0/results.json; the unfinished one: its finished
+    # seed (results.json) and the run's config.yaml, not its seed still training
+    (sweep / "lr=0.003" / "seed-1").mkdir()
+    (sweep / "lr=0.003" / "seed-1" / "train_log.jsonl").write_text("{}")
+    assert sas.collect(out, docs) == 5
     assert (docs / "lr-adapters" / "lr=0.001" / "seed-0" / "results.json").is_file()
-    assert not (docs / "lr-adapters" / "lr=0.003").exists()
+    going = docs / "lr-adapters" / "lr=0.003"
+    assert sorted(str(p.relative_to(going)) for p in going.rglob("*") if p.is_file()) == [
+        "config.yaml",
+        "seed-0/results.json",
+    ]
 
 
 def _sweep(folder: Path, points: dict[tuple[str | None, float], float | None]) -> None:
