@@ -75,7 +75,7 @@ def _rank(loss: float) -> float:
 
 def choose(points: list[dict]) -> dict[str, dict]:
     """Group -> ``{"lr", "loss", "run", "values", "grid": {lr: loss}, "at_edge", "beyond"}``: the lowest
-    validation loss among the finished runs; ``at_edge``: it is the grid's smallest or largest rate
+    loss among the finished runs; ``at_edge``: it is the grid's smallest or largest rate
     (finished or not); ``beyond``: the rate past that edge (:func:`beyond`), None inside the grid."""
     groups: dict[str, list[dict]] = {}
     for p in points:
@@ -86,15 +86,15 @@ def choose(points: list[dict]) -> dict[str, dict]:
         if not scored:
             continue
         best = min(scored, key=lambda p: _rank(p["loss"]))
-        lrs = [p["lr"] for p in members]
+        past = beyond([p["lr"] for p in members], best["lr"])
         out[group] = {
             "lr": best["lr"],
             "loss": best["loss"],
             "run": str(best["run"]),
             "values": best["values"],
             "grid": {str(p["lr"]): p["loss"] for p in sorted(members, key=lambda p: p["lr"])},
-            "at_edge": beyond(lrs, best["lr"]) is not None,
-            "beyond": beyond(lrs, best["lr"]),
+            "at_edge": past is not None,
+            "beyond": past,
         }
     return out
 

@@ -228,11 +228,11 @@ def collect(out: Path, docs: Path) -> int:
     results = list(out.glob("**/results.json"))
     runs = sorted(p.parent for p in results if p.parent.name[:5] != "seed-" and finished(p.parent))
     seeds = sorted(p.parent for p in results if p.parent.name[:5] == "seed-" and not finished(p.parent.parent))
-    copied = sum(copy_small(run, docs / run.relative_to(out)) for run in runs)
-    for seed in seeds:
-        copied += copy_small(seed, docs / seed.relative_to(out))
-        shutil.copyfile(seed.parent / "config.yaml", docs / seed.parent.relative_to(out) / "config.yaml")
-    return copied + len(seeds)
+    copied = sum(copy_small(folder, docs / folder.relative_to(out)) for folder in [*runs, *seeds])
+    going = sorted({seed.parent for seed in seeds})
+    for run in going:
+        shutil.copyfile(run / "config.yaml", docs / run.relative_to(out) / "config.yaml")
+    return copied + len(going)
 
 
 def record_time(docs: Path, part: str, seconds: float) -> None:

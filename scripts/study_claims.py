@@ -50,7 +50,7 @@ from hybridcl.errors import RunError
 from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
 from hybridcl.io import load_tensors, read_json
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
-from hybridcl.run_dir import load_run_config
+from hybridcl.run_dir import SeedDir, load_run_config
 from hybridcl.strategies import get_strategy
 
 EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
@@ -282,10 +282,12 @@ def row_files(seed_dir: Path, routed: bool = False) -> list[Path]:
     """A seed's per-row statistics files in row order; ``routed``: row i scored without the task id
     (``stats/routed-row<i>``) where the run routed it. A row not routed is the same in both settings:
     row 0 (the base), a row with one task's parts trained, every row of a strategy without per-task parts."""
-    paths = sorted(seed_dir.glob("stats/row*.safetensors"), key=lambda p: int(p.stem.removeprefix("row")))
-    if not routed:
-        return paths
-    return [p.with_name(f"routed-{p.name}") if p.with_name(f"routed-{p.name}").is_file() else p for p in paths]
+    seed = SeedDir(seed_dir.parent, int(seed_dir.name.removeprefix("seed-")))
+    rows = sorted(int(p.stem.removeprefix("row")) for p in seed_dir.glob("stats/row*.safetensors"))
+    return [
+        seed.routed_stats_file(i) if routed and seed.routed_stats_file(i).is_file() else seed.stats_file(i)
+        for i in rows
+    ]
 
 
 def seed_stats(run_dir: Path, metric: str, routed: bool = False) -> dict[str, list[list[np.ndarray]]]:
@@ -536,12 +538,10 @@ def margin_of(column: str) -> tuple[float | None, str]:
 def verdict(r: ClaimResult) -> str:
     """Holds / does not hold (Holm-adjusted p < 0.05 and both intervals on one side of 0), else within
     noise with the margin its intervals rule out."""
+    if r.exactly_zero() and r.by_construction:
+        return f"does not hold: 0 by construction ({r.by_construction})"
     if r.exactly_zero():
-        return (
-            f"does not hold: 0 by construction ({r.by_construction})"
-            if r.by_construction
-            else ("does not hold: exactly 0 on every seed and example")
-        )
+        return "does not hold: exactly 0 on every seed and example"
     ivs = [iv for iv in (r.seed_interval, r.example_interval) if iv is not None]
     above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
     if len(ivs) == 2 and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
@@ -598,10 +598,9 @@ class Untested:
 def _by_construction(claim: Claim, runs: dict[str, Path], routed: bool) -> str | None:
     """Why the claim's value is 0 whatever the data, or None: with the task id, a strategy whose parts
     are all per task never changes a trained task's parts, so its forgetting and BWT are 0."""
-    strategy = read_json(runs[claim.a] / "results.json")["strategy"]
     if routed or claim.b is not None or claim.column not in ("forgetting_relative", "bwt", "bwt_loss"):
         return None
-    if not get_strategy(strategy).isolates_tasks:
+    if not get_strategy(read_json(runs[claim.a] / "results.json")["strategy"]).isolates_tasks:
         return None
     return "with the task id each task keeps its own parts, which later tasks never change"
 
