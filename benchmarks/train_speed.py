@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# shared/ sits next to the main checkout (/work/shared) and two levels up from a worktree (/work/wt/x)
+# shared/ sits next to the main checkout (../shared) and two levels up from a worktree (../../shared)
 PEER = next(
     (
         p
