@@ -2,6 +2,7 @@
 
     python scripts/cost_model.py measure OUT [--scale cpu]      # tiny runs in OUT; writes OUT/units.json
     python scripts/cost_model.py fit SWEEP ... --timings T.json [--generate-s-per-function S] --out UNITS.json
+    python scripts/cost_model.py refit UNITS.json RUN ... --out UNITS.json   # from finished seeds' measured split
     python scripts/cost_model.py predict UNITS.json [--scale cpu] [--json] [--measured TIMINGS.json]
 
 The units (seconds, on the machine they were measured on):
@@ -14,6 +15,8 @@ The units (seconds, on the machine they were measured on):
 - ``fixed_s_per_run``: what one seed of one run costs besides training and its cells (process start, model
   loading, tokenising, writing): the measurement sweeps' wall time minus their training and evaluation
   seconds, per seed-run;
+- ``routing_s_per_function`` (``refit`` only; 0 where absent): routing without the task id, per loss-scored
+  function of the run's tasks (their frozen-base features once per run, the routers' fit, re-scoring);
 - ``kept_share``: per task, the share of functions within ``data.max_target_len`` (from the data report),
   for the parts that take every function (``data.max_train=null``).
 
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_at_scale  # noqa: E402
 
 MEASURE_STRATEGIES = [*study_at_scale.ADAPTERS, "full_finetune"]
+KINDS = ("train", "loss", "generate", "cells", "routing", "fixed")  # what a prediction splits a seed-run's time into
 
 
 SIZES = {"train": 32, "generated": (8, 24), "scored": (48, 144)}
@@ -167,6 +171,39 @@ def measure(out: Path, scale: str, sizes: dict = SIZES) -> dict:
     return units
 
 
+def refit_units(units: dict, runs: list[Path]) -> dict:
+    """``units`` updated from finished seeds of real runs (``RUN/seed-*/results.json``): each seed's
+    ``evaluation`` record splits its wall time into training, generation, loss scoring, routing and the
+    rest, so the evaluation units are ratios of measured sums (no fit, ``cell_s`` 0) and ``fixed_s_per_run``
+    is the median rest; the training unit of every strategy measured is replaced."""
+    seeds = [r for run in runs for r in seed_results(run) if "evaluation" in r]
+    if not seeds:
+        raise SystemExit(f"no finished seed with an evaluation record under {', '.join(map(str, runs))}")
+    total = lambda key: sum(r["evaluation"][key] for r in seeds)  # noqa: E731
+    routed = sum(r["routing"]["n"] for r in seeds if r.get("routing"))  # every scored prompt, once per seed
+    train: dict[str, list[float]] = {}
+    for r in seeds:
+        for record in r["train"]:
+            train.setdefault(r["strategy"], []).append(record["seconds"] / record["samples"])
+    rest = [
+        e["wall_seconds"] - e["train_seconds"] - e["generate_seconds"] - e["loss_seconds"] - e["routing_seconds"]
+        for e in (r["evaluation"] for r in seeds)
+    ]
+    return {
+        **units,
+        "train_s_per_function_epoch": {
+            **units["train_s_per_function_epoch"],
+            **{s: float(np.mean(v)) for s, v in train.items()},
+        },
+        "generate_s_per_function": total("generate_seconds") / total("generated"),
+        "loss_s_per_function": total("loss_seconds") / total("loss_scored"),
+        "cell_s": 0.0,
+        "routing_s_per_function": total("routing_seconds") / routed if routed else 0.0,
+        "fixed_s_per_run": float(np.median(rest)),
+        "seeds_refitted": len(seeds),
+    }
+
+
 # ---- predicting -------------------------------------------------------------------------------------
 
 
@@ -218,6 +255,7 @@ def seed_run_seconds(config, units: dict, *, row0: bool = True) -> dict[str, flo
         "loss": units["loss_s_per_function"] * val_per_task * n_cells,
         "generate": units["generate_s_per_function"] * gen_per_task * n_cells,
         "cells": units.get("cell_s", 0.0) * n_cells,
+        "routing": units.get("routing_s_per_function", 0.0) * val if config.eval.routing else 0.0,
         "fixed": units["fixed_s_per_run"],
     }
 
@@ -240,7 +278,7 @@ def predict(units: dict, scale: str) -> list[dict]:
     for part in study_at_scale.plan(scale):
         if part.kind != "run":
             continue
-        total = {"train": 0.0, "loss": 0.0, "generate": 0.0, "cells": 0.0, "fixed": 0.0}
+        total = dict.fromkeys(KINDS, 0.0)
         configs = part_configs(part)
         for config in configs:
             for key, seconds in seed_run_seconds(config, units, row0=False).items():
@@ -250,7 +288,7 @@ def predict(units: dict, scale: str) -> list[dict]:
                 row0.setdefault(setting, (config, task))
         seed_runs = sum(len(c.run.seeds) for c in configs)
         rows.append({"part": part.folder, "runs": len(configs), "seed_runs": seed_runs, **total})
-    base = {"train": 0.0, "loss": 0.0, "generate": 0.0, "cells": 0.0, "fixed": 0.0}
+    base = dict.fromkeys(KINDS, 0.0)
     for config, task in row0.values():
         one = dataclasses.replace(config, tasks=[task], strategy="lora_only")
         cell = seed_run_seconds(one, units)
@@ -265,28 +303,26 @@ def table(rows: list[dict], measured: dict[str, float] | None = None) -> str:
     ``timings.json``) beside each part's total, "-" where the part has not run."""
     extra = " measured |" if measured is not None else ""
     lines = [
-        "| part | runs x seeds | train | loss | generate | cells | fixed | total |" + extra,
-        "|---|---|---|---|---|---|---|---|" + ("---|" if extra else ""),
+        "| part | runs x seeds | " + " | ".join(KINDS) + " | total |" + extra,
+        "|---|---|" + "---|" * (len(KINDS) + 1) + ("---|" if extra else ""),
     ]
     minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
-    keys = ("train", "loss", "generate", "cells", "fixed")
     for r in rows:
-        total = sum(r[k] for k in keys)
+        total = sum(r[k] for k in KINDS)
         line = (
-            f"| {r['part']} | {r['seed_runs']} | " + " | ".join(minutes(r[k]) for k in keys) + f" | {minutes(total)} |"
+            f"| {r['part']} | {r['seed_runs']} | " + " | ".join(minutes(r[k]) for k in KINDS) + f" | {minutes(total)} |"
         )
         if measured is not None:
             line += f" {minutes(measured[r['part']])} |" if r["part"] in measured else " - |"
         lines.append(line)
     for part in sorted(set(measured or {}) - {r["part"] for r in rows}):  # the grids' widenings
-        lines.append(
-            f"| {part} | not predicted (a grid widened past its end) | | | | | | | {minutes(measured[part])} |"
-        )
-    grand = sum(r[k] for r in rows for k in keys)
-    last = f"| **all** | {sum(r['seed_runs'] for r in rows)} | | | | | | **{grand / 3600:.2f} h** |"
+        empty = " |" * (len(KINDS) + 1)
+        lines.append(f"| {part} | not predicted (a grid widened past its end) |{empty} {minutes(measured[part])} |")
+    grand = sum(r[k] for r in rows for k in KINDS)
+    last = f"| **all** | {sum(r['seed_runs'] for r in rows)} |{' |' * len(KINDS)} **{grand / 3600:.2f} h** |"
     if measured is not None:
         done = [r["part"] for r in rows if r["part"] in measured]
-        predicted = sum(r[k] for r in rows if r["part"] in done for k in keys)
+        predicted = sum(r[k] for r in rows if r["part"] in done for k in KINDS)
         spent = sum(measured[p] for p in done)
         last += f" {spent / 3600:.2f} h of the {predicted / 3600:.2f} h predicted for those parts |"
     lines.append(last)
@@ -304,6 +340,10 @@ def main(argv: list[str]) -> int:
     f.add_argument("--timings", type=Path, required=True, help="JSON: sweep folder name -> its wall seconds")
     f.add_argument("--generate-s-per-function", type=float, help="measured elsewhere, when the sweeps cannot fit it")
     f.add_argument("--out", type=Path, required=True, help="where units.json goes")
+    r = sub.add_parser("refit", help="update units.json from finished seeds' measured time split")
+    r.add_argument("units", type=Path)
+    r.add_argument("runs", type=Path, nargs="+", help="run folders (RUN/seed-*/results.json)")
+    r.add_argument("--out", type=Path, required=True, help="where the updated units.json goes")
     p = sub.add_parser("predict", help="predict the plan's wall time from units.json")
     p.add_argument("units", type=Path)
     p.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
@@ -316,6 +356,11 @@ def main(argv: list[str]) -> int:
     if args.command == "fit":
         walls = json.loads(args.timings.read_text())
         units = fit_units([(s, walls[s.name]) for s in args.sweeps], args.generate_s_per_function)
+        args.out.write_text(json.dumps(units, indent=2) + "\n")
+        print(json.dumps(units, indent=2))
+        return 0
+    if args.command == "refit":
+        units = refit_units(json.loads(args.units.read_text()), args.runs)
         args.out.write_text(json.dumps(units, indent=2) + "\n")
         print(json.dumps(units, indent=2))
         return 0
