@@ -1,6 +1,11 @@
 """The seed's claims, checked against a finished sweep (the study of issue 14/23): one markdown table.
 
     python scripts/study_claims.py STUDY_DIR [MORE ...]   # sweep folders made by `hybridcl run --sweep strategy=...`
+    python scripts/study_claims.py --open-questions OUT/main OUT/rank OUT/position   # rank and block position
+
+``--open-questions``: each ``rank``/``position`` run of scripts/study_at_scale.py against ``main``'s
+task-specific hybrid, on the seeds both have (seed 0 on a CPU: the verdict then rests on the examples
+alone), in a table and a Holm family of its own.
 
 Each claim is a paired difference between two strategies of the sweep, one strategy's CL metric, or the
 interaction contrast of synergy (the hybrid's gain over the base minus LoRA-only's minus full-layer-only's),
@@ -169,6 +174,25 @@ CLAIMS = [
         "hybrid task-specific trains faster per step than full-layer-only (s/step)", HYB, FULL, "seconds_per_step", -1
     ),
 ]
+
+
+def open_claims(runs: dict[str, Path]) -> list[Claim]:
+    """The seed's open questions as claims against ``main``'s task-specific hybrid (LoRA r = 8, its block
+    where the preset puts it): average BLEU and loss for every run found under a ``rank`` or
+    ``position`` folder of scripts/study_at_scale.py (keyed by its folder name, ``r=16``, ``decoder-15``)."""
+    names = {run.name for run in runs.values() if run.parent.name in ("rank", "position")}
+    out = []
+    for name in sorted(names, key=lambda n: (0, int(n[2:])) if n.startswith("r=") else (1, n)):
+        if name.startswith("r="):
+            what = f"LoRA rank {name[2:]} beats rank 8"
+        else:
+            what = f"the block at position {name.replace('-', ':')} beats it where main puts it"
+        for column, sign, on in (
+            ("average_bleu", +1, "average BLEU"),
+            ("average_loss", -1, "the loss after the last task"),
+        ):
+            out.append(Claim(f"{what} on {on} (task-specific hybrid)", name, HYB, column, sign))
+    return out
 
 
 # ---- the tests ------------------------------------------------------------------------------------
@@ -544,8 +568,10 @@ def verdict(r: ClaimResult) -> str:
         return "does not hold: exactly 0 on every seed and example"
     ivs = [iv for iv in (r.seed_interval, r.example_interval) if iv is not None]
     above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
-    if len(ivs) == 2 and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
-        return "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite, beyond noise"
+    one_seed = len(r.per_seed) == 1  # no interval over seeds: the examples' test and interval decide
+    if (len(ivs) == 2 or one_seed) and r.p_holm is not None and r.p_holm < ALPHA and (above or below):
+        word = "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite, beyond noise"
+        return f"{word} (one seed: over examples alone)" if one_seed else word
     if r.p is None and len(ivs) == 1 and (above or below):  # measured once per seed: the t interval alone
         word = "holds" if above == (r.claim.sign > 0) else "does not hold: the opposite"
         return f"{word} over seeds (no test over examples, not in Holm's correction)"
@@ -682,6 +708,8 @@ def report(studies: list[Path], claims: list[Claim] = CLAIMS) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    if not [a for a in args if a != "--open-questions"]:
         sys.exit(__doc__)
-    print(report([Path(a) for a in sys.argv[1:]]))
+    studies = [Path(a) for a in args if a != "--open-questions"]
+    print(report(studies, open_claims(strategy_runs(studies)) if "--open-questions" in args else CLAIMS))

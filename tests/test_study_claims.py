@@ -21,6 +21,7 @@ sys.modules["study_claims"] = sc  # dataclasses look their module up by name
 _spec.loader.exec_module(sc)
 
 TASKS = ["python", "javascript"]
+HYB = "hybrid_task_specific"
 
 
 def claim(a, b, column):
@@ -156,6 +157,41 @@ def test_claims_table_applies_holm_and_says_what_is_missing(synergy_sweep):
     assert "not in this study (hybrid_shared_layer)" in table
     assert "not testable here" in table and "no loss statistics" in table
     assert "within noise: rules out effects beyond ±17.706 (not inside ±1 BLEU)" in synergy
+
+
+def test_one_seed_is_decided_over_examples_alone(tmp_path):
+    # the open questions run one seed: no t interval, so the examples' test and interval decide
+    base = [[10.0, 20.0, 30.0, 40.0], [30.0, 40.0, 50.0, 60.0]]
+    for name, shift in [("hybrid_task_specific", 10.0), ("lora_only", 2.0)]:
+        final = [[v + shift + 0.1 * k for k, v in enumerate(task)] for task in base]
+        _write_run(tmp_path / "one" / name, name, {0: [base, final, final]}, metric=HEADLINE_METRIC)
+    runs = sc.strategy_runs([tmp_path / "one"])
+    r = sc.evaluate_claim(claim("hybrid_task_specific", "lora_only", "average_bleu"), runs)
+    # 8 positive shares (each example's half-task difference, 8 / 8 = 1 each): 2 of 256 patterns reach the sum
+    assert r.per_seed == pytest.approx([8.0]) and r.seed_interval is None and (r.p, r.method) == (2 / 256, "exact, n=8")
+    r.p_holm = r.p
+    assert sc.verdict(r) == "holds (one seed: over examples alone)"
+    r.p_holm = 0.2  # the same numbers after a correction over many claims
+    assert sc.verdict(r).startswith("within noise")
+
+
+def test_the_open_questions_pair_with_mains_hybrid_on_the_seeds_they_share(tmp_path):
+    _write_run(tmp_path / "main" / HYB, HYB, {0: [BASE, BASE, _final(1)], 1: [BASE, BASE, _final(5)]})
+    _write_run(tmp_path / "rank" / "r=16", HYB, {0: [BASE, BASE, _final(3)]})
+    _write_run(tmp_path / "rank" / "r=4", HYB, {0: [BASE, BASE, _final(0)]})
+    _write_run(tmp_path / "position" / "decoder-15", HYB, {0: [BASE, BASE, _final(2)]})
+    studies = [tmp_path / "main", tmp_path / "rank", tmp_path / "position"]
+    runs = sc.strategy_runs(studies)
+    claims = sc.open_claims(runs)
+    assert [(c.a, c.b, c.column) for c in claims] == [
+        (name, HYB, column) for name in ("r=4", "r=16", "decoder-15") for column in ("average_bleu", "average_loss")
+    ]
+    assert claims[2].text == "LoRA rank 16 beats rank 8 on average BLEU (task-specific hybrid)"
+    assert claims[4].text.startswith("the block at position decoder:15 beats it where main puts it")
+    results = sc.claims_results(studies, claims)[False]
+    # seed 0 alone (main's seed 1 has no partner): rank 16 - rank 8 = 3 - 1, rank 4 - rank 8 = 0 - 1
+    assert [r.per_seed for r in results if r.claim.column == "average_bleu"] == [[-1.0], [2.0], [1.0]]
+    assert all(isinstance(r, sc.Untested) for r in results if r.claim.column == "average_loss")  # BLEU stats only
 
 
 def test_runs_on_other_examples_do_not_pair(tmp_path):
