@@ -101,6 +101,20 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch, prec
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_run_reuses_the_cells_an_uninterrupted_one_reuses(tmp_path, monkeypatch):
+    """Row 2 keeps Python's row-1 cell (isolated parts: nothing of Python trained since) after a resume
+    too, read from the saved row instead of scored again (it was: the same values, the time spent twice)."""
+    uninterrupted, resumed = interrupted_and_resumed(tmp_path, monkeypatch, ("strategy=lora_only",))
+    for run in (uninterrupted, resumed):
+        state = read(run / "seed-0", "state.json")
+        assert state["rows"][2]["python"]["reused_from_row"] == 1 and state["rows"][2]["python"]["eval_seconds"] == 0
+    assert read(resumed)["matrix"] == read(uninterrupted)["matrix"]
+    a, b = (load_file(run / "seed-0" / "stats" / "row2.safetensors") for run in (uninterrupted, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [(run / "seed-0" / "predictions" / "row2-python.jsonl").read_text() for run in (uninterrupted, resumed)]
+    assert rows[0] == rows[1]
+
+
 def test_a_resumed_run_routes_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch):
     """Python's router statistics are loaded from its checkpoint on resume, never recomputed from other data."""
     overrides = ("strategy=hybrid_task_specific",)

@@ -21,6 +21,7 @@ resumed run ends with the same results as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -220,6 +221,8 @@ class ContinualRecipe:
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, i: int) -> None:
+        if i > 1 and self.evaluator.previous_index != i - 1 and (saved := self._saved_row(i - 1)) is not None:
+            self.evaluator.remember(saved)  # row i - 1 was made before a resume: reuse its cells as then
         if i == 0:
             with self.components.base_only():
                 row = self.evaluator.row(0)
@@ -243,6 +246,23 @@ class ContinualRecipe:
                     ],
                 )
         self._save_state()
+
+    def _saved_row(self, i: int) -> Row | None:
+        """Row ``i`` as this seed saved it (cells, predictions, per-example statistics); None where a file
+        is gone (its cells are then scored again)."""
+        cells = self.state.rows[i]
+        files = {t: self.seed_dir.predictions_file(f"row{i}-{t}") for t, cell in cells.items() if cell}
+        if not self.seed_dir.stats_file(i).is_file() or not all(f.is_file() for f in files.values()):
+            return None
+        row = Row(i, dict(cells), {}, {}, {})
+        for task, file in files.items():
+            lines = [json.loads(line) for line in file.read_text().splitlines()]
+            row.predictions[task] = [line["prediction"] for line in lines]
+            row.hit_limit[task] = [line["hit_limit"] for line in lines]
+        for key, values in load_tensors(self.seed_dir.stats_file(i)).items():
+            task, metric = key.split("/", 1)
+            row.stats.setdefault(task, {})[metric] = values.numpy()
+        return row
 
     def _tick(self) -> None:
         now = time.perf_counter()

@@ -238,6 +238,16 @@ class MatrixEvaluator:
         total = max(tokens.sum(), 1.0)
         return {"loss": float(nll.sum() / total), "token_accuracy": float(100.0 * correct.sum() / total)}, stats
 
+    @property
+    def previous_index(self) -> int | None:
+        """The index of the row later rows may reuse cells from (the last one made or remembered)."""
+        return None if self._previous is None else self._previous.index
+
+    def remember(self, row: Row) -> None:
+        """Take ``row`` (saved by an earlier process) as the last row made: a resumed run reuses its
+        unchanged cells as an uninterrupted one does, instead of scoring them again."""
+        self._previous = row
+
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
         cfg = self.config.eval
