@@ -92,7 +92,7 @@ SCALES = {
 
 
 # scale -> the seeds of the open questions (rank, position, third language). On a CPU one seed: three would
-# add about 11 hours to the 8 or so of ``main`` (docs/study.md), so their verdicts are paired over the
+# add about 10 hours to the 9 or so of ``main`` (docs/study.md), so their verdicts are paired over the
 # evaluation functions of seed 0 alone, read beside ``main``'s spread between seeds.
 OPEN_QUESTION_SEEDS = {"cpu": ["run.seeds=[0]"], "gpu-bundled": [], "gpu-reference": []}
 
