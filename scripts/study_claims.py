@@ -567,6 +567,8 @@ def verdict(r: ClaimResult) -> str:
     if r.exactly_zero():
         return "does not hold: exactly 0 on every seed and example"
     ivs = [iv for iv in (r.seed_interval, r.example_interval) if iv is not None]
+    if not ivs:  # measured once per seed, on one seed
+        return "not decided: one seed and no test over examples"
     above, below = all(lo > 0 for lo, _ in ivs), all(hi < 0 for _, hi in ivs)
     one_seed = len(r.per_seed) == 1  # no interval over seeds: the examples' test and interval decide
     if (len(ivs) == 2 or one_seed) and r.p_holm is not None and r.p_holm < ALPHA and (above or below):

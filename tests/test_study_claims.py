@@ -173,6 +173,8 @@ def test_one_seed_is_decided_over_examples_alone(tmp_path):
     assert sc.verdict(r) == "holds (one seed: over examples alone)"
     r.p_holm = 0.2  # the same numbers after a correction over many claims
     assert sc.verdict(r).startswith("within noise")
+    once = sc.ClaimResult(claim(HYB, "lora_only", "seconds_per_step"), 0.1, [0.1], None, None, None, "once per seed")
+    assert sc.verdict(once) == "not decided: one seed and no test over examples"
 
 
 def test_the_open_questions_pair_with_mains_hybrid_on_the_seeds_they_share(tmp_path):
