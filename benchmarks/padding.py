@@ -29,10 +29,10 @@ from hybridcl.data.batching import batch_indices  # noqa: E402
 def padding_share(sources: list[int], targets: list[int] | None, batch_size: int, seed: int = 0) -> dict:
     """Real and padded token positions over one epoch's batches; ``targets`` None: a causal model, whose
     rows hold prompt and target together (``sources``)."""
-    lengths = [s + (t if targets else 0) for s, t in zip(sources, targets or sources, strict=True)]
+    streams = [sources] if targets is None else [sources, targets]
+    lengths = [sum(row) for row in zip(*streams, strict=True)]  # train_task's grouping key
     real = padded = 0
     for batch in batch_indices(lengths, batch_size, shuffle=True, seed=seed, group_by_length=True):
-        streams = [sources] if targets is None else [sources, targets]
         for stream in streams:
             real += sum(stream[i] for i in batch)
             padded += max(stream[i] for i in batch) * len(batch)

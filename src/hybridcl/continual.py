@@ -21,7 +21,6 @@ resumed run ends with the same results as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -221,7 +220,8 @@ class ContinualRecipe:
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, i: int) -> None:
-        if i > 1 and self.evaluator.previous_index != i - 1 and (saved := self._saved_row(i - 1)) is not None:
+        resumed = i > 1 and self.evaluator.reuses_cells and self.evaluator.previous_index != i - 1
+        if resumed and (saved := self._saved_row(i - 1)) is not None:
             self.evaluator.remember(saved)  # row i - 1 was made before a resume: reuse its cells as then
         if i == 0:
             with self.components.base_only():
@@ -254,14 +254,11 @@ class ContinualRecipe:
         files = {t: self.seed_dir.predictions_file(f"row{i}-{t}") for t, cell in cells.items() if cell}
         if not self.seed_dir.stats_file(i).is_file() or not all(f.is_file() for f in files.values()):
             return None
-        row = Row(i, dict(cells), {}, {}, {})
-        for task, file in files.items():
-            lines = [json.loads(line) for line in file.read_text().splitlines()]
+        row = Row(i, dict(cells), {}, {}, _nested_stats(load_tensors(self.seed_dir.stats_file(i))))
+        for task in files:
+            lines = self.seed_dir.read_predictions(f"row{i}-{task}")
             row.predictions[task] = [line["prediction"] for line in lines]
             row.hit_limit[task] = [line["hit_limit"] for line in lines]
-        for key, values in load_tensors(self.seed_dir.stats_file(i)).items():
-            task, metric = key.split("/", 1)
-            row.stats.setdefault(task, {})[metric] = values.numpy()
         return row
 
     def _tick(self) -> None:
@@ -356,6 +353,15 @@ def _flat_stats(stats: dict[str, dict]) -> dict[str, torch.Tensor]:
     return {
         f"{task}/{m}": torch.from_numpy(values) for task, by_metric in stats.items() for m, values in by_metric.items()
     }
+
+
+def _nested_stats(flat: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """:func:`_flat_stats` undone: task -> metric -> per-example statistics."""
+    out: dict[str, dict] = {}
+    for key, values in flat.items():
+        task, metric = key.split("/", 1)
+        out.setdefault(task, {})[metric] = values.numpy()
+    return out
 
 
 def run_seed(

@@ -239,6 +239,11 @@ class MatrixEvaluator:
         return {"loss": float(nll.sum() / total), "token_accuracy": float(100.0 * correct.sum() / total)}, stats
 
     @property
+    def reuses_cells(self) -> bool:
+        """Whether a row keeps the previous row's cells of tasks untrained since (isolated parts only)."""
+        return self.config.eval.reuse_unchanged and self.components.strategy.isolates_tasks
+
+    @property
     def previous_index(self) -> int | None:
         """The index of the row later rows may reuse cells from (the last one made or remembered)."""
         return None if self._previous is None else self._previous.index
@@ -251,8 +256,8 @@ class MatrixEvaluator:
     def row(self, i: int) -> Row:
         """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
         cfg = self.config.eval
-        reuse = cfg.reuse_unchanged and self.components.strategy.isolates_tasks
-        plan = plan_row(i, self.config.tasks, self._previous if reuse else None, forward_transfer=cfg.forward_transfer)
+        previous = self._previous if self.reuses_cells else None
+        plan = plan_row(i, self.config.tasks, previous, forward_transfer=cfg.forward_transfer)
         row = Row(i, {}, {}, {}, {})
         for task, action in plan.items():
             if action is CellAction.SKIP:

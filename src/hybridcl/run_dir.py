@@ -155,6 +155,10 @@ class SeedDir:
     def write_predictions(self, name: str, lines: list[dict]) -> None:
         write_text(self.predictions_file(name), "".join(json.dumps(line) + "\n" for line in lines))
 
+    def read_predictions(self, name: str) -> list[dict]:
+        """The lines :meth:`write_predictions` wrote under ``name``."""
+        return [json.loads(line) for line in self.predictions_file(name).read_text().splitlines()]
+
     def drop_unfinished_log(self, finished: list[str], resumed: tuple[str, int] | None = None) -> None:
         """On resume, forget the log lines of a stage whose training was interrupted: it starts over,
         or (``resumed``: its name and the step of its mid-task checkpoint) continues after that step."""
