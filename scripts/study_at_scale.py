@@ -76,7 +76,9 @@ def grid_group(strategy: str) -> str:
 
 # scale -> (the overrides every part starts from, where "the middle" and "the last" block sit)
 SCALES = {
-    "cpu": (["preset=study", "data.direction=completion"], ["decoder:15"]),
+    # float32 pinned: the grids and the first runs trained on a CPU without native bf16, where ``auto`` is
+    # float32; on one with it ``auto`` is bf16, and one study trains in one precision on every machine
+    "cpu": (["preset=study", "data.direction=completion", "train.precision=fp32"], ["decoder:15"]),
     "gpu-bundled": (
         ["preset=study", "data.direction=completion", "data.max_train=null", "data.max_val=null"]
         + ["eval.max_examples=200", "run.device=auto"],

@@ -33,6 +33,9 @@ weighted by the steps each logged window covers) and the training time per step 
 all stages) are measured once per seed: the t interval over seeds alone decides them, outside Holm's
 correction, and the time is only meaningful from an idle machine.
 
+Runs that trained in different precisions (each stage's ``precision``), or, for the time per step, ran
+on different machines (``results.json``'s ``environment``), are not compared: the claim says why.
+
 A share per example exists for metrics that are a mean over examples or a ratio of sums whose
 denominators (target tokens) are the same for both sides: BLEU (CodeXGLUE's sentence BLEU averaged over
 examples), the loss, syntax pass. For the relative forgetting the test is of its numerator (the
@@ -56,7 +59,7 @@ from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, 
 from hybridcl.io import load_tensors, read_json
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
 from hybridcl.run_dir import SeedDir, load_run_config
-from hybridcl.strategies import get_strategy
+from hybridcl.strategies import Scope, get_strategy
 
 EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
 MC_DRAWS = 100_000  # random sign patterns beyond that
@@ -625,12 +628,75 @@ class Untested:
 
 def _by_construction(claim: Claim, runs: dict[str, Path], routed: bool) -> str | None:
     """Why the claim's value is 0 whatever the data, or None: with the task id, a strategy whose parts
-    are all per task never changes a trained task's parts, so its forgetting and BWT are 0."""
+    are all per task never changes a trained task's parts, so its forgetting and BWT are 0; over two
+    tasks, two runs that train the first task alike have the same forward transfer (in both settings:
+    the row FWT reads holds one task's parts, never routed)."""
+    if claim.column == "fwt" and claim.b not in (None, SYNERGY) and _same_first_task(runs[claim.a], runs[claim.b]):
+        return (
+            "over two tasks FWT reads only the model after the first task, and both runs train that task "
+            "alike: a part shared across tasks is, on the first task, a fresh per-task one"
+        )
     if routed or claim.b is not None or claim.column not in ("forgetting_relative", "bwt", "bwt_loss"):
         return None
     if not get_strategy(read_json(runs[claim.a] / "results.json")["strategy"]).isolates_tasks:
         return None
     return "with the task id each task keeps its own parts, which later tasks never change"
+
+
+def _same_first_task(a: Path, b: Path) -> bool:
+    """Runs ``a`` and ``b`` hold two tasks and train the first one alike: their strategies differ only in
+    which parts are shared, and their configs only in the strategy, the run's name and the precision
+    asked for, where every stage trained in the same one."""
+    ra, rb = read_json(a / "results.json"), read_json(b / "results.json")
+    if len(ra["tasks"]) != 2 or ra["tasks"] != rb["tasks"] or _precisions(a) != _precisions(b):
+        return False
+
+    def unshared(strategy: str) -> tuple:
+        s = get_strategy(strategy)
+        scope = [Scope.PER_TASK if x is Scope.SHARED else x for x in (s.lora, s.full_layer)]
+        return (*scope, s.train_base, s.rule)
+
+    def rest(run: Path) -> dict:
+        config = load_run_config(run).to_dict()
+        del config["strategy"], config["run"]["name"], config["train"]["precision"]
+        return config
+
+    try:
+        return unshared(ra["strategy"]) == unshared(rb["strategy"]) and rest(a) == rest(b)
+    except RunError:  # no config.yaml: nothing to show they train alike
+        return False
+
+
+def _precisions(run: Path) -> set[str]:
+    """The training precisions its seeds' stages ran in (``train[k].precision``; none where unrecorded)."""
+    records = [read_json(f).get("train", []) for f in run.glob("seed-*/results.json")]
+    return {r["precision"] for stages in records for r in stages if "precision" in r}
+
+
+def _machine(run: Path) -> str:
+    """The processor and GPUs its ``results.json`` records (of the run's last go: a run resumed on
+    another machine records that one)."""
+    env = read_json(run / "results.json").get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
+    return ", ".join(str(x) for x in (cpu.get("model"), cpu.get("torch_capability"), *gpu.get("names", [])) if x)
+
+
+def incomparable(claim: Claim, runs: dict[str, Path], names: list[str]) -> str | None:
+    """Why the runs ``names`` cannot be compared, or None: they trained in different precisions (every
+    claim), or, for the time per step, ran on different machines."""
+    precisions = {name: _precisions(runs[name]) for name in names}
+    if len(set().union(*precisions.values())) > 1:
+        return (
+            "trained in different precisions ("
+            + "; ".join(f"{n}: {', '.join(sorted(p)) or 'unrecorded'}" for n, p in precisions.items())
+            + ")"
+        )
+    machines = {name: _machine(runs[name]) for name in names}
+    if claim.column == "seconds_per_step" and len(set(machines.values())) > 1:
+        return (
+            "timed on different machines (" + "; ".join(f"{n}: {m or 'unrecorded'}" for n, m in machines.items()) + ")"
+        )
+    return None
 
 
 def setting_results(
@@ -646,6 +712,10 @@ def setting_results(
         missing = [n for n in needed if n not in runs]
         if missing:
             out.append(Untested(claim, f"not in this study ({', '.join(missing)})"))
+            continue
+        reason = incomparable(claim, runs, needed)
+        if reason:
+            out.append(Untested(claim, f"not comparable: {reason}"))
             continue
         try:
             out.append(evaluate_claim(claim, runs, routed))

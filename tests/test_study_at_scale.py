@@ -64,6 +64,9 @@ def test_the_plan_is_at_the_studys_scale(cpu_plan):
     assert len(grids["lr-adapters"]) == 9 and all(c.eval.split == "test" for g in grids.values() for c in g)
     # the grids train the first task alone; the shared-layer hybrid runs at the task-specific one's rate
     assert all(c.tasks == ["python"] and not c.eval.routing for g in grids.values() for c in g)
+    # one precision on every machine: where the CPU has native bf16, "auto" would train in bf16
+    every = [c for p in cpu_plan if p.kind == "run" for c in cost.part_configs(p)]
+    assert {c.train.precision for c in every} == {"fp32"}
     shared = next(p for p in cpu_plan if p.folder == "main/hybrid_shared_layer")
     assert shared.lr_from == ("lr-adapters", "hybrid_task_specific")
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from hybridcl.cl_metrics import cl_metrics
+from hybridcl.config import load_config
 from hybridcl.constants import HEADLINE_METRIC
 from hybridcl.intervals import value
 from hybridcl.io import read_json, save_tensors, write_json
+from hybridcl.run_dir import write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("study_claims", ROOT / "scripts" / "study_claims.py")
@@ -241,6 +243,50 @@ def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
     write_json(run / "seed-0" / "results.json", {"train": [record, {"task": "python", "steps": 2, "seconds": 2.0}]})
     assert sc.seed_value(run, "seed-0", "first_epoch_loss", "javascript") == pytest.approx((3.0 + 3 * 1.0) / 4)
     assert sc.seed_value(run, "seed-0", "seconds_per_step", None) == pytest.approx(6.0 / 10)
+
+
+def test_runs_of_another_precision_or_timed_on_another_machine_are_not_compared(tmp_path):
+    # the study's shared-layer hybrid first trained in bf16 on a machine where train.precision=auto is bf16
+    setup = [
+        ("hybrid_task_specific", "fp32", "AVX2"),
+        ("lora_only", "fp32", "AVX512"),
+        ("hybrid_shared_layer", "bf16", "AVX2"),
+    ]
+    for name, precision, capability in setup:
+        _write_run(tmp_path / "main" / name, name, {0: [BASE, BASE, BASE]})
+        results = read_json(tmp_path / "main" / name / "results.json")
+        results["environment"] = {"cpu": {"model": "AMD EPYC", "torch_capability": capability}, "gpu": {"names": []}}
+        write_json(tmp_path / "main" / name / "results.json", results)
+        record = {"task": "python", "steps": 4, "seconds": 2.0, "precision": precision}
+        write_json(tmp_path / "main" / name / "seed-0" / "results.json", {"train": [record]})
+    claims = [
+        claim(HYB, "lora_only", "average_bleu"),
+        claim(HYB, "lora_only", "seconds_per_step"),
+        claim("hybrid_shared_layer", HYB, "average_bleu"),
+    ]
+    same_precision, timed, other_precision = sc.claims_results([tmp_path / "main"], claims)[False]
+    assert isinstance(same_precision, sc.ClaimResult) and same_precision.per_seed == [0.0]
+    assert timed.reason == (
+        "not comparable: timed on different machines "
+        "(hybrid_task_specific: AMD EPYC, AVX2; lora_only: AMD EPYC, AVX512)"
+    )
+    assert other_precision.reason == (
+        "not comparable: trained in different precisions (hybrid_shared_layer: bf16; hybrid_task_specific: fp32)"
+    )
+
+
+def test_two_tasks_fwt_of_runs_that_train_the_first_task_alike_is_0_by_construction(tmp_path):
+    # after Python alone the shared-layer hybrid is the task-specific one (the study's seeds: the same
+    # BLEU on every example); at another learning rate that is no longer so by construction
+    for sweep, shared_lr in (("alike", 1e-3), ("other_lr", 3e-3)):
+        for name, lr in (("hybrid_task_specific", 1e-3), ("hybrid_shared_layer", shared_lr)):
+            _write_run(tmp_path / sweep / name, name, {s: [BASE, _final(5), _final(5)] for s in (0, 1)})
+            write_run_config(tmp_path / sweep / name, load_config("smoke", [f"strategy={name}", f"train.lr={lr}"]))
+    fwt = claim("hybrid_shared_layer", HYB, "fwt")
+    alike, other_lr = (sc.claims_results([tmp_path / sweep], [fwt])[False][0] for sweep in ("alike", "other_lr"))
+    assert alike.per_seed == other_lr.per_seed == [0.0, 0.0]
+    assert sc.verdict(alike).startswith("does not hold: 0 by construction (over two tasks FWT reads only")
+    assert sc.verdict(other_lr) == "does not hold: exactly 0 on every seed and example"
 
 
 def test_the_parameter_matched_lora_is_found_by_its_folder(tmp_path):
