@@ -58,6 +58,7 @@ from hybridcl.errors import RunError
 from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
 from hybridcl.io import load_tensors, read_json
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
+from hybridcl.results import trained_precisions
 from hybridcl.run_dir import SeedDir, load_run_config
 from hybridcl.strategies import Scope, get_strategy
 
@@ -668,9 +669,8 @@ def _same_first_task(a: Path, b: Path) -> bool:
 
 
 def _precisions(run: Path) -> set[str]:
-    """The training precisions its seeds' stages ran in (``train[k].precision``; none where unrecorded)."""
-    records = [read_json(f).get("train", []) for f in run.glob("seed-*/results.json")]
-    return {r["precision"] for stages in records for r in stages if "precision" in r}
+    """The training precisions its seeds' stages ran in (none where unrecorded)."""
+    return set(trained_precisions(read_json(run / "results.json")))
 
 
 def _machine(run: Path) -> str:

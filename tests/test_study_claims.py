@@ -254,10 +254,11 @@ def test_runs_of_another_precision_or_timed_on_another_machine_are_not_compared(
     ]
     for name, precision, capability in setup:
         _write_run(tmp_path / "main" / name, name, {0: [BASE, BASE, BASE]})
+        record = {"task": "python", "steps": 4, "seconds": 2.0, "precision": precision}
         results = read_json(tmp_path / "main" / name / "results.json")
         results["environment"] = {"cpu": {"model": "AMD EPYC", "torch_capability": capability}, "gpu": {"names": []}}
+        results["per_seed"] = [{"train": [record]}]
         write_json(tmp_path / "main" / name / "results.json", results)
-        record = {"task": "python", "steps": 4, "seconds": 2.0, "precision": precision}
         write_json(tmp_path / "main" / name / "seed-0" / "results.json", {"train": [record]})
     claims = [
         claim(HYB, "lora_only", "average_bleu"),

@@ -218,6 +218,13 @@ def evaluation_time(state: SeedState) -> dict:
     }
 
 
+def trained_precisions(results: dict) -> list[str]:
+    """The precisions a run's stages trained in, over every seed (``per_seed[s].train[k].precision`` of its
+    aggregated ``results.json``; stages that predate the record are left out), sorted."""
+    stages = [t for seed in results.get("per_seed") or [] for t in seed.get("train", [])]
+    return sorted({t["precision"] for t in stages if "precision" in t})
+
+
 def read_results(path: Path) -> dict:
     """A run's ``results.json`` for reports and comparisons, format 1 upgraded in memory (metric names)."""
     from hybridcl.io import read_json

@@ -21,7 +21,7 @@ from hybridcl.evaluate.registry import all_metrics, get_metric, higher_is_better
 from hybridcl.io import write_text
 from hybridcl.report import plots
 from hybridcl.report.wording import describe_interval
-from hybridcl.results import read_results
+from hybridcl.results import read_results, trained_precisions
 from hybridcl.stats import mean, mean_std
 from hybridcl.strategies import STRATEGIES
 
@@ -141,7 +141,7 @@ def _summary(results, config, seeds) -> list[str]:
         f"- seeds: {seeds}" + (" (numbers are mean ± standard deviation over seeds)" if seeds > 1 else ""),
     ]
     per_seed = results.get("per_seed") or []
-    trained_in = sorted({t["precision"] for seed in per_seed for t in seed.get("train", []) if "precision" in t})
+    trained_in = trained_precisions(results)
     if config is not None:
         lines += [
             f"- base model: `{config.model.name}`",
