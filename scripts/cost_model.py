@@ -42,16 +42,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_at_scale  # noqa: E402
 
-MEASURE_STRATEGIES = [*study_at_scale.ADAPTERS, "full_finetune"]
+# The task-specific hybrid first: a sweep's first point pays its process's warm-up, and the hybrid is
+# measured again by the cells sweep (``fit_units``)
+MEASURE_STRATEGIES = ["hybrid_task_specific", "lora_only", "full_layer_only", "hybrid_shared_layer", "full_finetune"]
 KINDS = ("train", "loss", "generate", "cells", "routing", "fixed")  # what a prediction splits a seed-run's time into
 
 
-SIZES = {"train": 32, "generated": (8, 24), "scored": (48, 144)}
+# scale -> the measurement's training functions per task and its two (generated, loss-scored) cell sizes.
+# On a GPU a generation batch (the study preset's eval.batch_size, 32) costs about the same whatever its
+# rows (an H200 generated 8 and 24 functions per cell in the same 4-8 s, docs/study.md), so its sizes are
+# whole batches, one and three, or the generation unit cannot be told from the cost per cell; and more
+# training steps, so the first ones (kernels loaded and tuned per new shape) weigh less.
+SIZES = {
+    "cpu": {"train": 32, "generated": (8, 24), "scored": (48, 144)},
+    "gpu-bundled": {"train": 128, "generated": (32, 96), "scored": (48, 144)},
+    "gpu-reference": {"train": 128, "generated": (32, 96), "scored": (48, 144)},
+}
 
 
-def measurement_parts(scale: str, sizes: dict = SIZES) -> list[tuple[str, list[str]]]:
+def measurement_parts(scale: str, sizes: dict | None = None) -> list[tuple[str, list[str]]]:
     """``(folder, hybridcl run arguments)`` of the measurement: every strategy at one size, then the
     task-specific hybrid at two more (generated, loss-scored) sizes, so the cell fit has three points."""
+    sizes = sizes or SIZES[scale]
     base, _ = study_at_scale.SCALES[scale]
     (few, more), (small, large) = sizes["generated"], sizes["scored"]
     tiny = [*base, "run.seeds=[0]", f"data.max_train={sizes['train']}", "train.epochs=1", "eval.split=valid"]
@@ -89,24 +101,40 @@ def cell_counts(results: dict, config) -> dict[str, list[list[int]]]:
     return {"n_generated": [n_gen] * rows, "n_loss": [n_loss] * rows}
 
 
+def sweep_runs(folder: Path) -> list[Path]:
+    """The finished runs of a sweep folder in the order they ran (``sweep.json``), else by name."""
+    if (folder / "sweep.json").is_file():
+        names = [p["name"] for p in json.loads((folder / "sweep.json").read_text())["points"]]
+        return [folder / n for n in names if any((folder / n).glob("seed-*/results.json"))]
+    return sorted({p.parent.parent for p in folder.glob("*/seed-*/results.json")})
+
+
 def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -> dict:
     """The units from finished sweeps: ``runs`` = ``(sweep folder, its wall seconds)``. ``generate_s``:
     the generation unit measured elsewhere, for sweeps whose cells all generate as many functions (the
     study's grids generate one): the cells then fit the loss unit and the cost per cell alone (the loss
-    unit alone, with no cost per cell, when they also all score as many functions)."""
+    unit alone, with no cost per cell, when they also all score as many functions).
+
+    A sweep runs its points in one process, and its first point pays the warm-up (on a GPU: the CUDA
+    context, kernels loaded and tuned on first use; an H200 trained LoRA-only's 4 steps in 3.7 s as the
+    first point and the hybrid's in 0.8 s as the third): a strategy's training unit leaves first points
+    out wherever a later point measured it."""
     from hybridcl.run_dir import load_run_config
 
     train: dict[str, list[float]] = {}
+    warm_up: dict[str, list[float]] = {}
     design, seconds, kept = [], [], {}
     overhead, seed_runs = 0.0, 0
     for folder, wall in runs:
         spent = 0.0
-        for run in sorted({p.parent.parent for p in folder.glob("*/seed-*/results.json")}):
+        for k, run in enumerate(sweep_runs(folder)):
             config = load_run_config(run)
             for r in seed_results(run):
                 seed_runs += 1
                 for record in r["train"]:
-                    train.setdefault(r["strategy"], []).append(record["seconds"] / record["samples"])
+                    (warm_up if k == 0 else train).setdefault(r["strategy"], []).append(
+                        record["seconds"] / record["samples"]
+                    )
                     spent += record["seconds"]
                 counts = cell_counts(r, config)
                 for i, row in enumerate(r["eval_seconds"]):
@@ -122,7 +150,7 @@ def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -
                         kept.setdefault(t, []).append(1.0 - long / checked if dropped else 1.0)
         overhead += wall - spent
     cell_s, gen_s, loss_s = _fit_cells(np.array(design), np.array(seconds), generate_s)
-    per_strategy = {s: float(np.mean(v)) for s, v in train.items()}
+    per_strategy = {s: float(np.mean(train.get(s) or v)) for s, v in (warm_up | train).items()}
     return {
         "train_s_per_function_epoch": {"default": float(np.median(list(per_strategy.values()))), **per_strategy},
         "generate_s_per_function": float(gen_s),
@@ -135,23 +163,38 @@ def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -
 
 
 def _fit_cells(design: np.ndarray, seconds: np.ndarray, generate_s: float | None) -> tuple[float, float, float]:
-    """``(cell_s, generate_s, loss_s)``: least squares of the cells' seconds on ``[1, generated, scored]``;
-    no negative cost per cell (a noisy machine's fit is refitted without it)."""
+    """``(cell_s, generate_s, loss_s)``: least squares of the cells' seconds on ``[1, generated, scored]``,
+    no unit negative (a noisy machine's fit, or sizes that do not move a unit's cost, is refitted without
+    it: ``_nonnegative_lstsq``)."""
     if generate_s is not None:
         seconds, design = seconds - generate_s * design[:, 1], design[:, [0, 2]]
         if np.ptp(design[:, 1]) == 0:  # every cell scores as many functions: the time is all theirs
             return 0.0, generate_s, float(np.mean(seconds) / design[0, 1])
-        (cell_s, loss_s), *_ = np.linalg.lstsq(design, seconds, rcond=None)
-        if cell_s < 0:
-            cell_s, ((loss_s,), *_) = 0.0, np.linalg.lstsq(design[:, 1:], seconds, rcond=None)
-        return float(cell_s), generate_s, float(loss_s)
-    (cell_s, gen_s, loss_s), *_ = np.linalg.lstsq(design, seconds, rcond=None)
-    if cell_s < 0:
-        cell_s, ((gen_s, loss_s), *_) = 0.0, np.linalg.lstsq(design[:, 1:], seconds, rcond=None)
-    return float(cell_s), float(gen_s), float(loss_s)
+        cell_s, loss_s = _nonnegative_lstsq(design, seconds)
+        return cell_s, generate_s, loss_s
+    cell_s, gen_s, loss_s = _nonnegative_lstsq(design, seconds)
+    return cell_s, gen_s, loss_s
 
 
-def measure(out: Path, scale: str, sizes: dict = SIZES) -> dict:
+def _nonnegative_lstsq(design: np.ndarray, y: np.ndarray) -> list[float]:
+    """Least squares with every coefficient >= 0, exact for the few columns here: the non-negative optimum
+    is the unconstrained fit on some subset of the columns (the rest 0), so try every subset and keep the
+    feasible one with the least residual. (scipy.optimize.nnls does this for many columns; three do not
+    warrant the dependency.)"""
+    k = design.shape[1]
+    best, best_residual = [0.0] * k, float(np.sum(y**2))
+    for mask in range(1, 2**k):
+        cols = [j for j in range(k) if mask >> j & 1]
+        coef, *_ = np.linalg.lstsq(design[:, cols], y, rcond=None)
+        residual = float(np.sum((design[:, cols] @ coef - y) ** 2))
+        if np.all(coef >= 0) and residual < best_residual - 1e-12:
+            best, best_residual = [0.0] * k, residual
+            for j, c in zip(cols, coef, strict=True):
+                best[j] = float(c)
+    return best
+
+
+def measure(out: Path, scale: str, sizes: dict | None = None) -> dict:
     """Run (or resume, or reuse) the measurement sweeps in ``out``, fit the units, write ``out/units.json``."""
     runs = []
     for folder, args in measurement_parts(scale, sizes):

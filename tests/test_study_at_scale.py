@@ -175,8 +175,8 @@ def test_the_plans_prediction_adds_up(cpu_plan):
     assert lines[-1].endswith(f" 1.33 h of the {predicted / 3600:.2f} h predicted for those parts |")
 
 
-def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict):
-    """A seed whose cells took exactly cell_s + gen x n_gen + loss x n_loss seconds."""
+def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict, train_s: float = 8.0):
+    """A seed whose cells took exactly cell_s + gen x n_gen + loss x n_loss seconds (``train_s`` per task)."""
     write_run_config(run, load_config("smoke", [f"strategy={strategy}", f"eval.max_examples={n_gen}"]))
     s = units["cell_s"] + units["generate_s_per_function"] * n_gen + units["loss_s_per_function"] * n_loss
     data = {
@@ -188,11 +188,11 @@ def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict):
         "tasks": ["python", "javascript"],
         "data": data,
         "eval_seconds": [[s, s], [s, s], [0.0, s]],
-        "train": [{"seconds": 8.0, "samples": 32}, {"seconds": 8.0, "samples": 32}],
+        "train": [{"seconds": train_s, "samples": 32}, {"seconds": train_s, "samples": 32}],
     }
     (run / "seed-0").mkdir(parents=True)
     (run / "seed-0" / "results.json").write_text(json.dumps(result))
-    return 16.0 + 5 * s
+    return 2 * train_s + 5 * s
 
 
 def test_units_are_fitted_from_the_measurement_runs(tmp_path):
@@ -384,3 +384,52 @@ def test_units_fit_from_the_grids_cells_with_the_generation_unit_given(tmp_path)
     _fake_seed(tmp_path / "same" / "a", "lora_only", 1, 256, truth)
     units = cost.fit_units([(tmp_path / "same", 100.0)], generate_s=0.4)
     assert units["cell_s"] == 0.0 and units["loss_s_per_function"] == pytest.approx((1.5 + 0.03 * 256) / 256)
+
+
+def test_no_unit_is_negative_where_the_sizes_do_not_move_its_cost(tmp_path):
+    """On a GPU 8 and 24 generated functions are one batch each and cost the same: the H200's measurement fit
+    -0.024 s per generated function. The fit keeps every unit >= 0 and refits the others without it."""
+    cells = {"a": (8, 48, 6.0), "b": (24, 48, 5.5), "c": (24, 144, 6.3)}  # (generated, scored, seconds)
+    for name, (n_gen, n_loss, s) in cells.items():
+        _fake_seed(
+            tmp_path / "sweep" / name,
+            "hybrid_task_specific",
+            n_gen,
+            n_loss,
+            {"cell_s": s, "generate_s_per_function": 0.0, "loss_s_per_function": 0.0},
+        )
+    units = cost.fit_units([(tmp_path / "sweep", 200.0)])
+    assert units["generate_s_per_function"] == 0.0
+    # without the generation unit: seconds = cell + loss x scored over the 15 cells (5 per seed): a line
+    # through (48, mean of a's and b's seconds = 5.75) and (144, 6.3)
+    assert units["loss_s_per_function"] == pytest.approx((6.3 - 5.75) / 96)
+    assert units["cell_s"] == pytest.approx(5.75 - 48 * (6.3 - 5.75) / 96)
+
+
+def test_a_sweeps_first_point_pays_the_warm_up_and_is_left_out_of_the_training_unit(tmp_path):
+    units = {"cell_s": 1.0, "generate_s_per_function": 0.1, "loss_s_per_function": 0.01}
+
+    def sweep(folder: Path, order: list[tuple[str, str, float]]) -> tuple[Path, float]:
+        for name, strategy, train_s in order:
+            _fake_seed(folder / name, strategy, 8, 48, units, train_s=train_s)
+        points = [{"name": name, "values": {}} for name, _, _ in order]  # the order they ran, not by name
+        (folder / "sweep.json").write_text(json.dumps({"points": points}))
+        return folder, 500.0
+
+    fitted = cost.fit_units(
+        [
+            sweep(tmp_path / "strategies", [("z", HYBRID, 30.0), ("a", "lora_only", 12.0), ("b", HYBRID, 8.0)]),
+            sweep(tmp_path / "cells", [("y", "full_finetune", 5.0), ("x", HYBRID, 6.0)]),
+        ]
+    )["train_s_per_function_epoch"]
+    assert fitted[HYBRID] == pytest.approx((8.0 + 6.0) / 2 / 32)  # its first, warming point left out
+    assert fitted["lora_only"] == pytest.approx(12.0 / 32)
+    assert fitted["full_finetune"] == pytest.approx(5.0 / 32)  # measured first alone: kept, warm-up and all
+
+
+def test_on_a_gpu_the_measurement_generates_whole_batches():
+    parts = dict(cost.measurement_parts("gpu-bundled"))
+    assert "data.max_train=128" in parts["strategies"] and "eval.max_examples=32" in parts["strategies"]
+    assert "eval.max_examples=96" in parts["cells"]
+    assert cost.MEASURE_STRATEGIES[0] == "hybrid_task_specific"  # the warm-up falls on one measured again
+    assert "eval.max_examples=8" in dict(cost.measurement_parts("cpu"))["strategies"]
