@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,12 +102,16 @@ def cell_counts(results: dict, config) -> dict[str, list[list[int]]]:
     return {"n_generated": [n_gen] * rows, "n_loss": [n_loss] * rows}
 
 
-def sweep_runs(folder: Path) -> list[Path]:
-    """The finished runs of a sweep folder in the order they ran (``sweep.json``), else by name."""
-    if (folder / "sweep.json").is_file():
-        names = [p["name"] for p in json.loads((folder / "sweep.json").read_text())["points"]]
-        return [folder / n for n in names if any((folder / n).glob("seed-*/results.json"))]
-    return sorted({p.parent.parent for p in folder.glob("*/seed-*/results.json")})
+def sweep_runs(folder: Path) -> list[tuple[Path, Any]]:
+    """``(run folder, its config)`` of every run of ``folder`` with a finished seed, in the order the sweep
+    ran them (``hybridcl.sweep.load_sweep``), by name where the folder holds no sweep file."""
+    from hybridcl.run_dir import load_run_config
+    from hybridcl.sweep import SWEEP_FILE, load_sweep
+
+    finished = {p.parent.parent for p in folder.glob("*/seed-*/results.json")}
+    if (folder / SWEEP_FILE).is_file():
+        return [(folder / p.name, p.config) for p in load_sweep(folder) if folder / p.name in finished]
+    return [(run, load_run_config(run)) for run in sorted(finished)]
 
 
 def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -> dict:
@@ -119,16 +124,13 @@ def fit_units(runs: list[tuple[Path, float]], generate_s: float | None = None) -
     context, kernels loaded and tuned on first use; an H200 trained LoRA-only's 4 steps in 3.7 s as the
     first point and the hybrid's in 0.8 s as the third): a strategy's training unit leaves first points
     out wherever a later point measured it."""
-    from hybridcl.run_dir import load_run_config
-
     train: dict[str, list[float]] = {}
     warm_up: dict[str, list[float]] = {}
     design, seconds, kept = [], [], {}
     overhead, seed_runs = 0.0, 0
     for folder, wall in runs:
         spent = 0.0
-        for k, run in enumerate(sweep_runs(folder)):
-            config = load_run_config(run)
+        for k, (run, config) in enumerate(sweep_runs(folder)):
             for r in seed_results(run):
                 seed_runs += 1
                 for record in r["train"]:
