@@ -529,8 +529,13 @@ class ClaimResult:
     by_construction: str | None = None  # why the value cannot be anything but what it is, where it cannot
 
     def exactly_zero(self) -> bool:
-        ivs = [self.seed_interval, self.example_interval]
-        return self.value == 0.0 and all(iv is not None and iv[0] == iv[1] == 0.0 for iv in ivs) and self.p == 1.0
+        """0 on every seed and every example (one seed has no interval over seeds: its examples decide)."""
+        ivs = [self.example_interval] + ([self.seed_interval] if len(self.per_seed) > 1 else [])
+        return (
+            all(v == 0.0 for v in self.per_seed)
+            and all(iv is not None and iv[0] == iv[1] == 0.0 for iv in ivs)
+            and self.p == 1.0
+        )
 
 
 def evaluate_claim(claim: Claim, runs: dict[str, Path], routed: bool = False) -> ClaimResult:

@@ -177,6 +177,10 @@ def test_one_seed_is_decided_over_examples_alone(tmp_path):
     assert sc.verdict(r).startswith("within noise")
     once = sc.ClaimResult(claim(HYB, "lora_only", "seconds_per_step"), 0.1, [0.1], None, None, None, "once per seed")
     assert sc.verdict(once) == "not decided: one seed and no test over examples"
+    # one seed's forgetting with the task id: exactly 0 over every example, and 0 by construction
+    zero = sc.ClaimResult(claim(HYB, None, "forgetting_relative"), 0.0, [0.0], None, (0.0, 0.0), 1.0, "exact")
+    zero.by_construction = "per-task parts"
+    assert sc.verdict(zero) == "does not hold: 0 by construction (per-task parts)"
 
 
 def test_the_open_questions_pair_with_mains_hybrid_on_the_seeds_they_share(tmp_path):
