@@ -2,7 +2,7 @@
 
     python scripts/study_at_scale.py [--out runs/study-at-scale] [--docs docs/results/DATE-study-at-scale]
                                      [--scale cpu|gpu-reference|gpu-bundled] [--only PART ...] [--skip PART ...]
-                                     [--dry-run]
+                                     [--open-question-seeds S ...] [--dry-run]
 
 Row 0, the base model's cells, is computed by the first run and read by every other one
 (``eval.base_cells=OUT/base-cells``). Every part is one ``hybridcl run`` (a sweep or a single run) in
@@ -126,14 +126,18 @@ def _floats(values: list[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def plan(scale: str = "cpu") -> list[Part]:
-    """The study's parts in the order they run."""
+def plan(scale: str = "cpu", open_question_seeds: list[int] | None = None) -> list[Part]:
+    """The study's parts in the order they run; ``open_question_seeds``: the open questions' seeds
+    (default: the scale's, :data:`OPEN_QUESTION_SEEDS`)."""
     base, positions = SCALES[scale]
     # The grids train the first task only (the hybrids are the same model there: one grid serves both)
     # and score its loss alone: no routing, one function generated.
     grid = [*base, "tasks=[python]", "run.seeds=[0]", "eval.split=test", "eval.max_examples=1", "eval.routing=false"]
     report = [*base, "eval.split=valid"]
-    open_question = [*report, *OPEN_QUESTION_SEEDS[scale]]
+    seeds = OPEN_QUESTION_SEEDS[scale]
+    if open_question_seeds is not None:
+        seeds = [f"run.seeds=[{','.join(map(str, open_question_seeds))}]"]
+    open_question = [*report, *seeds]
     matched = matched_lora(base)
     parts = [
         Part("lr-adapters", grid, [f"strategy={','.join(GRID_ADAPTERS)}", f"train.lr={_floats(ADAPTER_LRS)}"]),
@@ -330,6 +334,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--only", nargs="*", default=None, help="run these parts (folder prefixes) only")
     parser.add_argument("--skip", nargs="*", default=[], help="leave these parts (folder prefixes) out")
+    parser.add_argument(
+        "--open-question-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the seeds of the rank, position and third-language parts (default: 0 on a CPU, 0 1 2 on a GPU)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument(
         "--collect",
@@ -340,7 +351,7 @@ def main(argv: list[str]) -> int:
     if args.collect:
         print(f"= {collect(args.out, args.docs)} files -> {args.docs}")
         return 0
-    parts = plan(args.scale)
+    parts = plan(args.scale, args.open_question_seeds)
     for part in parts:
         selected = args.only is None or any(part.folder.startswith(p) for p in args.only)
         if not selected or any(part.folder.startswith(p) for p in args.skip):

@@ -71,6 +71,14 @@ def test_the_plan_is_at_the_studys_scale(cpu_plan):
     assert shared.lr_from == ("lr-adapters", "hybrid_task_specific")
 
 
+def test_the_open_questions_take_other_seeds_on_request():
+    parts = {p.folder: p for p in sas.plan("cpu", open_question_seeds=[0, 1, 2])}
+    (position,) = cost.part_configs(parts["position/decoder-15"])
+    (hybrid,) = cost.part_configs(parts["main/hybrid_task_specific"])
+    assert position.run.seeds == [0, 1, 2] and hybrid.run.seeds == [0, 1, 2]
+    assert position.components.full_layer.position == "decoder:15"
+
+
 def test_a_part_starts_resumes_and_is_skipped_when_finished(tmp_path, cpu_plan):
     part = next(p for p in cpu_plan if p.folder == "main/hybrid_task_specific")
     with pytest.raises(SystemExit, match="chosen_lr.json is missing"):
