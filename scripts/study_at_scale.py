@@ -32,7 +32,8 @@ The parts (``--scale cpu``: the embedded SmolLM2-135M-Instruct and the bundled c
    count matches the hybrid's, ``params.matched_lora_rank``, alpha = 2r as the preset's 16/8) and full
    fine-tuning, each at its chosen rate, seeds 0, 1, 2 -> ``python scripts/study_claims.py OUT/main``.
 
-Parts 4-6, the seed's open questions, run seed 0 alone on a CPU (``OPEN_QUESTION_SEEDS``), 3 seeds on a GPU:
+Parts 4-6, the seed's open questions, run seed 0 alone on a CPU (``OPEN_QUESTION_SEEDS``), 3 seeds on a GPU
+(``--open-question-seeds`` chooses others):
 
 4. ``rank``: the task-specific hybrid at LoRA r = 4, 16, 64 (alpha = 2r; r = 8 is ``main``'s).
 5. ``position``: the task-specific hybrid with its block in the middle of the decoder (the last is
