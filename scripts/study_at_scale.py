@@ -2,7 +2,7 @@
 
     python scripts/study_at_scale.py [--out runs/study-at-scale] [--docs docs/results/DATE-study-at-scale]
                                      [--scale cpu|gpu-reference|gpu-bundled] [--only PART ...] [--skip PART ...]
-                                     [--open-question-seeds S ...] [--dry-run]
+                                     [--open-question-seeds S ...] [--more-seeds S ...] [--dry-run]
 
 Row 0, the base model's cells, is computed by the first run and read by every other one
 (``eval.base_cells=OUT/base-cells``). Every part is one ``hybridcl run`` (a sweep or a single run) in
@@ -40,6 +40,10 @@ Parts 4-6, the seed's open questions, run seed 0 alone on a CPU (``OPEN_QUESTION
    ``main``'s); ``--scale gpu-reference`` also after the decoder's last block (codet5 has both stacks).
 6. ``third-language``: the seed's four strategies on Python -> JavaScript -> Go.
 
+``--more-seeds S ...`` adds ``more-seeds/seed-<S>/<strategy>``: ``main``'s runs again on seed S alone, for
+the strategies of its claims still within noise (:data:`MORE_SEEDS`, seed by seed), pooled with ``main``'s
+seeds by ``python scripts/study_claims.py OUT/main OUT/more-seeds``.
+
 ``--scale gpu-bundled``: the same on the whole bundled corpus (every training function, every valid
 function loss-scored, 200 generated) on a GPU; ``--scale gpu-reference``: ``preset=reference`` (codet5-small, the
 Hugging Face ``code_search_net`` dataset, 8,000 training functions per task, 2,000 scored, 200
@@ -66,6 +70,8 @@ FULL_LRS = [1e-5, 3e-5, 1e-4]
 HYBRID = "hybrid_task_specific"
 GRID_ADAPTERS = ["lora_only", "full_layer_only", HYBRID]
 GRIDS = ["lr-adapters", "lr-matched", "lr-full"]
+# the strategies ``--more-seeds`` runs again, in order: those of ``main``'s BLEU claims within noise at 3 seeds
+MORE_SEEDS = [HYBRID, "lora_only", "lora_matched", "hybrid_shared_layer"]
 MAX_WIDENINGS = 2  # per group: past 1e-2 (or 3e-6 for full fine-tuning) the grid's rates are implausible
 
 
@@ -127,9 +133,9 @@ def _floats(values: list[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def plan(scale: str = "cpu", open_question_seeds: list[int] | None = None) -> list[Part]:
+def plan(scale: str = "cpu", open_question_seeds: list[int] | None = None, more_seeds: list[int] = ()) -> list[Part]:
     """The study's parts in the order they run; ``open_question_seeds``: the open questions' seeds
-    (default: the scale's, :data:`OPEN_QUESTION_SEEDS`)."""
+    (default: the scale's, :data:`OPEN_QUESTION_SEEDS`); ``more_seeds``: ``main``'s seeds to add."""
     base, positions = SCALES[scale]
     # The grids train the first task only (the hybrids are the same model there: one grid serves both)
     # and score its loss alone: no routing, one function generated.
@@ -151,6 +157,11 @@ def plan(scale: str = "cpu", open_question_seeds: list[int] | None = None) -> li
         parts.append(Part(f"main/{s}", [*report, f"strategy={s}"], lr_from=("lr-adapters", grid_group(s))))
     parts.append(Part("main/lora_matched", [*report, *matched], lr_from=("lr-matched", "grid")))
     parts.append(Part("main/full_finetune", [*report, "strategy=full_finetune"], lr_from=("lr-full", "grid")))
+    main_parts = {p.folder.removeprefix("main/"): p for p in parts if p.folder.startswith("main/")}
+    for seed in more_seeds:
+        for s in MORE_SEEDS:
+            p = main_parts[s]
+            parts.append(Part(f"more-seeds/seed-{seed}/{s}", [*p.overrides, f"run.seeds=[{seed}]"], lr_from=p.lr_from))
     for r in (4, 16, 64):
         parts.append(
             Part(
@@ -342,6 +353,13 @@ def main(argv: list[str]) -> int:
         default=None,
         help="the seeds of the rank, position and third-language parts (default: 0 on a CPU, 0 1 2 on a GPU)",
     )
+    parser.add_argument(
+        "--more-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        help="run main's strategies still within noise again on these seeds (more-seeds/seed-S/STRATEGY)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument(
         "--collect",
@@ -352,7 +370,7 @@ def main(argv: list[str]) -> int:
     if args.collect:
         print(f"= {collect(args.out, args.docs)} files -> {args.docs}")
         return 0
-    parts = plan(args.scale, args.open_question_seeds)
+    parts = plan(args.scale, args.open_question_seeds, args.more_seeds)
     for part in parts:
         selected = args.only is None or any(part.folder.startswith(p) for p in args.only)
         if not selected or any(part.folder.startswith(p) for p in args.skip):
@@ -362,15 +380,17 @@ def main(argv: list[str]) -> int:
         else:
             run_part(part, args.out, args.docs, args.dry_run)
     if not args.dry_run and finished(args.out / "main" / HYBRID):
-        claims = subprocess.run(
-            [sys.executable, str(SCRIPTS / "study_claims.py"), str(args.out / "main")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        (args.docs / "claims.md").write_text(claims)
-        print(f"= claims table -> {args.docs / 'claims.md'}")
+        write_claims([args.out / "main"], args.docs / "claims.md")
+    if not args.dry_run and args.more_seeds and (args.docs / "more-seeds").is_dir():
+        # main's seeds (from DOCS: their checkpoints may be gone) pooled with every finished added one
+        write_claims([args.docs / "main", args.docs / "more-seeds"], args.docs / "more-seeds" / "claims.md")
     return 0
+
+
+def write_claims(studies: list[Path], target: Path) -> None:
+    cmd = [sys.executable, str(SCRIPTS / "study_claims.py"), *map(str, studies)]
+    target.write_text(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    print(f"= claims table -> {target}")
 
 
 if __name__ == "__main__":

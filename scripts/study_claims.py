@@ -1,11 +1,16 @@
 """The seed's claims, checked against a finished sweep (the study of issue 14/23): one markdown table.
 
     python scripts/study_claims.py STUDY_DIR [MORE ...]   # sweep folders made by `hybridcl run --sweep strategy=...`
+    python scripts/study_claims.py OUT/main OUT/more-seeds  # main's seeds pooled with those added later
     python scripts/study_claims.py --open-questions OUT/main OUT/rank OUT/position   # rank and block position
 
 ``--open-questions``: each ``rank``/``position`` run of scripts/study_at_scale.py against ``main``'s
 task-specific hybrid, on the seeds both have (seed 0 on a CPU: the verdict then rests on the examples
 alone), in a table and a Holm family of its own.
+
+Run folders of one name (``main/lora_only`` and ``more-seeds/seed-3/lora_only``) are one run whose seeds
+pool: they must hold the same strategy, tasks and config (apart from the seeds, the output folder, the row-0
+cache and the precision asked for), have trained in the same precision and share no seed.
 
 Each claim is a paired difference between two strategies of the sweep, one strategy's CL metric, or the
 interaction contrast of synergy (the hybrid's gain over the base minus LoRA-only's minus full-layer-only's),
@@ -89,6 +94,81 @@ class Claim:
     parts: tuple[str, ...] = ()
     task: str | None = None  # the task of a per-task column (own_loss, first_epoch_loss, syntax_languages)
     other_task: str | None = None  # syntax_languages: task minus other_task, one strategy
+
+
+# the settings in which the folders of one pooled run may differ: which seeds, where they were written, where
+# row 0 is cached, the precision asked for (the one each stage trained in must be the same: :func:`pooled`)
+POOL_FREE = (("run", "seeds"), ("run", "output_dir"), ("eval", "base_cells"), ("train", "precision"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One strategy's run: a run folder, or several of one config whose seeds pool (``main``'s seeds and
+    the ones scripts/study_at_scale.py ``--more-seeds`` added later; each seed in one folder)."""
+
+    folders: tuple[Path, ...]
+
+    def __str__(self) -> str:
+        return " + ".join(map(str, self.folders))
+
+    @property
+    def name(self) -> str:
+        return self.folders[0].name
+
+    @property
+    def study(self) -> str:
+        """The name of the folder holding it (``main``, ``rank``, ``position``)."""
+        return self.folders[0].parent.name
+
+    def results(self) -> dict:
+        """The first folder's ``results.json`` (strategy, tasks and rows are the same in every folder)."""
+        return read_json(self.folders[0] / "results.json")
+
+    def config(self):
+        return load_run_config(self.folders[0])
+
+    def seed_dirs(self) -> dict[str, Path]:
+        """Seed folder name -> the folder, in seed order."""
+        dirs = [d for f in self.folders for d in f.glob("seed-*") if d.is_dir()]
+        return {d.name: d for d in sorted(dirs, key=lambda d: int(d.name.removeprefix("seed-")))}
+
+
+def pooled(folders: list[Path]) -> Run:
+    """The folders of one name as one run; RunError where their seeds cannot pool (other strategy,
+    tasks, config or trained precision; a seed in two of them)."""
+    run = Run(tuple(folders))
+    first, seen = folders[0], {}
+    for folder in folders:
+        results = read_json(folder / "results.json")
+        for key in ("strategy", "tasks", "rows"):
+            if results.get(key) != run.results().get(key):
+                raise RunError(f"{first} and {folder} differ in {key}: their seeds do not pool; pass them apart")
+        if _precisions(Run((folder,))) != _precisions(Run((first,))):
+            raise RunError(f"{first} and {folder} trained in different precisions: their seeds do not pool")
+        if folder != first and _pool_config(folder) != _pool_config(first):
+            differ = _first_difference(_pool_config(first), _pool_config(folder))
+            raise RunError(f"{first} and {folder} differ in {differ}: their seeds do not pool; pass them apart")
+        for seed in (d.name for d in folder.glob("seed-*")):
+            if seed in seen:
+                raise RunError(f"{seen[seed]} and {folder} both hold {seed}: a seed pools once")
+            seen[seed] = folder
+    return run
+
+
+def _pool_config(folder: Path) -> dict:
+    config = load_run_config(folder).to_dict()
+    for section, key in POOL_FREE:
+        config[section].pop(key, None)
+    return config
+
+
+def _first_difference(a: dict, b: dict, where: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                return _first_difference(a[key], b[key], f"{where}{key}.")
+            return f"{where}{key} ({a.get(key)!r} against {b.get(key)!r})"
+    return "nothing"
 
 
 HYB, SHARED, LORA, FULL = "hybrid_task_specific", "hybrid_shared_layer", "lora_only", "full_layer_only"
@@ -180,11 +260,11 @@ CLAIMS = [
 ]
 
 
-def open_claims(runs: dict[str, Path]) -> list[Claim]:
+def open_claims(runs: dict[str, Run]) -> list[Claim]:
     """The seed's open questions as claims against ``main``'s task-specific hybrid (LoRA r = 8, its block
     where the preset puts it): average BLEU and loss for every run found under a ``rank`` or
     ``position`` folder of scripts/study_at_scale.py (keyed by its folder name, ``r=16``, ``decoder-15``)."""
-    names = {run.name for run in runs.values() if run.parent.name in ("rank", "position")}
+    names = {run.name for run in runs.values() if run.study in ("rank", "position")}
     out = []
     for name in sorted(names, key=lambda n: (0, int(n[2:])) if n.startswith("r=") else (1, n)):
         if name.startswith("r="):
@@ -295,14 +375,10 @@ def key_shares(
     return out
 
 
-def _tasks(run_dir: Path) -> list[str]:
-    return read_json(run_dir / "results.json")["tasks"]
-
-
-def _task_index(run_dir: Path, task: str | None) -> int | None:
-    tasks = _tasks(run_dir)
+def _task_index(run: Run, task: str | None) -> int | None:
+    tasks = run.results()["tasks"]
     if task is not None and task not in tasks:
-        raise ValueError(f"{run_dir} has no task {task!r} (its tasks: {', '.join(tasks)})")
+        raise ValueError(f"{run} has no task {task!r} (its tasks: {', '.join(tasks)})")
     return None if task is None else tasks.index(task)
 
 
@@ -318,15 +394,15 @@ def row_files(seed_dir: Path, routed: bool = False) -> list[Path]:
     ]
 
 
-def seed_stats(run_dir: Path, metric: str, routed: bool = False) -> dict[str, list[list[np.ndarray]]]:
+def seed_stats(run: Run, metric: str, routed: bool = False) -> dict[str, list[list[np.ndarray]]]:
     """Seed folder name -> ``stats[i][j]``, the per-example statistics of ``metric`` of each cell
     (rows: base, then one per task; the run's rows must be exactly that; ``routed``: :func:`row_files`)."""
-    results = read_json(run_dir / "results.json")
+    results = run.results()
     tasks = results["tasks"]
     if results.get("rows") not in (None, ["base", *tasks]):
-        raise ValueError(f"{run_dir}: rows {results['rows']} are not [base, *tasks]: no per-example shares")
+        raise ValueError(f"{run}: rows {results['rows']} are not [base, *tasks]: no per-example shares")
     out = {}
-    for seed_dir in sorted(run_dir.glob("seed-*")):
+    for seed_dir in run.seed_dirs().values():
         rows = [load_tensors(p) for p in row_files(seed_dir, routed)]
         missing = [(i, t) for i, row in enumerate(rows) for t in tasks if f"{t}/{metric}" not in row]
         if missing:
@@ -336,24 +412,24 @@ def seed_stats(run_dir: Path, metric: str, routed: bool = False) -> dict[str, li
 
 
 def seed_shares(
-    run_dir: Path, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
+    run: Run, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
 ) -> dict[str, np.ndarray]:
     """Seed -> the per-example shares (all task columns concatenated) of ``column``'s CL metric."""
     metric, cl_key = COLUMNS[column]
     hib = metric_stats(metric).higher_is_better
-    j = _task_index(run_dir, task)
+    j = _task_index(run, task)
     out = {}
-    for seed, stats in seed_stats(run_dir, metric, routed).items():
+    for seed, stats in seed_stats(run, metric, routed).items():
         cells = [[cell_shares(metric, st) for st in row] for row in stats]
         out[seed] = np.concatenate(key_shares(cells, key or cl_key, hib, j))
     return out
 
 
-def _denominators(run_dir: Path, metric: str, routed: bool) -> dict[str, list[np.ndarray]]:
-    return {s: [st[:, 1] for row in rows for st in row] for s, rows in seed_stats(run_dir, metric, routed).items()}
+def _denominators(run: Run, metric: str, routed: bool) -> dict[str, list[np.ndarray]]:
+    return {s: [st[:, 1] for row in rows for st in row] for s, rows in seed_stats(run, metric, routed).items()}
 
 
-def check_same_examples(runs: list[Path], metric: str, routed: bool = False) -> None:
+def check_same_examples(runs: list[Run], metric: str, routed: bool = False) -> None:
     """The runs' cells have the same per-example denominators (target tokens; 1 per generated example)
     on every seed: the same evaluation examples, so per-example shares pair."""
     ref = _denominators(runs[0], metric, routed)
@@ -369,7 +445,7 @@ def check_same_examples(runs: list[Path], metric: str, routed: bool = False) -> 
                 )
 
 
-def _synergy(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+def _synergy(claim: Claim, runs: dict[str, Run], of) -> dict[str, np.ndarray]:
     """Seed -> the interaction contrast of ``of(run, column, key)`` (shares or bootstrap samples):
     the claim's strategy's gain over its base row minus each part's, in the metric's direction."""
     direction = 1.0 if metric_stats(COLUMNS[claim.column][0]).higher_is_better else -1.0
@@ -377,19 +453,19 @@ def _synergy(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
     for m in (claim.a, *claim.parts):
         final, base = of(runs[m], claim.column), of(runs[m], claim.column, "base_average")
         gains.append({s: direction * (final[s] - base[s]) for s in final})
-    seeds = sorted(set.intersection(*(set(g) for g in gains)))
+    seeds = [s for s in gains[0] if all(s in g for g in gains[1:])]
     return {s: gains[0][s] - sum(g[s] for g in gains[1:]) for s in seeds}
 
 
-def _paired(claim: Claim, runs: dict[str, Path], of) -> dict[str, np.ndarray]:
+def _paired(claim: Claim, runs: dict[str, Run], of) -> dict[str, np.ndarray]:
     sa = of(runs[claim.a], claim.column, task=claim.task)
     if claim.b is None:
         return sa
     sb = of(runs[claim.b], claim.column, task=claim.task)
-    return {s: sa[s] - sb[s] for s in sorted(set(sa) & set(sb))}
+    return {s: sa[s] - sb[s] for s in sa if s in sb}
 
 
-def claim_shares(claim: Claim, runs: dict[str, Path], routed: bool = False) -> dict[str, np.ndarray]:
+def claim_shares(claim: Claim, runs: dict[str, Run], routed: bool = False) -> dict[str, np.ndarray]:
     """Seed -> the per-example shares of the claim's value (their sum is the value on that seed)."""
     members = [claim.a, *claim.parts, *([claim.b] if claim.b not in (None, SYNERGY) else [])]
     check_same_examples([runs[m] for m in members], COLUMNS[claim.column][0], routed)
@@ -401,16 +477,16 @@ def claim_shares(claim: Claim, runs: dict[str, Path], routed: bool = False) -> d
 
 
 def example_samples(
-    run_dir: Path, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
+    run: Run, column: str, key: str | None = None, task: str | None = None, *, routed: bool = False
 ) -> dict[str, np.ndarray]:
     """Seed folder name -> the column's value on each of 1,000 bootstrap resamples of the evaluation
     examples (``key="base_average"``: the base row's mean over the tasks). The resample counts depend
     only on the number of examples per task (seeded), so runs on the same examples pair."""
     metric, cl_key = COLUMNS[column]
     key = key or cl_key
-    j = _task_index(run_dir, task)
+    j = _task_index(run, task)
     out = {}
-    for seed, stats in seed_stats(run_dir, metric, routed).items():
+    for seed, stats in seed_stats(run, metric, routed).items():
         result = cl_intervals(metric, stats)
         if key == "base_average":
             out[seed] = np.mean([result.cell_samples[0][i] for i in range(len(stats) - 1)], axis=0)
@@ -423,7 +499,7 @@ def example_samples(
     return out
 
 
-def claim_samples(claim: Claim, runs: dict[str, Path], routed: bool = False) -> dict[str, np.ndarray]:
+def claim_samples(claim: Claim, runs: dict[str, Run], routed: bool = False) -> dict[str, np.ndarray]:
     """Seed -> the claim's value on each bootstrap resample of the examples."""
     of = partial(example_samples, routed=routed)
     return _synergy(claim, runs, of) if claim.b == SYNERGY else _paired(claim, runs, of)
@@ -462,7 +538,7 @@ def permutation_test(x, y, *, exact_max: int = 1 << 20, draws: int = MC_DRAWS, s
 
 
 def language_claim(
-    claim: Claim, runs: dict[str, Path], routed: bool = False
+    claim: Claim, runs: dict[str, Run], routed: bool = False
 ) -> tuple[list[float], tuple | None, float, str]:
     """``claim.task`` minus ``claim.other_task`` in one strategy's last row (different examples:
     unpaired): per-seed values, the bootstrap interval (independent resamples of each task) and the
@@ -486,15 +562,15 @@ def language_claim(
     return per_seed, interval, p, method
 
 
-def seed_value(run_dir: Path, seed_dir: str, column: str, task: str | None) -> float:
+def seed_value(run: Run, seed: str, column: str, task: str | None) -> float:
     """A per-seed training measurement from ``seed-<s>/results.json``'s ``train`` records:
     ``seconds_per_step`` (all stages' seconds over their steps) or ``first_epoch_loss`` (``task``'s
     logged training losses over its first epoch, weighted by the steps each logged window covers)."""
-    records = read_json(run_dir / seed_dir / "results.json")["train"]
+    records = read_json(run.seed_dirs()[seed] / "results.json")["train"]
     if column == "seconds_per_step":
         return sum(r["seconds"] for r in records) / sum(r["steps"] for r in records)
     (record,) = [r for r in records if r["task"] == task]
-    per_epoch = record["steps"] / load_run_config(run_dir).train.epochs
+    per_epoch = record["steps"] / run.config().train.epochs
     total = weight = 0.0
     previous = 0
     for step, loss in record["losses"]:
@@ -502,14 +578,14 @@ def seed_value(run_dir: Path, seed_dir: str, column: str, task: str | None) -> f
             break
         total, weight, previous = total + loss * (step - previous), weight + (step - previous), step
     if not weight:
-        raise ValueError(f"{run_dir / seed_dir}: no training loss logged in {task}'s first epoch")
+        raise ValueError(f"{run.seed_dirs()[seed]}: no training loss logged in {task}'s first epoch")
     return total / weight
 
 
-def seed_claim(claim: Claim, runs: dict[str, Path]) -> list[float]:
+def seed_claim(claim: Claim, runs: dict[str, Run]) -> list[float]:
     """Per seed (the seeds both runs have): ``a`` minus ``b`` of a once-per-seed measurement."""
     a, b = runs[claim.a], runs[claim.b]
-    seeds = sorted({p.name for p in a.glob("seed-*")} & {p.name for p in b.glob("seed-*")})
+    seeds = [s for s in a.seed_dirs() if s in b.seed_dirs()]
     return [seed_value(a, s, claim.column, claim.task) - seed_value(b, s, claim.column, claim.task) for s in seeds]
 
 
@@ -538,7 +614,7 @@ class ClaimResult:
         )
 
 
-def evaluate_claim(claim: Claim, runs: dict[str, Path], routed: bool = False) -> ClaimResult:
+def evaluate_claim(claim: Claim, runs: dict[str, Run], routed: bool = False) -> ClaimResult:
     """The claim's value per seed, its two intervals and its p-value over examples (Holm's comes later);
     ``routed``: from the rows scored without the task id (:func:`row_files`)."""
     if claim.column in SEED_COLUMNS:
@@ -610,17 +686,18 @@ def _iv(iv) -> str:
     return "n/a" if iv is None else f"[{iv[0]:+.3f}, {iv[1]:+.3f}]"
 
 
-def strategy_runs(studies: list[Path]) -> dict[str, Path]:
-    """Strategy name and folder name -> the run folder. Where two runs have one strategy (``lora_only``
-    and ``lora_matched``, the parameter-matched one), the strategy's name goes to the folder named
-    after it, else to the first; the other is reached by its folder name."""
-    runs: dict[str, Path] = {}
+def strategy_runs(studies: list[Path]) -> dict[str, Run]:
+    """Strategy name and folder name -> the run (the folders of one name pooled: :func:`pooled`). Where two
+    runs have one strategy (``lora_only`` and ``lora_matched``, the parameter-matched one), the strategy's
+    name goes to the folder named after it, else to the first; the other is reached by its folder name."""
     found = [(read_json(run / "results.json")["strategy"], Path(run)) for run in expand_run_dirs(studies)]
+    folders: dict[str, list[Path]] = {}
     for _, run in found:
-        runs.setdefault(run.name, run)
+        folders.setdefault(run.name, []).append(run)
+    runs = {name: pooled(same) for name, same in folders.items()}
     for strategy, run in found:
         if run.name == strategy or strategy not in runs:
-            runs[strategy] = run
+            runs[strategy] = runs[run.name]
     return runs
 
 
@@ -632,7 +709,7 @@ class Untested:
     reason: str
 
 
-def _by_construction(claim: Claim, runs: dict[str, Path], routed: bool) -> str | None:
+def _by_construction(claim: Claim, runs: dict[str, Run], routed: bool) -> str | None:
     """Why the claim's value is 0 whatever the data, or None: with the task id, a strategy whose parts
     are all per task never changes a trained task's parts, so its forgetting and BWT are 0; over two
     tasks, two runs that train the first task alike have the same forward transfer (in both settings:
@@ -644,16 +721,16 @@ def _by_construction(claim: Claim, runs: dict[str, Path], routed: bool) -> str |
         )
     if routed or claim.b is not None or claim.column not in ("forgetting_relative", "bwt", "bwt_loss"):
         return None
-    if not get_strategy(read_json(runs[claim.a] / "results.json")["strategy"]).isolates_tasks:
+    if not get_strategy(runs[claim.a].results()["strategy"]).isolates_tasks:
         return None
     return "with the task id each task keeps its own parts, which later tasks never change"
 
 
-def _same_first_task(a: Path, b: Path) -> bool:
+def _same_first_task(a: Run, b: Run) -> bool:
     """Runs ``a`` and ``b`` hold two tasks and train the first one alike: their strategies differ only in
     which parts are shared, and their configs only in the strategy, the run's name and the precision
     asked for, where every stage trained in the same one."""
-    ra, rb = read_json(a / "results.json"), read_json(b / "results.json")
+    ra, rb = a.results(), b.results()
     if len(ra["tasks"]) != 2 or ra["tasks"] != rb["tasks"] or _precisions(a) != _precisions(b):
         return False
 
@@ -662,8 +739,8 @@ def _same_first_task(a: Path, b: Path) -> bool:
         scope = [Scope.PER_TASK if x is Scope.SHARED else x for x in (s.lora, s.full_layer)]
         return (*scope, s.train_base, s.rule)
 
-    def rest(run: Path) -> dict:
-        config = load_run_config(run).to_dict()
+    def rest(run: Run) -> dict:
+        config = run.config().to_dict()
         del config["strategy"], config["run"]["name"], config["train"]["precision"]
         return config
 
@@ -673,20 +750,24 @@ def _same_first_task(a: Path, b: Path) -> bool:
         return False
 
 
-def _precisions(run: Path) -> set[str]:
+def _precisions(run: Run) -> set[str]:
     """The training precisions its seeds' stages ran in (none where unrecorded)."""
-    return set(trained_precisions(read_json(run / "results.json")))
+    return {p for folder in run.folders for p in trained_precisions(read_json(folder / "results.json"))}
 
 
-def _machine(run: Path) -> str:
-    """The processor and GPUs its ``results.json`` records (of the run's last go: a run resumed on
-    another machine records that one)."""
-    env = read_json(run / "results.json").get("environment") or {}
-    cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
-    return ", ".join(str(x) for x in (cpu.get("model"), cpu.get("torch_capability"), *gpu.get("names", [])) if x)
+def _machine(run: Run) -> str:
+    """The processors and GPUs its ``results.json`` files record (of each folder's last go: a run resumed
+    on another machine records that one)."""
+    machines = []
+    for folder in run.folders:
+        env = read_json(folder / "results.json").get("environment") or {}
+        cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
+        what = (cpu.get("model"), cpu.get("torch_capability"), *gpu.get("names", []))
+        machines.append(", ".join(str(x) for x in what if x))
+    return " + ".join(sorted(set(machines)))
 
 
-def incomparable(claim: Claim, runs: dict[str, Path], names: list[str]) -> str | None:
+def incomparable(claim: Claim, runs: dict[str, Run], names: list[str]) -> str | None:
     """Why the runs ``names`` cannot be compared, or None: they trained in different precisions (every
     claim), or, for the time per step, ran on different machines."""
     precisions = {name: _precisions(runs[name]) for name in names}

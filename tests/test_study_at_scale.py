@@ -79,6 +79,18 @@ def test_the_open_questions_take_other_seeds_on_request():
     assert position.components.full_layer.position == "decoder:15"
 
 
+def test_more_seeds_run_mains_strategies_within_noise_again_seed_by_seed():
+    parts = {p.folder: p for p in sas.plan("cpu", more_seeds=[3, 4])}
+    more = [f for f in parts if f.startswith("more-seeds/")]
+    assert more == [f"more-seeds/seed-{s}/{name}" for s in (3, 4) for name in sas.MORE_SEEDS]
+    for folder in more:
+        main = parts["main/" + folder.rsplit("/", 1)[1]]
+        seed = folder.split("/")[1].removeprefix("seed-")
+        assert parts[folder].overrides == [*main.overrides, f"run.seeds=[{seed}]"]
+        assert parts[folder].lr_from == main.lr_from
+    assert not [f for f in {p.folder for p in sas.plan("cpu")} if f.startswith("more-seeds/")]
+
+
 def test_a_part_starts_resumes_and_is_skipped_when_finished(tmp_path, cpu_plan):
     part = next(p for p in cpu_plan if p.folder == "main/hybrid_task_specific")
     with pytest.raises(SystemExit, match="chosen_lr.json is missing"):

@@ -2,6 +2,7 @@
 synergy and the per-example shares, against hand-computed values."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from hybridcl.cl_metrics import cl_metrics
 from hybridcl.config import load_config
 from hybridcl.constants import HEADLINE_METRIC
+from hybridcl.errors import RunError
 from hybridcl.intervals import value
 from hybridcl.io import read_json, save_tensors, write_json
 from hybridcl.run_dir import write_run_config
@@ -202,6 +204,40 @@ def test_the_open_questions_pair_with_mains_hybrid_on_the_seeds_they_share(tmp_p
     assert all(isinstance(r, sc.Untested) for r in results if r.claim.column == "average_loss")  # BLEU stats only
 
 
+def _write_pooled(folder: Path, name: str, seeds: dict, *overrides: str) -> None:
+    _write_run(folder, name, seeds)
+    config = load_config("smoke", [f"strategy={name}", f"run.seeds=[{','.join(map(str, seeds))}]", *overrides])
+    write_run_config(folder, config)
+
+
+def test_seeds_added_later_in_other_folders_pool_with_mains(tmp_path):
+    # main: seeds 0 and 1; more-seeds/seed-2: seed 2 of both strategies, written elsewhere (another row-0 cache)
+    for name, shifts in [(HYB, (10, 12, 7)), ("lora_only", (2, 2, 3))]:
+        seeds = {s: [BASE, _final(x), _final(x)] for s, x in enumerate(shifts[:2])}
+        _write_pooled(tmp_path / "main" / name, name, seeds)
+        more = tmp_path / "more-seeds" / "seed-2" / name
+        _write_pooled(more, name, {2: [BASE, _final(shifts[2]), _final(shifts[2])]}, "eval.base_cells=elsewhere")
+    runs = sc.strategy_runs([tmp_path / "main", tmp_path / "more-seeds"])
+    assert list(runs[HYB].seed_dirs()) == ["seed-0", "seed-1", "seed-2"]
+    r = sc.evaluate_claim(claim(HYB, "lora_only", "average_bleu"), runs)
+    assert r.per_seed == pytest.approx([8.0, 10.0, 4.0])  # the hybrid's shift minus LoRA-only's, seed by seed
+    # t interval of [8, 10, 4]: mean 22/3, sd sqrt(28/3), t(0.975, 2) = 4.303
+    half = 4.303 * math.sqrt(28 / 3) / math.sqrt(3)
+    assert r.seed_interval == pytest.approx(
+        (22 / 3 - half, 22 / 3 + half),
+    )
+
+
+def test_folders_that_do_not_pool_are_refused_by_name(tmp_path):
+    _write_pooled(tmp_path / "main" / HYB, HYB, {0: [BASE, BASE, BASE]})
+    _write_pooled(tmp_path / "again" / HYB, HYB, {0: [BASE, BASE, BASE]})
+    _write_pooled(tmp_path / "other" / HYB, HYB, {1: [BASE, BASE, BASE]}, "train.lr=0.01")
+    with pytest.raises(RunError, match=r"main/hybrid_task_specific and .*again/hybrid_task_specific both hold seed-0"):
+        sc.strategy_runs([tmp_path / "main", tmp_path / "again"])
+    with pytest.raises(RunError, match=r"differ in train\.lr \(0\.001 against 0\.01\): their seeds do not pool"):
+        sc.strategy_runs([tmp_path / "main", tmp_path / "other"])
+
+
 def test_runs_on_other_examples_do_not_pair(tmp_path):
     _write_run(tmp_path / "s" / "a", "hybrid_task_specific", {0: [BASE, BASE, BASE]}, metric="loss")
     _write_run(tmp_path / "s" / "b", "lora_only", {0: [BASE, BASE, [[1.0, 2.0, 3.0], [1.0, 2.0]]]}, metric="loss")
@@ -220,7 +256,7 @@ def test_committed_study_per_seed_values_are_the_results_files():
     r = sc.evaluate_claim(claim("hybrid_task_specific", "lora_only", "average_bleu"), runs)
     expected = []
     for seed in ("seed-0", "seed-1", "seed-2"):
-        a, b = (read_json(runs[s] / seed / "results.json") for s in ("hybrid_task_specific", "lora_only"))
+        a, b = (read_json(runs[s].seed_dirs()[seed] / "results.json") for s in ("hybrid_task_specific", "lora_only"))
         key = lambda res: res["cl_metrics"][HEADLINE_METRIC]["average_final"]  # noqa: E731
         expected.append(key(a) - key(b))
     assert r.per_seed == pytest.approx(expected, abs=1e-9)
@@ -245,6 +281,7 @@ def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
     # 8 steps over 2 epochs: the first epoch is steps 1-4, logged as windows ending at 1 (1 step) and 4 (3 steps)
     record = {"task": "javascript", "steps": 8, "seconds": 4.0, "losses": [[1, 3.0], [4, 1.0], [8, 0.5]]}
     write_json(run / "seed-0" / "results.json", {"train": [record, {"task": "python", "steps": 2, "seconds": 2.0}]})
+    run = sc.Run((run,))
     assert sc.seed_value(run, "seed-0", "first_epoch_loss", "javascript") == pytest.approx((3.0 + 3 * 1.0) / 4)
     assert sc.seed_value(run, "seed-0", "seconds_per_step", None) == pytest.approx(6.0 / 10)
 

@@ -55,7 +55,7 @@ def _forgetting_routed(results: dict) -> float | None:
 
 
 def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
-    """Run folders, with a sweep folder replaced by the runs inside it."""
+    """Run folders, with a sweep folder, or any other, replaced by the runs found anywhere inside it."""
     from hybridcl.sweep import is_sweep, sweep_run_dirs
 
     out = []
@@ -66,7 +66,7 @@ def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
         if (run_dir / "results.json").is_file() and "matrix" in read_json(run_dir / "results.json"):
             out.append(run_dir)
             continue
-        inner = sorted(p.parent for p in run_dir.glob("*/results.json"))
+        inner = sorted(p.parent for p in run_dir.rglob("results.json") if not p.parent.name.startswith("seed-"))
         if not inner:
             raise RunError(f"{run_dir} has no results.json: pass finished run folders (made by `hybridcl run`)")
         out += inner
