@@ -137,17 +137,16 @@ def pooled(folders: list[Path]) -> Run:
     """The folders of one name as one run; RunError where their seeds cannot pool (other strategy,
     tasks, config or trained precision; a seed in two of them)."""
     run = Run(tuple(folders))
-    first, seen = folders[0], {}
-    for folder in folders:
+    first, ref, seen = folders[0], run.results(), {}
+    for folder in folders[1:]:
         results = read_json(folder / "results.json")
-        for key in ("strategy", "tasks", "rows"):
-            if results.get(key) != run.results().get(key):
-                raise RunError(f"{first} and {folder} differ in {key}: their seeds do not pool; pass them apart")
+        differ = next((k for k in ("strategy", "tasks", "rows") if results.get(k) != ref.get(k)), None)
+        differ = differ or _first_difference(_pool_config(first), _pool_config(folder))
+        if differ:
+            raise RunError(f"{first} and {folder} differ in {differ}: their seeds do not pool; pass them apart")
         if _precisions(Run((folder,))) != _precisions(Run((first,))):
             raise RunError(f"{first} and {folder} trained in different precisions: their seeds do not pool")
-        if folder != first and _pool_config(folder) != _pool_config(first):
-            differ = _first_difference(_pool_config(first), _pool_config(folder))
-            raise RunError(f"{first} and {folder} differ in {differ}: their seeds do not pool; pass them apart")
+    for folder in folders:
         for seed in (d.name for d in folder.glob("seed-*")):
             if seed in seen:
                 raise RunError(f"{seen[seed]} and {folder} both hold {seed}: a seed pools once")
@@ -162,13 +161,14 @@ def _pool_config(folder: Path) -> dict:
     return config
 
 
-def _first_difference(a: dict, b: dict, where: str = "") -> str:
+def _first_difference(a: dict, b: dict, where: str = "") -> str | None:
+    """The first setting (dotted) whose value differs between two configs, with both values; None if none."""
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
                 return _first_difference(a[key], b[key], f"{where}{key}.")
             return f"{where}{key} ({a.get(key)!r} against {b.get(key)!r})"
-    return "nothing"
+    return None
 
 
 HYB, SHARED, LORA, FULL = "hybrid_task_specific", "hybrid_shared_layer", "lora_only", "full_layer_only"
