@@ -38,8 +38,9 @@ weighted by the steps each logged window covers) and the training time per step 
 all stages) are measured once per seed: the t interval over seeds alone decides them, outside Holm's
 correction, and the time is only meaningful from an idle machine.
 
-Runs that trained in different precisions (each stage's ``precision``), or, for the time per step, ran
-on different machines (``results.json``'s ``environment``), are not compared: the claim says why.
+Runs that trained in different precisions (each stage's ``precision``), or, for the time per step, timed
+a seed they share on different machines (``results.json``'s ``environment``), are not compared: the
+claim says why.
 
 A share per example exists for metrics that are a mean over examples or a ratio of sums whose
 denominators (target tokens) are the same for both sides: BLEU (CodeXGLUE's sentence BLEU averaged over
@@ -755,21 +756,19 @@ def _precisions(run: Run) -> set[str]:
     return {p for folder in run.folders for p in trained_precisions(read_json(folder / "results.json"))}
 
 
-def _machine(run: Run) -> str:
-    """The processors and GPUs its ``results.json`` files record (of each folder's last go: a run resumed
-    on another machine records that one)."""
-    machines = []
-    for folder in run.folders:
-        env = read_json(folder / "results.json").get("environment") or {}
-        cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
-        what = (cpu.get("model"), cpu.get("torch_capability"), *gpu.get("names", []))
-        machines.append(", ".join(str(x) for x in what if x))
-    return " + ".join(sorted(set(machines)))
+def _machine(folder: Path) -> str:
+    """The processors and GPUs a run folder's ``results.json`` records (of its last go: a run resumed on
+    another machine records that one)."""
+    env = read_json(folder / "results.json").get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
+    what = (cpu.get("model"), cpu.get("torch_capability"), *gpu.get("names", []))
+    return ", ".join(str(x) for x in what if x)
 
 
 def incomparable(claim: Claim, runs: dict[str, Run], names: list[str]) -> str | None:
     """Why the runs ``names`` cannot be compared, or None: they trained in different precisions (every
-    claim), or, for the time per step, ran on different machines."""
+    claim), or, for the time per step, a seed they share was timed on different machines (pooled runs
+    may hold seeds of several machines: each seed's pair must share one)."""
     precisions = {name: _precisions(runs[name]) for name in names}
     if len(set().union(*precisions.values())) > 1:
         return (
@@ -777,11 +776,17 @@ def incomparable(claim: Claim, runs: dict[str, Run], names: list[str]) -> str | 
             + "; ".join(f"{n}: {', '.join(sorted(p)) or 'unrecorded'}" for n, p in precisions.items())
             + ")"
         )
-    machines = {name: _machine(runs[name]) for name in names}
-    if claim.column == "seconds_per_step" and len(set(machines.values())) > 1:
-        return (
-            "timed on different machines (" + "; ".join(f"{n}: {m or 'unrecorded'}" for n, m in machines.items()) + ")"
-        )
+    if claim.column != "seconds_per_step":
+        return None
+    seed_dirs = {name: runs[name].seed_dirs() for name in names}
+    for seed in [s for s in seed_dirs[names[0]] if all(s in d for d in seed_dirs.values())]:
+        machines = {name: _machine(dirs[seed].parent) for name, dirs in seed_dirs.items()}
+        if len(set(machines.values())) > 1:
+            return (
+                f"{seed} timed on different machines ("
+                + "; ".join(f"{n}: {m or 'unrecorded'}" for n, m in machines.items())
+                + ")"
+            )
     return None
 
 

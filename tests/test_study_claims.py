@@ -309,12 +309,45 @@ def test_runs_of_another_precision_or_timed_on_another_machine_are_not_compared(
     same_precision, timed, other_precision = sc.claims_results([tmp_path / "main"], claims)[False]
     assert isinstance(same_precision, sc.ClaimResult) and same_precision.per_seed == [0.0]
     assert timed.reason == (
-        "not comparable: timed on different machines "
+        "not comparable: seed-0 timed on different machines "
         "(hybrid_task_specific: AMD EPYC, AVX2; lora_only: AMD EPYC, AVX512)"
     )
     assert other_precision.reason == (
         "not comparable: trained in different precisions (hybrid_shared_layer: bf16; hybrid_task_specific: fp32)"
     )
+
+
+def _write_timed(folder: Path, name: str, seed: int, capability: str, seconds: float) -> None:
+    _write_pooled(folder, name, {seed: [BASE, BASE, BASE]})
+    results = read_json(folder / "results.json")
+    results["environment"] = {"cpu": {"model": "AMD EPYC", "torch_capability": capability}}
+    write_json(folder / "results.json", results)
+    record = {"task": "python", "steps": 4, "seconds": seconds}
+    write_json(folder / f"seed-{seed}" / "results.json", {"train": [record]})
+
+
+def test_pooled_runs_compare_times_seed_by_seed_on_one_machine(tmp_path):
+    # the hybrid's seeds 0 (main) and 1 (added later) ran on one machine each, LoRA-only's the other way
+    # round: both runs ran on both machines, but no seed's pair shares one
+    timed = claim(HYB, "lora_only", "seconds_per_step")
+    for name, machines in [(HYB, ("AVX2", "AVX512")), ("lora_only", ("AVX512", "AVX2"))]:
+        for seed, (folder, capability) in enumerate(zip(("main", "more/seed-1"), machines, strict=True)):
+            _write_timed(tmp_path / folder / name, name, seed, capability, 8.0)
+    (r,) = sc.claims_results([tmp_path / "main", tmp_path / "more"], [timed])[False]
+    assert r.reason == (
+        "not comparable: seed-0 timed on different machines "
+        "(hybrid_task_specific: AMD EPYC, AVX2; lora_only: AMD EPYC, AVX512)"
+    )
+    # each seed's pair on one machine (the machines differ between seeds), and a seed of the hybrid
+    # alone on a third: compared over the seeds both have
+    for seed, capability, seconds in [(0, "AVX2", 8.0), (1, "AVX512", 4.0)]:
+        folder = "main" if seed == 0 else f"same/seed-{seed}"
+        _write_timed(tmp_path / "b" / folder / HYB, HYB, seed, capability, seconds)
+        _write_timed(tmp_path / "b" / folder / "lora_only", "lora_only", seed, capability, seconds + 2.0)
+    _write_timed(tmp_path / "b" / "only-hybrid" / HYB, HYB, 2, "NEON", 1.0)
+    studies = [tmp_path / "b" / f for f in ("main", "same", "only-hybrid")]
+    (r,) = sc.claims_results(studies, [timed])[False]
+    assert r.per_seed == pytest.approx([-0.5, -0.5])  # (8 - 10) / 4 and (4 - 6) / 4 s per step
 
 
 def test_two_tasks_fwt_of_runs_that_train_the_first_task_alike_is_0_by_construction(tmp_path):
