@@ -87,8 +87,9 @@ def state_of(seed_dir: Path) -> dict:
 
 def test_sigkill_mid_task_then_resume_gives_the_same_matrix(tmp_path):
     """Kill a real run during the second task's training, resume it, kill the resumed run while it
-    evaluates after the second task (its checkpoint written, state.json not yet), resume again:
-    the matrices equal those of an uninterrupted run started at the same time."""
+    evaluates after the second task (trained, saved and recorded in state.json; its row not yet made),
+    resume again: the second task is not trained again, and the matrices equal those of an
+    uninterrupted run started at the same time."""
     args = [*SMALL, "train.log_every=1", "train.epochs=10", f"run.output_dir={tmp_path}"]
     reference = start(cli(*args, "run.name=ref"), tmp_path / "ref.err")
     victim = start(cli(*args, "run.name=cut"), tmp_path / "cut.err")
@@ -103,18 +104,23 @@ def test_sigkill_mid_task_then_resume_gives_the_same_matrix(tmp_path):
         assert not (seed_dir / "tasks" / "2-javascript").exists() and not (cut / "results.json").exists()
         assert list(cut.rglob("*.tmp")) == []  # the kill came between writes: no temp file was open
 
-        # 2. Resume; SIGKILL again once javascript's checkpoint is written, before state.json records it.
-        checkpoint = seed_dir / "tasks" / "2-javascript" / "components.safetensors"
+        # 2. Resume; SIGKILL again once state.json records javascript's training, while its row is evaluated.
+        def javascript_recorded() -> bool:
+            return [t["task"] for t in state_of(seed_dir)["train"]] == ["python", "javascript"]
+
         resumed = start([sys.executable, "-c", SLOW_EVAL, *cli("--resume", str(cut))[3:]], tmp_path / "resumed.err")
-        wait_for(checkpoint.exists, resumed, "the javascript checkpoint")
+        wait_for(javascript_recorded, resumed, "javascript's training in state.json")
         resumed.send_signal(signal.SIGKILL)
         assert resumed.wait(30) == -signal.SIGKILL
-        assert [t["task"] for t in state_of(seed_dir)["train"]] == ["python"]  # the kill landed in that window
-        load_file(checkpoint)  # a complete file under its final name (written atomically)
+        state = state_of(seed_dir)
+        assert len(state["rows"]) == 2  # the kill landed before row 2 was made
+        load_file(seed_dir / "tasks" / "2-javascript" / "components.safetensors")  # complete, under its final name
 
         # 3. Resume to the end.
         final = subprocess.run(cli("--resume", str(cut)), env=ENV, capture_output=True, text=True, timeout=300)
         assert final.returncode == 0, final.stderr[-3000:]
+        assert "stage 2/2 javascript" not in final.stderr  # restored, not trained again
+        assert state_of(seed_dir)["train"][1] == state["train"][1]
         assert reference.wait(300) == 0, (tmp_path / "ref.err").read_text()[-3000:]
     finally:
         for proc in (reference, victim):

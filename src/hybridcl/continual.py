@@ -152,7 +152,7 @@ class ContinualRecipe:
             return self.routers.fit_task(task, prompts)
 
     def train_stage(self, i: int, trackers=None) -> None:
-        """Train stage ``i`` and save its checkpoint; its record joins the state at :meth:`evaluate`."""
+        """Train stage ``i``, save its checkpoint and record it in ``state.json``."""
         stage = self._activate(i)
         stage_tasks = self.stages[i - 1].tasks
         examples = self.rule.training_examples(stage_tasks, seed=self.seed + i)
@@ -187,14 +187,6 @@ class ContinualRecipe:
             took = f"{result.steps} steps in {result.seconds:.1f} s, loss {result.final_loss:.3f}"
             note(f"stage {i}/{len(self.stages)} {stage}: {took}")
         self.rule.after_task(self.components, stage_tasks, encoded, self.base)
-        if self.main:
-            meta = {"task": stage, "hybridcl": __version__}
-            stage_dir = self.seed_dir.stage_dir(i, stage)
-            save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
-            save_tensors(stage_dir / "components.safetensors", component_state(self.components), metadata=meta)
-            if self.routers is not None:
-                save_tensors(stage_dir / STATS_FILE, self._fit_router(stage), metadata=meta)
-            self.seed_dir.drop_progress(i, stage)
         self.state.train.append(
             {
                 "task": stage,
@@ -210,6 +202,17 @@ class ContinualRecipe:
                 **self.rule.train_record(),
             }
         )
+        if self.main:
+            meta = {"task": stage, "hybridcl": __version__}
+            stage_dir = self.seed_dir.stage_dir(i, stage)
+            save_tensors(stage_dir / "rule.safetensors", self.rule.state_dict(), metadata=meta)
+            save_tensors(stage_dir / "components.safetensors", component_state(self.components), metadata=meta)
+            if self.routers is not None:
+                save_tensors(stage_dir / STATS_FILE, self._fit_router(stage), metadata=meta)
+            # recorded as trained before its row is evaluated (minutes at scale): a resume from here
+            # restores the stage and evaluates it, rather than training it again
+            self._save_state()
+            self.seed_dir.drop_progress(i, stage)
 
     def evaluate(self, i: int) -> None:
         """Row ``i`` of the matrix with the task id and, where there is a choice, without it; then save the state."""
