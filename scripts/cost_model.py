@@ -316,11 +316,14 @@ def part_configs(part: study_at_scale.Part) -> list:
     return [p.config for p in sweep_points(raw, axes)] if axes else [build_config(raw)]
 
 
-def predict(units: dict, scale: str) -> list[dict]:
-    """Per part of the plan: its runs, seed-runs and predicted seconds by kind; last, row 0's cells,
-    computed once per evaluation setting for the whole plan (``eval.base_cells``)."""
+def predict(
+    units: dict, scale: str, open_question_seeds: list[int] | None = None, more_seeds: list[int] = ()
+) -> list[dict]:
+    """Per part of the plan (``study_at_scale.plan``'s, with its seeds' options): its runs, seed-runs and
+    predicted seconds by kind; last, row 0's cells, computed once per evaluation setting for the whole
+    plan (``eval.base_cells``)."""
     rows, row0 = [], {}
-    for part in study_at_scale.plan(scale):
+    for part in study_at_scale.plan(scale, open_question_seeds, more_seeds):
         if part.kind != "run":
             continue
         total = dict.fromkeys(KINDS, 0.0)
@@ -360,9 +363,10 @@ def table(rows: list[dict], measured: dict[str, float] | None = None) -> str:
         if measured is not None:
             line += f" {minutes(measured[r['part']])} |" if r["part"] in measured else " - |"
         lines.append(line)
-    for part in sorted(set(measured or {}) - {r["part"] for r in rows}):  # the grids' widenings
+    for part in sorted(set(measured or {}) - {r["part"] for r in rows}):  # the grids' widenings, other plans' parts
+        why = "a grid widened past its end" if part.startswith("lr-widen/") else "not in this plan"
         empty = " |" * (len(KINDS) + 1)
-        lines.append(f"| {part} | not predicted (a grid widened past its end) |{empty} {minutes(measured[part])} |")
+        lines.append(f"| {part} | not predicted ({why}) |{empty} {minutes(measured[part])} |")
     grand = sum(r[k] for r in rows for k in KINDS)
     last = f"| **all** | {sum(r['seed_runs'] for r in rows)} |{' |' * len(KINDS)} **{grand / 3600:.2f} h** |"
     if measured is not None:
@@ -394,6 +398,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--scale", choices=sorted(study_at_scale.SCALES), default="cpu")
     p.add_argument("--json", action="store_true")
     p.add_argument("--measured", type=Path, help="timings.json of the study: each part's measured wall time beside it")
+    p.add_argument("--open-question-seeds", type=int, nargs="+", help="as study_at_scale.py's (the plan to predict)")
+    p.add_argument("--more-seeds", type=int, nargs="+", default=[], help="as study_at_scale.py's (the plan to predict)")
     args = parser.parse_args(argv)
     if args.command == "measure":
         print(json.dumps(measure(args.out, args.scale), indent=2))
@@ -409,7 +415,7 @@ def main(argv: list[str]) -> int:
         args.out.write_text(json.dumps(units, indent=2) + "\n")
         print(json.dumps(units, indent=2))
         return 0
-    rows = predict(json.loads(args.units.read_text()), args.scale)
+    rows = predict(json.loads(args.units.read_text()), args.scale, args.open_question_seeds, args.more_seeds)
     measured = json.loads(args.measured.read_text()) if args.measured else None
     print(json.dumps(rows, indent=2) if args.json else table(rows, measured))
     return 0

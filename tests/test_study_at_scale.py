@@ -193,6 +193,12 @@ def test_the_plans_prediction_adds_up(cpu_plan):
     assert next(x for x in lines if x.startswith("| main/lora_only |")).endswith("| - |")
     assert "| lr-widen/lr-adapters/lora_only__lr=0.01 | not predicted" in "\n".join(lines)
     assert lines[-1].endswith(f" 1.33 h of the {predicted / 3600:.2f} h predicted for those parts |")
+    # the seeds added later: in the plan predicted with them, one seed-run each; in another, not predicted
+    more = {r["part"]: r for r in cost.predict(UNITS, "cpu", more_seeds=[3])}
+    assert more["more-seeds/seed-3/lora_only"]["seed_runs"] == 1
+    assert more["more-seeds/seed-3/hybrid_task_specific"]["train"] == pytest.approx(512.0)
+    lines = cost.table(list(rows.values()), {"more-seeds/seed-3/lora_only": 60.0}).splitlines()
+    assert "| more-seeds/seed-3/lora_only | not predicted (not in this plan) |" in "\n".join(lines)
 
 
 def _fake_seed(run: Path, strategy: str, n_gen: int, n_loss: int, units: dict, train_s: float = 8.0):
