@@ -1,4 +1,6 @@
 import math
+import os
+import subprocess
 import sys
 
 import codexglue_bleu_oracle as oracle
@@ -194,3 +196,28 @@ def test_score_keys_by_direction():
     assert js["syntax_pass"] == 100.0 and "syntax_pass_ast" not in js
     with pytest.raises(ValueError):
         score(["a"], ["a"], language="python", direction="code-to-code")
+
+
+def test_codebleu_does_not_depend_on_the_processs_hash_seed():
+    # One study completion whose data-flow match the codebleu package orders by iterating a set of
+    # variable names: 51.19 under PYTHONHASHSEED=1 and 48.41 under 2 before the metric fixed the seed.
+    pytest.importorskip("codebleu")
+    reference = "var add = /*#__PURE__*/_curry2(function add(a, b) {\n  return Number(a) + Number(b);\n});"
+    prediction = "var add = /*#__PURE__*/_curry2(function add(a, b) {\n  return a + b;\n});"
+    script = (
+        "import sys\n"
+        "from hybridcl.evaluate.metrics import codebleu\n"
+        "print(repr(codebleu([sys.argv[1]], [sys.argv[2]], 'javascript')))\n"
+    )
+    scores = {
+        subprocess.run(
+            [sys.executable, "-c", script, prediction, reference],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for hash_seed in ("1", "2", "0")
+    }
+    assert len(scores) == 1, scores
+    assert 0.0 < float(scores.pop()) < 100.0

@@ -17,7 +17,8 @@ CodeXGLUE scores its two directions with two different BLEUs; both are here, nam
   smoothing, which only matters where an n-gram order has no match).
 - ``exact_match``: whitespace-normalised exact match (runs of whitespace collapse to one space,
   leading/trailing whitespace ignored; case-sensitive).
-- ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None.
+- ``codebleu``: the ``codebleu`` package (PyPI) when importable, else None; run with the string-hash
+  seed fixed (``PYTHONHASHSEED=0``), since its data-flow match depends on it.
 - ``bleu_reference`` (with ``reference_metrics``): the seed's BLEU: nltk's ``sentence_bleu`` with
   ``SmoothingFunction().method1`` and uniform 4-gram weights on the model tokenizer's tokens (BPE
   pieces), case kept, averaged over examples, reported 0-100 (the seed printed 0-1). A blank
@@ -29,8 +30,11 @@ The seed's write-up called its BLEU "BLEU"; it is ``bleu_reference``, not CodeXG
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
 import sys
 import warnings
 import xml.sax.saxutils
@@ -255,7 +259,6 @@ def codebleu(predictions: Sequence[str], references: Sequence[str], language: st
     check_pair(predictions, references)
     lang = _CODEBLEU_LANG.get(language.lower(), language.lower())
     try:
-        from codebleu import calc_codebleu
         from codebleu.utils import AVAILABLE_LANGS, get_tree_sitter_language
     except ImportError:
         _warn_once("codebleu is not installed (pip install --no-deps codebleu); CodeBLEU is None")
@@ -268,8 +271,38 @@ def codebleu(predictions: Sequence[str], references: Sequence[str], language: st
     except ImportError:
         _warn_once(f"no tree-sitter grammar for {lang!r} (pip install tree-sitter-{lang}); CodeBLEU is None")
         return None
-    result = calc_codebleu([[r] for r in references], list(predictions), lang=lang)
-    return 100.0 * float(result["codebleu"])
+    return 100.0 * _calc_codebleu_fixed_hash([[r] for r in references], list(predictions), lang)
+
+
+# The codebleu package's data-flow match orders variable names by iterating Python sets of strings,
+# whose order follows the process's string-hash seed (random per process unless PYTHONHASHSEED is
+# set): the same texts scored 49.39, 49.48 and 49.18 under PYTHONHASHSEED=0, 1 and 2 (one study cell,
+# 100 JavaScript completions). Its own code runs here, unchanged, in a child with the hash seed fixed.
+_CODEBLEU_CHILD = (
+    "import json, sys\n"
+    "from codebleu import calc_codebleu\n"
+    "args = json.load(sys.stdin)\n"
+    "print(calc_codebleu(args['references'], args['predictions'], lang=args['lang'])['codebleu'])\n"
+)
+
+
+def _calc_codebleu_fixed_hash(references: list[list[str]], predictions: list[str], lang: str) -> float:
+    """``calc_codebleu(...)["codebleu"]`` (0-1) as computed under ``PYTHONHASHSEED=0``."""
+    if not sys.flags.hash_randomization:  # this process already has hash seed 0
+        from codebleu import calc_codebleu
+
+        return float(calc_codebleu(references, predictions, lang=lang)["codebleu"])
+    child = subprocess.run(
+        [sys.executable, "-c", _CODEBLEU_CHILD],
+        input=json.dumps({"references": references, "predictions": predictions, "lang": lang}),
+        stdout=subprocess.PIPE,  # its warnings (stderr) reach the user as they would in-process
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        check=False,
+    )
+    if child.returncode:
+        raise RuntimeError(f"CodeBLEU failed in its child process (exit {child.returncode}); its error is above")
+    return float(child.stdout.split()[-1])
 
 
 def _warn_once(message: str) -> None:
