@@ -148,7 +148,9 @@ def test_length_mismatch_and_empty():
 
 
 def test_codebleu_is_none_when_package_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "codebleu", None)  # makes `import codebleu` fail
+    # None in sys.modules makes the import fail; the submodule too, for a worker that imported it earlier
+    monkeypatch.setitem(sys.modules, "codebleu", None)
+    monkeypatch.setitem(sys.modules, "codebleu.utils", None)
     with pytest.warns(RuntimeWarning, match="codebleu"):
         metrics._codebleu_warned.clear()
         assert codebleu(["x = 1"], ["x = 1"], "python") is None
