@@ -20,14 +20,14 @@ from pathlib import Path
 def measure(preset: str) -> dict:
     import torch
 
-    import hybridcl.train_state as train_state
-    from hybridcl.config import load_config
+    import hybridcl.training.state as train_state
+    from hybridcl.config.experiment import load_config
     from hybridcl.data.batching import encode
     from hybridcl.data.tasks import load_task_data
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
     from hybridcl.strategies import get_strategy
-    from hybridcl.train import make_accelerator, train_task
+    from hybridcl.training.loop import make_accelerator, train_task
 
     config = load_config(overrides=[f"preset={preset}", "data.max_train=48", "train.checkpoint_every=2"])
     base = load_base(config.model)

@@ -66,7 +66,7 @@ def torch_dropout(model: nn.Module) -> None:
 
 
 def step_model():
-    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig
+    from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig
     from hybridcl.data.batching import collate
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
@@ -85,7 +85,7 @@ def step_model():
 
 
 def step_seconds(model, batch, optimizer, precision: str) -> float:
-    from hybridcl.loss import token_scores
+    from hybridcl.training.loss import token_scores
 
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

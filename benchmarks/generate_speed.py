@@ -10,9 +10,9 @@ The peer is ``model.generate`` as a user would call it: batches of ``eval.batch_
 order, greedy, KV cache, the same ``max_new_tokens``, pad and EOS, and the function-end rule as its
 ``StoppingCriteria`` (hybridcl's ``FunctionEndCriteria``: a row stops there, the batch when its
 last row has stopped); its texts are cut at EOS and at the function's end as hybridcl cuts its
-own. hybridcl is :func:`hybridcl.evaluate.generate.generate` as the evaluator calls it (prompts
+own. hybridcl is :func:`hybridcl.evaluation.generate.generate` as the evaluator calls it (prompts
 sorted by length, finished rows leaving the batch, waiting prompts joining it). Both decode the
-same token ids up to float rounding (``hybridcl.evaluate.greedy``); the last line counts the
+same token ids up to float rounding (``hybridcl.evaluation.greedy``); the last line counts the
 outputs whose texts are identical.
 
 The sides alternate (peer, hybridcl, peer, ...) for ``--rounds`` rounds in one process after one
@@ -43,12 +43,12 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteriaList
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.data.batching import encode_prompts
 from hybridcl.data.tasks import load_task_data
-from hybridcl.evaluate import greedy
-from hybridcl.evaluate.generate import GenerationSettings, code_language, generate
-from hybridcl.evaluate.stopping import FunctionEndCriteria, function_end
+from hybridcl.evaluation import greedy
+from hybridcl.evaluation.generate import GenerationSettings, code_language, generate
+from hybridcl.evaluation.stopping import FunctionEndCriteria, function_end
 from hybridcl.model.loading import load_base
 
 ROOT = Path(__file__).resolve().parents[1]

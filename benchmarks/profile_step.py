@@ -29,12 +29,12 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import PEER, RESULTS, default_workload, load_peer, machine, workload  # noqa: E402
 
-import hybridcl.train as train_module  # noqa: E402
-from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig  # noqa: E402
+import hybridcl.training.loop as train_module  # noqa: E402
+from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig  # noqa: E402
 from hybridcl.model.components import ComponentSet  # noqa: E402
 from hybridcl.model.loading import load_base  # noqa: E402
 from hybridcl.strategies import get_strategy  # noqa: E402
-from hybridcl.train import make_accelerator, train_task  # noqa: E402
+from hybridcl.training.loop import make_accelerator, train_task  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -97,7 +97,7 @@ def machine() -> dict:
 def default_workload(args):
     """The default preset's base model, LoRA settings and first ``args.examples`` Python training
     examples, tokenised as ``hybridcl run preset=default`` tokenises them; the train settings."""
-    from hybridcl.config import load_config
+    from hybridcl.config.experiment import load_config
     from hybridcl.data.batching import encode, target_length_counter
     from hybridcl.data.tasks import load_task_data
     from hybridcl.model.full_layer import family_of
@@ -123,11 +123,11 @@ def default_workload(args):
 def run_hybridcl(args) -> dict:
     import torch
 
-    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig
+    from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
     from hybridcl.strategies import get_strategy
-    from hybridcl.train import make_accelerator, train_task
+    from hybridcl.training.loop import make_accelerator, train_task
 
     if args.workload == "default":
         config, base, encoded, lora, _ = default_workload(args)
@@ -319,7 +319,7 @@ def peer_settings(requested: str, device: str, workload: str) -> tuple[list[str]
     than float32 by orders of magnitude (``cpu_peak.py`` records the two GEMM peaks on every line)."""
     import torch
 
-    from hybridcl.train import cpu_has_native_bf16
+    from hybridcl.training.loop import cpu_has_native_bf16
 
     if requested != "best":
         return requested.split(","), None

@@ -104,9 +104,9 @@ def cell_counts(results: dict, config) -> dict[str, list[list[int]]]:
 
 def sweep_runs(folder: Path) -> list[tuple[Path, Any]]:
     """``(run folder, its config)`` of every run of ``folder`` with a finished seed, in the order the sweep
-    ran them (``hybridcl.sweep.load_sweep``), by name where the folder holds no sweep file."""
-    from hybridcl.run_dir import load_run_config
-    from hybridcl.sweep import SWEEP_FILE, load_sweep
+    ran them (``hybridcl.config.sweep.load_sweep``), by name where the folder holds no sweep file."""
+    from hybridcl.config.sweep import SWEEP_FILE, load_sweep
+    from hybridcl.records.run_dir import load_run_config
 
     finished = {p.parent.parent for p in folder.glob("*/seed-*/results.json")}
     if (folder / SWEEP_FILE).is_file():
@@ -307,8 +307,8 @@ def seed_run_seconds(config, units: dict, *, row0: bool = True) -> dict[str, flo
 
 def part_configs(part: study_at_scale.Part) -> list:
     """The configs a part runs (a sweep's every point), at a placeholder rate where the grid chooses it."""
-    from hybridcl.config import build_config, raw_config
-    from hybridcl.sweep import sweep_axes, sweep_points
+    from hybridcl.config.experiment import build_config, raw_config
+    from hybridcl.config.sweep import sweep_axes, sweep_points
 
     overrides = [*part.overrides, *(["train.lr=1e-3"] if part.lr_from else [])]
     raw = raw_config(None, overrides)

@@ -29,9 +29,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from hybridcl.io import read_json, write_json
-from hybridcl.stats import mean
-from hybridcl.sweep import is_sweep
+from hybridcl.config.sweep import is_sweep
+from hybridcl.records.io import read_json, write_json
+from hybridcl.stats.seeds import mean
 
 LR_KEY = "train.lr"
 

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.constants import DIRECTIONS, LANGUAGES
 from hybridcl.data.batching import target_length_counter
 from hybridcl.data.tasks import load_task_data
-from hybridcl.io import load_tensors, save_tensors
+from hybridcl.inference.routing import Prompts, Routers, routing_accuracy, wilson_interval
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
-from hybridcl.routing import Prompts, Routers, routing_accuracy, wilson_interval
+from hybridcl.records.io import load_tensors, save_tensors
 from hybridcl.strategies import get_strategy
 
 FEATURE_METHODS = ["feature_ridge", "mahalanobis", "token_ngram"]

@@ -120,8 +120,8 @@ class Part:
 
 def matched_lora(base: list[str]) -> list[str]:
     """The overrides of the parameter-matched LoRA-only: the rank whose count matches the hybrid's."""
-    from hybridcl.config import load_config
-    from hybridcl.params import matched_lora_rank
+    from hybridcl.config.experiment import load_config
+    from hybridcl.model.budget import matched_lora_rank
 
     config = load_config(overrides=base)
     r, _, _ = matched_lora_rank(config)
@@ -216,7 +216,7 @@ def command(part: Part, out: Path) -> list[str]:
     if folder.exists():
         return [*hybridcl, "--resume", str(folder)]
     lr = [f"train.lr={chosen_lr(out, part.lr_from):g}"] if part.lr_from else []
-    # row 0 (the base model's cells) is computed once for the whole study: hybridcl.evaluate.base_cells
+    # row 0 (the base model's cells) is computed once for the whole study: hybridcl.evaluation.base_cells
     where = [f"run.output_dir={folder.parent}", f"run.name={folder.name}", f"eval.base_cells={out / 'base-cells'}"]
     sweeps = [arg for item in part.sweeps for arg in ("--sweep", item)]
     return [*hybridcl, *part.overrides, *lr, *where, *sweeps]

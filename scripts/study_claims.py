@@ -61,11 +61,11 @@ import numpy as np
 
 from hybridcl.constants import HEADLINE_METRIC
 from hybridcl.errors import RunError
-from hybridcl.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
-from hybridcl.io import load_tensors, read_json
+from hybridcl.records.io import load_tensors, read_json
+from hybridcl.records.results import trained_precisions
+from hybridcl.records.run_dir import SeedDir, load_run_config
 from hybridcl.report.compare import INTERVAL_OF, expand_run_dirs
-from hybridcl.results import trained_precisions
-from hybridcl.run_dir import SeedDir, load_run_config
+from hybridcl.stats.intervals import cl_intervals, metric_stats, percentile_interval, t_interval, value
 from hybridcl.strategies import Scope, get_strategy
 
 EXACT_MAX = 20  # examples up to which the sign-flip test enumerates every pattern
@@ -351,7 +351,7 @@ def key_shares(
     ``fwt``, ``forgetting_relative``, ``base_average``: the base row's mean over the trained tasks, or
     ``own``: task ``task_index``'s cell right after its own training) of a matrix of cell shares
     ``cells[i][j]`` (rows: base, then one per task in order). Their total is the metric as
-    ``hybridcl.cl_metrics`` computes it."""
+    ``hybridcl.stats.cl_metrics`` computes it."""
     T = len(cells) - 1
     sign = 1.0 if higher_is_better else -1.0
     out = []

@@ -7,7 +7,7 @@ the same files, names and formats, from the corpus bundled with hybridcl, so tha
 
 ``build_codet5_small(dest)`` writes, like the hub repository:
 
-- ``config.json``: the published config (``presets/model_configs/codet5-small.json``) with
+- ``config.json``: the published config (``config/presets/model_configs/codet5-small.json``) with
   ``vocab_size`` set to the size of the tokenizer built here (see below);
 - ``vocab.json``, ``merges.txt``: a byte-level BPE trained with the ``tokenizers`` library as
   CodeT5's own ``train_tokenizer.py`` does (``ByteLevelBPETokenizer``, special tokens ``<pad> <s>
@@ -117,7 +117,7 @@ def build_codet5_small(dest: Path, *, seed: int = 0, languages=("python", "javas
         },
     )
     published = json.loads(
-        (resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text()
+        (resources.files("hybridcl.config") / "presets" / "model_configs" / "codet5-small.json").read_text()
     )
     _write_json(dest / "config.json", {**published, "vocab_size": len(vocab), **config_overrides})
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from hybridcl.cl_metrics import cl_metrics
+from hybridcl.stats.cl_metrics import cl_metrics
 
 # Row 0 = base model, rows 1..3 = after tasks 1..3; columns = tasks 1..3.
 R = [

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hybridcl.cli import main
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 
 SMALL = ["preset=smoke", "data.max_train=8", "data.max_val=4", "eval.max_new_tokens=4"]
@@ -154,7 +154,7 @@ def test_generate_layout_empty_output_sampling_and_json(cli_run, capsys):
 
 
 def test_peft_export_of_a_tiny_base_records_its_name(tmp_path):
-    from hybridcl.export import export_peft
+    from hybridcl.inference.export import export_peft
 
     config = load_config(overrides=[*SMALL, "tasks=[python]", "strategy=lora_only"])
     run = run_experiment(config, tmp_path / "run", progress=False)

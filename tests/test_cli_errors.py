@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from hybridcl.cli import main
-from hybridcl.config import build_config, load_config
+from hybridcl.config.experiment import build_config, load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.readers import bundled_dir
 from hybridcl.errors import ConfigError
@@ -249,19 +249,19 @@ def test_resume_of_a_finished_run_is_a_no_op(capsys, tmp_path, finished_run):
     "target, saved",
     [
         ("fsync", "config.yaml"),  # the first atomic write of a run
-        ("cache", "encoded-"),  # a write that does not go through hybridcl.io (tokenised-data cache)
+        ("cache", "encoded-"),  # a write that does not go through hybridcl.records.io (tokenised-data cache)
     ],
 )
 def test_disk_full_while_saving(capsys, tmp_path, monkeypatch, target, saved):
     import hybridcl.data.batching
-    import hybridcl.io
+    import hybridcl.records.io
 
     def enospc(*args, **kwargs):
         name = args[0] if args and isinstance(args[0], (str, os.PathLike)) else None
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
 
     if target == "fsync":
-        monkeypatch.setattr(hybridcl.io.os, "fsync", enospc)
+        monkeypatch.setattr(hybridcl.records.io.os, "fsync", enospc)
     else:
         monkeypatch.setattr(
             hybridcl.data.batching.np,
@@ -571,7 +571,7 @@ def test_ctrl_c_names_the_run_folder(capsys, tmp_path, monkeypatch):
 
 
 def test_humaneval_without_isolation_is_refused_before_training(capsys, tmp_path, monkeypatch):
-    from hybridcl.evaluate import sandbox
+    from hybridcl.evaluation import sandbox
 
     monkeypatch.setattr(sandbox, "_isolation", lambda: "user namespaces are disabled")
     rc, line, _ = run_cli(capsys, "run", "--no-progress", *TINY, "eval.humaneval=true", f"run.output_dir={tmp_path}")

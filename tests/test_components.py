@@ -4,7 +4,7 @@ per-task scopes, interference under a shared scope, and a base model that never 
 import pytest
 import torch
 
-from hybridcl.config import ComponentsConfig, FullLayerSpec, LoraSpec, ModelConfig
+from hybridcl.config.experiment import ComponentsConfig, FullLayerSpec, LoraSpec, ModelConfig
 from hybridcl.errors import ConfigError
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.full_layer import family_of

@@ -1,6 +1,6 @@
 import pytest
 
-from hybridcl.config import load_config, preset_names
+from hybridcl.config.experiment import load_config, preset_names
 from hybridcl.errors import ConfigError
 
 
@@ -114,8 +114,8 @@ def test_the_old_name_of_reference_metrics_still_reads_with_a_notice(capsys, mon
     eval.reference_metrics; committed runs' config.yaml files still load."""
     from pathlib import Path
 
-    from hybridcl import config
-    from hybridcl.run_dir import load_run_config
+    from hybridcl.config import experiment as config
+    from hybridcl.records.run_dir import load_run_config
 
     monkeypatch.setattr(config, "_noticed", set())
     assert load_config(overrides=["preset=smoke", "eval.seed_metrics=true"]).eval.reference_metrics is True
@@ -136,8 +136,8 @@ def test_per_seed_training_subsets_need_a_drawn_selection():
 def test_the_old_names_of_the_reference_experiment_still_read_with_a_notice(capsys, tmp_path):
     import json
 
-    from hybridcl import config as config_module
-    from hybridcl.results import read_results
+    from hybridcl.config import experiment as config_module
+    from hybridcl.records.results import read_results
 
     config_module._noticed.discard("seed-original")
     assert load_config("seed-original") == load_config("reference-original")

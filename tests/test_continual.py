@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.report.markdown import write_report
 from hybridcl.strategies.rules import EWC, Replay
@@ -189,7 +189,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
 
 
 def test_o_lora_penalty_is_the_overlap_of_the_lora_subspaces():
-    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig
+    from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
     from hybridcl.strategies import STRATEGIES
@@ -251,7 +251,7 @@ def test_eval_recomputes_the_matrix_from_the_checkpoints(tmp_path):
 
 
 def test_resume_drops_the_log_of_the_interrupted_task(tmp_path):
-    from hybridcl.run_dir import SeedDir
+    from hybridcl.records.run_dir import SeedDir
 
     seed_dir = SeedDir(tmp_path, 0)
     seed_dir.path.mkdir()
@@ -344,7 +344,7 @@ def test_shared_parts_are_evaluated_again(tmp_path):
 
 
 def test_each_task_reports_its_references_syntax_pass_rate(tmp_path):
-    from hybridcl.evaluate.syntax import syntax_pass_rate
+    from hybridcl.evaluation.syntax import syntax_pass_rate
 
     results = read(run_experiment(config("strategy=lora_only"), tmp_path / "run", progress=False) / "seed-0")
     from hybridcl.data.tasks import load_task_data
@@ -357,7 +357,7 @@ def test_each_task_reports_its_references_syntax_pass_rate(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_every_cell_is_generated_under_eval_precision_and_results_say_which(tmp_path, monkeypatch, precision):
-    import hybridcl.evaluator as evaluator
+    import hybridcl.evaluation.matrix as evaluator
 
     seen = []
     real_generate = evaluator.generate
@@ -451,8 +451,8 @@ def test_eval_scores_other_data_into_a_new_folder_and_leaves_the_run_alone(tmp_p
 def test_each_seed_draws_its_own_training_subset_and_every_seed_the_same_eval_set(tmp_path, subset):
     """issue 23: data.train_subset = per_seed makes seeds replicates over training data; evaluation stays paired."""
     from hybridcl.continual import ContinualRecipe
-    from hybridcl.results import SeedState
-    from hybridcl.run_dir import SeedDir
+    from hybridcl.records.results import SeedState
+    from hybridcl.records.run_dir import SeedDir
 
     cfg = config(f"data.train_subset={subset}", "data.max_train=8", "data.max_val=6")
     ids = {}
@@ -506,7 +506,7 @@ def test_row_0_from_base_cells_equals_the_computed_one_across_strategies(tmp_pat
 
 
 def test_routed_rows_compute_the_frozen_base_features_of_the_evaluation_prompts_once(tmp_path, monkeypatch):
-    from hybridcl import routing
+    from hybridcl.inference import routing
 
     sizes = []
     features = routing.base_features

@@ -7,7 +7,7 @@ import torch
 from accelerate.state import AcceleratorState
 from torch import nn
 
-from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig, load_config
+from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig, TrainConfig, load_config
 from hybridcl.data.batching import encode
 from hybridcl.data.tasks import load_task_data
 from hybridcl.model.components import ComponentSet
@@ -15,7 +15,7 @@ from hybridcl.model.dropout import CpuDropout, keep_mask, use_cpu_dropout
 from hybridcl.model.loading import load_base
 from hybridcl.model.parameters import component_state
 from hybridcl.strategies import get_strategy
-from hybridcl.train import make_accelerator, train_task
+from hybridcl.training.loop import make_accelerator, train_task
 
 N = 4_000_000
 

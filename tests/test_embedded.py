@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from hybridcl.config import ComponentsConfig, ModelConfig, load_config
+from hybridcl.config.experiment import ComponentsConfig, ModelConfig, load_config
 from hybridcl.continual import run_experiment
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
-from hybridcl.environment import cpu_info, environment_record, git_commit
+from hybridcl.records.environment import cpu_info, environment_record, git_commit
 from hybridcl.report.markdown import write_report
 
 CPUINFO = """processor\t: 0

@@ -4,8 +4,8 @@ a reused cell, and the aggregation of seeds' results."""
 import numpy as np
 import pytest
 
-from hybridcl.evaluator import Cell, CellAction, Row, plan_row
-from hybridcl.results import SeedResults, SeedState, aggregate
+from hybridcl.evaluation.matrix import Cell, CellAction, Row, plan_row
+from hybridcl.records.results import SeedResults, SeedState, aggregate
 
 TASKS = ["python", "javascript", "go"]
 SKIP, REUSE, SCORE = CellAction.SKIP, CellAction.REUSE, CellAction.SCORE

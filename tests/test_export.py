@@ -9,10 +9,10 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 import hybridcl
 from hybridcl.cli import main
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.errors import RunError
-from hybridcl.export import export_merged, export_peft
+from hybridcl.inference.export import export_merged, export_peft
 from hybridcl.model.loading import load_base
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]

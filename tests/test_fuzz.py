@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hybridcl.config import ExperimentConfig, load_config
+from hybridcl.config.experiment import ExperimentConfig, load_config
 from hybridcl.data.readers import read_jsonl_split
 from hybridcl.data.records import FIELDS, Record, read_records
 from hybridcl.errors import ConfigError, DataError

@@ -9,11 +9,11 @@ import torch
 
 import hybridcl
 from hybridcl.cli import main
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.tasks import load_task_data
-from hybridcl.evaluate.generate import Generations
-from hybridcl.routing import Router, Routers
+from hybridcl.evaluation.generate import Generations
+from hybridcl.inference.routing import Router, Routers
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 
@@ -61,7 +61,7 @@ def test_generate_command_and_its_errors(llama_run, capsys):
 
 
 def test_a_language_tag_picks_the_task_under_auto(llama_run):
-    from hybridcl.routing import split_language_tag
+    from hybridcl.inference.routing import split_language_tag
 
     assert split_language_tag("[JavaScript] Sum a and b.", ["python", "javascript"]) == ("javascript", "Sum a and b.")
     assert split_language_tag("[note] Sum a and b.", ["python", "javascript"]) == (None, "[note] Sum a and b.")
@@ -81,7 +81,7 @@ def test_routing_accuracy_has_its_interval(llama_run):
 
 def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template(monkeypatch):
     """The template names the language (issue 11 #1), so routing must never see it: it would leak the task."""
-    import hybridcl.evaluator as evaluator
+    import hybridcl.evaluation.matrix as evaluator
     from hybridcl.data.tasks import format_prompt
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base

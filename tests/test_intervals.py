@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from hybridcl import intervals as iv
-from hybridcl.cl_metrics import cl_metrics
-from hybridcl.evaluate import registry
+from hybridcl.evaluation import registry
 from hybridcl.report import wording
+from hybridcl.stats import intervals as iv
+from hybridcl.stats.cl_metrics import cl_metrics
 
 PREDS = [
     "def add(a, b):\n    return a + b",

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hybridcl.loss as loss_module
-from hybridcl.loss import token_scores
+import hybridcl.training.loss as loss_module
+from hybridcl.training.loss import token_scores
 
 
 class _Logits(torch.nn.Module):
@@ -88,7 +88,7 @@ def test_the_backward_pass_keeps_the_logits_not_a_float32_copy():
 def test_the_output_head_computes_target_rows_only_with_the_full_heads_values(arch):
     """issue 15: the head's matrix product and the logits cover target tokens only (not prompt or
     padding positions); NLL, accuracy and the gradients equal those of the model's full logits."""
-    from hybridcl.config import ModelConfig
+    from hybridcl.config.experiment import ModelConfig
     from hybridcl.data.batching import collate
     from hybridcl.model.loading import load_base
 

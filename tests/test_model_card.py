@@ -9,11 +9,11 @@ from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM
 
 from hybridcl.cli import main
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.data.tasks import prompt_template
+from hybridcl.inference.model_card import base_license, is_hub_id
 from hybridcl.model.loading import load_base
-from hybridcl.model_card import base_license, is_hub_id
 
 SMALL = ["preset=smoke", "data.max_train=8", "data.max_val=4", "eval.max_new_tokens=4"]
 
@@ -116,7 +116,7 @@ def test_hub_bases_get_their_licence():
 def test_an_embedded_base_is_named_by_its_hub_source_with_a_note():
     from huggingface_hub import ModelCard
 
-    from hybridcl.model_card import card_text
+    from hybridcl.inference.model_card import card_text
 
     info = {
         "form": "peft",

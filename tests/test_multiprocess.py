@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 
 # tiny:llama has no dropout, so the two runs see the same computation, only split differently.

@@ -1,9 +1,9 @@
 """The seed's architecture numbers on the codet5-small architecture (built from its published
 config on the meta device: no download, no weights)."""
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
+from hybridcl.model.budget import build_components, lora_count, matched_lora_rank, params_table
 from hybridcl.model.parameters import count_parameters
-from hybridcl.params import build_components, lora_count, matched_lora_rank, params_table
 
 
 def test_codet5_small_counts_are_exact():

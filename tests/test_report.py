@@ -6,12 +6,12 @@ import struct
 import pytest
 import torch
 
-from hybridcl.config import RoutingConfig, load_config
+from hybridcl.config.experiment import RoutingConfig, load_config
 from hybridcl.continual import run_experiment
+from hybridcl.inference.routing import MinPromptLoss, Prompts, routing_accuracy
 from hybridcl.report.compare import compare_runs
 from hybridcl.report.markdown import write_report
-from hybridcl.routing import MinPromptLoss, Prompts, routing_accuracy
-from hybridcl.train import cpu_has_native_bf16
+from hybridcl.training.loop import cpu_has_native_bf16
 
 SMALL = ["preset=smoke", "data.max_train=16", "data.max_val=4", "eval.max_new_tokens=8"]
 
@@ -245,9 +245,9 @@ def test_run_summary_prints_the_headline_numbers(tmp_path):
 
 
 def test_report_says_how_many_tasks_a_cl_mean_skipped(tmp_path):
-    from hybridcl.cl_metrics import cl_metrics
     from hybridcl.report.markdown import write_report
-    from hybridcl.stats import mean_std_nested
+    from hybridcl.stats.cl_metrics import cl_metrics
+    from hybridcl.stats.seeds import mean_std_nested
 
     # task 2 scored 0 after its own training (no relative forgetting); task 3 was not evaluated before it
     matrix = [[1.0, 2.0, 3.0], [10.0, 4.0, None], [8.0, 0.0, None], [6.0, 1.0, 9.0]]

@@ -1,4 +1,4 @@
-"""Routers fitted task by task from statistics (hybridcl.routing): exact incremental fits, saving, choosing."""
+"""Routers fitted task by task from statistics (hybridcl.inference.routing): exact incremental fits, saving."""
 
 import math
 from dataclasses import replace
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybridcl.config import RoutingConfig
-from hybridcl.routing import (
+from hybridcl.config.experiment import RoutingConfig
+from hybridcl.inference.routing import (
     ROUTERS,
     FeatureRidge,
     Mahalanobis,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.data.batching import Encoded
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.errors import ConfigError
@@ -119,7 +119,7 @@ def test_ewc_fisher_adds_up_over_examples_on_a_tiny_t5_with_lora():
     # Per-example gradients make the estimate a mean over examples: the Fisher of two examples is the
     # mean of their single-example Fishers (a squared batch gradient is not). Exercises the seq2seq
     # loss (decoder inputs from the base's own label shift) through PEFT.
-    from hybridcl.config import ComponentsConfig, LoraSpec, ModelConfig
+    from hybridcl.config.experiment import ComponentsConfig, LoraSpec, ModelConfig
     from hybridcl.model.components import ComponentSet
     from hybridcl.model.loading import load_base
     from hybridcl.strategies import STRATEGIES

@@ -13,20 +13,20 @@ import torch
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from hybridcl.cli import main
-from hybridcl.config import ComponentsConfig, DataConfig, FullLayerSpec, LoraSpec, ModelConfig, load_config
+from hybridcl.config.experiment import ComponentsConfig, DataConfig, FullLayerSpec, LoraSpec, ModelConfig, load_config
 from hybridcl.data.batching import batch_indices, collate, encode
 from hybridcl.data.records import Record
 from hybridcl.data.tasks import format_prompt, load_task_data, make_examples
 from hybridcl.errors import ConfigError, DataError
-from hybridcl.evaluate import generate as generate_module
-from hybridcl.evaluate.metrics import bleu_reference, bleu_reference_scores
-from hybridcl.evaluate.registry import score
-from hybridcl.evaluate.syntax import passes_seed, syntax_pass_rate_seed
-from hybridcl.intervals import example_stats, value
+from hybridcl.evaluation import generate as generate_module
+from hybridcl.evaluation.metrics import bleu_reference, bleu_reference_scores
+from hybridcl.evaluation.registry import score
+from hybridcl.evaluation.syntax import passes_seed, syntax_pass_rate_seed
+from hybridcl.model.budget import build_components, params_table
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.model.parameters import count_parameters
-from hybridcl.params import build_components, params_table
+from hybridcl.stats.intervals import example_stats, value
 from hybridcl.strategies import get_strategy
 
 PY = Record("r", "a.py", "f", "python", 'def f(x):\n    """Double."""\n    return 2 * x', "Double.")
@@ -280,7 +280,7 @@ def test_unshuffled_batches_are_file_order():
 def _train_log(tmp_path, extra):
     from accelerate.state import AcceleratorState
 
-    from hybridcl.train import make_accelerator, train_task
+    from hybridcl.training.loop import make_accelerator, train_task
 
     AcceleratorState._reset_state(reset_partial_state=True)
     config = load_config(overrides=["preset=smoke", "data.max_train=16", *extra])
@@ -347,7 +347,7 @@ def test_no_repeat_ngram_size_reaches_generate(monkeypatch):
             settings=generate_module.GenerationSettings(max_new_tokens=3, no_repeat_ngram_size=size),
             progress=False,
         )
-    # size 0: plain greedy, hybridcl's own loop (hybridcl.evaluate.greedy); the seed's 2 needs generate's
+    # size 0: plain greedy, hybridcl's own loop (hybridcl.evaluation.greedy); the seed's 2 needs generate's
     # logits processor and reaches it
     assert seen == [2]
     assert generate_module.code_language("python", "completion") == "python"

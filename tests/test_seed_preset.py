@@ -16,7 +16,7 @@ import torch
 from _seed_fixtures import JUNK, SCRIPT
 
 from hybridcl.cli import main
-from hybridcl.config import ModelConfig, load_config
+from hybridcl.config.experiment import ModelConfig, load_config
 from hybridcl.model.loading import load_base
 
 # The hub's Salesforce/codet5-small, less README.md and the pickle / Flax checkpoints.
@@ -38,7 +38,7 @@ def test_the_stand_in_is_codet5_small_file_for_file(codet5_small_dir):
     from importlib import resources
 
     published = json.loads(
-        (resources.files("hybridcl") / "presets" / "model_configs" / "codet5-small.json").read_text()
+        (resources.files("hybridcl.config") / "presets" / "model_configs" / "codet5-small.json").read_text()
     )
     assert {k: v for k, v in config.items() if k != "vocab_size"} == {
         k: v for k, v in published.items() if k != "vocab_size"
@@ -297,7 +297,7 @@ def test_preset_seed_as_shipped_reads_salesforce_codet5_small_from_the_hf_cache(
 
 
 def test_the_tiny_stand_in_behaves_the_same(codet5_tiny_dir):
-    from hybridcl.evaluate.generate import generate
+    from hybridcl.evaluation.generate import generate
 
     base = load_base(ModelConfig(name=str(codet5_tiny_dir)))
     assert type(base.tokenizer).__name__ == "RobertaTokenizer" and base.model.config.d_model == 64

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridcl.config import load_config
-from hybridcl.run_dir import write_run_config
+from hybridcl.config.experiment import load_config
+from hybridcl.records.run_dir import write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 HYBRID = "hybrid_task_specific"

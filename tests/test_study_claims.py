@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from hybridcl.cl_metrics import cl_metrics
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.constants import HEADLINE_METRIC
 from hybridcl.errors import RunError
-from hybridcl.intervals import value
-from hybridcl.io import read_json, save_tensors, write_json
-from hybridcl.run_dir import write_run_config
+from hybridcl.records.io import read_json, save_tensors, write_json
+from hybridcl.records.run_dir import write_run_config
+from hybridcl.stats.cl_metrics import cl_metrics
+from hybridcl.stats.intervals import value
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("study_claims", ROOT / "scripts" / "study_claims.py")
@@ -274,8 +274,8 @@ def test_two_sample_permutation_by_hand():
 def test_first_epoch_loss_weights_each_logged_window_by_its_steps(tmp_path):
     run = tmp_path / "run"
     (run / "seed-0").mkdir(parents=True)
-    from hybridcl.config import load_config
-    from hybridcl.run_dir import write_run_config
+    from hybridcl.config.experiment import load_config
+    from hybridcl.records.run_dir import write_run_config
 
     write_run_config(run, load_config("smoke", ["train.epochs=2"]))
     # 8 steps over 2 epochs: the first epoch is steps 1-4, logged as windows ending at 1 (1 step) and 4 (3 steps)

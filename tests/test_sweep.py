@@ -5,10 +5,10 @@ import json
 import pytest
 
 from hybridcl.cli import main
-from hybridcl.config import raw_config
+from hybridcl.config.experiment import raw_config
+from hybridcl.config.sweep import load_sweep, parse_axis, sweep_axes, sweep_points
 from hybridcl.errors import ConfigError
 from hybridcl.strategies import ALL_STRATEGIES
-from hybridcl.sweep import load_sweep, parse_axis, sweep_axes, sweep_points
 
 TINY = ["preset=smoke", "data.max_train=8", "data.max_val=2", "eval.max_new_tokens=4", "tasks=[python]"]
 

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from hybridcl.config import load_config
+from hybridcl.config.experiment import load_config
 from hybridcl.continual import run_experiment
 from hybridcl.errors import ConfigError
 

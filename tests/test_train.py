@@ -7,13 +7,13 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-import hybridcl.train as train_module
-from hybridcl.config import TrainConfig, load_config
+import hybridcl.training.loop as train_module
+from hybridcl.config.experiment import TrainConfig, load_config
 from hybridcl.data.batching import encode
 from hybridcl.data.tasks import load_task_data
-from hybridcl.evaluate.precision import evaluation_precision
+from hybridcl.evaluation.precision import evaluation_precision
 from hybridcl.model.loading import load_base
-from hybridcl.train import make_accelerator, train_task
+from hybridcl.training.loop import make_accelerator, train_task
 
 
 def _python_examples(arch: str, max_train: int):

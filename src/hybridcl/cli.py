@@ -31,7 +31,7 @@ from hybridcl.progress import log_to_stderr
 
 def _parser() -> argparse.ArgumentParser:
     from hybridcl import __version__
-    from hybridcl.config import preset_names
+    from hybridcl.config.experiment import preset_names
 
     parser = argparse.ArgumentParser(
         prog="hybridcl", description="Continual learning of code models with hybrid PEFT components."
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hybridcl: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a write or read outside hybridcl.io (logs, caches, plots, exports): still one line
+    except OSError as exc:  # a write or read outside hybridcl.records.io (logs, caches, plots, exports): still one line
         if args.debug:
             raise
         message = describe_os_error(exc)
@@ -178,12 +178,12 @@ def _quiet_libraries() -> None:
 
 
 def _run(args) -> int:
-    from hybridcl.config import build_config, raw_config
+    from hybridcl.config.experiment import build_config, raw_config
+    from hybridcl.config.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
     from hybridcl.continual import run_experiment
     from hybridcl.errors import ConfigError, RunError
-    from hybridcl.params import check_architecture
-    from hybridcl.run_dir import RunLocked, load_run_config, new_run_dir
-    from hybridcl.sweep import is_sweep, load_sweep, new_sweep_dir, sweep_axes, sweep_points, write_sweep
+    from hybridcl.model.budget import check_architecture
+    from hybridcl.records.run_dir import RunLocked, load_run_config, new_run_dir
 
     progress = not args.no_progress
     if args.resume:
@@ -265,7 +265,7 @@ def _write_sweep_reports(sweep_dir: Path, names: list[str]) -> None:
 
 def _finished(run_dir: Path, config) -> bool:
     """Every seed of the run finished and its results written: a resume has nothing to do."""
-    from hybridcl.run_dir import SeedDir
+    from hybridcl.records.run_dir import SeedDir
 
     seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
     return (run_dir / "results.json").is_file() and all(
@@ -292,16 +292,16 @@ def _check_sandbox(config) -> None:
     """Refuse before training, not after, when HumanEval's generated code could not be isolated; say
     which protections it will run under."""
     if config.eval.humaneval:
-        from hybridcl.evaluate.sandbox import isolation_protections
+        from hybridcl.evaluation.sandbox import isolation_protections
 
         protections = isolation_protections(config.eval.allow_unsandboxed)
         print(f"hybridcl: sandbox protections: {', '.join(protections)}", file=sys.stderr)
 
 
 def _eval(args) -> int:
+    from hybridcl.config.sweep import is_sweep, load_sweep
     from hybridcl.continual import evaluate_run
     from hybridcl.report.markdown import write_report
-    from hybridcl.sweep import is_sweep, load_sweep
 
     run_dir = Path(args.run_dir)
     data = Path(args.data) if args.data else None
@@ -328,8 +328,8 @@ def _eval(args) -> int:
 
 
 def _params(args) -> int:
-    from hybridcl.config import load_config
-    from hybridcl.params import params_table
+    from hybridcl.config.experiment import load_config
+    from hybridcl.model.budget import params_table
 
     print(params_table(load_config(overrides=args.overrides)))
     return 0
@@ -404,7 +404,7 @@ def _add_config_command(sub) -> None:
 
 
 def _config_show(args) -> int:
-    from hybridcl.config import dump_yaml, load_config
+    from hybridcl.config.experiment import dump_yaml, load_config
 
     print(dump_yaml(load_config(overrides=args.overrides)), end="")
     return 0
@@ -421,8 +421,8 @@ def _report(args) -> int:
 def _data_notes(run_dir: Path) -> None:
     """One stderr line per data file the run recorded that is missing here or has another sha256."""
     from hybridcl.data.provenance import check_data_files
-    from hybridcl.io import read_json
-    from hybridcl.run_dir import load_run_config
+    from hybridcl.records.io import read_json
+    from hybridcl.records.run_dir import load_run_config
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "config.yaml").is_file():
         return
@@ -436,8 +436,8 @@ def _data_notes(run_dir: Path) -> None:
 
 
 def _compare(args) -> int:
+    from hybridcl.config.sweep import is_sweep
     from hybridcl.report.compare import compare_runs
-    from hybridcl.sweep import is_sweep
 
     run_dirs = [Path(d).resolve() for d in args.run_dirs]
     if args.out:
@@ -466,7 +466,7 @@ def _generate(args) -> int:
     import json
 
     from hybridcl.errors import ConfigError
-    from hybridcl.inference import load_run
+    from hybridcl.inference.load import load_run
 
     # The same rules as the eval.* keys, checked before the run is loaded.
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams)):
@@ -490,14 +490,14 @@ def _generate(args) -> int:
 
 
 def _export(args) -> int:
-    from hybridcl.export import export_merged, export_peft
+    from hybridcl.inference.export import export_merged, export_peft
 
     if args.merged:
         out = export_merged(args.run, args.task, Path(args.merged), seed=args.seed)
     else:
         out = export_peft(args.run, args.task, Path(args.peft), seed=args.seed)
     if args.push_to_hub:
-        from hybridcl.model_card import push_to_hub
+        from hybridcl.inference.model_card import push_to_hub
 
         print(
             f"hybridcl: uploaded {out} to {push_to_hub(out, args.push_to_hub, private=args.private)}", file=sys.stderr

@@ -29,28 +29,28 @@ import torch
 from accelerate import PartialState
 
 from hybridcl import __version__
-from hybridcl.config import ExperimentConfig, apply_override, build_config
+from hybridcl.config.experiment import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.tasks import load_task_data
-from hybridcl.environment import environment_record
 from hybridcl.errors import ConfigError, RunError, quote
-from hybridcl.evaluate.efficiency import Meter
-from hybridcl.evaluate.precision import evaluation_precision
-from hybridcl.evaluator import MatrixEvaluator, Row
-from hybridcl.intervals import cl_intervals, has_interval, own_training_effect
-from hybridcl.io import load_tensors, read_json, save_tensors, write_json
+from hybridcl.evaluation.efficiency import Meter
+from hybridcl.evaluation.matrix import MatrixEvaluator, Row
+from hybridcl.evaluation.precision import evaluation_precision
+from hybridcl.inference.routing import STATS_FILE, Prompts, Routers, routed_results
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.model.parameters import component_state, count_parameters, load_component_state
 from hybridcl.progress import note
-from hybridcl.results import Matrix, SeedResults, SeedState, aggregate
-from hybridcl.routing import STATS_FILE, Prompts, Routers, routed_results
-from hybridcl.run_dir import RunLock, SeedDir, load_run_config, new_run_dir, write_run_config
+from hybridcl.records.environment import environment_record
+from hybridcl.records.io import load_tensors, read_json, save_tensors, write_json
+from hybridcl.records.results import Matrix, SeedResults, SeedState, aggregate
+from hybridcl.records.run_dir import RunLock, SeedDir, load_run_config, new_run_dir, write_run_config
+from hybridcl.records.trackers import Trackers
+from hybridcl.stats.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.strategies import get_strategy
 from hybridcl.strategies.rules import make_rule
-from hybridcl.trackers import Trackers
-from hybridcl.train import make_accelerator, train_task
-from hybridcl.train_state import read_progress
+from hybridcl.training.loop import make_accelerator, train_task
+from hybridcl.training.state import read_progress
 
 
 class ContinualRecipe:

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from hybridcl.config import DataConfig
+from hybridcl.config.experiment import DataConfig
 from hybridcl.data.readers import bundled_dir, read_split
 from hybridcl.data.records import Record, write_records
 from hybridcl.data.tasks import format_prompt, load_task_data, make_examples, strip_docstring

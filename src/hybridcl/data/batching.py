@@ -20,8 +20,8 @@ import torch
 from hybridcl.constants import IGNORE_INDEX, KINDS
 from hybridcl.data.tasks import Example, prompt_template
 from hybridcl.errors import DataError, quote
-from hybridcl.io import write_atomic
 from hybridcl.progress import progress_bar
+from hybridcl.records.io import write_atomic
 
 _CACHE_FORMAT = 2  # 2: seq2seq prompts name the language; long targets dropped or cut without eos
 _CHUNK = 256  # texts per tokenizer call

@@ -31,7 +31,7 @@ from typing import Any
 from hybridcl.data.extract import EXTENSIONS, ExtractResult, Filters, TreeSource, extract
 from hybridcl.data.records import write_records
 from hybridcl.errors import DataError
-from hybridcl.io import write_text
+from hybridcl.records.io import write_text
 
 PYTHON_VERSION = "3.11.7"
 CPYTHON_URL = f"https://github.com/python/cpython/blob/v{PYTHON_VERSION}/Lib/{{path}}#L{{start}}-L{{end}}"

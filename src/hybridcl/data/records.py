@@ -158,12 +158,14 @@ def read_records(path: str | Path, *, max_bytes: int | None = None, skipped: Cou
 
 
 def write_records(records: Iterable[Record], path: str | Path) -> None:
-    """Write records atomically (:func:`hybridcl.io.write_atomic`: temp file, fsync, rename).
+    """Write records atomically (:func:`hybridcl.records.io.write_atomic`: temp file, fsync, rename).
 
     A ``.gz`` name is gzip-compressed with mtime 0 and no file name in the header, so the same
     records give the same bytes.
     """
-    from hybridcl.io import write_atomic  # here: hybridcl.io imports torch, which reading records does not need
+    from hybridcl.records.io import (
+        write_atomic,
+    )  # here: hybridcl.records.io imports torch, which reading records does not need
 
     path = Path(path)
 

@@ -27,7 +27,7 @@ from hybridcl.data.records import Record
 from hybridcl.errors import DataError, quote
 
 if TYPE_CHECKING:
-    from hybridcl.config import DataConfig
+    from hybridcl.config.experiment import DataConfig
 
 
 @dataclass

@@ -23,7 +23,7 @@ import re
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from hybridcl.config import ComponentsConfig
+from hybridcl.config.experiment import ComponentsConfig
 from hybridcl.constants import Kind
 from hybridcl.errors import ModelError
 from hybridcl.model.full_layer import SLOT_ATTR, FullLayerSlot, attach_slot, family_of, resolve_position

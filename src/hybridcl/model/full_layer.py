@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hybridcl.config import parse_position
+from hybridcl.config.experiment import parse_position
 from hybridcl.errors import ConfigError, ModelError, quote
 
 SLOT_ATTR = "full_layers"  # the ModuleDict inside the slot; PEFT's exclude pattern matches it

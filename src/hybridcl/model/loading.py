@@ -45,7 +45,7 @@ from transformers import (
     T5Config,
 )
 
-from hybridcl.config import ModelConfig
+from hybridcl.config.experiment import ModelConfig
 from hybridcl.constants import Kind
 from hybridcl.errors import ModelError, quote
 
@@ -160,7 +160,9 @@ def base_config(cfg: ModelConfig) -> PretrainedConfig:
         try:
             return AutoConfig.from_pretrained(name, **_hub_kwargs(cfg, name))
         except OSError:
-            text = (resources.files("hybridcl") / "presets" / "model_configs" / SHIPPED_CONFIGS[name]).read_text()
+            text = (
+                resources.files("hybridcl.config") / "presets" / "model_configs" / SHIPPED_CONFIGS[name]
+            ).read_text()
             return AutoConfig.for_model(**json.loads(text))
     if name.startswith("embedded:"):
         return AutoConfig.from_pretrained(embedded_folder(name.partition(":")[2]))

@@ -14,10 +14,10 @@ from pathlib import Path
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
 from hybridcl.constants import LANGUAGE_NAMES
 from hybridcl.errors import RunError
-from hybridcl.io import read_json, write_json, write_text
+from hybridcl.records.io import read_json, write_json, write_text
+from hybridcl.records.results import read_results
 from hybridcl.report import plots
-from hybridcl.results import read_results
-from hybridcl.stats import mean, t_interval
+from hybridcl.stats.seeds import mean, t_interval
 
 LOWER_IS_BETTER = {"forgetting_relative", "forgetting_routed", "trainable_params", "train_seconds", "average_loss"}
 
@@ -56,7 +56,7 @@ def _forgetting_routed(results: dict) -> float | None:
 
 def expand_run_dirs(run_dirs: list[Path]) -> list[Path]:
     """Run folders, with a sweep folder, or any other, replaced by the runs found anywhere inside it."""
-    from hybridcl.sweep import is_sweep, sweep_run_dirs
+    from hybridcl.config.sweep import is_sweep, sweep_run_dirs
 
     out = []
     for run_dir in map(Path, run_dirs):

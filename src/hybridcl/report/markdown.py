@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hybridcl.config import parse_position
+from hybridcl.config.experiment import parse_position
 from hybridcl.constants import HEADLINE_METRIC as HEADLINE
-from hybridcl.environment import environment_lines
 from hybridcl.errors import RunError
-from hybridcl.evaluate.registry import all_metrics, get_metric, higher_is_better
-from hybridcl.io import write_text
+from hybridcl.evaluation.registry import all_metrics, get_metric, higher_is_better
+from hybridcl.records.environment import environment_lines
+from hybridcl.records.io import write_text
+from hybridcl.records.results import read_results, trained_precisions
 from hybridcl.report import plots
 from hybridcl.report.wording import describe_interval
-from hybridcl.results import read_results, trained_precisions
-from hybridcl.stats import mean, mean_std
+from hybridcl.stats.seeds import mean, mean_std
 from hybridcl.strategies import STRATEGIES
 
 # Cell values that are not metrics: what they are and their unit (the metrics' are in the registry).
@@ -126,7 +126,7 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def _config(run_dir: Path):
-    from hybridcl.run_dir import load_run_config
+    from hybridcl.records.run_dir import load_run_config
 
     try:
         return load_run_config(run_dir)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from hybridcl.constants import HEADLINE_METRIC
-from hybridcl.results import read_results
-from hybridcl.stats import mean
+from hybridcl.records.results import read_results
+from hybridcl.stats.seeds import mean
 
 # The BLEU that fits each direction's outputs: CodeXGLUE's code-to-text BLEU (sentence BLEU,
 # lower-cased) for docstrings, its text-to-code BLEU (corpus BLEU) for code.
@@ -30,7 +30,7 @@ def _fmt(value, signed: bool = False) -> str:
 
 def _direction(run_dir: Path) -> str | None:
     from hybridcl.errors import HybridclError
-    from hybridcl.run_dir import load_run_config
+    from hybridcl.records.run_dir import load_run_config
 
     if not (run_dir / "config.yaml").is_file():
         return None

@@ -1,6 +1,6 @@
 """The words of the report for a difference and its interval: "above 0", "within noise", ...
 
-The numbers come from :mod:`hybridcl.intervals`; this module only says them.
+The numbers come from :mod:`hybridcl.stats.intervals`; this module only says them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybridcl.intervals import LEVEL, percentile_interval
+from hybridcl.stats.intervals import LEVEL, percentile_interval
 
 
 def signed(x: float, digits: int = 2) -> str:

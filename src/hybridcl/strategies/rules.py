@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from hybridcl.config import ExperimentConfig
+from hybridcl.config.experiment import ExperimentConfig
 from hybridcl.data.batching import Encoded, collate
 from hybridcl.data.tasks import Example, TaskData
 from hybridcl.errors import ConfigError
-from hybridcl.loss import token_scores
 from hybridcl.strategies import Strategy
+from hybridcl.training.loss import token_scores
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class EWC(Rule):
         """Add this task's diagonal empirical Fisher to the running sum and anchor the weights here.
 
         F = (1/n) * sum_i (d loss_i / d theta)^2 over the first ``ewc_samples`` training examples,
-        where loss_i is example i's training loss (:func:`hybridcl.loss.token_scores`, the mean
+        where loss_i is example i's training loss (:func:`hybridcl.training.loss.token_scores`, the mean
         cross-entropy over its target tokens, in nats). Each example gets its own backward pass:
         squaring a batch's mean gradient instead lets the examples' gradients cancel and
         underestimates F up to batch-size times on noisy coordinates.

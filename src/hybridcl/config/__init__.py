@@ -1,0 +1,1 @@
+"""Configuration: the experiment's dataclasses, presets, overrides and sweeps."""

@@ -1,0 +1,1 @@
+"""Inference: a finished run loaded for use, routing, export and the model card."""

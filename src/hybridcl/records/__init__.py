@@ -1,0 +1,1 @@
+"""Run records: the run folder, typed results, atomic io, the environment, trackers."""

@@ -1,0 +1,1 @@
+"""Statistics: CL metrics from a matrix, intervals over examples and seeds."""

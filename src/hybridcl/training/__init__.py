@@ -1,0 +1,1 @@
+"""Training: one task's loop, its train state and the loss."""
