@@ -81,6 +81,7 @@ WHOLE_RUN_MODULES = frozenset(
         "test_continual",
         "test_embedded",
         "test_export",
+        "test_learn",
         "test_multiprocess",
         "test_reliability",
         "test_report",

@@ -5,6 +5,7 @@
     hybridcl run --resume RUN_DIR                   continue an interrupted run or sweep
     hybridcl config show [preset=NAME] [key=value ...]  print the resolved config (every key) without running
     hybridcl eval RUN_DIR [eval.key=value ...]      re-evaluate a finished run's checkpoints
+    hybridcl learn RUN_DIR TASK...                  teach a finished run (or sweep) more tasks
     hybridcl params [preset=NAME] [key=value ...]   the architecture and parameter table
     hybridcl data extract|build|stats ...           build record files and the bundled corpus
     hybridcl setup                                  put the embedded model in place (offline)
@@ -75,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="write the results to this new folder; the run is not changed")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     evaluate.set_defaults(func=_eval)
+
+    learn = sub.add_parser(
+        "learn",
+        help="teach a finished run (or every run of a finished sweep) more tasks",
+        description="Trains the new tasks' stages after the run's own, as if the run had had them from the "
+        "start, and rewrites its results, report and (for a sweep) comparison.",
+    )
+    learn.add_argument("run_dir", metavar="RUN_DIR")
+    learn.add_argument("tasks", nargs="+", metavar="TASK", help="a task to learn: a language of the bundled corpus")
+    learn.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    learn.set_defaults(func=_learn)
 
     params = sub.add_parser("params", help="print the architecture and parameter table")
     params.add_argument("overrides", nargs="*", help="preset=NAME or key=value")
@@ -269,7 +281,7 @@ def _finished(run_dir: Path, config) -> bool:
 
     seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
     return (run_dir / "results.json").is_file() and all(
-        s.first_unreadable_stage(st := s.load_state()) is None and st.finished for s in seeds
+        s.first_unreadable_stage(st := s.load_state()) is None and st.finished_on(config.tasks) for s in seeds
     )
 
 
@@ -324,6 +336,38 @@ def _eval(args) -> int:
         target = evaluate_run(run_dir, args.overrides, data=data, out=out, progress=not args.no_progress)
         write_report(target)
     print(target)
+    return 0
+
+
+def _learn(args) -> int:
+    from hybridcl.config.sweep import is_sweep, load_sweep
+    from hybridcl.continual import learn_tasks
+    from hybridcl.errors import ConfigError
+
+    if settings := [t for t in args.tasks if "=" in t]:
+        raise ConfigError(
+            f"hybridcl learn takes tasks, not settings ({settings[0]}): the run keeps its model, strategy and "
+            "settings (its config.yaml); start a new run for others"
+        )
+    run_dir = args.run_folder = Path(args.run_dir)
+    progress = not args.no_progress
+    if is_sweep(run_dir):
+        names = [p.name for p in load_sweep(run_dir)]
+        for name in names:
+            print(f"hybridcl: run {name} learns {', '.join(args.tasks)}", file=sys.stderr)
+            learn_tasks(run_dir / name, args.tasks, progress=progress)
+        if _main_process():
+            _write_sweep_reports(run_dir, names)
+            print(run_dir)
+        return 0
+    learn_tasks(run_dir, args.tasks, progress=progress)
+    if _main_process():
+        from hybridcl.report.markdown import write_report
+        from hybridcl.report.summary import run_summary
+
+        write_report(run_dir)
+        print(run_summary(run_dir), file=sys.stderr)
+        print(run_dir)
     return 0
 
 

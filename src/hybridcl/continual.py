@@ -21,6 +21,7 @@ resumed run ends with the same results as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from accelerate import PartialState
 from hybridcl import __version__
 from hybridcl.config.experiment import ExperimentConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
+from hybridcl.data.provenance import check_data_files
 from hybridcl.data.tasks import load_task_data
 from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluation.efficiency import Meter
@@ -44,7 +46,7 @@ from hybridcl.progress import note
 from hybridcl.records.environment import environment_record
 from hybridcl.records.io import load_tensors, read_json, save_tensors, write_json
 from hybridcl.records.results import Matrix, SeedResults, SeedState, aggregate
-from hybridcl.records.run_dir import RunLock, SeedDir, load_run_config, new_run_dir, write_run_config
+from hybridcl.records.run_dir import RunLock, SeedDir, Undo, load_run_config, new_run_dir, write_run_config
 from hybridcl.records.trackers import Trackers
 from hybridcl.stats.intervals import cl_intervals, has_interval, own_training_effect
 from hybridcl.strategies import get_strategy
@@ -222,18 +224,27 @@ class ContinualRecipe:
             note(f"row {i} of the matrix evaluated ({'base model' if i == 0 else 'after ' + self.stages[i - 1].name})")
         self.accelerator.wait_for_everyone()
 
+    def lacks_cells(self, i: int) -> bool:
+        """Row ``i`` was made before the run learned more tasks and lacks their columns."""
+        return i < len(self.state.rows) and bool(self.evaluator.missing(i, self.state.rows[i]))
+
     def _evaluate(self, i: int) -> None:
+        # a row made before the run learned more tasks keeps its cells and scores the new columns
+        known = self._saved_row(i) if i < len(self.state.rows) else None
         resumed = i > 1 and self.evaluator.reuses_cells and self.evaluator.previous_index != i - 1
         if resumed and (saved := self._saved_row(i - 1)) is not None:
             self.evaluator.remember(saved)  # row i - 1 was made before a resume: reuse its cells as then
         if i == 0:
             with self.components.base_only():
-                row = self.evaluator.row(0)
+                row = self.evaluator.row(0, known)
         else:
-            row = self.evaluator.row(i)
+            row = self.evaluator.row(i, known)
         self._write_predictions(f"row{i}", row)
         save_tensors(self.seed_dir.stats_file(i), _flat_stats(row.stats))
-        self.state.rows.append(row.cells)
+        if i < len(self.state.rows):
+            self.state.rows[i] = row.cells
+        else:
+            self.state.rows.append(row.cells)
         routed = self.evaluator.routed_row(i, row) if i > 0 and self.config.eval.routing else None
         if routed is not None:
             self.state.routed[i] = routed.result
@@ -392,8 +403,9 @@ def run_seed(
                 train=state.train[: bad - 1],
                 routed={i: r for i, r in state.routed.items() if i < bad},
             )
-        elif state.finished:
+        elif state.finished_on(config.tasks):
             return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
+        state.finished = False  # a finished seed of a run that learns more tasks goes on
     seed_dir.path.mkdir(parents=True, exist_ok=True)
     recipe = ContinualRecipe(config, seed_dir, checkpoints=reevaluate_from, progress=progress)
     recipe.setup(state, with_train=not reevaluate)
@@ -401,20 +413,20 @@ def run_seed(
         seed_dir.drop_unfinished_log(state.stages_done, recipe.resumed_at(len(state.train) + 1))
     tracked = recipe.main and not reevaluate
     with Trackers(config.run.report_to, seed_dir, run_config=config.to_dict(), enabled=tracked) as trackers:
-        if not state.rows:
-            recipe.evaluate(0)
-            trackers.row(state, 0)
-        for i in range(1, len(recipe.stages) + 1):
-            trackers.at(state.train[: i - 1])
-            if i <= len(state.train):  # finished before (an interrupted run, or `hybridcl eval`)
-                recipe.restore_stage(i)
-                trackers.at(state.train[:i])
-            else:
-                recipe.train_stage(i, trackers)
-                trackers.stage(i, state.train[-1])
+        for i in range(len(recipe.stages) + 1):
+            if i > 0:
+                trackers.at(state.train[: i - 1])
+                if i <= len(state.train):  # finished before (an interrupted or extended run, `hybridcl eval`)
+                    recipe.restore_stage(i)
+                    trackers.at(state.train[:i])
+                else:
+                    recipe.train_stage(i, trackers)
+                    trackers.stage(i, state.train[-1])
             if len(state.rows) <= i:
                 recipe.evaluate(i)
                 trackers.row(state, i)
+            elif recipe.lacks_cells(i):  # a run that learns more tasks: their columns in its earlier rows
+                recipe.evaluate(i)
         results = recipe.finish() if recipe.main else None
         trackers.results(results)
     return results
@@ -427,13 +439,72 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None, *, pro
     main = PartialState().is_main_process
     with RunLock(run_dir, enabled=main):
         write_run_config(run_dir, config)
-        results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
-        if main:
-            write_json(
-                run_dir / "results.json",
-                {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
-            )
+        _run_seeds(config, run_dir, progress=progress, main=main)
     return run_dir
+
+
+def _run_seeds(config: ExperimentConfig, run_dir: Path, *, progress: bool, main: bool) -> None:
+    results = [run_seed(config, SeedDir(run_dir, seed), progress=progress) for seed in config.run.seeds]
+    if main:
+        write_json(run_dir / "results.json", _with_environment(results))
+
+
+def learn_tasks(run_dir: Path, tasks: list[str], *, progress: bool = True) -> Path:
+    """Teach a finished run more tasks, after the ones it has: the same as a run started on all of them.
+
+    Each seed restores its stages from their checkpoints, scores the new tasks' columns in the rows it
+    made (with ``eval.forward_transfer``; row 0 always), trains the new stages (new per-task parts;
+    shared parts and the strategy's rule state go on from the last stage), extends the routers from the
+    new tasks' own training prompts and evaluates the new rows; then results.json is written again.
+    Checkpoints, router files, per-example statistics and matrices are those of a run started with
+    every task (same seeds). A failure before any new stage is saved leaves the folder as it was; after
+    that, ``hybridcl run --resume RUN_DIR`` finishes it.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    extended = _extended(config, tasks, run_dir)
+    seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
+    stages_before = [len(s.load_state().train) for s in seeds]
+    main = PartialState().is_main_process
+    with RunLock(run_dir, enabled=main):
+        for seed_dir in seeds:
+            if not seed_dir.load_state().finished_on(config.tasks):
+                raise RunError(
+                    f"{seed_dir.path} is not finished: complete it with `hybridcl run --resume {run_dir}`, "
+                    "then learn more tasks"
+                )
+        _check_data_unchanged(run_dir, config)
+        kept = lambda: any(len(s.load_state().train) > n for s, n in zip(seeds, stages_before, strict=True))  # noqa: E731
+        with Undo(run_dir, kept=kept) if main else contextlib.nullcontext():
+            if main:
+                write_run_config(run_dir, extended, overwrite=True)
+            _run_seeds(extended, run_dir, progress=progress, main=main)
+    return run_dir
+
+
+def _extended(config: ExperimentConfig, tasks: list[str], run_dir: Path) -> ExperimentConfig:
+    """``config`` with ``tasks`` after its own; refuses what a finished run cannot learn."""
+    if not tasks:
+        raise ConfigError("give the tasks to learn, e.g. `hybridcl learn RUN_DIR go`")
+    if not get_strategy(config.strategy).sequential:
+        raise ConfigError(
+            f"{run_dir}: strategy {config.strategy} trains one stage on every task at once and has no sequence "
+            f"to extend: start a new run with tasks=[{','.join([*config.tasks, *tasks])}]"
+        )
+    for name in tasks:
+        if name in config.tasks:
+            raise ConfigError(f"{run_dir} has a task {quote(name)} already: give a new task name")
+    raw = config.to_dict()
+    raw["tasks"] = [*config.tasks, *tasks]
+    return build_config(raw)
+
+
+def _check_data_unchanged(run_dir: Path, config: ExperimentConfig) -> None:
+    """The run's earlier tasks are read again (their rows, routing, replay): their files must be the
+    ones the run read."""
+    changed = check_data_files(read_json(run_dir / "results.json"), config.data.source, config.data.path)
+    if changed:
+        raise RunError(f"{run_dir}: {changed[0]}; the run cannot learn more tasks on other data")
 
 
 def evaluate_run(
@@ -482,8 +553,5 @@ def evaluate_run(
             for seed in config.run.seeds
         ]
         write_run_config(target, config, overwrite=True)
-        write_json(
-            target / "results.json",
-            {**aggregate([r for r in results if r is not None]), "environment": environment_record()},
-        )
+        write_json(target / "results.json", _with_environment(results))
     return target

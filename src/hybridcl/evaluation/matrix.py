@@ -68,6 +68,13 @@ class Row:
         self.cells[task] = cell.values
         self.predictions[task], self.hit_limit[task], self.stats[task] = cell.predictions, cell.hit_limit, cell.stats
 
+    def cell(self, task: str) -> Cell:
+        """``task``'s cell of this row as it is (a row saved before and completed now keeps it)."""
+        values = self.cells[task]
+        if values is None:
+            raise ValueError(f"row {self.index} did not evaluate {task}")
+        return Cell(values, self.predictions[task], self.hit_limit[task], self.stats[task])
+
     def reused(self, task: str) -> Cell:
         """``task``'s cell of this row, as the next row keeps it (``reused_from_row``, no time spent)."""
         values = self.cells[task]
@@ -248,13 +255,22 @@ class MatrixEvaluator:
         """The index of the row later rows may reuse cells from (the last one made or remembered)."""
         return None if self._previous is None else self._previous.index
 
+    def missing(self, i: int, cells: dict[str, dict | None]) -> list[str]:
+        """The tasks whose cell row ``i`` should hold and ``cells`` (the row as saved) lacks: the
+        columns of tasks a finished run learned after it made the row."""
+        plan = plan_row(i, self.config.tasks, None, forward_transfer=self.config.eval.forward_transfer)
+        return [t for t, action in plan.items() if action is not CellAction.SKIP and not cells.get(t)]
+
     def remember(self, row: Row) -> None:
         """Take ``row`` (saved by an earlier process) as the last row made: a resumed run reuses its
         unchanged cells as an uninterrupted one does, instead of scoring them again."""
         self._previous = row
 
-    def row(self, i: int) -> Row:
-        """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``)."""
+    def row(self, i: int, known: Row | None = None) -> Row:
+        """Row ``i`` with the task id. Row 0 must be called with the components off (``base_only``).
+
+        ``known``: row ``i`` as saved before the run learned more tasks; its cells are kept and only
+        the cells it lacks are scored (the new tasks' columns)."""
         cfg = self.config.eval
         previous = self._previous if self.reuses_cells else None
         plan = plan_row(i, self.config.tasks, previous, forward_transfer=cfg.forward_transfer)
@@ -262,6 +278,9 @@ class MatrixEvaluator:
         for task, action in plan.items():
             if action is CellAction.SKIP:
                 row.cells[task] = None
+                continue
+            if known is not None and known.cells.get(task) is not None:
+                row.add(task, known.cell(task))
                 continue
             if action is CellAction.REUSE:
                 assert self._previous is not None  # plan_row reuses only from a previous row

@@ -58,6 +58,11 @@ class SeedState:
     """Wall-clock seconds spent on the seed so far, every go of a resumed run added (from model loading
     on, to the last save: a go cut short loses its time since then)."""
 
+    def finished_on(self, tasks: list[str]) -> bool:
+        """Finished, and on these tasks: a run that learns more tasks goes on from a finished state
+        (row 0 scores every task of the run, so its columns are the tasks the seed had)."""
+        return self.finished and bool(self.rows) and list(self.rows[0]) == list(tasks)
+
     @property
     def stages_done(self) -> list[str]:
         return [t["task"] for t in self.train]

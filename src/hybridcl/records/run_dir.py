@@ -12,13 +12,17 @@ docs/results.md.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from hybridcl import __version__
 from hybridcl.config.experiment import ExperimentConfig, dump_yaml, load_config_file
 from hybridcl.errors import ConfigError, RunError
-from hybridcl.records.io import FolderLock, load_tensors, read_json, write_json, write_text
+from hybridcl.records.io import FolderLock, load_tensors, read_json, write_atomic, write_json, write_text
 from hybridcl.records.results import SeedState
 
 
@@ -175,3 +179,43 @@ def _kept(line: dict, finished: list[str], resumed: tuple[str, int] | None) -> b
     if line.get("task") in finished:
         return True
     return resumed is not None and line.get("task") == resumed[0] and line.get("step", 0) <= resumed[1]
+
+
+class Undo:
+    """Put a run folder back as it was when a change fails before ``kept()`` says it has taken hold.
+
+    On entering, every file of the folder but the stage checkpoints (``tasks/``: never rewritten, only
+    added) and the token cache (named by content) is copied aside; if the block raises while
+    ``kept()`` is false, the copies are put back and every file and folder created since is removed,
+    so the folder holds the same files, byte for byte, as before.
+    """
+
+    def __init__(self, run_dir: Path, kept: Callable[[], bool]):
+        self.run_dir, self.kept = Path(run_dir), kept
+
+    def _owned(self, path: Path) -> bool:
+        """Files the block may change or add: all but the lock."""
+        return path.relative_to(self.run_dir).parts[0] != LOCK_FILE
+
+    def __enter__(self) -> Undo:
+        self.before = {p for p in self.run_dir.rglob("*") if self._owned(p)}
+        self.copies = Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}-undo-", dir=self.run_dir.parent))
+        for path in self.before:
+            parts = path.relative_to(self.run_dir).parts
+            if path.is_file() and "tasks" not in parts and parts[0] != "cache":
+                target = self.copies / path.relative_to(self.run_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is not None and not self.kept():
+                for path in sorted(self.run_dir.rglob("*"), reverse=True):  # a folder's files before it
+                    if self._owned(path) and path not in self.before:
+                        path.rmdir() if path.is_dir() else path.unlink()
+                for copy in self.copies.rglob("*"):
+                    if copy.is_file():
+                        write_atomic(self.run_dir / copy.relative_to(self.copies), partial(shutil.copy2, copy))
+        finally:
+            shutil.rmtree(self.copies, ignore_errors=True)

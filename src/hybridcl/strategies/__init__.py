@@ -62,6 +62,11 @@ class Strategy:
         )
 
     @property
+    def sequential(self) -> bool:
+        """Tasks are trained one stage after another, so a finished run can learn more (not ``joint``)."""
+        return self.rule != "joint"
+
+    @property
     def routable(self) -> bool:
         """Some component is per task, so a prompt's task can be chosen without the task id."""
         return self.lora.per_task or self.full_layer.per_task
