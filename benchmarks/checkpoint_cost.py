@@ -33,7 +33,7 @@ def measure(preset: str) -> dict:
     base = load_base(config.model)
     components = ComponentSet(base.model, base.kind, get_strategy(config.strategy), config.components)
     torch.manual_seed(0)
-    task = config.tasks[0]
+    task = config.task_names[0]
     components.activate(task)
     data = load_task_data(config.data, task)
     d = config.data

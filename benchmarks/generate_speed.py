@@ -155,7 +155,7 @@ def main() -> None:
     if kind != "causal":
         raise SystemExit(f"--preset {args.preset}: the peer here is written for decoder-only models; got {kind}")
     workload = []
-    for task in args.tasks.split(",") if args.tasks else config.tasks:
+    for task in args.tasks.split(",") if args.tasks else config.task_names:
         examples = load_task_data(config.data, task, with_train=False).val[:n]
         prompts, _ = encode_prompts(
             tokenizer,

@@ -274,7 +274,7 @@ def computed_cells(config, *, row0: bool = True) -> int:
     """Cells evaluated (not reused) over every trained row and, with ``row0``, row 0."""
     from hybridcl.strategies import get_strategy
 
-    T = len(config.tasks)
+    T = len(config.task_names)
     reuse = config.eval.reuse_unchanged and get_strategy(config.strategy).isolates_tasks
     total = T if row0 else 0
     for i in range(1, T + 1):
@@ -289,10 +289,10 @@ def seed_run_seconds(config, units: dict, *, row0: bool = True) -> dict[str, flo
     train_units = units["train_s_per_function_epoch"]
     per_fe = train_units.get(config.strategy, train_units["default"])
     train = val = 0
-    for t in config.tasks:
+    for t in config.task_names:
         train += _n(config.data.max_train, t, units, available(config, t, "train"))
         val += _n(config.data.max_val, t, units, available(config, t, config.eval.split))
-    val_per_task = val / len(config.tasks)
+    val_per_task = val / len(config.task_names)
     gen_per_task = min(val_per_task, config.eval.max_examples or val_per_task)
     n_cells = computed_cells(config, row0=row0)
     return {
@@ -331,14 +331,14 @@ def predict(
         for config in configs:
             for key, seconds in seed_run_seconds(config, units, row0=False).items():
                 total[key] += seconds * len(config.run.seeds)
-            for task in config.tasks:
+            for task in config.task_names:
                 setting = (task, config.eval.split, config.eval.max_examples, config.data.max_val)
                 row0.setdefault(setting, (config, task))
         seed_runs = sum(len(c.run.seeds) for c in configs)
         rows.append({"part": part.folder, "runs": len(configs), "seed_runs": seed_runs, **total})
     base = dict.fromkeys(KINDS, 0.0)
     for config, task in row0.values():
-        one = dataclasses.replace(config, tasks=[task], strategy="lora_only")
+        one = dataclasses.replace(config, tasks=[config.task(task)], strategy="lora_only")
         cell = seed_run_seconds(one, units)
         for key in ("loss", "generate", "cells"):
             base[key] += cell[key] / computed_cells(one)  # row 0's one cell of this task

@@ -34,7 +34,7 @@ def test_overrides_are_typed():
         ]
     )
     assert c.preset == "reference" and c.train.epochs == 1.0 and isinstance(c.train.epochs, float)
-    assert c.strategy == "lora_only" and c.tasks == ["python"]
+    assert c.strategy == "lora_only" and c.task_names == ["python"]
     assert c.components.lora.target_modules == ["q", "v"] and c.data.max_train is None
     assert c.eval.split == "valid" and load_config(overrides=["preset=smoke", "eval.split=test"]).eval.split == "test"
     positions = [
@@ -59,7 +59,7 @@ def test_overrides_are_typed():
         ("eval.split=validation", "eval.split = 'validation' is not allowed: choose one of valid, test"),
         ("strategy=lora", "unknown strategy 'lora'"),
         ("tasks=[python,cobol]", "unknown tasks 'cobol'"),
-        ("tasks=[python,python]", "each language may appear once"),
+        ("tasks=[python,python]", "the name 'python' is given twice"),
         ("components.lora.dropout=1.5", "components.lora.dropout = 1.5: must be in [0, 1)"),
         ("run.seeds=[]", "run.seeds is empty"),
         ("data.source=codesearchnet", "data.path is required when data.source = codesearchnet"),

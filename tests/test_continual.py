@@ -165,7 +165,7 @@ def test_replay_mixes_earlier_examples_in():
     cfg = config("strategy=replay", "baselines.replay_ratio=0.2")
     from hybridcl.data.tasks import load_task_data
 
-    data = {t: load_task_data(cfg.data, t) for t in cfg.tasks}
+    data = {t: load_task_data(cfg.data, t) for t in cfg.task_names}
     rule = Replay(cfg, data)
     assert rule.training_examples(["python"], seed=0) == data["python"].train
     mixed = rule.training_examples(["javascript"], seed=0)
@@ -350,7 +350,7 @@ def test_each_task_reports_its_references_syntax_pass_rate(tmp_path):
     from hybridcl.data.tasks import load_task_data
 
     cfg = config("strategy=lora_only")
-    for task in cfg.tasks:
+    for task in cfg.task_names:
         references = [ex.target for ex in load_task_data(cfg.data, task).val]
         assert results["data"][task]["syntax_ceiling"] == syntax_pass_rate(references, task) == 100.0
 
@@ -460,7 +460,7 @@ def test_each_seed_draws_its_own_training_subset_and_every_seed_the_same_eval_se
         recipe = ContinualRecipe(cfg, SeedDir(tmp_path, seed), progress=False)
         recipe.setup(SeedState())
         ids[seed] = {t: ([e.id for e in d.train], [e.id for e in d.val]) for t, d in recipe.data.items()}
-    for task in cfg.tasks:
+    for task in cfg.task_names:
         (train0, val0), (train1, val1) = ids[0][task], ids[1][task]
         assert len(train0) == len(train1) == 8 and len(val0) == 6
         assert val0 == val1  # the same evaluation examples, in the same order

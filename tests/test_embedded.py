@@ -61,6 +61,27 @@ def test_a_short_run_on_the_embedded_model(tmp_path):
     assert all(cell["mean"] is not None for row in results["matrix"]["bleu_codexglue_code_to_text"] for cell in row)
 
 
+def test_the_default_models_run_learns_a_task_as_a_run_started_with_it(tmp_path):
+    """`hybridcl learn` on the shipped model (bf16 training where the CPU has it, a causal base, the
+    extra block inside the decoder): the same checkpoints, router files and numbers as from the start."""
+    from hybridcl.continual import learn_tasks
+
+    small = ["preset=default", "data.max_train=4", "data.max_val=2", "data.max_source_len=32"]
+    small += ["data.max_target_len=32", "eval.max_new_tokens=8", "eval.max_examples=2", "train.epochs=1"]
+    runs = {}
+    for name, tasks in (("whole", "[python,go]"), ("grown", "[python]")):
+        cfg = load_config(overrides=[*small, "strategy=hybrid_task_specific", f"tasks={tasks}"])
+        runs[name] = run_experiment(cfg, tmp_path / name, progress=False)
+    learn_tasks(runs["grown"], ["go"], progress=False)
+    seeds = {name: run / "seed-0" for name, run in runs.items()}
+    for pattern in ("tasks/*/*.safetensors", "stats/*.safetensors"):
+        a, b = ({str(f.relative_to(s)): f.read_bytes() for f in s.glob(pattern)} for s in seeds.values())
+        assert a == b and a
+    whole, grown = (json.loads((s / "results.json").read_text()) for s in (seeds["whole"], seeds["grown"]))
+    assert grown["matrix"] == whole["matrix"] and grown["intervals"] == whole["intervals"]
+    assert grown["rows"] == ["base", "python", "go"]
+
+
 def test_a_gguf_file_loads_through_transformers(smollm2):
     import importlib.util
     from pathlib import Path
@@ -85,7 +106,7 @@ def test_the_default_presets_generation_limit_covers_every_scored_target(smollm2
     cfg = load_config(overrides=["preset=default"])
     assert cfg.data.long_targets == "drop" and cfg.eval.max_new_tokens >= cfg.data.max_target_len
     shares = {}
-    for language in cfg.tasks:
+    for language in cfg.task_names:
         val = load_task_data(replace(cfg.data, max_val=None), language).val  # the whole bundled validation split
         lengths = target_lengths(val, smollm2.tokenizer, "causal")
         shares[language] = round(100 * sum(n <= cfg.data.max_target_len for n in lengths) / len(lengths), 1)

@@ -90,13 +90,13 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     config = load_config(overrides=[*SMALL, "strategy=lora_only"])
     base = load_base(config.model)
     components = ComponentSet(base.model, base.kind, get_strategy("lora_only"), config.components)
-    for task in config.tasks:
+    for task in config.task_names:
         components.activate(task)
     with torch.no_grad():  # javascript's adapter differs from python's, so a misrouted prompt's loss changes
         for name, param in components.model.named_parameters():
             if "lora_B.javascript" in name:
                 param.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    data = {t: load_task_data(config.data, t) for t in config.tasks}
+    data = {t: load_task_data(config.data, t) for t in config.task_names}
     routed_sources, generated_prompts = [], []
 
     class ToJavaScript(Router):  # every prompt goes to javascript
@@ -115,19 +115,19 @@ def test_routing_scores_the_bare_source_and_regenerates_with_the_chosen_template
     routers.by_method = {"feature_ridge": ToJavaScript(config.routing)}
     matrix = evaluator.MatrixEvaluator(config, base, components, data, progress=False, routers=routers)
     losses = {}
-    for t in config.tasks:
+    for t in config.task_names:
         components.route(t)
         losses[t] = matrix.loss(t)[1]
     with_id = evaluator.Row(
         2,
-        {t: {} for t in config.tasks},
-        {t: ["same"] * len(data[t].val) for t in config.tasks},
-        {t: [False] * len(data[t].val) for t in config.tasks},
+        {t: {} for t in config.task_names},
+        {t: ["same"] * len(data[t].val) for t in config.task_names},
+        {t: [False] * len(data[t].val) for t in config.task_names},
         losses,
     )
     routed = matrix.routed_row(2, with_id)
     result = routed.result
-    assert routed_sources == [ex.source for t in config.tasks for ex in data[t].val]
+    assert routed_sources == [ex.source for t in config.task_names for ex in data[t].val]
     expected = [format_prompt(ex.source, "javascript", "text-to-code", "seq2seq") for ex in data["python"].val]
     # cut on the right to data.max_source_len, as training cuts them
     assert len(generated_prompts) == len(expected) and all(

@@ -101,7 +101,7 @@ def error_of(capsys, *argv):
         (["javascript"], "has a task 'javascript' already"),
         (["cobol"], "unknown tasks 'cobol'"),
         (["strategy=lora_only"], "takes tasks, not settings (strategy=lora_only)"),
-        (["go", "go"], "each language may appear once"),
+        (["go", "go"], "the name 'go' is given twice"),
     ],
 )
 def test_a_request_the_run_cannot_take_is_one_line_and_changes_nothing(run, capsys, tasks, expected):
@@ -156,7 +156,7 @@ def test_a_failure_after_a_new_stage_is_saved_is_finished_by_resume(tmp_path, mo
     monkeypatch.setattr(continual, "train_task", stop_at_go)
     with pytest.raises(KeyboardInterrupt):
         learn_tasks(grown, ["javascript", "go"], progress=False)
-    assert load_run_config(grown).tasks == ["python", "javascript", "go"]  # kept: javascript's stage is saved
+    assert load_run_config(grown).task_names == ["python", "javascript", "go"]  # kept: javascript's stage is saved
     monkeypatch.setattr(continual, "train_task", real)
     run_experiment(load_run_config(grown), grown, progress=False)  # what `hybridcl run --resume` does
     a, b = (files(d, "tasks/*/*.safetensors", "stats/*.safetensors") for d in (grown, whole))
@@ -198,3 +198,105 @@ def test_a_sweep_learns_the_task_in_every_point_and_compares_again(tmp_path, cap
         results = json.loads((sweep / point / "results.json").read_text())
         assert results["rows"] == ["base", "python", "go"]
     assert "go" in (sweep / "comparison.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks as records
+
+
+def test_a_task_record_fills_its_defaults_and_the_shorthand_stays_a_name():
+    c = config(
+        "data.direction=completion",
+        "tasks=[python,{name: py-doc, language: python, direction: code-to-text, max_train: 4}]",
+    )
+    assert c.task_names == ["python", "py-doc"]
+    assert [(t.language, t.direction) for t in c.tasks] == [("python", "completion"), ("python", "code-to-text")]
+    assert c.to_dict()["tasks"] == [
+        "python",
+        {"name": "py-doc", "language": "python", "direction": "code-to-text", "max_train": 4},
+    ]
+    assert config("tasks=[python,javascript]").to_dict()["tasks"] == ["python", "javascript"]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "expected"),
+    [
+        ("[billing]", "unknown tasks 'billing'"),
+        ("[billing]", "needs its language, e.g. {name: billing, language: python, data: billing.jsonl.gz}"),
+        ("[{name: billing, language: cobol}]", "unknown tasks[0].language 'cobol'"),
+        ("[{name: a, language: python, direction: sideways}]", "tasks[0].direction = 'sideways' is not allowed"),
+        ("[{name: a, language: python, colour: red}]", "unknown config key 'tasks[0].colour'"),
+        ("[{name: a, language: python, max_val: 0}]", "tasks[0].max_val = 0: must be greater than 0"),
+    ],
+)
+def test_a_bad_task_record_names_its_field(tasks, expected):
+    from hybridcl.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        config(f"tasks={tasks}")
+    assert expected in str(caught.value)
+
+
+MIXED = (
+    "tasks=[{name: python, direction: completion},{name: python-doc, language: python, direction: code-to-text},"
+    "{name: javascript, direction: completion}]"
+)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_mixed_type_stream_runs_with_every_strategy(tmp_path, strategy):
+    """Python completion -> Python code-to-text -> JavaScript completion: one language, two tasks."""
+    run = run_experiment(config(f"strategy={strategy}", MIXED), tmp_path / "run", progress=False)
+    results = json.loads((run / "results.json").read_text())
+    assert results["tasks"] == ["python", "python-doc", "javascript"]
+    assert results["rows"] == (["base", "joint"] if strategy == "joint" else ["base", *results["tasks"]])
+    seed = run / "seed-0"
+    doc = [json.loads(line) for line in (seed / "predictions" / "row0-python-doc.jsonl").read_text().splitlines()]
+    code = [json.loads(line) for line in (seed / "predictions" / "row0-python.jsonl").read_text().splitlines()]
+    # the two Python tasks: the same functions' docstrings as targets on one, the functions on the other
+    assert {d["reference"] for d in doc}.isdisjoint({c["reference"] for c in code})
+    assert all("def " in c["reference"] for c in code) and not any("def " in d["reference"] for d in doc)
+    data = json.loads((seed / "results.json").read_text())["data"]
+    assert [data[t]["direction"] for t in results["tasks"]] == ["completion", "code-to-text", "completion"]
+
+
+def own_records(folder, name="mine", language="go"):
+    """``folder/NAME.{train,valid}.jsonl.gz``, as `hybridcl data extract --out folder/NAME.jsonl.gz` writes."""
+    import shutil
+
+    from hybridcl.data.readers import bundled_dir
+
+    folder.mkdir(exist_ok=True)
+    for split in ("train", "valid"):
+        shutil.copy(bundled_dir() / f"{language}.{split}.jsonl.gz", folder / f"{name}.{split}.jsonl.gz")
+    return folder / f"{name}.jsonl.gz"
+
+
+def test_a_run_learns_a_task_of_its_own_data_from_a_record_file(run, tmp_path, capsys):
+    from hybridcl.cli import main
+
+    data = own_records(tmp_path / "data")
+    record = tmp_path / "mine.yaml"
+    record.write_text(f"name: mine\nlanguage: go\ndata: {data}\nmax_train: 4\n")
+    assert main(["learn", str(run), str(record), "--no-progress"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["tasks"] == ["python", "javascript", "mine"] and results["rows"][-1] == "mine"
+    seed = json.loads((run / "seed-0" / "results.json").read_text())
+    report = seed["data"]["mine"]
+    assert report["train"]["kept"] == 4 and report["language"] == "go"
+    assert [f["path"] for f in report["train"]["files"]] == ["mine.train.jsonl.gz"]
+    assert "- task mine: go, text-to-code, data " in (run / "report.md").read_text()
+
+
+def test_a_records_file_with_a_bad_line_is_named_with_the_line(run, tmp_path, capsys):
+    import gzip
+
+    data = own_records(tmp_path / "data")
+    valid = data.parent / "mine.valid.jsonl.gz"
+    valid.write_bytes(gzip.compress(b'{"repo": "x"\n'))
+    record = tmp_path / "mine.yaml"
+    record.write_text(f"name: mine\nlanguage: go\ndata: {data}\n")
+    before = snapshot(run)
+    line = error_of(capsys, str(run), str(record))
+    assert "mine.valid.jsonl.gz:1: malformed JSON" in line
+    assert snapshot(run) == before

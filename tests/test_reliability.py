@@ -43,7 +43,7 @@ SLOW_EVAL = (
     "import sys, time\n"
     "from hybridcl.evaluation.matrix import MatrixEvaluator as E\n"
     "row = E.row\n"
-    "E.row = lambda self, i: (time.sleep(1.0), row(self, i))[1]\n"
+    "E.row = lambda self, i, *rest: (time.sleep(1.0), row(self, i, *rest))[1]\n"
     "from hybridcl.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

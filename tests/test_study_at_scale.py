@@ -56,14 +56,14 @@ def test_the_plan_is_at_the_studys_scale(cpu_plan):
         seeds = [0, 1, 2] if part.folder.startswith("main/") else [0]  # the open questions: one seed on a CPU
         assert config.run.seeds == seeds and config.data.train_subset == "per_seed", part.folder
         assert config.data.direction == "completion" and config.eval.split == "valid", part.folder
-        assert config.tasks[:2] == ["python", "javascript"] and part.lr_from is not None
+        assert config.task_names[:2] == ["python", "javascript"] and part.lr_from is not None
     (matched,) = cost.part_configs(next(p for p in cpu_plan if p.folder == "main/lora_matched"))
     assert (matched.strategy, matched.components.lora.r, matched.components.lora.alpha) == ("lora_only", 69, 138)
     grids = {p.folder: cost.part_configs(p) for p in cpu_plan if p.folder in sas.GRIDS}
     assert sorted(c.train.lr for c in grids["lr-full"]) == [1e-5, 3e-5, 1e-4]
     assert len(grids["lr-adapters"]) == 9 and all(c.eval.split == "test" for g in grids.values() for c in g)
     # the grids train the first task alone; the shared-layer hybrid runs at the task-specific one's rate
-    assert all(c.tasks == ["python"] and not c.eval.routing for g in grids.values() for c in g)
+    assert all(c.task_names == ["python"] and not c.eval.routing for g in grids.values() for c in g)
     # one precision on every machine: where the CPU has native bf16, "auto" would train in bf16
     every = [c for p in cpu_plan if p.kind == "run" for c in cost.part_configs(p)]
     assert {c.train.precision for c in every} == {"fp32"}

@@ -84,7 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         "start, and rewrites its results, report and (for a sweep) comparison.",
     )
     learn.add_argument("run_dir", metavar="RUN_DIR")
-    learn.add_argument("tasks", nargs="+", metavar="TASK", help="a task to learn: a language of the bundled corpus")
+    learn.add_argument(
+        "tasks",
+        nargs="+",
+        metavar="TASK",
+        help="a language of the bundled corpus (go), or a YAML file of a task record ({name, language, direction, "
+        "data}) or of `tasks: [record, ...]`",
+    )
     learn.add_argument("--no-progress", action="store_true", help="hide progress bars")
     learn.set_defaults(func=_learn)
 
@@ -281,7 +287,7 @@ def _finished(run_dir: Path, config) -> bool:
 
     seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
     return (run_dir / "results.json").is_file() and all(
-        s.first_unreadable_stage(st := s.load_state()) is None and st.finished_on(config.tasks) for s in seeds
+        s.first_unreadable_stage(st := s.load_state()) is None and st.finished_on(config.task_names) for s in seeds
     )
 
 
@@ -340,6 +346,7 @@ def _eval(args) -> int:
 
 
 def _learn(args) -> int:
+    from hybridcl.config.experiment import task_records
     from hybridcl.config.sweep import is_sweep, load_sweep
     from hybridcl.continual import learn_tasks
     from hybridcl.errors import ConfigError
@@ -349,18 +356,19 @@ def _learn(args) -> int:
             f"hybridcl learn takes tasks, not settings ({settings[0]}): the run keeps its model, strategy and "
             "settings (its config.yaml); start a new run for others"
         )
+    tasks = [record for item in args.tasks for record in task_records(item)]
     run_dir = args.run_folder = Path(args.run_dir)
     progress = not args.no_progress
     if is_sweep(run_dir):
         names = [p.name for p in load_sweep(run_dir)]
         for name in names:
             print(f"hybridcl: run {name} learns {', '.join(args.tasks)}", file=sys.stderr)
-            learn_tasks(run_dir / name, args.tasks, progress=progress)
+            learn_tasks(run_dir / name, tasks, progress=progress)
         if _main_process():
             _write_sweep_reports(run_dir, names)
             print(run_dir)
         return 0
-    learn_tasks(run_dir, args.tasks, progress=progress)
+    learn_tasks(run_dir, tasks, progress=progress)
     if _main_process():
         from hybridcl.report.markdown import write_report
         from hybridcl.report.summary import run_summary

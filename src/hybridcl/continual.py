@@ -30,10 +30,10 @@ import torch
 from accelerate import PartialState
 
 from hybridcl import __version__
-from hybridcl.config.experiment import ExperimentConfig, apply_override, build_config
+from hybridcl.config.experiment import ExperimentConfig, TaskConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.provenance import check_data_files
-from hybridcl.data.tasks import load_task_data
+from hybridcl.data.tasks import TaskData, load_task_data, task_data_config
 from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluation.efficiency import Meter
 from hybridcl.evaluation.matrix import MatrixEvaluator, Row
@@ -77,22 +77,12 @@ class ContinualRecipe:
         # with several processes, every one trains; only the first evaluates and writes
         self.main = self.accelerator.is_main_process
         self.components.model.to(self.accelerator.device)
-        self.target_lengths = lengths = target_length_counter(self.base.tokenizer, self.base.kind)
+        self.target_lengths = target_length_counter(self.base.tokenizer, self.base.kind)
         # the evaluation set is the same for every seed; the training set too unless data.train_subset = per_seed
-        self.train_seed = train_seed = self.seed if config.data.train_subset == "per_seed" else 0
-        self.data = {
-            t: load_task_data(
-                config.data,
-                t,
-                eval_split=config.eval.split,
-                train_seed=train_seed,
-                target_lengths=lengths,
-                with_train=with_train,
-            )
-            for t in config.tasks
-        }
+        self.train_seed = self.seed if config.data.train_subset == "per_seed" else 0
+        self.data = {t.name: self._load_data(t, with_train=with_train) for t in config.tasks}
         self.rule = make_rule(self.strategy, config, self.data)
-        self.stages = self.rule.stages(config.tasks)
+        self.stages = self.rule.stages(config.task_names)
         self.cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.seed_dir.path.parent / "cache"
         # fitted task by task from each task's own training prompts, saved with its components
         self.routers = Routers(config.routing) if self.strategy.routable and config.eval.routing else None
@@ -104,6 +94,18 @@ class ContinualRecipe:
             cache_dir=self.cache_dir,
             progress=self.progress,
             routers=self.routers,
+        )
+
+    def _load_data(self, task: TaskConfig, *, with_train: bool) -> TaskData:
+        config = self.config
+        assert task.language is not None  # resolved by the config
+        return load_task_data(
+            task_data_config(config.data, task),
+            task.language,
+            eval_split=config.eval.split,
+            train_seed=self.train_seed,
+            target_lengths=self.target_lengths,
+            with_train=with_train,
         )
 
     def _activate(self, i: int) -> str:
@@ -136,12 +138,7 @@ class ContinualRecipe:
     def _fit_router(self, task: str) -> dict[str, torch.Tensor]:
         """Add ``task`` to the routers from its own training prompts; returns its statistics for saving."""
         assert self.routers is not None  # called only where the strategy routes
-        train = (
-            self.data[task].train
-            or load_task_data(
-                self.config.data, task, train_seed=self.train_seed, target_lengths=self.target_lengths
-            ).train
-        )
+        train = self.data[task].train or self._load_data(self.config.task(task), with_train=True).train
         prompts = Prompts(
             [ex.source for ex in train],
             self.components,
@@ -307,7 +304,7 @@ class ContinualRecipe:
             if not has_interval(metric):
                 continue
             cells = [
-                [(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.tasks]
+                [(None if (s := row.get(f"{t}/{metric}")) is None else s.numpy()) for t in self.config.task_names]
                 for row in stats
             ]
             intervals = cl_intervals(metric, cells, n_resamples=self.config.eval.bootstrap_resamples)
@@ -324,17 +321,18 @@ class ContinualRecipe:
         config = self.config
         counts = count_parameters(self.components)
         slot = self.components.slot
-        matrix = Matrix.from_cells(config.tasks, ["base", *self.state.stages_done], self.state.rows)
+        matrix = Matrix.from_cells(config.task_names, ["base", *self.state.stages_done], self.state.rows)
         humaneval = None
-        if config.eval.humaneval and "python" in config.tasks and config.data.direction == "text-to-code":
+        python = [t.name for t in config.tasks if t.language == "python" and t.direction == "text-to-code"]
+        if config.eval.humaneval and python:
             with evaluation_precision(config.eval.precision, self.accelerator.device):
-                humaneval = self.evaluator.humaneval()
+                humaneval = self.evaluator.humaneval(python[0])
         intervals = self._intervals(matrix)
         routed = self._intervals(matrix, routed=True) if self.state.routed else {}
         self._tick()  # results.json's wall time: up to here
         results = SeedResults.build(
             config.strategy,
-            config.tasks,
+            config.task_names,
             self.state,
             intervals=intervals,
             eval_precision=config.eval.precision,
@@ -348,7 +346,7 @@ class ContinualRecipe:
                 "trainable_last_task": counts.trainable,
                 "full_layer_position": slot.placement.position if slot is not None else None,
             },
-            data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.tasks},
+            data={t: {**self.data[t].report, **self.evaluator.ceilings(t)} for t in config.task_names},
             routing=routed_results(matrix, self.state.routed, routed),
             humaneval=humaneval,
         )
@@ -403,7 +401,7 @@ def run_seed(
                 train=state.train[: bad - 1],
                 routed={i: r for i, r in state.routed.items() if i < bad},
             )
-        elif state.finished_on(config.tasks):
+        elif state.finished_on(config.task_names):
             return SeedResults.from_json(read_json(seed_dir.results_file), where=seed_dir.results_file)
         state.finished = False  # a finished seed of a run that learns more tasks goes on
     seed_dir.path.mkdir(parents=True, exist_ok=True)
@@ -449,7 +447,7 @@ def _run_seeds(config: ExperimentConfig, run_dir: Path, *, progress: bool, main:
         write_json(run_dir / "results.json", _with_environment(results))
 
 
-def learn_tasks(run_dir: Path, tasks: list[str], *, progress: bool = True) -> Path:
+def learn_tasks(run_dir: Path, tasks: list[str | dict], *, progress: bool = True) -> Path:
     """Teach a finished run more tasks, after the ones it has: the same as a run started on all of them.
 
     Each seed restores its stages from their checkpoints, scores the new tasks' columns in the rows it
@@ -468,7 +466,7 @@ def learn_tasks(run_dir: Path, tasks: list[str], *, progress: bool = True) -> Pa
     main = PartialState().is_main_process
     with RunLock(run_dir, enabled=main):
         for seed_dir in seeds:
-            if not seed_dir.load_state().finished_on(config.tasks):
+            if not seed_dir.load_state().finished_on(config.task_names):
                 raise RunError(
                     f"{seed_dir.path} is not finished: complete it with `hybridcl run --resume {run_dir}`, "
                     "then learn more tasks"
@@ -482,20 +480,22 @@ def learn_tasks(run_dir: Path, tasks: list[str], *, progress: bool = True) -> Pa
     return run_dir
 
 
-def _extended(config: ExperimentConfig, tasks: list[str], run_dir: Path) -> ExperimentConfig:
-    """``config`` with ``tasks`` after its own; refuses what a finished run cannot learn."""
+def _extended(config: ExperimentConfig, tasks: list[str | dict], run_dir: Path) -> ExperimentConfig:
+    """``config`` with ``tasks`` (names or task records) after its own; refuses what a finished run
+    cannot learn."""
     if not tasks:
         raise ConfigError("give the tasks to learn, e.g. `hybridcl learn RUN_DIR go`")
+    names = [t if isinstance(t, str) else str(t.get("name")) for t in tasks]
     if not get_strategy(config.strategy).sequential:
         raise ConfigError(
             f"{run_dir}: strategy {config.strategy} trains one stage on every task at once and has no sequence "
-            f"to extend: start a new run with tasks=[{','.join([*config.tasks, *tasks])}]"
+            f"to extend: start a new run with tasks=[{','.join([*config.task_names, *names])}]"
         )
-    for name in tasks:
-        if name in config.tasks:
-            raise ConfigError(f"{run_dir} has a task {quote(name)} already: give a new task name")
+    for name in names:
+        if name in config.task_names:
+            raise ConfigError(f"{run_dir} has a task {quote(name)} already: give the new task another name")
     raw = config.to_dict()
-    raw["tasks"] = [*config.tasks, *tasks]
+    raw["tasks"] = [*raw["tasks"], *tasks]
     return build_config(raw)
 
 

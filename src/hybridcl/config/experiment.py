@@ -379,12 +379,65 @@ class RunConfig:
 
 
 @dataclass
+class TaskConfig:
+    """One task of the stream. ``tasks: [python, javascript]`` is shorthand for records named by
+    their language, with the run's ``data.*`` settings; a record says more:
+    ``{name: billing, language: python, data: billing.jsonl.gz}``."""
+
+    name: str
+    """Unique within the run: it names the task's components, matrix column, router class, files."""
+    language: str | None = None
+    """The code's language (prompts, syntax checks, extraction); default: the name, which must then be one."""
+    direction: Literal["text-to-code", "code-to-text", "completion"] | None = None
+    """Default: ``data.direction``."""
+    data: str | None = None
+    """Where the records come from. Default: ``data.source`` / ``data.path``. ``bundled`` or ``hf``;
+    or a path: a CodeSearchNet-layout folder (``<language>/final/jsonl/...``), a folder of
+    ``<language>.<split>.jsonl[.gz]`` files, or ``NAME.jsonl.gz`` for the ``NAME.<split>.jsonl.gz``
+    files ``hybridcl data extract --out NAME.jsonl.gz`` writes."""
+    max_train: int | None = None
+    """Default: ``data.max_train``."""
+    max_val: int | None = None
+    """Default: ``data.max_val``."""
+
+    @property
+    def shorthand(self) -> bool:
+        """The record means no more than its name does in ``tasks: [NAME, ...]``."""
+        return self.language == self.name and self.data is None and self.max_train is None and self.max_val is None
+
+    def resolve(self, data: DataConfig, key: str) -> None:
+        """Fill the defaults from the run's ``data`` settings and check the record."""
+        if not self.name or not str(self.name).strip():
+            raise ConfigError(f"{key}.name is empty: give each task a name")
+        if self.language is None:
+            if self.name not in LANGUAGES:
+                raise ConfigError(
+                    f"{unknown_choice('tasks', self.name, LANGUAGES)}; a task named otherwise needs its language, "
+                    f"e.g. {{name: {self.name}, language: python, data: {self.name}.jsonl.gz}}"
+                )
+            self.language = self.name
+        if self.language not in LANGUAGES:
+            raise ConfigError(unknown_choice(f"{key}.language", self.language, LANGUAGES))
+        self.direction = self.direction or data.direction
+        for name in ("max_train", "max_val"):
+            if (value := getattr(self, name)) is not None:
+                _positive(value, f"{key}.{name}")
+        if self.direction not in ("completion", data.direction) and (
+            data.prompt == "raw" or data.train_objective == "copy"
+        ):
+            raise ConfigError(
+                f"{key} ({self.name}) has direction {self.direction}: data.prompt = raw and data.train_objective = "
+                "copy need the completion direction"
+            )
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: a task sequence trained with one strategy on one base model."""
 
     preset: str = "default"
     strategy: str = "hybrid_shared_layer"
-    tasks: list[str] = field(default_factory=lambda: ["python", "javascript"])
+    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig("python"), TaskConfig("javascript")])
     model: ModelConfig = field(default_factory=ModelConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
@@ -399,14 +452,40 @@ class ExperimentConfig:
             raise ConfigError(unknown_choice("strategy", self.strategy, STRATEGIES))
         if not self.tasks:
             raise ConfigError("tasks is empty: give at least one language, e.g. tasks=[python,javascript]")
-        for language in self.tasks:
-            if language not in LANGUAGES:
-                raise ConfigError(unknown_choice("tasks", language, LANGUAGES))
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"tasks = {self.tasks}: each language may appear once")
+        for i, task in enumerate(self.tasks):
+            task.resolve(self.data, f"tasks[{i}]")
+        names = self.task_names
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(
+                f"tasks = {names}: the name {quote(twice)} is given twice; each task needs its own name "
+                f"(two tasks of one language: {{name: {twice}-2, language: {self.task(twice).language}, ...}})"
+            )
+
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks' names, in training order: the matrix's columns."""
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> TaskConfig:
+        """The record of the task named ``name``."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        raw = dataclasses.asdict(self)
+        # a record that says no more than its name is written as the name, as `tasks: [python, javascript]`
+        raw["tasks"] = [
+            t.name if t.shorthand and t.direction == self.data.direction else _set_fields(r)
+            for t, r in zip(self.tasks, raw["tasks"], strict=True)
+        ]
+        return raw
+
+
+def _set_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,6 +697,22 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], cap: int) -> int:
     return total
 
 
+def task_records(item: str) -> list[str | dict[str, Any]]:
+    """What one ``TASK`` of ``hybridcl learn`` names: a task (a language of the bundled corpus, as in
+    ``tasks: [go]``), or a YAML file holding one task record or ``tasks: [record, ...]``."""
+    if not item.endswith((".yaml", ".yml")):
+        return [item]
+    path = Path(item)
+    if not path.is_file():
+        raise ConfigError(f"{item}: no such task file; give a YAML file with a task record, or a task name")
+    _check_size(path)
+    raw = _parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
+    records = raw["tasks"] if set(raw) == {"tasks"} else [raw]
+    if not isinstance(records, list) or not records:
+        raise ConfigError(f"{path}: tasks must be a non-empty list of task records")
+    return records
+
+
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     try:
         raw = load_yaml(text, where)
@@ -715,6 +810,8 @@ def from_dict(cls: type, raw: Any, key: str = "") -> Any:
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if tp is TaskConfig and isinstance(value, str):  # `tasks: [python, javascript]`
+        return TaskConfig(name=value)
     if dataclasses.is_dataclass(tp):
         return from_dict(typing.cast(type, tp), value if value is not None else {}, key)
     if origin in (typing.Union, types.UnionType):

@@ -226,19 +226,23 @@ def _encode(
 ) -> Encoded:
     if not examples:
         return Encoded([], [], 0, 0)
-    directions = {e.direction for e in examples}
-    if len(directions) > 1:
-        raise DataError(f"examples of several directions ({', '.join(sorted(directions))}) cannot be encoded together")
-    prompt_ids, prompt_cut = encode_prompts(
-        tokenizer,
-        [e.source for e in examples],
-        [e.language for e in examples],
-        directions.pop(),
-        kind,
-        max_source_len,
-        progress=progress,
-        prompt=prompt,
-    )
+    # a stage may mix tasks of several directions (joint, replay): each example gets its own template
+    prompt_ids: list[list[int]] = [[] for _ in examples]
+    prompt_cut = [False] * len(examples)
+    for direction in dict.fromkeys(e.direction for e in examples):
+        idx = [k for k, e in enumerate(examples) if e.direction == direction]
+        ids, cut = encode_prompts(
+            tokenizer,
+            [examples[k].source for k in idx],
+            [examples[k].language for k in idx],
+            direction,
+            kind,
+            max_source_len,
+            progress=progress,
+            prompt=prompt,
+        )
+        for k, one_ids, one_cut in zip(idx, ids, cut, strict=True):
+            prompt_ids[k], prompt_cut[k] = one_ids, one_cut
     targets = [e.target for e in examples]
     n_src = n_tgt = n_drop = 0
     input_ids: list[list[int]] = []

@@ -14,14 +14,14 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from hybridcl.data.readers import bundled_dir
+from hybridcl.data.readers import bundled_dir, records_stem
 
 
 def data_root(source: str, path: str | None) -> tuple[str, Path | None]:
     """The name and folder of the root a source's files are recorded against."""
     if source == "bundled":
         return "bundled", bundled_dir()
-    return "data.path", Path(path) if path else None
+    return "data.path", records_stem(Path(path), "")[0] if path else None
 
 
 def file_records(files: list[str], source: str, path: str | None) -> list[dict]:

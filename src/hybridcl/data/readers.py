@@ -89,18 +89,34 @@ def _need_path(path: str | None, source: str) -> Path:
 def read_jsonl_split(
     root: str | Path, language: str, split: str, *, max_record_bytes: int | None = None, skipped: Counter | None = None
 ) -> tuple[list[Record], list[str]]:
-    """``root/<language>.<split>.jsonl.gz`` (or ``.jsonl``), as written by ``hybridcl data extract``."""
-    root = Path(root)
-    for name in (f"{language}.{split}.jsonl.gz", f"{language}.{split}.jsonl"):
+    """``root/<language>.<split>.jsonl.gz`` (or ``.jsonl``), as written by ``hybridcl data extract``;
+    for a ``root`` named ``NAME.jsonl.gz`` (or ``.jsonl``), ``NAME.<split>.jsonl.gz`` beside it (what
+    ``hybridcl data extract --out NAME.jsonl.gz`` writes)."""
+    root, stem = records_stem(Path(root), language)
+    for name in (f"{stem}.{split}.jsonl.gz", f"{stem}.{split}.jsonl"):
         file = root / name
         if file.is_file():
             records = read_records(file, max_bytes=max_record_bytes, skipped=skipped)
             _check_language(records, language, file)
             return records, [str(file)]
     raise DataError(
-        f"{root}: no {language}.{split}.jsonl.gz or {language}.{split}.jsonl; "
-        f"create it with `hybridcl data extract --language {language} --from SRC --out {root}/{language}.jsonl.gz`"
+        f"{root}: no {stem}.{split}.jsonl.gz or {stem}.{split}.jsonl; "
+        f"create it with `hybridcl data extract --language {language} --from SRC --out {root}/{stem}.jsonl.gz`"
     )
+
+
+def records_stem(path: Path, language: str) -> tuple[Path, str]:
+    """The folder and the file-name stem of a jsonl source: ``(path, language)`` for a folder,
+    ``(folder, NAME)`` for ``folder/NAME.jsonl[.gz]``."""
+    for suffix in (".jsonl.gz", ".jsonl"):
+        if path.name.endswith(suffix) and not path.is_dir():
+            return path.parent, path.name.removesuffix(suffix)
+    return path, language
+
+
+def path_source(path: str, language: str) -> str:
+    """The reader of a task's ``data`` path: ``codesearchnet`` for the release's layout, else ``jsonl``."""
+    return "codesearchnet" if (Path(path) / language / "final" / "jsonl").is_dir() else "jsonl"
 
 
 def _check_language(records: list[Record], language: str, file: Path) -> None:

@@ -16,18 +16,18 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from hybridcl.constants import DIRECTIONS, KINDS, LANGUAGE_NAMES
 from hybridcl.data.extract import docstring_summary
 from hybridcl.data.provenance import file_records
-from hybridcl.data.readers import read_split
+from hybridcl.data.readers import path_source, read_split
 from hybridcl.data.records import Record
 from hybridcl.errors import DataError, quote
 
 if TYPE_CHECKING:
-    from hybridcl.config.experiment import DataConfig
+    from hybridcl.config.experiment import DataConfig, TaskConfig
 
 
 @dataclass
@@ -274,6 +274,20 @@ def _no_examples(where: str, split: str, language: str, counts: dict, data_cfg: 
         f"{counts['skipped_too_long']} longer than data.max_record_bytes={data_cfg.max_record_bytes}); "
         "use a source with documented functions"
     )
+
+
+def task_data_config(data_cfg: DataConfig, task: TaskConfig) -> DataConfig:
+    """The run's data settings as they apply to ``task``: its direction, its data and its sizes."""
+    changes: dict = {"direction": task.direction}
+    if task.data in ("bundled", "hf"):
+        changes |= {"source": task.data, "path": None}
+    elif task.data is not None:
+        assert task.language is not None  # resolved by the config
+        changes |= {"source": path_source(task.data, task.language), "path": task.data}
+    for size in ("max_train", "max_val"):
+        if (value := getattr(task, size)) is not None:
+            changes[size] = value
+    return replace(data_cfg, **changes)
 
 
 def load_task_data(

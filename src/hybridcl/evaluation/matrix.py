@@ -146,10 +146,13 @@ class MatrixEvaluator:
         """The examples task ``task`` is scored on (``eval.max_examples`` of its validation split)."""
         return self.data[task].val[: self.config.eval.max_examples]
 
-    def predict(self, language: str, sources: list[str], desc: str) -> tuple[list[str], list[bool]]:
-        """Generate from ``sources`` with ``language``'s prompt, through the components as routed now;
-        also whether each generation ran into ``eval.max_new_tokens`` before its function ended."""
-        direction = self.config.data.direction
+    def predict(self, task: str, sources: list[str], desc: str) -> tuple[list[str], list[bool]]:
+        """Generate from ``sources`` with ``task``'s prompt (its language and direction), through the
+        components as routed now; also whether each generation ran into ``eval.max_new_tokens``
+        before its function ended."""
+        record = self.config.task(task)
+        language, direction = record.language, record.direction
+        assert language is not None and direction is not None  # resolved by the config
         prompts, _ = encode_prompts(
             self.base.tokenizer,
             sources,
@@ -177,8 +180,9 @@ class MatrixEvaluator:
         highest syntax pass rate a model can be expected to reach on them; ``{}`` where undefined."""
         from hybridcl.evaluation import syntax
 
-        language = syntax.canonical_language(task)
-        if self.config.data.direction not in CODE_DIRECTIONS or language not in syntax.supported_languages():
+        record = self.config.task(task)
+        language = syntax.canonical_language(record.language or task)
+        if record.direction not in CODE_DIRECTIONS or language not in syntax.supported_languages():
             return {}
         targets = [ex.target for ex in self.examples(task)]
         return {"syntax_ceiling": syntax.syntax_ceiling(self._syntax_texts(task, targets) or targets, language)}
@@ -186,15 +190,14 @@ class MatrixEvaluator:
     def _syntax_texts(self, task: str, outputs: list[str]) -> list[str] | None:
         """The code the syntax checks read: the outputs, or (completion of the rest) the prompt's
         start of the function followed by each output; None where that is the outputs themselves."""
-        data = self.config.data
-        if data.direction != "completion" or data.completion_target != "rest":
+        if self.config.task(task).direction != "completion" or self.config.data.completion_target != "rest":
             return None
         return [ex.source + out for ex, out in zip(self.examples(task), outputs, strict=True)]
 
     def _metric_args(self, task: str, predictions: list[str]) -> dict:
         return {
-            "language": task,
-            "direction": self.config.data.direction,
+            "language": self.config.task(task).language,
+            "direction": self.config.task(task).direction,
             "reference_metrics": self.config.eval.reference_metrics,
             "tokenize": self.base.tokenizer.tokenize,
             "syntax_texts": self._syntax_texts(task, predictions),
@@ -258,7 +261,7 @@ class MatrixEvaluator:
     def missing(self, i: int, cells: dict[str, dict | None]) -> list[str]:
         """The tasks whose cell row ``i`` should hold and ``cells`` (the row as saved) lacks: the
         columns of tasks a finished run learned after it made the row."""
-        plan = plan_row(i, self.config.tasks, None, forward_transfer=self.config.eval.forward_transfer)
+        plan = plan_row(i, self.config.task_names, None, forward_transfer=self.config.eval.forward_transfer)
         return [t for t, action in plan.items() if action is not CellAction.SKIP and not cells.get(t)]
 
     def remember(self, row: Row) -> None:
@@ -273,7 +276,7 @@ class MatrixEvaluator:
         the cells it lacks are scored (the new tasks' columns)."""
         cfg = self.config.eval
         previous = self._previous if self.reuses_cells else None
-        plan = plan_row(i, self.config.tasks, previous, forward_transfer=cfg.forward_transfer)
+        plan = plan_row(i, self.config.task_names, previous, forward_transfer=cfg.forward_transfer)
         row = Row(i, {}, {}, {}, {})
         for task, action in plan.items():
             if action is CellAction.SKIP:
@@ -336,7 +339,7 @@ class MatrixEvaluator:
         ``routing.compare``, for their accuracies). Correctly routed prompts keep their loss and
         prediction from ``with_task_id``; misrouted ones are scored again with the chosen task's parts
         (and, for generation, that task's language in the prompt)."""
-        tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
+        tasks = [t for t in routable_tasks(self.components) if t in self.config.task_names]
         if len(tasks) < 2 or self.routers is None:
             return None
         active, method = self.components.active, self.routers.cfg.method
@@ -362,7 +365,7 @@ class MatrixEvaluator:
             "methods": {name: accuracy_summary(by_task, tasks) for name, by_task in choices.items()},
             # the layout of a row of results["matrix"]: metric -> one score per task
             "row": {
-                m: [cells[t].get(m) if t in cells else None for t in self.config.tasks]
+                m: [cells[t].get(m) if t in cells else None for t in self.config.task_names]
                 for m in dict.fromkeys(m for cell in cells.values() for m in cell)
             },
         }
@@ -424,8 +427,8 @@ class MatrixEvaluator:
             cell[m] = value(m, stats[m].sum(axis=0))
         return cell
 
-    def humaneval(self) -> dict:
-        """HumanEval pass@k of the base model and of the final model routed to the python task."""
+    def humaneval(self, task: str) -> dict:
+        """HumanEval pass@k of the base model and of the final model routed to ``task`` (Python, text-to-code)."""
         from hybridcl.evaluation.humaneval import run_humaneval
 
         def run():
@@ -440,5 +443,5 @@ class MatrixEvaluator:
 
         with self.components.base_only():
             before = run()
-        self.components.route("python")
+        self.components.route(task)
         return {"base": before, "final": run()}

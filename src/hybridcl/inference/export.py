@@ -33,7 +33,8 @@ def _empty_target(out: str | Path) -> Path:
 
 def _check_task(run, task: str) -> str:
     if task == "auto":
-        raise RunError("export needs one task's components: pass --task with one of " + ", ".join(run.config.tasks))
+        names = ", ".join(run.config.task_names)
+        raise RunError(f"export needs one task's components: pass --task with one of {names}")
     return run.check_task(task)
 
 
@@ -167,7 +168,7 @@ def _write_provenance(folder: Path, run, task: str, form: str, merged: dict) -> 
         "run": str(Path(run.run_dir).resolve()),
         "seed": run.seed,
         "task": task,
-        "tasks": run.config.tasks,
+        "tasks": run.config.task_names,
         "form": form,
         "strategy": run.config.strategy,
         "base_model": base,
@@ -175,10 +176,10 @@ def _write_provenance(folder: Path, run, task: str, form: str, merged: dict) -> 
         "base_license": base_license(base),
         "merged_components": merged,
         "components": str(Path(run.stage_dir).resolve() / "components.safetensors"),
-        "direction": run.config.data.direction,
+        "direction": run.config.task(task).direction,
         "prompt": prompt_info(run.config, task, run.kind),
         "data": data_sources(run.config, task),
     }
     (folder / "hybridcl_export.json").write_text(json.dumps(info, indent=2) + "\n")
-    column = task_column(run.run_dir, run.seed, task, run.config.data.direction)
+    column = task_column(run.run_dir, run.seed, task, run.config.task(task).direction)
     (folder / "README.md").write_text(card_text(info, column, run.kind), encoding="utf-8")

@@ -44,14 +44,14 @@ class LoadedRun:
     @property
     def tasks(self) -> list[str]:
         """The run's tasks (in training order)."""
-        return list(self.config.tasks)
+        return list(self.config.task_names)
 
     def check_task(self, task: str) -> str:
-        if task == AUTO or task in self.config.tasks:
+        if task == AUTO or task in self.config.task_names:
             return task
         raise RunError(
             f"task {quote(task)} is not a task of run {self.run_dir}: "
-            f"choose one of {', '.join([*self.config.tasks, AUTO])}"
+            f"choose one of {', '.join([*self.config.task_names, AUTO])}"
         )
 
     def route(self, task: str) -> None:
@@ -62,9 +62,9 @@ class LoadedRun:
         """The task the run's router picks for each source text (docstring, code or start of a function)."""
         from hybridcl.inference.routing import Prompts, routable_tasks
 
-        tasks = [t for t in routable_tasks(self.components) if t in self.config.tasks]
+        tasks = [t for t in routable_tasks(self.components) if t in self.config.task_names]
         if len(tasks) < 2:  # shared or no per-task parts: every task uses the same weights
-            return [self.config.tasks[-1] if not tasks else tasks[0]] * len(sources)
+            return [self.config.task_names[-1] if not tasks else tasks[0]] * len(sources)
         prompts = Prompts(
             list(sources),
             self.components,
@@ -75,7 +75,7 @@ class LoadedRun:
         )
         return self.routers.main.choose(prompts, tasks)
 
-    def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, **kwargs):
+    def generate(self, task: str, prompts: str | Sequence[str], *, return_tasks: bool = False, seed: int = 0, **kwargs):
         """Generate for each prompt (a docstring for text-to-code runs, code for code-to-text, the start
         of a function for completion).
 
@@ -100,15 +100,16 @@ class LoadedRun:
         device = next(self.model.parameters()).device
         sources, chosen = self._tasks_of(sources) if task == AUTO else (sources, [task] * len(sources))
         settings = replace(GenerationSettings.from_config(self.config), **kwargs)
-        direction = self.config.data.direction
         texts: list = [None] * len(sources)
         for t in dict.fromkeys(chosen):
             idx = [k for k, c in enumerate(chosen) if c == t]
             self.components.route(t)
+            language, direction = self.config.task(t).language, self.config.task(t).direction
+            assert language is not None and direction is not None  # resolved by the config
             prompts, _ = encode_prompts(
                 self.tokenizer,
                 [sources[k] for k in idx],
-                [t] * len(idx),
+                [language] * len(idx),
                 direction,
                 self.kind,
                 settings.max_source_len,
@@ -122,7 +123,7 @@ class LoadedRun:
                     kind=self.kind,
                     settings=settings,
                     progress=False,
-                    code_language=code_language(t, direction, self.config.data.completion_target),
+                    code_language=code_language(language, direction, self.config.data.completion_target),
                 )
             for k, text in zip(idx, generated.texts, strict=True):
                 texts[k] = text
@@ -136,7 +137,7 @@ class LoadedRun:
         from hybridcl.evaluation.precision import evaluation_precision
         from hybridcl.inference.routing import split_language_tag
 
-        tags, untagged_sources = zip(*(split_language_tag(s, self.config.tasks) for s in sources), strict=True)
+        tags, untagged_sources = zip(*(split_language_tag(s, self.config.task_names) for s in sources), strict=True)
         untagged = [k for k, t in enumerate(tags) if t is None]
         # routing's forward passes in the evaluation's precision too, as in the run
         with evaluation_precision(self.config.eval.precision, next(self.model.parameters()).device):

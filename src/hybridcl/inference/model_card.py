@@ -55,20 +55,23 @@ def base_license(hub_id: str) -> str | None:
 
 def prompt_info(config, task: str, kind: str) -> dict:
     """The prompt template of ``task`` (``prefix`` + source + ``suffix``) and one example prompt."""
-    prefix, suffix = prompt_template(task, config.data.direction, kind)
-    example = EXAMPLE_SOURCE[config.data.direction]
+    record = config.task(task)
+    prefix, suffix = prompt_template(record.language, record.direction, kind)
+    example = EXAMPLE_SOURCE[record.direction]
     return {"prefix": prefix, "suffix": suffix, "example": f"{prefix}{example}{suffix}"}
 
 
 def data_sources(config, task: str) -> list[dict]:
     """Where ``task``'s training data came from: the bundled corpus's sources (name, URL, licence), or
     the configured source."""
-    data = config.data
+    from hybridcl.data.tasks import task_data_config
+
+    data = task_data_config(config.data, config.task(task))
     if data.source == "bundled":
         from hybridcl.data.readers import bundled_dir
 
         manifest = json.loads((bundled_dir() / "manifest.json").read_text(encoding="utf-8"))
-        sources = manifest["languages"].get(task, {}).get("sources", [])
+        sources = manifest["languages"].get(config.task(task).language, {}).get("sources", [])
         return [{k: s.get(k) for k in ("name", "version", "url", "license")} for s in sources]
     if data.source in ("codesearchnet", "hf"):
         return [

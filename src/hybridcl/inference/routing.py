@@ -314,9 +314,11 @@ class Routers:
 def split_language_tag(prompt: str, tasks: Sequence[str]) -> tuple[str | None, str]:
     """``("python", "Sum a and b.")`` for ``"[python] Sum a and b."`` when python is one of ``tasks``;
     ``(None, prompt)`` for an untagged prompt."""
-    match = re.match(r"\s*\[([A-Za-z]+)\]\s*", prompt)
-    if match and match.group(1).lower() in tasks:
-        return match.group(1).lower(), prompt[match.end() :]
+    match = re.match(r"\s*\[([\w.-]+)\]\s*", prompt)
+    if match:
+        for name in (match.group(1), match.group(1).lower()):
+            if name in tasks:
+                return name, prompt[match.end() :]
     return None, prompt
 
 

@@ -35,7 +35,7 @@ def build_components(config: ExperimentConfig, strategy: str, n_tasks: int) -> C
         components = ComponentSet(
             model, "seq2seq" if arch.is_encoder_decoder else "causal", get_strategy(strategy), config.components
         )
-        for task in config.tasks[:n_tasks]:
+        for task in config.task_names[:n_tasks]:
             components.activate(task)
     return components
 
@@ -75,7 +75,7 @@ def matched_lora_rank(config: ExperimentConfig, target: str = "hybrid_task_speci
 
 def params_table(config: ExperimentConfig) -> str:
     r = config.components.lora.r
-    T = len(config.tasks)
+    T = len(config.task_names)
     reference = build_components(config, "hybrid_task_specific", 1)
     counts = count_parameters(reference)
     family = family_of(reference.base)
@@ -87,11 +87,11 @@ def params_table(config: ExperimentConfig) -> str:
 
     on_block = config.components.lora.on_full_layer
     lora_label = f"LoRA adapter r={r} on {','.join(targets)}" + (" (+ the extra block)" if on_block else "")
-    block_label = f"full layer (one {type(reference.slot.full_layers[config.tasks[0]]).__name__})"
+    block_label = f"full layer (one {type(reference.slot.full_layers[config.task_names[0]]).__name__})"
     placement = reference.slot.placement
     lines = [
         f"model {config.model.name}  ({reference.base.config.model_type}, {reference.kind}); tasks: "
-        f"{', '.join(config.tasks)}",
+        f"{', '.join(config.task_names)}",
         f"full layer at components.full_layer.position={config.components.full_layer.position}: "
         f"{placement.describe()} ({placement.position})",
         "",

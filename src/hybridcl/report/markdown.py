@@ -148,6 +148,7 @@ def _summary(results, config, seeds) -> list[str]:
             f"- direction: {config.data.direction}; data: "
             f"{config.data.source}, at most {config.data.max_train or 'all'} train / {config.data.max_val or 'all'} "
             f"validation examples per task; evaluated on {config.eval.max_examples or 'all'} per task",
+            *_task_records(config),
             f"- training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}"
             + (f", {' and '.join(trained_in)}" if trained_in else ""),
             f"- evaluation: every cell in {results.get('eval_precision', 'an unrecorded precision')}; at most "
@@ -753,3 +754,14 @@ def _total_eval(seed_results):
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _task_records(config) -> list[str]:
+    """A line per task that says more than its name (a language of its own, a direction, data, sizes)."""
+    return [
+        f"- task {t.name}: {t.language}, {t.direction}"
+        + (f", data {t.data}" if t.data else "")
+        + "".join(f", {s} {getattr(t, s)}" for s in ("max_train", "max_val") if getattr(t, s) is not None)
+        for t in config.tasks
+        if not (t.shorthand and t.direction == config.data.direction)
+    ]

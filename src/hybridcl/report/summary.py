@@ -35,9 +35,10 @@ def _direction(run_dir: Path) -> str | None:
     if not (run_dir / "config.yaml").is_file():
         return None
     try:
-        return load_run_config(run_dir).data.direction
+        directions = {t.direction for t in load_run_config(run_dir).tasks}
     except HybridclError:
         return None
+    return directions.pop() if len(directions) == 1 else None  # mixed: the default metrics
 
 
 def _metrics(direction: str | None) -> list[tuple[str, str]]:

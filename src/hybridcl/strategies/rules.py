@@ -83,7 +83,7 @@ class Replay(Rule):
     def __init__(self, config: ExperimentConfig, data: dict[str, TaskData]):
         super().__init__(config, data)
         self.last_stats: dict[str, float | int] = {}
-        order = [t for t in config.tasks if t in data]
+        order = [t for t in config.task_names if t in data]
         for k, task in enumerate(order[1:], start=1):
             self._check_buffer(task, order[:k])
 
@@ -125,7 +125,7 @@ class Replay(Rule):
 
     def training_examples(self, stage_tasks: list[str], seed: int) -> list[Example]:
         own = super().training_examples(stage_tasks, seed)
-        order = self.config.tasks
+        order = self.config.task_names
         earlier = order[: order.index(stage_tasks[0])]
         replayed: list[Example] = []
         if earlier:
@@ -223,7 +223,7 @@ class OLoRA(Rule):
     def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
         if self.current is None:
             return None
-        earlier = self.config.tasks[: self.config.tasks.index(self.current)]
+        earlier = self.config.task_names[: self.config.task_names.index(self.current)]
         if not earlier:
             return None
         total = None
