@@ -86,6 +86,7 @@ WHOLE_RUN_MODULES = frozenset(
         "test_reliability",
         "test_report",
         "test_seed_preset",
+        "test_serve",
         "test_sweep",
     }
 )

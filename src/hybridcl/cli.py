@@ -13,6 +13,7 @@
     hybridcl compare RUN_DIR... [--out DIR]         cross-strategy table and bar charts
     hybridcl generate --run RUN_DIR --task T|auto [--json] PROMPT...
     hybridcl export --run RUN_DIR --task T --merged OUT | --peft OUT
+    hybridcl serve RUN_DIR [--host 127.0.0.1] [--port 8000]   an OpenAI-compatible server of the run's tasks
 
 Errors a user can fix print one line and exit with code 2 (``--debug`` shows the traceback).
 ``key=value`` overrides may come before or after a command's options.
@@ -425,6 +426,25 @@ def _add_report_commands(sub) -> None:
     gen.add_argument("--json", action="store_true", help="print one JSON object per prompt: prompt, task, output")
     gen.set_defaults(func=_generate)
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve a run's tasks over an OpenAI-compatible HTTP API (model = a task or auto)",
+        description="POST /v1/completions and /v1/chat/completions, GET /v1/models and /health. Binds 127.0.0.1 "
+        "unless --host says otherwise; another address needs --api-key. A task the run learns later "
+        "(hybridcl learn) is served without a restart.",
+    )
+    serve.add_argument("run_dir", metavar="RUN_DIR")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("HYBRIDCL_API_KEY"), help="require Bearer KEY")
+    serve.add_argument("--seed", type=int, help="which seed's components (default: the run's first)")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more get 429")
+    serve.add_argument("--max-batch", type=int, default=16, help="requests generated together at most")
+    serve.add_argument("--max-prompt-tokens", type=int, help="longest prompt (default: the run's data.max_source_len)")
+    serve.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens a request may ask for")
+    serve.add_argument("--grace", type=float, default=30.0, help="seconds SIGTERM lets requests in flight finish")
+    serve.set_defaults(func=_serve)
+
     export = sub.add_parser("export", help="export one task's model: merged transformers folder or PEFT adapter")
     export.add_argument("--run", required=True, metavar="RUN_DIR")
     export.add_argument("--task", required=True)
@@ -538,6 +558,24 @@ def _generate(args) -> int:
             continue
         print(f"### prompt {k} of {n}: task {task}" + ("" if n == 1 else f" ({prompt[:60]!r})"))
         print(text if text.strip() else "(empty output)")
+    return 0
+
+
+def _serve(args) -> int:
+    from hybridcl.inference.server import serve
+
+    serve(
+        Path(args.run_dir),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        seed=args.seed,
+        max_queue=args.max_queue,
+        max_batch=args.max_batch,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        grace=args.grace,
+    )
     return 0
 
 

@@ -86,7 +86,7 @@ class LoadedRun:
         task's language. Generation settings are the run's
         (:meth:`~hybridcl.evaluation.generate.GenerationSettings.from_config`); ``kwargs`` override
         them (``max_new_tokens``, ``num_beams``, ``do_sample``, ``temperature``, ``top_p``,
-        ``batch_size``). Returns the texts
+        ``batch_size``); ``seed`` seeds sampling. Returns the texts
         (one string for one string prompt); with ``return_tasks`` also the task used per prompt.
         """
         from hybridcl.data.batching import encode_prompts
@@ -122,6 +122,7 @@ class LoadedRun:
                     prompts,
                     kind=self.kind,
                     settings=settings,
+                    seed=seed,
                     progress=False,
                     code_language=code_language(language, direction, self.config.data.completion_target),
                 )
