@@ -122,3 +122,42 @@ def test_wilson_interval_matches_hand_computed_values():
     assert summary["accuracy"] == pytest.approx(200 / 3) and summary["n"] == 3
     assert summary["confusion"] == {"python": {"python": 1, "go": 1}, "go": {"python": 0, "go": 1}}
     assert summary["per_task_accuracy"] == {"python": 50.0, "go": 100.0}
+
+
+def test_what_a_client_sends_is_made_from_each_training_example():
+    from hybridcl.data.tasks import Example
+    from hybridcl.inference.routing import fitting_texts, request_texts
+
+    code = "def add(a, b):\n    return a + b\n"
+    t2c = Example("x", "python", "text-to-code", "Return the sum of a and b.", code)
+    assert request_texts(t2c, "prompts") == ["Return the sum of a and b."]
+    assert request_texts(t2c, "code_start") == [code[: len(code) // 2]]
+    assert request_texts(t2c, "docstring") == ["Return the sum of a and b."]
+    assert request_texts(t2c, "chat") == [
+        "Write a Python function that return the sum of a and b.",
+        "Write a function that return the sum of a and b.",
+    ]
+    c2t = Example("y", "javascript", "code-to-text", "function f() {}", "Do nothing.")
+    assert request_texts(c2t, "code_start") == ["functio"] and request_texts(c2t, "docstring") == ["Do nothing."]
+    completion = Example("z", "go", "completion", "func f(", "func f() {}")
+    assert request_texts(completion, "docstring") == [] and request_texts(completion, "chat") == []
+    assert fitting_texts([t2c, completion], ["prompts", "docstring"]) == [t2c.source, "func f(", t2c.source]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "language"),
+    [
+        ("Write a JavaScript function that adds two numbers", "javascript"),
+        ("a java method that sorts", "java"),
+        ("Write it in Go, please", "go"),
+        ("a Go function that", "go"),
+        ("Let's go through the list", None),
+        ("Python or Ruby, either", None),
+        ("Return the sum of a and b.", None),
+        ("def add(a, b):", None),
+    ],
+)
+def test_a_request_names_its_language_in_words(prompt, language):
+    from hybridcl.inference.routing import named_language
+
+    assert named_language(prompt) == language

@@ -270,3 +270,10 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(finished):
     assert [c for c, _ in codes] == [200] * 4
     assert len({text for _, text in codes}) == 1
     assert max(finished) > signalled  # some were still generating when SIGTERM came, and were answered
+
+
+def test_a_request_that_names_its_language_goes_to_its_task(served):
+    answer = served.client().completions.create(model="auto", prompt="Write a JavaScript function that adds a and b")
+    assert answer.model == "javascript"
+    answer = served.client().completions.create(model="auto", prompt="Write a Python function that adds a and b")
+    assert answer.model == "python"

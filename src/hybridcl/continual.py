@@ -38,7 +38,7 @@ from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluation.efficiency import Meter
 from hybridcl.evaluation.matrix import MatrixEvaluator, Row
 from hybridcl.evaluation.precision import evaluation_precision
-from hybridcl.inference.routing import STATS_FILE, Prompts, Routers, routed_results
+from hybridcl.inference.routing import STATS_FILE, Prompts, Routers, fitting_texts, routed_results
 from hybridcl.model.components import ComponentSet
 from hybridcl.model.loading import load_base
 from hybridcl.model.parameters import component_state, count_parameters, load_component_state
@@ -140,7 +140,7 @@ class ContinualRecipe:
         assert self.routers is not None  # called only where the strategy routes
         train = self.data[task].train or self._load_data(self.config.task(task), with_train=True).train
         prompts = Prompts(
-            [ex.source for ex in train],
+            fitting_texts(train, self.config.routing.fit_on),
             self.components,
             self.base.tokenizer,
             self.base.kind,

@@ -324,6 +324,7 @@ class EvalConfig:
 
 
 ROUTING_METHODS = ("feature_ridge", "mahalanobis", "token_ngram", "min_prompt_loss")
+REQUEST_KINDS = ("prompts", "code_start", "docstring", "chat")  # what a router is fitted and measured on
 
 
 @dataclass
@@ -340,8 +341,18 @@ class RoutingConfig:
     ngram_hash_bits: int = 18  # token_ngram: 2**bits buckets for unigrams and bigrams
     ngram_smoothing: float = 0.1  # token_ngram: Laplace pseudo-count per bucket
     seed: int = 0  # feature_ridge's random projection (fixed: a run's saved statistics depend on it)
+    # What each task's router statistics are fitted on, from its training examples: `prompts` (the
+    # run's own prompt sources), and what a server receives: `code_start` (the first half of the
+    # function), `docstring` (its summary), `chat` ("Write a <Language> function that ...", and the
+    # same without the language). Runs made before this key fitted on prompts alone.
+    fit_on: list[str] = field(default_factory=lambda: ["prompts"])
 
     def validate(self, key: str) -> None:
+        for kind in self.fit_on:
+            if kind not in REQUEST_KINDS:
+                raise ConfigError(unknown_choice(f"{key}.fit_on", kind, REQUEST_KINDS))
+        if not self.fit_on:
+            raise ConfigError(f"{key}.fit_on is empty: give at least prompts, e.g. {key}.fit_on=[prompts]")
         for method in self.compare:
             if method not in ROUTING_METHODS:
                 raise ConfigError(unknown_choice(f"{key}.compare", method, ROUTING_METHODS))

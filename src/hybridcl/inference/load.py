@@ -58,11 +58,13 @@ class LoadedRun:
         """Send the forward pass through ``task``'s components."""
         self.components.route(self.check_task(task))
 
-    def choose_tasks(self, sources: Sequence[str]) -> list[str]:
-        """The task the run's router picks for each source text (docstring, code or start of a function)."""
+    def choose_tasks(self, sources: Sequence[str], among: Sequence[str] | None = None) -> list[str]:
+        """The task the run's router picks for each source text (docstring, code or start of a
+        function), among ``among`` (default: every task)."""
         from hybridcl.inference.routing import Prompts, routable_tasks
 
-        tasks = [t for t in routable_tasks(self.components) if t in self.config.task_names]
+        allowed = self.config.task_names if among is None else among
+        tasks = [t for t in routable_tasks(self.components) if t in allowed]
         if len(tasks) < 2:  # shared or no per-task parts: every task uses the same weights
             return [self.config.task_names[-1] if not tasks else tasks[0]] * len(sources)
         prompts = Prompts(
@@ -139,11 +141,28 @@ class LoadedRun:
         from hybridcl.inference.routing import split_language_tag
 
         tags, untagged_sources = zip(*(split_language_tag(s, self.config.task_names) for s in sources), strict=True)
-        untagged = [k for k, t in enumerate(tags) if t is None]
-        # routing's forward passes in the evaluation's precision too, as in the run
-        with evaluation_precision(self.config.eval.precision, next(self.model.parameters()).device):
-            routed = iter(self.choose_tasks([untagged_sources[k] for k in untagged]) if untagged else [])
-        return list(untagged_sources), [t if t is not None else next(routed) for t in tags]
+        chosen = list(tags)
+        # a prompt that names a language goes to that language's task, or is routed among its tasks
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for k, (source, tag) in enumerate(zip(untagged_sources, tags, strict=True)):
+            if tag is None:
+                groups.setdefault(self._candidates(source), []).append(k)
+        for candidates, idx in groups.items():
+            if len(candidates) == 1:
+                routed = [candidates[0]] * len(idx)
+            else:  # routing's forward passes in the evaluation's precision too, as in the run
+                with evaluation_precision(self.config.eval.precision, next(self.model.parameters()).device):
+                    routed = self.choose_tasks([untagged_sources[k] for k in idx], candidates)
+            for k, task in zip(idx, routed, strict=True):
+                chosen[k] = task
+        return list(untagged_sources), chosen
+
+    def _candidates(self, source: str) -> tuple[str, ...]:
+        """The tasks a request may go to: those of the language it names, else every task."""
+        from hybridcl.inference.routing import named_language
+
+        language = named_language(source)
+        return tuple(t.name for t in self.config.tasks if t.language == language) or tuple(self.tasks)
 
 
 def load_run(path: str | Path, *, seed: int | None = None, device: str | None = None) -> LoadedRun:

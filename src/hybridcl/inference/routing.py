@@ -40,8 +40,9 @@ from typing import ClassVar
 import torch
 
 from hybridcl.config.experiment import RoutingConfig
-from hybridcl.constants import Kind
+from hybridcl.constants import LANGUAGE_NAMES, Kind
 from hybridcl.data.batching import collate, pad_batch
+from hybridcl.data.tasks import Example
 from hybridcl.evaluation.generate import encode_texts
 from hybridcl.records.results import Matrix
 from hybridcl.training.loss import token_scores
@@ -309,6 +310,47 @@ class Routers:
                     f"with another routing config; re-run the stage or drop {method} from routing.compare"
                 )
             router.add_task(task, stats)
+
+
+def request_texts(example: Example, kind: str) -> list[str]:
+    """What a client sends for the function of ``example``, as ``kind`` (``routing.fit_on``): ``prompts``
+    the run's own source; ``code_start`` the first half of the function; ``docstring`` its summary;
+    ``chat`` a request in words, with the language named and without. Empty where the example does
+    not hold that text (a completion task's examples carry no summary)."""
+    code = {"text-to-code": example.target, "code-to-text": example.source}.get(example.direction, example.target)
+    summary = {"text-to-code": example.source, "code-to-text": example.target}.get(example.direction)
+    if kind == "prompts":
+        return [example.source]
+    if kind == "code_start":
+        return [code[: max(1, len(code) // 2)]]
+    if summary is None or not summary.strip():
+        return []
+    if kind == "docstring":
+        return [summary]
+    task = summary[0].lower() + summary[1:]
+    return [
+        f"Write a {LANGUAGE_NAMES.get(example.language, example.language)} function that {task}",
+        f"Write a function that {task}",
+    ]
+
+
+def fitting_texts(examples: Sequence[Example], kinds: Sequence[str]) -> list[str]:
+    """Every text a task's router statistics are fitted on: each kind of ``kinds`` for every example."""
+    return [text for kind in kinds for ex in examples for text in request_texts(ex, kind)]
+
+
+def named_language(prompt: str) -> str | None:
+    """The language a request names in words ("a JavaScript function", "in Go"), if exactly one."""
+    found = {lang for lang, pattern in _NAMED.items() if pattern.search(prompt)}
+    return found.pop() if len(found) == 1 else None
+
+
+# a language named as a client names it: Go only capitalised and next to a code word ("go" is a verb)
+_NAMED = {
+    lang: re.compile(rf"\b{re.escape(name)}\b", 0 if lang == "go" else re.IGNORECASE)
+    for lang, name in LANGUAGE_NAMES.items()
+}
+_NAMED["go"] = re.compile(r"\b(?:Go (?:function|code|program|method)|in Go\b|Golang\b)|\bgolang\b")
 
 
 def split_language_tag(prompt: str, tasks: Sequence[str]) -> tuple[str | None, str]:
