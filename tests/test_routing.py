@@ -161,3 +161,43 @@ def test_a_request_names_its_language_in_words(prompt, language):
     from hybridcl.inference.routing import named_language
 
     assert named_language(prompt) == language
+
+
+@pytest.mark.parametrize("method", ["feature_ridge", "mahalanobis"])
+def test_a_task_of_two_far_apart_kinds_is_one_class_per_kind_and_saves_and_loads(method):
+    """Each task's code starts and docstrings lie apart: one mean per task sits between its two kinds,
+    nearer the other task's; a class per kind keeps each task's prompts on it."""
+    d = 12
+    rng = np.random.default_rng(0)
+    e = np.eye(d)
+    # both tasks' kinds average to the same point: one class per task cannot tell them apart
+    centre = {
+        ("a", "code"): 3 * e[0],
+        ("a", "doc"): 3 * e[1],
+        ("b", "code"): 1.5 * (e[0] + e[1]) + 3 * e[2],
+        ("b", "doc"): 1.5 * (e[0] + e[1]) - 3 * e[2],
+    }
+
+    def kind(task, k, n=40):
+        return centre[(task, k)] + rng.normal(scale=0.3, size=(n, d))
+
+    train = {(t, k): kind(t, k) for t, k in centre}
+    test = {(t, k): kind(t, k) for t, k in centre}
+    cfg = replace(CFG, method=method, compare=[])
+    by_kind, one = Routers(cfg), Routers(cfg)
+    saved = {}
+    for task in ("a", "b"):
+        saved[task] = by_kind.fit_task(task, {k: scripted(train[(task, k)]) for k in ("code", "doc")})
+        one.fit_task(task, scripted(np.concatenate([train[(task, k)] for k in ("code", "doc")])))
+    assert {key.split("/")[0] for key in saved["a"]} == {f"{method}@code", f"{method}@doc"}
+
+    def accuracy(routers):
+        hits = [c == t for (t, k), x in test.items() for c in routers.main.choose(scripted(x), ["a", "b"])]
+        return 100 * sum(hits) / len(hits)
+
+    loaded = Routers(cfg)
+    for task in ("a", "b"):
+        loaded.load_task(task, saved[task])
+    assert accuracy(by_kind) == accuracy(loaded) == 100.0
+    if method == "mahalanobis":  # nearest mean: both tasks' one mean is the same point
+        assert accuracy(one) <= 75.0

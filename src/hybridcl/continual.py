@@ -139,16 +139,21 @@ class ContinualRecipe:
         """Add ``task`` to the routers from its own training prompts; returns its statistics for saving."""
         assert self.routers is not None  # called only where the strategy routes
         train = self.data[task].train or self._load_data(self.config.task(task), with_train=True).train
-        prompts = Prompts(
-            fitting_texts(train, self.config.routing.fit_on),
-            self.components,
-            self.base.tokenizer,
-            self.base.kind,
-            self.config.data.max_source_len,
-            self.config.eval.batch_size,
-        )
-        with evaluation_precision(self.config.eval.precision, self.accelerator.device):  # as routing runs
-            return self.routers.fit_task(task, prompts)
+        cfg = self.config
+        by_kind = {
+            kind: Prompts(
+                texts,
+                self.components,
+                self.base.tokenizer,
+                self.base.kind,
+                cfg.data.max_source_len,
+                cfg.eval.batch_size,
+            )
+            for kind in cfg.routing.fit_on
+            if (texts := fitting_texts(train, [kind]))
+        }
+        with evaluation_precision(cfg.eval.precision, self.accelerator.device):  # as routing runs
+            return self.routers.fit_task(task, by_kind)
 
     def train_stage(self, i: int, trackers=None) -> None:
         """Train stage ``i``, save its checkpoint and record it in ``state.json``."""

@@ -163,18 +163,27 @@ class Router:
     def __init__(self, cfg: RoutingConfig):
         self.cfg = cfg
         self.tasks: list[str] = []
-        self.stats: dict[str, dict[str, torch.Tensor]] = {}
+        # a task is one class, or one class per kind of request it was fitted on (routing.fit_on):
+        # a task's code starts and its docstrings are apart in feature space, so each has its own
+        self.classes: dict[str, list[str]] = {}
+        self.stats: dict[str, dict[str, torch.Tensor]] = {}  # class -> its statistics
 
     def statistics(self, prompts: Prompts) -> dict[str, torch.Tensor]:
         return {}
 
-    def add_task(self, task: str, stats: dict[str, torch.Tensor]) -> None:
-        """Add (or replace) ``task``'s statistics; no other task's data is needed."""
+    def add_task(self, task: str, stats: dict[str, torch.Tensor], kind: str | None = None) -> None:
+        """Add (or replace) ``task``'s statistics (of one ``kind`` of request, where it has several);
+        no other task's data is needed."""
         if task not in self.tasks:
             self.tasks.append(task)
-        self.stats[task] = stats
+            self.classes[task] = []
+        key = task if kind is None else f"{task}@{kind}"
+        if key not in self.classes[task]:
+            self.classes[task].append(key)
+        self.stats[key] = stats
 
     def scores(self, prompts: Prompts, tasks: Sequence[str]) -> torch.Tensor:
+        """``[prompts, classes]``, higher is better, for the given classes."""
         raise NotImplementedError
 
     def choose(self, prompts: Prompts, tasks: Sequence[str] | None = None) -> list[str]:
@@ -182,9 +191,11 @@ class Router:
         tasks = list(tasks if tasks is not None else self.tasks)
         if len(tasks) == 1 or not prompts.texts:
             return [tasks[0]] * len(prompts.texts) if tasks else []
-        scores = self.scores(prompts, tasks)
+        keys = [k for t in tasks for k in self.classes[t]]
+        owner = [t for t in tasks for _ in self.classes[t]]
+        scores = self.scores(prompts, keys)
         # argmax keeps the first of equal maxima: ties go to the earlier task
-        return [tasks[k] for k in scores.argmax(1).tolist()]
+        return [owner[k] for k in scores.argmax(1).tolist()]
 
     def _summed(self, name: str, tasks: Sequence[str]) -> torch.Tensor:
         return sum((self.stats[t][name] for t in tasks[1:]), self.stats[tasks[0]][name].clone())
@@ -290,26 +301,41 @@ class Routers:
     def main(self) -> Router:
         return self.by_method[self.cfg.method]
 
-    def fit_task(self, task: str, prompts: Prompts) -> dict[str, torch.Tensor]:
-        """Add ``task`` from its training prompts; returns its statistics, flat, for saving."""
+    def fit_task(self, task: str, prompts: Prompts | dict[str, Prompts]) -> dict[str, torch.Tensor]:
+        """Add ``task`` from its training prompts, or from each kind of request made of them (one class
+        per kind); returns its statistics, flat, for saving (``method/name``, or ``method@kind/name``)."""
+        by_kind = prompts if isinstance(prompts, dict) else {"prompts": prompts}
+        one = list(by_kind) == ["prompts"]  # as runs fitted before routing.fit_on: one class, as saved then
         flat = {}
         for method, router in self.by_method.items():
-            stats = router.statistics(prompts)
-            router.add_task(task, stats)
-            flat.update({f"{method}/{name}": value for name, value in stats.items()})
+            if type(router).statistics is Router.statistics:  # nothing to fit (min_prompt_loss)
+                router.add_task(task, {})
+                continue
+            for kind, kind_prompts in by_kind.items():
+                stats = router.statistics(kind_prompts)
+                router.add_task(task, stats, None if one else kind)
+                prefix = method if one else f"{method}@{kind}"
+                flat.update({f"{prefix}/{name}": value for name, value in stats.items()})
         return flat
 
     def load_task(self, task: str, flat: dict[str, torch.Tensor]) -> None:
         """Add ``task`` from statistics saved by :meth:`fit_task` (a method saved without any: none needed)."""
         for method, router in self.by_method.items():
-            prefix = f"{method}/"
-            stats = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
-            if not stats and type(router).statistics is not Router.statistics:
+            by_kind: dict[str | None, dict[str, torch.Tensor]] = {}
+            for key, value in flat.items():
+                head, _, name = key.partition("/")
+                if head.partition("@")[0] == method:
+                    by_kind.setdefault(head.partition("@")[2] or None, {})[name] = value
+            if type(router).statistics is Router.statistics:
+                router.add_task(task, {})
+                continue
+            if not by_kind:
                 raise ValueError(
                     f"the saved router statistics of task {task!r} lack method {method!r}: they were fitted "
                     f"with another routing config; re-run the stage or drop {method} from routing.compare"
                 )
-            router.add_task(task, stats)
+            for kind, stats in by_kind.items():
+                router.add_task(task, stats, kind)
 
 
 def request_texts(example: Example, kind: str) -> list[str]:
