@@ -20,19 +20,10 @@ common=(preset=default strategy=hybrid_task_specific "run.output_dir=$out" --no-
 timed "run python,javascript" $hybridcl run "${common[@]}" run.name=grown
 timed "learn go" $hybridcl learn "$out/grown" go --no-progress
 timed "run python,javascript,go" $hybridcl run "${common[@]}" run.name=whole "tasks=[python,javascript,go]"
-# then a task of the user's own code: the functions of the installed PEFT package (Python, not in the
-# bundled corpus, whose Python is CPython's standard library), a task named peft of language python
-mkdir -p "$out/own"
-peft_dir=$(.venv/bin/python -c "import os, peft; print(os.path.dirname(peft.__file__))")
-$hybridcl data extract --language python --from "$peft_dir" --out "$out/own/peft.jsonl.gz" --repo peft --no-progress \
-  --report "$out/own/extract.json"
-printf 'name: peft\nlanguage: python\ndata: %s\n' "$out/own/peft.jsonl.gz" > "$out/own/peft.yaml"
-timed "learn peft" $hybridcl learn "$out/grown" "$out/own/peft.yaml" --no-progress
 for run in grown whole; do
   mkdir -p "$docs/$run"
   cp "$out/$run/config.yaml" "$out/$run/results.json" "$out/$run/report.md" "$docs/$run/"
 done
-cp "$out/timings.jsonl" "$out/own/peft.yaml" "$out/own/extract.json" "$docs/"
 python3 - "$out" > "$docs/equivalence.txt" <<'PY'
 import json, sys
 from pathlib import Path
@@ -51,3 +42,14 @@ for key in ("matrix", "cl_metrics", "intervals", "routing", "data"):
     print(f"results.json {key}: {'equal' if untimed(ra[key]) == untimed(rb[key]) else 'DIFFERENT'}")
 PY
 cat "$docs/equivalence.txt"
+# then a task of the user's own code: the functions of the installed PEFT package (Python, not in the
+# bundled corpus, whose Python is CPython's standard library), a task named peft of language python
+mkdir -p "$out/own"
+peft_dir=$(.venv/bin/python -c "import os, peft; print(os.path.dirname(peft.__file__))")
+$hybridcl data extract --language python --from "$peft_dir" --out "$out/own/peft.jsonl.gz" --repo peft --no-progress \
+  --report "$out/own/extract.json"
+printf 'name: peft\nlanguage: python\ndata: %s\n' "$out/own/peft.jsonl.gz" > "$out/own/peft.yaml"
+timed "learn peft" $hybridcl learn "$out/grown" "$out/own/peft.yaml" --no-progress
+mkdir -p "$docs/grown-peft"
+cp "$out/grown/config.yaml" "$out/grown/results.json" "$out/grown/report.md" "$docs/grown-peft/"
+cp "$out/timings.jsonl" "$out/own/peft.yaml" "$out/own/extract.json" "$docs/"

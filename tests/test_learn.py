@@ -300,3 +300,22 @@ def test_a_records_file_with_a_bad_line_is_named_with_the_line(run, tmp_path, ca
     line = error_of(capsys, str(run), str(record))
     assert "mine.valid.jsonl.gz:1: malformed JSON" in line
     assert snapshot(run) == before
+
+
+def test_a_run_another_writer_holds_is_refused_with_the_locks_message(run, capsys):
+    import os
+
+    from hybridcl.records.io import FolderLock
+
+    holder = FolderLock(run / ".lock")
+    assert holder.acquire() is None
+    try:
+        before = snapshot(run)
+        line = error_of(capsys, str(run), "go")
+    finally:
+        holder.release()
+    assert line == (
+        f"hybridcl: error: {run} is in use by hybridcl process {os.getpid()} (lock {run}/.lock): "
+        "wait for it to finish or stop it, or choose another run.name"
+    )
+    assert snapshot(run) == before
