@@ -191,8 +191,9 @@ class Router:
         tasks = list(tasks if tasks is not None else self.tasks)
         if len(tasks) == 1 or not prompts.texts:
             return [tasks[0]] * len(prompts.texts) if tasks else []
-        keys = [k for t in tasks for k in self.classes[t]]
-        owner = [t for t in tasks for _ in self.classes[t]]
+        # a task never fitted (min_prompt_loss needs no statistics) is a class of its own
+        keys = [k for t in tasks for k in self.classes.get(t, [t])]
+        owner = [t for t in tasks for _ in self.classes.get(t, [t])]
         scores = self.scores(prompts, keys)
         # argmax keeps the first of equal maxima: ties go to the earlier task
         return [owner[k] for k in scores.argmax(1).tolist()]
