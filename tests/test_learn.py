@@ -286,6 +286,9 @@ def test_a_run_learns_a_task_of_its_own_data_from_a_record_file(run, tmp_path, c
     assert report["train"]["kept"] == 4 and report["language"] == "go"
     assert [f["path"] for f in report["train"]["files"]] == ["mine.train.jsonl.gz"]
     assert "- task mine: go, text-to-code, data " in (run / "report.md").read_text()
+    # its files are checked against its own data, not the run's data.* source: the run learns on
+    learn_tasks(run, ["ruby"], progress=False)
+    assert json.loads((run / "results.json").read_text())["tasks"][-1] == "ruby"
 
 
 def test_a_records_file_with_a_bad_line_is_named_with_the_line(run, tmp_path, capsys):

@@ -493,17 +493,18 @@ def _report(args) -> int:
 def _data_notes(run_dir: Path) -> None:
     """One stderr line per data file the run recorded that is missing here or has another sha256."""
     from hybridcl.data.provenance import check_data_files
+    from hybridcl.data.tasks import data_sources
     from hybridcl.records.io import read_json
     from hybridcl.records.run_dir import load_run_config
 
     if not (run_dir / "results.json").is_file() or not (run_dir / "config.yaml").is_file():
         return
-    data = load_run_config(run_dir).data
+    config = load_run_config(run_dir)
     try:
         recorded = read_json(run_dir / "results.json")
     except HybridclError:  # a damaged results.json: `hybridcl eval` rebuilds it, `report` says so itself
         return
-    for note in check_data_files(recorded, data.source, data.path):
+    for note in check_data_files(recorded, data_sources(config.data, config.tasks)):
         print(f"hybridcl: note: {note}", file=sys.stderr)
 
 

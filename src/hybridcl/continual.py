@@ -33,7 +33,7 @@ from hybridcl import __version__
 from hybridcl.config.experiment import ExperimentConfig, TaskConfig, apply_override, build_config
 from hybridcl.data.batching import encode, target_length_counter
 from hybridcl.data.provenance import check_data_files
-from hybridcl.data.tasks import TaskData, load_task_data, task_data_config
+from hybridcl.data.tasks import TaskData, data_sources, load_task_data, task_data_config
 from hybridcl.errors import ConfigError, RunError, quote
 from hybridcl.evaluation.efficiency import Meter
 from hybridcl.evaluation.matrix import MatrixEvaluator, Row
@@ -507,7 +507,7 @@ def _extended(config: ExperimentConfig, tasks: list[str | dict], run_dir: Path) 
 def _check_data_unchanged(run_dir: Path, config: ExperimentConfig) -> None:
     """The run's earlier tasks are read again (their rows, routing, replay): their files must be the
     ones the run read."""
-    changed = check_data_files(read_json(run_dir / "results.json"), config.data.source, config.data.path)
+    changed = check_data_files(read_json(run_dir / "results.json"), data_sources(config.data, config.tasks))
     if changed:
         raise RunError(f"{run_dir}: {changed[0]}; the run cannot learn more tasks on other data")
 

@@ -49,19 +49,23 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a ch
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def check_data_files(results: dict, source: str, path: str | None) -> list[str]:
+def check_data_files(results: dict, sources: dict[str, tuple[str, str | None]]) -> list[str]:
     """One line per recorded data file that is missing here or whose sha256 differs, from a run's
-    ``results.json`` (or a seed's) and the run's data settings."""
+    ``results.json`` (or a seed's) and each task's data source now (task -> ``(source, path)``:
+    :func:`hybridcl.data.tasks.data_sources`)."""
     seeds = results.get("per_seed") or [results]
-    name, root = data_root(source, path)
     notes, seen, unchecked = [], set(), 0
-    for task_data in (seeds[0].get("data") or {}).values():
+    for task, task_data in (seeds[0].get("data") or {}).items():
+        if task not in sources:
+            notes.append(f"task {task} is not in the run's config: its data files are not checked")
+            continue
+        name, root = data_root(*sources[task])
         for split in task_data.values():
             for entry in split.get("files", []) if isinstance(split, dict) else []:
                 if not isinstance(entry, dict):  # an older results.json: an absolute path, no hash
                     unchecked += 1
                     continue
-                key = (entry["root"], entry["path"])
+                key = (entry["root"], root, entry["path"])
                 if key in seen:
                     continue
                 seen.add(key)

@@ -290,6 +290,11 @@ def task_data_config(data_cfg: DataConfig, task: TaskConfig) -> DataConfig:
     return replace(data_cfg, **changes)
 
 
+def data_sources(data_cfg: DataConfig, tasks: list[TaskConfig]) -> dict[str, tuple[str, str | None]]:
+    """Each task's data source and path now: what its recorded files are checked against."""
+    return {t.name: (c.source, c.path) for t in tasks for c in [task_data_config(data_cfg, t)]}
+
+
 def load_task_data(
     data_cfg: DataConfig,
     language: str,
