@@ -467,15 +467,16 @@ def learn_tasks(run_dir: Path, tasks: list[str | dict], *, progress: bool = True
     config = load_run_config(run_dir)
     extended = _extended(config, tasks, run_dir)
     seeds = [SeedDir(run_dir, seed) for seed in config.run.seeds]
-    stages_before = [len(s.load_state().train) for s in seeds]
     main = PartialState().is_main_process
     with RunLock(run_dir, enabled=main):
-        for seed_dir in seeds:
-            if not seed_dir.load_state().finished_on(config.task_names):
+        states = [s.load_state() for s in seeds]  # read under the lock: no other writer changes them now
+        for seed_dir, state in zip(seeds, states, strict=True):
+            if not state.finished_on(config.task_names):
                 raise RunError(
                     f"{seed_dir.path} is not finished: complete it with `hybridcl run --resume {run_dir}`, "
                     "then learn more tasks"
                 )
+        stages_before = [len(state.train) for state in states]
         _check_data_unchanged(run_dir, config)
         kept = lambda: any(len(s.load_state().train) > n for s, n in zip(seeds, stages_before, strict=True))  # noqa: E731
         with Undo(run_dir, kept=kept) if main else contextlib.nullcontext():

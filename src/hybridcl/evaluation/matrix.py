@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +77,8 @@ class Row:
 
     def reused(self, task: str) -> Cell:
         """``task``'s cell of this row, as the next row keeps it (``reused_from_row``, no time spent)."""
-        values = self.cells[task]
-        if values is None:
-            raise ValueError(f"row {self.index} did not evaluate {task}: nothing to reuse")
-        kept = {"reused_from_row": self.index, **values, "eval_seconds": 0.0}
-        return Cell(kept, self.predictions[task], self.hit_limit[task], self.stats[task])
+        cell = self.cell(task)
+        return replace(cell, values={"reused_from_row": self.index, **cell.values, "eval_seconds": 0.0})
 
 
 class CellAction(enum.Enum):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybridcl.errors import HybridclError
-from hybridcl.inference.load import AUTO, LoadedRun, load_run
+from hybridcl.inference.load import LoadedRun, load_run
 from hybridcl.progress import note
 
 
@@ -175,5 +175,5 @@ def _groups(batch: list[Request]) -> list[list[Request]]:
     """The batch's requests by (task, settings), ``auto`` ones together, in arrival order."""
     groups: dict[tuple[str, Settings], list[Request]] = {}
     for r in batch:
-        groups.setdefault((r.task if r.task != AUTO else AUTO, r.settings), []).append(r)
+        groups.setdefault((r.task, r.settings), []).append(r)
     return list(groups.values())

@@ -144,7 +144,7 @@ def _guard(app: FastAPI, api_key: str | None) -> None:
 async def _answer(engine: Engine, body: _Sampling, prompts: list[str], limits: Limits, request: Request):
     """``[(text, task, finish_reason, prompt_tokens, completion_tokens)]`` per prompt; None when the
     client went away first (its waiting prompts are dropped)."""
-    _check(engine, body, prompts, limits)
+    prompt_tokens = _check(engine, body, prompts, limits)
     settings = Settings(body.max_tokens, body.temperature, body.top_p, body.seed or 0)
     try:
         futures = [engine.submit(body.model, p, settings) for p in prompts]
@@ -158,7 +158,7 @@ async def _answer(engine: Engine, body: _Sampling, prompts: list[str], limits: L
         await asyncio.sleep(0.01)
     limit = body.max_tokens or engine.run.config.eval.max_new_tokens
     out = []
-    for prompt, future in zip(prompts, futures, strict=True):
+    for n_in, future in zip(prompt_tokens, futures, strict=True):
         try:
             text, task = future.result()
         except Busy as exc:
@@ -166,11 +166,12 @@ async def _answer(engine: Engine, body: _Sampling, prompts: list[str], limits: L
         text, stopped = _cut_at_stop(text, body.stop)
         n_out = engine.count_tokens(text, special=False)
         reason = "stop" if stopped or n_out < limit else "length"
-        out.append((text, task, reason, engine.count_tokens(prompt), n_out))
+        out.append((text, task, reason, n_in, n_out))
     return out
 
 
-def _check(engine: Engine, body: _Sampling, prompts: list[str], limits: Limits) -> None:
+def _check(engine: Engine, body: _Sampling, prompts: list[str], limits: Limits) -> list[int]:
+    """Refuse what this server will not answer; returns each prompt's length in tokens."""
     if body.model != AUTO and body.model not in engine.tasks:
         message = f"model {body.model!r} is not a task of this run: choose one of {', '.join([*engine.tasks, AUTO])}"
         raise ApiError(404, message, "model", "not_found_error")
@@ -180,8 +181,8 @@ def _check(engine: Engine, body: _Sampling, prompts: list[str], limits: Limits) 
         raise ApiError(
             400, f"max_tokens = {body.max_tokens}: this server generates at most {limits.max_tokens}", "max_tokens"
         )
-    for k, prompt in enumerate(prompts):
-        n = engine.count_tokens(prompt)
+    lengths = [engine.count_tokens(prompt) for prompt in prompts]
+    for k, n in enumerate(lengths):
         if n > limits.max_prompt_tokens:
             raise ApiError(
                 400,
@@ -189,6 +190,7 @@ def _check(engine: Engine, body: _Sampling, prompts: list[str], limits: Limits) 
                 f"{limits.max_prompt_tokens} (--max-prompt-tokens, the run's data.max_source_len by default)",
                 "prompt",
             )
+    return lengths
 
 
 def _cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
